@@ -1,0 +1,110 @@
+//! Length-prefixed postcard frames for control messages.
+//!
+//! A frame is a 4-byte big-endian body length followed by the postcard body.
+//! The length is checked against a hard cap *before* any buffer is sized
+//! from it, so a peer cannot make us allocate by announcing a huge frame.
+//! The decoder is sans-IO: hand it whatever bytes have arrived and it says
+//! "need more", "here is a message", or why the bytes are unacceptable.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest control frame body we send or accept.
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+/// Size of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("frame has {0} bytes left over after its message")]
+    TrailingBytes(usize),
+}
+
+/// Encodes `message` as one frame (prefix and body).
+pub fn encode<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, FrameError> {
+    let mut frame = vec![0u8; LEN_PREFIX];
+    frame = postcard::to_extend(message, frame)?;
+    let len = frame.len() - LEN_PREFIX;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    frame[..LEN_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Reads the body length from a prefix, refusing anything over `max`.
+pub fn body_len(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes a complete frame body. Every byte must belong to the message.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let (message, rest) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(message)
+}
+
+/// Decodes the first frame in `buf`: `Ok(None)` if more bytes are needed,
+/// otherwise the message and how many bytes it used.
+pub fn decode<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX) else {
+        return Ok(None);
+    };
+    let len = body_len(prefix.try_into().expect("slice of LEN_PREFIX"), max)?;
+    let Some(body) = buf.get(LEN_PREFIX..LEN_PREFIX + len) else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, LEN_PREFIX + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::wire::Request;
+    use crate::proto::ContentHash;
+
+    #[test]
+    fn oversize_prefix_is_refused_before_reading_the_body() {
+        let prefix = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes();
+        assert_eq!(
+            decode::<Request>(&prefix, MAX_CONTROL_FRAME),
+            Err(FrameError::TooLarge { len: MAX_CONTROL_FRAME + 1, max: MAX_CONTROL_FRAME })
+        );
+    }
+
+    #[test]
+    fn partial_frames_ask_for_more() {
+        let frame = encode(&Request::BlockLayer { hash: ContentHash([1; 32]) }, 1024).unwrap();
+        for cut in 0..frame.len() {
+            assert_eq!(decode::<Request>(&frame[..cut], 1024), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_typed_errors() {
+        let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(matches!(decode::<Request>(&garbage, 1024), Err(FrameError::Malformed(_))));
+
+        let mut frame = encode(&Request::BlockLayer { hash: ContentHash([1; 32]) }, 1024).unwrap();
+        frame.push(0);
+        let len = (frame.len() - LEN_PREFIX) as u32;
+        frame[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(decode::<Request>(&frame, 1024), Err(FrameError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn encoder_respects_the_cap() {
+        let big = crate::proto::wire::Response::BadRequest { reason: "x".repeat(100) };
+        assert!(matches!(encode(&big, 10), Err(FrameError::TooLarge { .. })));
+    }
+}

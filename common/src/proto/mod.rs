@@ -1,0 +1,16 @@
+//! The pure half of the protocol: what is said on the wire and how content is
+//! verified. Nothing in here performs I/O.
+
+pub mod content;
+pub mod frame;
+pub mod id;
+pub mod wire;
+
+pub use content::{BlockHashes, BlockLayout, ContentError};
+pub use frame::{FrameError, MAX_CONTROL_FRAME};
+pub use id::{ContentHash, IdError, PeerAddr, PeerId};
+pub use wire::{Request, Response};
+
+/// Protocol version carried in the QUIC ALPN. A peer speaking another version
+/// fails the handshake instead of misreading our frames.
+pub const ALPN: &[u8] = b"canopy/0";

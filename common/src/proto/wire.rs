@@ -1,0 +1,111 @@
+//! Messages exchanged between peers.
+//!
+//! Every exchange runs on its own bidirectional QUIC stream: the asker sends
+//! one [`Request`] frame, the answerer one [`Response`] frame, followed for
+//! bulk answers by raw bytes whose length both sides derive from the file's
+//! [`BlockLayout`](super::BlockLayout) (bulk data is never postcard-wrapped).
+//! Closing a stream never disturbs the others on the same connection.
+//!
+//! New variants are only ever appended: postcard encodes the variant index as
+//! a varint, so older messages keep their bytes.
+
+use serde::{Deserialize, Serialize};
+
+use super::id::ContentHash;
+
+/// Most blocks one request may ask for; keeps one stream's answer bounded
+/// and spreads large downloads over several streams.
+pub const MAX_BLOCKS_PER_REQUEST: u32 = 1024;
+/// Longest human-readable reason a peer may send.
+pub const MAX_REASON_LEN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Ask for a file's size and block layer (the CVs every block is checked
+    /// against). Answered by [`Response::BlockLayer`] and the raw layer.
+    BlockLayer { hash: ContentHash },
+    /// Ask for blocks `first..first + count` of a file. Answered by
+    /// [`Response::Blocks`] and their raw bytes, back to back.
+    Blocks {
+        hash: ContentHash,
+        first: u32,
+        count: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The file is `size` bytes; its block layer follows.
+    BlockLayer { size: u64 },
+    /// The requested blocks follow.
+    Blocks { first: u32, count: u32 },
+    /// This peer does not share that content.
+    NotFound { hash: ContentHash },
+    /// The request was understood but not acceptable (out of range, too
+    /// large). `reason` is at most [`MAX_REASON_LEN`] bytes.
+    BadRequest { reason: String },
+}
+
+impl Response {
+    /// A `BadRequest` whose reason is cut to the wire limit.
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON_LEN {
+            let mut cut = MAX_REASON_LEN;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Response::BadRequest { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{decode, encode, MAX_CONTROL_FRAME};
+    use proptest::prelude::*;
+
+    fn any_hash() -> impl Strategy<Value = ContentHash> {
+        any::<[u8; 32]>().prop_map(ContentHash)
+    }
+
+    fn any_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            any_hash().prop_map(|hash| Request::BlockLayer { hash }),
+            (any_hash(), any::<u32>(), any::<u32>())
+                .prop_map(|(hash, first, count)| Request::Blocks { hash, first, count }),
+        ]
+    }
+
+    fn any_response() -> impl Strategy<Value = Response> {
+        prop_oneof![
+            any::<u64>().prop_map(|size| Response::BlockLayer { size }),
+            (any::<u32>(), any::<u32>()).prop_map(|(first, count)| Response::Blocks { first, count }),
+            any_hash().prop_map(|hash| Response::NotFound { hash }),
+            "\\PC{0,300}".prop_map(Response::bad_request),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(request in any_request()) {
+            let bytes = encode(&request, MAX_CONTROL_FRAME).unwrap();
+            let (decoded, used) = decode::<Request>(&bytes, MAX_CONTROL_FRAME).unwrap().unwrap();
+            prop_assert_eq!(decoded, request);
+            prop_assert_eq!(used, bytes.len());
+        }
+
+        #[test]
+        fn responses_round_trip(response in any_response()) {
+            if let Response::BadRequest { reason } = &response {
+                prop_assert!(reason.len() <= MAX_REASON_LEN);
+            }
+            let bytes = encode(&response, MAX_CONTROL_FRAME).unwrap();
+            let (decoded, used) = decode::<Response>(&bytes, MAX_CONTROL_FRAME).unwrap().unwrap();
+            prop_assert_eq!(decoded, response);
+            prop_assert_eq!(used, bytes.len());
+        }
+    }
+}
