@@ -17,7 +17,9 @@
 
 use std::ops::Range;
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 use super::id::ContentHash;
 
@@ -33,7 +35,11 @@ pub const CV_LEN: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
     #[error("block layer has {got} bytes, expected {expected} for a file of {size} bytes")]
-    LayerLength { size: u64, expected: usize, got: usize },
+    LayerLength {
+        size: u64,
+        expected: usize,
+        got: usize,
+    },
     #[error("block layer does not hash to the content hash")]
     LayerMismatch,
     #[error("block {index} is out of range (the file has {count} blocks)")]
@@ -307,7 +313,19 @@ mod tests {
 
     const K: usize = MIN_BLOCK_SIZE as usize;
     const SIZES: &[usize] = &[
-        0, 1, 1023, 1024, 1025, K - 1, K, K + 1, 2 * K, 3 * K + 5, 5 * K, 8 * K + 1024, 17 * K - 3,
+        0,
+        1,
+        1023,
+        1024,
+        1025,
+        K - 1,
+        K,
+        K + 1,
+        2 * K,
+        3 * K + 5,
+        5 * K,
+        8 * K + 1024,
+        17 * K - 3,
     ];
 
     #[test]
@@ -394,7 +412,10 @@ mod tests {
         let gib = 1u64 << 30;
         assert_eq!(BlockLayout::for_size(gib).block_size(), MIN_BLOCK_SIZE);
         assert_eq!(BlockLayout::for_size(gib).block_count(), 16384);
-        assert_eq!(BlockLayout::for_size(gib + 1).block_size(), 2 * MIN_BLOCK_SIZE);
+        assert_eq!(
+            BlockLayout::for_size(gib + 1).block_size(),
+            2 * MIN_BLOCK_SIZE
+        );
         let huge = BlockLayout::for_size(u64::MAX / 2);
         assert!(u64::from(huge.block_count()) <= MAX_BLOCKS);
         assert!(huge.layer_len() <= MAX_BLOCKS as usize * CV_LEN);
@@ -408,7 +429,10 @@ mod tests {
         hasher.update(b"12345");
         assert_eq!(
             hasher.finish(),
-            Err(ContentError::SizeChanged { expected: 10, got: 5 })
+            Err(ContentError::SizeChanged {
+                expected: 10,
+                got: 5
+            })
         );
     }
 

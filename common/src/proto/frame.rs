@@ -56,7 +56,10 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 
 /// Decodes the first frame in `buf`: `Ok(None)` if more bytes are needed,
 /// otherwise the message and how many bytes it used.
-pub fn decode<T: DeserializeOwned>(buf: &[u8], max: usize) -> Result<Option<(T, usize)>, FrameError> {
+pub fn decode<T: DeserializeOwned>(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
     let Some(prefix) = buf.get(..LEN_PREFIX) else {
         return Ok(None);
     };
@@ -78,33 +81,60 @@ mod tests {
         let prefix = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes();
         assert_eq!(
             decode::<Request>(&prefix, MAX_CONTROL_FRAME),
-            Err(FrameError::TooLarge { len: MAX_CONTROL_FRAME + 1, max: MAX_CONTROL_FRAME })
+            Err(FrameError::TooLarge {
+                len: MAX_CONTROL_FRAME + 1,
+                max: MAX_CONTROL_FRAME
+            })
         );
     }
 
     #[test]
     fn partial_frames_ask_for_more() {
-        let frame = encode(&Request::BlockLayer { hash: ContentHash([1; 32]) }, 1024).unwrap();
+        let frame = encode(
+            &Request::BlockLayer {
+                hash: ContentHash([1; 32]),
+            },
+            1024,
+        )
+        .unwrap();
         for cut in 0..frame.len() {
-            assert_eq!(decode::<Request>(&frame[..cut], 1024), Ok(None), "cut at {cut}");
+            assert_eq!(
+                decode::<Request>(&frame[..cut], 1024),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
     }
 
     #[test]
     fn garbage_and_trailing_bytes_are_typed_errors() {
         let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert!(matches!(decode::<Request>(&garbage, 1024), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode::<Request>(&garbage, 1024),
+            Err(FrameError::Malformed(_))
+        ));
 
-        let mut frame = encode(&Request::BlockLayer { hash: ContentHash([1; 32]) }, 1024).unwrap();
+        let mut frame = encode(
+            &Request::BlockLayer {
+                hash: ContentHash([1; 32]),
+            },
+            1024,
+        )
+        .unwrap();
         frame.push(0);
         let len = (frame.len() - LEN_PREFIX) as u32;
         frame[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(decode::<Request>(&frame, 1024), Err(FrameError::TrailingBytes(1)));
+        assert_eq!(
+            decode::<Request>(&frame, 1024),
+            Err(FrameError::TrailingBytes(1))
+        );
     }
 
     #[test]
     fn encoder_respects_the_cap() {
-        let big = crate::proto::wire::Response::BadRequest { reason: "x".repeat(100) };
+        let big = crate::proto::wire::Response::BadRequest {
+            reason: "x".repeat(100),
+        };
         assert!(matches!(encode(&big, 10), Err(FrameError::TooLarge { .. })));
     }
 }

@@ -259,7 +259,10 @@ mod tests {
     #[test]
     fn non_canonical_peer_id_is_rejected() {
         let text = PeerId([0xff; 32]).to_string();
-        assert!(text.ends_with('q'), "last char carries 1 bit + 4 padding bits");
+        assert!(
+            text.ends_with('q'),
+            "last char carries 1 bit + 4 padding bits"
+        );
         let mut altered = text.clone();
         altered.pop();
         altered.push('7');

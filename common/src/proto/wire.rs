@@ -82,7 +82,8 @@ mod tests {
     fn any_response() -> impl Strategy<Value = Response> {
         prop_oneof![
             any::<u64>().prop_map(|size| Response::BlockLayer { size }),
-            (any::<u32>(), any::<u32>()).prop_map(|(first, count)| Response::Blocks { first, count }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(first, count)| Response::Blocks { first, count }),
             any_hash().prop_map(|hash| Response::NotFound { hash }),
             "\\PC{0,300}".prop_map(Response::bad_request),
         ]

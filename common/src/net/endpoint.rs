@@ -1,0 +1,183 @@
+//! One QUIC endpoint per node, used both to accept and to dial.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::CertificateDer;
+
+use super::identity::{peer_id_of_spki, NodeKey};
+use super::{tls, NetError};
+use crate::proto::{PeerAddr, PeerId};
+
+/// Transport settings. The defaults suit a desktop node; tests shorten the
+/// timeouts to notice dead peers quickly.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// A connection with no traffic for this long is dead. Negotiated: the
+    /// shorter of the two sides' values applies.
+    pub idle_timeout: Duration,
+    /// Ping an otherwise quiet connection this often so it stays alive (and
+    /// NAT bindings stay open) while the peer is.
+    pub keep_alive: Duration,
+    /// Requests one peer may have open on one connection at once.
+    pub max_streams_per_connection: u32,
+    /// Socket buffer to ask the kernel for. The 208 KiB Linux default drops
+    /// packets at QUIC's speeds; the kernel may clamp what we ask for to
+    /// `net.core.rmem_max` / `wmem_max`.
+    pub udp_buffer_bytes: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(3),
+            max_streams_per_connection: 64,
+            udp_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+impl EndpointConfig {
+    fn transport(&self) -> Result<Arc<TransportConfig>, NetError> {
+        let mut transport = TransportConfig::default();
+        let idle = IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|_| rustls::Error::General("idle timeout out of range".into()))?;
+        transport
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
+            .max_concurrent_uni_streams(VarInt::from_u32(0));
+        Ok(Arc::new(transport))
+    }
+}
+
+/// A node's QUIC endpoint, bound to its key.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: quinn::Endpoint,
+    key: NodeKey,
+    transport: Arc<TransportConfig>,
+}
+
+impl Endpoint {
+    /// Binds `listen` and starts accepting. Must run inside a tokio runtime.
+    pub fn bind(
+        key: NodeKey,
+        listen: SocketAddr,
+        config: &EndpointConfig,
+    ) -> Result<Self, NetError> {
+        let transport = config.transport()?;
+        let quic_server = QuicServerConfig::try_from(tls::server_config(&key)?)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+        server.transport_config(transport.clone());
+
+        let socket =
+            udp_socket(listen, config.udp_buffer_bytes).map_err(|source| NetError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let inner = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| NetError::Bind {
+            addr: listen,
+            source,
+        })?;
+        Ok(Endpoint {
+            inner,
+            key,
+            transport,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.key.peer_id()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner
+            .local_addr()
+            .expect("a bound quinn endpoint knows its address")
+    }
+
+    /// This node's own `PEERID@HOST:PORT`.
+    pub fn peer_addr(&self) -> PeerAddr {
+        PeerAddr::new(self.peer_id(), self.local_addr())
+    }
+
+    /// Dials `peer`; the handshake fails unless the other side holds the key
+    /// of `peer.id`.
+    pub async fn connect(&self, peer: &PeerAddr) -> Result<quinn::Connection, NetError> {
+        let tls = tls::client_config(&self.key, Some(peer.id))?;
+        let quic =
+            QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(self.transport.clone());
+        // The server name is unused: identity is the pinned key, and SNI is off.
+        let connection = self
+            .inner
+            .connect_with(client, peer.addr, "canopy")?
+            .await?;
+        let actual = remote_peer_id(&connection)?;
+        if actual != peer.id {
+            return Err(NetError::WrongPeer {
+                expected: peer.id,
+                actual,
+            });
+        }
+        Ok(connection)
+    }
+
+    /// The next incoming connection attempt, or `None` once closed.
+    pub async fn accept(&self) -> Option<quinn::Incoming> {
+        self.inner.accept().await
+    }
+
+    /// Closes every connection and waits until peers were told.
+    pub async fn shutdown(&self) {
+        self.inner.close(VarInt::from_u32(0), b"node shutting down");
+        self.inner.wait_idle().await;
+    }
+}
+
+/// The id a connected peer proved in the handshake.
+pub fn remote_peer_id(connection: &quinn::Connection) -> Result<PeerId, NetError> {
+    let identity = connection.peer_identity().ok_or(NetError::NoPeerIdentity)?;
+    // Under RFC 7250 quinn hands us the peer's SPKI as a one-entry "chain".
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| NetError::NoPeerIdentity)?;
+    let spki = chain.first().ok_or(NetError::NoPeerIdentity)?;
+    peer_id_of_spki(spki.as_ref()).ok_or(NetError::NoPeerIdentity)
+}
+
+fn udp_socket(listen: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    // Best effort: a clamped buffer is slower, not broken.
+    if let Err(error) = socket.set_recv_buffer_size(buffer) {
+        tracing::debug!(%error, "could not raise UDP receive buffer");
+    }
+    if let Err(error) = socket.set_send_buffer_size(buffer) {
+        tracing::debug!(%error, "could not raise UDP send buffer");
+    }
+    socket.bind(&listen.into())?;
+    tracing::debug!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
+    Ok(socket.into())
+}

@@ -1,0 +1,69 @@
+//! The QUIC layer: the only code in Canopy that opens sockets.
+//!
+//! * [`identity`] — the node's long-term Ed25519 key on disk; its public half
+//!   is the node's [`PeerId`](crate::proto::PeerId).
+//! * [`tls`] — rustls configs for mutual authentication with RFC 7250 raw
+//!   public keys: no certificates, no authorities, the key *is* the identity.
+//! * [`endpoint`] — one quinn endpoint per node, for dialing and accepting.
+//! * [`stream`] — control frames over QUIC streams.
+
+pub mod endpoint;
+pub mod identity;
+pub mod stream;
+pub mod tls;
+
+pub use endpoint::{remote_peer_id, Endpoint, EndpointConfig};
+pub use identity::NodeKey;
+pub use stream::{read_frame, write_frame};
+
+use std::path::PathBuf;
+
+use crate::proto::{FrameError, PeerId};
+
+/// Everything that can go wrong below the application protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot read or write the node key {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node key {path} is damaged ({reason}); move it aside to create a new identity")]
+    KeyInvalid { path: PathBuf, reason: String },
+    #[error("cannot open a UDP socket on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot dial {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("{0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("peer presented no usable identity")]
+    NoPeerIdentity,
+    #[error("expected peer {expected} but reached {actual}")]
+    WrongPeer { expected: PeerId, actual: PeerId },
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("stream ended before the message was complete")]
+    Truncated,
+    #[error("bad frame from peer: {0}")]
+    Frame(#[from] FrameError),
+    #[error("stream already closed")]
+    ClosedStream(#[from] quinn::ClosedStream),
+}
+
+impl From<quinn::ReadExactError> for NetError {
+    fn from(error: quinn::ReadExactError) -> Self {
+        match error {
+            quinn::ReadExactError::FinishedEarly(_) => NetError::Truncated,
+            quinn::ReadExactError::ReadError(error) => NetError::Read(error),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Control frames over QUIC streams.
+
+use quinn::{RecvStream, SendStream};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::NetError;
+use crate::proto::frame::{self, LEN_PREFIX, MAX_CONTROL_FRAME};
+
+/// Sends one control frame.
+pub async fn write_frame<T: Serialize>(send: &mut SendStream, message: &T) -> Result<(), NetError> {
+    let bytes = frame::encode(message, MAX_CONTROL_FRAME)?;
+    send.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// Receives one control frame of at most `max` body bytes. The length is
+/// checked before the body is read, so an announced giant costs nothing.
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<T, NetError> {
+    let mut prefix = [0u8; LEN_PREFIX];
+    recv.read_exact(&mut prefix).await?;
+    let len = frame::body_len(prefix, max)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(frame::decode_body(&body)?)
+}

@@ -1,0 +1,468 @@
+//! Shared folders: scanning, hashing and the persistent hash cache.
+//!
+//! Every regular file under a shared folder is hashed with BLAKE3 once; the
+//! result is cached by (path, size, mtime) in the data directory so a restart
+//! rehashes only what changed. Multi-block files also keep their block layer
+//! on disk, since that is what downloaders verify against. Files are hashed
+//! on all cores, one file per worker.
+//!
+//! What the network may ask for is a content hash, never a path: the
+//! [`Shares`] table maps hashes to the files we chose to share, and nothing
+//! else on disk is reachable through it.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use canopy_common::proto::content::{BlockHashes, FileHasher};
+use canopy_common::proto::{BlockLayout, ContentHash};
+use serde::{Deserialize, Serialize};
+
+use crate::fileio::write_atomically;
+
+/// File name of the hash cache inside the data directory.
+const CACHE_FILE: &str = "hashcache.bin";
+/// Folder for block layers inside the data directory.
+const LAYER_DIR: &str = "layers";
+/// Suffix of incomplete downloads, which are never shared as whole files.
+pub const PART_SUFFIX: &str = ".part";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("cannot read shared folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a folder")]
+    NotAFolder { path: PathBuf },
+}
+
+/// One file we serve.
+#[derive(Debug, Clone)]
+pub struct SharedFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub hashes: Arc<BlockHashes>,
+}
+
+impl SharedFile {
+    pub fn hash(&self) -> ContentHash {
+        self.hashes.root()
+    }
+
+    /// Whether the file on disk still looks like the one we hashed.
+    pub fn unchanged_on_disk(&self) -> bool {
+        fs::metadata(&self.path)
+            .map(|meta| meta.len() == self.size && meta.modified().ok() == Some(self.modified))
+            .unwrap_or(false)
+    }
+}
+
+/// The table of what this node shares, by content hash.
+#[derive(Debug, Default)]
+pub struct Shares {
+    files: RwLock<HashMap<ContentHash, SharedFile>>,
+}
+
+impl Shares {
+    pub fn get(&self, hash: &ContentHash) -> Option<SharedFile> {
+        self.files.read().expect("shares lock").get(hash).cloned()
+    }
+
+    pub fn insert(&self, file: SharedFile) {
+        self.files
+            .write()
+            .expect("shares lock")
+            .insert(file.hash(), file);
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.read().expect("shares lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every shared file, sorted by path for stable listings.
+    pub fn list(&self) -> Vec<SharedFile> {
+        let mut files: Vec<_> = self
+            .files
+            .read()
+            .expect("shares lock")
+            .values()
+            .cloned()
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files
+    }
+}
+
+/// What a scan did, for the log line a user reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanStats {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files whose hash came from the cache.
+    pub cached: usize,
+    /// Files hashed in this scan.
+    pub hashed: usize,
+    /// Files skipped because they could not be read.
+    pub unreadable: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheEntry {
+    size: u64,
+    modified_nanos: u128,
+    hash: ContentHash,
+}
+
+/// The persistent (path, size, mtime) → hash cache.
+#[derive(Debug, Default)]
+pub struct HashCache {
+    dir: PathBuf,
+    entries: HashMap<Vec<u8>, CacheEntry>,
+}
+
+impl HashCache {
+    /// Opens the cache in `data_dir`. A missing or damaged cache is not an
+    /// error: it only costs a rehash, and the damage is logged.
+    pub fn open(data_dir: &Path) -> Self {
+        let path = data_dir.join(CACHE_FILE);
+        let entries = match fs::read(&path) {
+            Ok(bytes) => match postcard::from_bytes(&bytes) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "hash cache is damaged; rebuilding it");
+                    HashMap::new()
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read hash cache; rebuilding it");
+                HashMap::new()
+            }
+        };
+        HashCache {
+            dir: data_dir.to_path_buf(),
+            entries,
+        }
+    }
+
+    fn layer_path(&self, hash: &ContentHash) -> PathBuf {
+        self.dir.join(LAYER_DIR).join(hash.to_hex())
+    }
+
+    /// The cached hashes of `path`, if its size and mtime still match and its
+    /// block layer is intact.
+    fn lookup(&self, path: &Path, size: u64, modified: SystemTime) -> Option<BlockHashes> {
+        let entry = self.entries.get(&path_key(path))?;
+        if entry.size != size || entry.modified_nanos != nanos(modified) {
+            return None;
+        }
+        let layer = if needs_layer(size) {
+            fs::read(self.layer_path(&entry.hash)).ok()?
+        } else {
+            Vec::new()
+        };
+        // Re-verifying the layer is cheap (one BLAKE3 merge per block) and
+        // keeps a damaged cache from ever being served.
+        BlockHashes::verify(entry.hash, size, &layer).ok()
+    }
+
+    fn remember(
+        &mut self,
+        path: &Path,
+        modified: SystemTime,
+        hashes: &BlockHashes,
+    ) -> std::io::Result<()> {
+        let size = hashes.layout().size();
+        if needs_layer(size) {
+            let layer_path = self.layer_path(&hashes.root());
+            fs::create_dir_all(layer_path.parent().expect("layer dir"))?;
+            write_atomically(&layer_path, &hashes.layer_bytes())?;
+        }
+        self.entries.insert(
+            path_key(path),
+            CacheEntry {
+                size,
+                modified_nanos: nanos(modified),
+                hash: hashes.root(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes the cache to disk atomically.
+    pub fn save(&self) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let bytes = postcard::to_allocvec(&self.entries).map_err(std::io::Error::other)?;
+        write_atomically(&self.dir.join(CACHE_FILE), &bytes)
+    }
+}
+
+/// Whether a file of `size` bytes has a block layer worth storing.
+fn needs_layer(size: u64) -> bool {
+    BlockLayout::for_size(size).layer_len() > 0
+}
+
+/// Scans `folders` recursively, hashing what the cache does not know, and
+/// adds every readable regular file to `shares`.
+pub fn scan(
+    folders: &[PathBuf],
+    cache: &mut HashCache,
+    shares: &Shares,
+) -> Result<ScanStats, ShareError> {
+    let mut found = Vec::new();
+    for folder in folders {
+        let meta = fs::metadata(folder).map_err(|source| ShareError::Folder {
+            path: folder.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(ShareError::NotAFolder {
+                path: folder.clone(),
+            });
+        }
+        walk(folder, &mut found);
+    }
+
+    let mut stats = ScanStats::default();
+    let mut to_hash = Vec::new();
+    for (path, size, modified) in found {
+        match cache.lookup(&path, size, modified) {
+            Some(hashes) => {
+                stats.cached += 1;
+                stats.files += 1;
+                stats.bytes += size;
+                shares.insert(SharedFile {
+                    path,
+                    size,
+                    modified,
+                    hashes: Arc::new(hashes),
+                });
+            }
+            None => to_hash.push((path, size, modified)),
+        }
+    }
+
+    for (file, modified) in hash_in_parallel(to_hash) {
+        match file {
+            Ok(file) => {
+                if let Err(error) = cache.remember(&file.path, modified, &file.hashes) {
+                    tracing::warn!(%error, "cannot store block layer in the hash cache");
+                }
+                stats.hashed += 1;
+                stats.files += 1;
+                stats.bytes += file.size;
+                shares.insert(file);
+            }
+            Err((path, error)) => {
+                stats.unreadable += 1;
+                tracing::warn!(path = %path.display(), %error, "skipping unreadable file");
+            }
+        }
+    }
+    if let Err(error) = cache.save() {
+        tracing::warn!(%error, "cannot save the hash cache; files will be rehashed next start");
+    }
+    Ok(stats)
+}
+
+type HashOutcome = (Result<SharedFile, (PathBuf, std::io::Error)>, SystemTime);
+
+/// Hashes files on every core: each worker takes the next file from a shared
+/// queue, so one huge file does not hold up the rest.
+fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>) -> Vec<HashOutcome> {
+    // Largest first: the long jobs start early and the tail stays short.
+    queue.sort_by_key(|(_, size, _)| *size);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(queue.len().max(1));
+    let queue = Mutex::new(queue);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some((path, size, modified)) = queue.lock().expect("queue").pop() else {
+                    break;
+                };
+                let outcome = hash_file(&path, size)
+                    .map(|hashes| SharedFile {
+                        path: path.clone(),
+                        size,
+                        modified,
+                        hashes: Arc::new(hashes),
+                    })
+                    .map_err(|error| (path, error));
+                results.lock().expect("results").push((outcome, modified));
+            });
+        }
+    });
+    results.into_inner().expect("results")
+}
+
+/// Hashes one file, producing its content hash and block layer.
+pub fn hash_file(path: &Path, size: u64) -> std::io::Result<BlockHashes> {
+    let mut file = File::open(path)?;
+    let mut hasher = FileHasher::new(size);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    hasher
+        .finish()
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
+
+/// Collects regular files below `dir`. Symlinks are not followed (no loops,
+/// no escaping the folder), hidden entries and partial downloads are skipped.
+fn walk(dir: &Path, found: &mut Vec<(PathBuf, u64, SystemTime)>) {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(path = %dir.display(), %error, "cannot list folder");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.ends_with(PART_SUFFIX) {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if kind.is_dir() {
+            walk(&path, found);
+        } else if kind.is_file() {
+            if let Ok(meta) = entry.metadata() {
+                let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+                found.push((path, meta.len(), modified));
+            }
+        }
+    }
+}
+
+fn nanos(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos()
+}
+
+#[cfg(unix)]
+fn path_key(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(not(unix))]
+fn path_key(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().as_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, len: usize, seed: u8) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn scan_hashes_like_b3sum_and_caches() {
+        let share = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        write(&share.path().join("a.bin"), 300_000, 3);
+        write(&share.path().join("sub/b.bin"), 10, 5);
+        write(&share.path().join(".hidden"), 10, 7);
+        write(&share.path().join("c.bin.part"), 10, 9);
+
+        let shares = Shares::default();
+        let mut cache = HashCache::open(data.path());
+        let stats = scan(&[share.path().to_path_buf()], &mut cache, &shares).unwrap();
+        assert_eq!((stats.files, stats.hashed, stats.cached), (2, 2, 0));
+        for file in shares.list() {
+            let bytes = fs::read(&file.path).unwrap();
+            assert_eq!(file.hash(), ContentHash::of(&bytes));
+        }
+
+        // A restart finds everything in the cache...
+        let shares = Shares::default();
+        let mut cache = HashCache::open(data.path());
+        let stats = scan(&[share.path().to_path_buf()], &mut cache, &shares).unwrap();
+        assert_eq!((stats.files, stats.hashed, stats.cached), (2, 0, 2));
+
+        // ...except a file that changed.
+        std::thread::sleep(Duration::from_millis(20));
+        write(&share.path().join("sub/b.bin"), 11, 5);
+        let shares = Shares::default();
+        let mut cache = HashCache::open(data.path());
+        let stats = scan(&[share.path().to_path_buf()], &mut cache, &shares).unwrap();
+        assert_eq!((stats.files, stats.hashed, stats.cached), (2, 1, 1));
+        let changed = fs::read(share.path().join("sub/b.bin")).unwrap();
+        assert!(shares.get(&ContentHash::of(&changed)).is_some());
+    }
+
+    #[test]
+    fn damaged_cache_and_layers_are_rebuilt() {
+        let share = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        write(&share.path().join("big.bin"), 200_000, 11);
+        let folders = [share.path().to_path_buf()];
+        scan(
+            &folders,
+            &mut HashCache::open(data.path()),
+            &Shares::default(),
+        )
+        .unwrap();
+
+        // A damaged layer is detected and that file rehashed.
+        for entry in fs::read_dir(data.path().join(LAYER_DIR)).unwrap() {
+            fs::write(entry.unwrap().path(), [0u8; 128]).unwrap();
+        }
+        let stats = scan(
+            &folders,
+            &mut HashCache::open(data.path()),
+            &Shares::default(),
+        )
+        .unwrap();
+        assert_eq!(stats.hashed, 1);
+
+        // A damaged cache file is rebuilt, not fatal.
+        fs::write(data.path().join(CACHE_FILE), b"\xff\xff garbage").unwrap();
+        let shares = Shares::default();
+        let stats = scan(&folders, &mut HashCache::open(data.path()), &shares).unwrap();
+        assert_eq!((stats.files, stats.hashed), (1, 1));
+    }
+
+    #[test]
+    fn missing_folder_is_a_clear_error() {
+        let error = scan(
+            &[PathBuf::from("/definitely/not/here")],
+            &mut HashCache::default(),
+            &Shares::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("/definitely/not/here"),
+            "{error}"
+        );
+    }
+}
