@@ -140,7 +140,7 @@ pub async fn fetch(
             .await
             .map_err(|source_error| FetchError::Unreachable {
                 peer: source,
-                source: source_error,
+                source: Box::new(source_error),
             })?;
     let part = part_path(output);
     let session = Session {
