@@ -145,10 +145,24 @@ fn main() -> ExitCode {
                 .downcast_ref::<FetchError>()
                 .map(FetchError::exit_code)
                 .unwrap_or(exit::OTHER);
-            eprintln!("canopy: {error:#}");
+            eprintln!("canopy: {}", render_error(&error));
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text the
+/// message already includes (typed errors often quote their source).
+fn render_error(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(verbose: u8) {
@@ -162,6 +176,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -240,8 +255,9 @@ async fn run_node(
     println!("canopy node {}", me.id);
     println!("listening on {} (peers reach this node as {me})", me.addr);
     println!(
-        "sharing {} files, {} ({} hashed now, {} from cache)",
+        "sharing {} file{}, {} ({} hashed now, {} from cache)",
         scan.files,
+        if scan.files == 1 { "" } else { "s" },
         human_bytes(scan.bytes),
         scan.hashed,
         scan.cached

@@ -1,0 +1,232 @@
+//! The `canopy` binary as a user runs it: real processes, real files, exit
+//! codes as documented in `canopy get --help`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
+
+fn canopy(args: &[&str]) -> Output {
+    Command::new(CANOPY)
+        .args(args)
+        .output()
+        .expect("canopy runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `canopy run` process, killed when dropped.
+struct RunningNode {
+    child: Child,
+    address: String,
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_node(share: &Path, data: &Path) -> RunningNode {
+    let mut child = Command::new(CANOPY)
+        .args(["run", "--listen", "127.0.0.1:0", "--share"])
+        .arg(share)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("canopy run starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("canopy run printed its address")
+            .unwrap();
+        if let Some(rest) = line.split("peers reach this node as ").nth(1) {
+            break rest.trim_end_matches(')').to_string();
+        }
+    };
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    RunningNode { child, address }
+}
+
+#[test]
+fn id_is_stable_and_the_key_private() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let first = canopy(&["id", "--data-dir", dir]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let id = text(&first.stdout).trim().to_string();
+    assert_eq!(id.len(), 52, "{id}");
+    assert_eq!(text(&canopy(&["id", "--data-dir", dir]).stdout).trim(), id);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
+    let root = tempfile::tempdir().unwrap();
+    let share = root.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(share.join("song.ogg"), &content).unwrap();
+    let hash = blake3::hash(&content).to_hex().to_string();
+
+    let node = run_node(&share, &root.path().join("node"));
+    let client_data = root.path().join("client");
+    let client_data = client_data.to_str().unwrap();
+    let output = root.path().join("fetched.ogg");
+    let output_arg = output.to_str().unwrap();
+
+    let ok = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &node.address,
+        "-o",
+        output_arg,
+        "--data-dir",
+        client_data,
+    ]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+    assert!(text(&ok.stdout).contains(&hash));
+
+    let unknown = blake3::hash(b"nobody has this").to_hex().to_string();
+    let missing = canopy(&[
+        "get",
+        &unknown,
+        "--from",
+        &node.address,
+        "-o",
+        output_arg,
+        "--data-dir",
+        client_data,
+    ]);
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
+    assert!(text(&missing.stderr).contains("does not share"));
+    assert_eq!(
+        text(&missing.stderr).lines().count(),
+        1,
+        "one-line error: {}",
+        text(&missing.stderr)
+    );
+
+    let (_, addr) = node.address.split_once('@').unwrap();
+    let other_id = text(&canopy(&["id", "--data-dir", client_data]).stdout)
+        .trim()
+        .to_string();
+    let impostor = format!("{other_id}@{addr}");
+    let wrong = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &impostor,
+        "-o",
+        output_arg,
+        "--data-dir",
+        client_data,
+    ]);
+    assert_eq!(wrong.status.code(), Some(4), "{}", text(&wrong.stderr));
+
+    let unwritable = root.path().join("no/such/folder/out");
+    let local = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &node.address,
+        "-o",
+        unwritable.to_str().unwrap(),
+        "--data-dir",
+        client_data,
+    ]);
+    assert_eq!(local.status.code(), Some(6), "{}", text(&local.stderr));
+    assert!(
+        text(&local.stderr).contains("cannot write"),
+        "{}",
+        text(&local.stderr)
+    );
+}
+
+#[test]
+fn unreachable_peer_and_bad_arguments_fail_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let id = text(&canopy(&["id", "--data-dir", dir]).stdout)
+        .trim()
+        .to_string();
+    // Nothing listens on this port: the idle timeout ends the attempt.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("{id}@{}", silent.local_addr().unwrap());
+    let hash = blake3::hash(b"x").to_hex().to_string();
+    let started = std::time::Instant::now();
+    let unreachable = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &target,
+        "--data-dir",
+        dir,
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(4),
+        "{}",
+        text(&unreachable.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let bad_hash = canopy(&["get", "abc", "--from", &target]);
+    assert_eq!(bad_hash.status.code(), Some(2));
+    assert!(
+        text(&bad_hash.stderr).contains("64 hex"),
+        "{}",
+        text(&bad_hash.stderr)
+    );
+    let bad_peer = canopy(&["get", &hash, "--from", "127.0.0.1:4000"]);
+    assert_eq!(bad_peer.status.code(), Some(2));
+    assert!(
+        text(&bad_peer.stderr).contains("PEERID@HOST:PORT"),
+        "{}",
+        text(&bad_peer.stderr)
+    );
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let help = canopy(&["get", "--help"]);
+    let help = text(&help.stdout);
+    for code in [
+        "3  the peer does not share",
+        "4  network",
+        "5  the peer sent data",
+        "6  local",
+    ] {
+        assert!(help.contains(code), "missing {code:?} in:\n{help}");
+    }
+}
+
+#[test]
+fn demo_shares_fetches_and_verifies() {
+    let demo = canopy(&["demo", "--size", "3000000"]);
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let out = text(&demo.stdout);
+    assert!(out.contains("verified yes"), "{out}");
+}
