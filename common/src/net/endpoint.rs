@@ -50,7 +50,8 @@ impl EndpointConfig {
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
-            .max_concurrent_uni_streams(VarInt::from_u32(0));
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(VarInt::from_u32(8 << 20));
         Ok(Arc::new(transport))
     }
 }
