@@ -22,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [mode, file, listen] if mode == "serve" => serve(file.into(), listen.parse()?).await,
         [mode, peer, out] if mode == "fetch" => fetch(peer.parse()?, out.into()).await,
-        _ => bail!("usage: bare_quinn serve FILE LISTEN_ADDR | bare_quinn fetch PEERID@HOST:PORT OUT"),
+        _ => bail!(
+            "usage: bare_quinn serve FILE LISTEN_ADDR | bare_quinn fetch PEERID@HOST:PORT OUT"
+        ),
     }
 }
 
@@ -60,14 +62,19 @@ async fn serve(file: std::path::PathBuf, listen: SocketAddr) -> anyhow::Result<(
 }
 
 async fn fetch(peer: PeerAddr, out: std::path::PathBuf) -> anyhow::Result<()> {
-    let endpoint = Endpoint::bind(NodeKey::generate()?, SocketAddr::from(([0, 0, 0, 0], 0)), &EndpointConfig::default())?;
+    let endpoint = Endpoint::bind(
+        NodeKey::generate()?,
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        &EndpointConfig::default(),
+    )?;
     let started = Instant::now();
     let connection = endpoint.connect(&peer).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     send.write_all(&[1]).await?;
     send.finish()?;
     // Disk writes on their own thread, so the network side never waits on them.
-    let mut output = std::fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut output =
+        std::fs::File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let (chunks, received) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         for chunk in received {

@@ -16,7 +16,7 @@ pub async fn write_frame<T: Serialize>(send: &mut SendStream, message: &T) -> Re
 
 /// Receives one control frame of at most `max` body bytes. The length is
 /// checked before the body is read, so an announced giant costs nothing.
-pub async fn read_frame<T: DeserializeOwned>(
+pub async fn read_frame<T: Serialize + DeserializeOwned>(
     recv: &mut RecvStream,
     max: usize,
 ) -> Result<T, NetError> {

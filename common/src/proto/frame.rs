@@ -22,6 +22,8 @@ pub enum FrameError {
     Malformed(#[from] postcard::Error),
     #[error("frame has {0} bytes left over after its message")]
     TrailingBytes(usize),
+    #[error("frame is not in canonical form (e.g. an over-long integer)")]
+    NonCanonical,
 }
 
 /// Encodes `message` as one frame (prefix and body).
@@ -45,18 +47,24 @@ pub fn body_len(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, FrameErro
     Ok(len)
 }
 
-/// Decodes a complete frame body. Every byte must belong to the message.
-pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+/// Decodes a complete frame body. Every byte must belong to the message,
+/// and the bytes must be the one canonical encoding of it: postcard accepts
+/// over-long varints, and letting two byte strings mean one message would
+/// make frames unfit to hash, sign or compare.
+pub fn decode_body<T: Serialize + DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let (message, rest) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
         return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    if postcard::to_allocvec(&message)? != body {
+        return Err(FrameError::NonCanonical);
     }
     Ok(message)
 }
 
 /// Decodes the first frame in `buf`: `Ok(None)` if more bytes are needed,
 /// otherwise the message and how many bytes it used.
-pub fn decode<T: DeserializeOwned>(
+pub fn decode<T: Serialize + DeserializeOwned>(
     buf: &[u8],
     max: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
@@ -127,6 +135,23 @@ mod tests {
         assert_eq!(
             decode::<Request>(&frame, 1024),
             Err(FrameError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn over_long_integers_are_refused() {
+        // Found by the fuzzer: `Blocks { first: 0, count: 122 }` with the
+        // count written as two varint bytes (0xfa 0x00) instead of one (0x7a).
+        use crate::proto::wire::Response;
+        let canonical = [0, 0, 0, 3, 1, 0, 0x7a];
+        assert_eq!(
+            decode::<Response>(&canonical, 1024).unwrap().unwrap().0,
+            Response::Blocks { first: 0, count: 122 }
+        );
+        let over_long = [0, 0, 0, 4, 1, 0, 0xfa, 0];
+        assert_eq!(
+            decode::<Response>(&over_long, 1024),
+            Err(FrameError::NonCanonical)
         );
     }
 
