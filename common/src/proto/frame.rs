@@ -146,7 +146,10 @@ mod tests {
         let canonical = [0, 0, 0, 3, 1, 0, 0x7a];
         assert_eq!(
             decode::<Response>(&canonical, 1024).unwrap().unwrap().0,
-            Response::Blocks { first: 0, count: 122 }
+            Response::Blocks {
+                first: 0,
+                count: 122
+            }
         );
         let over_long = [0, 0, 0, 4, 1, 0, 0xfa, 0];
         assert_eq!(
