@@ -1,27 +1,30 @@
-//! `canopy demo`: a whole (small) network on loopback in one process, so a
-//! new user sees Canopy work before configuring anything.
+//! `canopy demo`: a small network on loopback in one process, so a new user
+//! sees Canopy work before configuring anything.
 //!
-//! Today it starts a sharing node and a fetching node, generates a file,
-//! fetches it by content hash over QUIC and checks the result. Later the
-//! demo grows with the network: supernodes, search, many sources.
+//! Today it starts three sharing nodes and a downloader, generates a file,
+//! fetches it by content hash from all three sources at once over QUIC and
+//! checks the result. Later the demo grows with the network: supernodes and
+//! search.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context};
-use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
 use canopy_common::proto::ContentHash;
 
-use crate::fetch::{fetch, FetchOptions, FetchReport};
+use crate::download::{DownloadOptions, DownloadReport};
 use crate::{Node, NodeConfig};
+
+/// Sharing nodes the demo starts.
+pub const SOURCES: usize = 3;
 
 /// What the demo did, for printing.
 #[derive(Debug)]
 pub struct DemoReport {
-    pub sharer: String,
+    pub sources: Vec<String>,
     pub shared_path: PathBuf,
     pub expected: ContentHash,
-    pub fetched: FetchReport,
+    pub fetched: DownloadReport,
     pub fetched_hash: ContentHash,
 }
 
@@ -34,34 +37,41 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
     let expected = write_sample(&shared_path, size).context("cannot write the demo file")?;
 
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let sharer = Node::start(NodeConfig {
-        data_dir: workspace.path().join("sharer"),
-        listen: loopback,
-        share: vec![share_dir],
-        endpoint: EndpointConfig::default(),
-    })
-    .await
-    .context("cannot start the sharing node")?;
+    let mut sharers = Vec::new();
+    for index in 0..SOURCES {
+        let config = NodeConfig::new(workspace.path().join(format!("sharer-{index}")), loopback)
+            .sharing(share_dir.clone());
+        sharers.push(
+            Node::start(config)
+                .await
+                .context("cannot start a sharing node")?,
+        );
+    }
+    let sources: Vec<_> = sharers.iter().map(Node::peer_addr).collect();
 
-    let fetcher = Endpoint::bind(NodeKey::generate()?, loopback, &EndpointConfig::default())?;
+    let fetcher = Node::start(NodeConfig::new(workspace.path().join("fetcher"), loopback))
+        .await
+        .context("cannot start the downloading node")?;
     let output = workspace.path().join("downloaded.bin");
-    let fetched = fetch(
-        &fetcher,
-        sharer.peer_addr(),
-        expected,
-        &output,
-        &FetchOptions::default(),
-    )
-    .await
-    .context("demo download failed")?;
+    let fetched = fetcher
+        .download(
+            expected,
+            &output,
+            sources.clone(),
+            DownloadOptions::default(),
+        )
+        .wait()
+        .await
+        .context("demo download failed")?;
     let fetched_hash = ContentHash::of(&std::fs::read(&output)?);
     ensure!(fetched_hash == expected, "downloaded file does not match");
 
     fetcher.shutdown().await;
-    let sharer_addr = sharer.peer_addr().to_string();
-    sharer.shutdown().await;
+    for sharer in sharers {
+        sharer.shutdown().await;
+    }
     Ok(DemoReport {
-        sharer: sharer_addr,
+        sources: sources.iter().map(ToString::to_string).collect(),
         shared_path,
         expected,
         fetched,

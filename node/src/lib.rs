@@ -2,15 +2,19 @@
 //!
 //! * [`share`] — shared folders, hashing and the hash cache.
 //! * [`serve`] — answering peers' requests for content.
-//! * [`fetch`] — downloading content by hash, verified block by block.
+//! * [`download`] — multi-source, verified, resumable downloads by hash.
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
+pub mod cli;
 pub mod demo;
-pub mod fetch;
+pub mod download;
 pub mod fileio;
 pub mod node;
+pub mod ratelimit;
 pub mod serve;
 pub mod share;
+pub mod swarm;
+pub mod units;
 
 pub use node::{Node, NodeConfig};

@@ -1,16 +1,17 @@
 //! `canopy`: share, search and fetch files on the Canopy network.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::Context;
-use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
-use canopy_common::proto::{ContentHash, PeerAddr};
-use canopy_node::fetch::{exit, fetch, FetchError, FetchOptions};
-use canopy_node::{demo, Node, NodeConfig};
+use canopy_common::net::NodeKey;
+use canopy_common::proto::{ContentHash, Link, PeerAddr};
+use canopy_node::cli::{self, get::GetArgs, parse_peer_addr};
+use canopy_node::download::{exit, DownloadError, DownloadOptions};
+use canopy_node::serve::UploadLimits;
+use canopy_node::units::{human_bytes, parse_bytes};
+use canopy_node::{demo, NodeConfig};
 use clap::{Args, Parser, Subcommand};
 
 const DEFAULT_PORT: u16 = 4663;
@@ -35,11 +36,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a small network on loopback: share a generated file, fetch it by
-    /// hash over QUIC, verify it and report the throughput.
+    /// Run a small network on loopback: three nodes share a generated file,
+    /// a fourth fetches it by hash from all of them at once, verifies it and
+    /// reports the throughput.
     Demo {
-        /// Size of the generated file, in bytes.
-        #[arg(long, default_value_t = 64 << 20)]
+        /// Size of the generated file, in bytes (K, M, G suffixes allowed).
+        #[arg(long, default_value = "64M", value_parser = parse_bytes)]
         size: u64,
     },
     /// Print this node's peer id (creating its key on first use).
@@ -58,40 +60,64 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
         #[command(flatten)]
+        upload: UploadArgs,
+        #[command(flatten)]
         data: DataDir,
     },
-    /// Fetch a file by its content hash from a peer, verifying every block.
-    #[command(after_help = GET_EXIT_CODES)]
+    /// Fetch a file by content hash or canopy: link from every source at
+    /// once, verifying every block. Interrupted downloads resume.
+    #[command(after_help = GET_HELP)]
     Get {
-        /// Content hash of the file (64 hex characters, as b3sum prints).
-        hash: ContentHash,
-        /// The peer to fetch from, as PEERID@HOST:PORT. The connection is
-        /// refused unless the peer proves it holds PEERID's key.
-        #[arg(long, value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
-        from: PeerAddr,
-        /// Where to write the file (default: the hash, in the current folder).
-        /// Data goes to PATH.part until the whole file is verified.
+        /// What to fetch: a content hash (64 hex characters, as b3sum
+        /// prints) or a canopy: link (its sources are used too).
+        #[arg(value_parser = parse_target)]
+        target: Link,
+        /// A peer to fetch from, as PEERID@HOST:PORT; repeat for several.
+        /// The connection is refused unless the peer proves it holds
+        /// PEERID's key. More sources are learned from these as they
+        /// are found.
+        #[arg(long = "source", visible_alias = "from", value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
+        sources: Vec<PeerAddr>,
+        /// Where to write the file (default: the link's name, else the hash,
+        /// in the current folder). Data goes to PATH.part until the whole
+        /// file is verified.
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
-        /// UDP address to send from (default: any port).
+        /// Sources connected at once.
+        #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
+        max_sources: usize,
+        /// UDP address to use (default: any port). Other downloaders may
+        /// fetch verified blocks from it while the download runs.
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<SocketAddr>,
+        /// Print progress and the result as JSON lines on stdout.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        upload: UploadArgs,
         #[command(flatten)]
         data: DataDir,
     },
 }
 
-const GET_EXIT_CODES: &str = "\
+const GET_HELP: &str = "\
+Resuming: data goes to PATH.part and the verified blocks are recorded in
+PATH.part.state. Run the same command again after an interruption (even
+kill -9) and it continues where it stopped; blocks already on disk are
+verified again before they are trusted.
+
 Exit codes:
   0  the file was fetched and verified
-  1  other error
+  1  other error (including Ctrl-C)
   2  bad command line
-  3  the peer does not share that hash
-  4  network: the peer is unreachable, is not who PEERID says, or the connection broke
-  5  the peer sent data that failed verification (nothing unverified was written)
+  3  no source shares that hash
+  4  network: sources unreachable, not who PEERID says, or gone before the end
+     (partial data is kept; run again to resume)
+  5  every source sent data that failed verification and was banned
+     (nothing unverified was written)
   6  local: the output could not be written (permissions, disk full)";
 
 #[derive(Args)]
@@ -114,20 +140,32 @@ impl DataDir {
     }
 }
 
-/// Parses `PEERID@HOST:PORT`, resolving HOST if it is a name.
-fn parse_peer_addr(text: &str) -> Result<PeerAddr, String> {
-    let (id, host_port) = PeerAddr::split(text).map_err(|e| e.to_string())?;
-    let addr = host_port
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host_port:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host_port:?} resolves to no address"))?;
-    Ok(PeerAddr::new(id, addr))
+#[derive(Args)]
+struct UploadArgs {
+    /// Cap on the total upload rate, in bytes per second (K, M, G suffixes
+    /// allowed, e.g. 2M). Shared fairly between everyone fetching from us.
+    #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
+    max_upload_rate: Option<u64>,
+    /// Block requests served at once; more are told to retry later.
+    #[arg(long, value_name = "N", default_value_t = UploadLimits::default().slots)]
+    upload_slots: usize,
+}
+
+impl UploadArgs {
+    fn limits(&self) -> UploadLimits {
+        UploadLimits {
+            max_rate: self.max_upload_rate,
+            slots: self.upload_slots,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // One-shot commands report through their own output; a node that runs
+    // for a long time logs what it does.
+    let long_running = matches!(cli.command, Command::Run { .. });
+    init_logging(cli.verbose, long_running);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,8 +180,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => {
             let code = error
-                .downcast_ref::<FetchError>()
-                .map(FetchError::exit_code)
+                .downcast_ref::<DownloadError>()
+                .map(DownloadError::exit_code)
                 .unwrap_or(exit::OTHER);
             eprintln!("canopy: {}", render_error(&error));
             ExitCode::from(code)
@@ -165,9 +203,10 @@ fn render_error(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, long_running: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        0 if !long_running => "warn",
         0 => "warn,canopy=info,canopy_node=info,canopy_common=info,canopy_supernode=info",
         1 => "warn,canopy=debug,canopy_node=debug,canopy_common=debug,canopy_supernode=debug",
         _ => "info,canopy=trace,canopy_node=trace,canopy_common=trace,canopy_supernode=trace",
@@ -184,42 +223,101 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Demo { size } => run_demo(size).await,
         Command::Id { data } => {
-            let dir = data.resolve()?;
-            let key = NodeKey::load_or_create(&dir)?;
+            let key = NodeKey::load_or_create(&data.resolve()?)?;
             println!("{}", key.peer_id());
             Ok(())
         }
         Command::Run {
             share,
             listen,
-            data,
-        } => run_node(share, listen, data.resolve()?).await,
-        Command::Get {
-            hash,
-            from,
-            output,
-            listen,
-            quiet,
+            upload,
             data,
         } => {
-            let output = output.unwrap_or_else(|| PathBuf::from(hash.to_hex()));
-            run_get(hash, from, output, listen, quiet, data.resolve()?).await
+            let mut config = NodeConfig::new(data.resolve()?, listen);
+            config.share = share;
+            config.upload = upload.limits();
+            cli::run::run(config).await
+        }
+        Command::Get {
+            target,
+            sources,
+            output,
+            max_sources,
+            listen,
+            json,
+            quiet,
+            upload,
+            data,
+        } => {
+            let mut link = target;
+            link.sources.extend(sources);
+            let output = output.unwrap_or_else(|| {
+                PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
+            });
+            let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
+                Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+                _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+            });
+            let mut node = NodeConfig::new(data.resolve()?, listen);
+            node.upload = upload.limits();
+            let options = DownloadOptions {
+                max_sources,
+                ..DownloadOptions::default()
+            };
+            let mode = match (json, quiet) {
+                (true, _) => cli::get::Output::Json,
+                (_, true) => cli::get::Output::Quiet,
+                _ => cli::get::Output::Human,
+            };
+            cli::get::get(GetArgs {
+                link,
+                output,
+                node,
+                options,
+                mode,
+            })
+            .await
         }
     }
 }
 
+/// A bare hash or a `canopy:` link.
+fn parse_target(target: &str) -> Result<Link, String> {
+    if target.starts_with(canopy_common::proto::link::SCHEME) {
+        return target
+            .parse()
+            .map_err(|e: canopy_common::proto::LinkError| e.to_string());
+    }
+    let hash: ContentHash = target
+        .parse()
+        .map_err(|e: canopy_common::proto::IdError| e.to_string())?;
+    Ok(Link::new(hash))
+}
+
 async fn run_demo(size: u64) -> anyhow::Result<()> {
     println!(
-        "canopy demo: two nodes on loopback, one {} file",
+        "canopy demo: {} sharing nodes and a downloader on loopback, one {} file",
+        demo::SOURCES,
         human_bytes(size)
     );
     let report = demo::run(size).await?;
-    println!("  sharer   {}", report.sharer);
+    for source in &report.sources {
+        println!("  source   {source}");
+    }
     println!("  shared   {}", report.shared_path.display());
     println!(
-        "  fetched  {} by hash over QUIC, every block verified",
-        human_bytes(report.fetched.size)
+        "  fetched  {} by hash over QUIC from {} sources at once, every block verified",
+        human_bytes(report.fetched.size),
+        report
+            .fetched
+            .sources
+            .iter()
+            .filter(|s| s.bytes > 0)
+            .count()
     );
+    for source in &report.fetched.sources {
+        println!("    {}  {}", &source.peer[..10], human_bytes(source.bytes));
+    }
     println!("  hash     {}", report.fetched_hash);
     println!(
         "  verified {} (BLAKE3, same as b3sum)",
@@ -235,132 +333,4 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
         report.fetched.elapsed
     );
     Ok(())
-}
-
-async fn run_node(
-    share: Vec<PathBuf>,
-    listen: SocketAddr,
-    data_dir: PathBuf,
-) -> anyhow::Result<()> {
-    let node = Node::start(NodeConfig {
-        data_dir: data_dir.clone(),
-        listen,
-        share: share.clone(),
-        endpoint: EndpointConfig::default(),
-    })
-    .await
-    .with_context(|| format!("cannot start the node (data folder {})", data_dir.display()))?;
-    let me = node.peer_addr();
-    let scan = node.scan_stats();
-    println!("canopy node {}", me.id);
-    println!("listening on {} (peers reach this node as {me})", me.addr);
-    println!(
-        "sharing {} file{}, {} ({} hashed now, {} from cache)",
-        scan.files,
-        if scan.files == 1 { "" } else { "s" },
-        human_bytes(scan.bytes),
-        scan.hashed,
-        scan.cached
-    );
-    let files = node.shares().list();
-    for file in files.iter().take(20) {
-        println!(
-            "  {}  {:>10}  {}",
-            file.hash(),
-            human_bytes(file.size),
-            file.path.display()
-        );
-    }
-    if files.len() > 20 {
-        println!("  … and {} more", files.len() - 20);
-    }
-    if let Some(file) = files.first() {
-        println!("fetch with: canopy get {} --from {me}", file.hash());
-    }
-    wait_for_shutdown_signal().await;
-    println!("shutting down");
-    node.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-async fn run_get(
-    hash: ContentHash,
-    from: PeerAddr,
-    output: PathBuf,
-    listen: Option<SocketAddr>,
-    quiet: bool,
-    data_dir: PathBuf,
-) -> anyhow::Result<()> {
-    let key = NodeKey::load_or_create(&data_dir)?;
-    let listen = listen.unwrap_or_else(|| match from.addr {
-        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-    });
-    let endpoint = Endpoint::bind(key, listen, &EndpointConfig::default())?;
-    let options = FetchOptions::default();
-    let progress = options.progress.clone();
-    let ticker = (!quiet).then(|| {
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(1));
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                eprint!(
-                    "\r{} verified",
-                    human_bytes(progress.load(Ordering::Relaxed))
-                );
-            }
-        })
-    });
-    let result = fetch(&endpoint, from, hash, &output, &options).await;
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    endpoint.shutdown().await;
-    let report = result?;
-    if !quiet {
-        eprint!("\r");
-        println!(
-            "{}  {}  {} in {:.2?} ({}/s) from {}",
-            report.hash,
-            report.path.display(),
-            human_bytes(report.size),
-            report.elapsed,
-            human_bytes(report.bytes_per_second() as u64),
-            report.source
-        );
-    }
-    Ok(())
-}
-
-/// `1.5 MiB`-style sizes for people.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

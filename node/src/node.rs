@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::path::Path;
+
 use canopy_common::net::{Endpoint, EndpointConfig, NetError, NodeKey};
-use canopy_common::proto::PeerAddr;
+use canopy_common::proto::{ContentHash, PeerAddr};
 use tokio::task::JoinHandle;
 
-use crate::serve::{serve_connection, ServeStats};
+use crate::download::{Download, DownloadOptions};
+use crate::serve::{serve_connection, ServeContext, ServeStats, UploadLimits};
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
 
 /// Everything needed to start a node.
@@ -21,6 +24,25 @@ pub struct NodeConfig {
     /// Folders shared with the network.
     pub share: Vec<PathBuf>,
     pub endpoint: EndpointConfig,
+    pub upload: UploadLimits,
+}
+
+impl NodeConfig {
+    /// A node with default settings.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        NodeConfig {
+            data_dir,
+            listen,
+            share: Vec::new(),
+            endpoint: EndpointConfig::default(),
+            upload: UploadLimits::default(),
+        }
+    }
+
+    pub fn sharing(mut self, folder: PathBuf) -> Self {
+        self.share.push(folder);
+        self
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +56,7 @@ pub enum NodeError {
 /// A node that is serving.
 pub struct Node {
     endpoint: Endpoint,
-    shares: Arc<Shares>,
-    stats: Arc<ServeStats>,
+    context: Arc<ServeContext>,
     scan: ScanStats,
     accept_loop: JoinHandle<()>,
 }
@@ -60,10 +81,9 @@ impl Node {
             .expect("scan task panicked")?
         };
         let endpoint = Endpoint::bind(key, config.listen, &config.endpoint)?;
-        let stats = Arc::new(ServeStats::default());
-        let accept_loop =
-            tokio::spawn(accept_loop(endpoint.clone(), shares.clone(), stats.clone()));
-        tracing::info!(
+        let context = Arc::new(ServeContext::new(shares, &config.upload));
+        let accept_loop = tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
+        tracing::debug!(
             peer = %endpoint.peer_addr(),
             files = scan.files,
             bytes = scan.bytes,
@@ -73,8 +93,7 @@ impl Node {
         );
         Ok(Node {
             endpoint,
-            shares,
-            stats,
+            context,
             scan,
             accept_loop,
         })
@@ -90,11 +109,30 @@ impl Node {
     }
 
     pub fn shares(&self) -> &Arc<Shares> {
-        &self.shares
+        &self.context.shares
     }
 
     pub fn stats(&self) -> &Arc<ServeStats> {
-        &self.stats
+        &self.context.stats
+    }
+
+    /// Starts downloading `hash` into `output` from `sources`, serving the
+    /// blocks verified so far to other downloaders meanwhile.
+    pub fn download(
+        &self,
+        hash: ContentHash,
+        output: &Path,
+        sources: Vec<PeerAddr>,
+        options: DownloadOptions,
+    ) -> Download {
+        Download::start(
+            self.endpoint.clone(),
+            self.shares().clone(),
+            hash,
+            output,
+            sources,
+            options,
+        )
     }
 
     pub fn scan_stats(&self) -> ScanStats {
@@ -108,13 +146,13 @@ impl Node {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, shares: Arc<Shares>, stats: Arc<ServeStats>) {
+async fn accept_loop(endpoint: Endpoint, context: Arc<ServeContext>) {
     while let Some(incoming) = endpoint.accept().await {
-        let (shares, stats) = (shares.clone(), stats.clone());
+        let context = context.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(connection, shares, stats).await,
+                Ok(connection) => serve_connection(connection, context).await,
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
         });

@@ -4,19 +4,26 @@
 //! asks for too much or stalls is closed with an error code and counted; the
 //! connection and every other stream carry on. Content is found by hash in
 //! [`Shares`] only: no path from the network is ever opened.
+//!
+//! Uploads share a node-wide rate cap fairly (see [`RateLimiter`]) and a
+//! fixed number of upload slots; a request that finds every slot taken is
+//! told [`Response::Busy`] rather than queued without bound.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use canopy_common::net::{read_frame, remote_peer_id, write_frame, NetError};
 use canopy_common::proto::wire::MAX_BLOCKS_PER_REQUEST;
-use canopy_common::proto::{PeerId, Request, Response, MAX_CONTROL_FRAME};
+use canopy_common::proto::{PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use quinn::{RecvStream, SendStream, VarInt};
+use tokio::sync::Semaphore;
 
 use crate::fileio::read_exact_at;
-use crate::share::{SharedFile, Shares};
+use crate::ratelimit::RateLimiter;
+use crate::share::{Content, Shares};
+use crate::swarm::SwarmDirectory;
 
 /// Stream error codes a peer may see.
 pub mod codes {
@@ -30,52 +37,90 @@ pub mod codes {
 
 /// How long a peer may take to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read from disk per write to the stream.
+/// Bytes read from disk per write to the stream when no cap applies.
 const READ_CHUNK: usize = 1 << 20;
+/// What a busy node suggests as a retry delay.
+const BUSY_RETRY_MS: u32 = 1000;
+
+/// Upload policy.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// Total upload rate in bytes per second (`None`: unlimited).
+    pub max_rate: Option<u64>,
+    /// Block requests served at once; more get [`Response::Busy`].
+    pub slots: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_rate: None,
+            slots: 64,
+        }
+    }
+}
 
 /// Counters an operator (and a test) can read.
 #[derive(Debug, Default)]
 pub struct ServeStats {
     pub requests: AtomicU64,
     pub bad_frames: AtomicU64,
+    pub busy: AtomicU64,
     pub bytes_sent: AtomicU64,
 }
 
+/// Everything the upload side needs, shared by all connections.
+#[derive(Debug)]
+pub struct ServeContext {
+    pub shares: Arc<Shares>,
+    pub stats: Arc<ServeStats>,
+    pub swarm: SwarmDirectory,
+    limiter: Option<RateLimiter>,
+    slots: Semaphore,
+}
+
+impl ServeContext {
+    pub fn new(shares: Arc<Shares>, limits: &UploadLimits) -> Self {
+        ServeContext {
+            shares,
+            stats: Arc::default(),
+            swarm: SwarmDirectory::default(),
+            limiter: limits.max_rate.map(RateLimiter::new),
+            slots: Semaphore::new(limits.slots.max(1)),
+        }
+    }
+}
+
 /// Serves every stream a connected peer opens until the connection ends.
-pub async fn serve_connection(
-    connection: quinn::Connection,
-    shares: Arc<Shares>,
-    stats: Arc<ServeStats>,
-) {
+pub async fn serve_connection(connection: quinn::Connection, context: Arc<ServeContext>) {
     let peer = match remote_peer_id(&connection) {
-        Ok(peer) => peer,
+        Ok(id) => PeerAddr::new(id, connection.remote_address()),
         Err(error) => {
             tracing::warn!(%error, "closing connection without identity");
             return;
         }
     };
-    tracing::debug!(peer = %peer.short(), remote = %connection.remote_address(), "peer connected");
+    tracing::debug!(peer = ?peer, "peer connected");
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(streams) => streams,
             Err(error) => {
-                tracing::debug!(peer = %peer.short(), %error, "peer gone");
+                tracing::debug!(peer = ?peer, %error, "peer gone");
                 return;
             }
         };
-        let shares = shares.clone();
-        let stats = stats.clone();
-        tokio::spawn(async move { serve_stream(peer, send, recv, &shares, &stats).await });
+        let context = context.clone();
+        tokio::spawn(async move { serve_stream(peer, send, recv, &context).await });
     }
 }
 
 async fn serve_stream(
-    peer: PeerId,
+    peer: PeerAddr,
     mut send: SendStream,
     mut recv: RecvStream,
-    shares: &Shares,
-    stats: &ServeStats,
+    context: &ServeContext,
 ) {
+    let stats = &context.stats;
     let request = match tokio::time::timeout(
         REQUEST_TIMEOUT,
         read_frame::<Request>(&mut recv, MAX_CONTROL_FRAME),
@@ -85,17 +130,17 @@ async fn serve_stream(
         Ok(Ok(request)) => request,
         Ok(Err(NetError::Frame(error))) => {
             stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer.short(), %error, "closing stream: bad request frame");
+            tracing::warn!(peer = ?peer, %error, "closing stream: bad request frame");
             close(&mut send, &mut recv, codes::BAD_FRAME);
             return;
         }
         Ok(Err(error)) => {
-            tracing::debug!(peer = %peer.short(), %error, "request stream ended early");
+            tracing::debug!(peer = ?peer, %error, "request stream ended early");
             close(&mut send, &mut recv, codes::BAD_FRAME);
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %peer.short(), "closing stream: no request within {REQUEST_TIMEOUT:?}");
+            tracing::debug!(peer = ?peer, "closing stream: no request within {REQUEST_TIMEOUT:?}");
             close(&mut send, &mut recv, codes::TIMEOUT);
             return;
         }
@@ -104,13 +149,12 @@ async fn serve_stream(
     // Nothing more is expected from the peer on this stream.
     let _ = recv.stop(VarInt::from_u32(0));
 
-    let outcome = answer(&request, &mut send, shares, stats).await;
-    match outcome {
+    match answer(peer, &request, &mut send, context).await {
         Ok(()) => {
             let _ = send.finish();
         }
         Err(error) => {
-            tracing::debug!(peer = %peer.short(), ?request, %error, "request failed");
+            tracing::debug!(peer = ?peer, ?request, %error, "request failed");
             let _ = send.reset(VarInt::from_u32(codes::INTERNAL));
         }
     }
@@ -132,29 +176,51 @@ enum AnswerError {
 }
 
 async fn answer(
+    peer: PeerAddr,
     request: &Request,
     send: &mut SendStream,
-    shares: &Shares,
-    stats: &ServeStats,
+    context: &ServeContext,
 ) -> Result<(), AnswerError> {
     let hash = match request {
-        Request::BlockLayer { hash } | Request::Blocks { hash, .. } => *hash,
+        Request::BlockLayer { hash }
+        | Request::Blocks { hash, .. }
+        | Request::Have { hash }
+        | Request::Sources { hash } => *hash,
     };
-    let Some(file) = shares.get(&hash).filter(SharedFile::unchanged_on_disk) else {
+    if let Request::Sources { .. } = request {
+        let peers = context.swarm.peers(&hash, peer.id, Instant::now());
+        write_frame(send, &Response::Sources { peers }).await?;
+        return Ok(());
+    }
+    let Some(content) = context.shares.content(&hash) else {
         write_frame(send, &Response::NotFound { hash }).await?;
         return Ok(());
     };
     match *request {
         Request::BlockLayer { .. } => {
-            write_frame(send, &Response::BlockLayer { size: file.size }).await?;
-            let layer = file.hashes.layer_bytes();
-            send.write_all(&layer).await?;
-            stats
-                .bytes_sent
-                .fetch_add(layer.len() as u64, Ordering::Relaxed);
+            context.swarm.record(hash, peer, Instant::now());
+            let hashes = content.hashes();
+            write_frame(
+                send,
+                &Response::BlockLayer {
+                    size: hashes.layout().size(),
+                },
+            )
+            .await?;
+            send.write_all(&hashes.layer_bytes()).await?;
+        }
+        Request::Have { .. } => {
+            context.swarm.record(hash, peer, Instant::now());
+            let response = match &content {
+                Content::Complete(_) => Response::HaveAll,
+                Content::Partial(file) => Response::Have {
+                    blocks: file.have.read().expect("have lock").to_wire(),
+                },
+            };
+            write_frame(send, &response).await?;
         }
         Request::Blocks { first, count, .. } => {
-            let layout = file.hashes.layout();
+            let layout = content.hashes().layout();
             let end = u64::from(first) + u64::from(count);
             if count == 0 || count > MAX_BLOCKS_PER_REQUEST || end > u64::from(layout.block_count())
             {
@@ -165,31 +231,53 @@ async fn answer(
                 write_frame(send, &Response::bad_request(reason)).await?;
                 return Ok(());
             }
+            if let (false, Content::Partial(file)) = (content.has_blocks(first, count), &content) {
+                // Still downloading those: answer with what we do have.
+                let blocks = file.have.read().expect("have lock").to_wire();
+                write_frame(send, &Response::Have { blocks }).await?;
+                return Ok(());
+            }
+            let Ok(_slot) = context.slots.try_acquire() else {
+                context.stats.busy.fetch_add(1, Ordering::Relaxed);
+                write_frame(
+                    send,
+                    &Response::Busy {
+                        retry_after_ms: BUSY_RETRY_MS,
+                    },
+                )
+                .await?;
+                return Ok(());
+            };
             write_frame(send, &Response::Blocks { first, count }).await?;
             let range = layout.blocks_range(first, count);
-            send_file_range(send, &file, range.start, range.end, stats).await?;
+            send_file_range(send, &content, range.start, range.end, context).await?;
         }
+        Request::Sources { .. } => unreachable!("answered above"),
     }
     Ok(())
 }
 
-/// Streams bytes `start..end` of a shared file, reading the next chunk from
-/// disk while the current one is being sent.
+/// Streams bytes `start..end` of a file, reading the next chunk from disk
+/// while the current one is being sent, within the upload rate cap.
 async fn send_file_range(
     send: &mut SendStream,
-    file: &SharedFile,
+    content: &Content,
     start: u64,
     end: u64,
-    stats: &ServeStats,
+    context: &ServeContext,
 ) -> Result<(), AnswerError> {
-    let path = file.path.clone();
-    let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    let chunk_size = context
+        .limiter
+        .as_ref()
+        .map_or(READ_CHUNK, RateLimiter::chunk);
+    let path = content.path().to_path_buf();
+    let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let reader = tokio::task::spawn_blocking(move || {
         let result = (|| -> std::io::Result<()> {
             let file = std::fs::File::open(&path)?;
             let mut offset = start;
             while offset < end {
-                let len = ((end - offset) as usize).min(READ_CHUNK);
+                let len = ((end - offset) as usize).min(chunk_size);
                 let mut buffer = vec![0u8; len];
                 read_exact_at(&file, &mut buffer, offset)?;
                 offset += len as u64;
@@ -206,8 +294,11 @@ async fn send_file_range(
     while let Some(chunk) = chunks_rx.recv().await {
         let chunk = chunk?;
         let len = chunk.len() as u64;
+        if let Some(limiter) = &context.limiter {
+            limiter.acquire(chunk.len()).await;
+        }
         send.write_chunk(chunk).await?;
-        stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        context.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
     }
     drop(chunks_rx);
     let _ = reader.await;

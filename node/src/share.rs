@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use canopy_common::proto::content::{BlockHashes, FileHasher};
-use canopy_common::proto::{BlockLayout, ContentHash};
+use canopy_common::proto::{Bitfield, BlockLayout, ContentHash};
 use serde::{Deserialize, Serialize};
 
 use crate::fileio::write_atomically;
@@ -64,15 +64,83 @@ impl SharedFile {
     }
 }
 
+/// A file we are still downloading: we serve the blocks we have verified,
+/// so downloaders of the same file help each other.
+#[derive(Debug, Clone)]
+pub struct PartialFile {
+    /// The part file the blocks are in.
+    pub part: PathBuf,
+    pub hashes: Arc<BlockHashes>,
+    /// Blocks written to the part file so far.
+    pub have: Arc<RwLock<Bitfield>>,
+}
+
+/// Something we can serve blocks of.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Complete(SharedFile),
+    Partial(PartialFile),
+}
+
+impl Content {
+    pub fn hashes(&self) -> &Arc<BlockHashes> {
+        match self {
+            Content::Complete(file) => &file.hashes,
+            Content::Partial(file) => &file.hashes,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Content::Complete(file) => &file.path,
+            Content::Partial(file) => &file.part,
+        }
+    }
+
+    /// Whether blocks `first..first + count` can be served.
+    pub fn has_blocks(&self, first: u32, count: u32) -> bool {
+        match self {
+            Content::Complete(_) => true,
+            Content::Partial(file) => {
+                let have = file.have.read().expect("have lock");
+                (first..first + count).all(|index| have.get(index))
+            }
+        }
+    }
+}
+
 /// The table of what this node shares, by content hash.
 #[derive(Debug, Default)]
 pub struct Shares {
     files: RwLock<HashMap<ContentHash, SharedFile>>,
+    partial: RwLock<HashMap<ContentHash, PartialFile>>,
 }
 
 impl Shares {
     pub fn get(&self, hash: &ContentHash) -> Option<SharedFile> {
         self.files.read().expect("shares lock").get(hash).cloned()
+    }
+
+    /// What we can serve for `hash`: the complete file if it is still as we
+    /// hashed it, else the blocks of a download in progress.
+    pub fn content(&self, hash: &ContentHash) -> Option<Content> {
+        if let Some(file) = self.get(hash).filter(SharedFile::unchanged_on_disk) {
+            return Some(Content::Complete(file));
+        }
+        let partial = self.partial.read().expect("shares lock");
+        partial.get(hash).cloned().map(Content::Partial)
+    }
+
+    pub fn insert_partial(&self, file: PartialFile) {
+        let hash = file.hashes.root();
+        self.partial
+            .write()
+            .expect("shares lock")
+            .insert(hash, file);
+    }
+
+    pub fn remove_partial(&self, hash: &ContentHash) {
+        self.partial.write().expect("shares lock").remove(hash);
     }
 
     pub fn insert(&self, file: SharedFile) {

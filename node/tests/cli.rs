@@ -128,7 +128,8 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
     );
 
     let (_, addr) = node.address.split_once('@').unwrap();
-    let other_id = text(&canopy(&["id", "--data-dir", client_data]).stdout)
+    let stranger_data = root.path().join("stranger");
+    let other_id = text(&canopy(&["id", "--data-dir", stranger_data.to_str().unwrap()]).stdout)
         .trim()
         .to_string();
     let impostor = format!("{other_id}@{addr}");
@@ -167,10 +168,11 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
 fn unreachable_peer_and_bad_arguments_fail_cleanly() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
-    let id = text(&canopy(&["id", "--data-dir", dir]).stdout)
+    let other = data.path().join("other");
+    let id = text(&canopy(&["id", "--data-dir", other.to_str().unwrap()]).stdout)
         .trim()
         .to_string();
-    // Nothing listens on this port: the idle timeout ends the attempt.
+    // Nothing answers on this port: the connect timeout ends the attempt.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = format!("{id}@{}", silent.local_addr().unwrap());
     let hash = blake3::hash(b"x").to_hex().to_string();
@@ -191,7 +193,34 @@ fn unreachable_peer_and_bad_arguments_fail_cleanly() {
         "{}",
         text(&unreachable.stderr)
     );
+    assert!(
+        text(&unreachable.stderr).contains("unreachable"),
+        "{}",
+        text(&unreachable.stderr)
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Naming this very node as the source is explained, not attempted.
+    let me = text(&canopy(&["id", "--data-dir", dir]).stdout)
+        .trim()
+        .to_string();
+    let myself = format!("{me}@{}", silent.local_addr().unwrap());
+    let own = canopy(&[
+        "get",
+        &hash,
+        "--source",
+        &myself,
+        "--data-dir",
+        dir,
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(own.status.code(), Some(4));
+    assert!(
+        text(&own.stderr).contains("this node itself"),
+        "{}",
+        text(&own.stderr)
+    );
 
     let bad_hash = canopy(&["get", "abc", "--from", &target]);
     assert_eq!(bad_hash.status.code(), Some(2));
@@ -214,9 +243,9 @@ fn help_documents_exit_codes() {
     let help = canopy(&["get", "--help"]);
     let help = text(&help.stdout);
     for code in [
-        "3  the peer does not share",
+        "3  no source shares",
         "4  network",
-        "5  the peer sent data",
+        "5  every source sent data",
         "6  local",
     ] {
         assert!(help.contains(code), "missing {code:?} in:\n{help}");

@@ -5,6 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
+use canopy_common::proto::{ContentHash, PeerAddr};
+use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
+use canopy_node::serve::UploadLimits;
 use canopy_node::{Node, NodeConfig};
 
 pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -26,20 +29,20 @@ pub struct Sharer {
 
 /// Starts a node that shares `files` (name, bytes).
 pub async fn start_sharer(files: &[(&str, Vec<u8>)]) -> Sharer {
+    start_sharer_with(files, UploadLimits::default()).await
+}
+
+/// Starts a node that shares `files` with the given upload limits.
+pub async fn start_sharer_with(files: &[(&str, Vec<u8>)], upload: UploadLimits) -> Sharer {
     let dirs = tempfile::tempdir().unwrap();
     let share_dir = dirs.path().join("share");
     std::fs::create_dir_all(&share_dir).unwrap();
     for (name, bytes) in files {
         std::fs::write(share_dir.join(name), bytes).unwrap();
     }
-    let node = Node::start(NodeConfig {
-        data_dir: dirs.path().join("data"),
-        listen: LOOPBACK,
-        share: vec![share_dir.clone()],
-        endpoint: EndpointConfig::default(),
-    })
-    .await
-    .expect("sharer starts");
+    let mut config = NodeConfig::new(dirs.path().join("data"), LOOPBACK).sharing(share_dir.clone());
+    config.upload = upload;
+    let node = Node::start(config).await.expect("sharer starts");
     Sharer {
         node,
         share_dir,
@@ -47,7 +50,42 @@ pub async fn start_sharer(files: &[(&str, Vec<u8>)]) -> Sharer {
     }
 }
 
-/// A bare endpoint with a fresh identity, for fetching.
+/// A node that shares nothing, for downloading.
+pub struct Downloader {
+    pub node: Node,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start_downloader() -> Downloader {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig::new(dir.path().join("data"), LOOPBACK))
+        .await
+        .expect("downloader starts");
+    Downloader { node, dir }
+}
+
+impl Downloader {
+    /// Fetches `hash` from `sources` into `name` inside the downloader's folder.
+    pub async fn fetch(
+        &self,
+        hash: ContentHash,
+        sources: Vec<PeerAddr>,
+        name: &str,
+        options: DownloadOptions,
+    ) -> Result<DownloadReport, DownloadError> {
+        let output = self.dir.path().join(name);
+        self.node
+            .download(hash, &output, sources, options)
+            .wait()
+            .await
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A bare endpoint with a fresh identity, for speaking the protocol by hand.
 pub fn client() -> Endpoint {
     Endpoint::bind(
         NodeKey::generate().unwrap(),

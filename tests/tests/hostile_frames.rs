@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 
 use canopy_common::net::{read_frame, write_frame};
 use canopy_common::proto::{ContentHash, Request, Response, MAX_CONTROL_FRAME};
-use canopy_node::fetch::{fetch, FetchOptions};
+use canopy_node::download::DownloadOptions;
 use canopy_node::serve::codes;
-use canopy_tests::{client, patterned, start_sharer};
+use canopy_tests::{client, patterned, start_downloader, start_sharer};
 use quinn::{ReadError, VarInt};
 
 async fn send_raw(connection: &quinn::Connection, bytes: &[u8]) -> ReadError {
@@ -59,19 +59,17 @@ async fn garbage_frames_close_the_stream_and_the_node_keeps_serving() {
     );
 
     // ...and so does the node for a second, honest client.
-    let honest = client();
-    let out = tempfile::tempdir().unwrap();
-    let output = out.path().join("a.bin");
-    fetch(
-        &honest,
-        sharer.node.peer_addr(),
-        hash,
-        &output,
-        &FetchOptions::default(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(std::fs::read(&output).unwrap(), data);
+    let honest = start_downloader().await;
+    honest
+        .fetch(
+            hash,
+            vec![sharer.node.peer_addr()],
+            "a.bin",
+            DownloadOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(honest.path("a.bin")).unwrap(), data);
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use canopy_common::proto::content::MIN_BLOCK_SIZE;
 use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
-use canopy_node::fetch::{fetch, part_path, FetchError, FetchOptions};
-use canopy_tests::{client, file_names, patterned, start_sharer};
+use canopy_node::download::{part_path, DownloadError, DownloadOptions, SourceFailure};
+use canopy_tests::{file_names, patterned, start_downloader, start_sharer};
 
 const BLOCK: usize = MIN_BLOCK_SIZE as usize;
 
@@ -29,76 +29,83 @@ async fn files_of_every_shape_arrive_intact() {
         .collect();
     let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     let sharer = start_sharer(&named).await;
-    let client = client();
-    let out = tempfile::tempdir().unwrap();
+    let downloader = start_downloader().await;
 
     for (name, bytes) in &files {
         let hash = ContentHash::from(blake3::hash(bytes));
-        let output = out.path().join(name);
-        let report = fetch(
-            &client,
-            sharer.node.peer_addr(),
-            hash,
-            &output,
-            &FetchOptions::default(),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("{name}: {error}"));
+        let report = downloader
+            .fetch(
+                hash,
+                vec![sharer.node.peer_addr()],
+                name,
+                DownloadOptions::default(),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
         assert_eq!(report.size, bytes.len() as u64);
-        let received = fs::read(&output).unwrap();
-        assert!(received == *bytes, "{name}: bytes differ");
+        let output = downloader.path(name);
+        assert!(fs::read(&output).unwrap() == *bytes, "{name}: bytes differ");
         assert!(
             !part_path(&output).exists(),
             "{name}: part file left behind"
         );
     }
-    client.shutdown().await;
+    downloader.node.shutdown().await;
     sharer.node.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_wrong_peer_id_is_refused_at_the_handshake() {
     let sharer = start_sharer(&[("a.bin", patterned(1000))]).await;
-    let client = client();
+    let downloader = start_downloader().await;
     let impostor = PeerAddr::new(PeerId([9; 32]), sharer.node.peer_addr().addr);
-    let out = tempfile::tempdir().unwrap();
-    let error = fetch(
-        &client,
-        impostor,
-        ContentHash::of(&patterned(1000)),
-        &out.path().join("a.bin"),
-        &FetchOptions::default(),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(error, FetchError::Unreachable { .. }), "{error}");
-    assert!(error.to_string().contains("handshake"), "{error}");
-    assert!(file_names(out.path()).is_empty(), "nothing written");
+    let error = downloader
+        .fetch(
+            ContentHash::of(&patterned(1000)),
+            vec![impostor],
+            "a.bin",
+            DownloadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let DownloadError::NoSources { failures, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(
+        matches!(&failures[0].1, SourceFailure::Unreachable(reason) if reason.contains("handshake")),
+        "{error}"
+    );
+    assert_eq!(error.exit_code(), 4);
+    assert!(
+        !file_names(downloader.dir.path())
+            .iter()
+            .any(|n| n.starts_with("a.bin")),
+        "nothing written"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_hash_is_a_clear_error() {
     let sharer = start_sharer(&[("a.bin", patterned(1000))]).await;
-    let client = client();
-    let out = tempfile::tempdir().unwrap();
+    let downloader = start_downloader().await;
     let unknown = ContentHash::of(b"nobody shares this");
-    let error = fetch(
-        &client,
-        sharer.node.peer_addr(),
-        unknown,
-        &out.path().join("x"),
-        &FetchOptions::default(),
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(error, FetchError::NotFound { .. }), "{error}");
-    assert!(error.to_string().contains(&unknown.to_hex()));
+    let error = downloader
+        .fetch(
+            unknown,
+            vec![sharer.node.peer_addr()],
+            "x",
+            DownloadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains(&unknown.to_hex()), "{error}");
+    assert!(error.to_string().contains("does not share"), "{error}");
     assert_eq!(error.exit_code(), 3);
 }
 
 /// A source whose file changed on disk behind its back (same size, same
-/// mtime) serves altered bytes: the fetcher must notice, and must not have
-/// written the bad block anywhere.
+/// mtime) serves altered bytes: the fetcher must notice, ban it, and must
+/// not have written the bad block anywhere.
 #[tokio::test]
 async fn altered_bytes_are_caught_and_never_written() {
     let original = patterned(8 * BLOCK);
@@ -116,39 +123,41 @@ async fn altered_bytes_are_caught_and_never_written() {
         file.set_modified(modified).unwrap();
     }
 
-    let client = client();
-    let out = tempfile::tempdir().unwrap();
-    let output = out.path().join("a.bin");
-    // One block per request, so the good blocks are written before the bad
-    // one is refused and we can check exactly what reached the disk.
-    let options = FetchOptions {
-        request_bytes: MIN_BLOCK_SIZE,
-        requests_in_flight: 1,
-        ..FetchOptions::default()
+    let downloader = start_downloader().await;
+    let error = downloader
+        .fetch(
+            ContentHash::of(&original),
+            vec![sharer.node.peer_addr()],
+            "a.bin",
+            DownloadOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    let DownloadError::NoSources { failures, .. } = &error else {
+        panic!("{error}")
     };
-    let error = fetch(
-        &client,
-        sharer.node.peer_addr(),
-        ContentHash::of(&original),
-        &output,
-        &options,
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(error, FetchError::Corrupt { .. }), "{error}");
-    assert!(error.to_string().contains("block 5"), "{error}");
+    assert!(
+        matches!(&failures[0].1, SourceFailure::Banned(reason) if reason.contains("block 5")),
+        "{error}"
+    );
     assert_eq!(error.exit_code(), 5);
+    assert!(error.to_string().contains("banned"), "{error}");
+    let output = downloader.path("a.bin");
     assert!(!output.exists(), "no final file from a corrupt source");
 
+    // The part file holds zeros where the bad block would be, and only
+    // verified bytes elsewhere.
     let part = fs::read(part_path(&output)).unwrap();
     let bad_range = bad_block * BLOCK..(bad_block + 1) * BLOCK;
     assert!(
         part[bad_range.clone()].iter().all(|&b| b == 0),
         "bad block never written"
     );
-    assert_eq!(
-        part[..bad_range.start],
-        original[..bad_range.start],
-        "verified blocks kept"
-    );
+    for (index, chunk) in part.chunks(BLOCK).enumerate() {
+        let expected = &original[index * BLOCK..(index * BLOCK + chunk.len())];
+        assert!(
+            chunk.iter().all(|&b| b == 0) || chunk == expected,
+            "block {index} is neither empty nor verified"
+        );
+    }
 }

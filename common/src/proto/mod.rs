@@ -1,14 +1,18 @@
 //! The pure half of the protocol: what is said on the wire and how content is
 //! verified. Nothing in here performs I/O.
 
+pub mod bitfield;
 pub mod content;
 pub mod frame;
 pub mod id;
+pub mod link;
 pub mod wire;
 
+pub use bitfield::{Bitfield, WireBitfield};
 pub use content::{BlockHashes, BlockLayout, ContentError};
 pub use frame::{FrameError, MAX_CONTROL_FRAME};
 pub use id::{ContentHash, IdError, PeerAddr, PeerId};
+pub use link::{Link, LinkError};
 pub use wire::{Request, Response};
 
 /// Protocol version carried in the QUIC ALPN. A peer speaking another version

@@ -11,13 +11,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::id::ContentHash;
+use super::bitfield::WireBitfield;
+use super::id::{ContentHash, PeerAddr};
 
 /// Most blocks one request may ask for; keeps one stream's answer bounded
 /// and spreads large downloads over several streams.
 pub const MAX_BLOCKS_PER_REQUEST: u32 = 1024;
 /// Longest human-readable reason a peer may send.
 pub const MAX_REASON_LEN: usize = 256;
+/// Most peers one [`Response::Sources`] may list.
+pub const MAX_SOURCES_PER_REPLY: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -31,6 +34,12 @@ pub enum Request {
         first: u32,
         count: u32,
     },
+    /// Ask which blocks of a file the peer holds (it may still be
+    /// downloading it). Answered by [`Response::Have`] or [`Response::HaveAll`].
+    Have { hash: ContentHash },
+    /// Ask for other peers known to hold or fetch this file (source
+    /// exchange). Answered by [`Response::Sources`].
+    Sources { hash: ContentHash },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +53,14 @@ pub enum Response {
     /// The request was understood but not acceptable (out of range, too
     /// large). `reason` is at most [`MAX_REASON_LEN`] bytes.
     BadRequest { reason: String },
+    /// The peer holds these blocks (one bit per block of the file's layout).
+    Have { blocks: WireBitfield },
+    /// The peer holds the whole file.
+    HaveAll,
+    /// Other peers for this file, at most [`MAX_SOURCES_PER_REPLY`].
+    Sources { peers: Vec<PeerAddr> },
+    /// All upload slots are taken; ask again after this many milliseconds.
+    Busy { retry_after_ms: u32 },
 }
 
 impl Response {
@@ -71,11 +88,21 @@ mod tests {
         any::<[u8; 32]>().prop_map(ContentHash)
     }
 
+    fn any_peer() -> impl Strategy<Value = PeerAddr> {
+        (any::<[u8; 32]>(), any::<std::net::SocketAddr>()).prop_map(|(id, addr)| {
+            // Only IP and port travel (no IPv6 scope or flow label).
+            let addr = std::net::SocketAddr::new(addr.ip(), addr.port());
+            PeerAddr::new(crate::proto::PeerId(id), addr)
+        })
+    }
+
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             any_hash().prop_map(|hash| Request::BlockLayer { hash }),
             (any_hash(), any::<u32>(), any::<u32>())
                 .prop_map(|(hash, first, count)| Request::Blocks { hash, first, count }),
+            any_hash().prop_map(|hash| Request::Have { hash }),
+            any_hash().prop_map(|hash| Request::Sources { hash }),
         ]
     }
 
@@ -86,6 +113,13 @@ mod tests {
                 .prop_map(|(first, count)| Response::Blocks { first, count }),
             any_hash().prop_map(|hash| Response::NotFound { hash }),
             "\\PC{0,300}".prop_map(Response::bad_request),
+            proptest::collection::vec(any::<u8>(), 0..2048).prop_map(|bytes| Response::Have {
+                blocks: WireBitfield(bytes)
+            }),
+            Just(Response::HaveAll),
+            proptest::collection::vec(any_peer(), 0..MAX_SOURCES_PER_REPLY)
+                .prop_map(|peers| Response::Sources { peers }),
+            any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
         ]
     }
 

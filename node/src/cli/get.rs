@@ -1,0 +1,234 @@
+//! `canopy get`: fetch one file from every source at once, like `aria2c`.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use canopy_common::proto::Link;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::download::{DownloadError, DownloadOptions, DownloadReport, Progress, SourceState};
+use crate::units::human_bytes;
+use crate::{Node, NodeConfig};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A progress bar on a terminal, or only the summary when piped.
+    Human,
+    /// One JSON object per line on stdout.
+    Json,
+    /// Nothing but errors.
+    Quiet,
+}
+
+pub struct GetArgs {
+    pub link: Link,
+    pub output: PathBuf,
+    pub node: NodeConfig,
+    pub options: DownloadOptions,
+    pub mode: Output,
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let GetArgs {
+        link,
+        output,
+        node,
+        options,
+        mode,
+    } = args;
+    let node = Node::start(node)
+        .await
+        .context("cannot start the local node")?;
+    let download = node.download(link.hash, &output, link.sources.clone(), options);
+    let mut reporter = Reporter::new(mode);
+    let mut ticker = tokio::time::interval(reporter.interval());
+    let interrupted = super::shutdown_signal();
+    tokio::pin!(interrupted);
+    // `finished` is cancel-safe, so the progress ticks can interleave with it.
+    let result: anyhow::Result<DownloadReport> = loop {
+        tokio::select! {
+            result = download.finished() => break result.map_err(anyhow::Error::from),
+            _ = ticker.tick() => reporter.update(&download.progress()),
+            _ = &mut interrupted => {
+                download.abort();
+                break Err(anyhow::anyhow!(
+                    "interrupted; verified data is kept in {}, run the same command again to resume",
+                    crate::download::part_path(&output).display()
+                ));
+            }
+        }
+    };
+    node.shutdown().await;
+    match result {
+        Ok(report) => {
+            reporter.done(&report);
+            Ok(())
+        }
+        Err(error) => {
+            reporter.failed(&error);
+            Err(error)
+        }
+    }
+}
+
+struct Reporter {
+    mode: Output,
+    bar: Option<ProgressBar>,
+    reported_failures: HashSet<String>,
+}
+
+impl Reporter {
+    fn new(mode: Output) -> Self {
+        let bar = (mode == Output::Human && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("█▌ "),
+            );
+            bar
+        });
+        Reporter {
+            mode,
+            bar,
+            reported_failures: HashSet::new(),
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        match self.mode {
+            Output::Json => Duration::from_millis(500),
+            _ => Duration::from_millis(200),
+        }
+    }
+
+    fn update(&mut self, progress: &Progress) {
+        for source in &progress.sources {
+            let Some(failure) = &source.failure else {
+                continue;
+            };
+            if !failure.starts_with("banned") || !self.reported_failures.insert(source.peer.clone())
+            {
+                continue;
+            }
+            match self.mode {
+                Output::Json => println!(
+                    "{}",
+                    json!({"event": "banned", "peer": source.peer, "reason": failure})
+                ),
+                Output::Human => self.say(&format!("canopy: {} {failure}", source.peer)),
+                Output::Quiet => {}
+            }
+        }
+        match self.mode {
+            Output::Json => {
+                let mut line = serde_json::to_value(progress).expect("progress serializes");
+                line["event"] = json!("progress");
+                line["rate"] = json!(progress.rate());
+                println!("{line}");
+            }
+            Output::Human => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(progress.size.unwrap_or(0));
+                    bar.set_position(progress.verified);
+                    bar.set_message(sources_summary(progress));
+                }
+            }
+            Output::Quiet => {}
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn done(&mut self, report: &DownloadReport) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        match self.mode {
+            Output::Json => println!(
+                "{}",
+                json!({
+                    "event": "done",
+                    "hash": report.hash.to_hex(),
+                    "path": report.path,
+                    "size": report.size,
+                    "seconds": report.elapsed.as_secs_f64(),
+                    "rate": report.bytes_per_second(),
+                    "resumed": report.resumed_bytes,
+                    "received": report.received_bytes,
+                    "sources": report.sources,
+                })
+            ),
+            Output::Human => {
+                let contributing = report.sources.iter().filter(|s| s.bytes > 0).count();
+                let resumed = if report.resumed_bytes > 0 {
+                    format!(", {} resumed", human_bytes(report.resumed_bytes))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{}  {}  {} in {:.2?} ({}/s from {contributing} source{}{resumed})",
+                    report.hash,
+                    report.path.display(),
+                    human_bytes(report.size),
+                    report.elapsed,
+                    human_bytes(report.bytes_per_second() as u64),
+                    if contributing == 1 { "" } else { "s" },
+                );
+            }
+            Output::Quiet => {}
+        }
+    }
+
+    fn failed(&mut self, error: &anyhow::Error) {
+        if let Some(bar) = self.bar.take() {
+            bar.abandon();
+        }
+        if self.mode == Output::Json {
+            let code = error
+                .downcast_ref::<DownloadError>()
+                .map_or(1, DownloadError::exit_code);
+            println!(
+                "{}",
+                json!({"event": "error", "exit_code": code, "message": error.to_string()})
+            );
+        }
+    }
+}
+
+fn sources_summary(progress: &Progress) -> String {
+    let active: Vec<_> = progress
+        .sources
+        .iter()
+        .filter(|s| matches!(s.state, SourceState::Active | SourceState::Idle))
+        .collect();
+    let top: Vec<String> = active
+        .iter()
+        .take(3)
+        .map(|s| {
+            format!(
+                "{} {}/s",
+                &s.peer[..8.min(s.peer.len())],
+                human_bytes(s.rate as u64)
+            )
+        })
+        .collect();
+    format!(
+        "{} source{} [{}]",
+        active.len(),
+        if active.len() == 1 { "" } else { "s" },
+        top.join(", ")
+    )
+}

@@ -1,0 +1,44 @@
+//! `canopy run`: a node that shares folders until stopped.
+
+use anyhow::Context;
+
+use crate::units::human_bytes;
+use crate::{Node, NodeConfig};
+
+pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let node = Node::start(config)
+        .await
+        .with_context(|| format!("cannot start the node (data folder {})", data_dir.display()))?;
+    let me = node.peer_addr();
+    let scan = node.scan_stats();
+    println!("canopy node {}", me.id);
+    println!("listening on {} (peers reach this node as {me})", me.addr);
+    println!(
+        "sharing {} file{}, {} ({} hashed now, {} from cache)",
+        scan.files,
+        if scan.files == 1 { "" } else { "s" },
+        human_bytes(scan.bytes),
+        scan.hashed,
+        scan.cached
+    );
+    let files = node.shares().list();
+    for file in files.iter().take(20) {
+        println!(
+            "  {}  {:>10}  {}",
+            file.hash(),
+            human_bytes(file.size),
+            file.path.display()
+        );
+    }
+    if files.len() > 20 {
+        println!("  … and {} more", files.len() - 20);
+    }
+    if let Some(file) = files.first() {
+        println!("fetch with: canopy get {} --source {me}", file.hash());
+    }
+    super::shutdown_signal().await;
+    println!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

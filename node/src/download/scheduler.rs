@@ -1,0 +1,332 @@
+//! Which block to ask which source for: a pure state machine, no I/O.
+//!
+//! Sources *pull* work: whenever one has room for another request it asks
+//! [`Scheduler::next_request`], sized by its measured speed, so fast sources
+//! naturally carry more of the file and a slow one never holds up the rest
+//! for long. Blocks are handed out lowest index first (good for the disk and
+//! for previews), only from blocks the source holds.
+//!
+//! When every missing block is already requested somewhere, the download is
+//! in its **endgame**: an idle source may duplicate one outstanding block
+//! (at most [`MAX_OWNERS`] requests per block). Whichever copy arrives first
+//! wins; requests left holding only finished blocks are returned for
+//! cancellation.
+
+use std::collections::HashMap;
+
+use canopy_common::proto::Bitfield;
+
+/// Identifies a source within one download.
+pub type SourceId = u32;
+/// Identifies one request within one download.
+pub type RequestId = u64;
+
+/// Most requests that may hold the same block at once (one plus endgame
+/// duplicates).
+pub const MAX_OWNERS: u8 = 2;
+
+/// A range of blocks a source should fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub id: RequestId,
+    pub first: u32,
+    pub count: u32,
+}
+
+/// What a received block means for the download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// First copy: verify-and-write it. `cancel` lists requests that now hold
+    /// only finished blocks.
+    Fresh { cancel: Vec<RequestId> },
+    /// Another request delivered it first; drop these bytes.
+    Duplicate,
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    source: SourceId,
+    /// Next block this request will deliver.
+    next: u32,
+    end: u32,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    done: Bitfield,
+    owners: Vec<u8>,
+    requests: HashMap<RequestId, Outstanding>,
+    /// `None`: the source holds every block.
+    haves: HashMap<SourceId, Option<Bitfield>>,
+    next_id: RequestId,
+}
+
+impl Scheduler {
+    /// A scheduler for a file of `done.len()` blocks, of which the set bits
+    /// are already verified on disk.
+    pub fn new(done: Bitfield) -> Self {
+        let blocks = done.len() as usize;
+        Scheduler {
+            done,
+            owners: vec![0; blocks],
+            requests: HashMap::new(),
+            haves: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn block_count(&self) -> u32 {
+        self.done.len()
+    }
+
+    pub fn done(&self) -> &Bitfield {
+        &self.done
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.done.is_full()
+    }
+
+    /// Registers or refreshes what a source holds (`None`: everything).
+    pub fn set_have(&mut self, source: SourceId, have: Option<Bitfield>) {
+        self.haves.insert(source, have);
+    }
+
+    /// Forgets a source; its outstanding requests are released and returned.
+    pub fn remove_source(&mut self, source: SourceId) -> Vec<RequestId> {
+        self.haves.remove(&source);
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, request)| request.source == source)
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &ids {
+            self.release(id);
+        }
+        ids
+    }
+
+    /// Whether `source` holds blocks we still lack.
+    pub fn is_useful(&self, source: SourceId) -> bool {
+        match self.haves.get(&source) {
+            Some(None) => !self.is_complete(),
+            Some(Some(have)) => (0..self.block_count()).any(|b| have.get(b) && !self.done.get(b)),
+            None => false,
+        }
+    }
+
+    fn source_has(&self, source: SourceId, block: u32) -> bool {
+        match self.haves.get(&source) {
+            Some(None) => true,
+            Some(Some(have)) => have.get(block),
+            None => false,
+        }
+    }
+
+    /// The next range for `source`, at most `max_blocks` long, or `None` if
+    /// it has nothing useful to fetch right now.
+    pub fn next_request(&mut self, source: SourceId, max_blocks: u32) -> Option<Assignment> {
+        let max_blocks = max_blocks.max(1);
+        let blocks = self.block_count();
+        let wanted = |s: &Self, b: u32| {
+            !s.done.get(b) && s.owners[b as usize] == 0 && s.source_has(source, b)
+        };
+        if let Some(first) = (0..blocks).find(|&b| wanted(self, b)) {
+            let mut count = 1;
+            while count < max_blocks && first + count < blocks && wanted(self, first + count) {
+                count += 1;
+            }
+            return Some(self.assign(source, first, count));
+        }
+        // Endgame: duplicate the least-shared outstanding block this source
+        // holds and is not already fetching.
+        let fetching_here = |s: &Self, b: u32| {
+            s.requests
+                .values()
+                .any(|r| r.source == source && r.next <= b && b < r.end)
+        };
+        let candidate = (0..blocks)
+            .filter(|&b| {
+                !self.done.get(b)
+                    && self.owners[b as usize] < MAX_OWNERS
+                    && self.source_has(source, b)
+            })
+            .filter(|&b| !fetching_here(self, b))
+            .min_by_key(|&b| self.owners[b as usize])?;
+        Some(self.assign(source, candidate, 1))
+    }
+
+    fn assign(&mut self, source: SourceId, first: u32, count: u32) -> Assignment {
+        let id = self.next_id;
+        self.next_id += 1;
+        for block in first..first + count {
+            self.owners[block as usize] += 1;
+        }
+        self.requests.insert(
+            id,
+            Outstanding {
+                source,
+                next: first,
+                end: first + count,
+            },
+        );
+        Assignment { id, first, count }
+    }
+
+    /// Records a block verified outside any request (the tail block that
+    /// came with the block layer).
+    pub fn mark_done(&mut self, block: u32) {
+        self.done.set(block);
+    }
+
+    /// Whether `block` is already verified.
+    pub fn is_done(&self, block: u32) -> bool {
+        self.done.get(block)
+    }
+
+    /// Request `id` delivered `block` (its next one) and it was verified.
+    pub fn received(&mut self, id: RequestId, block: u32) -> Received {
+        if let Some(request) = self.requests.get_mut(&id) {
+            if request.next == block {
+                request.next += 1;
+                self.owners[block as usize] -= 1;
+                if request.next == request.end {
+                    self.requests.remove(&id);
+                }
+            }
+        }
+        if self.done.get(block) {
+            return Received::Duplicate;
+        }
+        self.done.set(block);
+        let cancel = self
+            .requests
+            .iter()
+            .filter(|(_, r)| (r.next..r.end).all(|b| self.done.get(b)))
+            .map(|(&id, _)| id)
+            .collect();
+        Received::Fresh { cancel }
+    }
+
+    /// Ends request `id` early (failure, stall or cancellation): its
+    /// undelivered blocks go back to the pool.
+    pub fn release(&mut self, id: RequestId) {
+        if let Some(request) = self.requests.remove(&id) {
+            for block in request.next..request.end {
+                self.owners[block as usize] -= 1;
+            }
+        }
+    }
+
+    /// Blocks requested but not yet delivered, over all sources.
+    pub fn outstanding_blocks(&self) -> u32 {
+        self.requests.values().map(|r| r.end - r.next).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(blocks: u32) -> Scheduler {
+        Scheduler::new(Bitfield::new(blocks))
+    }
+
+    fn deliver(s: &mut Scheduler, a: Assignment) -> Vec<RequestId> {
+        let mut cancels = Vec::new();
+        for block in a.first..a.first + a.count {
+            if let Received::Fresh { cancel } = s.received(a.id, block) {
+                cancels.extend(cancel);
+            }
+        }
+        cancels
+    }
+
+    #[test]
+    fn hands_out_disjoint_ranges_lowest_first() {
+        let mut s = fresh(10);
+        s.set_have(1, None);
+        s.set_have(2, None);
+        let a = s.next_request(1, 4).unwrap();
+        let b = s.next_request(2, 4).unwrap();
+        assert_eq!((a.first, a.count, b.first, b.count), (0, 4, 4, 4));
+        deliver(&mut s, a);
+        deliver(&mut s, b);
+        let c = s.next_request(1, 4).unwrap();
+        assert_eq!((c.first, c.count), (8, 2));
+        deliver(&mut s, c);
+        assert!(s.is_complete());
+        assert_eq!(s.next_request(1, 4), None);
+    }
+
+    #[test]
+    fn only_asks_sources_for_blocks_they_hold() {
+        let mut s = fresh(8);
+        let mut have = Bitfield::new(8);
+        have.set(5);
+        have.set(6);
+        s.set_have(1, Some(have));
+        let a = s.next_request(1, 8).unwrap();
+        assert_eq!((a.first, a.count), (5, 2));
+        assert!(s.is_useful(1));
+        deliver(&mut s, a);
+        assert!(!s.is_useful(1));
+        assert_eq!(s.next_request(1, 8), None);
+    }
+
+    #[test]
+    fn a_failed_request_returns_its_remaining_blocks() {
+        let mut s = fresh(6);
+        s.set_have(1, None);
+        s.set_have(2, None);
+        let a = s.next_request(1, 6).unwrap();
+        assert_eq!(s.received(a.id, 0), Received::Fresh { cancel: vec![] });
+        assert_eq!(s.remove_source(1), vec![a.id]);
+        let b = s.next_request(2, 6).unwrap();
+        assert_eq!((b.first, b.count), (1, 5));
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels_the_loser() {
+        let mut s = fresh(3);
+        s.set_have(1, None);
+        s.set_have(2, None);
+        let slow = s.next_request(1, 3).unwrap();
+        assert_eq!(s.received(slow.id, 0), Received::Fresh { cancel: vec![] });
+        // Nothing unassigned is left: source 2 duplicates an outstanding block.
+        let dup = s.next_request(2, 3).unwrap();
+        assert_eq!((dup.first, dup.count), (1, 1));
+        let dup2 = s.next_request(2, 3).unwrap();
+        assert_eq!((dup2.first, dup2.count), (2, 1));
+        // No third copy of a block.
+        assert_eq!(s.next_request(2, 3), None);
+        assert_eq!(s.received(dup.id, 1), Received::Fresh { cancel: vec![] });
+        // Block 2 arrives from the duplicate: the slow request holds nothing
+        // useful any more and is returned for cancellation.
+        assert_eq!(
+            s.received(dup2.id, 2),
+            Received::Fresh {
+                cancel: vec![slow.id]
+            }
+        );
+        s.release(slow.id);
+        assert!(s.is_complete());
+        assert_eq!(s.outstanding_blocks(), 0);
+        assert_eq!(s.received(slow.id, 1), Received::Duplicate);
+    }
+
+    #[test]
+    fn resumes_with_blocks_already_done() {
+        let mut done = Bitfield::new(5);
+        done.set(0);
+        done.set(1);
+        done.set(3);
+        let mut s = Scheduler::new(done);
+        s.set_have(1, None);
+        let a = s.next_request(1, 5).unwrap();
+        assert_eq!((a.first, a.count), (2, 1));
+        let b = s.next_request(1, 5).unwrap();
+        assert_eq!((b.first, b.count), (4, 1));
+    }
+}

@@ -1,0 +1,518 @@
+//! One source of one download: connect, learn what it holds, and keep
+//! several block requests in flight until the file is complete, the source
+//! fails, or it has nothing more to give.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::content::BlockHashes;
+use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
+use tokio::task::JoinSet;
+
+use super::part::WriteCommand;
+use super::scheduler::{Assignment, Received, RequestId, SourceId};
+use super::{Event, Shared, SourceFailure, SourceState};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a partial source (a fellow downloader) is asked what it has now.
+const HAVE_REFRESH: Duration = Duration::from_secs(2);
+/// How often sources are asked for other sources.
+const EXCHANGE_INTERVAL: Duration = Duration::from_secs(15);
+/// Stalls in a row after which a source is dropped.
+const MAX_STRIKES: u32 = 3;
+/// A request should take about this long at the source's measured rate.
+const REQUEST_DURATION: f64 = 0.25;
+const MAX_BLOCKS_PER_ASK: u32 = 32;
+
+/// Runs source `id` until it ends, then tells the coordinator.
+pub(super) async fn run(shared: Arc<Shared>, id: SourceId, peer: PeerAddr) {
+    let mut source = Source {
+        shared: shared.clone(),
+        id,
+        peer,
+        received: Arc::new(AtomicU64::new(0)),
+        rate: 0.0,
+    };
+    let failure = source.run().await.err();
+    let released = shared
+        .with_scheduler(|s| s.remove_source(id))
+        .unwrap_or_default();
+    {
+        let mut requests = shared.requests.lock().expect("requests lock");
+        for request in released {
+            if let Some(handle) = requests.remove(&request) {
+                handle.abort();
+            }
+        }
+    }
+    shared.changed.notify_waiters();
+    let _ = shared.events.send(Event::Ended { id, failure });
+}
+
+/// How one request ended badly.
+#[derive(Debug)]
+enum RequestError {
+    /// The source asks us to come back later.
+    Busy(Duration),
+    /// The source no longer holds the blocks it advertised.
+    Have(Bitfield),
+    Corrupt(String),
+    Stalled,
+    NotFound,
+    Protocol(String),
+    Net(String),
+    /// The part file cannot be written; the coordinator reports it.
+    Output,
+}
+
+impl RequestError {
+    fn from_net(error: NetError) -> Self {
+        match error {
+            NetError::Frame(error) => RequestError::Protocol(format!("bad frame: {error}")),
+            other => RequestError::Net(other.to_string()),
+        }
+    }
+
+    fn into_failure(self) -> Option<SourceFailure> {
+        match self {
+            RequestError::Corrupt(reason) => Some(SourceFailure::Banned(reason)),
+            RequestError::Stalled => Some(SourceFailure::Stalled),
+            RequestError::NotFound => Some(SourceFailure::NotFound),
+            RequestError::Protocol(reason) => Some(SourceFailure::Protocol(reason)),
+            RequestError::Net(reason) => Some(SourceFailure::Gone(reason)),
+            RequestError::Busy(_) | RequestError::Have(_) | RequestError::Output => None,
+        }
+    }
+}
+
+struct Source {
+    shared: Arc<Shared>,
+    id: SourceId,
+    peer: PeerAddr,
+    /// Bytes received from this source, including rejected ones.
+    received: Arc<AtomicU64>,
+    /// Smoothed delivery rate in bytes per second.
+    rate: f64,
+}
+
+impl Source {
+    async fn run(&mut self) -> Result<(), SourceFailure> {
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
+                .await
+                .map_err(|_| {
+                    SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))
+                })?
+                .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
+        let result = self.serve_download(&connection).await;
+        connection.close(0u32.into(), b"done");
+        result
+    }
+
+    async fn serve_download(
+        &mut self,
+        connection: &quinn::Connection,
+    ) -> Result<(), SourceFailure> {
+        if self.shared.hashes.get().is_none() {
+            self.offer_layer(connection).await?;
+        }
+        if !self.wait_until_ready().await {
+            return Ok(());
+        }
+        let hashes = self
+            .shared
+            .hashes
+            .get()
+            .expect("ready implies hashes")
+            .clone();
+        let partial = self.refresh_have(connection, &hashes).await?;
+        self.exchange_sources(connection).await;
+        self.shared
+            .update_slot(self.id, |slot| slot.state = SourceState::Active);
+
+        let mut requests: JoinSet<(RequestId, Result<(), RequestError>)> = JoinSet::new();
+        let mut strikes = 0;
+        let mut busy_until: Option<Instant> = None;
+        let mut stop = self.shared.stop.clone();
+        let mut have_refresh = tokio::time::interval(HAVE_REFRESH);
+        let mut exchange = tokio::time::interval(EXCHANGE_INTERVAL);
+        let mut rate_sample = tokio::time::interval(Duration::from_millis(500));
+        let mut last_sample = (Instant::now(), 0u64);
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if busy_until.is_some_and(|until| Instant::now() >= until) {
+                busy_until = None;
+            }
+            if busy_until.is_none() {
+                self.fill(&mut requests, connection, &hashes);
+            }
+            self.shared.update_slot(self.id, |slot| {
+                slot.state = if requests.is_empty() {
+                    SourceState::Idle
+                } else {
+                    SourceState::Active
+                };
+            });
+            let notified = self.shared.changed.notified();
+            tokio::select! {
+                Some(joined) = requests.join_next(), if !requests.is_empty() => {
+                    // A cancelled request was already released by whoever cancelled it.
+                    let Ok((id, result)) = joined else { continue };
+                    self.shared.requests.lock().expect("requests lock").remove(&id);
+                    self.shared.with_scheduler(|s| s.release(id));
+                    match result {
+                        Ok(()) => strikes = 0,
+                        Err(RequestError::Busy(wait)) => busy_until = Some(Instant::now() + wait),
+                        Err(RequestError::Have(have)) => {
+                            self.shared.with_scheduler(|s| s.set_have(self.id, Some(have)));
+                        }
+                        Err(RequestError::Stalled) => {
+                            strikes += 1;
+                            tracing::debug!(source = ?self.peer, strikes, "request stalled; blocks reassigned");
+                            if strikes >= MAX_STRIKES {
+                                return Err(SourceFailure::Stalled);
+                            }
+                        }
+                        Err(RequestError::Output) => return Ok(()),
+                        Err(other) => return Err(other.into_failure().expect("terminal request error")),
+                    }
+                    self.shared.changed.notify_waiters();
+                }
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => return Ok(()),
+                _ = have_refresh.tick(), if partial => {
+                    self.refresh_have(connection, &hashes).await?;
+                }
+                _ = exchange.tick() => self.exchange_sources(connection).await,
+                _ = rate_sample.tick() => {
+                    let now = Instant::now();
+                    let total = self.received.load(Ordering::Relaxed);
+                    let elapsed = now.duration_since(last_sample.0).as_secs_f64().max(1e-3);
+                    let sample = (total - last_sample.1) as f64 / elapsed;
+                    self.rate = if self.rate == 0.0 { sample } else { 0.5 * self.rate + 0.5 * sample };
+                    last_sample = (now, total);
+                    let rate = self.rate;
+                    self.shared.update_slot(self.id, |slot| slot.rate = rate);
+                }
+            }
+        }
+    }
+
+    /// Starts requests until this source has its share in flight.
+    fn fill(
+        &self,
+        requests: &mut JoinSet<(RequestId, Result<(), RequestError>)>,
+        connection: &quinn::Connection,
+        hashes: &Arc<BlockHashes>,
+    ) {
+        let layout = hashes.layout();
+        while requests.len() < self.shared.options.requests_per_source {
+            let max_blocks = if self.rate > 0.0 {
+                ((self.rate * REQUEST_DURATION) / layout.block_size() as f64)
+                    .clamp(1.0, f64::from(MAX_BLOCKS_PER_ASK)) as u32
+            } else {
+                4
+            };
+            let Some(Some(assignment)) = self
+                .shared
+                .with_scheduler(|s| s.next_request(self.id, max_blocks))
+            else {
+                break;
+            };
+            // Patience per block: the configured floor, or four times what a
+            // block should take at this source's pace when that is longer.
+            let per_block = if self.rate > 0.0 {
+                let expected = layout.block_size() as f64
+                    * self.shared.options.requests_per_source as f64
+                    / self.rate;
+                self.shared
+                    .options
+                    .stall_timeout
+                    .max(Duration::from_secs_f64(4.0 * expected))
+            } else {
+                self.shared
+                    .options
+                    .stall_timeout
+                    .max(Duration::from_secs(5))
+            };
+            let fetch = RangeFetch {
+                shared: self.shared.clone(),
+                connection: connection.clone(),
+                hashes: hashes.clone(),
+                assignment,
+                per_block,
+                received: self.received.clone(),
+                source: self.id,
+            };
+            let handle = requests.spawn(async move { (assignment.id, fetch.run().await) });
+            self.shared
+                .requests
+                .lock()
+                .expect("requests lock")
+                .insert(assignment.id, handle);
+        }
+    }
+
+    /// Waits until the part file is open; `false` if the download stopped.
+    async fn wait_until_ready(&self) -> bool {
+        let mut ready = self.shared.ready.clone();
+        let mut stop = self.shared.stop.clone();
+        loop {
+            if *stop.borrow() {
+                return false;
+            }
+            if *ready.borrow() {
+                return true;
+            }
+            tokio::select! {
+                _ = ready.changed() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Fetches and verifies the block layer and the last block, which
+    /// together prove the file's size, and offers them to the coordinator.
+    async fn offer_layer(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
+        let ask = Ask::new(connection, Duration::from_secs(10));
+        let hash = self.shared.hash;
+        let (response, mut recv) = ask
+            .send(&Request::BlockLayer { hash })
+            .await
+            .map_err(terminal)?;
+        let size = match response {
+            Response::BlockLayer { size } => size,
+            Response::NotFound { .. } => return Err(SourceFailure::NotFound),
+            other => {
+                return Err(SourceFailure::Protocol(format!(
+                    "answered a block layer request with {other:?}"
+                )))
+            }
+        };
+        let layout = canopy_common::proto::BlockLayout::for_size(size);
+        let mut layer = vec![0u8; layout.layer_len()];
+        recv.read_exact(&mut layer)
+            .await
+            .map_err(|e| SourceFailure::Gone(e.to_string()))?;
+        self.count_received(layer.len());
+        let hashes = BlockHashes::verify(hash, size, &layer)
+            .map_err(|e| SourceFailure::Banned(e.to_string()))?;
+
+        let last = layout.block_count() - 1;
+        let (response, mut recv) = ask
+            .send(&Request::Blocks {
+                hash,
+                first: last,
+                count: 1,
+            })
+            .await
+            .map_err(terminal)?;
+        match response {
+            Response::Blocks { first, count } if first == last && count == 1 => {}
+            // A fellow downloader without the last block yet: another source
+            // will have to prove the size; this one can still help after.
+            Response::Have { .. } | Response::Busy { .. } => return Ok(()),
+            other => {
+                return Err(SourceFailure::Protocol(format!(
+                    "asked for the last block, got {other:?}"
+                )))
+            }
+        }
+        let mut tail = vec![0u8; layout.block_len(last) as usize];
+        recv.read_exact(&mut tail)
+            .await
+            .map_err(|e| SourceFailure::Gone(e.to_string()))?;
+        self.count_received(tail.len());
+        hashes.verify_block(last, &tail).map_err(|error| {
+            SourceFailure::Banned(format!(
+                "claimed a size of {size} bytes that its last block does not match ({error})"
+            ))
+        })?;
+        let _ = self.shared.events.send(Event::Layer {
+            hashes: Arc::new(hashes),
+            tail,
+        });
+        Ok(())
+    }
+
+    fn count_received(&self, bytes: usize) {
+        self.received.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.shared
+            .received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Asks what the source holds; returns whether it is partial.
+    async fn refresh_have(
+        &self,
+        connection: &quinn::Connection,
+        hashes: &BlockHashes,
+    ) -> Result<bool, SourceFailure> {
+        let ask = Ask::new(connection, Duration::from_secs(10));
+        let (response, _) = ask
+            .send(&Request::Have {
+                hash: self.shared.hash,
+            })
+            .await
+            .map_err(terminal)?;
+        let (have, partial) = match response {
+            Response::HaveAll => (None, false),
+            Response::Have { blocks } => {
+                let bits = Bitfield::from_wire(&blocks, hashes.layout().block_count()).ok_or_else(
+                    || SourceFailure::Protocol("have-bitfield of the wrong length".into()),
+                )?;
+                (Some(bits), true)
+            }
+            Response::NotFound { .. } => return Err(SourceFailure::NotFound),
+            other => {
+                return Err(SourceFailure::Protocol(format!(
+                    "answered a have request with {other:?}"
+                )))
+            }
+        };
+        self.shared.with_scheduler(|s| s.set_have(self.id, have));
+        self.shared.changed.notify_waiters();
+        Ok(partial)
+    }
+
+    /// Asks the source for other sources (best effort).
+    async fn exchange_sources(&self, connection: &quinn::Connection) {
+        let ask = Ask::new(connection, Duration::from_secs(5));
+        if let Ok((Response::Sources { peers }, _)) = ask
+            .send(&Request::Sources {
+                hash: self.shared.hash,
+            })
+            .await
+        {
+            if !peers.is_empty() {
+                let _ = self.shared.events.send(Event::Learned(peers));
+            }
+        }
+    }
+}
+
+fn terminal(error: RequestError) -> SourceFailure {
+    error
+        .into_failure()
+        .unwrap_or_else(|| SourceFailure::Protocol("unexpected answer".into()))
+}
+
+/// One request/response exchange on a fresh stream.
+struct Ask<'a> {
+    connection: &'a quinn::Connection,
+    timeout: Duration,
+}
+
+impl<'a> Ask<'a> {
+    fn new(connection: &'a quinn::Connection, timeout: Duration) -> Self {
+        Ask {
+            connection,
+            timeout,
+        }
+    }
+
+    async fn send(&self, request: &Request) -> Result<(Response, quinn::RecvStream), RequestError> {
+        let exchange = async {
+            let (mut send, mut recv) = self
+                .connection
+                .open_bi()
+                .await
+                .map_err(|e| RequestError::Net(e.to_string()))?;
+            write_frame(&mut send, request)
+                .await
+                .map_err(RequestError::from_net)?;
+            send.finish()
+                .map_err(|e| RequestError::Net(e.to_string()))?;
+            let response = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
+                .await
+                .map_err(RequestError::from_net)?;
+            Ok((response, recv))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| RequestError::Stalled)?
+    }
+}
+
+/// Fetching one assigned range: every block verified before it is written.
+struct RangeFetch {
+    shared: Arc<Shared>,
+    connection: quinn::Connection,
+    hashes: Arc<BlockHashes>,
+    assignment: Assignment,
+    per_block: Duration,
+    received: Arc<AtomicU64>,
+    source: SourceId,
+}
+
+impl RangeFetch {
+    async fn run(self) -> Result<(), RequestError> {
+        let Assignment { id, first, count } = self.assignment;
+        let hash = self.shared.hash;
+        let ask = Ask::new(&self.connection, self.per_block);
+        let (response, mut recv) = ask.send(&Request::Blocks { hash, first, count }).await?;
+        match response {
+            Response::Blocks { first: f, count: c } if f == first && c == count => {}
+            Response::Busy { retry_after_ms } => {
+                return Err(RequestError::Busy(Duration::from_millis(u64::from(
+                    retry_after_ms.clamp(100, 60_000),
+                ))))
+            }
+            Response::Have { blocks } => {
+                let bits = Bitfield::from_wire(&blocks, self.hashes.layout().block_count())
+                    .ok_or_else(|| {
+                        RequestError::Protocol("have-bitfield of the wrong length".into())
+                    })?;
+                return Err(RequestError::Have(bits));
+            }
+            Response::NotFound { .. } => return Err(RequestError::NotFound),
+            other => {
+                return Err(RequestError::Protocol(format!(
+                    "asked for blocks {first}+{count}, got {other:?}"
+                )))
+            }
+        }
+        let layout = self.hashes.layout();
+        for index in first..first + count {
+            let mut block = vec![0u8; layout.block_len(index) as usize];
+            match tokio::time::timeout(self.per_block, recv.read_exact(&mut block)).await {
+                Err(_) => return Err(RequestError::Stalled),
+                Ok(Err(error)) => return Err(RequestError::Net(error.to_string())),
+                Ok(Ok(())) => {}
+            }
+            let len = block.len() as u64;
+            self.received.fetch_add(len, Ordering::Relaxed);
+            self.shared.received.fetch_add(len, Ordering::Relaxed);
+            let already_done = self
+                .shared
+                .with_scheduler(|s| s.is_done(index))
+                .unwrap_or(true);
+            if !already_done {
+                self.hashes
+                    .verify_block(index, &block)
+                    .map_err(|error| RequestError::Corrupt(error.to_string()))?;
+            }
+            let outcome = self.shared.with_scheduler(|s| s.received(id, index));
+            if let Some(Received::Fresh { cancel }) = outcome {
+                let writer = self.shared.writer.get().ok_or(RequestError::Output)?;
+                writer
+                    .send(WriteCommand::Block { index, data: block })
+                    .await
+                    .map_err(|()| RequestError::Output)?;
+                self.shared.verified.fetch_add(len, Ordering::Relaxed);
+                self.shared
+                    .update_slot(self.source, |slot| slot.bytes += len);
+                for other in cancel.into_iter().filter(|&other| other != id) {
+                    self.shared.cancel_request(other);
+                }
+            }
+        }
+        Ok(())
+    }
+}

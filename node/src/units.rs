@@ -1,0 +1,60 @@
+//! Sizes and rates as people write and read them.
+
+/// `1.5 MiB`-style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Parses a byte count with an optional binary suffix, as aria2 and curl
+/// take them: `500K`, `2M`, `1.5G`, `1048576`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (number, multiplier) = match trimmed.char_indices().last() {
+        Some((index, suffix)) if suffix.is_ascii_alphabetic() => {
+            let multiplier = match suffix.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{text:?}: unknown unit {suffix:?} (use K, M or G)")),
+            };
+            (&trimmed[..index], multiplier)
+        }
+        _ => (trimmed, 1),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 500K, 2M or 1048576"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?} must be a positive size"));
+    }
+    Ok((value * multiplier as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_and_print() {
+        assert_eq!(parse_bytes("500K").unwrap(), 512_000);
+        assert_eq!(parse_bytes("2m").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("1234").unwrap(), 1234);
+        assert!(
+            parse_bytes("2X").is_err() && parse_bytes("-1").is_err() && parse_bytes("").is_err()
+        );
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}
