@@ -22,9 +22,7 @@ async fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [mode, file, listen] if mode == "serve" => serve(file.into(), listen.parse()?).await,
         [mode, peer, out] if mode == "fetch" => fetch(peer.parse()?, out.into()).await,
-        _ => bail!(
-            "usage: bare_quinn serve FILE LISTEN_ADDR | bare_quinn fetch PEERID@HOST:PORT OUT"
-        ),
+        _ => bail!("usage: bare_quinn serve FILE LISTEN_ADDR | bare_quinn fetch PEERID@HOST:PORT OUT"),
     }
 }
 

@@ -41,11 +41,7 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
     for index in 0..SOURCES {
         let config = NodeConfig::new(workspace.path().join(format!("sharer-{index}")), loopback)
             .sharing(share_dir.clone());
-        sharers.push(
-            Node::start(config)
-                .await
-                .context("cannot start a sharing node")?,
-        );
+        sharers.push(Node::start(config).await.context("cannot start a sharing node")?);
     }
     let sources: Vec<_> = sharers.iter().map(Node::peer_addr).collect();
 
@@ -54,12 +50,7 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
         .context("cannot start the downloading node")?;
     let output = workspace.path().join("downloaded.bin");
     let fetched = fetcher
-        .download(
-            expected,
-            &output,
-            sources.clone(),
-            DownloadOptions::default(),
-        )
+        .download(expected, &output, sources.clone(), DownloadOptions::default())
         .wait()
         .await
         .context("demo download failed")?;

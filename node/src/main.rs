@@ -166,10 +166,7 @@ fn main() -> ExitCode {
     // for a long time logs what it does.
     let long_running = matches!(cli.command, Command::Run { .. });
     init_logging(cli.verbose, long_running);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("canopy: cannot start the async runtime: {error}");
@@ -251,9 +248,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let mut link = target;
             link.sources.extend(sources);
-            let output = output.unwrap_or_else(|| {
-                PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
-            });
+            let output = output
+                .unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
             let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
                 Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
                 _ => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -308,12 +304,7 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
     println!(
         "  fetched  {} by hash over QUIC from {} sources at once, every block verified",
         human_bytes(report.fetched.size),
-        report
-            .fetched
-            .sources
-            .iter()
-            .filter(|s| s.bytes > 0)
-            .count()
+        report.fetched.sources.iter().filter(|s| s.bytes > 0).count()
     );
     for source in &report.fetched.sources {
         println!("    {}  {}", &source.peer[..10], human_bytes(source.bytes));

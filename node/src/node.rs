@@ -68,11 +68,7 @@ impl Node {
         let key = NodeKey::load_or_create(&config.data_dir)?;
         let shares = Arc::new(Shares::default());
         let scan = {
-            let (folders, data_dir, shares) = (
-                config.share.clone(),
-                config.data_dir.clone(),
-                shares.clone(),
-            );
+            let (folders, data_dir, shares) = (config.share.clone(), config.data_dir.clone(), shares.clone());
             tokio::task::spawn_blocking(move || {
                 let mut cache = HashCache::open(&data_dir);
                 share::scan(&folders, &mut cache, &shares)
@@ -127,7 +123,7 @@ impl Node {
     ) -> Download {
         Download::start(
             self.endpoint.clone(),
-            self.shares().clone(),
+            self.context.clone(),
             hash,
             output,
             sources,

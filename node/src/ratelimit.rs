@@ -56,8 +56,7 @@ impl RateLimiter {
         loop {
             let now = Instant::now();
             let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-            bucket.tokens =
-                (bucket.tokens + elapsed * self.bytes_per_second).min(self.burst.max(bytes));
+            bucket.tokens = (bucket.tokens + elapsed * self.bytes_per_second).min(self.burst.max(bytes));
             bucket.updated = now;
             if bucket.tokens >= bytes {
                 bucket.tokens -= bytes;

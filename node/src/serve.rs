@@ -114,12 +114,7 @@ pub async fn serve_connection(connection: quinn::Connection, context: Arc<ServeC
     }
 }
 
-async fn serve_stream(
-    peer: PeerAddr,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    context: &ServeContext,
-) {
+async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream, context: &ServeContext) {
     let stats = &context.stats;
     let request = match tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -222,8 +217,7 @@ async fn answer(
         Request::Blocks { first, count, .. } => {
             let layout = content.hashes().layout();
             let end = u64::from(first) + u64::from(count);
-            if count == 0 || count > MAX_BLOCKS_PER_REQUEST || end > u64::from(layout.block_count())
-            {
+            if count == 0 || count > MAX_BLOCKS_PER_REQUEST || end > u64::from(layout.block_count()) {
                 let reason = format!(
                     "blocks {first}..{end} not in 0..{} (at most {MAX_BLOCKS_PER_REQUEST} per request)",
                     layout.block_count()
@@ -266,10 +260,7 @@ async fn send_file_range(
     end: u64,
     context: &ServeContext,
 ) -> Result<(), AnswerError> {
-    let chunk_size = context
-        .limiter
-        .as_ref()
-        .map_or(READ_CHUNK, RateLimiter::chunk);
+    let chunk_size = context.limiter.as_ref().map_or(READ_CHUNK, RateLimiter::chunk);
     let path = content.path().to_path_buf();
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let reader = tokio::task::spawn_blocking(move || {

@@ -133,10 +133,7 @@ impl Shares {
 
     pub fn insert_partial(&self, file: PartialFile) {
         let hash = file.hashes.root();
-        self.partial
-            .write()
-            .expect("shares lock")
-            .insert(hash, file);
+        self.partial.write().expect("shares lock").insert(hash, file);
     }
 
     pub fn remove_partial(&self, hash: &ContentHash) {
@@ -144,10 +141,7 @@ impl Shares {
     }
 
     pub fn insert(&self, file: SharedFile) {
-        self.files
-            .write()
-            .expect("shares lock")
-            .insert(file.hash(), file);
+        self.files.write().expect("shares lock").insert(file.hash(), file);
     }
 
     pub fn len(&self) -> usize {
@@ -245,12 +239,7 @@ impl HashCache {
         BlockHashes::verify(entry.hash, size, &layer).ok()
     }
 
-    fn remember(
-        &mut self,
-        path: &Path,
-        modified: SystemTime,
-        hashes: &BlockHashes,
-    ) -> std::io::Result<()> {
+    fn remember(&mut self, path: &Path, modified: SystemTime, hashes: &BlockHashes) -> std::io::Result<()> {
         let size = hashes.layout().size();
         if needs_layer(size) {
             let layer_path = self.layer_path(&hashes.root());
@@ -283,11 +272,7 @@ fn needs_layer(size: u64) -> bool {
 
 /// Scans `folders` recursively, hashing what the cache does not know, and
 /// adds every readable regular file to `shares`.
-pub fn scan(
-    folders: &[PathBuf],
-    cache: &mut HashCache,
-    shares: &Shares,
-) -> Result<ScanStats, ShareError> {
+pub fn scan(folders: &[PathBuf], cache: &mut HashCache, shares: &Shares) -> Result<ScanStats, ShareError> {
     let mut found = Vec::new();
     for folder in folders {
         let meta = fs::metadata(folder).map_err(|source| ShareError::Folder {
@@ -295,9 +280,7 @@ pub fn scan(
             source,
         })?;
         if !meta.is_dir() {
-            return Err(ShareError::NotAFolder {
-                path: folder.clone(),
-            });
+            return Err(ShareError::NotAFolder { path: folder.clone() });
         }
         walk(folder, &mut found);
     }
@@ -494,23 +477,13 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         write(&share.path().join("big.bin"), 200_000, 11);
         let folders = [share.path().to_path_buf()];
-        scan(
-            &folders,
-            &mut HashCache::open(data.path()),
-            &Shares::default(),
-        )
-        .unwrap();
+        scan(&folders, &mut HashCache::open(data.path()), &Shares::default()).unwrap();
 
         // A damaged layer is detected and that file rehashed.
         for entry in fs::read_dir(data.path().join(LAYER_DIR)).unwrap() {
             fs::write(entry.unwrap().path(), [0u8; 128]).unwrap();
         }
-        let stats = scan(
-            &folders,
-            &mut HashCache::open(data.path()),
-            &Shares::default(),
-        )
-        .unwrap();
+        let stats = scan(&folders, &mut HashCache::open(data.path()), &Shares::default()).unwrap();
         assert_eq!(stats.hashed, 1);
 
         // A damaged cache file is rebuilt, not fatal.
@@ -528,9 +501,6 @@ mod tests {
             &Shares::default(),
         )
         .unwrap_err();
-        assert!(
-            error.to_string().contains("/definitely/not/here"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("/definitely/not/here"), "{error}");
     }
 }

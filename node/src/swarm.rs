@@ -65,10 +65,7 @@ mod tests {
     use super::*;
 
     fn peer(n: u8) -> PeerAddr {
-        PeerAddr::new(
-            PeerId([n; 32]),
-            ([127, 0, 0, 1], 1000 + u16::from(n)).into(),
-        )
+        PeerAddr::new(PeerId([n; 32]), ([127, 0, 0, 1], 1000 + u16::from(n)).into())
     }
 
     #[test]

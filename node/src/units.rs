@@ -51,9 +51,7 @@ mod tests {
         assert_eq!(parse_bytes("2m").unwrap(), 2 << 20);
         assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
         assert_eq!(parse_bytes("1234").unwrap(), 1234);
-        assert!(
-            parse_bytes("2X").is_err() && parse_bytes("-1").is_err() && parse_bytes("").is_err()
-        );
+        assert!(parse_bytes("2X").is_err() && parse_bytes("-1").is_err() && parse_bytes("").is_err());
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }

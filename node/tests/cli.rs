@@ -9,10 +9,7 @@ use std::time::Duration;
 const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
 
 fn canopy(args: &[&str]) -> Output {
-    Command::new(CANOPY)
-        .args(args)
-        .output()
-        .expect("canopy runs")
+    Command::new(CANOPY).args(args).output().expect("canopy runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -45,10 +42,7 @@ fn run_node(share: &Path, data: &Path) -> RunningNode {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let address = loop {
-        let line = lines
-            .next()
-            .expect("canopy run printed its address")
-            .unwrap();
+        let line = lines.next().expect("canopy run printed its address").unwrap();
         if let Some(rest) = line.split("peers reach this node as ").nth(1) {
             break rest.trim_end_matches(')').to_string();
         }

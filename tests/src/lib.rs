@@ -15,9 +15,7 @@ pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::
 /// Deterministic bytes that differ at every position within a block, so a
 /// misplaced block cannot pass for the right one.
 pub fn patterned(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i * 31 % 251) as u8 ^ (i >> 16) as u8)
-        .collect()
+    (0..len).map(|i| (i * 31 % 251) as u8 ^ (i >> 16) as u8).collect()
 }
 
 /// A node sharing one folder, plus the temporary folders it lives in.
@@ -74,10 +72,7 @@ impl Downloader {
         options: DownloadOptions,
     ) -> Result<DownloadReport, DownloadError> {
         let output = self.dir.path().join(name);
-        self.node
-            .download(hash, &output, sources, options)
-            .wait()
-            .await
+        self.node.download(hash, &output, sources, options).wait().await
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -87,12 +82,7 @@ impl Downloader {
 
 /// A bare endpoint with a fresh identity, for speaking the protocol by hand.
 pub fn client() -> Endpoint {
-    Endpoint::bind(
-        NodeKey::generate().unwrap(),
-        LOOPBACK,
-        &EndpointConfig::default(),
-    )
-    .unwrap()
+    Endpoint::bind(NodeKey::generate().unwrap(), LOOPBACK, &EndpointConfig::default()).unwrap()
 }
 
 /// Lists the files in `dir` (names only), sorted.
@@ -103,4 +93,55 @@ pub fn file_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A folder of files that many nodes can share at once.
+pub struct Library {
+    pub dir: tempfile::TempDir,
+}
+
+impl Library {
+    /// A library holding one file `name` with `bytes`.
+    pub fn with_file(name: &str, bytes: &[u8]) -> Library {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        Library { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A node sharing a [`Library`], with its own data folder.
+pub struct Peer {
+    pub node: Node,
+    _data: tempfile::TempDir,
+}
+
+/// Starts `count` nodes that all share `library`, each with `upload` limits.
+pub async fn start_peers(library: &Library, count: usize, upload: UploadLimits) -> Vec<Peer> {
+    let mut peers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let data = tempfile::tempdir().unwrap();
+        let mut config =
+            NodeConfig::new(data.path().to_path_buf(), LOOPBACK).sharing(library.path().to_path_buf());
+        config.upload = upload.clone();
+        let node = Node::start(config).await.expect("peer starts");
+        peers.push(Peer { node, _data: data });
+    }
+    peers
+}
+
+/// Upload limits with a rate cap in bytes per second.
+pub fn capped(bytes_per_second: u64) -> UploadLimits {
+    UploadLimits {
+        max_rate: Some(bytes_per_second),
+        ..UploadLimits::default()
+    }
+}
+
+/// Bytes a node has uploaded so far.
+pub fn uploaded(node: &Node) -> u64 {
+    node.stats().bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
 }

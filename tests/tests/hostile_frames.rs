@@ -30,8 +30,7 @@ async fn garbage_frames_close_the_stream_and_the_node_keeps_serving() {
 
     let oversize = (MAX_CONTROL_FRAME as u32 + 1).to_be_bytes();
     let malformed = [0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
-    let mut trailing =
-        canopy_common::proto::frame::encode(&Request::BlockLayer { hash }, 1024).unwrap();
+    let mut trailing = canopy_common::proto::frame::encode(&Request::BlockLayer { hash }, 1024).unwrap();
     trailing.push(7);
     trailing[3] += 1;
     for garbage in [&oversize[..], &malformed[..], &trailing[..]] {

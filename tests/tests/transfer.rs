@@ -45,10 +45,7 @@ async fn files_of_every_shape_arrive_intact() {
         assert_eq!(report.size, bytes.len() as u64);
         let output = downloader.path(name);
         assert!(fs::read(&output).unwrap() == *bytes, "{name}: bytes differ");
-        assert!(
-            !part_path(&output).exists(),
-            "{name}: part file left behind"
-        );
+        assert!(!part_path(&output).exists(), "{name}: part file left behind");
     }
     downloader.node.shutdown().await;
     sharer.node.shutdown().await;

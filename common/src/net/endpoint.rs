@@ -66,32 +66,22 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Binds `listen` and starts accepting. Must run inside a tokio runtime.
-    pub fn bind(
-        key: NodeKey,
-        listen: SocketAddr,
-        config: &EndpointConfig,
-    ) -> Result<Self, NetError> {
+    pub fn bind(key: NodeKey, listen: SocketAddr, config: &EndpointConfig) -> Result<Self, NetError> {
         let transport = config.transport()?;
         let quic_server = QuicServerConfig::try_from(tls::server_config(&key)?)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
         server.transport_config(transport.clone());
 
-        let socket =
-            udp_socket(listen, config.udp_buffer_bytes).map_err(|source| NetError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let socket = udp_socket(listen, config.udp_buffer_bytes)
+            .map_err(|source| NetError::Bind { addr: listen, source })?;
         let inner = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|source| NetError::Bind {
-            addr: listen,
-            source,
-        })?;
+        .map_err(|source| NetError::Bind { addr: listen, source })?;
         Ok(Endpoint {
             inner,
             key,
@@ -118,15 +108,11 @@ impl Endpoint {
     /// of `peer.id`.
     pub async fn connect(&self, peer: &PeerAddr) -> Result<quinn::Connection, NetError> {
         let tls = tls::client_config(&self.key, Some(peer.id))?;
-        let quic =
-            QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(self.transport.clone());
         // The server name is unused: identity is the pinned key, and SNI is off.
-        let connection = self
-            .inner
-            .connect_with(client, peer.addr, "canopy")?
-            .await?;
+        let connection = self.inner.connect_with(client, peer.addr, "canopy")?.await?;
         let actual = remote_peer_id(&connection)?;
         if actual != peer.id {
             return Err(NetError::WrongPeer {
@@ -162,11 +148,7 @@ pub fn remote_peer_id(connection: &quinn::Connection) -> Result<PeerId, NetError
 
 fn udp_socket(listen: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: a clamped buffer is slower, not broken.
     if let Err(error) = socket.set_recv_buffer_size(buffer) {
         tracing::debug!(%error, "could not raise UDP receive buffer");

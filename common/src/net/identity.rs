@@ -84,9 +84,8 @@ impl NodeKey {
                 .try_into()
                 .map_err(|_| "public key is not 32 bytes".to_string())?,
         );
-        let signing =
-            rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.to_vec()))
-                .map_err(|e| e.to_string())?;
+        let signing = rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.to_vec()))
+            .map_err(|e| e.to_string())?;
         // Under RFC 7250 the "certificate chain" is one entry: our SPKI.
         let chain = vec![CertificateDer::from(spki_of(&peer_id))];
         Ok(NodeKey {
@@ -173,10 +172,7 @@ mod tests {
     #[test]
     fn spki_round_trips() {
         let key = NodeKey::generate().unwrap();
-        assert_eq!(
-            peer_id_of_spki(&spki_of(&key.peer_id())),
-            Some(key.peer_id())
-        );
+        assert_eq!(peer_id_of_spki(&spki_of(&key.peer_id())), Some(key.peer_id()));
         assert_eq!(peer_id_of_spki(&[0u8; 44]), None);
     }
 }

@@ -13,15 +13,11 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::AlwaysResolvesClientRawPublicKeys;
-use rustls::crypto::{
-    verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms,
-};
+use rustls::crypto::{verify_tls13_signature_with_raw_key, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::AlwaysResolvesServerRawPublicKeys;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, PeerIncompatible, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, PeerIncompatible, SignatureScheme};
 
 use super::identity::{peer_id_of_spki, NodeKey};
 use crate::proto::{PeerId, ALPN};
@@ -169,9 +165,7 @@ pub fn server_config(key: &NodeKey) -> Result<rustls::ServerConfig, rustls::Erro
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(RawKeyVerifier::new(None))
-        .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
-            key.certified(),
-        )));
+        .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(key.certified())));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.send_tls13_tickets = 0;
     Ok(config)
@@ -180,17 +174,12 @@ pub fn server_config(key: &NodeKey) -> Result<rustls::ServerConfig, rustls::Erro
 /// TLS config for dialing `expected` (or anyone, with `None`). Built per
 /// dial: the expected id lives in the verifier, typed, with no room for one
 /// dial's expectation to leak into another's.
-pub fn client_config(
-    key: &NodeKey,
-    expected: Option<PeerId>,
-) -> Result<rustls::ClientConfig, rustls::Error> {
+pub fn client_config(key: &NodeKey, expected: Option<PeerId>) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(RawKeyVerifier::new(expected))
-        .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(
-            key.certified(),
-        )));
+        .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(key.certified())));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_sni = false;

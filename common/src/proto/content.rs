@@ -17,9 +17,7 @@
 
 use std::ops::Range;
 
-use blake3::hazmat::{
-    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
-};
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
 
 use super::id::ContentHash;
 
@@ -35,11 +33,7 @@ pub const CV_LEN: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentError {
     #[error("block layer has {got} bytes, expected {expected} for a file of {size} bytes")]
-    LayerLength {
-        size: u64,
-        expected: usize,
-        got: usize,
-    },
+    LayerLength { size: u64, expected: usize, got: usize },
     #[error("block layer does not hash to the content hash")]
     LayerMismatch,
     #[error("block {index} is out of range (the file has {count} blocks)")]
@@ -332,11 +326,7 @@ mod tests {
     fn root_equals_plain_blake3_at_boundaries() {
         for &len in SIZES {
             let data = patterned(len);
-            assert_eq!(
-                hash_bytes(&data).root(),
-                ContentHash::of(&data),
-                "size {len}"
-            );
+            assert_eq!(hash_bytes(&data).root(), ContentHash::of(&data), "size {len}");
         }
     }
 
@@ -376,11 +366,7 @@ mod tests {
             ),
         ];
         for (len, b3sum) in known {
-            assert_eq!(
-                hash_bytes(&patterned(len)).root().to_hex(),
-                b3sum,
-                "size {len}"
-            );
+            assert_eq!(hash_bytes(&patterned(len)).root().to_hex(), b3sum, "size {len}");
         }
     }
 
@@ -456,10 +442,7 @@ mod tests {
         let gib = 1u64 << 30;
         assert_eq!(BlockLayout::for_size(gib).block_size(), MIN_BLOCK_SIZE);
         assert_eq!(BlockLayout::for_size(gib).block_count(), 16384);
-        assert_eq!(
-            BlockLayout::for_size(gib + 1).block_size(),
-            2 * MIN_BLOCK_SIZE
-        );
+        assert_eq!(BlockLayout::for_size(gib + 1).block_size(), 2 * MIN_BLOCK_SIZE);
         let huge = BlockLayout::for_size(u64::MAX / 2);
         assert!(u64::from(huge.block_count()) <= MAX_BLOCKS);
         assert!(huge.layer_len() <= MAX_BLOCKS as usize * CV_LEN);
@@ -473,10 +456,7 @@ mod tests {
         hasher.update(b"12345");
         assert_eq!(
             hasher.finish(),
-            Err(ContentError::SizeChanged {
-                expected: 10,
-                got: 5
-            })
+            Err(ContentError::SizeChanged { expected: 10, got: 5 })
         );
     }
 

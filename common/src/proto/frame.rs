@@ -106,11 +106,7 @@ mod tests {
         )
         .unwrap();
         for cut in 0..frame.len() {
-            assert_eq!(
-                decode::<Request>(&frame[..cut], 1024),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode::<Request>(&frame[..cut], 1024), Ok(None), "cut at {cut}");
         }
     }
 
@@ -132,10 +128,7 @@ mod tests {
         frame.push(0);
         let len = (frame.len() - LEN_PREFIX) as u32;
         frame[..LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(
-            decode::<Request>(&frame, 1024),
-            Err(FrameError::TrailingBytes(1))
-        );
+        assert_eq!(decode::<Request>(&frame, 1024), Err(FrameError::TrailingBytes(1)));
     }
 
     #[test]
@@ -146,10 +139,7 @@ mod tests {
         let canonical = [0, 0, 0, 3, 1, 0, 0x7a];
         assert_eq!(
             decode::<Response>(&canonical, 1024).unwrap().unwrap().0,
-            Response::Blocks {
-                first: 0,
-                count: 122
-            }
+            Response::Blocks { first: 0, count: 122 }
         );
         let over_long = [0, 0, 0, 4, 1, 0, 0xfa, 0];
         assert_eq!(

@@ -212,9 +212,7 @@ impl FromStr for PeerAddr {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (id, rest) = PeerAddr::split(text)?;
-        let addr = rest
-            .parse()
-            .map_err(|_| IdError::SocketAddr(rest.to_owned()))?;
+        let addr = rest.parse().map_err(|_| IdError::SocketAddr(rest.to_owned()))?;
         Ok(PeerAddr { id, addr })
     }
 }
@@ -259,10 +257,7 @@ mod tests {
     #[test]
     fn non_canonical_peer_id_is_rejected() {
         let text = PeerId([0xff; 32]).to_string();
-        assert!(
-            text.ends_with('q'),
-            "last char carries 1 bit + 4 padding bits"
-        );
+        assert!(text.ends_with('q'), "last char carries 1 bit + 4 padding bits");
         let mut altered = text.clone();
         altered.pop();
         altered.push('7');

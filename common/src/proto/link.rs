@@ -102,9 +102,7 @@ impl FromStr for Link {
         }
         let rest = text.strip_prefix(SCHEME).ok_or(LinkError::Scheme)?;
         let (hash, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let hash = hash
-            .parse()
-            .map_err(|_| LinkError::Hash(hash.to_string()))?;
+        let hash = hash.parse().map_err(|_| LinkError::Hash(hash.to_string()))?;
         let mut link = Link::new(hash);
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -210,18 +208,13 @@ mod tests {
     #[test]
     fn bad_links_say_what_is_wrong() {
         assert_eq!("magnet:?xt=1".parse::<Link>(), Err(LinkError::Scheme));
-        assert!(matches!(
-            "canopy:abc".parse::<Link>(),
-            Err(LinkError::Hash(_))
-        ));
+        assert!(matches!("canopy:abc".parse::<Link>(), Err(LinkError::Hash(_))));
         let hash = ContentHash([1; 32]);
         assert!(matches!(
             format!("canopy:{hash}?size=big").parse::<Link>(),
             Err(LinkError::Param { key: "size", .. })
         ));
-        let ok: Link = format!("canopy:{hash}?future=1&name=a%20b")
-            .parse()
-            .unwrap();
+        let ok: Link = format!("canopy:{hash}?future=1&name=a%20b").parse().unwrap();
         assert_eq!(ok.name.as_deref(), Some("a b"));
     }
 }

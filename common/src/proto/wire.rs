@@ -99,8 +99,11 @@ mod tests {
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             any_hash().prop_map(|hash| Request::BlockLayer { hash }),
-            (any_hash(), any::<u32>(), any::<u32>())
-                .prop_map(|(hash, first, count)| Request::Blocks { hash, first, count }),
+            (any_hash(), any::<u32>(), any::<u32>()).prop_map(|(hash, first, count)| Request::Blocks {
+                hash,
+                first,
+                count
+            }),
             any_hash().prop_map(|hash| Request::Have { hash }),
             any_hash().prop_map(|hash| Request::Sources { hash }),
         ]
@@ -109,8 +112,7 @@ mod tests {
     fn any_response() -> impl Strategy<Value = Response> {
         prop_oneof![
             any::<u64>().prop_map(|size| Response::BlockLayer { size }),
-            (any::<u32>(), any::<u32>())
-                .prop_map(|(first, count)| Response::Blocks { first, count }),
+            (any::<u32>(), any::<u32>()).prop_map(|(first, count)| Response::Blocks { first, count }),
             any_hash().prop_map(|hash| Response::NotFound { hash }),
             "\\PC{0,300}".prop_map(Response::bad_request),
             proptest::collection::vec(any::<u8>(), 0..2048).prop_map(|bytes| Response::Have {

@@ -41,9 +41,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         options,
         mode,
     } = args;
-    let node = Node::start(node)
-        .await
-        .context("cannot start the local node")?;
+    let node = Node::start(node).await.context("cannot start the local node")?;
     let download = node.download(link.hash, &output, link.sources.clone(), options);
     let mut reporter = Reporter::new(mode);
     let mut ticker = tokio::time::interval(reporter.interval());
@@ -114,8 +112,7 @@ impl Reporter {
             let Some(failure) = &source.failure else {
                 continue;
             };
-            if !failure.starts_with("banned") || !self.reported_failures.insert(source.peer.clone())
-            {
+            if !failure.starts_with("banned") || !self.reported_failures.insert(source.peer.clone()) {
                 continue;
             }
             match self.mode {

@@ -37,7 +37,8 @@ use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 
-use crate::share::{PartialFile, Shares};
+use crate::serve::ServeContext;
+use crate::share::{PartialFile, SharedFile};
 use part::{WriteCommand, Writer};
 use scheduler::RequestId;
 
@@ -101,7 +102,9 @@ pub enum DownloadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the finished file does not match {hash} when read back from disk (disk error?); kept as {part}")]
+    #[error(
+        "the finished file does not match {hash} when read back from disk (disk error?); kept as {part}"
+    )]
     DiskCheck { hash: ContentHash, part: PathBuf },
 }
 
@@ -136,9 +139,7 @@ impl DownloadError {
                 };
                 if all(|f| matches!(f, SourceFailure::NotFound)) {
                     exit::NOT_FOUND
-                } else if all(|f| {
-                    matches!(f, SourceFailure::Banned(_) | SourceFailure::Protocol(_))
-                }) {
+                } else if all(|f| matches!(f, SourceFailure::Banned(_) | SourceFailure::Protocol(_))) {
                     exit::VERIFICATION
                 } else {
                     exit::NETWORK
@@ -229,10 +230,7 @@ impl Progress {
 /// Events source tasks report to the coordinator.
 enum Event {
     /// A verified block layer, plus the verified last block that proves the size.
-    Layer {
-        hashes: Arc<BlockHashes>,
-        tail: Vec<u8>,
-    },
+    Layer { hashes: Arc<BlockHashes>, tail: Vec<u8> },
     /// Peers learned from a source.
     Learned(Vec<PeerAddr>),
     /// A source task ended.
@@ -257,6 +255,9 @@ struct SourceSlot {
 struct Shared {
     hash: ContentHash,
     endpoint: Endpoint,
+    /// The node's upload side: we serve our verified blocks and tell others
+    /// about our sources through it.
+    context: Arc<ServeContext>,
     options: DownloadOptions,
     hashes: OnceLock<Arc<BlockHashes>>,
     /// Becomes `true` once the part file is open and the scheduler exists.
@@ -277,11 +278,7 @@ struct Shared {
 
 impl Shared {
     fn with_scheduler<T>(&self, f: impl FnOnce(&mut Scheduler) -> T) -> Option<T> {
-        self.scheduler
-            .lock()
-            .expect("scheduler lock")
-            .as_mut()
-            .map(f)
+        self.scheduler.lock().expect("scheduler lock").as_mut().map(f)
     }
 
     /// Abandons request `id` wherever it is, returning its blocks to the pool.
@@ -303,18 +300,18 @@ impl Shared {
 /// A running download.
 pub struct Download {
     shared: Arc<Shared>,
-    result:
-        tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<DownloadReport, DownloadError>>>>,
+    result: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<DownloadReport, DownloadError>>>>,
     abort: AbortHandle,
 }
 
 impl Download {
-    /// Starts fetching `hash` into `output` from `sources`. The node's
-    /// `shares` table lets other downloaders fetch our verified blocks while
-    /// we are still downloading.
+    /// Starts fetching `hash` into `output` from `sources`. Through the
+    /// node's upload side (`context`) other downloaders can fetch our
+    /// verified blocks while we are still downloading, and the finished
+    /// file is shared.
     pub fn start(
         endpoint: Endpoint,
-        shares: Arc<Shares>,
+        context: Arc<ServeContext>,
         hash: ContentHash,
         output: &Path,
         sources: Vec<PeerAddr>,
@@ -326,6 +323,7 @@ impl Download {
         let shared = Arc::new(Shared {
             hash,
             endpoint,
+            context,
             options,
             hashes: OnceLock::new(),
             ready,
@@ -342,7 +340,6 @@ impl Download {
         });
         let coordinator = Coordinator {
             shared: shared.clone(),
-            shares,
             output: output.to_path_buf(),
             events: events_rx,
             ready: ready_tx,
@@ -416,9 +413,7 @@ fn progress_of(shared: &Shared) -> Progress {
         verified: shared.verified.load(Ordering::Relaxed),
         resumed: shared.resumed.load(Ordering::Relaxed),
         received: shared.received.load(Ordering::Relaxed),
-        in_flight_blocks: shared
-            .with_scheduler(|s| s.outstanding_blocks())
-            .unwrap_or(0),
+        in_flight_blocks: shared.with_scheduler(|s| s.outstanding_blocks()).unwrap_or(0),
         sources,
     }
 }
@@ -427,7 +422,6 @@ fn progress_of(shared: &Shared) -> Progress {
 /// finish.
 struct Coordinator {
     shared: Arc<Shared>,
-    shares: Arc<Shares>,
     output: PathBuf,
     events: mpsc::UnboundedReceiver<Event>,
     ready: watch::Sender<bool>,
@@ -451,7 +445,16 @@ impl Coordinator {
         for (_, handle) in self.shared.requests.lock().expect("requests lock").drain() {
             handle.abort();
         }
-        self.shares.remove_partial(&self.shared.hash);
+        if result.is_err() {
+            // Keep every verified block for the next attempt.
+            if let Some(writer) = self.shared.writer.get() {
+                let (reply, flushed) = oneshot::channel();
+                if writer.send(WriteCommand::Flush(reply)).await.is_ok() {
+                    let _ = flushed.await;
+                }
+            }
+        }
+        self.shared.context.shares.remove_partial(&self.shared.hash);
         result
     }
 
@@ -531,9 +534,7 @@ impl Coordinator {
     }
 
     fn is_complete(&self) -> bool {
-        self.shared
-            .with_scheduler(|s| s.is_complete())
-            .unwrap_or(false)
+        self.shared.with_scheduler(|s| s.is_complete()).unwrap_or(false)
     }
 
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
@@ -587,11 +588,7 @@ impl Coordinator {
 
     /// The first verified layer arrived: open (or resume) the part file and
     /// let the sources start.
-    async fn open_part(
-        &mut self,
-        hashes: Arc<BlockHashes>,
-        tail: Vec<u8>,
-    ) -> Result<(), DownloadError> {
+    async fn open_part(&mut self, hashes: Arc<BlockHashes>, tail: Vec<u8>) -> Result<(), DownloadError> {
         let output = self.output.clone();
         let opened = {
             let hashes = hashes.clone();
@@ -616,13 +613,7 @@ impl Coordinator {
         self.shared.verified.store(resumed, Ordering::Relaxed);
 
         let have = Arc::new(RwLock::new(done.clone()));
-        let writer = Writer::start(
-            &self.output,
-            file,
-            hashes.clone(),
-            done.clone(),
-            have.clone(),
-        );
+        let writer = Writer::start(&self.output, file, hashes.clone(), done.clone(), have.clone());
         let last = layout.block_count() - 1;
         let mut scheduler = Scheduler::new(done);
         if !scheduler.is_done(last) {
@@ -639,7 +630,7 @@ impl Coordinator {
         let _ = self.shared.hashes.set(hashes.clone());
         let _ = self.shared.writer.set(writer);
         *self.shared.scheduler.lock().expect("scheduler lock") = Some(scheduler);
-        self.shares.insert_partial(PartialFile {
+        self.shared.context.shares.insert_partial(PartialFile {
             part: part_path(&self.output),
             hashes,
             have: have.clone(),
@@ -673,12 +664,7 @@ impl Coordinator {
                 .unwrap_or_else(|_| Err(std::io::Error::other("writer stopped"))),
             Err(()) => Err(std::io::Error::other("writer stopped")),
         };
-        let hashes = self
-            .shared
-            .hashes
-            .get()
-            .expect("complete implies hashes")
-            .clone();
+        let hashes = self.shared.hashes.get().expect("complete implies hashes").clone();
         match outcome {
             Ok(true) => {}
             Ok(false) => {
@@ -693,6 +679,16 @@ impl Coordinator {
                     source,
                 })
             }
+        }
+        // What we fetched, we share: as eMule and BitTorrent do.
+        match std::fs::metadata(&self.output).and_then(|meta| meta.modified()) {
+            Ok(modified) => self.shared.context.shares.insert(SharedFile {
+                path: self.output.clone(),
+                size: hashes.layout().size(),
+                modified,
+                hashes: hashes.clone(),
+            }),
+            Err(error) => tracing::debug!(%error, "not sharing the finished file"),
         }
         let progress = progress_of(&self.shared);
         Ok(DownloadReport {

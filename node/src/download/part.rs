@@ -96,10 +96,7 @@ fn read_state(path: &Path, hashes: &BlockHashes) -> Option<Bitfield> {
             return None;
         }
     };
-    if state.version != STATE_VERSION
-        || state.hash != hashes.root()
-        || state.size != hashes.layout().size()
-    {
+    if state.version != STATE_VERSION || state.hash != hashes.root() || state.size != hashes.layout().size() {
         tracing::warn!(path = %path.display(), "state file belongs to another file; ignoring it");
         return None;
     }
@@ -107,16 +104,10 @@ fn read_state(path: &Path, hashes: &BlockHashes) -> Option<Bitfield> {
 }
 
 /// The subset of `candidates` whose bytes in `file` verify, checked on all cores.
-pub fn verify_blocks(
-    file: &File,
-    hashes: &BlockHashes,
-    candidates: &Bitfield,
-) -> std::io::Result<Bitfield> {
+pub fn verify_blocks(file: &File, hashes: &BlockHashes, candidates: &Bitfield) -> std::io::Result<Bitfield> {
     let layout = hashes.layout();
     let indices: Vec<u32> = candidates.ones().collect();
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let results = std::thread::scope(|scope| {
         let tasks: Vec<_> = (0..workers)
             .map(|worker| {
@@ -153,6 +144,8 @@ pub enum WriteCommand {
     Block { index: u32, data: Vec<u8> },
     /// Time passed: checkpoint if one is due.
     Tick,
+    /// Checkpoint now (the download is stopping) and say when done.
+    Flush(oneshot::Sender<()>),
     /// Every block is written: make it durable, re-verify the whole file and
     /// move it into place.
     Finish(oneshot::Sender<std::io::Result<bool>>),
@@ -243,11 +236,15 @@ impl WriterState {
                     }
                 }
                 WriteCommand::Tick => {
-                    if !self.pending.is_empty()
-                        && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
-                    {
+                    if !self.pending.is_empty() && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
                         self.checkpoint()?;
                     }
+                }
+                WriteCommand::Flush(reply) => {
+                    if !self.pending.is_empty() {
+                        self.checkpoint()?;
+                    }
+                    let _ = reply.send(());
                 }
                 WriteCommand::Finish(reply) => {
                     let result = self.finish();
@@ -345,9 +342,8 @@ mod tests {
         let (file, done) = open(&output, &hashes).unwrap();
         let have = Arc::new(RwLock::new(done.clone()));
         let writer = Writer::start(&output, file, hashes.clone(), done, have.clone());
-        let block = |i: u32| {
-            data[layout.block_range(i).start as usize..layout.block_range(i).end as usize].to_vec()
-        };
+        let block =
+            |i: u32| data[layout.block_range(i).start as usize..layout.block_range(i).end as usize].to_vec();
 
         writer
             .send(WriteCommand::Block {
@@ -374,10 +370,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(
-            read_state(&state, &hashes)
-                .unwrap()
-                .ones()
-                .collect::<Vec<_>>(),
+            read_state(&state, &hashes).unwrap().ones().collect::<Vec<_>>(),
             vec![0, 2]
         );
         assert_eq!(have.read().unwrap().count(), 2);

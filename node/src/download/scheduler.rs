@@ -129,9 +129,8 @@ impl Scheduler {
     pub fn next_request(&mut self, source: SourceId, max_blocks: u32) -> Option<Assignment> {
         let max_blocks = max_blocks.max(1);
         let blocks = self.block_count();
-        let wanted = |s: &Self, b: u32| {
-            !s.done.get(b) && s.owners[b as usize] == 0 && s.source_has(source, b)
-        };
+        let wanted =
+            |s: &Self, b: u32| !s.done.get(b) && s.owners[b as usize] == 0 && s.source_has(source, b);
         if let Some(first) = (0..blocks).find(|&b| wanted(self, b)) {
             let mut count = 1;
             while count < max_blocks && first + count < blocks && wanted(self, first + count) {
@@ -148,9 +147,7 @@ impl Scheduler {
         };
         let candidate = (0..blocks)
             .filter(|&b| {
-                !self.done.get(b)
-                    && self.owners[b as usize] < MAX_OWNERS
-                    && self.source_has(source, b)
+                !self.done.get(b) && self.owners[b as usize] < MAX_OWNERS && self.source_has(source, b)
             })
             .filter(|&b| !fetching_here(self, b))
             .min_by_key(|&b| self.owners[b as usize])?;

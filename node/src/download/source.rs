@@ -37,9 +37,7 @@ pub(super) async fn run(shared: Arc<Shared>, id: SourceId, peer: PeerAddr) {
         rate: 0.0,
     };
     let failure = source.run().await.err();
-    let released = shared
-        .with_scheduler(|s| s.remove_source(id))
-        .unwrap_or_default();
+    let released = shared.with_scheduler(|s| s.remove_source(id)).unwrap_or_default();
     {
         let mut requests = shared.requests.lock().expect("requests lock");
         for request in released {
@@ -100,34 +98,23 @@ struct Source {
 
 impl Source {
     async fn run(&mut self) -> Result<(), SourceFailure> {
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
-                .await
-                .map_err(|_| {
-                    SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))
-                })?
-                .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
+            .await
+            .map_err(|_| SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
         let result = self.serve_download(&connection).await;
         connection.close(0u32.into(), b"done");
         result
     }
 
-    async fn serve_download(
-        &mut self,
-        connection: &quinn::Connection,
-    ) -> Result<(), SourceFailure> {
+    async fn serve_download(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
         if self.shared.hashes.get().is_none() {
             self.offer_layer(connection).await?;
         }
         if !self.wait_until_ready().await {
             return Ok(());
         }
-        let hashes = self
-            .shared
-            .hashes
-            .get()
-            .expect("ready implies hashes")
-            .clone();
+        let hashes = self.shared.hashes.get().expect("ready implies hashes").clone();
         let partial = self.refresh_have(connection, &hashes).await?;
         self.exchange_sources(connection).await;
         self.shared
@@ -217,7 +204,9 @@ impl Source {
                 ((self.rate * REQUEST_DURATION) / layout.block_size() as f64)
                     .clamp(1.0, f64::from(MAX_BLOCKS_PER_ASK)) as u32
             } else {
-                4
+                // Unknown pace: small requests, so a slow source cannot
+                // hoard blocks before we know it is slow.
+                1
             };
             let Some(Some(assignment)) = self
                 .shared
@@ -228,18 +217,14 @@ impl Source {
             // Patience per block: the configured floor, or four times what a
             // block should take at this source's pace when that is longer.
             let per_block = if self.rate > 0.0 {
-                let expected = layout.block_size() as f64
-                    * self.shared.options.requests_per_source as f64
-                    / self.rate;
+                let expected =
+                    layout.block_size() as f64 * self.shared.options.requests_per_source as f64 / self.rate;
                 self.shared
                     .options
                     .stall_timeout
                     .max(Duration::from_secs_f64(4.0 * expected))
             } else {
-                self.shared
-                    .options
-                    .stall_timeout
-                    .max(Duration::from_secs(5))
+                self.shared.options.stall_timeout.max(Duration::from_secs(5))
             };
             let fetch = RangeFetch {
                 shared: self.shared.clone(),
@@ -282,10 +267,7 @@ impl Source {
     async fn offer_layer(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
         let ask = Ask::new(connection, Duration::from_secs(10));
         let hash = self.shared.hash;
-        let (response, mut recv) = ask
-            .send(&Request::BlockLayer { hash })
-            .await
-            .map_err(terminal)?;
+        let (response, mut recv) = ask.send(&Request::BlockLayer { hash }).await.map_err(terminal)?;
         let size = match response {
             Response::BlockLayer { size } => size,
             Response::NotFound { .. } => return Err(SourceFailure::NotFound),
@@ -301,8 +283,8 @@ impl Source {
             .await
             .map_err(|e| SourceFailure::Gone(e.to_string()))?;
         self.count_received(layer.len());
-        let hashes = BlockHashes::verify(hash, size, &layer)
-            .map_err(|e| SourceFailure::Banned(e.to_string()))?;
+        let hashes =
+            BlockHashes::verify(hash, size, &layer).map_err(|e| SourceFailure::Banned(e.to_string()))?;
 
         let last = layout.block_count() - 1;
         let (response, mut recv) = ask
@@ -343,9 +325,7 @@ impl Source {
 
     fn count_received(&self, bytes: usize) {
         self.received.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.shared
-            .received
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.shared.received.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Asks what the source holds; returns whether it is partial.
@@ -364,9 +344,8 @@ impl Source {
         let (have, partial) = match response {
             Response::HaveAll => (None, false),
             Response::Have { blocks } => {
-                let bits = Bitfield::from_wire(&blocks, hashes.layout().block_count()).ok_or_else(
-                    || SourceFailure::Protocol("have-bitfield of the wrong length".into()),
-                )?;
+                let bits = Bitfield::from_wire(&blocks, hashes.layout().block_count())
+                    .ok_or_else(|| SourceFailure::Protocol("have-bitfield of the wrong length".into()))?;
                 (Some(bits), true)
             }
             Response::NotFound { .. } => return Err(SourceFailure::NotFound),
@@ -378,6 +357,11 @@ impl Source {
         };
         self.shared.with_scheduler(|s| s.set_have(self.id, have));
         self.shared.changed.notify_waiters();
+        // Tell fellow downloaders about this source when they ask us.
+        self.shared
+            .context
+            .swarm
+            .record(self.shared.hash, self.peer, Instant::now());
         Ok(partial)
     }
 
@@ -411,10 +395,7 @@ struct Ask<'a> {
 
 impl<'a> Ask<'a> {
     fn new(connection: &'a quinn::Connection, timeout: Duration) -> Self {
-        Ask {
-            connection,
-            timeout,
-        }
+        Ask { connection, timeout }
     }
 
     async fn send(&self, request: &Request) -> Result<(Response, quinn::RecvStream), RequestError> {
@@ -427,8 +408,7 @@ impl<'a> Ask<'a> {
             write_frame(&mut send, request)
                 .await
                 .map_err(RequestError::from_net)?;
-            send.finish()
-                .map_err(|e| RequestError::Net(e.to_string()))?;
+            send.finish().map_err(|e| RequestError::Net(e.to_string()))?;
             let response = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
                 .await
                 .map_err(RequestError::from_net)?;
@@ -466,9 +446,7 @@ impl RangeFetch {
             }
             Response::Have { blocks } => {
                 let bits = Bitfield::from_wire(&blocks, self.hashes.layout().block_count())
-                    .ok_or_else(|| {
-                        RequestError::Protocol("have-bitfield of the wrong length".into())
-                    })?;
+                    .ok_or_else(|| RequestError::Protocol("have-bitfield of the wrong length".into()))?;
                 return Err(RequestError::Have(bits));
             }
             Response::NotFound { .. } => return Err(RequestError::NotFound),
@@ -489,10 +467,7 @@ impl RangeFetch {
             let len = block.len() as u64;
             self.received.fetch_add(len, Ordering::Relaxed);
             self.shared.received.fetch_add(len, Ordering::Relaxed);
-            let already_done = self
-                .shared
-                .with_scheduler(|s| s.is_done(index))
-                .unwrap_or(true);
+            let already_done = self.shared.with_scheduler(|s| s.is_done(index)).unwrap_or(true);
             if !already_done {
                 self.hashes
                     .verify_block(index, &block)
@@ -506,8 +481,7 @@ impl RangeFetch {
                     .await
                     .map_err(|()| RequestError::Output)?;
                 self.shared.verified.fetch_add(len, Ordering::Relaxed);
-                self.shared
-                    .update_slot(self.source, |slot| slot.bytes += len);
+                self.shared.update_slot(self.source, |slot| slot.bytes += len);
                 for other in cancel.into_iter().filter(|&other| other != id) {
                     self.shared.cancel_request(other);
                 }
