@@ -231,7 +231,9 @@ impl WriterState {
                     self.have.write().expect("have lock").set(index);
                     self.pending.push(index);
                     self.pending_bytes += data.len() as u64;
-                    if self.pending_bytes >= CHECKPOINT_BYTES {
+                    if self.pending_bytes >= CHECKPOINT_BYTES
+                        || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+                    {
                         self.checkpoint()?;
                     }
                 }

@@ -126,8 +126,12 @@ impl Source {
         let mut stop = self.shared.stop.clone();
         let mut have_refresh = tokio::time::interval(HAVE_REFRESH);
         let mut exchange = tokio::time::interval(EXCHANGE_INTERVAL);
-        let mut rate_sample = tokio::time::interval(Duration::from_millis(500));
-        let mut last_sample = (Instant::now(), 0u64);
+        // The first sample comes one period in: an immediate one would
+        // divide by almost nothing and wildly overstate the rate.
+        let sample_period = Duration::from_millis(500);
+        let mut rate_sample =
+            tokio::time::interval_at(tokio::time::Instant::now() + sample_period, sample_period);
+        let mut last_sample = (Instant::now(), self.received.load(Ordering::Relaxed));
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -180,7 +184,7 @@ impl Source {
                 _ = rate_sample.tick() => {
                     let now = Instant::now();
                     let total = self.received.load(Ordering::Relaxed);
-                    let elapsed = now.duration_since(last_sample.0).as_secs_f64().max(1e-3);
+                    let elapsed = now.duration_since(last_sample.0).as_secs_f64().max(0.1);
                     let sample = (total - last_sample.1) as f64 / elapsed;
                     self.rate = if self.rate == 0.0 { sample } else { 0.5 * self.rate + 0.5 * sample };
                     last_sample = (now, total);
