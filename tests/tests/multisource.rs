@@ -25,10 +25,10 @@ async fn until(mut condition: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sources_joining_and_leaving() {
-    let data = patterned(12 * MIB);
+    let data = patterned(24 * MIB);
     let hash = ContentHash::of(&data);
     let library = Library::with_file("big.bin", &data);
-    let mut peers = start_peers(&library, 50, capped(400_000)).await;
+    let mut peers = start_peers(&library, 50, capped(300_000)).await;
     let downloader = start_downloader().await;
     let output = downloader.path("big.bin");
 
@@ -40,11 +40,11 @@ async fn fifty_sources_joining_and_leaving() {
         ..DownloadOptions::default()
     };
     let download = downloader.node.download(hash, &output, initial, options);
-    until(|| download.progress().verified > 2 * MIB as u64).await;
+    until(|| download.progress().verified > MIB as u64).await;
     for peer in &peers[30..] {
         download.add_source(peer.node.peer_addr());
     }
-    until(|| download.progress().verified > 5 * MIB as u64).await;
+    until(|| download.progress().verified > 8 * MIB as u64).await;
     for peer in peers.drain(..10) {
         peer.node.shutdown().await;
     }
