@@ -61,6 +61,8 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // One last look, so events of the final moments (a ban) are reported.
+    reporter.update(&download.progress());
     node.shutdown().await;
     match result {
         Ok(report) => {

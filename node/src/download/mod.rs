@@ -557,7 +557,7 @@ impl Coordinator {
                 if let Some(failure) = failure {
                     match &failure {
                         SourceFailure::Banned(reason) => {
-                            tracing::warn!(source = ?peer, %reason, "banned source for this download")
+                            tracing::info!(source = ?peer, %reason, "banned source for this download")
                         }
                         other => tracing::debug!(source = ?peer, reason = %other, "source dropped"),
                     }
