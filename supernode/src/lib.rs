@@ -1,7 +1,260 @@
 //! The supernode role. A node that the election (or `--role supernode`)
-//! makes a supernode runs this in-process: it keeps sessions with its
-//! leaves, indexes what they share, answers and floods queries.
+//! makes a supernode runs this in-process: it keeps a session with each of
+//! its leaves, indexes what they share with tantivy, and answers searches.
 //!
-//! Nothing lives here yet: leaf sessions and the index arrive with the
-//! index-and-search work. The crate exists now so the dependency direction
-//! `node → supernode → common` is fixed from the start.
+//! * [`index`] — the tantivy index and the in-memory catalog behind hits.
+//! * [`Supernode`] — admission, leaf sessions, search, the commit timer.
+
+pub mod index;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::search::MAX_HITS;
+use canopy_common::proto::{
+    Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
+};
+use quinn::{RecvStream, SendStream};
+
+pub use index::{FileIndex, IndexError, LeafId};
+
+/// Hits per [`Response::Hits`] frame: small enough for the frame cap even
+/// with long names and many sources.
+const HITS_PER_FRAME: usize = 40;
+/// Most supernodes offered to a leaf we turn away.
+const MAX_REFERRALS: usize = 8;
+
+/// How a supernode runs.
+#[derive(Debug, Clone)]
+pub struct SupernodeConfig {
+    /// Leaves served at once; more are turned away with referrals.
+    pub max_leaves: usize,
+    /// Files one leaf may publish.
+    pub max_files_per_leaf: usize,
+    /// Where the index lives (`None`: in memory).
+    pub index_dir: Option<PathBuf>,
+    /// Memory for tantivy's indexing buffers, in bytes.
+    pub writer_memory: usize,
+    /// How often pending index changes are committed. A new file is
+    /// searchable within about this long.
+    pub commit_interval: Duration,
+}
+
+impl SupernodeConfig {
+    /// Settings sized for this machine: about 100 leaves per GiB of memory
+    /// (each leaf's thousand files cost well under 1 MB indexed), between 50
+    /// and 5,000.
+    pub fn for_this_machine(index_dir: Option<PathBuf>) -> Self {
+        // Unknown memory (sysinfo cannot read it here): assume a modest 2 GiB.
+        let gib = match sysinfo::System::new() {
+            Ok(mut system) => {
+                system.refresh_memory();
+                system.total_memory() as f64 / (1u64 << 30) as f64
+            }
+            Err(_) => 2.0,
+        };
+        SupernodeConfig {
+            max_leaves: ((gib * 100.0) as usize).clamp(50, 5000),
+            max_files_per_leaf: 10_000,
+            index_dir,
+            writer_memory: 64 << 20,
+            commit_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Why a supernode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SupernodeError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// A running supernode.
+pub struct Supernode {
+    config: SupernodeConfig,
+    index: Arc<FileIndex>,
+    sessions: Mutex<HashMap<PeerId, LeafId>>,
+    next_leaf: AtomicU32,
+    /// Other supernodes we know, offered to leaves we cannot take.
+    referrals: RwLock<Vec<PeerAddr>>,
+    committer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Supernode {
+    fn drop(&mut self) {
+        self.committer.abort();
+    }
+}
+
+impl Supernode {
+    /// Creates the index and starts the commit timer. Call inside a tokio runtime.
+    pub fn start(config: SupernodeConfig) -> Result<Arc<Supernode>, SupernodeError> {
+        let index = Arc::new(match &config.index_dir {
+            Some(dir) => FileIndex::create(dir, config.writer_memory)?,
+            None => FileIndex::in_memory(config.writer_memory)?,
+        });
+        let committer = tokio::spawn(commit_loop(index.clone(), config.commit_interval));
+        Ok(Arc::new(Supernode {
+            config,
+            index,
+            sessions: Mutex::new(HashMap::new()),
+            next_leaf: AtomicU32::new(1),
+            referrals: RwLock::new(Vec::new()),
+            committer,
+        }))
+    }
+
+    pub fn index(&self) -> &FileIndex {
+        &self.index
+    }
+
+    pub fn leaf_count(&self) -> usize {
+        self.sessions.lock().expect("sessions lock").len()
+    }
+
+    /// Sets the supernodes offered to leaves when we are full.
+    pub fn set_referrals(&self, others: Vec<PeerAddr>) {
+        *self.referrals.write().expect("referrals lock") = others;
+    }
+
+    /// Runs one leaf's session until the leaf leaves, breaks a limit or
+    /// goes silent (the connection's idle timeout). Its files are dropped
+    /// from hits the moment the session ends.
+    pub async fn serve_leaf(&self, peer: PeerAddr, hello: Hello, mut send: SendStream, mut recv: RecvStream) {
+        let leaf = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            if sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id) {
+                drop(sessions);
+                let mut others = self.referrals.read().expect("referrals lock").clone();
+                others.truncate(MAX_REFERRALS);
+                tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
+                let _ = write_frame(&mut send, &SessionNotice::Full { others }).await;
+                let _ = send.finish();
+                return;
+            }
+            let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
+            // A reconnecting leaf replaces its old session.
+            if let Some(old) = sessions.insert(peer.id, leaf) {
+                self.index.remove_leaf(old);
+            }
+            leaf
+        };
+        self.index.add_leaf(leaf, peer);
+        tracing::info!(leaf = ?peer, agent = %hello.agent, "leaf joined");
+        let outcome = self.run_session(leaf, &mut send, &mut recv).await;
+        match &outcome {
+            Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
+            Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
+        }
+        self.index.remove_leaf(leaf);
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.get(&peer.id) == Some(&leaf) {
+            sessions.remove(&peer.id);
+        }
+    }
+
+    async fn run_session(
+        &self,
+        leaf: LeafId,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> Result<(), String> {
+        let max_files = self.config.max_files_per_leaf;
+        write_frame(
+            send,
+            &SessionNotice::Welcome {
+                max_files: max_files as u32,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        loop {
+            let update = match read_frame::<LeafUpdate>(recv, MAX_CONTROL_FRAME).await {
+                Ok(update) => update,
+                Err(NetError::Truncated) => return Ok(()),
+                Err(NetError::Read(quinn::ReadError::ConnectionLost(error))) => return Err(error.to_string()),
+                Err(error) => return Err(error.to_string()),
+            };
+            match update {
+                LeafUpdate::Add { files } => {
+                    let total = self.index.leaf_files(leaf) + files.len();
+                    let refusal = if total > max_files {
+                        Some(format!(
+                            "{total} files is over this supernode's limit of {max_files} per leaf"
+                        ))
+                    } else {
+                        files
+                            .iter()
+                            .find_map(|file| file.check().err())
+                            .map(|e| e.to_string())
+                    };
+                    if let Some(reason) = refusal {
+                        let _ = write_frame(
+                            send,
+                            &SessionNotice::Refused {
+                                reason: reason.clone(),
+                            },
+                        )
+                        .await;
+                        let _ = send.finish();
+                        return Err(format!("publish refused: {reason}"));
+                    }
+                    self.index.add_files(leaf, &files);
+                }
+                LeafUpdate::Remove { hashes } => self.index.remove_files(leaf, &hashes),
+            }
+        }
+    }
+
+    /// Answers a search on `send`: hits in frames, then [`Response::EndOfHits`].
+    pub async fn answer_search(&self, query: Query, send: &mut SendStream) -> Result<(), NetError> {
+        let hits = match query.check() {
+            Ok(()) => self.search(query).await,
+            Err(reason) => {
+                write_frame(send, &Response::bad_request(reason)).await?;
+                return Ok(());
+            }
+        };
+        for chunk in hits.chunks(HITS_PER_FRAME) {
+            write_frame(send, &Response::Hits { hits: chunk.to_vec() }).await?;
+        }
+        write_frame(send, &Response::EndOfHits).await
+    }
+
+    /// Searches the index (on a blocking thread: a query may take milliseconds).
+    pub async fn search(&self, mut query: Query) -> Vec<Hit> {
+        query.max_hits = query.max_hits.clamp(1, MAX_HITS);
+        let index = self.index.clone();
+        let result = tokio::task::spawn_blocking(move || index.search(&query)).await;
+        match result {
+            Ok(Ok(hits)) => hits,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "search failed");
+                Vec::new()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "search task failed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+async fn commit_loop(index: Arc<FileIndex>, interval: Duration) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let index = index.clone();
+        match tokio::task::spawn_blocking(move || index.commit_if_dirty()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "index commit failed"),
+            Err(error) => tracing::warn!(%error, "index commit task failed"),
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod content;
 pub mod frame;
 pub mod id;
 pub mod link;
+pub mod search;
 pub mod wire;
 
 pub use bitfield::{Bitfield, WireBitfield};
@@ -13,6 +14,7 @@ pub use content::{BlockHashes, BlockLayout, ContentError};
 pub use frame::{FrameError, MAX_CONTROL_FRAME};
 pub use id::{ContentHash, IdError, PeerAddr, PeerId};
 pub use link::{Link, LinkError};
+pub use search::{FileEntry, FileKind, Hello, Hit, LeafUpdate, Query, SessionNotice};
 pub use wire::{Request, Response};
 
 /// Protocol version carried in the QUIC ALPN. A peer speaking another version

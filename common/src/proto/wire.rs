@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bitfield::WireBitfield;
 use super::id::{ContentHash, PeerAddr};
+use super::search::{Hello, Hit, Query};
 
 /// Most blocks one request may ask for; keeps one stream's answer bounded
 /// and spreads large downloads over several streams.
@@ -40,6 +41,13 @@ pub enum Request {
     /// Ask for other peers known to hold or fetch this file (source
     /// exchange). Answered by [`Response::Sources`].
     Sources { hash: ContentHash },
+    /// A leaf joins this supernode. The stream stays open as the leaf's
+    /// session: [`SessionNotice`](super::SessionNotice)s one way,
+    /// [`LeafUpdate`](super::LeafUpdate)s the other, until either side leaves.
+    Join(Hello),
+    /// Search this supernode's index. Answered by [`Response::Hits`]
+    /// frames and a final [`Response::EndOfHits`].
+    Search(Query),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +69,12 @@ pub enum Response {
     Sources { peers: Vec<PeerAddr> },
     /// All upload slots are taken; ask again after this many milliseconds.
     Busy { retry_after_ms: u32 },
+    /// Some hits for a search; more frames may follow.
+    Hits { hits: Vec<Hit> },
+    /// The search is complete.
+    EndOfHits,
+    /// This node is not a supernode; leaves should join one of these.
+    NotSupernode { others: Vec<PeerAddr> },
 }
 
 impl Response {

@@ -1,0 +1,528 @@
+//! The supernode's index of its leaves' files.
+//!
+//! Text goes into tantivy: one document per (leaf, file), the file's name
+//! and metadata values as one text field, folded to lower case and plain
+//! ASCII so `beyonce` finds `Beyoncé`. What a hit needs (hash, name, size,
+//! type, who shares it) stays in memory, keyed by a `u64` fast field, so a
+//! query never reads tantivy's stored fields (ten times slower).
+//!
+//! tantivy shows changes only after a commit, and commits are costly, so
+//! changes are batched and committed on a timer ([`FileIndex::commit_if_dirty`]).
+//! A leaf that leaves vanishes from hits at once: its documents are dropped
+//! from the in-memory table immediately and deleted from tantivy at the
+//! next commit.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use canopy_common::proto::search::MAX_SOURCES_PER_HIT;
+use canopy_common::proto::{ContentHash, FileEntry, FileKind, Hit, PeerAddr, Query};
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::LogMergePolicy;
+use tantivy::query::{BooleanQuery, Occur, Query as TantivyQuery, RangeQuery, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
+use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+/// Identifies a leaf inside one supernode's index.
+pub type LeafId = u32;
+
+const TOKENIZER: &str = "canopy";
+/// Documents a query looks at before grouping by hash.
+const CANDIDATES: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("index folder {path}: {source}")]
+    Folder {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    key: Field,
+    leaf: Field,
+    kind: Field,
+    size: Field,
+    text: Field,
+}
+
+/// What a hit needs of one indexed document.
+#[derive(Debug, Clone)]
+struct DocRecord {
+    leaf: LeafId,
+    hash: ContentHash,
+    size: u64,
+    kind: FileKind,
+    name: String,
+}
+
+#[derive(Debug, Default)]
+struct Catalog {
+    docs: HashMap<u64, DocRecord>,
+    /// Per leaf: its address and its documents by hash.
+    leaves: HashMap<LeafId, LeafRecord>,
+}
+
+#[derive(Debug)]
+struct LeafRecord {
+    peer: PeerAddr,
+    files: HashMap<ContentHash, u64>,
+    next_slot: u32,
+}
+
+/// Counters for operators and benchmarks.
+#[derive(Debug, Default)]
+pub struct IndexStats {
+    pub commits: AtomicU64,
+    pub documents: AtomicU64,
+}
+
+pub struct FileIndex {
+    fields: Fields,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    catalog: RwLock<Catalog>,
+    dirty: AtomicBool,
+    pub stats: IndexStats,
+}
+
+impl FileIndex {
+    /// A fresh index in `dir` (wiped first: leaves republish on reconnect,
+    /// so nothing in it outlives the process), with at most
+    /// `writer_memory` bytes of indexing buffers.
+    pub fn create(dir: &Path, writer_memory: usize) -> Result<FileIndex, IndexError> {
+        let folder_error = |source| IndexError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(folder_error)?;
+        }
+        std::fs::create_dir_all(dir).map_err(folder_error)?;
+        let directory = MmapDirectory::open(dir).map_err(|e| IndexError::Tantivy(e.into()))?;
+        Self::with_directory(
+            Index::create(directory, schema().0, Default::default())?,
+            writer_memory,
+        )
+    }
+
+    /// An index held in memory (tests).
+    pub fn in_memory(writer_memory: usize) -> Result<FileIndex, IndexError> {
+        Self::with_directory(Index::create_in_ram(schema().0), writer_memory)
+    }
+
+    fn with_directory(index: Index, writer_memory: usize) -> Result<FileIndex, IndexError> {
+        let fields = schema().1;
+        let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .build();
+        index.tokenizers().register(TOKENIZER, analyzer);
+        let threads = 2;
+        let writer: IndexWriter =
+            index.writer_with_num_threads(threads, writer_memory.max(threads * 15_000_000))?;
+        // Churn leaves many deleted documents behind; merge them away early.
+        let mut policy = LogMergePolicy::default();
+        policy.set_del_docs_ratio_before_merge(0.25);
+        writer.set_merge_policy(Box::new(policy));
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(FileIndex {
+            fields,
+            writer: Mutex::new(writer),
+            reader,
+            catalog: RwLock::default(),
+            dirty: AtomicBool::new(false),
+            stats: IndexStats::default(),
+        })
+    }
+
+    /// Registers a leaf (no files yet).
+    pub fn add_leaf(&self, leaf: LeafId, peer: PeerAddr) {
+        self.catalog.write().expect("catalog lock").leaves.insert(
+            leaf,
+            LeafRecord {
+                peer,
+                files: HashMap::new(),
+                next_slot: 0,
+            },
+        );
+    }
+
+    /// Number of files `leaf` has published.
+    pub fn leaf_files(&self, leaf: LeafId) -> usize {
+        let catalog = self.catalog.read().expect("catalog lock");
+        catalog.leaves.get(&leaf).map_or(0, |record| record.files.len())
+    }
+
+    /// Adds files for `leaf`. Entries must already be checked.
+    pub fn add_files(&self, leaf: LeafId, files: &[FileEntry]) {
+        let mut catalog = self.catalog.write().expect("catalog lock");
+        let writer = self.writer.lock().expect("writer lock");
+        let Some(record) = catalog.leaves.get_mut(&leaf) else {
+            return;
+        };
+        let mut new_docs = Vec::new();
+        for file in files {
+            if record.files.contains_key(&file.hash) {
+                continue;
+            }
+            let key = (u64::from(leaf) << 32) | u64::from(record.next_slot);
+            record.next_slot = record.next_slot.wrapping_add(1);
+            record.files.insert(file.hash, key);
+            let mut text = file.name.clone();
+            for (_, value) in &file.meta {
+                text.push(' ');
+                text.push_str(value);
+            }
+            let mut doc = TantivyDocument::default();
+            doc.add_u64(self.fields.key, key);
+            doc.add_u64(self.fields.leaf, u64::from(leaf));
+            doc.add_u64(self.fields.kind, file.kind.code());
+            doc.add_u64(self.fields.size, file.size);
+            doc.add_text(self.fields.text, &text);
+            if let Err(error) = writer.add_document(doc) {
+                tracing::warn!(%error, "cannot index a file");
+                continue;
+            }
+            new_docs.push((
+                key,
+                DocRecord {
+                    leaf,
+                    hash: file.hash,
+                    size: file.size,
+                    kind: file.kind,
+                    name: file.name.clone(),
+                },
+            ));
+        }
+        self.stats
+            .documents
+            .fetch_add(new_docs.len() as u64, Ordering::Relaxed);
+        catalog.docs.extend(new_docs);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Removes files of `leaf`.
+    pub fn remove_files(&self, leaf: LeafId, hashes: &[ContentHash]) {
+        let mut catalog = self.catalog.write().expect("catalog lock");
+        let writer = self.writer.lock().expect("writer lock");
+        let Some(record) = catalog.leaves.get_mut(&leaf) else {
+            return;
+        };
+        let keys: Vec<u64> = hashes
+            .iter()
+            .filter_map(|hash| record.files.remove(hash))
+            .collect();
+        for &key in &keys {
+            writer.delete_term(Term::from_field_u64(self.fields.key, key));
+            catalog.docs.remove(&key);
+        }
+        self.stats
+            .documents
+            .fetch_sub(keys.len() as u64, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Forgets a leaf and everything it published; it is gone from hits at once.
+    pub fn remove_leaf(&self, leaf: LeafId) {
+        let mut catalog = self.catalog.write().expect("catalog lock");
+        let Some(record) = catalog.leaves.remove(&leaf) else {
+            return;
+        };
+        for key in record.files.values() {
+            catalog.docs.remove(key);
+        }
+        self.stats
+            .documents
+            .fetch_sub(record.files.len() as u64, Ordering::Relaxed);
+        drop(catalog);
+        self.writer
+            .lock()
+            .expect("writer lock")
+            .delete_term(Term::from_field_u64(self.fields.leaf, u64::from(leaf)));
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Commits pending changes and makes them searchable. Call on a timer:
+    /// each commit costs milliseconds to seconds, whatever it carries.
+    pub fn commit_if_dirty(&self) -> Result<bool, IndexError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        self.writer.lock().expect("writer lock").commit()?;
+        self.reader.reload()?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Runs a search: hits grouped by content, best first.
+    pub fn search(&self, query: &Query) -> Result<Vec<Hit>, IndexError> {
+        let max_hits = usize::from(query.max_hits.clamp(1, canopy_common::proto::search::MAX_HITS));
+        let catalog = self.catalog.read().expect("catalog lock");
+        let mut groups: HashMap<ContentHash, Group> = HashMap::new();
+        if let Some(hash) = query.hash.filter(|_| query.text.trim().is_empty()) {
+            // Sources for a known hash: straight from memory.
+            for record in catalog.docs.values().filter(|record| record.hash == hash) {
+                groups
+                    .entry(hash)
+                    .or_insert_with(|| Group::new(record))
+                    .add(record, 1.0);
+            }
+        } else {
+            let Some(tantivy_query) = self.build_query(query) else {
+                return Ok(Vec::new());
+            };
+            let searcher = self.reader.searcher();
+            let top = searcher.search(&tantivy_query, &TopDocs::with_limit(CANDIDATES).order_by_score())?;
+            let mut columns = HashMap::new();
+            for (score, address) in top {
+                let column = match columns.entry(address.segment_ord) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                        searcher
+                            .segment_reader(address.segment_ord)
+                            .fast_fields()
+                            .u64("key")?,
+                    ),
+                };
+                let Some(key) = column.first(address.doc_id) else {
+                    continue;
+                };
+                // Documents of departed leaves are gone from the catalog
+                // even before the commit that deletes them.
+                let Some(record) = catalog.docs.get(&key) else {
+                    continue;
+                };
+                if query.hash.is_some_and(|hash| hash != record.hash) {
+                    continue;
+                }
+                groups
+                    .entry(record.hash)
+                    .or_insert_with(|| Group::new(record))
+                    .add(record, score);
+            }
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        // Relevance first; among equals, the better-sourced file.
+        groups.sort_by(|a, b| b.rank().total_cmp(&a.rank()));
+        groups.truncate(max_hits);
+        Ok(groups
+            .into_iter()
+            .map(|group| Hit {
+                hash: group.hash,
+                size: group.size,
+                name: group.name,
+                kind: group.kind,
+                sources: group
+                    .leaves
+                    .iter()
+                    .filter_map(|leaf| catalog.leaves.get(leaf).map(|record| record.peer))
+                    .take(MAX_SOURCES_PER_HIT)
+                    .collect(),
+                source_count: group.leaves.len() as u32,
+            })
+            .collect())
+    }
+
+    fn build_query(&self, query: &Query) -> Option<Box<dyn TantivyQuery>> {
+        let mut clauses: Vec<(Occur, Box<dyn TantivyQuery>)> = Vec::new();
+        let mut analyzer = self.reader.searcher().index().tokenizers().get(TOKENIZER)?;
+        let mut stream = analyzer.token_stream(&query.text);
+        while let Some(token) = stream.next() {
+            let term = Term::from_field_text(self.fields.text, &token.text);
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+            ));
+        }
+        if clauses.is_empty() {
+            return None;
+        }
+        if let Some(kind) = query.kind {
+            let term = Term::from_field_u64(self.fields.kind, kind.code());
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            ));
+        }
+        if query.min_size.is_some() || query.max_size.is_some() {
+            let bound = |value: Option<u64>| match value {
+                Some(value) => Bound::Included(Term::from_field_u64(self.fields.size, value)),
+                None => Bound::Unbounded,
+            };
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(bound(query.min_size), bound(query.max_size))),
+            ));
+        }
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// Documents currently indexed (live leaves only).
+    pub fn len(&self) -> usize {
+        self.catalog.read().expect("catalog lock").docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Group {
+    hash: ContentHash,
+    size: u64,
+    kind: FileKind,
+    name: String,
+    best: f32,
+    leaves: Vec<LeafId>,
+}
+
+impl Group {
+    fn new(record: &DocRecord) -> Self {
+        Group {
+            hash: record.hash,
+            size: record.size,
+            kind: record.kind,
+            name: record.name.clone(),
+            best: 0.0,
+            leaves: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, record: &DocRecord, score: f32) {
+        self.best = self.best.max(score);
+        if !self.leaves.contains(&record.leaf) {
+            self.leaves.push(record.leaf);
+        }
+    }
+
+    fn rank(&self) -> f32 {
+        self.best + 0.5 * (1.0 + self.leaves.len() as f32).ln()
+    }
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let key = builder.add_u64_field("key", INDEXED | FAST);
+    let leaf = builder.add_u64_field("leaf", INDEXED);
+    let kind = builder.add_u64_field("kind", INDEXED);
+    let size = builder.add_u64_field("size", INDEXED | FAST);
+    let indexing = TextFieldIndexing::default()
+        .set_tokenizer(TOKENIZER)
+        .set_index_option(IndexRecordOption::WithFreqs);
+    let text = builder.add_text_field("text", TextOptions::default().set_indexing_options(indexing));
+    (
+        builder.build(),
+        Fields {
+            key,
+            leaf,
+            kind,
+            size,
+            text,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_common::proto::PeerId;
+
+    fn entry(name: &str, seed: u8, size: u64) -> FileEntry {
+        FileEntry {
+            hash: ContentHash([seed; 32]),
+            size,
+            name: name.into(),
+            kind: FileKind::from_name(name),
+            meta: Vec::new(),
+        }
+    }
+
+    fn peer(n: u8) -> PeerAddr {
+        PeerAddr::new(PeerId([n; 32]), ([127, 0, 0, 1], 4000 + u16::from(n)).into())
+    }
+
+    fn query(text: &str) -> Query {
+        Query {
+            text: text.into(),
+            hash: None,
+            kind: None,
+            min_size: None,
+            max_size: None,
+            max_hits: 50,
+        }
+    }
+
+    #[test]
+    fn finds_by_words_groups_sources_and_forgets_leaves() {
+        let index = FileIndex::in_memory(30_000_000).unwrap();
+        index.add_leaf(1, peer(1));
+        index.add_leaf(2, peer(2));
+        index.add_files(
+            1,
+            &[
+                entry("Beyoncé - Halo.mp3", 1, 5_000_000),
+                entry("holiday.jpg", 2, 100),
+            ],
+        );
+        let mut tagged = entry("track01.ogg", 3, 4_000_000);
+        tagged.meta.push(("artist".into(), "Nina Simone".into()));
+        index.add_files(2, &[entry("Beyoncé - Halo.mp3", 1, 5_000_000), tagged]);
+        assert!(
+            index.search(&query("halo")).unwrap().is_empty(),
+            "nothing before a commit"
+        );
+        index.commit_if_dirty().unwrap();
+
+        let hits = index.search(&query("beyonce HALO")).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].source_count, 2);
+        assert_eq!(hits[0].sources.len(), 2);
+        assert_eq!(index.search(&query("simone")).unwrap()[0].name, "track01.ogg");
+
+        let mut audio = query("halo");
+        audio.kind = Some(FileKind::Image);
+        assert!(index.search(&audio).unwrap().is_empty());
+        let mut big = query("halo");
+        big.min_size = Some(6_000_000);
+        assert!(index.search(&big).unwrap().is_empty());
+        big.min_size = Some(1_000_000);
+        assert_eq!(index.search(&big).unwrap().len(), 1);
+
+        index.remove_leaf(1);
+        // Gone from hits at once, before any commit.
+        assert_eq!(index.search(&query("halo")).unwrap()[0].source_count, 1);
+        assert!(index.search(&query("holiday")).unwrap().is_empty());
+        index.remove_files(2, &[ContentHash([1; 32])]);
+        index.commit_if_dirty().unwrap();
+        assert!(index.search(&query("halo")).unwrap().is_empty());
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn finds_sources_by_hash() {
+        let index = FileIndex::in_memory(30_000_000).unwrap();
+        for n in 1..=3 {
+            index.add_leaf(u32::from(n), peer(n));
+            index.add_files(u32::from(n), &[entry("same.bin", 7, 10)]);
+        }
+        let mut by_hash = query("");
+        by_hash.hash = Some(ContentHash([7; 32]));
+        let hits = index.search(&by_hash).unwrap();
+        assert_eq!(hits[0].source_count, 3);
+    }
+}
