@@ -10,11 +10,14 @@ pub mod cli;
 pub mod demo;
 pub mod download;
 pub mod fileio;
+pub mod hostcache;
+pub mod leaf;
 pub mod node;
 pub mod ratelimit;
 pub mod serve;
 pub mod share;
 pub mod swarm;
+pub mod tags;
 pub mod units;
 
 pub use node::{Node, NodeConfig};

@@ -6,12 +6,19 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use canopy_common::net::NodeKey;
-use canopy_common::proto::{ContentHash, Link, PeerAddr};
+use canopy_common::proto::{ContentHash, FileKind, Link, PeerAddr, Query};
 use canopy_node::cli::{self, get::GetArgs, parse_peer_addr};
 use canopy_node::download::{exit, DownloadError, DownloadOptions};
 use canopy_node::serve::UploadLimits;
 use canopy_node::units::{human_bytes, parse_bytes};
 use canopy_node::{demo, NodeConfig};
+use canopy_supernode::SupernodeConfig;
+use std::time::Duration;
+
+/// `canopy search` found nothing: exit 1, like grep.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing found")]
+struct NothingFound;
 use clap::{Args, Parser, Subcommand};
 
 const DEFAULT_PORT: u16 = 4663;
@@ -59,8 +66,49 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+        /// leaf: join a supernode and publish the shared files to it.
+        /// supernode: index leaves' files and answer their searches.
+        #[arg(long, value_enum, default_value_t = Role::Leaf)]
+        role: Role,
+        #[command(flatten)]
+        network: NetworkArgs,
+        /// Leaves a supernode serves at once (default: sized to this
+        /// machine's memory, 100 per GiB).
+        #[arg(long, value_name = "N")]
+        max_leaves: Option<usize>,
+        /// Seconds between rescans of the shared folders (0: only at start).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        rescan_interval: u64,
         #[command(flatten)]
         upload: UploadArgs,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Search the network: ask a supernode, print a table (or JSON lines)
+    /// of files with their sources and a canopy: link for `canopy get`.
+    #[command(after_help = SEARCH_HELP)]
+    Search {
+        /// Words to find in file names and tags (all must match; case and
+        /// accents do not matter).
+        #[arg(required = true)]
+        words: Vec<String>,
+        /// Only files of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<FileKind>,
+        /// Only files of at least this size (K, M, G suffixes allowed).
+        #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+        min_size: Option<u64>,
+        /// Only files of at most this size.
+        #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+        max_size: Option<u64>,
+        /// Most results to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u16,
+        /// One JSON object per result on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        network: NetworkArgs,
         #[command(flatten)]
         data: DataDir,
     },
@@ -86,6 +134,8 @@ enum Command {
         /// Sources connected at once.
         #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
         max_sources: usize,
+        #[command(flatten)]
+        network: NetworkArgs,
         /// UDP address to use (default: any port). Other downloaders may
         /// fetch verified blocks from it while the download runs.
         #[arg(long, value_name = "HOST:PORT")]
@@ -102,6 +152,13 @@ enum Command {
         data: DataDir,
     },
 }
+
+const SEARCH_HELP: &str = "\
+Exit codes:
+  0  results were found
+  1  nothing matched (or another error)
+  2  bad command line
+  4  no supernode could be asked";
 
 const GET_HELP: &str = "\
 Resuming: data goes to PATH.part and the verified blocks are recorded in
@@ -140,6 +197,34 @@ impl DataDir {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    Leaf,
+    Supernode,
+}
+
+#[derive(Args)]
+struct NetworkArgs {
+    /// A supernode to join or ask, as PEERID@HOST:PORT; repeat for several.
+    /// Supernodes reached before are remembered in the data folder and
+    /// tried too.
+    #[arg(long, value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
+    bootstrap: Vec<PeerAddr>,
+}
+
+impl NetworkArgs {
+    /// The given supernodes, then the remembered ones.
+    fn supernodes(&self, data_dir: &std::path::Path) -> Vec<PeerAddr> {
+        let mut supernodes = self.bootstrap.clone();
+        for known in canopy_node::hostcache::load(data_dir) {
+            if !supernodes.iter().any(|s| s.id == known.id) {
+                supernodes.push(known);
+            }
+        }
+        supernodes
+    }
+}
+
 #[derive(Args)]
 struct UploadArgs {
     /// Cap on the total upload rate, in bytes per second (K, M, G suffixes
@@ -175,11 +260,15 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::from(exit::OK),
+        Err(error) if error.downcast_ref::<NothingFound>().is_some() => ExitCode::from(exit::OTHER),
         Err(error) => {
-            let code = error
-                .downcast_ref::<DownloadError>()
-                .map(DownloadError::exit_code)
-                .unwrap_or(exit::OTHER);
+            let code = if let Some(error) = error.downcast_ref::<DownloadError>() {
+                error.exit_code()
+            } else if error.downcast_ref::<cli::search::NoSupernode>().is_some() {
+                exit::NETWORK
+            } else {
+                exit::OTHER
+            };
             eprintln!("canopy: {}", render_error(&error));
             ExitCode::from(code)
         }
@@ -227,34 +316,114 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Run {
             share,
             listen,
+            role,
+            network,
+            max_leaves,
+            rescan_interval,
             upload,
             data,
         } => {
-            let mut config = NodeConfig::new(data.resolve()?, listen);
+            let data_dir = data.resolve()?;
+            let mut config = NodeConfig::new(data_dir.clone(), listen);
             config.share = share;
             config.upload = upload.limits();
+            config.bootstrap = network.bootstrap;
+            config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
+            if role == Role::Supernode {
+                let mut settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
+                if let Some(max_leaves) = max_leaves {
+                    settings.max_leaves = max_leaves;
+                }
+                config.supernode = Some(settings);
+            }
             cli::run::run(config).await
+        }
+        Command::Search {
+            words,
+            kind,
+            min_size,
+            max_size,
+            limit,
+            json,
+            network,
+            data,
+        } => {
+            let data_dir = data.resolve()?;
+            let query = Query {
+                text: words.join(" "),
+                hash: None,
+                kind,
+                min_size,
+                max_size,
+                max_hits: limit,
+            };
+            query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
+            let endpoint = cli::search::endpoint(&data_dir)?;
+            let result = cli::search::ask(&endpoint, &network.supernodes(&data_dir), &query).await;
+            endpoint.shutdown().await;
+            let (hits, _) = result?;
+            cli::search::print(&hits, json);
+            if hits.is_empty() {
+                if !json {
+                    eprintln!("canopy: nothing found for {:?}", query.text);
+                }
+                return Err(NothingFound.into());
+            }
+            Ok(())
         }
         Command::Get {
             target,
             sources,
             output,
             max_sources,
+            network,
             listen,
             json,
             quiet,
             upload,
             data,
         } => {
+            let data_dir = data.resolve()?;
             let mut link = target;
             link.sources.extend(sources);
+            let supernodes = network.supernodes(&data_dir);
+            if !supernodes.is_empty() {
+                // Ask the network who has it, too.
+                let endpoint = cli::search::endpoint(&data_dir)?;
+                let query = Query {
+                    text: String::new(),
+                    hash: Some(link.hash),
+                    kind: None,
+                    min_size: None,
+                    max_size: None,
+                    max_hits: 1,
+                };
+                match cli::search::ask(&endpoint, &supernodes, &query).await {
+                    Ok((hits, _)) => {
+                        for hit in hits.into_iter().filter(|hit| hit.hash == link.hash) {
+                            link.sources.extend(hit.sources);
+                            if link.name.is_none() {
+                                link.name = Some(hit.name);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!("cannot ask for sources: {error:#}"),
+                }
+                endpoint.shutdown().await;
+            }
+            if link.sources.is_empty() {
+                anyhow::bail!(
+                    "no sources for {}: pass --source PEERID@HOST:PORT or --bootstrap a supernode",
+                    link.hash
+                );
+            }
             let output = output
                 .unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
             let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
                 Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
                 _ => SocketAddr::from(([0, 0, 0, 0], 0)),
             });
-            let mut node = NodeConfig::new(data.resolve()?, listen);
+            let mut node = NodeConfig::new(data_dir, listen);
             node.upload = upload.limits();
             let options = DownloadOptions {
                 max_sources,

@@ -6,12 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::path::Path;
+use std::time::Duration;
 
 use canopy_common::net::{Endpoint, EndpointConfig, NetError, NodeKey};
 use canopy_common::proto::{ContentHash, PeerAddr};
+use canopy_supernode::{Supernode, SupernodeConfig};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::download::{Download, DownloadOptions};
+use crate::hostcache;
+use crate::leaf::{self, LeafStatus};
 use crate::serve::{serve_connection, ServeContext, ServeStats, UploadLimits};
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
 
@@ -25,6 +30,12 @@ pub struct NodeConfig {
     pub share: Vec<PathBuf>,
     pub endpoint: EndpointConfig,
     pub upload: UploadLimits,
+    /// Run as a supernode with these settings (`None`: a leaf).
+    pub supernode: Option<SupernodeConfig>,
+    /// Supernodes a leaf joins (falling back on the ones it knew before).
+    pub bootstrap: Vec<PeerAddr>,
+    /// How often the shared folders are rescanned for changes (`None`: only at start).
+    pub rescan_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -36,6 +47,9 @@ impl NodeConfig {
             share: Vec::new(),
             endpoint: EndpointConfig::default(),
             upload: UploadLimits::default(),
+            supernode: None,
+            bootstrap: Vec::new(),
+            rescan_interval: Some(Duration::from_secs(60)),
         }
     }
 
@@ -51,6 +65,8 @@ pub enum NodeError {
     Net(#[from] NetError),
     #[error(transparent)]
     Share(#[from] ShareError),
+    #[error("cannot start the supernode: {0}")]
+    Supernode(#[from] canopy_supernode::SupernodeError),
 }
 
 /// A node that is serving.
@@ -58,7 +74,10 @@ pub struct Node {
     endpoint: Endpoint,
     context: Arc<ServeContext>,
     scan: ScanStats,
-    accept_loop: JoinHandle<()>,
+    leaf_status: Option<watch::Receiver<LeafStatus>>,
+    /// Background work stopped on shutdown: accepting peers, the leaf
+    /// session, rescans.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -77,22 +96,81 @@ impl Node {
             .expect("scan task panicked")?
         };
         let endpoint = Endpoint::bind(key, config.listen, &config.endpoint)?;
-        let context = Arc::new(ServeContext::new(shares, &config.upload));
-        let accept_loop = tokio::spawn(accept_loop(endpoint.clone(), context.clone()));
+        let supernode = match config.supernode.clone() {
+            Some(settings) => Some(Supernode::start(settings)?),
+            None => None,
+        };
+        let context = Arc::new(ServeContext::new(
+            shares.clone(),
+            &config.upload,
+            supernode.clone(),
+        ));
+        let mut tasks = vec![tokio::spawn(accept_loop(endpoint.clone(), context.clone()))];
+        if let Some(interval) = config.rescan_interval.filter(|_| !config.share.is_empty()) {
+            tasks.push(tokio::spawn(rescan_loop(
+                config.share.clone(),
+                config.data_dir.clone(),
+                shares.clone(),
+                interval,
+            )));
+        }
+        let mut leaf_status = None;
+        match &supernode {
+            Some(supernode) => {
+                // A supernode answers for its own files from its own index.
+                tasks.push(tokio::spawn(index_own_files(
+                    supernode.clone(),
+                    endpoint.peer_addr(),
+                    shares.clone(),
+                )));
+            }
+            None => {
+                let mut supernodes = config.bootstrap.clone();
+                for known in hostcache::load(&config.data_dir) {
+                    if !supernodes.iter().any(|s| s.id == known.id) {
+                        supernodes.push(known);
+                    }
+                }
+                if !supernodes.is_empty() {
+                    let (status, receiver) = watch::channel(LeafStatus::Connecting);
+                    leaf_status = Some(receiver);
+                    let session = leaf::run(
+                        endpoint.clone(),
+                        shares.clone(),
+                        supernodes,
+                        config.data_dir.clone(),
+                        status,
+                    );
+                    tasks.push(tokio::spawn(session));
+                }
+            }
+        }
         tracing::debug!(
             peer = %endpoint.peer_addr(),
             files = scan.files,
             bytes = scan.bytes,
             hashed = scan.hashed,
             cached = scan.cached,
+            supernode = supernode.is_some(),
             "node started"
         );
         Ok(Node {
             endpoint,
             context,
             scan,
-            accept_loop,
+            leaf_status,
+            tasks,
         })
+    }
+
+    /// The supernode this node runs, if it is one.
+    pub fn supernode(&self) -> Option<&Arc<Supernode>> {
+        self.context.supernode.as_ref()
+    }
+
+    /// The leaf session's state, if this node is a leaf with supernodes to join.
+    pub fn leaf_status(&self) -> Option<watch::Receiver<LeafStatus>> {
+        self.leaf_status.clone()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -137,7 +215,9 @@ impl Node {
 
     /// Stops accepting, closes every connection and waits until peers know.
     pub async fn shutdown(self) {
-        self.accept_loop.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
         self.endpoint.shutdown().await;
     }
 }
@@ -152,5 +232,46 @@ async fn accept_loop(endpoint: Endpoint, context: Arc<ServeContext>) {
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
         });
+    }
+}
+
+/// Rescans the shared folders now and then so additions, removals and
+/// renames reach the network (the leaf session sends the difference).
+async fn rescan_loop(folders: Vec<PathBuf>, data_dir: PathBuf, shares: Arc<Shares>, interval: Duration) {
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        timer.tick().await;
+        let (folders, data_dir, shares) = (folders.clone(), data_dir.clone(), shares.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut cache = HashCache::open(&data_dir);
+            share::scan(&folders, &mut cache, &shares)
+        })
+        .await;
+        match result {
+            Ok(Ok(stats)) if stats.hashed > 0 => {
+                tracing::info!(new = stats.hashed, files = stats.files, "rescanned shares")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "rescan failed"),
+            Err(error) => tracing::warn!(%error, "rescan task failed"),
+        }
+    }
+}
+
+/// Keeps a supernode's own shares in its index, as leaf 0.
+async fn index_own_files(supernode: Arc<Supernode>, me: PeerAddr, shares: Arc<Shares>) {
+    const OWN: canopy_supernode::LeafId = 0;
+    supernode.index().add_leaf(OWN, me);
+    let mut published = leaf::Published::new(usize::MAX);
+    let mut timer = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        timer.tick().await;
+        let (added, removed) = published.changes(&shares);
+        if !removed.is_empty() {
+            supernode.index().remove_files(OWN, &removed);
+        }
+        if !added.is_empty() {
+            supernode.index().add_files(OWN, &added);
+        }
     }
 }

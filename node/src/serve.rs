@@ -24,6 +24,7 @@ use crate::fileio::read_exact_at;
 use crate::ratelimit::RateLimiter;
 use crate::share::{Content, Shares};
 use crate::swarm::SwarmDirectory;
+use canopy_supernode::Supernode;
 
 /// Stream error codes a peer may see.
 pub mod codes {
@@ -75,13 +76,16 @@ pub struct ServeContext {
     pub shares: Arc<Shares>,
     pub stats: Arc<ServeStats>,
     pub swarm: SwarmDirectory,
+    /// Present when this node is a supernode.
+    pub supernode: Option<Arc<Supernode>>,
     limiter: Option<RateLimiter>,
     slots: Semaphore,
 }
 
 impl ServeContext {
-    pub fn new(shares: Arc<Shares>, limits: &UploadLimits) -> Self {
+    pub fn new(shares: Arc<Shares>, limits: &UploadLimits, supernode: Option<Arc<Supernode>>) -> Self {
         ServeContext {
+            supernode,
             shares,
             stats: Arc::default(),
             swarm: SwarmDirectory::default(),
@@ -141,6 +145,20 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
         }
     };
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    let request = match request {
+        // A leaf's session keeps this stream open for as long as it stays.
+        Request::Join(hello) => {
+            match &context.supernode {
+                Some(supernode) => supernode.serve_leaf(peer, hello, send, recv).await,
+                None => {
+                    let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
+                    let _ = send.finish();
+                }
+            }
+            return;
+        }
+        other => other,
+    };
     // Nothing more is expected from the peer on this stream.
     let _ = recv.stop(VarInt::from_u32(0));
 
@@ -181,6 +199,14 @@ async fn answer(
         | Request::Blocks { hash, .. }
         | Request::Have { hash }
         | Request::Sources { hash } => *hash,
+        Request::Search(query) => {
+            match &context.supernode {
+                Some(supernode) => supernode.answer_search(query.clone(), send).await?,
+                None => write_frame(send, &Response::NotSupernode { others: Vec::new() }).await?,
+            }
+            return Ok(());
+        }
+        Request::Join(_) => unreachable!("sessions are served by serve_stream"),
     };
     if let Request::Sources { .. } = request {
         let peers = context.swarm.peers(&hash, peer.id, Instant::now());
@@ -246,7 +272,7 @@ async fn answer(
             let range = layout.blocks_range(first, count);
             send_file_range(send, &content, range.start, range.end, context).await?;
         }
-        Request::Sources { .. } => unreachable!("answered above"),
+        Request::Sources { .. } | Request::Search(_) | Request::Join(_) => unreachable!("answered above"),
     }
     Ok(())
 }

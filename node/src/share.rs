@@ -49,6 +49,8 @@ pub struct SharedFile {
     pub size: u64,
     pub modified: SystemTime,
     pub hashes: Arc<BlockHashes>,
+    /// Tags read from the file (artist, title, …), published with it.
+    pub meta: Vec<(String, String)>,
 }
 
 impl SharedFile {
@@ -112,13 +114,23 @@ impl Content {
 /// The table of what this node shares, by content hash.
 #[derive(Debug, Default)]
 pub struct Shares {
+    /// Files found in the shared folders.
     files: RwLock<HashMap<ContentHash, SharedFile>>,
+    /// Files this node downloaded (shared wherever they were saved).
+    downloaded: RwLock<HashMap<ContentHash, SharedFile>>,
     partial: RwLock<HashMap<ContentHash, PartialFile>>,
 }
 
 impl Shares {
     pub fn get(&self, hash: &ContentHash) -> Option<SharedFile> {
-        self.files.read().expect("shares lock").get(hash).cloned()
+        let scanned = self.files.read().expect("shares lock").get(hash).cloned();
+        scanned.or_else(|| self.downloaded.read().expect("shares lock").get(hash).cloned())
+    }
+
+    /// Makes `files` the set shared from the folders.
+    pub fn replace_scanned(&self, files: Vec<SharedFile>) {
+        let files = files.into_iter().map(|file| (file.hash(), file)).collect();
+        *self.files.write().expect("shares lock") = files;
     }
 
     /// What we can serve for `hash`: the complete file if it is still as we
@@ -140,27 +152,29 @@ impl Shares {
         self.partial.write().expect("shares lock").remove(hash);
     }
 
-    pub fn insert(&self, file: SharedFile) {
-        self.files.write().expect("shares lock").insert(file.hash(), file);
+    /// Shares a file this node downloaded.
+    pub fn insert_downloaded(&self, file: SharedFile) {
+        self.downloaded
+            .write()
+            .expect("shares lock")
+            .insert(file.hash(), file);
     }
 
+    /// Number of complete files shared.
     pub fn len(&self) -> usize {
-        self.files.read().expect("shares lock").len()
+        self.list().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every shared file, sorted by path for stable listings.
+    /// Every complete shared file (one per hash), sorted by path.
     pub fn list(&self) -> Vec<SharedFile> {
-        let mut files: Vec<_> = self
-            .files
-            .read()
-            .expect("shares lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut by_hash: HashMap<ContentHash, SharedFile> =
+            self.downloaded.read().expect("shares lock").clone();
+        by_hash.extend(self.files.read().expect("shares lock").clone());
+        let mut files: Vec<_> = by_hash.into_values().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files
     }
@@ -271,8 +285,20 @@ fn needs_layer(size: u64) -> bool {
 }
 
 /// Scans `folders` recursively, hashing what the cache does not know, and
-/// adds every readable regular file to `shares`.
+/// makes every readable regular file in them what `shares` serves from the
+/// folders (files that disappeared stop being shared).
 pub fn scan(folders: &[PathBuf], cache: &mut HashCache, shares: &Shares) -> Result<ScanStats, ShareError> {
+    let mut scanned = Vec::new();
+    let stats = scan_files(folders, cache, &mut scanned)?;
+    shares.replace_scanned(scanned);
+    Ok(stats)
+}
+
+fn scan_files(
+    folders: &[PathBuf],
+    cache: &mut HashCache,
+    scanned: &mut Vec<SharedFile>,
+) -> Result<ScanStats, ShareError> {
     let mut found = Vec::new();
     for folder in folders {
         let meta = fs::metadata(folder).map_err(|source| ShareError::Folder {
@@ -293,7 +319,8 @@ pub fn scan(folders: &[PathBuf], cache: &mut HashCache, shares: &Shares) -> Resu
                 stats.cached += 1;
                 stats.files += 1;
                 stats.bytes += size;
-                shares.insert(SharedFile {
+                scanned.push(SharedFile {
+                    meta: crate::tags::read(&path),
                     path,
                     size,
                     modified,
@@ -313,7 +340,7 @@ pub fn scan(folders: &[PathBuf], cache: &mut HashCache, shares: &Shares) -> Resu
                 stats.hashed += 1;
                 stats.files += 1;
                 stats.bytes += file.size;
-                shares.insert(file);
+                scanned.push(file);
             }
             Err((path, error)) => {
                 stats.unreadable += 1;
@@ -348,6 +375,7 @@ fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>) -> Vec<HashOutco
                 };
                 let outcome = hash_file(&path, size)
                     .map(|hashes| SharedFile {
+                        meta: crate::tags::read(&path),
                         path: path.clone(),
                         size,
                         modified,

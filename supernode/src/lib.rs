@@ -85,6 +85,15 @@ pub struct Supernode {
     committer: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for Supernode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supernode")
+            .field("leaves", &self.leaf_count())
+            .field("documents", &self.index.len())
+            .finish()
+    }
+}
+
 impl Drop for Supernode {
     fn drop(&mut self) {
         self.committer.abort();
@@ -126,23 +135,26 @@ impl Supernode {
     /// goes silent (the connection's idle timeout). Its files are dropped
     /// from hits the moment the session ends.
     pub async fn serve_leaf(&self, peer: PeerAddr, hello: Hello, mut send: SendStream, mut recv: RecvStream) {
-        let leaf = {
+        let admitted = {
             let mut sessions = self.sessions.lock().expect("sessions lock");
             if sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id) {
-                drop(sessions);
-                let mut others = self.referrals.read().expect("referrals lock").clone();
-                others.truncate(MAX_REFERRALS);
-                tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
-                let _ = write_frame(&mut send, &SessionNotice::Full { others }).await;
-                let _ = send.finish();
-                return;
+                None
+            } else {
+                let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
+                // A reconnecting leaf replaces its old session.
+                if let Some(old) = sessions.insert(peer.id, leaf) {
+                    self.index.remove_leaf(old);
+                }
+                Some(leaf)
             }
-            let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
-            // A reconnecting leaf replaces its old session.
-            if let Some(old) = sessions.insert(peer.id, leaf) {
-                self.index.remove_leaf(old);
-            }
-            leaf
+        };
+        let Some(leaf) = admitted else {
+            let mut others = self.referrals.read().expect("referrals lock").clone();
+            others.truncate(MAX_REFERRALS);
+            tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
+            let _ = write_frame(&mut send, &SessionNotice::Full { others }).await;
+            let _ = send.finish();
+            return;
         };
         self.index.add_leaf(leaf, peer);
         tracing::info!(leaf = ?peer, agent = %hello.agent, "leaf joined");
@@ -151,11 +163,12 @@ impl Supernode {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
             Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
         }
-        self.index.remove_leaf(leaf);
         let mut sessions = self.sessions.lock().expect("sessions lock");
         if sessions.get(&peer.id) == Some(&leaf) {
             sessions.remove(&peer.id);
         }
+        drop(sessions);
+        self.index.remove_leaf(leaf);
     }
 
     async fn run_session(

@@ -3,6 +3,7 @@
 
 pub mod get;
 pub mod run;
+pub mod search;
 
 use std::net::ToSocketAddrs;
 

@@ -1,6 +1,7 @@
 //! `canopy run`: a node that shares folders until stopped.
 
 use anyhow::Context;
+use canopy_common::proto::Link;
 
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
@@ -22,11 +23,24 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         scan.hashed,
         scan.cached
     );
+    match node.supernode() {
+        Some(_) => println!("role: supernode (leaves join it with --bootstrap {me})"),
+        None if node.leaf_status().is_some() => println!("role: leaf (joining a supernode)"),
+        None => println!("role: leaf (no supernode known: pass --bootstrap to publish and search)"),
+    }
     let files = node.shares().list();
     for file in files.iter().take(20) {
+        let link = Link {
+            hash: file.hash(),
+            size: Some(file.size),
+            name: file
+                .path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned()),
+            sources: vec![me],
+        };
         println!(
-            "  {}  {:>10}  {}",
-            file.hash(),
+            "  {:>10}  {}  {link}",
             human_bytes(file.size),
             file.path.display()
         );

@@ -682,7 +682,8 @@ impl Coordinator {
         }
         // What we fetched, we share: as eMule and BitTorrent do.
         match std::fs::metadata(&self.output).and_then(|meta| meta.modified()) {
-            Ok(modified) => self.shared.context.shares.insert(SharedFile {
+            Ok(modified) => self.shared.context.shares.insert_downloaded(SharedFile {
+                meta: crate::tags::read(&self.output),
                 path: self.output.clone(),
                 size: hashes.layout().size(),
                 modified,

@@ -1,0 +1,142 @@
+//! `canopy search`: ask a supernode, print what it knows, exit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NodeKey};
+use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::{Hit, Link, PeerAddr, Query, Request, Response};
+use serde_json::json;
+
+use crate::units::human_bytes;
+
+/// How long one supernode may take to answer.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the first supernode that answers among `supernodes`; returns its
+/// hits and who answered.
+pub async fn ask(
+    endpoint: &Endpoint,
+    supernodes: &[PeerAddr],
+    query: &Query,
+) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
+    if supernodes.is_empty() {
+        bail!(NoSupernode(
+            "no supernode known: pass --bootstrap PEERID@HOST:PORT".into()
+        ));
+    }
+    let mut errors = Vec::new();
+    for supernode in supernodes {
+        match tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, supernode, query)).await {
+            Ok(Ok(hits)) => return Ok((hits, *supernode)),
+            Ok(Err(error)) => errors.push(format!("{}: {error:#}", supernode.id.short())),
+            Err(_) => errors.push(format!(
+                "{}: no answer within {SEARCH_TIMEOUT:?}",
+                supernode.id.short()
+            )),
+        }
+    }
+    bail!(NoSupernode(format!(
+        "no supernode answered ({})",
+        errors.join("; ")
+    )))
+}
+
+/// No supernode could be asked; the CLI maps it to the network exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoSupernode(pub String);
+
+async fn ask_one(endpoint: &Endpoint, supernode: &PeerAddr, query: &Query) -> anyhow::Result<Vec<Hit>> {
+    let connection = endpoint.connect(supernode).await?;
+    let (mut send, mut recv) = connection.open_bi().await?;
+    write_frame(&mut send, &Request::Search(query.clone())).await?;
+    send.finish()?;
+    let mut hits = Vec::new();
+    loop {
+        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
+            Response::Hits { hits: more } => {
+                hits.extend(more);
+                if hits.len() > usize::from(canopy_common::proto::search::MAX_HITS) {
+                    bail!("the supernode sent more hits than asked for");
+                }
+            }
+            Response::EndOfHits => break,
+            Response::NotSupernode { .. } => bail!("not a supernode"),
+            Response::BadRequest { reason } => bail!("search refused: {reason}"),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+    connection.close(0u32.into(), b"done");
+    Ok(hits)
+}
+
+/// A one-shot endpoint for asking, with this node's identity.
+pub fn endpoint(data_dir: &Path) -> anyhow::Result<Endpoint> {
+    let key = NodeKey::load_or_create(data_dir)?;
+    Endpoint::bind(
+        key,
+        "0.0.0.0:0".parse().expect("valid"),
+        &EndpointConfig::default(),
+    )
+    .context("cannot open a UDP socket")
+}
+
+/// The link printed for a hit: hash, size, name and a few sources.
+pub fn link_of(hit: &Hit) -> Link {
+    Link {
+        hash: hit.hash,
+        size: Some(hit.size),
+        name: Some(hit.name.clone()),
+        sources: hit.sources.iter().take(5).copied().collect(),
+    }
+}
+
+/// Prints hits as a table or JSON lines.
+pub fn print(hits: &[Hit], json: bool) {
+    if json {
+        for hit in hits {
+            println!(
+                "{}",
+                json!({
+                    "hash": hit.hash.to_hex(),
+                    "name": hit.name,
+                    "size": hit.size,
+                    "type": hit.kind.as_str(),
+                    "sources": hit.source_count,
+                    "peers": hit.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "link": link_of(hit).to_string(),
+                })
+            );
+        }
+        return;
+    }
+    if hits.is_empty() {
+        return;
+    }
+    let width = hits
+        .iter()
+        .map(|hit| hit.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
+    println!(
+        "{:<width$}  {:>10}  {:<8}  {:>7}  LINK",
+        "NAME", "SIZE", "TYPE", "SOURCES"
+    );
+    for hit in hits {
+        let mut name: String = hit.name.chars().take(width).collect();
+        if hit.name.chars().count() > width {
+            name.pop();
+            name.push('…');
+        }
+        println!(
+            "{name:<width$}  {:>10}  {:<8}  {:>7}  {}",
+            human_bytes(hit.size),
+            hit.kind.as_str(),
+            hit.source_count,
+            link_of(hit)
+        );
+    }
+}

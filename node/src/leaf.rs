@@ -1,0 +1,262 @@
+//! The leaf side of the two-tier network: stay joined to a supernode and
+//! keep it told what this node shares.
+//!
+//! The session is one QUIC stream: `Join`, the supernode's welcome, the
+//! full file list in frame-sized pieces, then only changes, checked once a
+//! second against what was published. QUIC keep-alives keep it open; if the
+//! supernode goes away the leaf notices within the idle timeout and tries
+//! the next supernode it knows, with a growing pause between rounds.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_common::net::{read_frame, write_frame, Endpoint};
+use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::{
+    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Request, SessionNotice,
+};
+use tokio::sync::watch;
+
+use crate::share::{SharedFile, Shares};
+
+/// Entries per `Add` frame: well under the frame cap even with long names
+/// and full metadata.
+const FILES_PER_FRAME: usize = 100;
+/// How often the shares are compared with what the supernode was told.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the leaf session is doing, for status displays and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafStatus {
+    Connecting,
+    Joined {
+        supernode: PeerAddr,
+        published: usize,
+    },
+    /// No supernode would take us; retrying.
+    Searching {
+        last_error: String,
+    },
+}
+
+/// Runs leaf sessions until the task is dropped.
+pub async fn run(
+    endpoint: Endpoint,
+    shares: Arc<Shares>,
+    supernodes: Vec<PeerAddr>,
+    data_dir: PathBuf,
+    status: watch::Sender<LeafStatus>,
+) {
+    let mut candidates = supernodes;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut last_error = String::from("no supernode known");
+        let mut index = 0;
+        while index < candidates.len() {
+            let supernode = candidates[index];
+            index += 1;
+            let _ = status.send(LeafStatus::Connecting);
+            match session(&endpoint, &shares, supernode, &data_dir, &status).await {
+                Ok(Referral(others)) => {
+                    for other in others {
+                        if !candidates.iter().any(|known| known.id == other.id) {
+                            candidates.push(other);
+                        }
+                    }
+                    last_error = format!("{supernode:?} is full");
+                }
+                Err(error) => {
+                    tracing::info!(supernode = ?supernode, %error, "supernode session ended");
+                    last_error = error;
+                    backoff = Duration::from_millis(500);
+                }
+            }
+        }
+        let _ = status.send(LeafStatus::Searching { last_error });
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A supernode that was full, and whom it suggested instead.
+struct Referral(Vec<PeerAddr>);
+
+/// One session; returns when it ends.
+async fn session(
+    endpoint: &Endpoint,
+    shares: &Shares,
+    supernode: PeerAddr,
+    data_dir: &std::path::Path,
+    status: &watch::Sender<LeafStatus>,
+) -> Result<Referral, String> {
+    let connection = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&supernode))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let hello = Hello {
+        listen: vec![endpoint.local_addr()],
+        accepts_inbound: true,
+        agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
+    };
+    write_frame(&mut send, &Request::Join(hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    // A non-supernode answers with a Response; a supernode with a notice.
+    let first: Result<SessionNotice, _> = read_frame(&mut recv, MAX_CONTROL_FRAME).await;
+    match first {
+        Ok(SessionNotice::Welcome { max_files }) => {
+            tracing::info!(supernode = ?supernode, "joined supernode");
+            crate::hostcache::remember(data_dir, supernode);
+            publish(
+                &mut send,
+                &mut recv,
+                shares,
+                supernode,
+                max_files as usize,
+                status,
+            )
+            .await
+        }
+        Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
+        Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
+        Err(error) => {
+            // Perhaps it said it is no supernode.
+            Err(format!("{supernode:?} did not accept us as a leaf ({error})"))
+        }
+    }
+}
+
+async fn publish(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    shares: &Shares,
+    supernode: PeerAddr,
+    max_files: usize,
+    status: &watch::Sender<LeafStatus>,
+) -> Result<Referral, String> {
+    let mut published = Published::new(max_files);
+    let mut timer = tokio::time::interval(SYNC_INTERVAL);
+    let notices = async {
+        // Anything the supernode says now ends the session (a refusal).
+        match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
+            Ok(SessionNotice::Refused { reason }) => format!("supernode refused our files: {reason}"),
+            Ok(other) => format!("unexpected notice {other:?}"),
+            Err(error) => error.to_string(),
+        }
+    };
+    tokio::pin!(notices);
+    loop {
+        tokio::select! {
+            reason = &mut notices => return Err(reason),
+            _ = timer.tick() => {}
+        }
+        let (added, removed) = published.changes(shares);
+        if !removed.is_empty() {
+            write_frame(send, &LeafUpdate::Remove { hashes: removed })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for chunk in added.chunks(FILES_PER_FRAME) {
+            write_frame(
+                send,
+                &LeafUpdate::Add {
+                    files: chunk.to_vec(),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        let _ = status.send(LeafStatus::Joined {
+            supernode,
+            published: published.len(),
+        });
+    }
+}
+
+/// What a supernode has been told we share, and how to tell it the rest.
+pub struct Published {
+    hashes: HashSet<ContentHash>,
+    max_files: usize,
+    warned: bool,
+}
+
+impl Published {
+    pub fn new(max_files: usize) -> Self {
+        Published {
+            hashes: HashSet::new(),
+            max_files,
+            warned: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Files to add and hashes to remove so the supernode matches `shares`
+    /// (within its file limit); records them as told.
+    pub fn changes(&mut self, shares: &Shares) -> (Vec<FileEntry>, Vec<ContentHash>) {
+        let current: HashMap<ContentHash, SharedFile> =
+            shares.list().into_iter().map(|f| (f.hash(), f)).collect();
+        let removed: Vec<ContentHash> = self
+            .hashes
+            .iter()
+            .filter(|h| !current.contains_key(h))
+            .copied()
+            .collect();
+        for hash in &removed {
+            self.hashes.remove(hash);
+        }
+        let mut added: Vec<FileEntry> = current
+            .iter()
+            .filter(|(hash, _)| !self.hashes.contains(hash))
+            .map(|(_, file)| entry(file))
+            .collect();
+        let room = self.max_files.saturating_sub(self.hashes.len());
+        if added.len() > room {
+            if !self.warned {
+                tracing::warn!(
+                    shared = current.len(),
+                    max = self.max_files,
+                    "the supernode indexes only part of what we share"
+                );
+                self.warned = true;
+            }
+            added.truncate(room);
+        }
+        self.hashes.extend(added.iter().map(|file| file.hash));
+        (added, removed)
+    }
+}
+
+/// How a shared file is described to the supernode.
+pub fn entry(file: &SharedFile) -> FileEntry {
+    let mut name = file
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let max = canopy_common::proto::search::MAX_NAME_LEN;
+    if name.len() > max {
+        let mut cut = max;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    FileEntry {
+        hash: file.hash(),
+        size: file.size,
+        kind: FileKind::from_name(&name),
+        name,
+        meta: file.meta.clone(),
+    }
+}
