@@ -361,7 +361,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let endpoint = cli::search::endpoint(&data_dir)?;
             let result = cli::search::ask(&endpoint, &network.supernodes(&data_dir), &query).await;
             endpoint.shutdown().await;
-            let (hits, _) = result?;
+            let (hits, answered) = result?;
+            canopy_node::hostcache::remember(&data_dir, answered);
             cli::search::print(&hits, json);
             if hits.is_empty() {
                 if !json {
@@ -399,7 +400,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     max_hits: 1,
                 };
                 match cli::search::ask(&endpoint, &supernodes, &query).await {
-                    Ok((hits, _)) => {
+                    Ok((hits, answered)) => {
+                        canopy_node::hostcache::remember(&data_dir, answered);
                         for hit in hits.into_iter().filter(|hit| hit.hash == link.hash) {
                             link.sources.extend(hit.sources);
                             if link.name.is_none() {

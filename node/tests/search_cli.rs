@@ -1,0 +1,182 @@
+//! Search and fetch as a user does it: `canopy run` processes, `canopy
+//! search`, `canopy get` with the link it printed; and a leaf killed with
+//! SIGKILL vanishing from results within the idle timeout.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use canopy_common::net::EndpointConfig;
+use canopy_node::{Node, NodeConfig};
+use canopy_supernode::SupernodeConfig;
+
+const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
+
+struct Process {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_run(args: &[&str], data: &Path) -> Process {
+    let mut child = Command::new(CANOPY)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("canopy run starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("canopy run printed its address").unwrap();
+        if let Some(rest) = line.split("peers reach this node as ").nth(1) {
+            break rest.trim_end_matches(')').to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Process { child, address }
+}
+
+fn canopy(args: &[&str], data: &Path) -> Output {
+    Command::new(CANOPY)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+/// Runs `canopy search` until its JSON output satisfies `accept`.
+fn search_until(
+    words: &str,
+    supernode: &str,
+    data: &Path,
+    accept: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = canopy(&["search", words, "--json", "--bootstrap", supernode], data);
+        let hits: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if accept(&hits) {
+            return hits;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "search for {words:?} never satisfied the test: {hits:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn search_then_get_the_printed_link() {
+    let root = tempfile::tempdir().unwrap();
+    let share = root.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 249) as u8).collect();
+    std::fs::write(share.join("Field Recording – Rain.flac"), &content).unwrap();
+
+    let supernode = spawn_run(&["--role", "supernode"], &root.path().join("sn"));
+    let _leaf = spawn_run(
+        &[
+            "--share",
+            share.to_str().unwrap(),
+            "--bootstrap",
+            &supernode.address,
+        ],
+        &root.path().join("leaf"),
+    );
+    let client = root.path().join("client");
+    let hits = search_until("rain recording", &supernode.address, &client, |hits| {
+        !hits.is_empty()
+    });
+    assert_eq!(hits[0]["type"], "audio");
+    assert_eq!(hits[0]["sources"], 1);
+    let link = hits[0]["link"].as_str().unwrap().to_string();
+
+    let table = canopy(&["search", "rain", "--bootstrap", &supernode.address], &client);
+    assert!(table.status.success());
+    assert!(String::from_utf8_lossy(&table.stdout).contains("Field Recording"));
+    let none = canopy(
+        &["search", "nonexistentword", "--bootstrap", &supernode.address],
+        &client,
+    );
+    assert_eq!(none.status.code(), Some(1));
+
+    let out = root.path().join("rain.flac");
+    let get = Command::new(CANOPY)
+        .args(["get", &link, "-o"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+
+    // The supernode was remembered: a bare hash finds its sources through it.
+    let hash = blake3::hash(&content).to_hex().to_string();
+    let again = root.path().join("again.flac");
+    let get = Command::new(CANOPY)
+        .args(["get", &hash, "-o"])
+        .arg(&again)
+        .arg("--data-dir")
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert_eq!(std::fs::read(&again).unwrap(), content);
+}
+
+#[test]
+fn a_killed_leaf_vanishes_within_the_idle_timeout() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let idle = Duration::from_secs(2);
+    let mut config = NodeConfig::new(root.path().join("sn"), "127.0.0.1:0".parse().unwrap());
+    config.endpoint = EndpointConfig {
+        idle_timeout: idle,
+        keep_alive: Duration::from_millis(500),
+        ..EndpointConfig::default()
+    };
+    config.supernode = Some(SupernodeConfig::for_this_machine(None));
+    let supernode = runtime.block_on(Node::start(config)).unwrap();
+    let address = supernode.peer_addr().to_string();
+
+    let share = root.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("ephemeral notes.txt"), b"here today").unwrap();
+    let mut leaf = spawn_run(
+        &["--share", share.to_str().unwrap(), "--bootstrap", &address],
+        &root.path().join("leaf"),
+    );
+    let client = root.path().join("client");
+    search_until("ephemeral", &address, &client, |hits| hits.len() == 1);
+
+    // Healthy but quiet for longer than the idle timeout: still listed.
+    std::thread::sleep(idle * 2);
+    search_until("ephemeral", &address, &client, |hits| hits.len() == 1);
+
+    leaf.child.kill().unwrap(); // SIGKILL: no goodbye
+    leaf.child.wait().unwrap();
+    let killed = Instant::now();
+    search_until("ephemeral", &address, &client, |hits| hits.is_empty());
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after < idle + Duration::from_secs(3),
+        "still listed {gone_after:?} after the kill"
+    );
+    runtime.block_on(supernode.shutdown());
+}
