@@ -6,6 +6,7 @@ pub mod content;
 pub mod frame;
 pub mod id;
 pub mod link;
+pub mod routing;
 pub mod search;
 pub mod wire;
 
