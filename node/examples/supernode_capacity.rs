@@ -160,6 +160,7 @@ fn query(text: &str) -> Query {
         min_size: None,
         max_size: None,
         max_hits: 100,
+        ttl: None,
     }
 }
 

@@ -7,15 +7,16 @@
 //! supernode goes away the leaf notices within the idle timeout and tries
 //! the next supernode it knows, with a growing pause between rounds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use canopy_common::net::{read_frame, write_frame, Endpoint};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
-    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Request, SessionNotice,
+    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, SessionNotice,
 };
 use tokio::sync::watch;
 
@@ -26,59 +27,109 @@ use crate::share::{SharedFile, Shares};
 const FILES_PER_FRAME: usize = 100;
 /// How often the shares are compared with what the supernode was told.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// What the leaf session is doing, for status displays and tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeafStatus {
-    Connecting,
-    Joined {
-        supernode: PeerAddr,
-        published: usize,
-    },
-    /// No supernode would take us; retrying.
-    Searching {
-        last_error: String,
-    },
+/// Which supernodes the leaf is joined to, and how many files each has been told of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafStatus {
+    pub joined: BTreeMap<PeerId, (PeerAddr, usize)>,
+    /// Why the last attempt failed, while no supernode is joined.
+    pub last_error: Option<String>,
 }
 
-/// Runs leaf sessions until the task is dropped.
+impl LeafStatus {
+    /// Whether at least one supernode is joined and every joined one was
+    /// told of exactly `files` files.
+    pub fn published(&self, files: usize) -> bool {
+        !self.joined.is_empty() && self.joined.values().all(|(_, published)| *published == files)
+    }
+
+    pub fn supernodes(&self) -> Vec<PeerAddr> {
+        self.joined.values().map(|(addr, _)| *addr).collect()
+    }
+}
+
+/// Supernodes to try, shared by the leaf's sessions.
+struct Pool {
+    candidates: Vec<PeerAddr>,
+    in_use: HashSet<PeerId>,
+    failed: HashMap<PeerId, Instant>,
+}
+
+impl Pool {
+    fn add(&mut self, others: impl IntoIterator<Item = PeerAddr>) {
+        for other in others {
+            if !self.candidates.iter().any(|known| known.id == other.id) {
+                self.candidates.push(other);
+            }
+        }
+    }
+
+    /// The first candidate no other session uses and that did not just fail.
+    fn take(&mut self) -> Option<PeerAddr> {
+        self.failed.retain(|_, when| when.elapsed() < RETRY_AFTER);
+        let pick = self
+            .candidates
+            .iter()
+            .find(|c| !self.in_use.contains(&c.id) && !self.failed.contains_key(&c.id))
+            .copied()?;
+        self.in_use.insert(pick.id);
+        Some(pick)
+    }
+}
+
+/// A supernode that failed is tried again after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Keeps `sessions` supernode sessions up (two by default: if one
+/// supernode dies, the leaf is still reachable through the other while it
+/// finds a replacement). Runs until dropped.
 pub async fn run(
     endpoint: Endpoint,
     shares: Arc<Shares>,
     supernodes: Vec<PeerAddr>,
+    sessions: usize,
     data_dir: PathBuf,
     status: watch::Sender<LeafStatus>,
 ) {
-    let mut candidates = supernodes;
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let mut last_error = String::from("no supernode known");
-        let mut index = 0;
-        while index < candidates.len() {
-            let supernode = candidates[index];
-            index += 1;
-            let _ = status.send(LeafStatus::Connecting);
-            match session(&endpoint, &shares, supernode, &data_dir, &status).await {
-                Ok(Referral(others)) => {
-                    for other in others {
-                        if !candidates.iter().any(|known| known.id == other.id) {
-                            candidates.push(other);
-                        }
+    let pool = Arc::new(Mutex::new(Pool {
+        candidates: supernodes,
+        in_use: HashSet::new(),
+        failed: HashMap::new(),
+    }));
+    let status = Arc::new(status);
+    let mut slots = tokio::task::JoinSet::new();
+    for _ in 0..sessions.max(1) {
+        let (endpoint, shares, pool, data_dir, status) = (
+            endpoint.clone(),
+            shares.clone(),
+            pool.clone(),
+            data_dir.clone(),
+            status.clone(),
+        );
+        slots.spawn(async move {
+            loop {
+                let Some(supernode) = pool.lock().expect("pool lock").take() else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                };
+                let outcome = session(&endpoint, &shares, supernode, &data_dir, &status, &pool).await;
+                status.send_modify(|s| {
+                    s.joined.remove(&supernode.id);
+                });
+                let mut pool = pool.lock().expect("pool lock");
+                pool.in_use.remove(&supernode.id);
+                pool.failed.insert(supernode.id, Instant::now());
+                match outcome {
+                    Ok(Referral(others)) => pool.add(others),
+                    Err(error) => {
+                        tracing::info!(supernode = ?supernode, %error, "supernode session ended");
+                        status.send_modify(|s| s.last_error = Some(error));
                     }
-                    last_error = format!("{supernode:?} is full");
-                }
-                Err(error) => {
-                    tracing::info!(supernode = ?supernode, %error, "supernode session ended");
-                    last_error = error;
-                    backoff = Duration::from_millis(500);
                 }
             }
-        }
-        let _ = status.send(LeafStatus::Searching { last_error });
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        });
     }
+    while slots.join_next().await.is_some() {}
 }
 
 /// A supernode that was full, and whom it suggested instead.
@@ -91,6 +142,7 @@ async fn session(
     supernode: PeerAddr,
     data_dir: &std::path::Path,
     status: &watch::Sender<LeafStatus>,
+    pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
     let connection = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&supernode))
         .await
@@ -118,15 +170,14 @@ async fn session(
                 supernode,
                 max_files as usize,
                 status,
+                pool,
             )
             .await
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
-        Err(error) => {
-            // Perhaps it said it is no supernode.
-            Err(format!("{supernode:?} did not accept us as a leaf ({error})"))
-        }
+        Ok(SessionNotice::Supernodes { .. }) => Err("spoke before welcoming us".into()),
+        Err(error) => Err(format!("{supernode:?} did not accept us as a leaf ({error})")),
     }
 }
 
@@ -137,15 +188,24 @@ async fn publish(
     supernode: PeerAddr,
     max_files: usize,
     status: &watch::Sender<LeafStatus>,
+    pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
     let mut published = Published::new(max_files);
     let mut timer = tokio::time::interval(SYNC_INTERVAL);
     let notices = async {
-        // Anything the supernode says now ends the session (a refusal).
-        match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
-            Ok(SessionNotice::Refused { reason }) => format!("supernode refused our files: {reason}"),
-            Ok(other) => format!("unexpected notice {other:?}"),
-            Err(error) => error.to_string(),
+        loop {
+            match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
+                Ok(SessionNotice::Supernodes { others }) => {
+                    // Fallbacks for when this supernode goes, and for a
+                    // second session.
+                    pool.lock().expect("pool lock").add(others.into_iter().take(16));
+                }
+                Ok(SessionNotice::Refused { reason }) => {
+                    return format!("supernode refused our files: {reason}")
+                }
+                Ok(other) => return format!("unexpected notice {other:?}"),
+                Err(error) => return error.to_string(),
+            }
         }
     };
     tokio::pin!(notices);
@@ -170,9 +230,13 @@ async fn publish(
             .await
             .map_err(|e| e.to_string())?;
         }
-        let _ = status.send(LeafStatus::Joined {
-            supernode,
-            published: published.len(),
+        let count = published.len();
+        status.send_if_modified(|s| {
+            let entry = (supernode, count);
+            let changed = s.joined.get(&supernode.id) != Some(&entry) || s.last_error.is_some();
+            s.joined.insert(supernode.id, entry);
+            s.last_error = None;
+            changed
         });
     }
 }

@@ -104,6 +104,10 @@ enum Command {
         /// Most results to show.
         #[arg(long, default_value_t = 50)]
         limit: u16,
+        /// Supernode hops the search may travel (the supernode caps it; by
+        /// default it picks).
+        #[arg(long)]
+        ttl: Option<u8>,
         /// One JSON object per result on stdout.
         #[arg(long)]
         json: bool,
@@ -344,6 +348,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             min_size,
             max_size,
             limit,
+            ttl,
             json,
             network,
             data,
@@ -356,6 +361,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 min_size,
                 max_size,
                 max_hits: limit,
+                ttl,
             };
             query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
             let endpoint = cli::search::endpoint(&data_dir)?;
@@ -398,6 +404,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     min_size: None,
                     max_size: None,
                     max_hits: 1,
+                    ttl: None,
                 };
                 match cli::search::ask(&endpoint, &supernodes, &query).await {
                     Ok((hits, answered)) => {

@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<PeerAddr>,
     /// How often the shared folders are rescanned for changes (`None`: only at start).
     pub rescan_interval: Option<Duration>,
+    /// Supernodes a leaf stays joined to at once.
+    pub leaf_sessions: usize,
 }
 
 impl NodeConfig {
@@ -50,6 +52,7 @@ impl NodeConfig {
             supernode: None,
             bootstrap: Vec::new(),
             rescan_interval: Some(Duration::from_secs(60)),
+            leaf_sessions: 2,
         }
     }
 
@@ -117,6 +120,15 @@ impl Node {
         let mut leaf_status = None;
         match &supernode {
             Some(supernode) => {
+                let mut overlay = config
+                    .supernode
+                    .as_ref()
+                    .map(|s| s.overlay.clone())
+                    .unwrap_or_default();
+                overlay
+                    .hosts_path
+                    .get_or_insert_with(|| config.data_dir.join("overlay-hosts.txt"));
+                supernode.start_overlay(overlay, endpoint.clone(), &config.bootstrap);
                 // A supernode answers for its own files from its own index.
                 tasks.push(tokio::spawn(index_own_files(
                     supernode.clone(),
@@ -132,12 +144,13 @@ impl Node {
                     }
                 }
                 if !supernodes.is_empty() {
-                    let (status, receiver) = watch::channel(LeafStatus::Connecting);
+                    let (status, receiver) = watch::channel(LeafStatus::default());
                     leaf_status = Some(receiver);
                     let session = leaf::run(
                         endpoint.clone(),
                         shares.clone(),
                         supernodes,
+                        config.leaf_sessions,
                         config.data_dir.clone(),
                         status,
                     );

@@ -157,6 +157,17 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
             }
             return;
         }
+        // So does a neighbouring supernode's link.
+        Request::Link(hello) => {
+            match &context.supernode {
+                Some(supernode) => supernode.serve_link(peer, hello, send, recv).await,
+                None => {
+                    let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
+                    let _ = send.finish();
+                }
+            }
+            return;
+        }
         other => other,
     };
     // Nothing more is expected from the peer on this stream.
@@ -201,12 +212,12 @@ async fn answer(
         | Request::Sources { hash } => *hash,
         Request::Search(query) => {
             match &context.supernode {
-                Some(supernode) => supernode.answer_search(query.clone(), send).await?,
+                Some(supernode) => supernode.answer_search(peer.id, query.clone(), send).await?,
                 None => write_frame(send, &Response::NotSupernode { others: Vec::new() }).await?,
             }
             return Ok(());
         }
-        Request::Join(_) => unreachable!("sessions are served by serve_stream"),
+        Request::Join(_) | Request::Link(_) => unreachable!("sessions and links are served by serve_stream"),
     };
     if let Request::Sources { .. } = request {
         let peers = context.swarm.peers(&hash, peer.id, Instant::now());
@@ -272,7 +283,9 @@ async fn answer(
             let range = layout.blocks_range(first, count);
             send_file_range(send, &content, range.start, range.end, context).await?;
         }
-        Request::Sources { .. } | Request::Search(_) | Request::Join(_) => unreachable!("answered above"),
+        Request::Sources { .. } | Request::Search(_) | Request::Join(_) | Request::Link(_) => {
+            unreachable!("answered above")
+        }
     }
     Ok(())
 }

@@ -464,6 +464,7 @@ mod tests {
             min_size: None,
             max_size: None,
             max_hits: 50,
+            ttl: None,
         }
     }
 

@@ -5,28 +5,34 @@
 //! * [`index`] — the tantivy index and the in-memory catalog behind hits.
 //! * [`Supernode`] — admission, leaf sessions, search, the commit timer.
 
+pub mod hosts;
 pub mod index;
+pub mod overlay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
 use canopy_common::proto::search::MAX_HITS;
+use canopy_common::proto::wire::{LinkHello, LinkNotice};
 use canopy_common::proto::{
     Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
 };
 use quinn::{RecvStream, SendStream};
 
 pub use index::{FileIndex, IndexError, LeafId};
+pub use overlay::{Overlay, OverlayConfig};
 
 /// Hits per [`Response::Hits`] frame: small enough for the frame cap even
 /// with long names and many sources.
 const HITS_PER_FRAME: usize = 40;
 /// Most supernodes offered to a leaf we turn away.
 const MAX_REFERRALS: usize = 8;
+/// How often leaves hear of other supernodes they could fall back on.
+const TELL_LEAVES_EVERY: Duration = Duration::from_secs(2);
 
 /// How a supernode runs.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct SupernodeConfig {
     /// How often pending index changes are committed. A new file is
     /// searchable within about this long.
     pub commit_interval: Duration,
+    /// Links to other supernodes and query flooding.
+    pub overlay: OverlayConfig,
 }
 
 impl SupernodeConfig {
@@ -63,6 +71,7 @@ impl SupernodeConfig {
             index_dir,
             writer_memory: 64 << 20,
             commit_interval: Duration::from_millis(250),
+            overlay: OverlayConfig::default(),
         }
     }
 }
@@ -82,8 +91,22 @@ pub struct Supernode {
     next_leaf: AtomicU32,
     /// Other supernodes we know, offered to leaves we cannot take.
     referrals: RwLock<Vec<PeerAddr>>,
+    overlay: OnceLock<Arc<Overlay>>,
+    /// Searches per leaf, so one leaf's storm cannot starve the others.
+    search_budgets: Mutex<HashMap<PeerId, Budget>>,
     committer: tokio::task::JoinHandle<()>,
 }
+
+/// A token bucket of searches for one asker.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Searches one asker may run per second, and in a burst.
+const SEARCHES_PER_SECOND: f64 = 5.0;
+const SEARCH_BURST: f64 = 10.0;
 
 impl std::fmt::Debug for Supernode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +137,8 @@ impl Supernode {
             sessions: Mutex::new(HashMap::new()),
             next_leaf: AtomicU32::new(1),
             referrals: RwLock::new(Vec::new()),
+            overlay: OnceLock::new(),
+            search_budgets: Mutex::new(HashMap::new()),
             committer,
         }))
     }
@@ -129,6 +154,70 @@ impl Supernode {
     /// Sets the supernodes offered to leaves when we are full.
     pub fn set_referrals(&self, others: Vec<PeerAddr>) {
         *self.referrals.write().expect("referrals lock") = others;
+    }
+
+    fn referrals(&self) -> Vec<PeerAddr> {
+        let mut others = self.referrals.read().expect("referrals lock").clone();
+        if let Some(overlay) = self.overlay.get() {
+            for other in overlay.referrals(MAX_REFERRALS) {
+                if !others.iter().any(|o| o.id == other.id) {
+                    others.push(other);
+                }
+            }
+        }
+        others.truncate(MAX_REFERRALS);
+        others
+    }
+
+    /// Joins the supernode overlay through `endpoint`, starting from
+    /// `bootstrap` and the persisted host cache.
+    pub fn start_overlay(
+        &self,
+        config: OverlayConfig,
+        endpoint: canopy_common::net::Endpoint,
+        bootstrap: &[PeerAddr],
+    ) -> Arc<Overlay> {
+        self.overlay
+            .get_or_init(|| Overlay::start(config, endpoint, self.index.clone(), bootstrap))
+            .clone()
+    }
+
+    pub fn overlay(&self) -> Option<&Arc<Overlay>> {
+        self.overlay.get()
+    }
+
+    /// Answers another supernode's request to link.
+    pub async fn serve_link(&self, peer: PeerAddr, hello: LinkHello, mut send: SendStream, recv: RecvStream) {
+        match self.overlay.get() {
+            Some(overlay) => overlay.accept_link(peer, hello, send, recv).await,
+            None => {
+                let _ = write_frame(&mut send, &LinkNotice::Full { others: Vec::new() }).await;
+                let _ = send.finish();
+            }
+        }
+    }
+
+    /// Whether `asker` may search now (5 a second, bursts of 10).
+    fn may_search(&self, asker: PeerId) -> bool {
+        let now = Instant::now();
+        let mut budgets = self.search_budgets.lock().expect("budgets lock");
+        if budgets.len() > 100_000 {
+            budgets.retain(|_, budget| now.duration_since(budget.updated) < Duration::from_secs(10));
+        }
+        let budget = budgets.entry(asker).or_insert(Budget {
+            tokens: SEARCH_BURST,
+            updated: now,
+        });
+        budget.tokens = (budget.tokens
+            + now.duration_since(budget.updated).as_secs_f64() * SEARCHES_PER_SECOND)
+            .min(SEARCH_BURST);
+        budget.updated = now;
+        if budget.tokens >= 1.0 {
+            budget.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Runs one leaf's session until the leaf leaves, breaks a limit or
@@ -149,8 +238,7 @@ impl Supernode {
             }
         };
         let Some(leaf) = admitted else {
-            let mut others = self.referrals.read().expect("referrals lock").clone();
-            others.truncate(MAX_REFERRALS);
+            let others = self.referrals();
             tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
             let _ = write_frame(&mut send, &SessionNotice::Full { others }).await;
             let _ = send.finish();
@@ -186,8 +274,24 @@ impl Supernode {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let mut tell_others = tokio::time::interval(TELL_LEAVES_EVERY);
+        let mut told: Vec<PeerAddr> = Vec::new();
         loop {
-            let update = match read_frame::<LeafUpdate>(recv, MAX_CONTROL_FRAME).await {
+            let update = tokio::select! {
+                update = read_frame::<LeafUpdate>(recv, MAX_CONTROL_FRAME) => update,
+                _ = tell_others.tick() => {
+                    // Leaves keep a second supernode and a fallback list.
+                    let others = self.referrals();
+                    if !others.is_empty() && others != told {
+                        write_frame(send, &SessionNotice::Supernodes { others: others.clone() })
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        told = others;
+                    }
+                    continue;
+                }
+            };
+            let update = match update {
                 Ok(update) => update,
                 Err(NetError::Truncated) => return Ok(()),
                 Err(NetError::Read(quinn::ReadError::ConnectionLost(error))) => return Err(error.to_string()),
@@ -225,14 +329,28 @@ impl Supernode {
     }
 
     /// Answers a search on `send`: hits in frames, then [`Response::EndOfHits`].
-    pub async fn answer_search(&self, query: Query, send: &mut SendStream) -> Result<(), NetError> {
-        let hits = match query.check() {
-            Ok(()) => self.search(query).await,
-            Err(reason) => {
-                write_frame(send, &Response::bad_request(reason)).await?;
-                return Ok(());
-            }
-        };
+    pub async fn answer_search(
+        &self,
+        asker: PeerId,
+        query: Query,
+        send: &mut SendStream,
+    ) -> Result<(), NetError> {
+        if let Err(reason) = query.check() {
+            write_frame(send, &Response::bad_request(reason)).await?;
+            return Ok(());
+        }
+        if !self.may_search(asker) {
+            write_frame(
+                send,
+                &Response::bad_request("too many searches; at most 5 a second"),
+            )
+            .await?;
+            return Ok(());
+        }
+        if let Some(overlay) = self.overlay.get() {
+            return overlay.search(query, send).await;
+        }
+        let hits = self.search(query).await;
         for chunk in hits.chunks(HITS_PER_FRAME) {
             write_frame(send, &Response::Hits { hits: chunk.to_vec() }).await?;
         }

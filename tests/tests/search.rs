@@ -45,7 +45,7 @@ async fn start_leaf(supernode: PeerAddr, files: &[(&str, Vec<u8>)]) -> Leaf {
     let expected = files.len();
     tokio::time::timeout(
         Duration::from_secs(20),
-        status.wait_for(|s| matches!(s, LeafStatus::Joined { published, .. } if *published == expected)),
+        status.wait_for(|s: &LeafStatus| s.published(expected)),
     )
     .await
     .expect("leaf joined and published in time")
@@ -61,6 +61,7 @@ fn query(text: &str) -> Query {
         min_size: None,
         max_size: None,
         max_hits: 50,
+        ttl: None,
     }
 }
 

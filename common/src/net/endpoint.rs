@@ -33,8 +33,10 @@ pub struct EndpointConfig {
 impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
-            idle_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(3),
+            // A silent peer (a killed leaf, a dead supernode) is noticed
+            // within seconds; one ping a second per connection is cheap.
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
             max_streams_per_connection: 64,
             udp_buffer_bytes: 4 << 20,
         }

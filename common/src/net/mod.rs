@@ -67,3 +67,13 @@ impl From<quinn::ReadExactError> for NetError {
         }
     }
 }
+
+/// Fresh random bytes from the operating system (query ids, nonces).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random source works");
+    bytes
+}

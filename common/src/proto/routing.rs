@@ -137,10 +137,20 @@ impl Router {
 
     /// A new query from one of our leaves (`handle` identifies the search)
     /// with a fresh random `id`.
-    pub fn on_local_query(&mut self, handle: u64, id: QueryId, query: Query, neighbours: &[PeerId], now: Duration) -> Vec<Action> {
+    pub fn on_local_query(
+        &mut self,
+        handle: u64,
+        id: QueryId,
+        query: Query,
+        neighbours: &[PeerId],
+        now: Duration,
+    ) -> Vec<Action> {
         let flood = FloodQuery {
             id,
-            ttl: self.config.default_ttl.min(self.config.max_ttl),
+            ttl: query
+                .ttl
+                .unwrap_or(self.config.default_ttl)
+                .min(self.config.max_ttl),
             hops: 0,
             query,
         };
@@ -149,7 +159,13 @@ impl Router {
 
     /// A query from `from`. `neighbours` are the supernodes we could
     /// forward to right now.
-    pub fn on_query(&mut self, from: Origin, mut query: FloodQuery, neighbours: &[PeerId], now: Duration) -> Vec<Action> {
+    pub fn on_query(
+        &mut self,
+        from: Origin,
+        mut query: FloodQuery,
+        neighbours: &[PeerId],
+        now: Duration,
+    ) -> Vec<Action> {
         self.expire(now);
         if self.entries.contains_key(&query.id) {
             self.count(Dropped::Duplicate);
@@ -161,7 +177,13 @@ impl Router {
             return Vec::new();
         }
         let expires = now + self.config.entry_lifetime;
-        self.entries.insert(query.id, Entry { origin: from, expires });
+        self.entries.insert(
+            query.id,
+            Entry {
+                origin: from,
+                expires,
+            },
+        );
         self.order.push_back((expires, query.id));
 
         query.ttl = query.ttl.min(self.config.max_ttl);
@@ -200,11 +222,15 @@ impl Router {
     fn route(&mut self, id: QueryId, hits: Vec<Hit>, now: Duration) -> Vec<Action> {
         self.expire(now);
         match self.entries.get(&id) {
-            Some(entry) if !hits.is_empty() => vec![Action::Deliver {
-                to: entry.origin,
-                id,
-                hits,
-            }],
+            // Our own leaf hears even "nothing here", so it need not wait
+            // for hits that will never come; neighbours only get hits.
+            Some(entry) if !hits.is_empty() || matches!(entry.origin, Origin::Local(_)) => {
+                vec![Action::Deliver {
+                    to: entry.origin,
+                    id,
+                    hits,
+                }]
+            }
             Some(_) => Vec::new(),
             None => {
                 self.count(Dropped::UnknownRoute);
@@ -244,6 +270,7 @@ mod tests {
             min_size: None,
             max_size: None,
             max_hits: 10,
+            ttl: None,
         }
     }
 
@@ -268,8 +295,18 @@ mod tests {
     fn forwards_to_all_but_the_sender_with_one_less_ttl() {
         let mut router = Router::new(RouterConfig::default());
         let id = QueryId([1; 16]);
-        let flood = FloodQuery { id, ttl: 3, hops: 1, query: query() };
-        let actions = router.on_query(Origin::Neighbour(peer(1)), flood, &[peer(1), peer(2), peer(3)], T0);
+        let flood = FloodQuery {
+            id,
+            ttl: 3,
+            hops: 1,
+            query: query(),
+        };
+        let actions = router.on_query(
+            Origin::Neighbour(peer(1)),
+            flood,
+            &[peer(1), peer(2), peer(3)],
+            T0,
+        );
         assert_eq!(actions[0], Action::AnswerLocally { id, query: query() });
         let forwarded: Vec<_> = actions[1..]
             .iter()
@@ -284,10 +321,20 @@ mod tests {
     #[test]
     fn ttl_zero_is_answered_but_not_forwarded_and_inflation_is_capped() {
         let mut router = Router::new(RouterConfig::default());
-        let last = FloodQuery { id: QueryId([2; 16]), ttl: 0, hops: 7, query: query() };
+        let last = FloodQuery {
+            id: QueryId([2; 16]),
+            ttl: 0,
+            hops: 7,
+            query: query(),
+        };
         let actions = router.on_query(Origin::Neighbour(peer(1)), last, &[peer(2)], T0);
         assert_eq!(actions.len(), 1);
-        let inflated = FloodQuery { id: QueryId([3; 16]), ttl: 250, hops: 0, query: query() };
+        let inflated = FloodQuery {
+            id: QueryId([3; 16]),
+            ttl: 250,
+            hops: 0,
+            query: query(),
+        };
         let actions = router.on_query(Origin::Neighbour(peer(1)), inflated, &[peer(2)], T0);
         assert!(matches!(&actions[1], Action::Forward { query, .. } if query.ttl == 6));
     }
@@ -296,14 +343,30 @@ mod tests {
     fn duplicates_are_dropped_and_hits_go_back_the_way_the_query_came() {
         let mut router = Router::new(RouterConfig::default());
         let id = QueryId([4; 16]);
-        let flood = FloodQuery { id, ttl: 2, hops: 0, query: query() };
+        let flood = FloodQuery {
+            id,
+            ttl: 2,
+            hops: 0,
+            query: query(),
+        };
         router.on_query(Origin::Neighbour(peer(1)), flood.clone(), &[peer(1), peer(2)], T0);
-        assert!(router.on_query(Origin::Neighbour(peer(2)), flood, &[peer(1), peer(2)], T0).is_empty());
+        assert!(router
+            .on_query(Origin::Neighbour(peer(2)), flood, &[peer(1), peer(2)], T0)
+            .is_empty());
         assert_eq!(router.dropped(Dropped::Duplicate), 1);
 
         let back = router.on_hits(peer(2), id, vec![hit()], T0);
-        assert_eq!(back, vec![Action::Deliver { to: Origin::Neighbour(peer(1)), id, hits: vec![hit()] }]);
-        assert!(router.on_hits(peer(2), QueryId([9; 16]), vec![hit()], T0).is_empty());
+        assert_eq!(
+            back,
+            vec![Action::Deliver {
+                to: Origin::Neighbour(peer(1)),
+                id,
+                hits: vec![hit()]
+            }]
+        );
+        assert!(router
+            .on_hits(peer(2), QueryId([9; 16]), vec![hit()], T0)
+            .is_empty());
         assert_eq!(router.dropped(Dropped::UnknownRoute), 1);
     }
 
@@ -314,7 +377,14 @@ mod tests {
         let actions = router.on_local_query(42, id, query(), &[peer(1)], T0);
         assert!(matches!(&actions[1], Action::Forward { query, .. } if query.ttl == 3 && query.hops == 1));
         let back = router.on_local_hits(id, vec![hit()], T0);
-        assert_eq!(back, vec![Action::Deliver { to: Origin::Local(42), id, hits: vec![hit()] }]);
+        assert_eq!(
+            back,
+            vec![Action::Deliver {
+                to: Origin::Local(42),
+                id,
+                hits: vec![hit()]
+            }]
+        );
         let later = T0 + RouterConfig::default().entry_lifetime;
         assert!(router.on_hits(peer(1), id, vec![hit()], later).is_empty());
         assert!(router.is_empty());
@@ -322,16 +392,36 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let config = RouterConfig { max_entries: 3, ..RouterConfig::default() };
+        let config = RouterConfig {
+            max_entries: 3,
+            ..RouterConfig::default()
+        };
         let mut router = Router::new(config);
         for n in 0..5u8 {
-            let flood = FloodQuery { id: QueryId([n; 16]), ttl: 1, hops: 0, query: query() };
+            let flood = FloodQuery {
+                id: QueryId([n; 16]),
+                ttl: 1,
+                hops: 0,
+                query: query(),
+            };
             router.on_query(Origin::Neighbour(peer(1)), flood, &[], T0);
         }
         assert_eq!(router.len(), 3);
         assert_eq!(router.dropped(Dropped::SeenCacheFull), 2);
         // Once entries expire there is room again.
-        let flood = FloodQuery { id: QueryId([9; 16]), ttl: 1, hops: 0, query: query() };
-        assert!(!router.on_query(Origin::Neighbour(peer(1)), flood, &[], T0 + Duration::from_secs(61)).is_empty());
+        let flood = FloodQuery {
+            id: QueryId([9; 16]),
+            ttl: 1,
+            hops: 0,
+            query: query(),
+        };
+        assert!(!router
+            .on_query(
+                Origin::Neighbour(peer(1)),
+                flood,
+                &[],
+                T0 + Duration::from_secs(61)
+            )
+            .is_empty());
     }
 }

@@ -174,6 +174,8 @@ pub enum SessionNotice {
     Full { others: Vec<PeerAddr> },
     /// A publish broke the limits; the session ends.
     Refused { reason: String },
+    /// Other supernodes, for a leaf to fall back on if this one goes.
+    Supernodes { others: Vec<PeerAddr> },
 }
 
 /// A search.
@@ -189,6 +191,9 @@ pub struct Query {
     pub max_size: Option<u64>,
     /// At most this many hits (capped at [`MAX_HITS`]).
     pub max_hits: u16,
+    /// How many supernode hops the search may travel (capped by each
+    /// supernode; `None`: the supernode's default).
+    pub ttl: Option<u8>,
 }
 
 impl Query {

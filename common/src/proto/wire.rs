@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bitfield::WireBitfield;
 use super::id::{ContentHash, PeerAddr};
+use super::routing::{FloodQuery, QueryId};
 use super::search::{Hello, Hit, Query};
 
 /// Most blocks one request may ask for; keeps one stream's answer bounded
@@ -48,6 +49,51 @@ pub enum Request {
     /// Search this supernode's index. Answered by [`Response::Hits`]
     /// frames and a final [`Response::EndOfHits`].
     Search(Query),
+    /// A supernode asks to become our overlay neighbour. Answered by a
+    /// [`LinkNotice`]; if accepted, the stream carries [`OverlayMessage`]s
+    /// both ways for as long as the link lasts.
+    Link(LinkHello),
+}
+
+/// What a supernode says when it asks to link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkHello {
+    /// Where other supernodes can reach it.
+    pub listen: std::net::SocketAddr,
+}
+
+/// The answer to a [`Request::Link`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkNotice {
+    Accepted,
+    /// No room for more neighbours; try these.
+    Full {
+        others: Vec<PeerAddr>,
+    },
+}
+
+/// A supernode another supernode knows, and how long ago it was last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub addr: PeerAddr,
+    pub age_secs: u32,
+}
+
+/// Most entries in one host cache message.
+pub const MAX_HOSTS_PER_MESSAGE: usize = 32;
+
+/// What neighbouring supernodes tell each other on their link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverlayMessage {
+    Query(FloodQuery),
+    Hits {
+        id: QueryId,
+        hits: Vec<Hit>,
+    },
+    /// Part of the sender's host cache (at most [`MAX_HOSTS_PER_MESSAGE`]).
+    Supernodes {
+        entries: Vec<HostEntry>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

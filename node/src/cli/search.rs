@@ -54,13 +54,15 @@ async fn ask_one(endpoint: &Endpoint, supernode: &PeerAddr, query: &Query) -> an
     write_frame(&mut send, &Request::Search(query.clone())).await?;
     send.finish()?;
     let mut hits = Vec::new();
+    let mut received = 0;
     loop {
         match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
             Response::Hits { hits: more } => {
-                hits.extend(more);
-                if hits.len() > usize::from(canopy_common::proto::search::MAX_HITS) {
-                    bail!("the supernode sent more hits than asked for");
+                received += more.len();
+                if received > usize::from(canopy_common::proto::search::MAX_HITS) * 4 {
+                    bail!("the supernode sent far more hits than asked for");
                 }
+                merge(&mut hits, more);
             }
             Response::EndOfHits => break,
             Response::NotSupernode { .. } => bail!("not a supernode"),
@@ -70,6 +72,27 @@ async fn ask_one(endpoint: &Endpoint, supernode: &PeerAddr, query: &Query) -> an
     }
     connection.close(0u32.into(), b"done");
     Ok(hits)
+}
+
+/// Adds hits arriving from another part of the network: the same content
+/// found through two supernodes becomes one hit with the sources of both.
+pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
+    for hit in more {
+        match hits.iter_mut().find(|known| known.hash == hit.hash) {
+            Some(known) => {
+                for source in hit.sources {
+                    if !known.sources.iter().any(|s| s.id == source.id) {
+                        known.sources.push(source);
+                    }
+                }
+                known.source_count = known
+                    .source_count
+                    .max(hit.source_count)
+                    .max(known.sources.len() as u32);
+            }
+            None => hits.push(hit),
+        }
+    }
 }
 
 /// A one-shot endpoint for asking, with this node's identity.

@@ -1,0 +1,336 @@
+//! Supernodes linked into an overlay over real QUIC on loopback: queries
+//! flood with a TTL, each supernode answers once, hits come back along the
+//! path, leaves re-home when their supernode dies, and a searching storm
+//! is held back without starving anyone else.
+
+use std::time::Duration;
+
+use canopy_common::proto::{Hit, PeerAddr, Query};
+use canopy_node::cli::search::ask;
+use canopy_node::leaf::LeafStatus;
+use canopy_node::{Node, NodeConfig};
+use canopy_supernode::{OverlayConfig, SupernodeConfig};
+use canopy_tests::{client, LOOPBACK};
+
+struct Running {
+    node: Node,
+    _dir: tempfile::TempDir,
+}
+
+async fn supernode(bootstrap: Vec<PeerAddr>, target: usize, max: usize) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
+    let mut settings = SupernodeConfig::for_this_machine(None);
+    settings.overlay = OverlayConfig {
+        target_neighbours: target,
+        max_neighbours: max,
+        search_window: Duration::from_millis(1500),
+        ..OverlayConfig::default()
+    };
+    config.supernode = Some(settings);
+    config.bootstrap = bootstrap;
+    Running {
+        node: Node::start(config).await.unwrap(),
+        _dir: dir,
+    }
+}
+
+async fn leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[u8])]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(share.join(name), bytes).unwrap();
+    }
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
+    config.bootstrap = vec![supernode];
+    config.leaf_sessions = sessions;
+    let node = Node::start(config).await.unwrap();
+    let mut status = node.leaf_status().unwrap();
+    let expected = files.len();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s: &LeafStatus| s.published(expected)),
+    )
+    .await
+    .expect("leaf published")
+    .unwrap();
+    Running { node, _dir: dir }
+}
+
+fn neighbours(node: &Running) -> usize {
+    node.node
+        .supernode()
+        .unwrap()
+        .overlay()
+        .unwrap()
+        .neighbours()
+        .len()
+}
+
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn query(text: &str, ttl: Option<u8>) -> Query {
+    Query {
+        text: text.into(),
+        hash: None,
+        kind: None,
+        min_size: None,
+        max_size: None,
+        max_hits: 100,
+        ttl,
+    }
+}
+
+/// Searches through `via` until `accept` holds (index commits are batched).
+async fn search_until(via: PeerAddr, query: &Query, accept: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
+    let asker = client();
+    for _ in 0..40 {
+        let (hits, _) = ask(&asker, &[via], query).await.unwrap();
+        if accept(&hits) {
+            return hits;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("search {:?} never satisfied the test", query.text);
+}
+
+fn names(hits: &[Hit]) -> Vec<String> {
+    let mut names: Vec<String> = hits.iter().map(|hit| hit.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// Eight supernodes in a line, five leaves each (one session, so every file
+/// sits at a known distance), files named after their supernode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reaches_exactly_ttl_hops_along_a_line() {
+    let mut line: Vec<Running> = Vec::new();
+    for i in 0..8 {
+        let bootstrap = line
+            .last()
+            .map(|prev| vec![prev.node.peer_addr()])
+            .unwrap_or_default();
+        line.push(supernode(bootstrap, 1, 2).await);
+        if i > 0 {
+            let (a, b) = (&line[i - 1], &line[i]);
+            until("the line to link", || neighbours(b) == 1 && neighbours(a) >= 1).await;
+        }
+    }
+    let mut leaves = Vec::new();
+    for (i, sn) in line.iter().enumerate() {
+        for j in 0..5 {
+            let name = format!("hop{i} rare sample {j}.txt");
+            let content = format!("supernode {i} leaf {j}");
+            leaves.push(leaf(sn.node.peer_addr(), 1, &[(name.as_str(), content.as_bytes())]).await);
+        }
+    }
+    assert_eq!(leaves.len(), 40);
+    let start = line[0].node.peer_addr();
+    // Wait until the farthest files are indexed where they live.
+    search_until(line[7].node.peer_addr(), &query("hop7 rare", Some(0)), |hits| {
+        hits.len() == 5
+    })
+    .await;
+
+    for ttl in [0u8, 2, 5] {
+        let hits = search_until(start, &query("rare sample", Some(ttl)), |hits| {
+            hits.len() == 5 * (usize::from(ttl) + 1)
+        })
+        .await;
+        let reached: std::collections::BTreeSet<String> = hits
+            .iter()
+            .map(|hit| hit.name.split_whitespace().next().unwrap().to_string())
+            .collect();
+        let expected: std::collections::BTreeSet<String> = (0..=ttl).map(|i| format!("hop{i}")).collect();
+        assert_eq!(reached, expected, "ttl {ttl}");
+    }
+    // The rare file exactly t hops away is found with TTL t, not t - 1.
+    let at_three = query("hop3 rare", Some(3));
+    assert_eq!(
+        search_until(start, &at_three, |hits| hits.len() == 5).await.len(),
+        5
+    );
+    let (hits, _) = ask(&client(), &[start], &query("hop3 rare", Some(2)))
+        .await
+        .unwrap();
+    assert!(hits.is_empty(), "{:?}", names(&hits));
+}
+
+/// In a ring every query arrives at some supernodes twice; each answers once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_supernode_answers_a_query_twice_in_a_ring() {
+    let mut ring: Vec<Running> = Vec::new();
+    for i in 0..8 {
+        let mut bootstrap: Vec<PeerAddr> = ring
+            .last()
+            .map(|prev| vec![prev.node.peer_addr()])
+            .unwrap_or_default();
+        let mut target = 1;
+        if i == 7 {
+            bootstrap.push(ring[0].node.peer_addr());
+            target = 2;
+        }
+        ring.push(supernode(bootstrap, target, 2).await);
+    }
+    until("the ring to close", || ring.iter().all(|sn| neighbours(sn) == 2)).await;
+    let holder = leaf(ring[4].node.peer_addr(), 1, &[("opposite side.txt", b"far away")]).await;
+    let hits = search_until(ring[0].node.peer_addr(), &query("opposite", Some(7)), |hits| {
+        !hits.is_empty()
+    })
+    .await;
+    assert_eq!(hits[0].sources[0].id, holder.node.peer_addr().id);
+
+    let answered = |sn: &Running| {
+        sn.node
+            .supernode()
+            .unwrap()
+            .overlay()
+            .unwrap()
+            .stats
+            .queries_answered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before: Vec<u64> = ring.iter().map(answered).collect();
+    let (hits, _) = ask(
+        &client(),
+        &[ring[0].node.peer_addr()],
+        &query("opposite", Some(7)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits.len(), 1, "one hit, however many paths led to it");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<u64> = ring.iter().map(answered).collect();
+    let per_supernode: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(per_supernode, vec![1; 8], "each supernode answered exactly once");
+    let dropped: u64 = ring
+        .iter()
+        .map(|sn| {
+            sn.node
+                .supernode()
+                .unwrap()
+                .overlay()
+                .unwrap()
+                .stats
+                .duplicates_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(dropped > 0, "the ring delivered duplicates that were dropped");
+}
+
+/// A random overlay of eight supernodes: a file anywhere is found from anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_overlay_finds_files_anywhere() {
+    let mut nodes: Vec<Running> = Vec::new();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..8 {
+        let mut bootstrap = Vec::new();
+        for _ in 0..2.min(i) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bootstrap.push(nodes[(state % i as u64) as usize].node.peer_addr());
+        }
+        nodes.push(supernode(bootstrap, 2, 8).await);
+    }
+    until("every supernode to link", || {
+        nodes.iter().all(|sn| neighbours(sn) >= 1)
+    })
+    .await;
+    let mut leaves = Vec::new();
+    for (i, sn) in nodes.iter().enumerate() {
+        let name = format!("island{i} treasure.txt");
+        leaves.push(leaf(sn.node.peer_addr(), 1, &[(name.as_str(), name.as_bytes())]).await);
+    }
+    for from in [0, 5] {
+        let hits = search_until(
+            nodes[from].node.peer_addr(),
+            &query("treasure", Some(7)),
+            |hits| hits.len() == 8,
+        )
+        .await;
+        assert_eq!(hits.len(), 8);
+    }
+}
+
+/// Kill a supernode: its leaves, already joined to a second one, stay
+/// findable, and they re-home to keep two sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_re_home_when_their_supernode_dies() {
+    let first = supernode(vec![], 3, 8).await;
+    let second = supernode(vec![first.node.peer_addr()], 3, 8).await;
+    let third = supernode(vec![first.node.peer_addr(), second.node.peer_addr()], 3, 8).await;
+    until("a full mesh", || {
+        [&first, &second, &third].iter().all(|sn| neighbours(sn) == 2)
+    })
+    .await;
+
+    let orphan = leaf(
+        first.node.peer_addr(),
+        2,
+        &[("orphaned diary.txt", b"dear diary")],
+    )
+    .await;
+    let mut status = orphan.node.leaf_status().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| s.joined.len() == 2))
+        .await
+        .expect("the leaf took a second supernode")
+        .unwrap();
+
+    let killed = first.node.peer_addr();
+    first.node.shutdown().await;
+    let started = std::time::Instant::now();
+    let survivor = if status.borrow().joined.contains_key(&second.node.peer_addr().id) {
+        &third
+    } else {
+        &second
+    };
+    let hits = search_until(
+        survivor.node.peer_addr(),
+        &query("orphaned diary", Some(2)),
+        |hits| hits.len() == 1,
+    )
+    .await;
+    assert_eq!(hits[0].sources[0].id, orphan.node.peer_addr().id);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.joined.len() == 2 && !s.joined.contains_key(&killed.id)),
+    )
+    .await
+    .expect("re-homed to two live supernodes within 10 s")
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// One leaf floods searches; it is held to its budget, others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_storm_is_rate_limited_without_starving_others() {
+    let sn = supernode(vec![], 1, 8).await;
+    let _holder = leaf(sn.node.peer_addr(), 1, &[("calm water.txt", b"calm")]).await;
+    let address = sn.node.peer_addr();
+    search_until(address, &query("calm", None), |hits| hits.len() == 1).await;
+
+    let stormer = client();
+    let mut refused = 0;
+    for _ in 0..40 {
+        if let Err(error) = ask(&stormer, &[address], &query("calm", None)).await {
+            assert!(error.to_string().contains("too many searches"), "{error:#}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 25, "only {refused} of 40 storm searches were refused");
+    let (hits, _) = ask(&client(), &[address], &query("calm", None))
+        .await
+        .expect("a calm leaf is served");
+    assert_eq!(hits.len(), 1);
+}
