@@ -1,77 +1,200 @@
-//! `canopy demo`: a small network on loopback in one process, so a new user
-//! sees Canopy work before configuring anything.
+//! `canopy demo`: the whole network on loopback in one process, so a new
+//! user sees Canopy work before configuring anything.
 //!
-//! Today it starts three sharing nodes and a downloader, generates a file,
-//! fetches it by content hash from all three sources at once over QUIC and
-//! checks the result. Later the demo grows with the network: supernodes and
-//! search.
+//! Three supernodes link into an overlay; twelve leaves join them and
+//! publish sample files; a searcher asks one supernode and hears from all
+//! three; then it fetches the largest hit from every leaf that has it at
+//! once, verified block by block. Each step is printed as it happens.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use canopy_common::proto::ContentHash;
+use canopy_common::proto::{ContentHash, Hit, Query};
+use canopy_supernode::SupernodeConfig;
 
+use crate::cli::search::ask;
 use crate::download::{DownloadOptions, DownloadReport};
+use crate::leaf::LeafStatus;
+use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
-/// Sharing nodes the demo starts.
-pub const SOURCES: usize = 3;
+pub const SUPERNODES: usize = 3;
+pub const LEAVES: usize = 12;
+/// Leaves that share the big file.
+const HOLDERS: usize = 4;
 
-/// What the demo did, for printing.
+const TOPICS: [&str; LEAVES] = [
+    "rivers",
+    "mountains",
+    "tides",
+    "forests",
+    "deserts",
+    "glaciers",
+    "volcanoes",
+    "meadows",
+    "reefs",
+    "caves",
+    "storms",
+    "auroras",
+];
+
+/// What the demo did.
 #[derive(Debug)]
 pub struct DemoReport {
-    pub sources: Vec<String>,
-    pub shared_path: PathBuf,
+    pub hits: Vec<Hit>,
     pub expected: ContentHash,
     pub fetched: DownloadReport,
     pub fetched_hash: ContentHash,
 }
 
-/// Runs the demo with a generated file of `size` bytes in a temporary folder.
+/// Runs the demo with a big file of `size` bytes, printing as it goes.
 pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
     let workspace = tempfile::tempdir().context("cannot create a temporary folder for the demo")?;
-    let share_dir = workspace.path().join("shared");
-    std::fs::create_dir_all(&share_dir)?;
-    let shared_path = share_dir.join("canopy-demo.bin");
-    let expected = write_sample(&shared_path, size).context("cannot write the demo file")?;
-
+    let root = workspace.path();
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let mut sharers = Vec::new();
-    for index in 0..SOURCES {
-        let config = NodeConfig::new(workspace.path().join(format!("sharer-{index}")), loopback)
-            .sharing(share_dir.clone());
-        sharers.push(Node::start(config).await.context("cannot start a sharing node")?);
-    }
-    let sources: Vec<_> = sharers.iter().map(Node::peer_addr).collect();
+    let started = Instant::now();
+    let step = |text: String| println!("[{:>5.1}s] {text}", started.elapsed().as_secs_f64());
 
-    let fetcher = Node::start(NodeConfig::new(workspace.path().join("fetcher"), loopback))
+    // 1. Supernodes, each bootstrapping from the one before: a line that the
+    //    host-cache exchange then fills in.
+    let mut supernodes: Vec<Node> = Vec::new();
+    for index in 0..SUPERNODES {
+        let mut config = NodeConfig::new(root.join(format!("supernode-{index}")), loopback);
+        config.supernode = Some(SupernodeConfig::for_this_machine(None));
+        config.bootstrap = supernodes.last().map(|s| vec![s.peer_addr()]).unwrap_or_default();
+        let node = Node::start(config).await.context("cannot start a supernode")?;
+        step(format!("supernode {index} up at {}", node.peer_addr()));
+        supernodes.push(node);
+    }
+    wait_for("the supernodes to link", || {
+        supernodes.iter().all(|s| {
+            s.supernode()
+                .and_then(|s| s.overlay())
+                .is_some_and(|o| !o.neighbours().is_empty())
+        })
+    })
+    .await?;
+    step("supernodes linked into an overlay".into());
+
+    // 2. Leaves with sample files; a few hold the same big one.
+    let big = root.join("big.bin");
+    let expected = write_sample(&big, size).context("cannot write the sample file")?;
+    let mut leaves = Vec::new();
+    for (index, topic) in TOPICS.iter().enumerate() {
+        let share = root.join(format!("leaf-{index}-share"));
+        std::fs::create_dir_all(&share)?;
+        std::fs::write(
+            share.join(format!("field notes about {topic}.txt")),
+            format!("Notes on {topic}.\n"),
+        )?;
+        if index % (LEAVES / HOLDERS) == 0 {
+            std::fs::copy(&big, share.join("canopy demo film.mkv"))?;
+        }
+        let mut config = NodeConfig::new(root.join(format!("leaf-{index}")), loopback).sharing(share);
+        config.bootstrap = vec![supernodes[index % SUPERNODES].peer_addr()];
+        config.leaf_sessions = 1;
+        leaves.push(Node::start(config).await.context("cannot start a leaf")?);
+    }
+    for leaf in &leaves {
+        let files = leaf.shares().len();
+        let mut status = leaf.leaf_status().context("leaf without supernode")?;
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            status.wait_for(|s: &LeafStatus| s.published(files)),
+        )
         .await
-        .context("cannot start the downloading node")?;
-    let output = workspace.path().join("downloaded.bin");
-    let fetched = fetcher
-        .download(expected, &output, sources.clone(), DownloadOptions::default())
+        .context("a leaf did not publish in time")??;
+    }
+    step(format!(
+        "{LEAVES} leaves joined ({} per supernode) and published their files",
+        LEAVES / SUPERNODES
+    ));
+
+    // 3. Search through one supernode; hits come from the whole overlay.
+    let searcher = Node::start(NodeConfig::new(root.join("searcher"), loopback)).await?;
+    let query = Query {
+        text: "demo film".into(),
+        hash: None,
+        kind: None,
+        min_size: None,
+        max_size: None,
+        max_hits: 20,
+        ttl: None,
+    };
+    let entry = supernodes[0].peer_addr();
+    let mut hits = Vec::new();
+    for _ in 0..40 {
+        hits = ask(searcher.endpoint(), &[entry], &query).await?.0;
+        if hits.first().is_some_and(|hit| hit.sources.len() >= HOLDERS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hit = hits.first().context("the search found nothing")?.clone();
+    step(format!(
+        "searched \"demo film\" at supernode 0: {} ({}) with {} sources across the overlay",
+        hit.name,
+        human_bytes(hit.size),
+        hit.sources.len()
+    ));
+    let notes = ask(
+        searcher.endpoint(),
+        &[entry],
+        &Query {
+            text: "field notes".into(),
+            ..query.clone()
+        },
+    )
+    .await?
+    .0;
+    step(format!(
+        "searched \"field notes\": {} files from {} leaves",
+        notes.len(),
+        notes.iter().map(|h| h.sources.len()).sum::<usize>()
+    ));
+
+    // 4. Fetch from every source at once.
+    let output = root.join("downloaded.mkv");
+    let fetched = searcher
+        .download(hit.hash, &output, hit.sources.clone(), DownloadOptions::default())
         .wait()
         .await
         .context("demo download failed")?;
     let fetched_hash = ContentHash::of(&std::fs::read(&output)?);
     ensure!(fetched_hash == expected, "downloaded file does not match");
+    step(format!(
+        "fetched {} by hash from {} sources at once, every block verified: {}/s",
+        human_bytes(fetched.size),
+        fetched.sources.iter().filter(|s| s.bytes > 0).count(),
+        human_bytes(fetched.bytes_per_second() as u64)
+    ));
 
-    fetcher.shutdown().await;
-    for sharer in sharers {
-        sharer.shutdown().await;
+    searcher.shutdown().await;
+    for node in leaves.into_iter().chain(supernodes) {
+        node.shutdown().await;
     }
     Ok(DemoReport {
-        sources: sources.iter().map(ToString::to_string).collect(),
-        shared_path,
+        hits,
         expected,
         fetched,
         fetched_hash,
     })
 }
 
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if condition() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("timed out waiting for {what}")
+}
+
 /// Writes `size` pseudo-random (incompressible) bytes and returns their hash.
-fn write_sample(path: &std::path::Path, size: u64) -> std::io::Result<ContentHash> {
+fn write_sample(path: &Path, size: u64) -> std::io::Result<ContentHash> {
     use std::io::Write;
     let mut stream = blake3::Hasher::new_derive_key("canopy demo sample").finalize_xof();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -87,4 +210,24 @@ fn write_sample(path: &std::path::Path, size: u64) -> std::io::Result<ContentHas
     }
     file.flush()?;
     Ok(hasher.finalize().into())
+}
+
+/// Sources of the fetched file, for the summary.
+pub fn sources_line(report: &DownloadReport) -> Vec<(String, u64)> {
+    report
+        .sources
+        .iter()
+        .map(|s| {
+            (
+                s.peer
+                    .split('@')
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(10)
+                    .collect(),
+                s.bytes,
+            )
+        })
+        .collect()
 }

@@ -43,12 +43,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a small network on loopback: three nodes share a generated file,
-    /// a fourth fetches it by hash from all of them at once, verifies it and
-    /// reports the throughput.
+    /// Run a whole network on loopback: three supernodes in an overlay,
+    /// twelve leaves publishing sample files, a search that reaches all of
+    /// them, and a verified download from every source at once.
     Demo {
-        /// Size of the generated file, in bytes (K, M, G suffixes allowed).
-        #[arg(long, default_value = "64M", value_parser = parse_bytes)]
+        /// Size of the big sample file, in bytes (K, M, G suffixes allowed).
+        #[arg(long, default_value = "32M", value_parser = parse_bytes)]
         size: u64,
     },
     /// Print this node's peer id (creating its key on first use).
@@ -365,11 +365,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
             let endpoint = cli::search::endpoint(&data_dir)?;
-            let result = cli::search::ask(&endpoint, &network.supernodes(&data_dir), &query).await;
+            // Results are shown as they arrive from across the network.
+            let mut first = true;
+            let mut show = |hit: &canopy_common::proto::Hit| {
+                if first && !json {
+                    cli::search::print_header();
+                }
+                first = false;
+                cli::search::print_hit(hit, json);
+            };
+            let result =
+                cli::search::ask_streaming(&endpoint, &network.supernodes(&data_dir), &query, &mut show)
+                    .await;
             endpoint.shutdown().await;
             let (hits, answered) = result?;
             canopy_node::hostcache::remember(&data_dir, answered);
-            cli::search::print(&hits, json);
             if hits.is_empty() {
                 if !json {
                     eprintln!("canopy: nothing found for {:?}", query.text);
@@ -470,22 +480,14 @@ fn parse_target(target: &str) -> Result<Link, String> {
 
 async fn run_demo(size: u64) -> anyhow::Result<()> {
     println!(
-        "canopy demo: {} sharing nodes and a downloader on loopback, one {} file",
-        demo::SOURCES,
+        "canopy demo: {} supernodes and {} leaves on loopback, a search across them, a {} multi-source download",
+        demo::SUPERNODES,
+        demo::LEAVES,
         human_bytes(size)
     );
     let report = demo::run(size).await?;
-    for source in &report.sources {
-        println!("  source   {source}");
-    }
-    println!("  shared   {}", report.shared_path.display());
-    println!(
-        "  fetched  {} by hash over QUIC from {} sources at once, every block verified",
-        human_bytes(report.fetched.size),
-        report.fetched.sources.iter().filter(|s| s.bytes > 0).count()
-    );
-    for source in &report.fetched.sources {
-        println!("    {}  {}", &source.peer[..10], human_bytes(source.bytes));
+    for (peer, bytes) in demo::sources_line(&report.fetched) {
+        println!("          {peer}  {}", human_bytes(bytes));
     }
     println!("  hash     {}", report.fetched_hash);
     println!(
@@ -495,11 +497,6 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
         } else {
             "NO"
         }
-    );
-    println!(
-        "  speed    {}/s in {:.2?}",
-        human_bytes(report.fetched.bytes_per_second() as u64),
-        report.fetched.elapsed
     );
     Ok(())
 }

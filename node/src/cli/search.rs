@@ -21,6 +21,17 @@ pub async fn ask(
     supernodes: &[PeerAddr],
     query: &Query,
 ) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
+    ask_streaming(endpoint, supernodes, query, &mut |_| {}).await
+}
+
+/// Like [`ask`], calling `on_new` for each result the moment it first
+/// arrives, and stopping once `query.max_hits` distinct results are in.
+pub async fn ask_streaming(
+    endpoint: &Endpoint,
+    supernodes: &[PeerAddr],
+    query: &Query,
+    on_new: &mut dyn FnMut(&Hit),
+) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
     if supernodes.is_empty() {
         bail!(NoSupernode(
             "no supernode known: pass --bootstrap PEERID@HOST:PORT".into()
@@ -28,7 +39,7 @@ pub async fn ask(
     }
     let mut errors = Vec::new();
     for supernode in supernodes {
-        match tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, supernode, query)).await {
+        match tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, supernode, query, on_new)).await {
             Ok(Ok(hits)) => return Ok((hits, *supernode)),
             Ok(Err(error)) => errors.push(format!("{}: {error:#}", supernode.id.short())),
             Err(_) => errors.push(format!(
@@ -48,21 +59,33 @@ pub async fn ask(
 #[error("{0}")]
 pub struct NoSupernode(pub String);
 
-async fn ask_one(endpoint: &Endpoint, supernode: &PeerAddr, query: &Query) -> anyhow::Result<Vec<Hit>> {
+async fn ask_one(
+    endpoint: &Endpoint,
+    supernode: &PeerAddr,
+    query: &Query,
+    on_new: &mut dyn FnMut(&Hit),
+) -> anyhow::Result<Vec<Hit>> {
     let connection = endpoint.connect(supernode).await?;
     let (mut send, mut recv) = connection.open_bi().await?;
     write_frame(&mut send, &Request::Search(query.clone())).await?;
     send.finish()?;
-    let mut hits = Vec::new();
+    let wanted = usize::from(query.max_hits.clamp(1, canopy_common::proto::search::MAX_HITS));
+    let mut hits: Vec<Hit> = Vec::new();
     let mut received = 0;
-    loop {
+    while hits.len() < wanted {
         match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
             Response::Hits { hits: more } => {
                 received += more.len();
                 if received > usize::from(canopy_common::proto::search::MAX_HITS) * 4 {
                     bail!("the supernode sent far more hits than asked for");
                 }
+                for hit in &more {
+                    if hits.len() < wanted && !hits.iter().any(|known| known.hash == hit.hash) {
+                        on_new(hit);
+                    }
+                }
                 merge(&mut hits, more);
+                hits.truncate(wanted);
             }
             Response::EndOfHits => break,
             Response::NotSupernode { .. } => bail!("not a supernode"),
@@ -116,50 +139,44 @@ pub fn link_of(hit: &Hit) -> Link {
     }
 }
 
-/// Prints hits as a table or JSON lines.
-pub fn print(hits: &[Hit], json: bool) {
-    if json {
-        for hit in hits {
-            println!(
-                "{}",
-                json!({
-                    "hash": hit.hash.to_hex(),
-                    "name": hit.name,
-                    "size": hit.size,
-                    "type": hit.kind.as_str(),
-                    "sources": hit.source_count,
-                    "peers": hit.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "link": link_of(hit).to_string(),
-                })
-            );
-        }
-        return;
-    }
-    if hits.is_empty() {
-        return;
-    }
-    let width = hits
-        .iter()
-        .map(|hit| hit.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 48);
+/// Width of the name column in tables (longer names are cut with "…").
+const NAME_WIDTH: usize = 40;
+
+/// The table header, printed before the first row.
+pub fn print_header() {
     println!(
-        "{:<width$}  {:>10}  {:<8}  {:>7}  LINK",
+        "{:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}  LINK",
         "NAME", "SIZE", "TYPE", "SOURCES"
     );
-    for hit in hits {
-        let mut name: String = hit.name.chars().take(width).collect();
-        if hit.name.chars().count() > width {
-            name.pop();
-            name.push('…');
-        }
+}
+
+/// One result, as a table row or a JSON line.
+pub fn print_hit(hit: &Hit, json: bool) {
+    if json {
         println!(
-            "{name:<width$}  {:>10}  {:<8}  {:>7}  {}",
-            human_bytes(hit.size),
-            hit.kind.as_str(),
-            hit.source_count,
-            link_of(hit)
+            "{}",
+            json!({
+                "hash": hit.hash.to_hex(),
+                "name": hit.name,
+                "size": hit.size,
+                "type": hit.kind.as_str(),
+                "sources": hit.source_count,
+                "peers": hit.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "link": link_of(hit).to_string(),
+            })
         );
+        return;
     }
+    let mut name: String = hit.name.chars().take(NAME_WIDTH).collect();
+    if hit.name.chars().count() > NAME_WIDTH {
+        name.pop();
+        name.push('…');
+    }
+    println!(
+        "{name:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}  {}",
+        human_bytes(hit.size),
+        hit.kind.as_str(),
+        hit.source_count,
+        link_of(hit)
+    );
 }
