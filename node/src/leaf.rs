@@ -20,6 +20,7 @@ use canopy_common::proto::{
 };
 use tokio::sync::watch;
 
+use crate::serve::{serve_connection, ServeContext};
 use crate::share::{SharedFile, Shares};
 
 /// Entries per `Add` frame: well under the frame cap even with long names
@@ -80,30 +81,43 @@ impl Pool {
 /// A supernode that failed is tried again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Keeps `sessions` supernode sessions up (two by default: if one
+/// How a leaf joins the network.
+#[derive(Debug, Clone)]
+pub struct LeafSettings {
+    /// Supernodes to try first (more are learned from them).
+    pub supernodes: Vec<PeerAddr>,
+    /// Supernodes to stay joined to at once.
+    pub sessions: usize,
+    /// Where the supernode cache lives.
+    pub data_dir: PathBuf,
+    /// Whether peers can connect to us; if not, they ask our supernode to
+    /// have us connect to them (a push).
+    pub accept_inbound: bool,
+}
+
+/// Keeps `settings.sessions` supernode sessions up (two by default: if one
 /// supernode dies, the leaf is still reachable through the other while it
 /// finds a replacement). Runs until dropped.
 pub async fn run(
     endpoint: Endpoint,
-    shares: Arc<Shares>,
-    supernodes: Vec<PeerAddr>,
-    sessions: usize,
-    data_dir: PathBuf,
+    context: Arc<ServeContext>,
+    settings: LeafSettings,
     status: watch::Sender<LeafStatus>,
 ) {
     let pool = Arc::new(Mutex::new(Pool {
-        candidates: supernodes,
+        candidates: settings.supernodes.clone(),
         in_use: HashSet::new(),
         failed: HashMap::new(),
     }));
     let status = Arc::new(status);
+    let settings = Arc::new(settings);
     let mut slots = tokio::task::JoinSet::new();
-    for _ in 0..sessions.max(1) {
-        let (endpoint, shares, pool, data_dir, status) = (
+    for _ in 0..settings.sessions.max(1) {
+        let (endpoint, context, pool, settings, status) = (
             endpoint.clone(),
-            shares.clone(),
+            context.clone(),
             pool.clone(),
-            data_dir.clone(),
+            settings.clone(),
             status.clone(),
         );
         slots.spawn(async move {
@@ -112,7 +126,7 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 };
-                let outcome = session(&endpoint, &shares, supernode, &data_dir, &status, &pool).await;
+                let outcome = session(&endpoint, &context, supernode, &settings, &status, &pool).await;
                 status.send_modify(|s| {
                     s.joined.remove(&supernode.id);
                 });
@@ -138,9 +152,9 @@ struct Referral(Vec<PeerAddr>);
 /// One session; returns when it ends.
 async fn session(
     endpoint: &Endpoint,
-    shares: &Shares,
+    context: &Arc<ServeContext>,
     supernode: PeerAddr,
-    data_dir: &std::path::Path,
+    settings: &LeafSettings,
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
@@ -151,7 +165,7 @@ async fn session(
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Hello {
         listen: vec![endpoint.local_addr()],
-        accepts_inbound: true,
+        accepts_inbound: settings.accept_inbound,
         agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
     };
     write_frame(&mut send, &Request::Join(hello))
@@ -162,81 +176,114 @@ async fn session(
     match first {
         Ok(SessionNotice::Welcome { max_files }) => {
             tracing::info!(supernode = ?supernode, "joined supernode");
-            crate::hostcache::remember(data_dir, supernode);
-            publish(
-                &mut send,
-                &mut recv,
-                shares,
+            crate::hostcache::remember(&settings.data_dir, supernode);
+            let joined = Joined {
+                endpoint,
+                context,
                 supernode,
-                max_files as usize,
                 status,
                 pool,
-            )
-            .await
+            };
+            joined.publish(&mut send, &mut recv, max_files as usize).await
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
-        Ok(SessionNotice::Supernodes { .. }) => Err("spoke before welcoming us".into()),
+        Ok(SessionNotice::Supernodes { .. } | SessionNotice::Push { .. }) => {
+            Err("spoke before welcoming us".into())
+        }
         Err(error) => Err(format!("{supernode:?} did not accept us as a leaf ({error})")),
     }
 }
 
-async fn publish(
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
-    shares: &Shares,
+/// A session after the welcome.
+struct Joined<'a> {
+    endpoint: &'a Endpoint,
+    context: &'a Arc<ServeContext>,
     supernode: PeerAddr,
-    max_files: usize,
-    status: &watch::Sender<LeafStatus>,
-    pool: &Mutex<Pool>,
-) -> Result<Referral, String> {
-    let mut published = Published::new(max_files);
-    let mut timer = tokio::time::interval(SYNC_INTERVAL);
-    let notices = async {
-        loop {
-            match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
-                Ok(SessionNotice::Supernodes { others }) => {
-                    // Fallbacks for when this supernode goes, and for a
-                    // second session.
-                    pool.lock().expect("pool lock").add(others.into_iter().take(16));
+    status: &'a watch::Sender<LeafStatus>,
+    pool: &'a Mutex<Pool>,
+}
+
+impl Joined<'_> {
+    /// Keeps the supernode told what we share, and answers its notices,
+    /// until the session ends.
+    async fn publish(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        max_files: usize,
+    ) -> Result<Referral, String> {
+        let mut published = Published::new(max_files);
+        let mut timer = tokio::time::interval(SYNC_INTERVAL);
+        let notices = async {
+            loop {
+                match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
+                    Ok(SessionNotice::Supernodes { others }) => {
+                        // Fallbacks for when this supernode goes, and for a
+                        // second session.
+                        self.pool
+                            .lock()
+                            .expect("pool lock")
+                            .add(others.into_iter().take(16));
+                    }
+                    Ok(SessionNotice::Push { requester }) => self.push_to(requester),
+                    Ok(SessionNotice::Refused { reason }) => {
+                        return format!("supernode refused our files: {reason}")
+                    }
+                    Ok(other) => return format!("unexpected notice {other:?}"),
+                    Err(error) => return error.to_string(),
                 }
-                Ok(SessionNotice::Refused { reason }) => {
-                    return format!("supernode refused our files: {reason}")
-                }
-                Ok(other) => return format!("unexpected notice {other:?}"),
-                Err(error) => return error.to_string(),
             }
-        }
-    };
-    tokio::pin!(notices);
-    loop {
-        tokio::select! {
-            reason = &mut notices => return Err(reason),
-            _ = timer.tick() => {}
-        }
-        let (added, removed) = published.changes(shares);
-        if !removed.is_empty() {
-            write_frame(send, &LeafUpdate::Remove { hashes: removed })
+        };
+        tokio::pin!(notices);
+        loop {
+            tokio::select! {
+                reason = &mut notices => return Err(reason),
+                _ = timer.tick() => {}
+            }
+            let (added, removed) = published.changes(&self.context.shares);
+            if !removed.is_empty() {
+                write_frame(send, &LeafUpdate::Remove { hashes: removed })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for chunk in added.chunks(FILES_PER_FRAME) {
+                write_frame(
+                    send,
+                    &LeafUpdate::Add {
+                        files: chunk.to_vec(),
+                    },
+                )
                 .await
                 .map_err(|e| e.to_string())?;
+            }
+            let count = published.len();
+            let supernode = self.supernode;
+            self.status.send_if_modified(|s| {
+                let entry = (supernode, count);
+                let changed = s.joined.get(&supernode.id) != Some(&entry) || s.last_error.is_some();
+                s.joined.insert(supernode.id, entry);
+                s.last_error = None;
+                changed
+            });
         }
-        for chunk in added.chunks(FILES_PER_FRAME) {
-            write_frame(
-                send,
-                &LeafUpdate::Add {
-                    files: chunk.to_vec(),
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        }
-        let count = published.len();
-        status.send_if_modified(|s| {
-            let entry = (supernode, count);
-            let changed = s.joined.get(&supernode.id) != Some(&entry) || s.last_error.is_some();
-            s.joined.insert(supernode.id, entry);
-            s.last_error = None;
-            changed
+    }
+
+    /// Someone who cannot reach us wants our files: we call them, then
+    /// serve them on that connection as if they had called us.
+    fn push_to(&self, requester: PeerAddr) {
+        let (endpoint, context) = (self.endpoint.clone(), self.context.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&requester)).await {
+                Ok(Ok(connection)) => {
+                    tracing::debug!(requester = ?requester, "pushed a connection");
+                    serve_connection(connection, context).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::info!(requester = ?requester, %error, "cannot push to a requester")
+                }
+                Err(_) => tracing::info!(requester = ?requester, "cannot push to a requester: no answer"),
+            }
         });
     }
 }

@@ -76,6 +76,11 @@ enum Command {
         /// machine's memory, 100 per GiB).
         #[arg(long, value_name = "N")]
         max_leaves: Option<usize>,
+        /// This node cannot accept connections (behind a NAT or firewall it
+        /// cannot open): downloaders then reach it by asking its supernode
+        /// to have it connect to them.
+        #[arg(long)]
+        no_inbound: bool,
         /// Seconds between rescans of the shared folders (0: only at start).
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         rescan_interval: u64,
@@ -323,6 +328,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             role,
             network,
             max_leaves,
+            no_inbound,
             rescan_interval,
             upload,
             data,
@@ -332,6 +338,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.share = share;
             config.upload = upload.limits();
             config.bootstrap = network.bootstrap;
+            config.accept_inbound = !no_inbound;
             config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
             if role == Role::Supernode {
                 let mut settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
@@ -404,6 +411,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut link = target;
             link.sources.extend(sources);
             let supernodes = network.supernodes(&data_dir);
+            let mut relayed = Vec::new();
             if !supernodes.is_empty() {
                 // Ask the network who has it, too.
                 let endpoint = cli::search::endpoint(&data_dir)?;
@@ -421,6 +429,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         canopy_node::hostcache::remember(&data_dir, answered);
                         for hit in hits.into_iter().filter(|hit| hit.hash == link.hash) {
                             link.sources.extend(hit.sources);
+                            relayed.extend(hit.relayed);
                             if link.name.is_none() {
                                 link.name = Some(hit.name);
                             }
@@ -430,7 +439,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 endpoint.shutdown().await;
             }
-            if link.sources.is_empty() {
+            if link.sources.is_empty() && relayed.is_empty() {
                 anyhow::bail!(
                     "no sources for {}: pass --source PEERID@HOST:PORT or --bootstrap a supernode",
                     link.hash
@@ -455,6 +464,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::get::get(GetArgs {
                 link,
+                relayed,
                 output,
                 node,
                 options,

@@ -14,7 +14,7 @@ use canopy_supernode::{Supernode, SupernodeConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::download::{Download, DownloadOptions};
+use crate::download::{Download, DownloadOptions, SourceSpec};
 use crate::hostcache;
 use crate::leaf::{self, LeafStatus};
 use crate::serve::{serve_connection, ServeContext, ServeStats, UploadLimits};
@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub rescan_interval: Option<Duration>,
     /// Supernodes a leaf stays joined to at once.
     pub leaf_sessions: usize,
+    /// Whether peers can connect to us. A node that cannot (behind a NAT or
+    /// firewall it cannot open) says so, and is reached by push instead.
+    pub accept_inbound: bool,
 }
 
 impl NodeConfig {
@@ -53,6 +56,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             rescan_interval: Some(Duration::from_secs(60)),
             leaf_sessions: 2,
+            accept_inbound: true,
         }
     }
 
@@ -108,7 +112,11 @@ impl Node {
             &config.upload,
             supernode.clone(),
         ));
-        let mut tasks = vec![tokio::spawn(accept_loop(endpoint.clone(), context.clone()))];
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            endpoint.clone(),
+            context.clone(),
+            config.accept_inbound,
+        ))];
         if let Some(interval) = config.rescan_interval.filter(|_| !config.share.is_empty()) {
             tasks.push(tokio::spawn(rescan_loop(
                 config.share.clone(),
@@ -129,6 +137,8 @@ impl Node {
                     .hosts_path
                     .get_or_insert_with(|| config.data_dir.join("overlay-hosts.txt"));
                 supernode.start_overlay(overlay, endpoint.clone(), &config.bootstrap);
+                // Searchers reach our firewalled leaves by asking us.
+                supernode.index().set_relay_address(endpoint.peer_addr());
                 // A supernode answers for its own files from its own index.
                 tasks.push(tokio::spawn(index_own_files(
                     supernode.clone(),
@@ -146,14 +156,13 @@ impl Node {
                 if !supernodes.is_empty() {
                     let (status, receiver) = watch::channel(LeafStatus::default());
                     leaf_status = Some(receiver);
-                    let session = leaf::run(
-                        endpoint.clone(),
-                        shares.clone(),
+                    let settings = leaf::LeafSettings {
                         supernodes,
-                        config.leaf_sessions,
-                        config.data_dir.clone(),
-                        status,
-                    );
+                        sessions: config.leaf_sessions,
+                        data_dir: config.data_dir.clone(),
+                        accept_inbound: config.accept_inbound,
+                    };
+                    let session = leaf::run(endpoint.clone(), context.clone(), settings, status);
                     tasks.push(tokio::spawn(session));
                 }
             }
@@ -212,6 +221,22 @@ impl Node {
         sources: Vec<PeerAddr>,
         options: DownloadOptions,
     ) -> Download {
+        self.download_from(
+            hash,
+            output,
+            sources.into_iter().map(SourceSpec::from).collect(),
+            options,
+        )
+    }
+
+    /// Like [`Node::download`], with sources that may be reached by push.
+    pub fn download_from(
+        &self,
+        hash: ContentHash,
+        output: &Path,
+        sources: Vec<SourceSpec>,
+        options: DownloadOptions,
+    ) -> Download {
         Download::start(
             self.endpoint.clone(),
             self.context.clone(),
@@ -235,13 +260,23 @@ impl Node {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, context: Arc<ServeContext>) {
+async fn accept_loop(endpoint: Endpoint, context: Arc<ServeContext>, accept_inbound: bool) {
     while let Some(incoming) = endpoint.accept().await {
+        if !accept_inbound {
+            // Behaves as a node behind a firewall: peers reach it by push.
+            incoming.refuse();
+            continue;
+        }
         let context = context.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(connection, context).await,
+                Ok(connection) => {
+                    if let Ok(peer) = canopy_common::net::remote_peer_id(&connection) {
+                        context.deliver_push(peer, &connection);
+                    }
+                    serve_connection(connection, context).await
+                }
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
         });

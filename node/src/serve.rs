@@ -24,7 +24,11 @@ use crate::fileio::read_exact_at;
 use crate::ratelimit::RateLimiter;
 use crate::share::{Content, Shares};
 use crate::swarm::SwarmDirectory;
+use canopy_common::proto::PeerId;
 use canopy_supernode::Supernode;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
 
 /// Stream error codes a peer may see.
 pub mod codes {
@@ -78,6 +82,8 @@ pub struct ServeContext {
     pub swarm: SwarmDirectory,
     /// Present when this node is a supernode.
     pub supernode: Option<Arc<Supernode>>,
+    /// Downloads waiting for a firewalled source to connect to us.
+    awaited_pushes: Mutex<HashMap<PeerId, Vec<oneshot::Sender<quinn::Connection>>>>,
     limiter: Option<RateLimiter>,
     slots: Semaphore,
 }
@@ -86,11 +92,35 @@ impl ServeContext {
     pub fn new(shares: Arc<Shares>, limits: &UploadLimits, supernode: Option<Arc<Supernode>>) -> Self {
         ServeContext {
             supernode,
+            awaited_pushes: Mutex::default(),
             shares,
             stats: Arc::default(),
             swarm: SwarmDirectory::default(),
             limiter: limits.max_rate.map(RateLimiter::new),
             slots: Semaphore::new(limits.slots.max(1)),
+        }
+    }
+}
+
+impl ServeContext {
+    /// Resolves when `peer` connects to us (after we asked for a push).
+    pub fn await_push(&self, peer: PeerId) -> oneshot::Receiver<quinn::Connection> {
+        let (sender, receiver) = oneshot::channel();
+        let mut awaited = self.awaited_pushes.lock().expect("pushes lock");
+        // Forget waiters that gave up.
+        awaited.retain(|_, waiting| {
+            waiting.retain(|w| !w.is_closed());
+            !waiting.is_empty()
+        });
+        awaited.entry(peer).or_default().push(sender);
+        receiver
+    }
+
+    /// Hands an incoming connection to downloads waiting for that peer.
+    pub fn deliver_push(&self, peer: PeerId, connection: &quinn::Connection) {
+        let waiting = self.awaited_pushes.lock().expect("pushes lock").remove(&peer);
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(connection.clone());
         }
     }
 }
@@ -210,6 +240,16 @@ async fn answer(
         | Request::Blocks { hash, .. }
         | Request::Have { hash }
         | Request::Sources { hash } => *hash,
+        Request::Push { leaf } => {
+            let response = match &context.supernode {
+                // The leaf is told the address we see the requester at.
+                Some(supernode) if supernode.push(*leaf, peer) => Response::PushSent,
+                Some(_) => Response::UnknownLeaf,
+                None => Response::NotSupernode { others: Vec::new() },
+            };
+            write_frame(send, &response).await?;
+            return Ok(());
+        }
         Request::Search(query) => {
             match &context.supernode {
                 Some(supernode) => supernode.answer_search(peer.id, query.clone(), send).await?,
@@ -283,7 +323,11 @@ async fn answer(
             let range = layout.blocks_range(first, count);
             send_file_range(send, &content, range.start, range.end, context).await?;
         }
-        Request::Sources { .. } | Request::Search(_) | Request::Join(_) | Request::Link(_) => {
+        Request::Sources { .. }
+        | Request::Search(_)
+        | Request::Join(_)
+        | Request::Link(_)
+        | Request::Push { .. } => {
             unreachable!("answered above")
         }
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use canopy_common::proto::search::MAX_SOURCES_PER_HIT;
+use canopy_common::proto::search::{RelayedSource, MAX_SOURCES_PER_HIT};
 use canopy_common::proto::{ContentHash, FileEntry, FileKind, Hit, PeerAddr, Query};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
@@ -76,6 +76,8 @@ struct Catalog {
 #[derive(Debug)]
 struct LeafRecord {
     peer: PeerAddr,
+    /// Accepts no inbound connections: listed as a relayed source.
+    firewalled: bool,
     files: HashMap<ContentHash, u64>,
     next_slot: u32,
 }
@@ -92,6 +94,7 @@ pub struct FileIndex {
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     catalog: RwLock<Catalog>,
+    relay: RwLock<Option<PeerAddr>>,
     dirty: AtomicBool,
     pub stats: IndexStats,
 }
@@ -145,6 +148,7 @@ impl FileIndex {
             writer: Mutex::new(writer),
             reader,
             catalog: RwLock::default(),
+            relay: RwLock::new(None),
             dirty: AtomicBool::new(false),
             stats: IndexStats::default(),
         })
@@ -152,14 +156,26 @@ impl FileIndex {
 
     /// Registers a leaf (no files yet).
     pub fn add_leaf(&self, leaf: LeafId, peer: PeerAddr) {
+        self.add_leaf_with(leaf, peer, false);
+    }
+
+    /// Registers a leaf; a `firewalled` one is offered to searchers as a
+    /// source to reach through this supernode (see [`FileIndex::set_relay_address`]).
+    pub fn add_leaf_with(&self, leaf: LeafId, peer: PeerAddr, firewalled: bool) {
         self.catalog.write().expect("catalog lock").leaves.insert(
             leaf,
             LeafRecord {
                 peer,
+                firewalled,
                 files: HashMap::new(),
                 next_slot: 0,
             },
         );
+    }
+
+    /// The address searchers should send push requests to (this supernode's).
+    pub fn set_relay_address(&self, address: PeerAddr) {
+        *self.relay.write().expect("relay lock") = Some(address);
     }
 
     /// Number of files `leaf` has published.
@@ -330,9 +346,25 @@ impl FileIndex {
                 sources: group
                     .leaves
                     .iter()
-                    .filter_map(|leaf| catalog.leaves.get(leaf).map(|record| record.peer))
+                    .filter_map(|leaf| catalog.leaves.get(leaf))
+                    .filter(|record| !record.firewalled)
+                    .map(|record| record.peer)
                     .take(MAX_SOURCES_PER_HIT)
                     .collect(),
+                relayed: match *self.relay.read().expect("relay lock") {
+                    Some(via) => group
+                        .leaves
+                        .iter()
+                        .filter_map(|leaf| catalog.leaves.get(leaf))
+                        .filter(|record| record.firewalled)
+                        .map(|record| RelayedSource {
+                            leaf: record.peer.id,
+                            via,
+                        })
+                        .take(MAX_SOURCES_PER_HIT)
+                        .collect(),
+                    None => Vec::new(),
+                },
                 source_count: group.leaves.len() as u32,
             })
             .collect())

@@ -22,6 +22,7 @@ use canopy_common::proto::{
     Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
 };
 use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
 
 pub use index::{FileIndex, IndexError, LeafId};
 pub use overlay::{Overlay, OverlayConfig};
@@ -87,7 +88,7 @@ pub enum SupernodeError {
 pub struct Supernode {
     config: SupernodeConfig,
     index: Arc<FileIndex>,
-    sessions: Mutex<HashMap<PeerId, LeafId>>,
+    sessions: Mutex<HashMap<PeerId, Session>>,
     next_leaf: AtomicU32,
     /// Other supernodes we know, offered to leaves we cannot take.
     referrals: RwLock<Vec<PeerAddr>>,
@@ -95,6 +96,12 @@ pub struct Supernode {
     /// Searches per leaf, so one leaf's storm cannot starve the others.
     search_budgets: Mutex<HashMap<PeerId, Budget>>,
     committer: tokio::task::JoinHandle<()>,
+}
+
+/// One joined leaf, and how to ask it to push.
+struct Session {
+    leaf: LeafId,
+    pushes: mpsc::Sender<PeerAddr>,
 }
 
 /// A token bucket of searches for one asker.
@@ -224,6 +231,7 @@ impl Supernode {
     /// goes silent (the connection's idle timeout). Its files are dropped
     /// from hits the moment the session ends.
     pub async fn serve_leaf(&self, peer: PeerAddr, hello: Hello, mut send: SendStream, mut recv: RecvStream) {
+        let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
         let admitted = {
             let mut sessions = self.sessions.lock().expect("sessions lock");
             if sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id) {
@@ -231,8 +239,8 @@ impl Supernode {
             } else {
                 let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
                 // A reconnecting leaf replaces its old session.
-                if let Some(old) = sessions.insert(peer.id, leaf) {
-                    self.index.remove_leaf(old);
+                if let Some(old) = sessions.insert(peer.id, Session { leaf, pushes }) {
+                    self.index.remove_leaf(old.leaf);
                 }
                 Some(leaf)
             }
@@ -244,19 +252,31 @@ impl Supernode {
             let _ = send.finish();
             return;
         };
-        self.index.add_leaf(leaf, peer);
-        tracing::info!(leaf = ?peer, agent = %hello.agent, "leaf joined");
-        let outcome = self.run_session(leaf, &mut send, &mut recv).await;
+        self.index.add_leaf_with(leaf, peer, !hello.accepts_inbound);
+        tracing::info!(leaf = ?peer, agent = %hello.agent, firewalled = !hello.accepts_inbound, "leaf joined");
+        let outcome = self
+            .run_session(leaf, &mut send, &mut recv, &mut push_requests)
+            .await;
         match &outcome {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
             Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
         }
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        if sessions.get(&peer.id) == Some(&leaf) {
+        if sessions.get(&peer.id).is_some_and(|session| session.leaf == leaf) {
             sessions.remove(&peer.id);
         }
         drop(sessions);
         self.index.remove_leaf(leaf);
+    }
+
+    /// Asks our leaf `leaf` to connect out to `requester`, which cannot
+    /// connect to it. `false` if no such leaf is joined here.
+    pub fn push(&self, leaf: PeerId, requester: PeerAddr) -> bool {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        match sessions.get(&leaf) {
+            Some(session) => session.pushes.try_send(requester).is_ok(),
+            None => false,
+        }
     }
 
     async fn run_session(
@@ -264,6 +284,7 @@ impl Supernode {
         leaf: LeafId,
         send: &mut SendStream,
         recv: &mut RecvStream,
+        push_requests: &mut mpsc::Receiver<PeerAddr>,
     ) -> Result<(), String> {
         let max_files = self.config.max_files_per_leaf;
         write_frame(
@@ -277,18 +298,26 @@ impl Supernode {
         let mut tell_others = tokio::time::interval(TELL_LEAVES_EVERY);
         let mut told: Vec<PeerAddr> = Vec::new();
         loop {
-            let update = tokio::select! {
-                update = read_frame::<LeafUpdate>(recv, MAX_CONTROL_FRAME) => update,
-                _ = tell_others.tick() => {
-                    // Leaves keep a second supernode and a fallback list.
-                    let others = self.referrals();
-                    if !others.is_empty() && others != told {
-                        write_frame(send, &SessionNotice::Supernodes { others: others.clone() })
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        told = others;
+            // One read per frame, kept across the other events: dropping a
+            // half-finished read would lose bytes of the stream.
+            let read = read_frame::<LeafUpdate>(recv, MAX_CONTROL_FRAME);
+            tokio::pin!(read);
+            let update = loop {
+                tokio::select! {
+                    update = &mut read => break update,
+                    _ = tell_others.tick() => {
+                        // Leaves keep a second supernode and a fallback list.
+                        let others = self.referrals();
+                        if !others.is_empty() && others != told {
+                            write_frame(send, &SessionNotice::Supernodes { others: others.clone() })
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            told = others;
+                        }
                     }
-                    continue;
+                    Some(requester) = push_requests.recv() => {
+                        write_frame(send, &SessionNotice::Push { requester }).await.map_err(|e| e.to_string())?;
+                    }
                 }
             };
             let update = match update {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use canopy_common::proto::{Hit, PeerAddr, Query};
 use canopy_node::cli::search::ask;
+use canopy_node::download::SourceSpec;
 use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{OverlayConfig, SupernodeConfig};
@@ -333,4 +334,66 @@ async fn a_search_storm_is_rate_limited_without_starving_others() {
         .await
         .expect("a calm leaf is served");
     assert_eq!(hits.len(), 1);
+}
+
+/// A leaf that accepts no connections is listed as a relayed source; a
+/// downloader asks its supernode for a push and the leaf calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewalled_leaf_is_downloadable_through_a_push() {
+    let sn = supernode(vec![], 1, 8).await;
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("behind the wall.bin"), &content).unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
+    config.bootstrap = vec![sn.node.peer_addr()];
+    config.accept_inbound = false;
+    let hidden = Node::start(config).await.unwrap();
+    let mut status = hidden.leaf_status().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s: &LeafStatus| s.published(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let hits = search_until(sn.node.peer_addr(), &query("behind wall", None), |hits| {
+        !hits.is_empty()
+    })
+    .await;
+    assert!(
+        hits[0].sources.is_empty(),
+        "a firewalled leaf is not offered for direct connection"
+    );
+    assert_eq!(hits[0].relayed.len(), 1);
+    assert_eq!(hits[0].relayed[0].leaf, hidden.peer_addr().id);
+
+    // Direct connections really are refused...
+    let direct = canopy_tests::start_downloader().await;
+    let error = direct
+        .fetch(
+            hits[0].hash,
+            vec![hidden.peer_addr()],
+            "direct.bin",
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.exit_code(), 4, "{error}");
+
+    // ...but a push gets the file.
+    let downloader = canopy_tests::start_downloader().await;
+    let output = downloader.path("pushed.bin");
+    let relayed = SourceSpec::relayed(hits[0].relayed[0].leaf, hits[0].relayed[0].via);
+    let download = downloader
+        .node
+        .download_from(hits[0].hash, &output, vec![relayed], Default::default());
+    let report = download.wait().await.expect("download through a push");
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+    assert!(report
+        .sources
+        .iter()
+        .any(|s| s.bytes > 0 && s.peer.starts_with(&hidden.peer_addr().id.to_string())));
 }

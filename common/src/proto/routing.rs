@@ -282,6 +282,7 @@ mod tests {
             kind: FileKind::Document,
             sources: vec![],
             source_count: 1,
+            relayed: vec![],
         }
     }
 

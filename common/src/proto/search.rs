@@ -176,6 +176,8 @@ pub enum SessionNotice {
     Refused { reason: String },
     /// Other supernodes, for a leaf to fall back on if this one goes.
     Supernodes { others: Vec<PeerAddr> },
+    /// Someone wants our files but cannot connect to us: connect to them.
+    Push { requester: PeerAddr },
 }
 
 /// A search.
@@ -219,6 +221,16 @@ pub struct Hit {
     pub sources: Vec<PeerAddr>,
     /// How many sources the answering supernode knows in all.
     pub source_count: u32,
+    /// Sources that accept no inbound connections: reach them by asking
+    /// the supernode given with each ([`crate::proto::Request::Push`]).
+    pub relayed: Vec<RelayedSource>,
+}
+
+/// A firewalled source and the supernode that can ask it to call out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedSource {
+    pub leaf: super::id::PeerId,
+    pub via: PeerAddr,
 }
 
 #[cfg(test)]

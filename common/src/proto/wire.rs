@@ -49,6 +49,10 @@ pub enum Request {
     /// Search this supernode's index. Answered by [`Response::Hits`]
     /// frames and a final [`Response::EndOfHits`].
     Search(Query),
+    /// Ask a supernode to have one of its firewalled leaves connect to us
+    /// (the supernode tells the leaf the address it sees us at). Answered
+    /// by [`Response::PushSent`] or [`Response::NotFound`]-like refusals.
+    Push { leaf: super::id::PeerId },
     /// A supernode asks to become our overlay neighbour. Answered by a
     /// [`LinkNotice`]; if accepted, the stream carries [`OverlayMessage`]s
     /// both ways for as long as the link lasts.
@@ -121,6 +125,10 @@ pub enum Response {
     EndOfHits,
     /// This node is not a supernode; leaves should join one of these.
     NotSupernode { others: Vec<PeerAddr> },
+    /// The leaf was asked to connect to you.
+    PushSent,
+    /// That leaf is not joined here.
+    UnknownLeaf,
 }
 
 impl Response {

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use canopy_common::proto::search::RelayedSource;
 use canopy_common::proto::Link;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::download::{DownloadError, DownloadOptions, DownloadReport, Progress, SourceState};
+use crate::download::{DownloadError, DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
@@ -27,6 +28,8 @@ pub enum Output {
 
 pub struct GetArgs {
     pub link: Link,
+    /// Firewalled sources, reached by push through their supernodes.
+    pub relayed: Vec<RelayedSource>,
     pub output: PathBuf,
     pub node: NodeConfig,
     pub options: DownloadOptions,
@@ -36,13 +39,20 @@ pub struct GetArgs {
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let GetArgs {
         link,
+        relayed,
         output,
         node,
         options,
         mode,
     } = args;
     let node = Node::start(node).await.context("cannot start the local node")?;
-    let download = node.download(link.hash, &output, link.sources.clone(), options);
+    let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
+    sources.extend(
+        relayed
+            .iter()
+            .map(|source| SourceSpec::relayed(source.leaf, source.via)),
+    );
+    let download = node.download_from(link.hash, &output, sources, options);
     let mut reporter = Reporter::new(mode);
     let mut ticker = tokio::time::interval(reporter.interval());
     let interrupted = super::shutdown_signal();

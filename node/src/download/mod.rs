@@ -227,6 +227,29 @@ impl Progress {
     }
 }
 
+/// A source to try: reached directly, or (`via` its supernode) by push.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceSpec {
+    pub peer: PeerAddr,
+    pub via: Option<PeerAddr>,
+}
+
+impl SourceSpec {
+    /// A source that accepts no connections, reached through supernode `via`.
+    pub fn relayed(leaf: PeerId, via: PeerAddr) -> Self {
+        SourceSpec {
+            peer: PeerAddr::new(leaf, via.addr),
+            via: Some(via),
+        }
+    }
+}
+
+impl From<PeerAddr> for SourceSpec {
+    fn from(peer: PeerAddr) -> Self {
+        SourceSpec { peer, via: None }
+    }
+}
+
 /// Events source tasks report to the coordinator.
 enum Event {
     /// A verified block layer, plus the verified last block that proves the size.
@@ -239,7 +262,7 @@ enum Event {
         failure: Option<SourceFailure>,
     },
     /// Someone added a source by hand.
-    Add(PeerAddr),
+    Add(SourceSpec),
 }
 
 /// Per-source figures, updated by source tasks.
@@ -314,7 +337,7 @@ impl Download {
         context: Arc<ServeContext>,
         hash: ContentHash,
         output: &Path,
-        sources: Vec<PeerAddr>,
+        sources: Vec<SourceSpec>,
         options: DownloadOptions,
     ) -> Download {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -362,7 +385,19 @@ impl Download {
 
     /// Adds a source while the download runs.
     pub fn add_source(&self, peer: PeerAddr) {
-        let _ = self.shared.events.send(Event::Add(peer));
+        let _ = self
+            .shared
+            .events
+            .send(Event::Add(SourceSpec { peer, via: None }));
+    }
+
+    /// Adds a source that accepts no connections: `via`, its supernode,
+    /// asks it to connect to us instead.
+    pub fn add_relayed_source(&self, leaf: PeerId, via: PeerAddr) {
+        let _ = self
+            .shared
+            .events
+            .send(Event::Add(SourceSpec::relayed(leaf, via)));
     }
 
     pub fn progress(&self) -> Progress {
@@ -426,7 +461,7 @@ struct Coordinator {
     events: mpsc::UnboundedReceiver<Event>,
     ready: watch::Sender<bool>,
     stop: watch::Sender<bool>,
-    queue: VecDeque<PeerAddr>,
+    queue: VecDeque<SourceSpec>,
     known: HashSet<PeerId>,
     active: usize,
     next_id: SourceId,
@@ -436,9 +471,9 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    async fn run(mut self, sources: Vec<PeerAddr>) -> Result<DownloadReport, DownloadError> {
-        for peer in sources {
-            self.offer(peer);
+    async fn run(mut self, sources: Vec<SourceSpec>) -> Result<DownloadReport, DownloadError> {
+        for source in sources {
+            self.offer_spec(source);
         }
         let result = self.drive().await;
         let _ = self.stop.send(true);
@@ -460,6 +495,11 @@ impl Coordinator {
 
     /// Queues a source we have not seen yet and starts it if there is room.
     fn offer(&mut self, peer: PeerAddr) {
+        self.offer_spec(SourceSpec { peer, via: None });
+    }
+
+    fn offer_spec(&mut self, spec: SourceSpec) {
+        let peer = spec.peer;
         if peer.id == self.shared.endpoint.peer_id() {
             let failure = SourceFailure::Unreachable("that is this node itself".into());
             self.failures.push((peer, failure));
@@ -468,15 +508,16 @@ impl Coordinator {
         if !self.known.insert(peer.id) {
             return;
         }
-        self.queue.push_back(peer);
+        self.queue.push_back(spec);
         self.start_queued();
     }
 
     fn start_queued(&mut self) {
         while self.active < self.shared.options.max_sources {
-            let Some(peer) = self.queue.pop_front() else {
+            let Some(spec) = self.queue.pop_front() else {
                 break;
             };
+            let peer = spec.peer;
             let id = self.next_id;
             self.next_id += 1;
             self.active += 1;
@@ -490,7 +531,7 @@ impl Coordinator {
                     failure: None,
                 },
             );
-            tokio::spawn(source::run(self.shared.clone(), id, peer));
+            tokio::spawn(source::run(self.shared.clone(), id, spec));
         }
     }
 
@@ -539,7 +580,7 @@ impl Coordinator {
 
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
         match event {
-            Event::Add(peer) => self.offer(peer),
+            Event::Add(spec) => self.offer_spec(spec),
             Event::Learned(peers) => {
                 for peer in peers {
                     self.offer(peer);

@@ -13,10 +13,12 @@ use tokio::task::JoinSet;
 
 use super::part::WriteCommand;
 use super::scheduler::{Assignment, Received, RequestId, SourceId};
-use super::{Event, Shared, SourceFailure, SourceState};
+use super::{Event, Shared, SourceFailure, SourceSpec, SourceState};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a firewalled source may take to call back after a push request.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a partial source (a fellow downloader) is asked what it has now.
 const HAVE_REFRESH: Duration = Duration::from_secs(2);
 /// How often sources are asked for other sources.
@@ -28,11 +30,12 @@ const REQUEST_DURATION: f64 = 0.25;
 const MAX_BLOCKS_PER_ASK: u32 = 32;
 
 /// Runs source `id` until it ends, then tells the coordinator.
-pub(super) async fn run(shared: Arc<Shared>, id: SourceId, peer: PeerAddr) {
+pub(super) async fn run(shared: Arc<Shared>, id: SourceId, spec: SourceSpec) {
     let mut source = Source {
         shared: shared.clone(),
         id,
-        peer,
+        peer: spec.peer,
+        via: spec.via,
         received: Arc::new(AtomicU64::new(0)),
         rate: 0.0,
     };
@@ -90,6 +93,8 @@ struct Source {
     shared: Arc<Shared>,
     id: SourceId,
     peer: PeerAddr,
+    /// For a firewalled source: the supernode that can ask it to call us.
+    via: Option<PeerAddr>,
     /// Bytes received from this source, including rejected ones.
     received: Arc<AtomicU64>,
     /// Smoothed delivery rate in bytes per second.
@@ -98,13 +103,58 @@ struct Source {
 
 impl Source {
     async fn run(&mut self) -> Result<(), SourceFailure> {
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
-            .await
-            .map_err(|_| SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
+        let connection = match self.via {
+            None => tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
+                .await
+                .map_err(|_| SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+                .map_err(|error| SourceFailure::Unreachable(error.to_string()))?,
+            Some(via) => self.pushed(via).await?,
+        };
         let result = self.serve_download(&connection).await;
         connection.close(0u32.into(), b"done");
         result
+    }
+
+    /// Asks `via` to have our firewalled source connect to us, and waits
+    /// for it to.
+    async fn pushed(&mut self, via: PeerAddr) -> Result<quinn::Connection, SourceFailure> {
+        let leaf = self.peer.id;
+        let arrival = self.shared.context.await_push(leaf);
+        let relay = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&via))
+            .await
+            .map_err(|_| SourceFailure::Unreachable(format!("its supernode {via:?} did not answer")))?
+            .map_err(|error| SourceFailure::Unreachable(format!("its supernode {via:?}: {error}")))?;
+        let (response, _) = Ask::new(&relay, CONNECT_TIMEOUT)
+            .send(&Request::Push { leaf })
+            .await
+            .map_err(terminal)?;
+        relay.close(0u32.into(), b"done");
+        match response {
+            Response::PushSent => {}
+            Response::UnknownLeaf => {
+                return Err(SourceFailure::Unreachable(
+                    "its supernode no longer has it".into(),
+                ))
+            }
+            other => {
+                return Err(SourceFailure::Protocol(format!(
+                    "asked for a push, got {other:?}"
+                )))
+            }
+        }
+        let connection = tokio::time::timeout(PUSH_TIMEOUT, arrival)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                SourceFailure::Unreachable(
+                    "it accepts no connections and did not call back (are we unreachable too?)".into(),
+                )
+            })?;
+        self.peer = PeerAddr::new(leaf, connection.remote_address());
+        let peer = self.peer;
+        self.shared.update_slot(self.id, |slot| slot.peer = peer);
+        Ok(connection)
     }
 
     async fn serve_download(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
