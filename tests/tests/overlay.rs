@@ -183,6 +183,19 @@ async fn no_supernode_answers_a_query_twice_in_a_ring() {
         ring.push(supernode(bootstrap, target, 2).await);
     }
     until("the ring to close", || ring.iter().all(|sn| neighbours(sn) == 2)).await;
+    // Forty leaves around the ring; one holds the file opposite the asker.
+    let mut leaves = Vec::new();
+    for i in 0..39 {
+        let name = format!("ordinary {i}.txt");
+        leaves.push(
+            leaf(
+                ring[i % 8].node.peer_addr(),
+                1,
+                &[(name.as_str(), name.as_bytes())],
+            )
+            .await,
+        );
+    }
     let holder = leaf(ring[4].node.peer_addr(), 1, &[("opposite side.txt", b"far away")]).await;
     let hits = search_until(ring[0].node.peer_addr(), &query("opposite", Some(7)), |hits| {
         !hits.is_empty()
@@ -248,19 +261,27 @@ async fn a_random_overlay_finds_files_anywhere() {
         nodes.iter().all(|sn| neighbours(sn) >= 1)
     })
     .await;
+    // Forty leaves, five per supernode, each with its own file.
     let mut leaves = Vec::new();
-    for (i, sn) in nodes.iter().enumerate() {
-        let name = format!("island{i} treasure.txt");
-        leaves.push(leaf(sn.node.peer_addr(), 1, &[(name.as_str(), name.as_bytes())]).await);
+    for i in 0..40 {
+        let name = format!("island{} treasure {i}.txt", i % 8);
+        leaves.push(
+            leaf(
+                nodes[i % 8].node.peer_addr(),
+                1,
+                &[(name.as_str(), name.as_bytes())],
+            )
+            .await,
+        );
     }
     for from in [0, 5] {
         let hits = search_until(
             nodes[from].node.peer_addr(),
             &query("treasure", Some(7)),
-            |hits| hits.len() == 8,
+            |hits| hits.len() == 40,
         )
         .await;
-        assert_eq!(hits.len(), 8);
+        assert_eq!(hits.len(), 40);
     }
 }
 
