@@ -154,13 +154,8 @@ impl PlainIndex {
 
 fn query(text: &str) -> Query {
     Query {
-        text: text.into(),
-        hash: None,
-        kind: None,
-        min_size: None,
-        max_size: None,
         max_hits: 100,
-        ttl: None,
+        ..Query::words(text)
     }
 }
 

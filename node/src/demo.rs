@@ -114,15 +114,7 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
 
     // 3. Search through one supernode; hits come from the whole overlay.
     let searcher = Node::start(NodeConfig::new(root.join("searcher"), loopback)).await?;
-    let query = Query {
-        text: "demo film".into(),
-        hash: None,
-        kind: None,
-        min_size: None,
-        max_size: None,
-        max_hits: 20,
-        ttl: None,
-    };
+    let query = Query::words("demo film");
     let entry = supernodes[0].peer_addr();
     let mut hits = Vec::new();
     for _ in 0..40 {
@@ -139,16 +131,9 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
         human_bytes(hit.size),
         hit.sources.len()
     ));
-    let notes = ask(
-        searcher.endpoint(),
-        &[entry],
-        &Query {
-            text: "field notes".into(),
-            ..query.clone()
-        },
-    )
-    .await?
-    .0;
+    let notes = ask(searcher.endpoint(), &[entry], &Query::words("field notes"))
+        .await?
+        .0;
     step(format!(
         "searched \"field notes\": {} files from {} leaves",
         notes.len(),

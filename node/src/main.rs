@@ -415,15 +415,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if !supernodes.is_empty() {
                 // Ask the network who has it, too.
                 let endpoint = cli::search::endpoint(&data_dir)?;
-                let query = Query {
-                    text: String::new(),
-                    hash: Some(link.hash),
-                    kind: None,
-                    min_size: None,
-                    max_size: None,
-                    max_hits: 1,
-                    ttl: None,
-                };
+                let query = Query::for_hash(link.hash);
                 match cli::search::ask(&endpoint, &supernodes, &query).await {
                     Ok((hits, answered)) => {
                         canopy_node::hostcache::remember(&data_dir, answered);

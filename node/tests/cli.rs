@@ -1,56 +1,11 @@
 //! The `canopy` binary as a user runs it: real processes, real files, exit
 //! codes as documented in `canopy get --help`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
 use std::time::Duration;
 
-const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
-
-fn canopy(args: &[&str]) -> Output {
-    Command::new(CANOPY).args(args).output().expect("canopy runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A `canopy run` process, killed when dropped.
-struct RunningNode {
-    child: Child,
-    address: String,
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run_node(share: &Path, data: &Path) -> RunningNode {
-    let mut child = Command::new(CANOPY)
-        .args(["run", "--listen", "127.0.0.1:0", "--share"])
-        .arg(share)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("canopy run starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines.next().expect("canopy run printed its address").unwrap();
-        if let Some(rest) = line.split("peers reach this node as ").nth(1) {
-            break rest.trim_end_matches(')').to_string();
-        }
-    };
-    // Keep draining stdout so the node never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    RunningNode { child, address }
-}
+use support::{canopy, run_node, text};
 
 #[test]
 fn id_is_stable_and_the_key_private() {
@@ -81,7 +36,7 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
     std::fs::write(share.join("song.ogg"), &content).unwrap();
     let hash = blake3::hash(&content).to_hex().to_string();
 
-    let node = run_node(&share, &root.path().join("node"));
+    let node = run_node(&["--share", share.to_str().unwrap()], &root.path().join("node"));
     let client_data = root.path().join("client");
     let client_data = client_data.to_str().unwrap();
     let output = root.path().join("fetched.ogg");

@@ -2,6 +2,8 @@
 //! downloader SIGKILLed again and again, a disk that fills up. Real
 //! `canopy` processes, real signals, real files.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,8 +12,8 @@ use std::time::Instant;
 
 use canopy_node::serve::UploadLimits;
 use canopy_node::{Node, NodeConfig};
+use support::{run_node, RunningNode, CANOPY};
 
-const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
 const MIB: u64 = 1 << 20;
 
 fn patterned(len: u64) -> Vec<u8> {
@@ -20,45 +22,11 @@ fn patterned(len: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A `canopy run` process, killed when dropped.
-struct SourceProcess {
-    child: Child,
-    address: String,
-}
-
-impl Drop for SourceProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_source(share: &Path, data: &Path, rate: &str) -> SourceProcess {
-    let mut child = Command::new(CANOPY)
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-upload-rate",
-            rate,
-            "--share",
-        ])
-        .arg(share)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("canopy run starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("canopy run printed its address").unwrap();
-        if let Some(rest) = line.split("peers reach this node as ").nth(1) {
-            break rest.trim_end_matches(')').to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    SourceProcess { child, address }
+fn spawn_source(share: &Path, data: &Path, rate: &str) -> RunningNode {
+    run_node(
+        &["--max-upload-rate", rate, "--share", share.to_str().unwrap()],
+        data,
+    )
 }
 
 /// Starts `canopy get --json` and returns the child with its stdout lines.
@@ -100,7 +68,7 @@ fn two_of_four_sources_killed_mid_transfer() {
     std::fs::write(share.join("f.bin"), &content).unwrap();
     let hash = blake3::hash(&content).to_hex().to_string();
 
-    let mut sources: Vec<SourceProcess> = (0..4)
+    let mut sources: Vec<RunningNode> = (0..4)
         .map(|i| spawn_source(&share, &root.path().join(format!("s{i}")), "2M"))
         .collect();
     let addresses: Vec<String> = sources.iter().map(|s| s.address.clone()).collect();

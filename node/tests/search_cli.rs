@@ -2,51 +2,18 @@
 //! search`, `canopy get` with the link it printed; and a leaf killed with
 //! SIGKILL vanishing from results within the idle timeout.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::EndpointConfig;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
+use support::{run_node, CANOPY};
 
-const CANOPY: &str = env!("CARGO_BIN_EXE_canopy");
+mod support;
 
-struct Process {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_run(args: &[&str], data: &Path) -> Process {
-    let mut child = Command::new(CANOPY)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("canopy run starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("canopy run printed its address").unwrap();
-        if let Some(rest) = line.split("peers reach this node as ").nth(1) {
-            break rest.trim_end_matches(')').to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Process { child, address }
-}
-
-fn canopy(args: &[&str], data: &Path) -> Output {
+fn canopy_in(args: &[&str], data: &Path) -> Output {
     Command::new(CANOPY)
         .args(args)
         .arg("--data-dir")
@@ -64,7 +31,7 @@ fn search_until(
 ) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let output = canopy(&["search", words, "--json", "--bootstrap", supernode], data);
+        let output = canopy_in(&["search", words, "--json", "--bootstrap", supernode], data);
         let hits: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -88,8 +55,8 @@ fn search_then_get_the_printed_link() {
     let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 249) as u8).collect();
     std::fs::write(share.join("Field Recording – Rain.flac"), &content).unwrap();
 
-    let supernode = spawn_run(&["--role", "supernode"], &root.path().join("sn"));
-    let _leaf = spawn_run(
+    let supernode = run_node(&["--role", "supernode"], &root.path().join("sn"));
+    let _leaf = run_node(
         &[
             "--share",
             share.to_str().unwrap(),
@@ -106,10 +73,10 @@ fn search_then_get_the_printed_link() {
     assert_eq!(hits[0]["sources"], 1);
     let link = hits[0]["link"].as_str().unwrap().to_string();
 
-    let table = canopy(&["search", "rain", "--bootstrap", &supernode.address], &client);
+    let table = canopy_in(&["search", "rain", "--bootstrap", &supernode.address], &client);
     assert!(table.status.success());
     assert!(String::from_utf8_lossy(&table.stdout).contains("Field Recording"));
-    let none = canopy(
+    let none = canopy_in(
         &["search", "nonexistentword", "--bootstrap", &supernode.address],
         &client,
     );
@@ -158,7 +125,7 @@ fn a_killed_leaf_vanishes_within_the_idle_timeout() {
     let share = root.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("ephemeral notes.txt"), b"here today").unwrap();
-    let mut leaf = spawn_run(
+    let mut leaf = run_node(
         &["--share", share.to_str().unwrap(), "--bootstrap", &address],
         &root.path().join("leaf"),
     );

@@ -489,15 +489,7 @@ mod tests {
     }
 
     fn query(text: &str) -> Query {
-        Query {
-            text: text.into(),
-            hash: None,
-            kind: None,
-            min_size: None,
-            max_size: None,
-            max_hits: 50,
-            ttl: None,
-        }
+        Query::words(text)
     }
 
     #[test]

@@ -81,13 +81,9 @@ async fn until(what: &str, mut condition: impl FnMut() -> bool) {
 
 fn query(text: &str, ttl: Option<u8>) -> Query {
     Query {
-        text: text.into(),
-        hash: None,
-        kind: None,
-        min_size: None,
-        max_size: None,
         max_hits: 100,
         ttl,
+        ..Query::words(text)
     }
 }
 

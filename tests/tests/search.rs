@@ -54,15 +54,7 @@ async fn start_leaf(supernode: PeerAddr, files: &[(&str, Vec<u8>)]) -> Leaf {
 }
 
 fn query(text: &str) -> Query {
-    Query {
-        text: text.into(),
-        hash: None,
-        kind: None,
-        min_size: None,
-        max_size: None,
-        max_hits: 50,
-        ttl: None,
-    }
+    Query::words(text)
 }
 
 /// Searches until `accept` is happy with the hits (commits are batched).

@@ -199,6 +199,28 @@ pub struct Query {
 }
 
 impl Query {
+    /// A search for `text` with no filters: up to 50 hits, default TTL.
+    pub fn words(text: impl Into<String>) -> Self {
+        Query {
+            text: text.into(),
+            hash: None,
+            kind: None,
+            min_size: None,
+            max_size: None,
+            max_hits: 50,
+            ttl: None,
+        }
+    }
+
+    /// A search for the sources of one known file.
+    pub fn for_hash(hash: ContentHash) -> Self {
+        Query {
+            hash: Some(hash),
+            max_hits: 1,
+            ..Query::words("")
+        }
+    }
+
     pub fn check(&self) -> Result<(), String> {
         if self.text.len() > MAX_QUERY_LEN {
             return Err(format!("search text over {MAX_QUERY_LEN} bytes"));
