@@ -5,8 +5,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
-use canopy_common::proto::{ContentHash, PeerAddr};
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
+use canopy_node::cli::search::ask;
 use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
+use canopy_node::leaf::LeafStatus;
 use canopy_node::serve::UploadLimits;
 use canopy_node::{Node, NodeConfig};
 
@@ -144,4 +146,43 @@ pub fn capped(bytes_per_second: u64) -> UploadLimits {
 /// Bytes a node has uploaded so far.
 pub fn uploaded(node: &Node) -> u64 {
     node.stats().bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Starts a leaf joined to `supernode` (keeping `sessions` supernodes) that
+/// shares `files`, and waits until every joined supernode was told of them.
+pub async fn start_leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[u8])]) -> Peer {
+    let data = tempfile::tempdir().unwrap();
+    let share = data.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(share.join(name), bytes).unwrap();
+    }
+    let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK).sharing(share);
+    config.bootstrap = vec![supernode];
+    config.leaf_sessions = sessions;
+    let node = Node::start(config).await.expect("leaf starts");
+    let mut status = node.leaf_status().expect("a leaf with a supernode");
+    let expected = files.len();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status.wait_for(|s: &LeafStatus| s.published(expected)),
+    )
+    .await
+    .expect("leaf joined and published in time")
+    .unwrap();
+    Peer { node, _data: data }
+}
+
+/// Searches through `supernode` until `accept` holds (index commits are
+/// batched, floods take a moment); fails the test after about 10 s.
+pub async fn search_until(supernode: PeerAddr, query: &Query, accept: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
+    let asker = client();
+    for _ in 0..100 {
+        let (hits, _) = ask(&asker, &[supernode], query).await.unwrap();
+        if accept(&hits) {
+            return hits;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("search for {:?} never gave the expected hits", query.text);
 }

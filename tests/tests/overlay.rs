@@ -11,7 +11,7 @@ use canopy_node::download::SourceSpec;
 use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{OverlayConfig, SupernodeConfig};
-use canopy_tests::{client, LOOPBACK};
+use canopy_tests::{client, search_until, start_leaf as leaf, LOOPBACK};
 
 struct Running {
     node: Node,
@@ -34,29 +34,6 @@ async fn supernode(bootstrap: Vec<PeerAddr>, target: usize, max: usize) -> Runni
         node: Node::start(config).await.unwrap(),
         _dir: dir,
     }
-}
-
-async fn leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[u8])]) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(share.join(name), bytes).unwrap();
-    }
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
-    config.bootstrap = vec![supernode];
-    config.leaf_sessions = sessions;
-    let node = Node::start(config).await.unwrap();
-    let mut status = node.leaf_status().unwrap();
-    let expected = files.len();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s: &LeafStatus| s.published(expected)),
-    )
-    .await
-    .expect("leaf published")
-    .unwrap();
-    Running { node, _dir: dir }
 }
 
 fn neighbours(node: &Running) -> usize {
@@ -85,19 +62,6 @@ fn query(text: &str, ttl: Option<u8>) -> Query {
         ttl,
         ..Query::words(text)
     }
-}
-
-/// Searches through `via` until `accept` holds (index commits are batched).
-async fn search_until(via: PeerAddr, query: &Query, accept: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
-    let asker = client();
-    for _ in 0..40 {
-        let (hits, _) = ask(&asker, &[via], query).await.unwrap();
-        if accept(&hits) {
-            return hits;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("search {:?} never satisfied the test", query.text);
 }
 
 fn names(hits: &[Hit]) -> Vec<String> {

@@ -2,24 +2,16 @@
 //! the supernode indexes with tantivy, searches find files by the words in
 //! their names and tags, with every source.
 
-use std::time::Duration;
-
 use canopy_common::net::{read_frame, write_frame};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
-    ContentHash, FileEntry, FileKind, Hello, Hit, LeafUpdate, PeerAddr, Query, Request, SessionNotice,
+    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Query, Request, SessionNotice,
 };
 use canopy_node::cli::search::ask;
 use canopy_node::download::DownloadOptions;
-use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
-use canopy_tests::{client, start_downloader, LOOPBACK};
-
-struct Leaf {
-    node: Node,
-    _dir: tempfile::TempDir,
-}
+use canopy_tests::{client, search_until, start_downloader, start_leaf, LOOPBACK};
 
 async fn start_supernode(max_leaves: usize, max_files: usize) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,43 +23,8 @@ async fn start_supernode(max_leaves: usize, max_files: usize) -> (Node, tempfile
     (Node::start(config).await.unwrap(), dir)
 }
 
-async fn start_leaf(supernode: PeerAddr, files: &[(&str, Vec<u8>)]) -> Leaf {
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(share.join(name), bytes).unwrap();
-    }
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
-    config.bootstrap = vec![supernode];
-    let node = Node::start(config).await.unwrap();
-    let mut status = node.leaf_status().unwrap();
-    let expected = files.len();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s: &LeafStatus| s.published(expected)),
-    )
-    .await
-    .expect("leaf joined and published in time")
-    .unwrap();
-    Leaf { node, _dir: dir }
-}
-
 fn query(text: &str) -> Query {
     Query::words(text)
-}
-
-/// Searches until `accept` is happy with the hits (commits are batched).
-async fn search_until(supernode: PeerAddr, query: &Query, accept: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
-    let asker = client();
-    for _ in 0..100 {
-        let (hits, _) = ask(&asker, &[supernode], query).await.unwrap();
-        if accept(&hits) {
-            return hits;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("search for {:?} never gave the expected hits", query.text);
 }
 
 /// A minimal MP3 with an ID3v1 tag naming the artist.
@@ -96,8 +53,8 @@ async fn twenty_leaves_publish_and_searches_find_them() {
         if i == 7 {
             files.push(("track01.mp3".into(), tagged_mp3("Nina Simone")));
         }
-        let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-        leaves.push(start_leaf(address, &named).await);
+        let named: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        leaves.push(start_leaf(address, 2, &named).await);
     }
     assert_eq!(supernode.supernode().unwrap().leaf_count(), 20);
 
@@ -223,7 +180,7 @@ async fn oversize_publishes_are_refused_and_the_supernode_keeps_serving() {
     );
 
     // Nothing of theirs was indexed, and an honest leaf is served as usual.
-    let honest = start_leaf(address, &[("honest file.txt", b"hello".to_vec())]).await;
+    let honest = start_leaf(address, 2, &[("honest file.txt", b"hello")]).await;
     let hits = search_until(address, &query("file"), |hits| !hits.is_empty()).await;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].sources[0].id, honest.node.peer_addr().id);
@@ -247,7 +204,7 @@ async fn a_full_supernode_turns_leaves_away_with_referrals() {
 #[tokio::test]
 async fn a_leaf_is_no_supernode() {
     let (supernode, _dir) = start_supernode(10, 10).await;
-    let leaf = start_leaf(supernode.peer_addr(), &[("a.txt", b"a".to_vec())]).await;
+    let leaf = start_leaf(supernode.peer_addr(), 2, &[("a.txt", b"a")]).await;
     let error = ask(&client(), &[leaf.node.peer_addr()], &query("a"))
         .await
         .unwrap_err();
