@@ -13,6 +13,7 @@ pub mod fileio;
 pub mod hostcache;
 pub mod leaf;
 pub mod node;
+pub mod probe;
 pub mod ratelimit;
 pub mod serve;
 pub mod share;

@@ -66,9 +66,12 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, value_name = "HOST:PORT", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
         listen: SocketAddr,
+        /// auto: measure cores, memory, bandwidth (against known peers) and
+        /// reachability, and become a supernode if this machine qualifies
+        /// and the network needs one (see `canopy probe`).
         /// leaf: join a supernode and publish the shared files to it.
         /// supernode: index leaves' files and answer their searches.
-        #[arg(long, value_enum, default_value_t = Role::Leaf)]
+        #[arg(long, value_enum, default_value_t = Role::Auto)]
         role: Role,
         #[command(flatten)]
         network: NetworkArgs,
@@ -76,6 +79,10 @@ enum Command {
         /// machine's memory, 100 per GiB).
         #[arg(long, value_name = "N")]
         max_leaves: Option<usize>,
+        /// Never become a supernode, whatever the election says (for metered
+        /// or slow links).
+        #[arg(long)]
+        never_supernode: bool,
         /// This node cannot accept connections (behind a NAT or firewall it
         /// cannot open): downloaders then reach it by asking its supernode
         /// to have it connect to them.
@@ -86,6 +93,20 @@ enum Command {
         rescan_interval: u64,
         #[command(flatten)]
         upload: UploadArgs,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Measure this machine and its links as the election does, and say
+    /// which role it would take and why.
+    Probe {
+        #[command(flatten)]
+        network: NetworkArgs,
+        /// Count our upload as capped at this rate (as `run` would).
+        #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
+        max_upload_rate: Option<u64>,
+        /// As `run --never-supernode`.
+        #[arg(long)]
+        never_supernode: bool,
         #[command(flatten)]
         data: DataDir,
     },
@@ -208,6 +229,8 @@ impl DataDir {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Role {
+    /// Measure this machine and its links, and let the election decide.
+    Auto,
     Leaf,
     Supernode,
 }
@@ -328,6 +351,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             role,
             network,
             max_leaves,
+            never_supernode,
             no_inbound,
             rescan_interval,
             upload,
@@ -337,9 +361,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut config = NodeConfig::new(data_dir.clone(), listen);
             config.share = share;
             config.upload = upload.limits();
-            config.bootstrap = network.bootstrap;
+            config.bootstrap = network.bootstrap.clone();
             config.accept_inbound = !no_inbound;
             config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
+            let role = match role {
+                Role::Auto => {
+                    let peers = network.supernodes(&data_dir);
+                    let (profile, measured, decision, bound) = cli::probe::elect(
+                        &data_dir,
+                        listen,
+                        &peers,
+                        upload.max_upload_rate,
+                        never_supernode || no_inbound,
+                    )
+                    .await?;
+                    config.listen = bound;
+                    cli::probe::print(&profile, &measured, &decision);
+                    tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
+                    match decision.role {
+                        canopy_common::proto::election::Role::Supernode => Role::Supernode,
+                        canopy_common::proto::election::Role::Leaf => Role::Leaf,
+                    }
+                }
+                other => other,
+            };
             if role == Role::Supernode {
                 let mut settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
                 if let Some(max_leaves) = max_leaves {
@@ -348,6 +393,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config.supernode = Some(settings);
             }
             cli::run::run(config).await
+        }
+        Command::Probe {
+            network,
+            max_upload_rate,
+            never_supernode,
+            data,
+        } => {
+            let data_dir = data.resolve()?;
+            let peers = network.supernodes(&data_dir);
+            let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+            let (profile, measured, decision, _) =
+                cli::probe::elect(&data_dir, listen, &peers, max_upload_rate, never_supernode).await?;
+            cli::probe::print(&profile, &measured, &decision);
+            Ok(())
         }
         Command::Search {
             words,

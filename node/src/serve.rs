@@ -82,9 +82,11 @@ pub struct ServeContext {
     pub swarm: SwarmDirectory,
     /// Present when this node is a supernode.
     pub supernode: Option<Arc<Supernode>>,
+    /// Admission for bandwidth and reachability probes we serve.
+    pub probes: crate::probe::ProbeGate,
     /// Downloads waiting for a firewalled source to connect to us.
     awaited_pushes: Mutex<HashMap<PeerId, Vec<oneshot::Sender<quinn::Connection>>>>,
-    limiter: Option<RateLimiter>,
+    pub(crate) limiter: Option<RateLimiter>,
     slots: Semaphore,
 }
 
@@ -93,6 +95,7 @@ impl ServeContext {
         ServeContext {
             supernode,
             awaited_pushes: Mutex::default(),
+            probes: Default::default(),
             shares,
             stats: Arc::default(),
             swarm: SwarmDirectory::default(),
@@ -198,6 +201,28 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
             }
             return;
         }
+        // Probes read the rest of the stream themselves.
+        probe @ (Request::ProbeDown { .. } | Request::ProbeUp { .. } | Request::DialBack) => {
+            match crate::probe::serve(
+                peer,
+                &probe,
+                &mut send,
+                &mut recv,
+                &context.probes,
+                context.limiter.as_ref(),
+            )
+            .await
+            {
+                Ok(()) => {
+                    let _ = send.finish();
+                }
+                Err(error) => {
+                    tracing::debug!(peer = ?peer, %error, "probe failed");
+                    close(&mut send, &mut recv, codes::INTERNAL);
+                }
+            }
+            return;
+        }
         other => other,
     };
     // Nothing more is expected from the peer on this stream.
@@ -257,7 +282,31 @@ async fn answer(
             }
             return Ok(());
         }
-        Request::Join(_) | Request::Link(_) => unreachable!("sessions and links are served by serve_stream"),
+        Request::Status => {
+            let status = match &context.supernode {
+                Some(supernode) => Response::Status {
+                    supernode: true,
+                    leaves: supernode.leaf_count() as u32,
+                    max_leaves: supernode.max_leaves() as u32,
+                    neighbours: supernode.overlay().map_or(0, |o| o.neighbours().len() as u32),
+                },
+                None => Response::Status {
+                    supernode: false,
+                    leaves: 0,
+                    max_leaves: 0,
+                    neighbours: 0,
+                },
+            };
+            write_frame(send, &status).await?;
+            return Ok(());
+        }
+        Request::Join(_)
+        | Request::Link(_)
+        | Request::ProbeDown { .. }
+        | Request::ProbeUp { .. }
+        | Request::DialBack => {
+            unreachable!("sessions, links and probes are served by serve_stream")
+        }
     };
     if let Request::Sources { .. } = request {
         let peers = context.swarm.peers(&hash, peer.id, Instant::now());
@@ -327,7 +376,11 @@ async fn answer(
         | Request::Search(_)
         | Request::Join(_)
         | Request::Link(_)
-        | Request::Push { .. } => {
+        | Request::Push { .. }
+        | Request::Status
+        | Request::ProbeDown { .. }
+        | Request::ProbeUp { .. }
+        | Request::DialBack => {
             unreachable!("answered above")
         }
     }

@@ -154,6 +154,11 @@ impl Supernode {
         &self.index
     }
 
+    /// Leaves this supernode takes at most.
+    pub fn max_leaves(&self) -> usize {
+        self.config.max_leaves
+    }
+
     pub fn leaf_count(&self) -> usize {
         self.sessions.lock().expect("sessions lock").len()
     }

@@ -101,20 +101,40 @@ pub fn disqualified(profile: &Profile, thresholds: &Thresholds) -> Option<String
         return Some(format!("{} core(s) < {}", profile.cores, thresholds.min_cores));
     }
     if profile.memory_total < thresholds.min_memory {
-        return Some(format!("memory {} < {}", gib(profile.memory_total), gib(thresholds.min_memory)));
+        return Some(format!(
+            "memory {} < {}",
+            gib(profile.memory_total),
+            gib(thresholds.min_memory)
+        ));
     }
     if let Some(upload) = profile.upload.filter(|&up| up < thresholds.min_upload) {
-        return Some(format!("upload {} < {}", mbit(upload), mbit(thresholds.min_upload)));
+        return Some(format!(
+            "upload {} < {}",
+            mbit(upload),
+            mbit(thresholds.min_upload)
+        ));
     }
     if let Some(download) = profile.download.filter(|&down| down < thresholds.min_download) {
-        return Some(format!("download {} < {}", mbit(download), mbit(thresholds.min_download)));
+        return Some(format!(
+            "download {} < {}",
+            mbit(download),
+            mbit(thresholds.min_download)
+        ));
     }
     None
 }
 
 /// The start-up decision.
-pub fn decide(profile: &Profile, hints: &NetworkHints, thresholds: &Thresholds, never_supernode: bool) -> Decision {
-    let leaf = |reason: String| Decision { role: Role::Leaf, reason };
+pub fn decide(
+    profile: &Profile,
+    hints: &NetworkHints,
+    thresholds: &Thresholds,
+    never_supernode: bool,
+) -> Decision {
+    let leaf = |reason: String| Decision {
+        role: Role::Leaf,
+        reason,
+    };
     let supernode = |reason: String| Decision {
         role: Role::Supernode,
         reason,
@@ -130,7 +150,9 @@ pub fn decide(profile: &Profile, hints: &NetworkHints, thresholds: &Thresholds, 
         None => "no peer to measure bandwidth against".into(),
     };
     if hints.supernodes == 0 {
-        return supernode(format!("no supernode is known and this machine qualifies ({measured})"));
+        return supernode(format!(
+            "no supernode is known and this machine qualifies ({measured})"
+        ));
     }
     if hints.short_of_slots(thresholds.short_of_slots) {
         return supernode(format!(
@@ -187,9 +209,13 @@ pub struct Observation {
 /// A change of role the node should carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Promote { reason: String },
+    Promote {
+        reason: String,
+    },
     /// Hand leaves to other supernodes first, then become a leaf.
-    Demote { reason: String },
+    Demote {
+        reason: String,
+    },
 }
 
 /// The run-time election of one node.
@@ -255,7 +281,10 @@ impl Election {
             Role::Supernode => {
                 self.role = Role::Leaf;
                 Change::Demote {
-                    reason: format!("only {} leaves while {} neighbours can take them", seen.leaves, seen.neighbours),
+                    reason: format!(
+                        "only {} leaves while {} neighbours can take them",
+                        seen.leaves, seen.neighbours
+                    ),
                 }
             }
         })
@@ -295,7 +324,9 @@ mod tests {
         assert_eq!(slow.reason, "upload 0.8 Mbit/s < 5.0 Mbit/s");
         let mut hidden = machine(50.0);
         hidden.reachable = Some(false);
-        assert!(decide(&hidden, &hints(0, 0, 0), &t, false).reason.contains("cannot connect"));
+        assert!(decide(&hidden, &hints(0, 0, 0), &t, false)
+            .reason
+            .contains("cannot connect"));
         let mut small = machine(50.0);
         small.cores = 1;
         assert_eq!(decide(&small, &hints(0, 0, 0), &t, false).role, Role::Leaf);
@@ -310,7 +341,10 @@ mod tests {
         assert!(first.reason.contains("no supernode is known"), "{}", first.reason);
         let mut unmeasured = machine(50.0);
         unmeasured.upload = None;
-        assert_eq!(decide(&unmeasured, &hints(0, 0, 0), &t, false).role, Role::Supernode);
+        assert_eq!(
+            decide(&unmeasured, &hints(0, 0, 0), &t, false).role,
+            Role::Supernode
+        );
         let short = decide(&machine(50.0), &hints(3, 5, 300), &t, false);
         assert_eq!(short.role, Role::Supernode);
         let roomy = decide(&machine(50.0), &hints(3, 200, 300), &t, false);
@@ -331,14 +365,25 @@ mod tests {
             ..Observation::default()
         };
         let s = Duration::from_secs;
-        assert_eq!(election.observe(&machine(50.0), &short, s(50)), None, "tenure not served");
+        assert_eq!(
+            election.observe(&machine(50.0), &short, s(50)),
+            None,
+            "tenure not served"
+        );
         let roomy = Observation {
             hints: hints(2, 150, 200),
             ..Observation::default()
         };
         assert_eq!(election.observe(&machine(50.0), &roomy, s(100)), None);
-        assert_eq!(election.observe(&machine(50.0), &short, s(105)), None, "shortage too young");
-        assert!(matches!(election.observe(&machine(50.0), &short, s(115)), Some(Change::Promote { .. })));
+        assert_eq!(
+            election.observe(&machine(50.0), &short, s(105)),
+            None,
+            "shortage too young"
+        );
+        assert!(matches!(
+            election.observe(&machine(50.0), &short, s(115)),
+            Some(Change::Promote { .. })
+        ));
         assert_eq!(election.role(), Role::Supernode);
         // A slow machine never promotes.
         let mut slow = Election::new(ElectionConfig::default(), Role::Leaf, Duration::ZERO);
@@ -361,11 +406,18 @@ mod tests {
         for step in 0..2880u64 {
             let short = step % 2 == 0;
             let seen = Observation {
-                hints: if short { hints(2, 1, 200) } else { hints(2, 150, 200) },
+                hints: if short {
+                    hints(2, 1, 200)
+                } else {
+                    hints(2, 150, 200)
+                },
                 leaves: if short { 2 } else { 40 },
                 neighbours: 4,
             };
-            if election.observe(&machine(50.0), &seen, Duration::from_secs(step * 30)).is_some() {
+            if election
+                .observe(&machine(50.0), &seen, Duration::from_secs(step * 30))
+                .is_some()
+            {
                 changes += 1;
             }
         }
@@ -385,10 +437,20 @@ mod tests {
             leaves: 1,
             neighbours: 4,
         };
-        let lonely = Observation { neighbours: 1, ..idle };
+        let lonely = Observation {
+            neighbours: 1,
+            ..idle
+        };
         let s = Duration::from_secs;
-        assert_eq!(election.observe(&machine(50.0), &lonely, s(500)), None, "no one to hand leaves to");
+        assert_eq!(
+            election.observe(&machine(50.0), &lonely, s(500)),
+            None,
+            "no one to hand leaves to"
+        );
         assert_eq!(election.observe(&machine(50.0), &idle, s(600)), None);
-        assert!(matches!(election.observe(&machine(50.0), &idle, s(720)), Some(Change::Demote { .. })));
+        assert!(matches!(
+            election.observe(&machine(50.0), &idle, s(720)),
+            Some(Change::Demote { .. })
+        ));
     }
 }

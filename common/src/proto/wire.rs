@@ -53,6 +53,17 @@ pub enum Request {
     /// (the supernode tells the leaf the address it sees us at). Answered
     /// by [`Response::PushSent`] or [`Response::NotFound`]-like refusals.
     Push { leaf: super::id::PeerId },
+    /// Bandwidth probe: send us `bytes` raw bytes (download test). Answered
+    /// by [`Response::ProbeData`] and the bytes, or [`Response::Busy`].
+    ProbeDown { bytes: u32 },
+    /// Bandwidth probe: `bytes` raw bytes follow (upload test). Answered by
+    /// [`Response::ProbeReceived`] once all have arrived.
+    ProbeUp { bytes: u32 },
+    /// Reachability: try to connect to me from a fresh port. Answered by
+    /// [`Response::DialBack`].
+    DialBack,
+    /// What a supernode has room for. Answered by [`Response::Status`].
+    Status,
     /// A supernode asks to become our overlay neighbour. Answered by a
     /// [`LinkNotice`]; if accepted, the stream carries [`OverlayMessage`]s
     /// both ways for as long as the link lasts.
@@ -103,33 +114,67 @@ pub enum OverlayMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The file is `size` bytes; its block layer follows.
-    BlockLayer { size: u64 },
+    BlockLayer {
+        size: u64,
+    },
     /// The requested blocks follow.
-    Blocks { first: u32, count: u32 },
+    Blocks {
+        first: u32,
+        count: u32,
+    },
     /// This peer does not share that content.
-    NotFound { hash: ContentHash },
+    NotFound {
+        hash: ContentHash,
+    },
     /// The request was understood but not acceptable (out of range, too
     /// large). `reason` is at most [`MAX_REASON_LEN`] bytes.
-    BadRequest { reason: String },
+    BadRequest {
+        reason: String,
+    },
     /// The peer holds these blocks (one bit per block of the file's layout).
-    Have { blocks: WireBitfield },
+    Have {
+        blocks: WireBitfield,
+    },
     /// The peer holds the whole file.
     HaveAll,
     /// Other peers for this file, at most [`MAX_SOURCES_PER_REPLY`].
-    Sources { peers: Vec<PeerAddr> },
+    Sources {
+        peers: Vec<PeerAddr>,
+    },
     /// All upload slots are taken; ask again after this many milliseconds.
-    Busy { retry_after_ms: u32 },
+    Busy {
+        retry_after_ms: u32,
+    },
     /// Some hits for a search; more frames may follow.
-    Hits { hits: Vec<Hit> },
+    Hits {
+        hits: Vec<Hit>,
+    },
     /// The search is complete.
     EndOfHits,
     /// This node is not a supernode; leaves should join one of these.
-    NotSupernode { others: Vec<PeerAddr> },
+    NotSupernode {
+        others: Vec<PeerAddr>,
+    },
     /// The leaf was asked to connect to you.
     PushSent,
     /// That leaf is not joined here.
     UnknownLeaf,
+    /// Probe bytes follow.
+    ProbeData,
+    ProbeReceived,
+    DialBack {
+        reachable: bool,
+    },
+    Status {
+        supernode: bool,
+        leaves: u32,
+        max_leaves: u32,
+        neighbours: u32,
+    },
 }
+
+/// Largest bandwidth probe, in bytes.
+pub const MAX_PROBE_BYTES: u32 = 8 << 20;
 
 impl Response {
     /// A `BadRequest` whose reason is cut to the wire limit.

@@ -2,6 +2,7 @@
 //! each command does lives here, one file per command.
 
 pub mod get;
+pub mod probe;
 pub mod run;
 pub mod search;
 

@@ -1,0 +1,307 @@
+//! Measuring this node for the election: its machine (sysinfo), its
+//! bandwidth (timed transfers with known peers, both ways) and whether
+//! others can reach it (a peer dials back from a fresh port).
+//!
+//! Serving probes costs bandwidth, so a node answers one probe at a time
+//! and each peer at most once per [`PROBE_COOLDOWN`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NetError, NodeKey};
+use canopy_common::proto::election::{NetworkHints, Profile};
+use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::wire::MAX_PROBE_BYTES;
+use canopy_common::proto::{PeerAddr, PeerId, Request, Response};
+use quinn::{RecvStream, SendStream};
+use tokio::sync::Semaphore;
+
+use crate::ratelimit::RateLimiter;
+
+/// How often one peer may probe us.
+pub const PROBE_COOLDOWN: Duration = Duration::from_secs(10);
+/// Bytes moved each way per probe.
+pub const PROBE_BYTES: u32 = 4 << 20;
+/// A probe never takes longer than this.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Each direction is timed for at most this long.
+const PROBE_TIME: Duration = Duration::from_secs(3);
+
+/// Admission for probes we serve.
+#[derive(Debug)]
+pub struct ProbeGate {
+    running: Semaphore,
+    /// When each peer last ran each kind of probe.
+    last: Mutex<HashMap<(PeerId, u8), Instant>>,
+}
+
+impl Default for ProbeGate {
+    fn default() -> Self {
+        ProbeGate {
+            running: Semaphore::new(1),
+            last: Mutex::default(),
+        }
+    }
+}
+
+impl ProbeGate {
+    /// Whether `peer` may run probe `kind` now; records the attempt.
+    fn admit(&self, peer: PeerId, kind: u8) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let now = Instant::now();
+        let mut last = self.last.lock().expect("probe lock");
+        last.retain(|_, when| now.duration_since(*when) < PROBE_COOLDOWN);
+        if last.contains_key(&(peer, kind)) {
+            return None;
+        }
+        let permit = self.running.try_acquire().ok()?;
+        last.insert((peer, kind), now);
+        Some(permit)
+    }
+}
+
+/// Serves one probe request (the stream is still open for reading).
+pub async fn serve(
+    peer: PeerAddr,
+    request: &Request,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    gate: &ProbeGate,
+    limiter: Option<&RateLimiter>,
+) -> Result<(), NetError> {
+    let kind = match request {
+        Request::ProbeDown { .. } => 0,
+        Request::ProbeUp { .. } => 1,
+        _ => 2,
+    };
+    let Some(_permit) = gate.admit(peer.id, kind) else {
+        return write_frame(
+            send,
+            &Response::Busy {
+                retry_after_ms: PROBE_COOLDOWN.as_millis() as u32,
+            },
+        )
+        .await;
+    };
+    match *request {
+        Request::ProbeDown { bytes } => {
+            write_frame(send, &Response::ProbeData).await?;
+            let mut left = bytes.min(MAX_PROBE_BYTES) as usize;
+            let chunk = Bytes::from(vec![0u8; 64 << 10]);
+            while left > 0 {
+                let piece = chunk.slice(..left.min(chunk.len()));
+                if let Some(limiter) = limiter {
+                    limiter.acquire(piece.len()).await;
+                }
+                left -= piece.len();
+                send.write_chunk(piece).await?;
+            }
+            Ok(())
+        }
+        Request::ProbeUp { bytes } => {
+            // The prober may stop early (a slow link); its end of stream
+            // says so.
+            let mut left = bytes.min(MAX_PROBE_BYTES) as usize;
+            while left > 0 {
+                match recv.read_chunk(left, true).await? {
+                    Some(chunk) => left -= chunk.bytes.len(),
+                    None => break,
+                }
+            }
+            write_frame(send, &Response::ProbeReceived).await
+        }
+        Request::DialBack => {
+            let reachable = dial_back(peer).await;
+            write_frame(send, &Response::DialBack { reachable }).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Tries to reach `peer` from a fresh port, as a stranger would.
+async fn dial_back(peer: PeerAddr) -> bool {
+    let bind: SocketAddr = match peer.addr {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
+    };
+    let Ok(key) = NodeKey::generate() else {
+        return false;
+    };
+    let Ok(stranger) = Endpoint::bind(key, bind, &EndpointConfig::default()) else {
+        return false;
+    };
+    let reached = matches!(
+        tokio::time::timeout(Duration::from_secs(3), stranger.connect(&peer)).await,
+        Ok(Ok(_))
+    );
+    stranger.shutdown().await;
+    reached
+}
+
+/// The machine, from sysinfo. Bandwidth and reachability are left for
+/// [`measure`].
+pub fn machine() -> Profile {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let (memory_total, memory_available) = match sysinfo::System::new() {
+        Ok(mut system) => {
+            system.refresh_memory();
+            (system.total_memory(), system.available_memory())
+        }
+        Err(_) => (0, 0),
+    };
+    Profile {
+        cores,
+        memory_total,
+        memory_available,
+        uptime: sysinfo::System::uptime()
+            .map(Duration::from_secs)
+            .unwrap_or_default(),
+        os: sysinfo::System::long_os_version()
+            .or_else(|_| sysinfo::System::name())
+            .unwrap_or_else(|_| std::env::consts::OS.to_string()),
+        upload: None,
+        download: None,
+        reachable: None,
+    }
+}
+
+/// What the probes found.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub upload: Option<u64>,
+    pub download: Option<u64>,
+    pub reachable: Option<bool>,
+    pub hints: NetworkHints,
+    /// Per peer: who, and what it measured or what went wrong.
+    pub peers: Vec<(PeerAddr, PeerProbe)>,
+}
+
+/// Upload and download rates measured with one peer, or why not.
+pub type PeerProbe = Result<(u64, u64), String>;
+
+/// Probes up to three of `peers`: bandwidth both ways, reachability, and
+/// (from supernodes) how much room the network has. Our own upload goes
+/// through `limiter`, as all our uploads do.
+pub async fn measure(endpoint: &Endpoint, peers: &[PeerAddr], limiter: Option<&RateLimiter>) -> Measured {
+    let mut measured = Measured::default();
+    let mut uploads = Vec::new();
+    let mut downloads = Vec::new();
+    for peer in peers.iter().take(3) {
+        let outcome = tokio::time::timeout(
+            PROBE_TIMEOUT * 3,
+            probe_one(endpoint, peer, limiter, &mut measured),
+        )
+        .await;
+        let outcome = outcome.unwrap_or_else(|_| Err("timed out".into()));
+        if let Ok((up, down)) = outcome {
+            uploads.push(up);
+            downloads.push(down);
+        }
+        measured.peers.push((*peer, outcome));
+    }
+    // The best link we found is what we can offer.
+    measured.upload = uploads.into_iter().max();
+    measured.download = downloads.into_iter().max();
+    measured
+}
+
+async fn probe_one(
+    endpoint: &Endpoint,
+    peer: &PeerAddr,
+    limiter: Option<&RateLimiter>,
+    measured: &mut Measured,
+) -> Result<(u64, u64), String> {
+    let connection = endpoint.connect(peer).await.map_err(|e| e.to_string())?;
+    let ask = |request: Request| {
+        let connection = connection.clone();
+        async move {
+            let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+            write_frame(&mut send, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((send, recv))
+        }
+    };
+
+    // Status first: cheap, and tells us what the network needs.
+    let (mut send, mut recv) = ask(Request::Status).await?;
+    send.finish().map_err(|e| e.to_string())?;
+    if let Ok(Response::Status {
+        supernode: true,
+        leaves,
+        max_leaves,
+        ..
+    }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await
+    {
+        measured.hints.supernodes += 1;
+        measured.hints.total_slots += u64::from(max_leaves);
+        measured.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
+    }
+
+    // Download: the peer sends, we time it.
+    let started = Instant::now();
+    let (mut send, mut recv) = ask(Request::ProbeDown { bytes: PROBE_BYTES }).await?;
+    send.finish().map_err(|e| e.to_string())?;
+    match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::ProbeData => {}
+        Response::Busy { .. } => return Err("busy with another probe".into()),
+        other => return Err(format!("unexpected answer {other:?}")),
+    }
+    let mut received = 0usize;
+    while started.elapsed() < PROBE_TIME {
+        match recv
+            .read_chunk(usize::MAX, true)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(chunk) => received += chunk.bytes.len(),
+            None => break,
+        }
+    }
+    let download = (received as f64 / started.elapsed().as_secs_f64()) as u64;
+    let _ = recv.stop(0u32.into());
+
+    // Upload: we send, the peer says when all arrived.
+    let started = Instant::now();
+    let (mut send, mut recv) = ask(Request::ProbeUp { bytes: PROBE_BYTES }).await?;
+    let chunk = Bytes::from(vec![0u8; 64 << 10]);
+    let mut left = PROBE_BYTES as usize;
+    // A few seconds or the probe size, whichever comes first.
+    while left > 0 && started.elapsed() < PROBE_TIME {
+        let piece = chunk.slice(..left.min(chunk.len()));
+        if let Some(limiter) = limiter {
+            limiter.acquire(piece.len()).await;
+        }
+        left -= piece.len();
+        send.write_chunk(piece).await.map_err(|e| e.to_string())?;
+    }
+    let sent = PROBE_BYTES as usize - left;
+    send.finish().map_err(|e| e.to_string())?;
+    match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::ProbeReceived => {}
+        Response::Busy { .. } => return Err("busy with another probe".into()),
+        other => return Err(format!("unexpected answer {other:?}")),
+    }
+    let upload = (sent as f64 / started.elapsed().as_secs_f64()) as u64;
+
+    // Reachability, once: a stranger's port dials our address.
+    if measured.reachable.is_none() {
+        let (mut send, mut recv) = ask(Request::DialBack).await?;
+        send.finish().map_err(|e| e.to_string())?;
+        if let Ok(Response::DialBack { reachable }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
+            measured.reachable = Some(reachable);
+        }
+    }
+    connection.close(0u32.into(), b"probed");
+    Ok((upload, download))
+}
