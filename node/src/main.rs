@@ -15,6 +15,11 @@ use canopy_node::{demo, NodeConfig};
 use canopy_supernode::SupernodeConfig;
 use std::time::Duration;
 
+/// The supernodes asked know no source for the file.
+#[derive(Debug, thiserror::Error)]
+#[error("no source shares {0}: the supernodes asked know of none")]
+struct NoSources(ContentHash);
+
 /// `canopy search` found nothing: exit 1, like grep.
 #[derive(Debug, thiserror::Error)]
 #[error("nothing found")]
@@ -118,7 +123,8 @@ enum Command {
         /// accents do not matter).
         #[arg(required = true)]
         words: Vec<String>,
-        /// Only files of this type.
+        /// Only files of this type: audio, video, image, document, archive,
+        /// software or other.
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<FileKind>,
         /// Only files of at least this size (K, M, G suffixes allowed).
@@ -127,8 +133,8 @@ enum Command {
         /// Only files of at most this size.
         #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
         max_size: Option<u64>,
-        /// Most results to show.
-        #[arg(long, default_value_t = 50)]
+        /// Most results to show (1 to 200).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=200))]
         limit: u16,
         /// Supernode hops the search may travel (the supernode caps it; by
         /// default it picks).
@@ -176,6 +182,10 @@ enum Command {
         /// Print nothing but errors.
         #[arg(short, long)]
         quiet: bool,
+        /// Replace PATH if it exists and is a different file (otherwise
+        /// canopy refuses, to never destroy a file by accident).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         upload: UploadArgs,
         #[command(flatten)]
@@ -198,14 +208,16 @@ verified again before they are trusted.
 
 Exit codes:
   0  the file was fetched and verified
-  1  other error (including Ctrl-C)
+  1  other error
   2  bad command line
   3  no source shares that hash
   4  network: sources unreachable, not who PEERID says, or gone before the end
      (partial data is kept; run again to resume)
   5  every source sent data that failed verification and was banned
      (nothing unverified was written)
-  6  local: the output could not be written (permissions, disk full)";
+  6  local: the output could not be written (permissions, disk full), or
+     PATH exists and is another file (see --force)
+  130 interrupted (Ctrl-C or SIGTERM); run the same command to resume";
 
 #[derive(Args)]
 struct DataDir {
@@ -259,8 +271,9 @@ impl NetworkArgs {
 
 #[derive(Args)]
 struct UploadArgs {
-    /// Cap on the total upload rate, in bytes per second (K, M, G suffixes
-    /// allowed, e.g. 2M). Shared fairly between everyone fetching from us.
+    /// Cap on the total upload rate, in bytes per second; K, M and G mean
+    /// KiB, MiB and GiB (2M = 2 MiB/s). Shared fairly between everyone
+    /// fetching from us. Without it, uploads are not capped.
     #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
     max_upload_rate: Option<u64>,
     /// Block requests served at once; more are told to retry later.
@@ -298,6 +311,12 @@ fn main() -> ExitCode {
                 error.exit_code()
             } else if error.downcast_ref::<cli::search::NoSupernode>().is_some() {
                 exit::NETWORK
+            } else if error.downcast_ref::<cli::get::OutputExists>().is_some() {
+                exit::LOCAL_IO
+            } else if error.downcast_ref::<cli::get::Interrupted>().is_some() {
+                exit::INTERRUPTED
+            } else if error.downcast_ref::<NoSources>().is_some() {
+                exit::NOT_FOUND
             } else {
                 exit::OTHER
             };
@@ -364,6 +383,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.bootstrap = network.bootstrap.clone();
             config.accept_inbound = !no_inbound;
             config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
+            // A mistake in the folders is reported before any probing.
+            for folder in &config.share {
+                anyhow::ensure!(
+                    folder.is_dir(),
+                    "cannot share {}: it is not a folder",
+                    folder.display()
+                );
+            }
             let role = match role {
                 Role::Auto => {
                     let peers = network.supernodes(&data_dir);
@@ -463,6 +490,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             json,
             quiet,
+            force,
             upload,
             data,
         } => {
@@ -491,10 +519,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 endpoint.shutdown().await;
             }
             if link.sources.is_empty() && relayed.is_empty() {
-                anyhow::bail!(
-                    "no sources for {}: pass --source PEERID@HOST:PORT or --bootstrap a supernode",
-                    link.hash
-                );
+                if supernodes.is_empty() {
+                    anyhow::bail!(
+                        "no sources for {}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask",
+                        link.hash
+                    );
+                }
+                return Err(NoSources(link.hash).into());
             }
             let output = output
                 .unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
@@ -515,6 +546,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             cli::get::get(GetArgs {
                 link,
+                force,
                 relayed,
                 output,
                 node,
@@ -547,6 +579,7 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
         human_bytes(size)
     );
     let report = demo::run(size).await?;
+    println!("  bytes from each source:");
     for (peer, bytes) in demo::sources_line(&report.fetched) {
         println!("          {peer}  {}", human_bytes(bytes));
     }

@@ -197,6 +197,9 @@ pub async fn measure(endpoint: &Endpoint, peers: &[PeerAddr], limiter: Option<&R
         )
         .await;
         let outcome = outcome.unwrap_or_else(|_| Err("timed out".into()));
+        if outcome.is_err() && measured.peers.iter().all(|(known, _)| known.id != peer.id) {
+            measured.hints.silent += 1;
+        }
         if let Ok((up, down)) = outcome {
             uploads.push(up);
             downloads.push(down);

@@ -20,6 +20,14 @@ pub fn human_bytes(bytes: u64) -> String {
 /// take them: `500K`, `2M`, `1.5G`, `1048576`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
+    // 5M, 5MB and 5MiB all mean 5 MiB, as aria2 reads them.
+    let trimmed = trimmed
+        .strip_suffix("iB")
+        .or_else(|| trimmed.strip_suffix("ib"))
+        .or_else(|| trimmed.strip_suffix('B'))
+        .or_else(|| trimmed.strip_suffix('b'))
+        .filter(|rest| rest.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(trimmed);
     let (number, multiplier) = match trimmed.char_indices().last() {
         Some((index, suffix)) if suffix.is_ascii_alphabetic() => {
             let multiplier = match suffix.to_ascii_uppercase() {
@@ -51,6 +59,8 @@ mod tests {
         assert_eq!(parse_bytes("2m").unwrap(), 2 << 20);
         assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
         assert_eq!(parse_bytes("1234").unwrap(), 1234);
+        assert_eq!(parse_bytes("5MB").unwrap(), 5 << 20);
+        assert_eq!(parse_bytes("5MiB").unwrap(), 5 << 20);
         assert!(parse_bytes("2X").is_err() && parse_bytes("-1").is_err() && parse_bytes("").is_err());
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");

@@ -56,6 +56,44 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
     assert_eq!(std::fs::read(&output).unwrap(), content);
     assert!(text(&ok.stdout).contains(&hash));
 
+    // Fetching again onto the same finished file is fine; onto another
+    // file it is refused unless --force says so.
+    let args = [
+        "get",
+        &hash,
+        "--from",
+        &node.address,
+        "-o",
+        output_arg,
+        "--data-dir",
+        client_data,
+    ];
+    assert!(canopy(&args).status.success());
+    let precious = root.path().join("precious.txt");
+    std::fs::write(&precious, b"my own words").unwrap();
+    let over = [
+        "get",
+        &hash,
+        "--from",
+        &node.address,
+        "-o",
+        precious.to_str().unwrap(),
+        "--data-dir",
+        client_data,
+    ];
+    let refused = canopy(&over);
+    assert_eq!(refused.status.code(), Some(6), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--force"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"my own words");
+    let mut forced = over.to_vec();
+    forced.push("--force");
+    assert!(canopy(&forced).status.success());
+    assert_eq!(std::fs::read(&precious).unwrap(), content);
+
     let unknown = blake3::hash(b"nobody has this").to_hex().to_string();
     let missing = canopy(&[
         "get",
@@ -63,7 +101,7 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
         "--from",
         &node.address,
         "-o",
-        output_arg,
+        root.path().join("missing.ogg").to_str().unwrap(),
         "--data-dir",
         client_data,
     ]);
@@ -88,7 +126,7 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
         "--from",
         &impostor,
         "-o",
-        output_arg,
+        root.path().join("wrong.ogg").to_str().unwrap(),
         "--data-dir",
         client_data,
     ]);
@@ -134,7 +172,7 @@ fn unreachable_peer_and_bad_arguments_fail_cleanly() {
         "--data-dir",
         dir,
         "-o",
-        "/dev/null",
+        data.path().join("never.bin").to_str().unwrap(),
     ]);
     assert_eq!(
         unreachable.status.code(),
@@ -162,7 +200,7 @@ fn unreachable_peer_and_bad_arguments_fail_cleanly() {
         "--data-dir",
         dir,
         "-o",
-        "/dev/null",
+        data.path().join("mine.bin").to_str().unwrap(),
     ]);
     assert_eq!(own.status.code(), Some(4));
     assert!(

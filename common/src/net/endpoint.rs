@@ -114,7 +114,22 @@ impl Endpoint {
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(self.transport.clone());
         // The server name is unused: identity is the pinned key, and SNI is off.
-        let connection = self.inner.connect_with(client, peer.addr, "canopy")?.await?;
+        let connection = self
+            .inner
+            .connect_with(client, peer.addr, "canopy")?
+            .await
+            .map_err(|error| {
+                // Our verifier refuses any key but the expected one; say so
+                // plainly instead of quoting the TLS alert.
+                if error.to_string().contains("ApplicationVerificationFailure") {
+                    NetError::NotThatPeer {
+                        expected: peer.id,
+                        addr: peer.addr,
+                    }
+                } else {
+                    NetError::from(error)
+                }
+            })?;
         let actual = remote_peer_id(&connection)?;
         if actual != peer.id {
             return Err(NetError::WrongPeer {
@@ -133,7 +148,10 @@ impl Endpoint {
     /// Closes every connection and waits until peers were told.
     pub async fn shutdown(&self) {
         self.inner.close(VarInt::from_u32(0), b"node shutting down");
-        self.inner.wait_idle().await;
+        // Connections still in their handshake (a peer that vanished) would
+        // hold us for their whole drain period; a second is plenty for the
+        // rest to hear the close.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wait_idle()).await;
     }
 }
 

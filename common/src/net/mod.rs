@@ -43,6 +43,11 @@ pub enum NetError {
     Connect(#[from] quinn::ConnectError),
     #[error("{0}")]
     Connection(#[from] quinn::ConnectionError),
+    #[error("the peer at {addr} is not {expected}: the handshake could not prove it holds that key")]
+    NotThatPeer {
+        expected: PeerId,
+        addr: std::net::SocketAddr,
+    },
     #[error("peer presented no usable identity")]
     NoPeerIdentity,
     #[error("expected peer {expected} but reached {actual}")]

@@ -42,6 +42,8 @@ pub struct NetworkHints {
     pub free_slots: u64,
     /// Leaf slots they have in all.
     pub total_slots: u64,
+    /// Supernodes we were told of that did not answer.
+    pub silent: u32,
 }
 
 impl NetworkHints {
@@ -149,6 +151,12 @@ pub fn decide(
         Some(upload) => format!("upload {} ≥ {}", mbit(upload), mbit(thresholds.min_upload)),
         None => "no peer to measure bandwidth against".into(),
     };
+    if hints.supernodes == 0 && hints.silent > 0 {
+        return leaf(format!(
+            "none of the {} known supernodes answered; it will keep trying them as a leaf",
+            hints.silent
+        ));
+    }
     if hints.supernodes == 0 {
         return supernode(format!(
             "no supernode is known and this machine qualifies ({measured})"
@@ -161,7 +169,7 @@ pub fn decide(
         ));
     }
     leaf(format!(
-        "it qualifies ({measured}), but the {} known supernodes have room ({} of {} slots free)",
+        "it qualifies ({measured}), but the {} supernode(s) asked have room ({} of {} slots free)",
         hints.supernodes, hints.free_slots, hints.total_slots
     ))
 }
@@ -313,6 +321,7 @@ mod tests {
             supernodes,
             free_slots: free,
             total_slots: total,
+            silent: 0,
         }
     }
 
@@ -347,6 +356,11 @@ mod tests {
         );
         let short = decide(&machine(50.0), &hints(3, 5, 300), &t, false);
         assert_eq!(short.role, Role::Supernode);
+        let unanswered = NetworkHints {
+            silent: 2,
+            ..hints(0, 0, 0)
+        };
+        assert_eq!(decide(&machine(50.0), &unanswered, &t, false).role, Role::Leaf);
         let roomy = decide(&machine(50.0), &hints(3, 200, 300), &t, false);
         assert_eq!(roomy.role, Role::Leaf);
         assert!(roomy.reason.contains("have room"), "{}", roomy.reason);

@@ -28,6 +28,8 @@ pub enum Output {
 
 pub struct GetArgs {
     pub link: Link,
+    /// Replace an existing output file.
+    pub force: bool,
     /// Firewalled sources, reached by push through their supernodes.
     pub relayed: Vec<RelayedSource>,
     pub output: PathBuf,
@@ -39,12 +41,14 @@ pub struct GetArgs {
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let GetArgs {
         link,
+        force,
         relayed,
         output,
         node,
         options,
         mode,
     } = args;
+    let output = settle_output(output, &link, force)?;
     let node = Node::start(node).await.context("cannot start the local node")?;
     let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
     sources.extend(
@@ -64,10 +68,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             _ = ticker.tick() => reporter.update(&download.progress()),
             _ = &mut interrupted => {
                 download.abort();
-                break Err(anyhow::anyhow!(
-                    "interrupted; verified data is kept in {}, run the same command again to resume",
-                    crate::download::part_path(&output).display()
-                ));
+                break Err(Interrupted(crate::download::part_path(&output)).into());
             }
         }
     };
@@ -86,16 +87,58 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Ctrl-C or SIGTERM during a download.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; verified data is kept in {}, run the same command again to resume", .0.display())]
+pub struct Interrupted(pub PathBuf);
+
+/// The file must not already be in the way.
+#[derive(Debug, thiserror::Error)]
+#[error("{} already exists and is not this file; pass --force to replace it, or -o another path", .0.display())]
+pub struct OutputExists(pub PathBuf);
+
+/// Where the file goes: into `output` if it is a folder; never over an
+/// existing different file unless `force`.
+fn settle_output(output: PathBuf, link: &Link, force: bool) -> anyhow::Result<PathBuf> {
+    let output = if output.is_dir() {
+        output.join(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
+    } else {
+        output
+    };
+    if output.exists() && !force {
+        // The very file already there (a finished earlier run) is fine.
+        let same = std::fs::metadata(&output)
+            .and_then(|meta| crate::share::hash_file(&output, meta.len()))
+            .is_ok_and(|hashes| hashes.root() == link.hash);
+        if !same {
+            return Err(OutputExists(output).into());
+        }
+    }
+    Ok(output)
+}
+
 struct Reporter {
     mode: Output,
+    terminal: bool,
     bar: Option<ProgressBar>,
     reported_failures: HashSet<String>,
 }
 
 impl Reporter {
     fn new(mode: Output) -> Self {
-        let bar = (mode == Output::Human && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(0);
+        Reporter {
+            mode,
+            terminal: std::io::stderr().is_terminal(),
+            bar: None,
+            reported_failures: HashSet::new(),
+        }
+    }
+
+    /// The bar, made once the size is known and starting from what is
+    /// already on disk, so resumed bytes do not count as speed.
+    fn bar(&mut self, size: u64, verified: u64) -> &ProgressBar {
+        self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(size).with_position(verified);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -103,13 +146,9 @@ impl Reporter {
                 .expect("valid template")
                 .progress_chars("█▌ "),
             );
+            bar.reset_eta();
             bar
-        });
-        Reporter {
-            mode,
-            bar,
-            reported_failures: HashSet::new(),
-        }
+        })
     }
 
     fn interval(&self) -> Duration {
@@ -144,8 +183,8 @@ impl Reporter {
                 println!("{line}");
             }
             Output::Human => {
-                if let Some(bar) = &self.bar {
-                    bar.set_length(progress.size.unwrap_or(0));
+                if let (true, Some(size)) = (self.terminal, progress.size) {
+                    let bar = self.bar(size, progress.verified);
                     bar.set_position(progress.verified);
                     bar.set_message(sources_summary(progress));
                 }

@@ -13,6 +13,9 @@ use canopy_common::proto::PeerAddr;
 /// Parses `PEERID@HOST:PORT`, resolving HOST if it is a name.
 pub fn parse_peer_addr(text: &str) -> Result<PeerAddr, String> {
     let (id, host_port) = PeerAddr::split(text).map_err(|e| e.to_string())?;
+    if !host_port.contains(':') {
+        return Err(format!("{host_port:?} has no port: write PEERID@HOST:PORT"));
+    }
     let addr = host_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host_port:?}: {e}"))?

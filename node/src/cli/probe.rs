@@ -90,7 +90,7 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision) {
         }
     );
     println!(
-        "network   {} supernodes known, {} of {} leaf slots free",
+        "network   {} supernode(s) answered, {} of {} leaf slots free",
         measured.hints.supernodes, measured.hints.free_slots, measured.hints.total_slots
     );
     let role = match decision.role {

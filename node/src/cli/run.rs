@@ -7,10 +7,7 @@ use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
-    let node = Node::start(config)
-        .await
-        .with_context(|| format!("cannot start the node (data folder {})", data_dir.display()))?;
+    let node = Node::start(config).await.context("cannot start the node")?;
     let me = node.peer_addr();
     let scan = node.scan_stats();
     println!("canopy node {}", me.id);

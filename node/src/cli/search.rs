@@ -41,7 +41,7 @@ pub async fn ask_streaming(
     for supernode in supernodes {
         match tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, supernode, query, on_new)).await {
             Ok(Ok(hits)) => return Ok((hits, *supernode)),
-            Ok(Err(error)) => errors.push(format!("{}: {error:#}", supernode.id.short())),
+            Ok(Err(error)) => errors.push(format!("{}: {error}", supernode.id.short())),
             Err(_) => errors.push(format!(
                 "{}: no answer within {SEARCH_TIMEOUT:?}",
                 supernode.id.short()

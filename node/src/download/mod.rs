@@ -159,6 +159,8 @@ pub mod exit {
     pub const NETWORK: u8 = 4;
     pub const VERIFICATION: u8 = 5;
     pub const LOCAL_IO: u8 = 6;
+    /// Ctrl-C or SIGTERM, as shells report a SIGINT.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// A finished download.
@@ -253,7 +255,12 @@ impl From<PeerAddr> for SourceSpec {
 /// Events source tasks report to the coordinator.
 enum Event {
     /// A verified block layer, plus the verified last block that proves the size.
-    Layer { hashes: Arc<BlockHashes>, tail: Vec<u8> },
+    Layer {
+        hashes: Arc<BlockHashes>,
+        tail: Vec<u8>,
+        /// Who sent them (and is credited with the tail's bytes).
+        source: SourceId,
+    },
     /// Peers learned from a source.
     Learned(Vec<PeerAddr>),
     /// A source task ended.
@@ -618,9 +625,9 @@ impl Coordinator {
                 }
                 self.start_queued();
             }
-            Event::Layer { hashes, tail } => {
+            Event::Layer { hashes, tail, source } => {
                 if self.shared.hashes.get().is_none() {
-                    self.open_part(hashes, tail).await?;
+                    self.open_part(hashes, tail, source).await?;
                 }
             }
         }
@@ -629,7 +636,12 @@ impl Coordinator {
 
     /// The first verified layer arrived: open (or resume) the part file and
     /// let the sources start.
-    async fn open_part(&mut self, hashes: Arc<BlockHashes>, tail: Vec<u8>) -> Result<(), DownloadError> {
+    async fn open_part(
+        &mut self,
+        hashes: Arc<BlockHashes>,
+        tail: Vec<u8>,
+        source: SourceId,
+    ) -> Result<(), DownloadError> {
         let output = self.output.clone();
         let opened = {
             let hashes = hashes.clone();
@@ -667,6 +679,7 @@ impl Coordinator {
                 })
                 .await;
             self.shared.verified.fetch_add(bytes, Ordering::Relaxed);
+            self.shared.update_slot(source, |slot| slot.bytes += bytes);
         }
         let _ = self.shared.hashes.set(hashes.clone());
         let _ = self.shared.writer.set(writer);

@@ -373,6 +373,7 @@ impl Source {
         let _ = self.shared.events.send(Event::Layer {
             hashes: Arc::new(hashes),
             tail,
+            source: self.id,
         });
         Ok(())
     }
