@@ -405,6 +405,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     config.listen = bound;
                     cli::probe::print(&profile, &measured, &decision);
                     tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
+                    if decision.role == canopy_common::proto::election::Role::Leaf
+                        && !(never_supernode || no_inbound)
+                    {
+                        // Keep watching: promote if supernodes run short.
+                        config.election = Some(canopy_node::node::ElectionSettings {
+                            profile: profile.clone(),
+                            rules: Default::default(),
+                            observe_every: Duration::from_secs(30),
+                        });
+                    }
                     match decision.role {
                         canopy_common::proto::election::Role::Supernode => Role::Supernode,
                         canopy_common::proto::election::Role::Leaf => Role::Leaf,

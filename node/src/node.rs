@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use canopy_common::net::{Endpoint, EndpointConfig, NetError, NodeKey};
+use canopy_common::proto::election::{Change, Election, ElectionConfig, Observation, Profile, Role};
 use canopy_common::proto::{ContentHash, PeerAddr};
 use canopy_supernode::{Supernode, SupernodeConfig};
 use tokio::sync::watch;
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     /// Whether peers can connect to us. A node that cannot (behind a NAT or
     /// firewall it cannot open) says so, and is reached by push instead.
     pub accept_inbound: bool,
+    /// For a node elected as a leaf: keep watching, and promote when the
+    /// network runs short of supernodes.
+    pub election: Option<ElectionSettings>,
 }
 
 impl NodeConfig {
@@ -57,6 +61,7 @@ impl NodeConfig {
             rescan_interval: Some(Duration::from_secs(60)),
             leaf_sessions: 2,
             accept_inbound: true,
+            election: None,
         }
     }
 
@@ -85,6 +90,8 @@ pub struct Node {
     /// Background work stopped on shutdown: accepting peers, the leaf
     /// session, rescans.
     tasks: Vec<JoinHandle<()>>,
+    /// Work started later (on promotion), also stopped on shutdown.
+    later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Node {
@@ -126,25 +133,17 @@ impl Node {
             )));
         }
         let mut leaf_status = None;
+        let later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         match &supernode {
             Some(supernode) => {
-                let mut overlay = config
+                let overlay = config
                     .supernode
                     .as_ref()
                     .map(|s| s.overlay.clone())
                     .unwrap_or_default();
-                overlay
-                    .hosts_path
-                    .get_or_insert_with(|| config.data_dir.join("overlay-hosts.txt"));
-                supernode.start_overlay(overlay, endpoint.clone(), &config.bootstrap);
-                // Searchers reach our firewalled leaves by asking us.
-                supernode.index().set_relay_address(endpoint.peer_addr());
-                // A supernode answers for its own files from its own index.
-                tasks.push(tokio::spawn(index_own_files(
-                    supernode.clone(),
-                    endpoint.peer_addr(),
-                    shares.clone(),
-                )));
+                tasks.push(take_supernode_role(
+                    supernode, overlay, &endpoint, &config, &shares,
+                ));
             }
             None => {
                 let mut supernodes = config.bootstrap.clone();
@@ -153,17 +152,32 @@ impl Node {
                         supernodes.push(known);
                     }
                 }
+                let mut leaf_task = None;
                 if !supernodes.is_empty() {
                     let (status, receiver) = watch::channel(LeafStatus::default());
                     leaf_status = Some(receiver);
                     let settings = leaf::LeafSettings {
-                        supernodes,
+                        supernodes: supernodes.clone(),
                         sessions: config.leaf_sessions,
                         data_dir: config.data_dir.clone(),
                         accept_inbound: config.accept_inbound,
                     };
-                    let session = leaf::run(endpoint.clone(), context.clone(), settings, status);
-                    tasks.push(tokio::spawn(session));
+                    let session =
+                        tokio::spawn(leaf::run(endpoint.clone(), context.clone(), settings, status));
+                    leaf_task = Some(session.abort_handle());
+                    tasks.push(session);
+                }
+                if let Some(election) = config.election.clone() {
+                    let promotion = Promotion {
+                        later_tasks: later_tasks.clone(),
+                        endpoint: endpoint.clone(),
+                        context: context.clone(),
+                        config: config.clone(),
+                        shares: shares.clone(),
+                        supernodes,
+                        leaf_task,
+                    };
+                    tasks.push(tokio::spawn(promotion.watch(election)));
                 }
             }
         }
@@ -182,12 +196,13 @@ impl Node {
             scan,
             leaf_status,
             tasks,
+            later_tasks,
         })
     }
 
     /// The supernode this node runs, if it is one.
     pub fn supernode(&self) -> Option<&Arc<Supernode>> {
-        self.context.supernode.as_ref()
+        self.context.supernode.get()
     }
 
     /// The leaf session's state, if this node is a leaf with supernodes to join.
@@ -256,6 +271,9 @@ impl Node {
         for task in &self.tasks {
             task.abort();
         }
+        for task in self.later_tasks.lock().expect("tasks lock").iter() {
+            task.abort();
+        }
         self.endpoint.shutdown().await;
     }
 }
@@ -322,4 +340,119 @@ async fn index_own_files(supernode: Arc<Supernode>, me: PeerAddr, shares: Arc<Sh
             supernode.index().add_files(OWN, &added);
         }
     }
+}
+
+/// Makes this node act as the supernode `supernode`: join the overlay,
+/// offer relays for firewalled leaves, index our own files. Returns the
+/// task that keeps our own files indexed.
+fn take_supernode_role(
+    supernode: &Arc<Supernode>,
+    mut overlay: canopy_supernode::OverlayConfig,
+    endpoint: &Endpoint,
+    config: &NodeConfig,
+    shares: &Arc<Shares>,
+) -> JoinHandle<()> {
+    overlay
+        .hosts_path
+        .get_or_insert_with(|| config.data_dir.join("overlay-hosts.txt"));
+    supernode.start_overlay(overlay, endpoint.clone(), &config.bootstrap);
+    // Searchers reach our firewalled leaves by asking us.
+    supernode.index().set_relay_address(endpoint.peer_addr());
+    // A supernode answers for its own files from its own index.
+    tokio::spawn(index_own_files(
+        supernode.clone(),
+        endpoint.peer_addr(),
+        shares.clone(),
+    ))
+}
+
+/// A leaf elected at start-up that keeps watching whether the network
+/// needs it as a supernode, and becomes one when the election says so.
+struct Promotion {
+    /// Where tasks started on promotion are kept, to stop with the node.
+    later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    endpoint: Endpoint,
+    context: Arc<ServeContext>,
+    config: NodeConfig,
+    shares: Arc<Shares>,
+    /// Supernodes to ask how much room they have.
+    supernodes: Vec<PeerAddr>,
+    leaf_task: Option<tokio::task::AbortHandle>,
+}
+
+impl Promotion {
+    async fn watch(self, settings: ElectionSettings) {
+        let started = std::time::Instant::now();
+        let mut election = Election::new(settings.rules, Role::Leaf, started.elapsed());
+        let mut tick = tokio::time::interval(settings.observe_every);
+        loop {
+            tick.tick().await;
+            let mut seen = Observation::default();
+            for supernode in self.supernodes.iter().take(8) {
+                match crate::probe::status(&self.endpoint, supernode).await {
+                    Some((leaves, max_leaves)) => {
+                        seen.hints.supernodes += 1;
+                        seen.hints.total_slots += u64::from(max_leaves);
+                        seen.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
+                    }
+                    None => seen.hints.silent += 1,
+                }
+            }
+            if let Some(Change::Promote { reason }) =
+                election.observe(&settings.profile, &seen, started.elapsed())
+            {
+                tracing::info!(%reason, "promoting to supernode");
+                self.promote();
+                return;
+            }
+        }
+    }
+
+    fn promote(self) {
+        let mut settings = SupernodeConfig::for_this_machine(Some(self.config.data_dir.join("index")));
+        if let Some(configured) = &self.config.supernode {
+            settings = configured.clone();
+        }
+        let supernode = match Supernode::start(settings.clone()) {
+            Ok(supernode) => supernode,
+            Err(error) => {
+                tracing::warn!(%error, "cannot become a supernode; staying a leaf");
+                return;
+            }
+        };
+        if self.context.supernode.set(supernode.clone()).is_err() {
+            return;
+        }
+        // Our files go into our own index now; the old sessions end.
+        if let Some(leaf) = &self.leaf_task {
+            leaf.abort();
+        }
+        let mut config = self.config.clone();
+        for known in &self.supernodes {
+            if !config.bootstrap.iter().any(|b| b.id == known.id) {
+                config.bootstrap.push(*known);
+            }
+        }
+        let own_files = take_supernode_role(
+            &supernode,
+            settings.overlay,
+            &self.endpoint,
+            &config,
+            &self.shares,
+        );
+        self.later_tasks
+            .lock()
+            .expect("tasks lock")
+            .push(own_files.abort_handle());
+    }
+}
+
+/// How a node elected at start-up keeps re-deciding.
+#[derive(Debug, Clone)]
+pub struct ElectionSettings {
+    /// What the start-up probe measured.
+    pub profile: Profile,
+    pub rules: ElectionConfig,
+    /// How often the network is observed.
+    pub observe_every: Duration,
 }

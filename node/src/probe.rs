@@ -308,3 +308,28 @@ async fn probe_one(
     connection.close(0u32.into(), b"probed");
     Ok((upload, download))
 }
+
+/// A supernode's `(leaves, max_leaves)`, or `None` if it is none or silent.
+pub async fn status(endpoint: &Endpoint, peer: &PeerAddr) -> Option<(u32, u32)> {
+    let ask = async {
+        let connection = endpoint.connect(peer).await.ok()?;
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        write_frame(&mut send, &Request::Status).await.ok()?;
+        send.finish().ok()?;
+        let answer = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok();
+        connection.close(0u32.into(), b"done");
+        match answer? {
+            Response::Status {
+                supernode: true,
+                leaves,
+                max_leaves,
+                ..
+            } => Some((leaves, max_leaves)),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+}

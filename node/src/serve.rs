@@ -80,8 +80,8 @@ pub struct ServeContext {
     pub shares: Arc<Shares>,
     pub stats: Arc<ServeStats>,
     pub swarm: SwarmDirectory,
-    /// Present when this node is a supernode.
-    pub supernode: Option<Arc<Supernode>>,
+    /// Set when this node is (or is promoted to) a supernode.
+    pub supernode: std::sync::OnceLock<Arc<Supernode>>,
     /// Admission for bandwidth and reachability probes we serve.
     pub probes: crate::probe::ProbeGate,
     /// Downloads waiting for a firewalled source to connect to us.
@@ -92,8 +92,12 @@ pub struct ServeContext {
 
 impl ServeContext {
     pub fn new(shares: Arc<Shares>, limits: &UploadLimits, supernode: Option<Arc<Supernode>>) -> Self {
+        let cell = std::sync::OnceLock::new();
+        if let Some(supernode) = supernode {
+            let _ = cell.set(supernode);
+        }
         ServeContext {
-            supernode,
+            supernode: cell,
             awaited_pushes: Mutex::default(),
             probes: Default::default(),
             shares,
@@ -181,7 +185,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
     let request = match request {
         // A leaf's session keeps this stream open for as long as it stays.
         Request::Join(hello) => {
-            match &context.supernode {
+            match context.supernode.get() {
                 Some(supernode) => supernode.serve_leaf(peer, hello, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
@@ -192,7 +196,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
         }
         // So does a neighbouring supernode's link.
         Request::Link(hello) => {
-            match &context.supernode {
+            match context.supernode.get() {
                 Some(supernode) => supernode.serve_link(peer, hello, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
@@ -266,7 +270,7 @@ async fn answer(
         | Request::Have { hash }
         | Request::Sources { hash } => *hash,
         Request::Push { leaf } => {
-            let response = match &context.supernode {
+            let response = match context.supernode.get() {
                 // The leaf is told the address we see the requester at.
                 Some(supernode) if supernode.push(*leaf, peer) => Response::PushSent,
                 Some(_) => Response::UnknownLeaf,
@@ -276,14 +280,14 @@ async fn answer(
             return Ok(());
         }
         Request::Search(query) => {
-            match &context.supernode {
+            match context.supernode.get() {
                 Some(supernode) => supernode.answer_search(peer.id, query.clone(), send).await?,
                 None => write_frame(send, &Response::NotSupernode { others: Vec::new() }).await?,
             }
             return Ok(());
         }
         Request::Status => {
-            let status = match &context.supernode {
+            let status = match context.supernode.get() {
                 Some(supernode) => Response::Status {
                     supernode: true,
                     leaves: supernode.leaf_count() as u32,
