@@ -74,17 +74,15 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     };
     // One last look, so events of the final moments (a ban) are reported.
     reporter.update(&download.progress());
-    node.shutdown().await;
-    match result {
-        Ok(report) => {
-            reporter.done(&report);
-            Ok(())
-        }
-        Err(error) => {
-            reporter.failed(&error);
-            Err(error)
-        }
+    // Report first: the file is in place, and the user should not wait for
+    // peers to hear our goodbye.
+    match &result {
+        Ok(report) => reporter.done(report),
+        Err(error) => reporter.failed(error),
     }
+    drop(download);
+    let _ = tokio::time::timeout(Duration::from_millis(200), node.shutdown()).await;
+    result.map(|_| ())
 }
 
 /// Ctrl-C or SIGTERM during a download.
