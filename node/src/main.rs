@@ -88,6 +88,13 @@ enum Command {
         /// or slow links).
         #[arg(long)]
         never_supernode: bool,
+        /// As a supernode: neighbour supernodes to keep linked.
+        #[arg(long, value_name = "N", default_value_t = canopy_supernode::OverlayConfig::default().target_neighbours)]
+        neighbours: usize,
+        /// As a leaf: supernodes to stay joined to at once (a second one
+        /// keeps the leaf reachable while it replaces one that died).
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        supernodes: usize,
         /// This node cannot accept connections (behind a NAT or firewall it
         /// cannot open): downloaders then reach it by asking its supernode
         /// to have it connect to them.
@@ -243,7 +250,9 @@ impl DataDir {
 enum Role {
     /// Measure this machine and its links, and let the election decide.
     Auto,
+    /// Join supernodes and publish the shared files to them.
     Leaf,
+    /// Index leaves' files, answer and flood searches.
     Supernode,
 }
 
@@ -371,6 +380,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             network,
             max_leaves,
             never_supernode,
+            neighbours,
+            supernodes,
             no_inbound,
             rescan_interval,
             upload,
@@ -382,6 +393,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.upload = upload.limits();
             config.bootstrap = network.bootstrap.clone();
             config.accept_inbound = !no_inbound;
+            config.leaf_sessions = supernodes.max(1);
             config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
             // A mistake in the folders is reported before any probing.
             for folder in &config.share {
@@ -427,6 +439,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 if let Some(max_leaves) = max_leaves {
                     settings.max_leaves = max_leaves;
                 }
+                settings.overlay.target_neighbours = neighbours;
+                settings.overlay.max_neighbours = settings.overlay.max_neighbours.max(neighbours * 2);
                 config.supernode = Some(settings);
             }
             cli::run::run(config).await
