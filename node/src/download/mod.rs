@@ -299,6 +299,8 @@ struct Shared {
     changed: Notify,
     writer: OnceLock<Writer>,
     requests: Mutex<HashMap<RequestId, AbortHandle>>,
+    /// The source fetching the block layer right now, if any.
+    layer_claim: Mutex<Option<SourceId>>,
     slots: Mutex<HashMap<SourceId, SourceSlot>>,
     events: mpsc::UnboundedSender<Event>,
     verified: AtomicU64,
@@ -362,6 +364,7 @@ impl Download {
             changed: Notify::new(),
             writer: OnceLock::new(),
             requests: Mutex::new(HashMap::new()),
+            layer_claim: Mutex::new(None),
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
             verified: AtomicU64::new(0),

@@ -59,6 +59,8 @@ pub struct Scheduler {
     /// `None`: the source holds every block.
     haves: HashMap<SourceId, Option<Bitfield>>,
     next_id: RequestId,
+    /// Missing blocks no request holds, kept in step by [`Scheduler::update`].
+    unclaimed: u32,
 }
 
 impl Scheduler {
@@ -67,11 +69,27 @@ impl Scheduler {
     pub fn new(done: Bitfield) -> Self {
         let blocks = done.len() as usize;
         Scheduler {
+            unclaimed: done.len() - done.count(),
             done,
             owners: vec![0; blocks],
             requests: HashMap::new(),
             haves: HashMap::new(),
             next_id: 0,
+        }
+    }
+
+    fn is_unclaimed(&self, block: u32) -> bool {
+        !self.done.get(block) && self.owners[block as usize] == 0
+    }
+
+    /// Changes one block's state, keeping the unclaimed count in step.
+    fn update(&mut self, block: u32, change: impl FnOnce(&mut Self)) {
+        let before = self.is_unclaimed(block);
+        change(self);
+        match (before, self.is_unclaimed(block)) {
+            (true, false) => self.unclaimed -= 1,
+            (false, true) => self.unclaimed += 1,
+            _ => {}
         }
     }
 
@@ -158,7 +176,7 @@ impl Scheduler {
         let id = self.next_id;
         self.next_id += 1;
         for block in first..first + count {
-            self.owners[block as usize] += 1;
+            self.update(block, |s| s.owners[block as usize] += 1);
         }
         self.requests.insert(
             id,
@@ -174,7 +192,7 @@ impl Scheduler {
     /// Records a block verified outside any request (the tail block that
     /// came with the block layer).
     pub fn mark_done(&mut self, block: u32) {
-        self.done.set(block);
+        self.update(block, |s| s.done.set(block));
     }
 
     /// Whether `block` is already verified.
@@ -184,19 +202,22 @@ impl Scheduler {
 
     /// Request `id` delivered `block` (its next one) and it was verified.
     pub fn received(&mut self, id: RequestId, block: u32) -> Received {
-        if let Some(request) = self.requests.get_mut(&id) {
-            if request.next == block {
-                request.next += 1;
-                self.owners[block as usize] -= 1;
-                if request.next == request.end {
-                    self.requests.remove(&id);
+        let duplicate = self.done.get(block);
+        self.update(block, |s| {
+            if let Some(request) = s.requests.get_mut(&id) {
+                if request.next == block {
+                    request.next += 1;
+                    s.owners[block as usize] -= 1;
+                    if request.next == request.end {
+                        s.requests.remove(&id);
+                    }
                 }
             }
-        }
-        if self.done.get(block) {
+            s.done.set(block);
+        });
+        if duplicate {
             return Received::Duplicate;
         }
-        self.done.set(block);
         let cancel = self
             .requests
             .iter()
@@ -211,9 +232,19 @@ impl Scheduler {
     pub fn release(&mut self, id: RequestId) {
         if let Some(request) = self.requests.remove(&id) {
             for block in request.next..request.end {
-                self.owners[block as usize] -= 1;
+                self.update(block, |s| s.owners[block as usize] -= 1);
             }
         }
+    }
+
+    /// Missing blocks nobody has been asked for yet.
+    pub fn unclaimed(&self) -> u32 {
+        self.unclaimed
+    }
+
+    /// Sources currently registered.
+    pub fn sources(&self) -> usize {
+        self.haves.len()
     }
 
     /// Blocks requested but not yet delivered, over all sources.
@@ -311,6 +342,42 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(s.outstanding_blocks(), 0);
         assert_eq!(s.received(slow.id, 1), Received::Duplicate);
+    }
+
+    #[test]
+    fn the_unclaimed_count_stays_true_through_any_sequence() {
+        let brute = |s: &Scheduler| (0..s.block_count()).filter(|&b| s.is_unclaimed(b)).count() as u32;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut s = fresh(40);
+        for source in 0..4 {
+            s.set_have(source, None);
+        }
+        let mut live: Vec<Assignment> = Vec::new();
+        for _ in 0..2000 {
+            match next() % 4 {
+                0 | 1 => {
+                    if let Some(a) = s.next_request((next() % 4) as u32, 1 + (next() % 5) as u32) {
+                        live.push(a);
+                    }
+                }
+                2 if !live.is_empty() => {
+                    let a = live.swap_remove((next() as usize) % live.len());
+                    let delivered = (next() % (u64::from(a.count) + 1)) as u32;
+                    for block in a.first..a.first + delivered {
+                        s.received(a.id, block);
+                    }
+                    s.release(a.id);
+                }
+                _ => s.mark_done((next() % 40) as u32),
+            }
+            assert_eq!(s.unclaimed(), brute(&s));
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ use super::{Event, Shared, SourceFailure, SourceSpec, SourceState};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long fetching the block layer and last block may take.
+const LAYER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a firewalled source may take to call back after a push request.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a partial source (a fellow downloader) is asked what it has now.
@@ -158,8 +160,31 @@ impl Source {
     }
 
     async fn serve_download(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
-        if self.shared.hashes.get().is_none() {
-            self.offer_layer(connection).await?;
+        // One source at a time fetches the block layer and the size-proving
+        // last block; the others wait, and take over if it fails.
+        let mut ready = self.shared.ready.clone();
+        let mut stop = self.shared.stop.clone();
+        while self.shared.hashes.get().is_none() && !*ready.borrow() && !*stop.borrow() {
+            let claimed = {
+                let mut claim = self.shared.layer_claim.lock().expect("claim lock");
+                claim.is_none().then(|| *claim = Some(self.id)).is_some()
+            };
+            if claimed {
+                let offered = tokio::time::timeout(LAYER_TIMEOUT, self.offer_layer(connection))
+                    .await
+                    .unwrap_or(Err(SourceFailure::Stalled));
+                *self.shared.layer_claim.lock().expect("claim lock") = None;
+                self.shared.changed.notify_waiters();
+                offered?;
+                break;
+            }
+            let changed = self.shared.changed.notified();
+            tokio::select! {
+                _ = ready.changed() => {}
+                _ = stop.changed() => {}
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
         }
         if !self.wait_until_ready().await {
             return Ok(());
@@ -262,10 +287,13 @@ impl Source {
                 // hoard blocks before we know it is slow.
                 1
             };
-            let Some(Some(assignment)) = self
-                .shared
-                .with_scheduler(|s| s.next_request(self.id, max_blocks))
-            else {
+            // Near the end, no source takes more than its share of what is
+            // left, so a slow one cannot hold the last blocks.
+            let assignment = self.shared.with_scheduler(|s| {
+                let share = (s.unclaimed() as usize).div_ceil(s.sources().max(1)).max(1) as u32;
+                s.next_request(self.id, max_blocks.min(share))
+            });
+            let Some(Some(assignment)) = assignment else {
                 break;
             };
             // Patience per block: the configured floor, or four times what a
