@@ -101,16 +101,39 @@ pub async fn serve(
             Ok(())
         }
         Request::ProbeUp { bytes } => {
-            // The prober may stop early (a slow link); its end of stream
-            // says so.
+            // We time what arrives, from the first byte, for a few seconds
+            // at most: on a slow link the prober's queued data would take
+            // far longer to drain than is worth waiting.
             let mut left = bytes.min(MAX_PROBE_BYTES) as usize;
-            while left > 0 {
-                match recv.read_chunk(left, true).await? {
-                    Some(chunk) => left -= chunk.bytes.len(),
-                    None => break,
+            let mut first: Option<Instant> = None;
+            let mut received = 0u64;
+            while left > 0 && first.is_none_or(|t| t.elapsed() < PROBE_TIME) {
+                let deadline = PROBE_TIME.saturating_sub(first.map_or(Duration::ZERO, |t| t.elapsed()));
+                match tokio::time::timeout(
+                    deadline.max(Duration::from_millis(10)),
+                    recv.read_chunk(left, true),
+                )
+                .await
+                {
+                    Ok(Ok(Some(chunk))) => {
+                        first.get_or_insert_with(Instant::now);
+                        left -= chunk.bytes.len();
+                        received += chunk.bytes.len() as u64;
+                    }
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(error)) => return Err(error.into()),
                 }
             }
-            write_frame(send, &Response::ProbeReceived).await
+            let _ = recv.stop(0u32.into());
+            let micros = first.map_or(0, |t| t.elapsed().as_micros() as u64);
+            write_frame(
+                send,
+                &Response::ProbeReceived {
+                    bytes: received,
+                    micros,
+                },
+            )
+            .await
         }
         Request::DialBack => {
             let reachable = dial_back(peer).await;
@@ -271,31 +294,37 @@ async fn probe_one(
     let download = (received as f64 / started.elapsed().as_secs_f64()) as u64;
     let _ = recv.stop(0u32.into());
 
-    // Upload: we send, the peer says when all arrived.
-    let started = Instant::now();
+    // Upload: we send until the peer, which times what arrives, answers.
     let (mut send, mut recv) = ask(Request::ProbeUp { bytes: PROBE_BYTES }).await?;
-    let chunk = Bytes::from(vec![0u8; 64 << 10]);
-    let mut left = PROBE_BYTES as usize;
-    // A few seconds or the probe size, whichever comes first.
-    while left > 0 && started.elapsed() < PROBE_TIME {
-        let piece = chunk.slice(..left.min(chunk.len()));
-        if let Some(limiter) = limiter {
-            limiter.acquire(piece.len()).await;
+    let sending = async {
+        let chunk = Bytes::from(vec![0u8; 64 << 10]);
+        let mut left = PROBE_BYTES as usize;
+        while left > 0 {
+            let piece = chunk.slice(..left.min(chunk.len()));
+            if let Some(limiter) = limiter {
+                limiter.acquire(piece.len()).await;
+            }
+            left -= piece.len();
+            if send.write_chunk(piece).await.is_err() {
+                break;
+            }
         }
-        left -= piece.len();
-        send.write_chunk(piece).await.map_err(|e| e.to_string())?;
-    }
-    let sent = PROBE_BYTES as usize - left;
-    send.finish().map_err(|e| e.to_string())?;
-    match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Response::ProbeReceived => {}
+        let _ = send.finish();
+        // Keep the stream open until the answer has come.
+        std::future::pending::<()>().await;
+    };
+    let answer = tokio::select! {
+        answer = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME) => answer.map_err(|e| e.to_string())?,
+        _ = sending => unreachable!("the sender waits for the answer"),
+    };
+    let upload = match answer {
+        Response::ProbeReceived { bytes, micros } if micros > 0 => {
+            (bytes as f64 * 1e6 / micros as f64) as u64
+        }
+        Response::ProbeReceived { .. } => return Err("no probe bytes arrived".into()),
         Response::Busy { .. } => return Err("busy with another probe".into()),
         other => return Err(format!("unexpected answer {other:?}")),
-    }
-    let upload = (sent as f64 / started.elapsed().as_secs_f64()) as u64;
+    };
 
     // Reachability, once: a stranger's port dials our address.
     if measured.reachable.is_none() {

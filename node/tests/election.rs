@@ -82,3 +82,32 @@ fn run_auto_takes_the_elected_role() {
     let joined = role_of(&["--bootstrap", &supernode.address], "second");
     assert!(joined.starts_with("role: leaf"), "{joined}");
 }
+
+/// On real shaped links (network namespaces and tbf, which need root): a
+/// node behind 50 Mbit/s qualifies, one behind 1 Mbit/s is a leaf for its
+/// upload. Skipped, saying so, when not run as root.
+#[test]
+fn shaped_links_elect_by_their_own_probes() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| text(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("skipped: shaped_links_elect_by_their_own_probes needs root for network namespaces and tc");
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/election.sh");
+    let output = Command::new("bash").arg(script).arg(CANOPY).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("would be a leaf because upload 0."),
+        "{}",
+        text(&output.stdout)
+    );
+}

@@ -161,7 +161,12 @@ pub enum Response {
     UnknownLeaf,
     /// Probe bytes follow.
     ProbeData,
-    ProbeReceived,
+    /// The receiver's measurement of an upload probe: `bytes` arrived in
+    /// `micros` microseconds (from the first byte).
+    ProbeReceived {
+        bytes: u64,
+        micros: u64,
+    },
     DialBack {
         reachable: bool,
     },
