@@ -401,15 +401,6 @@ impl Download {
             .send(Event::Add(SourceSpec { peer, via: None }));
     }
 
-    /// Adds a source that accepts no connections: `via`, its supernode,
-    /// asks it to connect to us instead.
-    pub fn add_relayed_source(&self, leaf: PeerId, via: PeerAddr) {
-        let _ = self
-            .shared
-            .events
-            .send(Event::Add(SourceSpec::relayed(leaf, via)));
-    }
-
     pub fn progress(&self) -> Progress {
         progress_of(&self.shared)
     }

@@ -125,15 +125,6 @@ impl Scheduler {
         ids
     }
 
-    /// Whether `source` holds blocks we still lack.
-    pub fn is_useful(&self, source: SourceId) -> bool {
-        match self.haves.get(&source) {
-            Some(None) => !self.is_complete(),
-            Some(Some(have)) => (0..self.block_count()).any(|b| have.get(b) && !self.done.get(b)),
-            None => false,
-        }
-    }
-
     fn source_has(&self, source: SourceId, block: u32) -> bool {
         match self.haves.get(&source) {
             Some(None) => true,
@@ -297,9 +288,7 @@ mod tests {
         s.set_have(1, Some(have));
         let a = s.next_request(1, 8).unwrap();
         assert_eq!((a.first, a.count), (5, 2));
-        assert!(s.is_useful(1));
         deliver(&mut s, a);
-        assert!(!s.is_useful(1));
         assert_eq!(s.next_request(1, 8), None);
     }
 
