@@ -102,14 +102,13 @@ pub async fn run(
     endpoint: Endpoint,
     context: Arc<ServeContext>,
     settings: LeafSettings,
-    status: watch::Sender<LeafStatus>,
+    status: Arc<watch::Sender<LeafStatus>>,
 ) {
     let pool = Arc::new(Mutex::new(Pool {
         candidates: settings.supernodes.clone(),
         in_use: HashSet::new(),
         failed: HashMap::new(),
     }));
-    let status = Arc::new(status);
     let settings = Arc::new(settings);
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..settings.sessions.max(1) {
@@ -188,6 +187,7 @@ async fn session(
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
+        Ok(SessionNotice::Leaving { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Supernodes { .. } | SessionNotice::Push { .. }) => {
             Err("spoke before welcoming us".into())
         }
@@ -218,6 +218,10 @@ impl Joined<'_> {
         let notices = async {
             loop {
                 match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
+                    Ok(SessionNotice::Leaving { others }) => {
+                        tracing::info!(supernode = ?self.supernode, "supernode is stepping down; moving on");
+                        return Ok(Referral(others.into_iter().take(16).collect()));
+                    }
                     Ok(SessionNotice::Supernodes { others }) => {
                         // Fallbacks for when this supernode goes, and for a
                         // second session.
@@ -228,17 +232,17 @@ impl Joined<'_> {
                     }
                     Ok(SessionNotice::Push { requester }) => self.push_to(requester),
                     Ok(SessionNotice::Refused { reason }) => {
-                        return format!("supernode refused our files: {reason}")
+                        return Err(format!("supernode refused our files: {reason}"))
                     }
-                    Ok(other) => return format!("unexpected notice {other:?}"),
-                    Err(error) => return error.to_string(),
+                    Ok(other) => return Err(format!("unexpected notice {other:?}")),
+                    Err(error) => return Err(error.to_string()),
                 }
             }
         };
         tokio::pin!(notices);
         loop {
             tokio::select! {
-                reason = &mut notices => return Err(reason),
+                ended = &mut notices => return ended,
                 _ = timer.tick() => {}
             }
             let (added, removed) = published.changes(&self.context.shares);

@@ -84,10 +84,8 @@ enum Command {
         /// machine's memory, 100 per GiB).
         #[arg(long, value_name = "N")]
         max_leaves: Option<usize>,
-        /// Never become a supernode, whatever the election says (for metered
-        /// or slow links).
-        #[arg(long)]
-        never_supernode: bool,
+        #[command(flatten)]
+        election: ElectionArgs,
         /// As a supernode: neighbour supernodes to keep linked.
         #[arg(long, value_name = "N", default_value_t = canopy_supernode::OverlayConfig::default().target_neighbours)]
         neighbours: usize,
@@ -116,9 +114,8 @@ enum Command {
         /// Count our upload as capped at this rate (as `run` would).
         #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
         max_upload_rate: Option<u64>,
-        /// As `run --never-supernode`.
-        #[arg(long)]
-        never_supernode: bool,
+        #[command(flatten)]
+        election: ElectionArgs,
         #[command(flatten)]
         data: DataDir,
     },
@@ -278,6 +275,40 @@ impl NetworkArgs {
     }
 }
 
+/// What the election asks of a machine before it may be a supernode.
+#[derive(Args)]
+struct ElectionArgs {
+    /// Never become a supernode, whatever the election says (for metered
+    /// or slow links).
+    #[arg(long)]
+    never_supernode: bool,
+    /// Least measured upload, in Mbit/s, for a supernode.
+    #[arg(long, value_name = "MBIT", default_value_t = 5.0)]
+    supernode_min_upload: f64,
+    /// Least measured download, in Mbit/s, for a supernode.
+    #[arg(long, value_name = "MBIT", default_value_t = 5.0)]
+    supernode_min_download: f64,
+    /// Least memory for a supernode (K, M, G as for rates).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, default_value = "2G")]
+    supernode_min_memory: u64,
+    /// Least CPU cores for a supernode.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    supernode_min_cores: u32,
+}
+
+impl ElectionArgs {
+    fn thresholds(&self) -> canopy_common::proto::election::Thresholds {
+        let bytes_per_second = |mbit: f64| (mbit.max(0.0) * 1e6 / 8.0) as u64;
+        canopy_common::proto::election::Thresholds {
+            min_cores: self.supernode_min_cores,
+            min_memory: self.supernode_min_memory,
+            min_upload: bytes_per_second(self.supernode_min_upload),
+            min_download: bytes_per_second(self.supernode_min_download),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Args)]
 struct UploadArgs {
     /// Cap on the total upload rate, in bytes per second; K, M and G mean
@@ -379,7 +410,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             role,
             network,
             max_leaves,
-            never_supernode,
+            election,
             neighbours,
             supernodes,
             no_inbound,
@@ -403,28 +434,41 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     folder.display()
                 );
             }
+            let mut supernode_settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
+            if let Some(max_leaves) = max_leaves {
+                supernode_settings.max_leaves = max_leaves;
+            }
+            supernode_settings.overlay.target_neighbours = neighbours;
+            supernode_settings.overlay.max_neighbours =
+                supernode_settings.overlay.max_neighbours.max(neighbours * 2);
+            let never_supernode = election.never_supernode || no_inbound;
             let role = match role {
                 Role::Auto => {
                     let peers = network.supernodes(&data_dir);
+                    let thresholds = election.thresholds();
                     let (profile, measured, decision, bound) = cli::probe::elect(
                         &data_dir,
                         listen,
                         &peers,
                         upload.max_upload_rate,
-                        never_supernode || no_inbound,
+                        &thresholds,
+                        never_supernode,
                     )
                     .await?;
                     config.listen = bound;
                     cli::probe::print(&profile, &measured, &decision);
                     tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
-                    if decision.role == canopy_common::proto::election::Role::Leaf
-                        && !(never_supernode || no_inbound)
-                    {
-                        // Keep watching: promote if supernodes run short.
+                    if !never_supernode {
+                        // Keep re-deciding: a leaf promotes if supernodes run
+                        // short, a supernode steps down if it is not needed.
                         config.election = Some(canopy_node::node::ElectionSettings {
                             profile: profile.clone(),
-                            rules: Default::default(),
+                            rules: canopy_common::proto::election::ElectionConfig {
+                                thresholds,
+                                ..Default::default()
+                            },
                             observe_every: Duration::from_secs(30),
+                            supernode: Some(supernode_settings.clone()),
                         });
                     }
                     match decision.role {
@@ -435,27 +479,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 other => other,
             };
             if role == Role::Supernode {
-                let mut settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
-                if let Some(max_leaves) = max_leaves {
-                    settings.max_leaves = max_leaves;
-                }
-                settings.overlay.target_neighbours = neighbours;
-                settings.overlay.max_neighbours = settings.overlay.max_neighbours.max(neighbours * 2);
-                config.supernode = Some(settings);
+                config.supernode = Some(supernode_settings);
             }
             cli::run::run(config).await
         }
         Command::Probe {
             network,
             max_upload_rate,
-            never_supernode,
+            election,
             data,
         } => {
             let data_dir = data.resolve()?;
             let peers = network.supernodes(&data_dir);
             let listen = SocketAddr::from(([0, 0, 0, 0], 0));
-            let (profile, measured, decision, _) =
-                cli::probe::elect(&data_dir, listen, &peers, max_upload_rate, never_supernode).await?;
+            let (profile, measured, decision, _) = cli::probe::elect(
+                &data_dir,
+                listen,
+                &peers,
+                max_upload_rate,
+                &election.thresholds(),
+                election.never_supernode,
+            )
+            .await?;
             cli::probe::print(&profile, &measured, &decision);
             Ok(())
         }

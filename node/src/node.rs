@@ -42,8 +42,9 @@ pub struct NodeConfig {
     /// Whether peers can connect to us. A node that cannot (behind a NAT or
     /// firewall it cannot open) says so, and is reached by push instead.
     pub accept_inbound: bool,
-    /// For a node elected as a leaf: keep watching, and promote when the
-    /// network runs short of supernodes.
+    /// For a node whose role was elected: keep re-deciding as the network
+    /// changes (a leaf promotes when supernodes run short of slots; a
+    /// supernode with few leaves and enough neighbours steps down).
     pub election: Option<ElectionSettings>,
 }
 
@@ -86,7 +87,9 @@ pub struct Node {
     endpoint: Endpoint,
     context: Arc<ServeContext>,
     scan: ScanStats,
-    leaf_status: Option<watch::Receiver<LeafStatus>>,
+    leaf_status: watch::Receiver<LeafStatus>,
+    /// Whether it started with supernodes to join (from flags or the cache).
+    knows_supernodes: bool,
     /// Background work stopped on shutdown: accepting peers, the leaf
     /// session, rescans.
     tasks: Vec<JoinHandle<()>>,
@@ -132,54 +135,64 @@ impl Node {
                 interval,
             )));
         }
-        let mut leaf_status = None;
         let later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        match &supernode {
+        let mut known = config.bootstrap.clone();
+        for cached in hostcache::load(&config.data_dir) {
+            if !known.iter().any(|s| s.id == cached.id) {
+                known.push(cached);
+            }
+        }
+        let knows_supernodes = !known.is_empty();
+        let (status, leaf_status) = watch::channel(LeafStatus::default());
+        let status = Arc::new(status);
+        let playing = match &supernode {
             Some(supernode) => {
                 let overlay = config
                     .supernode
                     .as_ref()
                     .map(|s| s.overlay.clone())
                     .unwrap_or_default();
-                tasks.push(take_supernode_role(
-                    supernode, overlay, &endpoint, &config, &shares,
-                ));
+                let own_files = take_supernode_role(supernode, overlay, &endpoint, &config, &shares);
+                let playing = Playing::Supernode {
+                    supernode: supernode.clone(),
+                    own_files: own_files.abort_handle(),
+                };
+                tasks.push(own_files);
+                playing
             }
             None => {
-                let mut supernodes = config.bootstrap.clone();
-                for known in hostcache::load(&config.data_dir) {
-                    if !supernodes.iter().any(|s| s.id == known.id) {
-                        supernodes.push(known);
-                    }
-                }
-                let mut leaf_task = None;
-                if !supernodes.is_empty() {
-                    let (status, receiver) = watch::channel(LeafStatus::default());
-                    leaf_status = Some(receiver);
+                let mut session = None;
+                if !known.is_empty() {
                     let settings = leaf::LeafSettings {
-                        supernodes: supernodes.clone(),
+                        supernodes: known.clone(),
                         sessions: config.leaf_sessions,
                         data_dir: config.data_dir.clone(),
                         accept_inbound: config.accept_inbound,
                     };
-                    let session =
-                        tokio::spawn(leaf::run(endpoint.clone(), context.clone(), settings, status));
-                    leaf_task = Some(session.abort_handle());
-                    tasks.push(session);
+                    let task = tokio::spawn(leaf::run(
+                        endpoint.clone(),
+                        context.clone(),
+                        settings,
+                        status.clone(),
+                    ));
+                    session = Some(task.abort_handle());
+                    tasks.push(task);
                 }
-                if let Some(election) = config.election.clone() {
-                    let promotion = Promotion {
-                        later_tasks: later_tasks.clone(),
-                        endpoint: endpoint.clone(),
-                        context: context.clone(),
-                        config: config.clone(),
-                        shares: shares.clone(),
-                        supernodes,
-                        leaf_task,
-                    };
-                    tasks.push(tokio::spawn(promotion.watch(election)));
-                }
+                Playing::Leaf { session }
             }
+        };
+        if let Some(election) = config.election.clone() {
+            let keeper = RoleKeeper {
+                later_tasks: later_tasks.clone(),
+                endpoint: endpoint.clone(),
+                context: context.clone(),
+                config: config.clone(),
+                shares: shares.clone(),
+                known,
+                leaf_status: status,
+                supernode_settings: election.supernode.clone(),
+            };
+            tasks.push(tokio::spawn(keeper.keep(election, playing)));
         }
         tracing::debug!(
             peer = %endpoint.peer_addr(),
@@ -195,18 +208,24 @@ impl Node {
             context,
             scan,
             leaf_status,
+            knows_supernodes,
             tasks,
             later_tasks,
         })
     }
 
-    /// The supernode this node runs, if it is one.
-    pub fn supernode(&self) -> Option<&Arc<Supernode>> {
-        self.context.supernode.get()
+    /// The supernode this node runs, while it is one.
+    pub fn supernode(&self) -> Option<Arc<Supernode>> {
+        self.context.supernode()
     }
 
-    /// The leaf session's state, if this node is a leaf with supernodes to join.
-    pub fn leaf_status(&self) -> Option<watch::Receiver<LeafStatus>> {
+    /// Whether it started knowing supernodes (from flags or its cache).
+    pub fn knows_supernodes(&self) -> bool {
+        self.knows_supernodes
+    }
+
+    /// The leaf sessions' state (empty while this node is a supernode).
+    pub fn leaf_status(&self) -> watch::Receiver<LeafStatus> {
         self.leaf_status.clone()
     }
 
@@ -366,69 +385,134 @@ fn take_supernode_role(
     ))
 }
 
-/// A leaf elected at start-up that keeps watching whether the network
-/// needs it as a supernode, and becomes one when the election says so.
-struct Promotion {
-    /// Where tasks started on promotion are kept, to stop with the node.
+/// The role a node plays right now, and the tasks that make it so.
+enum Playing {
+    Leaf {
+        session: Option<tokio::task::AbortHandle>,
+    },
+    Supernode {
+        supernode: Arc<Supernode>,
+        own_files: tokio::task::AbortHandle,
+    },
+}
+
+/// Keeps re-deciding the role of a node whose role was elected (not
+/// forced), for as long as it runs. A leaf asks the supernodes it knows how
+/// much room they have and promotes itself when they run short; a
+/// supernode left with few leaves while it has enough neighbours hands its
+/// leaves on and becomes a leaf again. The [`Election`] state machine holds
+/// each role for a minimum tenure, so nodes do not flap.
+struct RoleKeeper {
+    /// Where tasks started on a change of role are kept, to stop with the node.
     later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     endpoint: Endpoint,
     context: Arc<ServeContext>,
     config: NodeConfig,
     shares: Arc<Shares>,
-    /// Supernodes to ask how much room they have.
-    supernodes: Vec<PeerAddr>,
-    leaf_task: Option<tokio::task::AbortHandle>,
+    /// Supernodes we know of: asked for room as a leaf, joined after a demotion.
+    known: Vec<PeerAddr>,
+    leaf_status: Arc<watch::Sender<LeafStatus>>,
+    /// How to run as a supernode after a promotion.
+    supernode_settings: Option<SupernodeConfig>,
 }
 
-impl Promotion {
-    async fn watch(self, settings: ElectionSettings) {
+/// Supernodes asked for their room at each observation.
+const STATUS_ASKED: usize = 8;
+/// Supernodes remembered by the role keeper.
+const KNOWN_KEPT: usize = 32;
+/// How long a stepping-down supernode waits for its leaves to move on.
+const HAND_OVER_GRACE: Duration = Duration::from_secs(5);
+
+impl RoleKeeper {
+    async fn keep(mut self, settings: ElectionSettings, mut playing: Playing) {
         let started = std::time::Instant::now();
-        let mut election = Election::new(settings.rules, Role::Leaf, started.elapsed());
+        let role = match playing {
+            Playing::Leaf { .. } => Role::Leaf,
+            Playing::Supernode { .. } => Role::Supernode,
+        };
+        let mut election = Election::new(settings.rules.clone(), role, started.elapsed());
         let mut tick = tokio::time::interval(settings.observe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let mut seen = Observation::default();
-            for supernode in self.supernodes.iter().take(8) {
-                match crate::probe::status(&self.endpoint, supernode).await {
-                    Some((leaves, max_leaves)) => {
-                        seen.hints.supernodes += 1;
-                        seen.hints.total_slots += u64::from(max_leaves);
-                        seen.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
+            let seen = match &playing {
+                Playing::Leaf { .. } => self.observe_network().await,
+                Playing::Supernode { supernode, .. } => Observation {
+                    leaves: supernode.leaf_count() as u32,
+                    neighbours: supernode.overlay().map_or(0, |o| o.neighbours().len() as u32),
+                    ..Observation::default()
+                },
+            };
+            playing = match (
+                election.observe(&settings.profile, &seen, started.elapsed()),
+                playing,
+            ) {
+                (Some(Change::Promote { reason }), Playing::Leaf { session }) => {
+                    tracing::info!(%reason, "promoting to supernode");
+                    match self.promote(session) {
+                        Some(playing) => playing,
+                        None => {
+                            election = Election::new(settings.rules.clone(), Role::Leaf, started.elapsed());
+                            Playing::Leaf {
+                                session: self.start_leaf_session(),
+                            }
+                        }
                     }
-                    None => seen.hints.silent += 1,
                 }
-            }
-            if let Some(Change::Promote { reason }) =
-                election.observe(&settings.profile, &seen, started.elapsed())
-            {
-                tracing::info!(%reason, "promoting to supernode");
-                self.promote();
-                return;
-            }
+                (Some(Change::Demote { reason }), Playing::Supernode { supernode, own_files }) => {
+                    tracing::info!(%reason, "stepping down to a leaf");
+                    self.demote(supernode, own_files).await
+                }
+                (_, playing) => playing,
+            };
         }
     }
 
-    fn promote(self) {
-        let mut settings = SupernodeConfig::for_this_machine(Some(self.config.data_dir.join("index")));
-        if let Some(configured) = &self.config.supernode {
-            settings = configured.clone();
+    /// Asks the supernodes we know how full they are.
+    async fn observe_network(&mut self) -> Observation {
+        for joined in self.leaf_status.borrow().supernodes() {
+            if !self.known.iter().any(|k| k.id == joined.id) {
+                self.known.push(joined);
+            }
         }
+        self.known.truncate(KNOWN_KEPT);
+        let mut seen = Observation::default();
+        for supernode in self.known.iter().take(STATUS_ASKED) {
+            match crate::probe::status(&self.endpoint, supernode).await {
+                Some((leaves, max_leaves)) => {
+                    seen.hints.supernodes += 1;
+                    seen.hints.total_slots += u64::from(max_leaves);
+                    seen.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
+                }
+                None => seen.hints.silent += 1,
+            }
+        }
+        seen
+    }
+
+    /// Becomes a supernode; `None` (still a leaf) if the index cannot start.
+    fn promote(&mut self, leaf_session: Option<tokio::task::AbortHandle>) -> Option<Playing> {
+        let settings = self
+            .config
+            .supernode
+            .clone()
+            .or_else(|| self.supernode_settings.clone())
+            .unwrap_or_else(|| SupernodeConfig::for_this_machine(Some(self.config.data_dir.join("index"))));
         let supernode = match Supernode::start(settings.clone()) {
             Ok(supernode) => supernode,
             Err(error) => {
                 tracing::warn!(%error, "cannot become a supernode; staying a leaf");
-                return;
+                return None;
             }
         };
-        if self.context.supernode.set(supernode.clone()).is_err() {
-            return;
+        // Our files go into our own index now; the leaf sessions end.
+        if let Some(session) = leaf_session {
+            session.abort();
         }
-        // Our files go into our own index now; the old sessions end.
-        if let Some(leaf) = &self.leaf_task {
-            leaf.abort();
-        }
+        self.leaf_status.send_replace(LeafStatus::default());
+        self.context.set_supernode(Some(supernode.clone()));
         let mut config = self.config.clone();
-        for known in &self.supernodes {
+        for known in &self.known {
             if !config.bootstrap.iter().any(|b| b.id == known.id) {
                 config.bootstrap.push(*known);
             }
@@ -439,11 +523,59 @@ impl Promotion {
             &self.endpoint,
             &config,
             &self.shares,
-        );
+        )
+        .abort_handle();
         self.later_tasks
             .lock()
             .expect("tasks lock")
-            .push(own_files.abort_handle());
+            .push(own_files.clone());
+        Some(Playing::Supernode { supernode, own_files })
+    }
+
+    /// Hands the leaves on, leaves the overlay and joins it again as a leaf,
+    /// through the supernodes that were our neighbours.
+    async fn demote(&mut self, supernode: Arc<Supernode>, own_files: tokio::task::AbortHandle) -> Playing {
+        let neighbours = supernode
+            .overlay()
+            .map(|o| o.referrals(KNOWN_KEPT))
+            .unwrap_or_default();
+        supernode.step_down(HAND_OVER_GRACE).await;
+        own_files.abort();
+        self.context.set_supernode(None);
+        let mut known = neighbours;
+        for old in self.known.drain(..) {
+            if !known.iter().any(|k| k.id == old.id) {
+                known.push(old);
+            }
+        }
+        known.truncate(KNOWN_KEPT);
+        self.known = known;
+        Playing::Leaf {
+            session: self.start_leaf_session(),
+        }
+    }
+
+    /// Joins the supernodes we know (and those they tell us of).
+    fn start_leaf_session(&self) -> Option<tokio::task::AbortHandle> {
+        if self.known.is_empty() {
+            return None;
+        }
+        self.leaf_status.send_replace(LeafStatus::default());
+        let settings = leaf::LeafSettings {
+            supernodes: self.known.clone(),
+            sessions: self.config.leaf_sessions,
+            data_dir: self.config.data_dir.clone(),
+            accept_inbound: self.config.accept_inbound,
+        };
+        let session = tokio::spawn(leaf::run(
+            self.endpoint.clone(),
+            self.context.clone(),
+            settings,
+            self.leaf_status.clone(),
+        ))
+        .abort_handle();
+        self.later_tasks.lock().expect("tasks lock").push(session.clone());
+        Some(session)
     }
 }
 
@@ -455,4 +587,6 @@ pub struct ElectionSettings {
     pub rules: ElectionConfig,
     /// How often the network is observed.
     pub observe_every: Duration,
+    /// How to run as a supernode after a promotion (`None`: sized to this machine).
+    pub supernode: Option<SupernodeConfig>,
 }

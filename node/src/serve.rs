@@ -80,8 +80,9 @@ pub struct ServeContext {
     pub shares: Arc<Shares>,
     pub stats: Arc<ServeStats>,
     pub swarm: SwarmDirectory,
-    /// Set when this node is (or is promoted to) a supernode.
-    pub supernode: std::sync::OnceLock<Arc<Supernode>>,
+    /// Set while this node is a supernode (from the start, or from a
+    /// promotion until a demotion).
+    supernode: std::sync::RwLock<Option<Arc<Supernode>>>,
     /// Admission for bandwidth and reachability probes we serve.
     pub probes: crate::probe::ProbeGate,
     /// Downloads waiting for a firewalled source to connect to us.
@@ -92,12 +93,8 @@ pub struct ServeContext {
 
 impl ServeContext {
     pub fn new(shares: Arc<Shares>, limits: &UploadLimits, supernode: Option<Arc<Supernode>>) -> Self {
-        let cell = std::sync::OnceLock::new();
-        if let Some(supernode) = supernode {
-            let _ = cell.set(supernode);
-        }
         ServeContext {
-            supernode: cell,
+            supernode: std::sync::RwLock::new(supernode),
             awaited_pushes: Mutex::default(),
             probes: Default::default(),
             shares,
@@ -106,6 +103,17 @@ impl ServeContext {
             limiter: limits.max_rate.map(RateLimiter::new),
             slots: Semaphore::new(limits.slots.max(1)),
         }
+    }
+
+    /// The supernode role this node plays now, if any.
+    pub fn supernode(&self) -> Option<Arc<Supernode>> {
+        self.supernode.read().expect("supernode lock").clone()
+    }
+
+    /// Takes up (`Some`) or leaves (`None`) the supernode role; returns the
+    /// one it replaces.
+    pub fn set_supernode(&self, supernode: Option<Arc<Supernode>>) -> Option<Arc<Supernode>> {
+        std::mem::replace(&mut *self.supernode.write().expect("supernode lock"), supernode)
     }
 }
 
@@ -185,7 +193,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
     let request = match request {
         // A leaf's session keeps this stream open for as long as it stays.
         Request::Join(hello) => {
-            match context.supernode.get() {
+            match context.supernode() {
                 Some(supernode) => supernode.serve_leaf(peer, hello, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
@@ -196,7 +204,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
         }
         // So does a neighbouring supernode's link.
         Request::Link(hello) => {
-            match context.supernode.get() {
+            match context.supernode() {
                 Some(supernode) => supernode.serve_link(peer, hello, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
@@ -270,7 +278,7 @@ async fn answer(
         | Request::Have { hash }
         | Request::Sources { hash } => *hash,
         Request::Push { leaf } => {
-            let response = match context.supernode.get() {
+            let response = match context.supernode() {
                 // The leaf is told the address we see the requester at.
                 Some(supernode) if supernode.push(*leaf, peer) => Response::PushSent,
                 Some(_) => Response::UnknownLeaf,
@@ -280,14 +288,14 @@ async fn answer(
             return Ok(());
         }
         Request::Search(query) => {
-            match context.supernode.get() {
+            match context.supernode() {
                 Some(supernode) => supernode.answer_search(peer.id, query.clone(), send).await?,
                 None => write_frame(send, &Response::NotSupernode { others: Vec::new() }).await?,
             }
             return Ok(());
         }
         Request::Status => {
-            let status = match context.supernode.get() {
+            let status = match context.supernode() {
                 Some(supernode) => Response::Status {
                     supernode: true,
                     leaves: supernode.leaf_count() as u32,

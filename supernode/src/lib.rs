@@ -22,7 +22,7 @@ use canopy_common::proto::{
     Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
 };
 use quinn::{RecvStream, SendStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub use index::{FileIndex, IndexError, LeafId};
 pub use overlay::{Overlay, OverlayConfig};
@@ -96,6 +96,9 @@ pub struct Supernode {
     /// Searches per leaf, so one leaf's storm cannot starve the others.
     search_budgets: Mutex<HashMap<PeerId, Budget>>,
     committer: tokio::task::JoinHandle<()>,
+    /// Set when the supernode steps down: sessions hand their leaves on
+    /// and end, links close.
+    stepping_down: watch::Sender<bool>,
 }
 
 /// One joined leaf, and how to ask it to push.
@@ -147,6 +150,7 @@ impl Supernode {
             overlay: OnceLock::new(),
             search_budgets: Mutex::new(HashMap::new()),
             committer,
+            stepping_down: watch::channel(false).0,
         }))
     }
 
@@ -198,6 +202,28 @@ impl Supernode {
         self.overlay.get()
     }
 
+    /// Whether [`Supernode::step_down`] was called.
+    pub fn is_stepping_down(&self) -> bool {
+        *self.stepping_down.borrow()
+    }
+
+    /// Stops being a supernode, handing the leaves on first: each session
+    /// is told which other supernodes can take its leaf
+    /// ([`SessionNotice::Leaving`]) and ends; then the overlay links close.
+    /// Waits up to `grace` for the sessions to end. Leaves that try to join
+    /// meanwhile are referred elsewhere.
+    pub async fn step_down(&self, grace: Duration) {
+        self.stepping_down.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.leaf_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(overlay) = self.overlay.get() {
+            overlay.stop().await;
+        }
+        self.committer.abort();
+    }
+
     /// Answers another supernode's request to link.
     pub async fn serve_link(&self, peer: PeerAddr, hello: LinkHello, mut send: SendStream, recv: RecvStream) {
         match self.overlay.get() {
@@ -239,7 +265,8 @@ impl Supernode {
         let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
         let admitted = {
             let mut sessions = self.sessions.lock().expect("sessions lock");
-            if sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id) {
+            let full = sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id);
+            if full || self.is_stepping_down() {
                 None
             } else {
                 let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
@@ -252,8 +279,14 @@ impl Supernode {
         };
         let Some(leaf) = admitted else {
             let others = self.referrals();
-            tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
-            let _ = write_frame(&mut send, &SessionNotice::Full { others }).await;
+            let notice = if self.is_stepping_down() {
+                tracing::info!(leaf = ?peer, "referring a leaf elsewhere: stepping down");
+                SessionNotice::Leaving { others }
+            } else {
+                tracing::info!(leaf = ?peer, "turning a leaf away: all {} slots taken", self.config.max_leaves);
+                SessionNotice::Full { others }
+            };
+            let _ = write_frame(&mut send, &notice).await;
             let _ = send.finish();
             return;
         };
@@ -302,6 +335,7 @@ impl Supernode {
         .map_err(|e| e.to_string())?;
         let mut tell_others = tokio::time::interval(TELL_LEAVES_EVERY);
         let mut told: Vec<PeerAddr> = Vec::new();
+        let mut stepping_down = self.stepping_down.subscribe();
         loop {
             // One read per frame, kept across the other events: dropping a
             // half-finished read would lose bytes of the stream.
@@ -322,6 +356,12 @@ impl Supernode {
                     }
                     Some(requester) = push_requests.recv() => {
                         write_frame(send, &SessionNotice::Push { requester }).await.map_err(|e| e.to_string())?;
+                    }
+                    _ = stepped_down(&mut stepping_down) => {
+                        let others = self.referrals();
+                        let _ = write_frame(send, &SessionNotice::Leaving { others }).await;
+                        let _ = send.finish();
+                        return Err("handed on: this supernode is stepping down".into());
                     }
                 }
             };
@@ -407,6 +447,14 @@ impl Supernode {
                 Vec::new()
             }
         }
+    }
+}
+
+/// Resolves once `flag` is (or becomes) true; pending forever if its
+/// sender is gone first.
+pub(crate) async fn stepped_down(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -19,7 +19,7 @@ use canopy_common::proto::search::MAX_HITS;
 use canopy_common::proto::wire::{LinkHello, LinkNotice, OverlayMessage, MAX_HOSTS_PER_MESSAGE};
 use canopy_common::proto::{Hit, PeerAddr, PeerId, Query, Request, Response};
 use quinn::{RecvStream, SendStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::hosts::HostCache;
 use crate::index::FileIndex;
@@ -91,6 +91,8 @@ pub struct Overlay {
     searches: Mutex<HashMap<u64, mpsc::Sender<Vec<Hit>>>>,
     next_search: AtomicU64,
     next_link: AtomicU64,
+    /// Set by [`Overlay::stop`]: links close, no new ones are made.
+    stopping: watch::Sender<bool>,
     pub stats: OverlayStats,
 }
 
@@ -120,6 +122,7 @@ impl Overlay {
             searches: Mutex::new(HashMap::new()),
             next_search: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
             stats: OverlayStats::default(),
         });
         tokio::spawn(maintain(Arc::downgrade(&overlay)));
@@ -132,6 +135,24 @@ impl Overlay {
 
     fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Leaves the overlay: every link is finished (neighbours see it end
+    /// at once and replace it), no new links are made or accepted, and the
+    /// host cache is saved for next time.
+    pub async fn stop(&self) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.neighbours.lock().expect("neighbours lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.hosts.lock().expect("hosts lock").save();
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Current neighbours.
@@ -180,7 +201,7 @@ impl Overlay {
             let neighbours = self.neighbours.lock().expect("neighbours lock");
             neighbours.len() >= self.config.max_neighbours && !neighbours.contains_key(&peer.id)
         };
-        if full {
+        if full || self.is_stopping() {
             let others = self.referrals(8);
             let _ = write_frame(&mut send, &LinkNotice::Full { others }).await;
             let _ = send.finish();
@@ -267,7 +288,7 @@ impl Overlay {
         let _ = outbox.try_send(OverlayMessage::Supernodes {
             entries: self.host_message(),
         });
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(message) = queued.recv().await {
                 if write_frame(&mut send, &message).await.is_err() {
                     break;
@@ -275,22 +296,44 @@ impl Overlay {
             }
             let _ = send.finish();
         });
-        loop {
-            match read_frame::<OverlayMessage>(&mut recv, MAX_CONTROL_FRAME).await {
-                Ok(message) => self.on_message(peer, message),
-                Err(error) => {
-                    if !matches!(error, NetError::Truncated) {
-                        tracing::debug!(neighbour = ?peer, %error, "link ended");
+        let mut stopping = self.stopping.subscribe();
+        let stopped = loop {
+            // One read per frame, kept across the stop signal: dropping a
+            // half-finished read would lose bytes of the stream.
+            let read = read_frame::<OverlayMessage>(&mut recv, MAX_CONTROL_FRAME);
+            tokio::pin!(read);
+            tokio::select! {
+                message = &mut read => match message {
+                    Ok(message) => self.on_message(peer, message),
+                    Err(error) => {
+                        if !matches!(error, NetError::Truncated) {
+                            tracing::debug!(neighbour = ?peer, %error, "link ended");
+                        }
+                        break false;
                     }
-                    break;
-                }
+                },
+                _ = crate::stepped_down(&mut stopping) => break true,
+            }
+        };
+        {
+            let mut neighbours = self.neighbours.lock().expect("neighbours lock");
+            if neighbours.get(&peer.id).is_some_and(|n| n.link == link) {
+                neighbours.remove(&peer.id);
+                tracing::info!(neighbour = ?peer, "unlinked from supernode");
             }
         }
-        writer.abort();
-        let mut neighbours = self.neighbours.lock().expect("neighbours lock");
-        if neighbours.get(&peer.id).is_some_and(|n| n.link == link) {
-            neighbours.remove(&peer.id);
-            tracing::info!(neighbour = ?peer, "unlinked from supernode");
+        if stopped {
+            // Let what is queued and the end of the stream reach the
+            // neighbour, so it replaces this link at once.
+            drop(outbox);
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+        } else {
+            writer.abort();
         }
     }
 
@@ -483,6 +526,9 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
     loop {
         tick.tick().await;
         let Some(overlay) = overlay.upgrade() else { return };
+        if overlay.is_stopping() {
+            return;
+        }
         let have = overlay.neighbours.lock().expect("neighbours lock").len()
             + overlay.connecting.lock().expect("connecting lock").len();
         if have < overlay.config.target_neighbours {

@@ -1,13 +1,15 @@
-//! Run-time promotion on loopback: a qualified leaf (a simulated profile)
-//! watches the network, and when every supernode is full it becomes one.
+//! Run-time elections on loopback: a qualified leaf (a simulated profile)
+//! watches the network and becomes a supernode when every supernode is
+//! full; a supernode with too few leaves hands them on and becomes a leaf.
 
 use std::time::Duration;
 
 use canopy_common::proto::election::{ElectionConfig, Profile};
+use canopy_common::proto::Query;
 use canopy_node::node::ElectionSettings;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
-use canopy_tests::{start_leaf, LOOPBACK};
+use canopy_tests::{search_until, start_leaf, LOOPBACK};
 
 fn qualified() -> Profile {
     Profile {
@@ -42,6 +44,7 @@ async fn candidate(
         profile,
         rules: quick_rules(),
         observe_every: Duration::from_millis(200),
+        supernode: None,
     });
     Node::start(config).await.unwrap()
 }
@@ -83,4 +86,97 @@ async fn a_qualified_leaf_promotes_when_every_supernode_is_full_and_a_slow_one_n
     assert_eq!(promoted.leaf_count(), 1);
     assert!(slow.supernode().is_none(), "a slow machine stays a leaf");
     newcomer.node.shutdown().await;
+}
+
+async fn supernode(
+    dir: &tempfile::TempDir,
+    name: &str,
+    bootstrap: Vec<canopy_common::proto::PeerAddr>,
+) -> Node {
+    let mut config = NodeConfig::new(dir.path().join(name), LOOPBACK);
+    config.supernode = Some(SupernodeConfig::for_this_machine(None));
+    config.bootstrap = bootstrap;
+    Node::start(config).await.unwrap()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_supernode_hands_its_leaves_on_and_becomes_a_leaf_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = supernode(&dir, "first", Vec::new()).await;
+    let second = supernode(&dir, "second", vec![first.peer_addr()]).await;
+
+    // An elected supernode that shares a file, with quick rules: fewer than
+    // two leaves for a second while two neighbours could take them.
+    let share = dir.path().join("idle-share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("idle supernode notes.txt"), b"kept by the idle one").unwrap();
+    let mut config = NodeConfig::new(dir.path().join("idle"), LOOPBACK).sharing(share);
+    config.supernode = Some(SupernodeConfig::for_this_machine(None));
+    config.bootstrap = vec![first.peer_addr(), second.peer_addr()];
+    config.election = Some(ElectionSettings {
+        profile: qualified(),
+        rules: ElectionConfig {
+            min_tenure: Duration::from_secs(2),
+            few_leaves: 2,
+            idle_for: Duration::from_secs(1),
+            enough_neighbours: 2,
+            ..ElectionConfig::default()
+        },
+        observe_every: Duration::from_millis(200),
+        supernode: None,
+    });
+    let idle = Node::start(config).await.unwrap();
+    // Its one leaf knows no other supernode.
+    let leaf = start_leaf(idle.peer_addr(), 1, &[("leaf song.mp3", b"la la la")]).await;
+    assert!(leaf
+        .node
+        .leaf_status()
+        .borrow()
+        .joined
+        .contains_key(&idle.peer_addr().id));
+
+    eventually("the idle supernode to step down", || idle.supernode().is_none()).await;
+    let others = [first.peer_addr().id, second.peer_addr().id];
+    let leaf_status = leaf.node.leaf_status();
+    eventually("the leaf to re-home to a neighbour", || {
+        leaf_status.borrow().joined.keys().any(|id| others.contains(id))
+    })
+    .await;
+    let idle_status = idle.leaf_status();
+    eventually("the demoted node to join as a leaf", || {
+        idle_status.borrow().joined.keys().any(|id| others.contains(id))
+    })
+    .await;
+    // The overlay no longer counts it as a supernode.
+    eventually("the neighbours to drop the link", || {
+        [&first, &second].iter().all(|s| {
+            s.supernode().is_some_and(|s| {
+                s.overlay()
+                    .is_some_and(|o| o.neighbours().iter().all(|n| n.id != idle.peer_addr().id))
+            })
+        })
+    })
+    .await;
+
+    // Both the leaf's files and the demoted node's are found through the
+    // remaining supernodes.
+    for words in ["leaf song", "idle supernode notes"] {
+        search_until(first.peer_addr(), &Query::words(words), |hits| hits.len() == 1).await;
+    }
+    // No flapping: the other supernodes have room, so it stays a leaf.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(idle.supernode().is_none(), "the demoted node stayed a leaf");
+    let status = canopy_tests::client();
+    let answer = canopy_node::probe::status(&status, &idle.peer_addr()).await;
+    assert_eq!(answer, None, "a leaf reports no supernode room");
 }

@@ -263,7 +263,7 @@ async fn leaves_re_home_when_their_supernode_dies() {
         &[("orphaned diary.txt", b"dear diary")],
     )
     .await;
-    let mut status = orphan.node.leaf_status().unwrap();
+    let mut status = orphan.node.leaf_status();
     tokio::time::timeout(Duration::from_secs(20), status.wait_for(|s| s.joined.len() == 2))
         .await
         .expect("the leaf took a second supernode")
@@ -331,7 +331,7 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
     config.bootstrap = vec![sn.node.peer_addr()];
     config.accept_inbound = false;
     let hidden = Node::start(config).await.unwrap();
-    let mut status = hidden.leaf_status().unwrap();
+    let mut status = hidden.leaf_status();
     tokio::time::timeout(
         Duration::from_secs(20),
         status.wait_for(|s: &LeafStatus| s.published(1)),

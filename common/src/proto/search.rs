@@ -178,6 +178,9 @@ pub enum SessionNotice {
     Supernodes { others: Vec<PeerAddr> },
     /// Someone wants our files but cannot connect to us: connect to them.
     Push { requester: PeerAddr },
+    /// This supernode is stepping down (a demotion or a shutdown): the
+    /// session ends, and these supernodes can take the leaf instead.
+    Leaving { others: Vec<PeerAddr> },
 }
 
 /// A search.

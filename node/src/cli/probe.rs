@@ -19,6 +19,7 @@ pub async fn elect(
     listen: SocketAddr,
     peers: &[PeerAddr],
     max_upload_rate: Option<u64>,
+    thresholds: &Thresholds,
     never_supernode: bool,
 ) -> anyhow::Result<(Profile, Measured, Decision, SocketAddr)> {
     let key = NodeKey::load_or_create(data_dir)?;
@@ -48,7 +49,7 @@ pub async fn elect(
     profile.upload = measured.upload;
     profile.download = measured.download;
     profile.reachable = measured.reachable;
-    let decision = decide(&profile, &measured.hints, &Thresholds::default(), never_supernode);
+    let decision = decide(&profile, &measured.hints, thresholds, never_supernode);
     Ok((profile, measured, decision, bound))
 }
 

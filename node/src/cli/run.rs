@@ -22,7 +22,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
     match node.supernode() {
         Some(_) => println!("role: supernode (leaves join it with --bootstrap {me})"),
-        None if node.leaf_status().is_some() => println!("role: leaf (joining a supernode)"),
+        None if node.knows_supernodes() => println!("role: leaf (joining a supernode)"),
         None => println!("role: leaf (no supernode known: pass --bootstrap to publish and search)"),
     }
     let files = node.shares().list();
