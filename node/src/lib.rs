@@ -7,6 +7,7 @@
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
 pub mod cli;
+pub mod control;
 pub mod demo;
 pub mod download;
 pub mod fileio;

@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use canopy_common::net::NodeKey;
 use canopy_common::proto::{ContentHash, FileKind, Link, PeerAddr, Query};
+use canopy_node::cli::config::{FileSettings, LogFormat, RunArgs, RunSettings};
 use canopy_node::cli::{self, get::GetArgs, parse_peer_addr};
 use canopy_node::download::{exit, DownloadError, DownloadOptions};
-use canopy_node::serve::UploadLimits;
+use canopy_node::serve::TransferLimits;
 use canopy_node::units::{human_bytes, parse_bytes};
 use canopy_node::{demo, NodeConfig};
-use canopy_supernode::SupernodeConfig;
-use std::time::Duration;
 
 /// The supernodes asked know no source for the file.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +24,6 @@ struct NoSources(ContentHash);
 #[error("nothing found")]
 struct NothingFound;
 use clap::{Args, Parser, Subcommand};
-
-const DEFAULT_PORT: u16 = 4663;
 
 /// Canopy: a peer-to-peer file-sharing network.
 ///
@@ -62,47 +59,15 @@ enum Command {
         data: DataDir,
     },
     /// Run a node that shares folders with the network until stopped
-    /// (Ctrl-C or SIGTERM).
-    Run {
-        /// A folder to share, scanned recursively; repeat for several.
-        /// Hidden files and partial downloads (*.part) are not shared.
-        #[arg(long = "share", value_name = "DIR")]
-        share: Vec<PathBuf>,
-        /// UDP address to listen on.
-        #[arg(long, value_name = "HOST:PORT", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
-        listen: SocketAddr,
-        /// auto: measure cores, memory, bandwidth (against known peers) and
-        /// reachability, and become a supernode if this machine qualifies
-        /// and the network needs one (see `canopy probe`).
-        /// leaf: join a supernode and publish the shared files to it.
-        /// supernode: index leaves' files and answer their searches.
-        #[arg(long, value_enum, default_value_t = Role::Auto)]
-        role: Role,
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// Leaves a supernode serves at once (default: sized to this
-        /// machine's memory, 100 per GiB).
-        #[arg(long, value_name = "N")]
-        max_leaves: Option<usize>,
-        #[command(flatten)]
-        election: ElectionArgs,
-        /// As a supernode: neighbour supernodes to keep linked.
-        #[arg(long, value_name = "N", default_value_t = canopy_supernode::OverlayConfig::default().target_neighbours)]
-        neighbours: usize,
-        /// As a leaf: supernodes to stay joined to at once (a second one
-        /// keeps the leaf reachable while it replaces one that died).
-        #[arg(long, value_name = "N", default_value_t = 2)]
-        supernodes: usize,
-        /// This node cannot accept connections (behind a NAT or firewall it
-        /// cannot open): downloaders then reach it by asking its supernode
-        /// to have it connect to them.
+    /// (Ctrl-C or SIGTERM; a supernode hands its leaves on first).
+    /// Settings come from flags, CANOPY_* variables and a config file.
+    Run(Box<RunArgs>),
+    /// Show what the node running with this data folder is doing: role,
+    /// leaves, neighbours, index, queries, traffic, memory.
+    Status {
+        /// Print every metric as one JSON object.
         #[arg(long)]
-        no_inbound: bool,
-        /// Seconds between rescans of the shared folders (0: only at start).
-        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-        rescan_interval: u64,
-        #[command(flatten)]
-        upload: UploadArgs,
+        json: bool,
         #[command(flatten)]
         data: DataDir,
     },
@@ -191,7 +156,7 @@ enum Command {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        upload: UploadArgs,
+        upload: TransferArgs,
         #[command(flatten)]
         data: DataDir,
     },
@@ -241,16 +206,6 @@ impl DataDir {
                 .context("no platform data folder is known here; pass --data-dir DIR"),
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Role {
-    /// Measure this machine and its links, and let the election decide.
-    Auto,
-    /// Join supernodes and publish the shared files to them.
-    Leaf,
-    /// Index leaves' files, answer and flood searches.
-    Supernode,
 }
 
 #[derive(Args)]
@@ -310,22 +265,26 @@ impl ElectionArgs {
 }
 
 #[derive(Args)]
-struct UploadArgs {
+struct TransferArgs {
     /// Cap on the total upload rate, in bytes per second; K, M and G mean
     /// KiB, MiB and GiB (2M = 2 MiB/s). Shared fairly between everyone
     /// fetching from us. Without it, uploads are not capped.
     #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
     max_upload_rate: Option<u64>,
+    /// Cap on the download rate, as for uploads.
+    #[arg(long, value_name = "RATE", value_parser = parse_bytes)]
+    max_download_rate: Option<u64>,
     /// Block requests served at once; more are told to retry later.
-    #[arg(long, value_name = "N", default_value_t = UploadLimits::default().slots)]
+    #[arg(long, value_name = "N", default_value_t = TransferLimits::default().upload_slots)]
     upload_slots: usize,
 }
 
-impl UploadArgs {
-    fn limits(&self) -> UploadLimits {
-        UploadLimits {
-            max_rate: self.max_upload_rate,
-            slots: self.upload_slots,
+impl TransferArgs {
+    fn limits(&self) -> TransferLimits {
+        TransferLimits {
+            max_upload_rate: self.max_upload_rate,
+            upload_slots: self.upload_slots,
+            max_download_rate: self.max_download_rate,
         }
     }
 }
@@ -333,17 +292,19 @@ impl UploadArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-shot commands report through their own output; a node that runs
-    // for a long time logs what it does.
-    let long_running = matches!(cli.command, Command::Run { .. });
-    init_logging(cli.verbose, long_running);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("canopy: cannot start the async runtime: {error}");
-            return ExitCode::from(exit::OTHER);
+    // for a long time logs what it does, as its settings say.
+    let outcome = match cli.command {
+        // Its settings (read before logging starts) choose the log format.
+        Command::Run(args) => run_settings(*args).and_then(|settings| {
+            init_logging(cli.verbose, Some(settings.log_format));
+            runtime()?.block_on(cli::run::run(settings))
+        }),
+        command => {
+            init_logging(cli.verbose, None);
+            runtime().and_then(|runtime| runtime.block_on(run(command)))
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match outcome {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) if error.downcast_ref::<NothingFound>().is_some() => ExitCode::from(exit::OTHER),
         Err(error) => {
@@ -380,20 +341,39 @@ fn render_error(error: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(verbose: u8, long_running: bool) {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `canopy run`'s settings: flags and environment over the config file.
+fn run_settings(args: RunArgs) -> anyhow::Result<RunSettings> {
+    let (file, path) = FileSettings::load(args.config.as_deref())?;
+    RunSettings::resolve(args, file, path)
+}
+
+/// `long_running`: the log format of a node that runs until stopped; `None`
+/// for one-shot commands, which log only warnings unless asked.
+fn init_logging(verbose: u8, long_running: Option<LogFormat>) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 if !long_running => "warn",
+        0 if long_running.is_none() => "warn",
         0 => "warn,canopy=info,canopy_node=info,canopy_common=info,canopy_supernode=info",
         1 => "warn,canopy=debug,canopy_node=debug,canopy_common=debug,canopy_supernode=debug",
         _ => "info,canopy=trace,canopy_node=trace,canopy_common=trace,canopy_supernode=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if long_running == Some(LogFormat::Json) {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -404,85 +384,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", key.peer_id());
             Ok(())
         }
-        Command::Run {
-            share,
-            listen,
-            role,
-            network,
-            max_leaves,
-            election,
-            neighbours,
-            supernodes,
-            no_inbound,
-            rescan_interval,
-            upload,
-            data,
-        } => {
-            let data_dir = data.resolve()?;
-            let mut config = NodeConfig::new(data_dir.clone(), listen);
-            config.share = share;
-            config.upload = upload.limits();
-            config.bootstrap = network.bootstrap.clone();
-            config.accept_inbound = !no_inbound;
-            config.leaf_sessions = supernodes.max(1);
-            config.rescan_interval = (rescan_interval > 0).then(|| Duration::from_secs(rescan_interval));
-            // A mistake in the folders is reported before any probing.
-            for folder in &config.share {
-                anyhow::ensure!(
-                    folder.is_dir(),
-                    "cannot share {}: it is not a folder",
-                    folder.display()
-                );
-            }
-            let mut supernode_settings = SupernodeConfig::for_this_machine(Some(data_dir.join("index")));
-            if let Some(max_leaves) = max_leaves {
-                supernode_settings.max_leaves = max_leaves;
-            }
-            supernode_settings.overlay.target_neighbours = neighbours;
-            supernode_settings.overlay.max_neighbours =
-                supernode_settings.overlay.max_neighbours.max(neighbours * 2);
-            let never_supernode = election.never_supernode || no_inbound;
-            let role = match role {
-                Role::Auto => {
-                    let peers = network.supernodes(&data_dir);
-                    let thresholds = election.thresholds();
-                    let (profile, measured, decision, bound) = cli::probe::elect(
-                        &data_dir,
-                        listen,
-                        &peers,
-                        upload.max_upload_rate,
-                        &thresholds,
-                        never_supernode,
-                    )
-                    .await?;
-                    config.listen = bound;
-                    cli::probe::print(&profile, &measured, &decision);
-                    tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
-                    if !never_supernode {
-                        // Keep re-deciding: a leaf promotes if supernodes run
-                        // short, a supernode steps down if it is not needed.
-                        config.election = Some(canopy_node::node::ElectionSettings {
-                            profile: profile.clone(),
-                            rules: canopy_common::proto::election::ElectionConfig {
-                                thresholds,
-                                ..Default::default()
-                            },
-                            observe_every: Duration::from_secs(30),
-                            supernode: Some(supernode_settings.clone()),
-                        });
-                    }
-                    match decision.role {
-                        canopy_common::proto::election::Role::Supernode => Role::Supernode,
-                        canopy_common::proto::election::Role::Leaf => Role::Leaf,
-                    }
-                }
-                other => other,
-            };
-            if role == Role::Supernode {
-                config.supernode = Some(supernode_settings);
-            }
-            cli::run::run(config).await
-        }
+        Command::Run(args) => cli::run::run(run_settings(*args)?).await,
+        Command::Status { json, data } => cli::status::status(&data.resolve()?, json).await,
         Command::Probe {
             network,
             max_upload_rate,

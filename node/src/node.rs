@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::download::{Download, DownloadOptions, SourceSpec};
 use crate::hostcache;
 use crate::leaf::{self, LeafStatus};
-use crate::serve::{serve_connection, ServeContext, ServeStats, UploadLimits};
+use crate::serve::{serve_connection, ServeContext, ServeStats, TransferLimits};
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
 
 /// Everything needed to start a node.
@@ -30,7 +30,7 @@ pub struct NodeConfig {
     /// Folders shared with the network.
     pub share: Vec<PathBuf>,
     pub endpoint: EndpointConfig,
-    pub upload: UploadLimits,
+    pub upload: TransferLimits,
     /// Run as a supernode with these settings (`None`: a leaf).
     pub supernode: Option<SupernodeConfig>,
     /// Supernodes a leaf joins (falling back on the ones it knew before).
@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// changes (a leaf promotes when supernodes run short of slots; a
     /// supernode with few leaves and enough neighbours steps down).
     pub election: Option<ElectionSettings>,
+    /// Where to serve metrics for monitoring and `canopy status` (`None`: not at all).
+    pub control: Option<SocketAddr>,
+    /// What the start-up probe measured, reported in the metrics.
+    pub profile: Option<Profile>,
 }
 
 impl NodeConfig {
@@ -56,13 +60,15 @@ impl NodeConfig {
             listen,
             share: Vec::new(),
             endpoint: EndpointConfig::default(),
-            upload: UploadLimits::default(),
+            upload: TransferLimits::default(),
             supernode: None,
             bootstrap: Vec::new(),
             rescan_interval: Some(Duration::from_secs(60)),
             leaf_sessions: 2,
             accept_inbound: true,
             election: None,
+            control: None,
+            profile: None,
         }
     }
 
@@ -80,6 +86,11 @@ pub enum NodeError {
     Share(#[from] ShareError),
     #[error("cannot start the supernode: {0}")]
     Supernode(#[from] canopy_supernode::SupernodeError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Control {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A node that is serving.
@@ -90,6 +101,8 @@ pub struct Node {
     leaf_status: watch::Receiver<LeafStatus>,
     /// Whether it started with supernodes to join (from flags or the cache).
     knows_supernodes: bool,
+    /// The metrics endpoint, while it serves.
+    control: Option<(SocketAddr, crate::control::ServeTask)>,
     /// Background work stopped on shutdown: accepting peers, the leaf
     /// session, rescans.
     tasks: Vec<JoinHandle<()>>,
@@ -194,6 +207,22 @@ impl Node {
             };
             tasks.push(tokio::spawn(keeper.keep(election, playing)));
         }
+        let control = match config.control {
+            Some(addr) => {
+                let view = crate::control::NodeView {
+                    context: context.clone(),
+                    leaf_status: leaf_status.clone(),
+                    profile: config.profile.clone(),
+                    started: std::time::Instant::now(),
+                };
+                Some(
+                    crate::control::start(addr, &config.data_dir, view)
+                        .await
+                        .map_err(|source| NodeError::Control { addr, source })?,
+                )
+            }
+            None => None,
+        };
         tracing::debug!(
             peer = %endpoint.peer_addr(),
             files = scan.files,
@@ -209,6 +238,7 @@ impl Node {
             scan,
             leaf_status,
             knows_supernodes,
+            control,
             tasks,
             later_tasks,
         })
@@ -283,6 +313,26 @@ impl Node {
 
     pub fn scan_stats(&self) -> ScanStats {
         self.scan
+    }
+
+    /// Where metrics are served, if they are.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// Leaves the network politely, then shuts down: a supernode first
+    /// hands its leaves to other supernodes and closes its links.
+    pub async fn leave(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.later_tasks.lock().expect("tasks lock").iter() {
+            task.abort();
+        }
+        if let Some(supernode) = self.context.set_supernode(None) {
+            supernode.step_down(HAND_OVER_GRACE).await;
+        }
+        self.shutdown().await;
     }
 
     /// Stops accepting, closes every connection and waits until peers know.

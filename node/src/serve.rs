@@ -49,18 +49,22 @@ const BUSY_RETRY_MS: u32 = 1000;
 
 /// Upload policy.
 #[derive(Debug, Clone)]
-pub struct UploadLimits {
+pub struct TransferLimits {
     /// Total upload rate in bytes per second (`None`: unlimited).
-    pub max_rate: Option<u64>,
+    pub max_upload_rate: Option<u64>,
     /// Block requests served at once; more get [`Response::Busy`].
-    pub slots: usize,
+    pub upload_slots: usize,
+    /// Total download rate in bytes per second, over all of the node's
+    /// downloads (`None`: unlimited).
+    pub max_download_rate: Option<u64>,
 }
 
-impl Default for UploadLimits {
+impl Default for TransferLimits {
     fn default() -> Self {
-        UploadLimits {
-            max_rate: None,
-            slots: 64,
+        TransferLimits {
+            max_upload_rate: None,
+            upload_slots: 64,
+            max_download_rate: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct ServeStats {
     pub bad_frames: AtomicU64,
     pub busy: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Bytes received by this node's downloads: content (duplicates
+    /// included) and block layers.
+    pub bytes_received: AtomicU64,
 }
 
 /// Everything the upload side needs, shared by all connections.
@@ -88,11 +95,13 @@ pub struct ServeContext {
     /// Downloads waiting for a firewalled source to connect to us.
     awaited_pushes: Mutex<HashMap<PeerId, Vec<oneshot::Sender<quinn::Connection>>>>,
     pub(crate) limiter: Option<RateLimiter>,
+    /// Shared by every download of this node.
+    pub(crate) download_limiter: Option<RateLimiter>,
     slots: Semaphore,
 }
 
 impl ServeContext {
-    pub fn new(shares: Arc<Shares>, limits: &UploadLimits, supernode: Option<Arc<Supernode>>) -> Self {
+    pub fn new(shares: Arc<Shares>, limits: &TransferLimits, supernode: Option<Arc<Supernode>>) -> Self {
         ServeContext {
             supernode: std::sync::RwLock::new(supernode),
             awaited_pushes: Mutex::default(),
@@ -100,8 +109,9 @@ impl ServeContext {
             shares,
             stats: Arc::default(),
             swarm: SwarmDirectory::default(),
-            limiter: limits.max_rate.map(RateLimiter::new),
-            slots: Semaphore::new(limits.slots.max(1)),
+            limiter: limits.max_upload_rate.map(RateLimiter::new),
+            download_limiter: limits.max_download_rate.map(RateLimiter::new),
+            slots: Semaphore::new(limits.upload_slots.max(1)),
         }
     }
 

@@ -169,6 +169,12 @@ impl Shares {
         self.len() == 0
     }
 
+    /// Files shared and their total size.
+    pub fn totals(&self) -> (usize, u64) {
+        let files = self.list();
+        (files.len(), files.iter().map(|file| file.size).sum())
+    }
+
     /// Every complete shared file (one per hash), sorted by path.
     pub fn list(&self) -> Vec<SharedFile> {
         let mut by_hash: HashMap<ContentHash, SharedFile> =

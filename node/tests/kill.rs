@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use canopy_node::serve::UploadLimits;
+use canopy_node::serve::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 use support::{run_node, RunningNode, CANOPY};
 
@@ -115,9 +115,9 @@ fn downloader_killed_three_times_resumes_to_identical_bytes() {
             let mut config =
                 NodeConfig::new(root.path().join(format!("s{i}")), "127.0.0.1:0".parse().unwrap())
                     .sharing(share.clone());
-            config.upload = UploadLimits {
-                max_rate: Some(2 * MIB),
-                ..UploadLimits::default()
+            config.upload = TransferLimits {
+                max_upload_rate: Some(2 * MIB),
+                ..TransferLimits::default()
             };
             runtime.block_on(Node::start(config)).unwrap()
         })

@@ -42,6 +42,9 @@ pub struct SupernodeConfig {
     pub max_leaves: usize,
     /// Files one leaf may publish.
     pub max_files_per_leaf: usize,
+    /// Files the index holds at most, over all leaves (the operator's
+    /// memory and disk budget); publishes beyond it are refused.
+    pub max_indexed_files: usize,
     /// Where the index lives (`None`: in memory).
     pub index_dir: Option<PathBuf>,
     /// Memory for tantivy's indexing buffers, in bytes.
@@ -69,6 +72,7 @@ impl SupernodeConfig {
         SupernodeConfig {
             max_leaves: ((gib * 100.0) as usize).clamp(50, 5000),
             max_files_per_leaf: 10_000,
+            max_indexed_files: 2_000_000,
             index_dir,
             writer_memory: 64 << 20,
             commit_interval: Duration::from_millis(250),
@@ -265,7 +269,9 @@ impl Supernode {
         let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
         let admitted = {
             let mut sessions = self.sessions.lock().expect("sessions lock");
-            let full = sessions.len() >= self.config.max_leaves && !sessions.contains_key(&peer.id);
+            let full = (sessions.len() >= self.config.max_leaves
+                || self.index.len() >= self.config.max_indexed_files)
+                && !sessions.contains_key(&peer.id);
             if full || self.is_stepping_down() {
                 None
             } else {
@@ -374,9 +380,15 @@ impl Supernode {
             match update {
                 LeafUpdate::Add { files } => {
                     let total = self.index.leaf_files(leaf) + files.len();
+                    let indexed = self.index.len() + files.len();
                     let refusal = if total > max_files {
                         Some(format!(
                             "{total} files is over this supernode's limit of {max_files} per leaf"
+                        ))
+                    } else if indexed > self.config.max_indexed_files {
+                        Some(format!(
+                            "this supernode's index is full ({} files at most)",
+                            self.config.max_indexed_files
                         ))
                     } else {
                         files

@@ -36,6 +36,9 @@ pub struct OverlayConfig {
     pub search_window: Duration,
     /// Where the host cache is kept (`None`: memory only).
     pub hosts_path: Option<PathBuf>,
+    /// Queries passed on to neighbours per second at most (bursts of a
+    /// second's worth); beyond it a query is answered from our index only.
+    pub max_forwarded_per_second: u32,
 }
 
 impl Default for OverlayConfig {
@@ -46,6 +49,7 @@ impl Default for OverlayConfig {
             router: RouterConfig::default(),
             search_window: Duration::from_secs(2),
             hosts_path: None,
+            max_forwarded_per_second: 200,
         }
     }
 }
@@ -72,10 +76,19 @@ struct Neighbour {
 /// Counters for operators and tests.
 #[derive(Debug, Default)]
 pub struct OverlayStats {
+    /// Searches our own leaves started.
+    pub searches: AtomicU64,
+    /// Queries that arrived from neighbours (duplicates included).
+    pub queries_received: AtomicU64,
     /// Queries answered from our index (local and from neighbours).
     pub queries_answered: AtomicU64,
+    /// Queries passed on (once each, however many neighbours got them).
     pub queries_forwarded: AtomicU64,
+    /// Queries not passed on because of `max_forwarded_per_second`.
+    pub queries_capped: AtomicU64,
     pub duplicates_dropped: AtomicU64,
+    /// Hits our index produced.
+    pub hits_found: AtomicU64,
 }
 
 pub struct Overlay {
@@ -93,6 +106,8 @@ pub struct Overlay {
     next_link: AtomicU64,
     /// Set by [`Overlay::stop`]: links close, no new ones are made.
     stopping: watch::Sender<bool>,
+    /// Tokens for forwarding queries: (tokens, last refill).
+    forwarding: Mutex<(f64, Instant)>,
     pub stats: OverlayStats,
 }
 
@@ -109,6 +124,7 @@ impl Overlay {
         for &addr in bootstrap {
             hosts.saw(addr, 0);
         }
+        let burst = f64::from(config.max_forwarded_per_second.max(1));
         let overlay = Arc::new(Overlay {
             router: Mutex::new(Router::new(config.router.clone())),
             config,
@@ -123,6 +139,7 @@ impl Overlay {
             next_search: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
             stopping: watch::channel(false).0,
+            forwarding: Mutex::new((burst, Instant::now())),
             stats: OverlayStats::default(),
         });
         tokio::spawn(maintain(Arc::downgrade(&overlay)));
@@ -351,6 +368,7 @@ impl Overlay {
         let now = self.now();
         match message {
             OverlayMessage::Query(query) => {
+                self.stats.queries_received.fetch_add(1, Ordering::Relaxed);
                 let neighbours = self.neighbour_ids();
                 let actions = self.router.lock().expect("router lock").on_query(
                     Origin::Neighbour(from.id),
@@ -384,8 +402,32 @@ impl Overlay {
         }
     }
 
+    /// Whether one more query may be passed on now.
+    fn may_forward(&self) -> bool {
+        let rate = f64::from(self.config.max_forwarded_per_second.max(1));
+        let mut bucket = self.forwarding.lock().expect("forwarding lock");
+        let (tokens, refilled) = &mut *bucket;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*refilled).as_secs_f64() * rate).min(rate);
+        *refilled = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Carries out the router's decisions.
-    fn execute(self: &Arc<Self>, actions: Vec<Action>) {
+    fn execute(self: &Arc<Self>, mut actions: Vec<Action>) {
+        if actions.iter().any(|a| matches!(a, Action::Forward { .. })) {
+            if self.may_forward() {
+                self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.queries_capped.fetch_add(1, Ordering::Relaxed);
+                actions.retain(|a| !matches!(a, Action::Forward { .. }));
+            }
+        }
         for action in actions {
             match action {
                 Action::AnswerLocally { id, query } => {
@@ -398,6 +440,10 @@ impl Overlay {
                             .ok()
                             .and_then(Result::ok)
                             .unwrap_or_default();
+                        overlay
+                            .stats
+                            .hits_found
+                            .fetch_add(hits.len() as u64, Ordering::Relaxed);
                         let actions = overlay.router.lock().expect("router lock").on_local_hits(
                             id,
                             hits,
@@ -407,7 +453,6 @@ impl Overlay {
                     });
                 }
                 Action::Forward { to, query } => {
-                    self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
                     self.send_to(to, OverlayMessage::Query(query));
                 }
                 Action::Deliver {
@@ -455,6 +500,7 @@ impl Overlay {
     /// Runs one of our leaves' searches across the overlay, writing hits to
     /// `send` as they arrive, then [`Response::EndOfHits`].
     pub async fn search(self: &Arc<Self>, query: Query, send: &mut SendStream) -> Result<(), NetError> {
+        self.stats.searches.fetch_add(1, Ordering::Relaxed);
         let handle = self.next_search.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel(64);
         self.searches.lock().expect("searches lock").insert(handle, tx);

@@ -9,7 +9,7 @@ use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
 use canopy_node::cli::search::ask;
 use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
 use canopy_node::leaf::LeafStatus;
-use canopy_node::serve::UploadLimits;
+use canopy_node::serve::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 
 pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -29,11 +29,11 @@ pub struct Sharer {
 
 /// Starts a node that shares `files` (name, bytes).
 pub async fn start_sharer(files: &[(&str, Vec<u8>)]) -> Sharer {
-    start_sharer_with(files, UploadLimits::default()).await
+    start_sharer_with(files, TransferLimits::default()).await
 }
 
 /// Starts a node that shares `files` with the given upload limits.
-pub async fn start_sharer_with(files: &[(&str, Vec<u8>)], upload: UploadLimits) -> Sharer {
+pub async fn start_sharer_with(files: &[(&str, Vec<u8>)], upload: TransferLimits) -> Sharer {
     let dirs = tempfile::tempdir().unwrap();
     let share_dir = dirs.path().join("share");
     std::fs::create_dir_all(&share_dir).unwrap();
@@ -122,7 +122,7 @@ pub struct Peer {
 }
 
 /// Starts `count` nodes that all share `library`, each with `upload` limits.
-pub async fn start_peers(library: &Library, count: usize, upload: UploadLimits) -> Vec<Peer> {
+pub async fn start_peers(library: &Library, count: usize, upload: TransferLimits) -> Vec<Peer> {
     let mut peers = Vec::with_capacity(count);
     for _ in 0..count {
         let data = tempfile::tempdir().unwrap();
@@ -136,10 +136,10 @@ pub async fn start_peers(library: &Library, count: usize, upload: UploadLimits) 
 }
 
 /// Upload limits with a rate cap in bytes per second.
-pub fn capped(bytes_per_second: u64) -> UploadLimits {
-    UploadLimits {
-        max_rate: Some(bytes_per_second),
-        ..UploadLimits::default()
+pub fn capped(bytes_per_second: u64) -> TransferLimits {
+    TransferLimits {
+        max_upload_rate: Some(bytes_per_second),
+        ..TransferLimits::default()
     }
 }
 

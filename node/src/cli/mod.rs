@@ -1,10 +1,12 @@
 //! The `canopy` command line: argument definitions live in `main.rs`, what
 //! each command does lives here, one file per command.
 
+pub mod config;
 pub mod get;
 pub mod probe;
 pub mod run;
 pub mod search;
+pub mod status;
 
 use std::net::ToSocketAddrs;
 

@@ -1,12 +1,111 @@
 //! `canopy run`: a node that shares folders until stopped.
 
-use anyhow::Context;
-use canopy_common::proto::Link;
+use std::time::Duration;
 
+use anyhow::Context;
+use canopy_common::proto::election::{ElectionConfig, Role};
+use canopy_common::proto::Link;
+use canopy_supernode::SupernodeConfig;
+
+use super::config::{RoleChoice, RunSettings};
+use crate::node::ElectionSettings;
+use crate::serve::TransferLimits;
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// Files one indexed entry costs, in memory and on disk together (measured
+/// at 3 M documents: ~400 bytes of memory and ~194 bytes of index on disk).
+const BYTES_PER_INDEXED_FILE: u64 = 512;
+/// How often an elected node re-decides its role.
+const OBSERVE_EVERY: Duration = Duration::from_secs(30);
+
+/// The node configuration `settings` describe, before the election.
+fn node_config(settings: &RunSettings) -> NodeConfig {
+    let mut config = NodeConfig::new(settings.data_dir.clone(), settings.listen);
+    config.share = settings.share.clone();
+    config.upload = TransferLimits {
+        max_upload_rate: settings.max_upload_rate,
+        upload_slots: settings.upload_slots,
+        max_download_rate: settings.max_download_rate,
+    };
+    config.bootstrap = settings.bootstrap.clone();
+    config.accept_inbound = !settings.no_inbound;
+    config.leaf_sessions = settings.supernodes;
+    config.rescan_interval = settings.rescan_interval;
+    config.control = Some(settings.metrics.unwrap_or(crate::control::DEFAULT_ADDR));
+    config
+}
+
+/// How this node runs as a supernode, if it is or becomes one.
+fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
+    let mut supernode = SupernodeConfig::for_this_machine(Some(settings.data_dir.join("index")));
+    if let Some(max_leaves) = settings.max_leaves {
+        supernode.max_leaves = max_leaves;
+    }
+    supernode.max_indexed_files = (settings.index_budget / BYTES_PER_INDEXED_FILE) as usize;
+    supernode.overlay.target_neighbours = settings.neighbours;
+    supernode.overlay.max_neighbours = settings.max_neighbours.max(settings.neighbours);
+    supernode.overlay.max_forwarded_per_second = settings.max_queries_forwarded;
+    supernode
+}
+
+pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
+    if let Some(file) = &settings.config_file {
+        tracing::info!(file = %file.display(), "settings read");
+    }
+    // A mistake in the folders is reported before any probing.
+    for folder in &settings.share {
+        anyhow::ensure!(
+            folder.is_dir(),
+            "cannot share {}: it is not a folder",
+            folder.display()
+        );
+    }
+    let mut config = node_config(&settings);
+    let supernode = supernode_config(&settings);
+    let never_supernode = settings.never_supernode || settings.no_inbound;
+    let role = match settings.role {
+        RoleChoice::Auto => {
+            let mut peers = settings.bootstrap.clone();
+            for known in crate::hostcache::load(&settings.data_dir) {
+                if !peers.iter().any(|p| p.id == known.id) {
+                    peers.push(known);
+                }
+            }
+            let (profile, measured, decision, bound) = super::probe::elect(
+                &settings.data_dir,
+                settings.listen,
+                &peers,
+                settings.max_upload_rate,
+                &settings.thresholds,
+                never_supernode,
+            )
+            .await?;
+            config.listen = bound;
+            super::probe::print(&profile, &measured, &decision);
+            tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
+            config.profile = Some(profile.clone());
+            if !never_supernode {
+                // Keep re-deciding: a leaf promotes if supernodes run short,
+                // a supernode steps down if it is not needed.
+                config.election = Some(ElectionSettings {
+                    profile,
+                    rules: ElectionConfig {
+                        thresholds: settings.thresholds.clone(),
+                        ..Default::default()
+                    },
+                    observe_every: OBSERVE_EVERY,
+                    supernode: Some(supernode.clone()),
+                });
+            }
+            decision.role
+        }
+        RoleChoice::Leaf => Role::Leaf,
+        RoleChoice::Supernode => Role::Supernode,
+    };
+    if role == Role::Supernode {
+        config.supernode = Some(supernode);
+    }
     let node = Node::start(config).await.context("cannot start the node")?;
     let me = node.peer_addr();
     let scan = node.scan_stats();
@@ -48,8 +147,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if let Some(file) = files.first() {
         println!("fetch with: canopy get {} --source {me}", file.hash());
     }
+    if let Some(control) = node.control_addr() {
+        println!("status and metrics on http://{control}/metrics (canopy status reads them)");
+    }
     super::shutdown_signal().await;
-    println!("shutting down");
-    node.shutdown().await;
+    if node.supernode().is_some() {
+        println!("shutting down: handing our leaves to other supernodes first");
+    } else {
+        println!("shutting down");
+    }
+    node.leave().await;
     Ok(())
 }

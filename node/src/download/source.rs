@@ -409,6 +409,11 @@ impl Source {
     fn count_received(&self, bytes: usize) {
         self.received.fetch_add(bytes as u64, Ordering::Relaxed);
         self.shared.received.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.shared
+            .context
+            .stats
+            .bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Asks what the source holds; returns whether it is partial.
@@ -518,6 +523,13 @@ impl RangeFetch {
     async fn run(self) -> Result<(), RequestError> {
         let Assignment { id, first, count } = self.assignment;
         let hash = self.shared.hash;
+        let layout = self.hashes.layout();
+        if let Some(limiter) = &self.shared.context.download_limiter {
+            // Asking only as fast as the cap allows keeps the sources (and
+            // QUIC's flow control) at the rate too.
+            let bytes: u64 = (first..first + count).map(|index| layout.block_len(index)).sum();
+            limiter.acquire(bytes as usize).await;
+        }
         let ask = Ask::new(&self.connection, self.per_block);
         let (response, mut recv) = ask.send(&Request::Blocks { hash, first, count }).await?;
         match response {
@@ -539,7 +551,6 @@ impl RangeFetch {
                 )))
             }
         }
-        let layout = self.hashes.layout();
         for index in first..first + count {
             let mut block = vec![0u8; layout.block_len(index) as usize];
             match tokio::time::timeout(self.per_block, recv.read_exact(&mut block)).await {
@@ -550,6 +561,11 @@ impl RangeFetch {
             let len = block.len() as u64;
             self.received.fetch_add(len, Ordering::Relaxed);
             self.shared.received.fetch_add(len, Ordering::Relaxed);
+            self.shared
+                .context
+                .stats
+                .bytes_received
+                .fetch_add(len, Ordering::Relaxed);
             let already_done = self.shared.with_scheduler(|s| s.is_done(index)).unwrap_or(true);
             if !already_done {
                 self.hashes

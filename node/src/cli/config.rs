@@ -1,0 +1,386 @@
+//! `canopy run`'s settings, from four places in order of precedence:
+//! command-line flags, then `CANOPY_*` environment variables, then a TOML
+//! config file, then built-in defaults. Every setting has the same name in
+//! all three: `--max-leaves`, `CANOPY_MAX_LEAVES`, `max-leaves = ...`.
+//!
+//! The file is optional: `--config FILE` (or `CANOPY_CONFIG`) names one, and
+//! without it `canopy.toml` in the platform's config folder (e.g.
+//! `~/.config/canopy/canopy.toml`) is read if it exists. Unknown keys and bad
+//! values are errors that name the key and the line. `deploy/canopy.toml`
+//! documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use canopy_common::proto::election::Thresholds;
+use canopy_common::proto::PeerAddr;
+use serde::{Deserialize, Deserializer};
+
+use crate::units::parse_bytes;
+
+/// The port a node listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 4663;
+
+/// Which role a node takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleChoice {
+    /// Measure this machine and its links, and let the election decide.
+    Auto,
+    /// Join supernodes and publish the shared files to them.
+    Leaf,
+    /// Index leaves' files, answer and flood searches.
+    Supernode,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The flags of `canopy run`. Options left out fall back on the
+/// environment, the config file, then the default named in the help.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A TOML file of settings (keys as the flags, without the dashes in
+    /// front: `max-leaves = 200`). Flags and CANOPY_* variables win over it.
+    #[arg(long, env = "CANOPY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder for this node's key and caches [default: the platform data
+    /// folder, e.g. ~/.local/share/canopy].
+    #[arg(long, env = "CANOPY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A folder to share, scanned recursively; repeat for several. Hidden
+    /// files and partial downloads (*.part) are not shared.
+    #[arg(
+        long = "share",
+        env = "CANOPY_SHARE",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub share: Vec<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:4663].
+    #[arg(long, env = "CANOPY_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// auto: measure cores, memory, bandwidth (against known peers) and
+    /// reachability, and become a supernode if this machine qualifies and
+    /// the network needs one (see `canopy probe`); it keeps re-deciding
+    /// while it runs. leaf: join supernodes and publish the shared files.
+    /// supernode: index leaves' files and answer their searches [default: auto].
+    #[arg(long, env = "CANOPY_ROLE", value_enum)]
+    pub role: Option<RoleChoice>,
+    /// A supernode to join, as PEERID@HOST:PORT; repeat for several.
+    /// Supernodes reached before are remembered and tried too.
+    #[arg(long, env = "CANOPY_BOOTSTRAP", value_name = "PEERID@HOST:PORT", value_delimiter = ',', value_parser = super::parse_peer_addr)]
+    pub bootstrap: Vec<PeerAddr>,
+    /// Leaves a supernode serves at once [default: 100 per GiB of memory].
+    #[arg(long, env = "CANOPY_MAX_LEAVES", value_name = "N")]
+    pub max_leaves: Option<usize>,
+    /// As a supernode: neighbour supernodes to keep linked [default: 4].
+    #[arg(long, env = "CANOPY_NEIGHBOURS", value_name = "N")]
+    pub neighbours: Option<usize>,
+    /// As a supernode: neighbour supernodes accepted at most [default:
+    /// 8, or twice --neighbours].
+    #[arg(long, env = "CANOPY_MAX_NEIGHBOURS", value_name = "N")]
+    pub max_neighbours: Option<usize>,
+    /// As a supernode: queries passed on to neighbours per second at most;
+    /// more are answered from our index only [default: 200].
+    #[arg(long, env = "CANOPY_MAX_QUERIES_FORWARDED", value_name = "N")]
+    pub max_queries_forwarded: Option<u32>,
+    /// As a supernode: memory and disk the index may use (about 512 bytes
+    /// per file indexed); publishes beyond it are refused [default: 1G].
+    #[arg(long, env = "CANOPY_INDEX_BUDGET", value_name = "SIZE", value_parser = parse_bytes)]
+    pub index_budget: Option<u64>,
+    /// As a leaf: supernodes to stay joined to at once [default: 2].
+    #[arg(long, env = "CANOPY_SUPERNODES", value_name = "N")]
+    pub supernodes: Option<usize>,
+    /// Never become a supernode, whatever the election says (for metered
+    /// or slow links).
+    #[arg(long, env = "CANOPY_NEVER_SUPERNODE")]
+    pub never_supernode: bool,
+    /// This node cannot accept connections (behind a NAT or firewall it
+    /// cannot open): downloaders reach it by push through its supernode.
+    #[arg(long, env = "CANOPY_NO_INBOUND")]
+    pub no_inbound: bool,
+    /// Least measured upload for a supernode, in Mbit/s [default: 5].
+    #[arg(long, env = "CANOPY_SUPERNODE_MIN_UPLOAD", value_name = "MBIT")]
+    pub supernode_min_upload: Option<f64>,
+    /// Least measured download for a supernode, in Mbit/s [default: 5].
+    #[arg(long, env = "CANOPY_SUPERNODE_MIN_DOWNLOAD", value_name = "MBIT")]
+    pub supernode_min_download: Option<f64>,
+    /// Seconds between rescans of the shared folders, 0 for only at start
+    /// [default: 60].
+    #[arg(long, env = "CANOPY_RESCAN_INTERVAL", value_name = "SECONDS")]
+    pub rescan_interval: Option<u64>,
+    /// Cap on the total upload rate, in bytes per second; K, M and G mean
+    /// KiB, MiB and GiB (2M = 2 MiB/s), shared fairly between requesters
+    /// [default: none].
+    #[arg(long, env = "CANOPY_MAX_UPLOAD_RATE", value_name = "RATE", value_parser = parse_bytes)]
+    pub max_upload_rate: Option<u64>,
+    /// Cap on the total download rate, as for uploads [default: none].
+    #[arg(long, env = "CANOPY_MAX_DOWNLOAD_RATE", value_name = "RATE", value_parser = parse_bytes)]
+    pub max_download_rate: Option<u64>,
+    /// Block requests served at once; more are told to retry later [default: 64].
+    #[arg(long, env = "CANOPY_UPLOAD_SLOTS", value_name = "N")]
+    pub upload_slots: Option<usize>,
+    /// Serve Prometheus metrics (series named canopy_*) on this TCP
+    /// address, e.g. 127.0.0.1:9466 [default: off].
+    #[arg(long, env = "CANOPY_METRICS", value_name = "HOST:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Log lines as text or as JSON objects [default: text].
+    #[arg(long, env = "CANOPY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The same settings as read from a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSettings {
+    pub data_dir: Option<PathBuf>,
+    pub share: Option<Vec<PathBuf>>,
+    pub listen: Option<SocketAddr>,
+    pub role: Option<RoleChoice>,
+    #[serde(default, deserialize_with = "peer_list")]
+    pub bootstrap: Option<Vec<PeerAddr>>,
+    pub max_leaves: Option<usize>,
+    pub neighbours: Option<usize>,
+    pub max_neighbours: Option<usize>,
+    pub max_queries_forwarded: Option<u32>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub index_budget: Option<u64>,
+    pub supernodes: Option<usize>,
+    pub never_supernode: Option<bool>,
+    pub no_inbound: Option<bool>,
+    pub supernode_min_upload: Option<f64>,
+    pub supernode_min_download: Option<f64>,
+    pub rescan_interval: Option<u64>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub max_upload_rate: Option<u64>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub max_download_rate: Option<u64>,
+    pub upload_slots: Option<usize>,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileSettings {
+    /// Parses a config file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<FileSettings> {
+        toml::from_str(text).map_err(|error| {
+            // toml's message names the line, column and offending key.
+            anyhow::anyhow!("bad config file {}: {error}", origin.display())
+        })
+    }
+
+    /// Reads `explicit`, or the platform's `canopy.toml` if it exists.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<(FileSettings, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None => match dirs::config_dir().map(|dir| dir.join("canopy").join("canopy.toml")) {
+                Some(path) if path.is_file() => path,
+                _ => return Ok((FileSettings::default(), None)),
+            },
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Ok((Self::parse(&text, &path)?, Some(path)))
+    }
+}
+
+/// Everything `canopy run` needs, every source merged.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub share: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub role: RoleChoice,
+    pub bootstrap: Vec<PeerAddr>,
+    pub max_leaves: Option<usize>,
+    pub neighbours: usize,
+    pub max_neighbours: usize,
+    pub max_queries_forwarded: u32,
+    pub index_budget: u64,
+    pub supernodes: usize,
+    pub never_supernode: bool,
+    pub no_inbound: bool,
+    pub thresholds: Thresholds,
+    pub rescan_interval: Option<Duration>,
+    pub max_upload_rate: Option<u64>,
+    pub max_download_rate: Option<u64>,
+    pub upload_slots: usize,
+    pub metrics: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+impl RunSettings {
+    /// Merges flags (with the environment, which clap has already applied)
+    /// over the config file, over the defaults.
+    pub fn resolve(args: RunArgs, file: FileSettings, config_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let data_dir = match args.data_dir.or(file.data_dir) {
+            Some(dir) => dir,
+            None => dirs::data_dir()
+                .map(|dir| dir.join("canopy"))
+                .context("no platform data folder is known here; pass --data-dir DIR")?,
+        };
+        let neighbours = args.neighbours.or(file.neighbours).unwrap_or(4).max(1);
+        let mbit = |rate: f64| (rate.max(0.0) * 1e6 / 8.0) as u64;
+        let defaults = Thresholds::default();
+        let thresholds = Thresholds {
+            min_upload: args
+                .supernode_min_upload
+                .or(file.supernode_min_upload)
+                .map_or(defaults.min_upload, mbit),
+            min_download: args
+                .supernode_min_download
+                .or(file.supernode_min_download)
+                .map_or(defaults.min_download, mbit),
+            ..defaults
+        };
+        let rescan = args.rescan_interval.or(file.rescan_interval).unwrap_or(60);
+        Ok(RunSettings {
+            config_file,
+            data_dir,
+            share: non_empty_or(args.share, file.share),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+            role: args.role.or(file.role).unwrap_or(RoleChoice::Auto),
+            bootstrap: non_empty_or(args.bootstrap, file.bootstrap),
+            max_leaves: args.max_leaves.or(file.max_leaves),
+            neighbours,
+            max_neighbours: args
+                .max_neighbours
+                .or(file.max_neighbours)
+                .unwrap_or((neighbours * 2).max(8))
+                .max(1),
+            max_queries_forwarded: args
+                .max_queries_forwarded
+                .or(file.max_queries_forwarded)
+                .unwrap_or(200),
+            index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
+            supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),
+            never_supernode: args.never_supernode || file.never_supernode.unwrap_or(false),
+            no_inbound: args.no_inbound || file.no_inbound.unwrap_or(false),
+            thresholds,
+            rescan_interval: (rescan > 0).then(|| Duration::from_secs(rescan)),
+            max_upload_rate: args.max_upload_rate.or(file.max_upload_rate),
+            max_download_rate: args.max_download_rate.or(file.max_download_rate),
+            upload_slots: args
+                .upload_slots
+                .or(file.upload_slots)
+                .unwrap_or(crate::serve::TransferLimits::default().upload_slots)
+                .max(1),
+            metrics: args.metrics.or(file.metrics),
+            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+/// A list from the flags if any were given, else from the file.
+fn non_empty_or<T>(flags: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    }
+}
+
+/// `["PEERID@HOST:PORT", ...]`, each checked as the flag checks it.
+fn peer_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<PeerAddr>>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| super::parse_peer_addr(text).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A byte count or rate: a number, or a string with a K, M or G suffix.
+fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Number(bytes) => Ok(Some(bytes)),
+        Size::Text(text) => parse_bytes(&text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<FileSettings> {
+        FileSettings::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn a_full_file_parses_with_units() {
+        let file = parse(
+            "share = [\"/srv/music\"]\nmax-leaves = 300\nmax-upload-rate = \"2M\"\nmax-download-rate = 4096\n\
+             index-budget = \"256M\"\nrole = \"supernode\"\nlog-format = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.max_leaves, Some(300));
+        assert_eq!(file.max_upload_rate, Some(2 << 20));
+        assert_eq!(file.max_download_rate, Some(4096));
+        assert_eq!(file.index_budget, Some(256 << 20));
+        assert_eq!(file.role, Some(RoleChoice::Supernode));
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let unknown = parse("max-leaves = 3\nmax-leafs = 4\n").unwrap_err().to_string();
+        assert!(unknown.contains("line 2"), "{unknown}");
+        assert!(unknown.contains("max-leafs"), "{unknown}");
+        let wrong_type = parse("\n\nmax-leaves = \"many\"\n").unwrap_err().to_string();
+        assert!(wrong_type.contains("line 3"), "{wrong_type}");
+        assert!(wrong_type.contains("max-leaves"), "{wrong_type}");
+        let bad_rate = parse("max-upload-rate = \"fast\"\n").unwrap_err().to_string();
+        assert!(
+            bad_rate.contains("line 1") && bad_rate.contains("max-upload-rate"),
+            "{bad_rate}"
+        );
+        let bad_peer = parse("bootstrap = [\"nobody@1.2.3.4:5\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad_peer.contains("line 1") && bad_peer.contains("bootstrap"),
+            "{bad_peer}"
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let file = parse("max-leaves = 300\nneighbours = 6\nshare = [\"/a\"]\ndata-dir = \"/d\"\n").unwrap();
+        let cli = Cli::parse_from(["canopy", "--max-leaves", "10", "--share", "/b"]);
+        let settings = RunSettings::resolve(cli.run, file, None).unwrap();
+        assert_eq!(settings.max_leaves, Some(10));
+        assert_eq!(settings.neighbours, 6);
+        assert_eq!(settings.max_neighbours, 12);
+        assert_eq!(settings.share, vec![PathBuf::from("/b")]);
+        assert_eq!(settings.data_dir, PathBuf::from("/d"));
+        assert_eq!(settings.listen.port(), DEFAULT_PORT);
+        assert_eq!(settings.max_queries_forwarded, 200);
+    }
+}

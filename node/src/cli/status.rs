@@ -1,0 +1,67 @@
+//! `canopy status`: what a running node on this machine is doing, read from
+//! its metrics endpoint (the same numbers Prometheus scrapes).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::control::{fetch_metrics, parse_metrics};
+use crate::units::human_bytes;
+
+pub async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let metrics: BTreeMap<String, f64> = parse_metrics(&fetch_metrics(data_dir).await?)
+        .into_iter()
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        return Ok(());
+    }
+    let value = |series: &str| metrics.get(series).copied().unwrap_or(0.0);
+    let supernode = value("canopy_role{role=\"supernode\"}") == 1.0;
+    println!(
+        "role        {} (up {})",
+        if supernode { "supernode" } else { "leaf" },
+        duration(value("canopy_uptime_seconds"))
+    );
+    println!(
+        "sharing     {} files, {}",
+        value("canopy_shared_files"),
+        human_bytes(value("canopy_shared_bytes") as u64)
+    );
+    if supernode {
+        println!(
+            "leaves      {} of {}",
+            value("canopy_leaves"),
+            value("canopy_max_leaves")
+        );
+        println!("neighbours  {}", value("canopy_neighbours"));
+        println!("index       {} files", value("canopy_index_documents"));
+        println!(
+            "queries     {} from leaves, {} from neighbours, {} passed on ({} over the cap), {} hits",
+            value("canopy_searches_total"),
+            value("canopy_queries_received_total"),
+            value("canopy_queries_forwarded_total"),
+            value("canopy_queries_not_forwarded_total"),
+            value("canopy_hits_total")
+        );
+    } else {
+        println!("supernodes  {} joined", value("canopy_supernodes_joined"));
+    }
+    println!(
+        "traffic     {} up, {} down",
+        human_bytes(value("canopy_uploaded_bytes_total") as u64),
+        human_bytes(value("canopy_downloaded_bytes_total") as u64)
+    );
+    if let Some(memory) = metrics.get("canopy_memory_resident_bytes") {
+        println!("memory      {}", human_bytes(*memory as u64));
+    }
+    Ok(())
+}
+
+fn duration(seconds: f64) -> String {
+    let seconds = seconds as u64;
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min", seconds / 60),
+        _ => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
+    }
+}

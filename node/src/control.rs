@@ -1,0 +1,375 @@
+//! The node's local HTTP endpoint: Prometheus metrics at `/metrics`, read
+//! by monitoring and by `canopy status`.
+//!
+//! It listens on loopback unless the operator names another address
+//! (`--metrics HOST:PORT`), and writes the address it got into the data
+//! folder (`control.addr`) so `canopy status` finds it. Requests are read
+//! with a size cap and a deadline; only `GET` is answered.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy_common::proto::election::Profile;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::leaf::LeafStatus;
+use crate::serve::ServeContext;
+
+/// Loopback, any free port.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+/// Where the bound address is written, inside the data folder.
+pub const ADDR_FILE: &str = "control.addr";
+/// Longest request head accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Requests served at once; more wait.
+const MAX_CONNECTIONS: usize = 32;
+
+/// What the metrics describe: read-only handles on the running node.
+#[derive(Clone)]
+pub struct NodeView {
+    pub context: Arc<ServeContext>,
+    pub leaf_status: watch::Receiver<LeafStatus>,
+    /// What the start-up probe measured, if the role was elected.
+    pub profile: Option<Profile>,
+    pub started: Instant,
+}
+
+/// Binds `addr`, records it in `data_dir` and serves until the task is dropped.
+pub async fn start(
+    addr: SocketAddr,
+    data_dir: &Path,
+    view: NodeView,
+) -> std::io::Result<(SocketAddr, ServeTask)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let record = data_dir.join(ADDR_FILE);
+    std::fs::write(&record, format!("{bound}\n"))?;
+    let task = tokio::spawn(serve(listener, view));
+    Ok((bound, ServeTask { task, record }))
+}
+
+/// The running endpoint; stops (and removes its address record) when dropped.
+pub struct ServeTask {
+    task: tokio::task::JoinHandle<()>,
+    record: PathBuf,
+}
+
+impl Drop for ServeTask {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.record);
+    }
+}
+
+async fn serve(listener: TcpListener, view: NodeView) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let view = view.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tokio::time::timeout(REQUEST_DEADLINE, answer(stream, &view)).await {
+                tracing::debug!(%error, "control request timed out");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, view: &NodeView) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => head.extend_from_slice(&buffer[..read]),
+        }
+        if head.len() > MAX_REQUEST {
+            let _ = respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
+            return;
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let _ = match (method, path) {
+        ("GET", "/metrics") => {
+            let body = metrics(view);
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await,
+    };
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Prometheus text exposition of the node's state now.
+pub fn metrics(view: &NodeView) -> String {
+    let mut out = Metrics::default();
+    let context = &view.context;
+    let supernode = context.supernode();
+    out.gauge(
+        "canopy_role",
+        "The role this node plays now (1) and the one it does not (0).",
+        &[
+            ("role=\"supernode\"", supernode.is_some() as u64 as f64),
+            ("role=\"leaf\"", supernode.is_none() as u64 as f64),
+        ],
+    );
+    out.gauge(
+        "canopy_uptime_seconds",
+        "Seconds since the node started.",
+        &[("", view.started.elapsed().as_secs_f64())],
+    );
+    let (files, bytes) = context.shares.totals();
+    out.gauge(
+        "canopy_shared_files",
+        "Files this node shares.",
+        &[("", files as f64)],
+    );
+    out.gauge(
+        "canopy_shared_bytes",
+        "Bytes this node shares.",
+        &[("", bytes as f64)],
+    );
+    let stats = &context.stats;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    out.counter(
+        "canopy_uploaded_bytes_total",
+        "Content bytes sent to other peers.",
+        load(&stats.bytes_sent),
+    );
+    out.counter(
+        "canopy_downloaded_bytes_total",
+        "Bytes received by downloads: content, duplicates and block layers.",
+        load(&stats.bytes_received),
+    );
+    out.counter("canopy_requests_total", "Requests served.", load(&stats.requests));
+    out.counter(
+        "canopy_bad_frames_total",
+        "Malformed or oversized frames received.",
+        load(&stats.bad_frames),
+    );
+    out.counter(
+        "canopy_busy_total",
+        "Requests told to retry later (all upload slots taken).",
+        load(&stats.busy),
+    );
+    let joined = view.leaf_status.borrow().joined.len();
+    out.gauge(
+        "canopy_supernodes_joined",
+        "Supernodes this node is joined to as a leaf.",
+        &[("", joined as f64)],
+    );
+    let (leaves, max_leaves, neighbours, documents) = match &supernode {
+        Some(supernode) => (
+            supernode.leaf_count(),
+            supernode.max_leaves(),
+            supernode.overlay().map_or(0, |o| o.neighbours().len()),
+            supernode.index().len(),
+        ),
+        None => (0, 0, 0, 0),
+    };
+    out.gauge(
+        "canopy_leaves",
+        "Leaves joined to this supernode.",
+        &[("", leaves as f64)],
+    );
+    out.gauge(
+        "canopy_max_leaves",
+        "Leaves this supernode takes at most.",
+        &[("", max_leaves as f64)],
+    );
+    out.gauge(
+        "canopy_neighbours",
+        "Neighbour supernodes linked.",
+        &[("", neighbours as f64)],
+    );
+    out.gauge(
+        "canopy_index_documents",
+        "Files in this supernode's index.",
+        &[("", documents as f64)],
+    );
+    let overlay = supernode.as_ref().and_then(|s| s.overlay().cloned());
+    let overlay_count = |read: fn(&canopy_supernode::overlay::OverlayStats) -> u64| {
+        overlay.as_ref().map_or(0.0, |o| read(&o.stats) as f64)
+    };
+    out.counter(
+        "canopy_searches_total",
+        "Searches our leaves asked this supernode to run.",
+        overlay_count(|s| s.searches.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_queries_received_total",
+        "Queries received from neighbour supernodes.",
+        overlay_count(|s| s.queries_received.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_queries_forwarded_total",
+        "Queries sent on to neighbour supernodes.",
+        overlay_count(|s| s.queries_forwarded.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_queries_not_forwarded_total",
+        "Queries answered locally but not passed on: over the forwarding cap.",
+        overlay_count(|s| s.queries_capped.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_duplicate_queries_total",
+        "Queries dropped because they were seen before.",
+        overlay_count(|s| s.duplicates_dropped.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_hits_total",
+        "Hits this supernode's index produced for queries.",
+        overlay_count(|s| s.hits_found.load(Ordering::Relaxed)),
+    );
+    if let Some(rss) = resident_memory() {
+        out.gauge(
+            "canopy_memory_resident_bytes",
+            "Resident memory of the process.",
+            &[("", rss as f64)],
+        );
+    }
+    if let Some(profile) = &view.profile {
+        let rate = |rate: Option<u64>| rate.map_or(f64::NAN, |r| r as f64);
+        out.gauge(
+            "canopy_probe_bytes_per_second",
+            "Bandwidth measured by the start-up probe (NaN: not measured).",
+            &[
+                ("direction=\"up\"", rate(profile.upload)),
+                ("direction=\"down\"", rate(profile.download)),
+            ],
+        );
+        let reachable = match profile.reachable {
+            Some(true) => 1.0,
+            Some(false) => 0.0,
+            None => f64::NAN,
+        };
+        out.gauge(
+            "canopy_probe_reachable",
+            "Whether a peer could dial back to this node (NaN: not tested).",
+            &[("", reachable)],
+        );
+    }
+    out.text
+}
+
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    fn gauge(&mut self, name: &str, help: &str, samples: &[(&str, f64)]) {
+        self.family(name, help, "gauge", samples);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help, "counter", &[("", value)]);
+    }
+
+    fn family(&mut self, name: &str, help: &str, kind: &str, samples: &[(&str, f64)]) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(self.text, "{name} {value}");
+            } else {
+                let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
+
+/// Resident set size of this process, where the platform tells it cheaply.
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Fetches `/metrics` from the node whose data folder is `data_dir`.
+pub async fn fetch_metrics(data_dir: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let record = data_dir.join(ADDR_FILE);
+    let addr: SocketAddr = std::fs::read_to_string(&record)
+        .with_context(|| {
+            format!(
+                "no running node found: {} is missing (is `canopy run` running with this --data-dir?)",
+                record.display()
+            )
+        })?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold an address", record.display()))?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: canopy\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.take(16 << 20).read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(REQUEST_DEADLINE, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("the node at {addr} did not answer"))?
+        .with_context(|| format!("cannot reach the node at {addr} (it may have stopped)"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the node's answer was not HTTP")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "the node answered {}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_string())
+}
+
+/// Parses Prometheus text into (series with labels, value) pairs.
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
