@@ -51,7 +51,8 @@ pub enum Request {
     Search(Query),
     /// Ask a supernode to have one of its firewalled leaves connect to us
     /// (the supernode tells the leaf the address it sees us at). Answered
-    /// by [`Response::PushSent`] or [`Response::NotFound`]-like refusals.
+    /// by [`Response::PushSent`], [`Response::UnknownLeaf`] or, from a node
+    /// that is not a supernode, [`Response::NotSupernode`].
     Push { leaf: super::id::PeerId },
     /// Bandwidth probe: send us `bytes` raw bytes (download test). Answered
     /// by [`Response::ProbeData`] and the bytes, or [`Response::Busy`].

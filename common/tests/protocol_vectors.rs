@@ -1,0 +1,1514 @@
+//! Byte-exact test vectors for `docs/PROTOCOL.md`, kept in `docs/vectors/`.
+//!
+//! Every vector is regenerated here from the real code and compared with the
+//! stored file character for character; then the stored bytes are decoded (or
+//! verified) again and compared with the value they claim to be. Two more
+//! tests tie the document to the files: every vector file it names exists
+//! (and every file is named), and every annotated hex example in it equals
+//! the vector it cites.
+//!
+//! To rewrite the files after a deliberate protocol change:
+//! `CANOPY_BLESS_VECTORS=1 cargo test -p canopy-common --test protocol_vectors`.
+//! Without that variable these tests never write anything.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
+use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
+use canopy_common::proto::routing::{FloodQuery, QueryId};
+use canopy_common::proto::search::RelayedSource;
+use canopy_common::proto::wire::{HostEntry, LinkHello, LinkNotice, OverlayMessage};
+use canopy_common::proto::{
+    Bitfield, BlockHashes, BlockLayout, ContentError, ContentHash, FileEntry, FileKind, Hello, Hit,
+    LeafUpdate, Link, PeerAddr, PeerId, Query, Request, Response, SessionNotice,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------
+// Files and hex
+
+fn docs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
+
+fn vectors_dir() -> PathBuf {
+    docs_dir().join("vectors")
+}
+
+fn blessing() -> bool {
+    std::env::var_os("CANOPY_BLESS_VECTORS").is_some_and(|v| v == "1")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("odd-length hex {text:?}"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|e| format!("bad hex {text:?}: {e}")))
+        .collect()
+}
+
+/// A JSON string literal.
+fn js(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// A value as compact JSON in declaration order (postcard's field order),
+/// with byte arrays written as `"0x…"` so hashes and ids stay readable.
+fn readable<T: Serialize>(value: &T) -> String {
+    let compact = serde_json::to_string(value).expect("messages serialize to JSON");
+    let chars: Vec<char> = compact.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut in_string = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                out.push(chars[i + 1]);
+                i += 1;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if c == '[' {
+            let close = chars[i..].iter().position(|&c| c == ']').map(|p| i + p);
+            let inner: Option<String> = close.map(|close| chars[i + 1..close].iter().collect());
+            let bytes: Option<Vec<u8>> = inner
+                .as_deref()
+                .filter(|inner| !inner.is_empty())
+                .and_then(|inner| inner.split(',').map(|n| n.parse::<u8>().ok()).collect());
+            match (bytes, close) {
+                (Some(bytes), Some(close)) => {
+                    out.push_str(&format!("\"0x{}\"", hex(&bytes)));
+                    i = close;
+                }
+                _ => out.push(c),
+            }
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Vector files
+
+type Check = Box<dyn Fn(&Value) -> Result<(), String>>;
+
+/// One vector: its name, its JSON fields (raw JSON text, in order) and an
+/// independent check of a stored copy.
+struct Vector {
+    name: String,
+    fields: Vec<(&'static str, String)>,
+    check: Check,
+}
+
+fn field<'a>(entry: &'a Value, key: &str) -> Result<&'a Value, String> {
+    entry.get(key).ok_or_else(|| format!("missing field {key:?}"))
+}
+
+fn field_str<'a>(entry: &'a Value, key: &str) -> Result<&'a str, String> {
+    field(entry, key)?
+        .as_str()
+        .ok_or_else(|| format!("field {key:?} is not a string"))
+}
+
+fn field_u64(entry: &Value, key: &str) -> Result<u64, String> {
+    field(entry, key)?
+        .as_u64()
+        .ok_or_else(|| format!("field {key:?} is not an integer"))
+}
+
+fn render(about: &str, vectors: &[Vector]) -> String {
+    let mut text = format!("{{\n  \"about\": {},\n  \"vectors\": [\n", js(about));
+    for (n, vector) in vectors.iter().enumerate() {
+        text.push_str("    {\n");
+        let mut fields = vec![("name", js(&vector.name))];
+        fields.extend(vector.fields.iter().cloned());
+        for (k, (key, value)) in fields.iter().enumerate() {
+            let comma = if k + 1 < fields.len() { "," } else { "" };
+            text.push_str(&format!("      {}: {value}{comma}\n", js(key)));
+        }
+        text.push_str(if n + 1 < vectors.len() {
+            "    },\n"
+        } else {
+            "    }\n"
+        });
+    }
+    text.push_str("  ]\n}\n");
+    text
+}
+
+/// Regenerates `file`, compares it with the stored copy (or writes it when
+/// blessing), then runs every vector's check on the stored entries.
+fn check_file(file: &str, about: &str, vectors: Vec<Vector>) {
+    let names: BTreeSet<&str> = vectors.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names.len(), vectors.len(), "{file}: vector names must be unique");
+    let generated = render(about, &vectors);
+    let path = vectors_dir().join(file);
+    if blessing() {
+        std::fs::create_dir_all(vectors_dir()).expect("create docs/vectors");
+        std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run CANOPY_BLESS_VECTORS=1 cargo test -p canopy-common --test protocol_vectors",
+            path.display()
+        )
+    });
+    if stored != generated {
+        let line = stored
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| stored.lines().count().min(generated.lines().count()));
+        panic!(
+            "{file} differs from what the code produces, first at line {}:\n  stored:    {}\n  generated: {}\n\
+             If the protocol changed on purpose, update docs/PROTOCOL.md and rerun with CANOPY_BLESS_VECTORS=1.",
+            line + 1,
+            stored.lines().nth(line).unwrap_or("<end of file>"),
+            generated.lines().nth(line).unwrap_or("<end of file>"),
+        );
+    }
+    let parsed: Value = serde_json::from_str(&stored).unwrap_or_else(|e| panic!("{file} is not JSON: {e}"));
+    let entries = parsed["vectors"].as_array().expect("a vectors array");
+    assert_eq!(entries.len(), vectors.len());
+    for (entry, vector) in entries.iter().zip(&vectors) {
+        assert_eq!(entry["name"].as_str(), Some(vector.name.as_str()));
+        if let Err(error) = (vector.check)(entry) {
+            panic!("{file}#{}: {error}", vector.name);
+        }
+    }
+}
+
+/// All vectors of all files, by file name, for the document checks.
+fn all_files() -> Vec<(&'static str, Vec<Vector>)> {
+    vec![
+        ("postcard.json", postcard_vectors()),
+        ("request.json", request_vectors()),
+        ("response.json", response_vectors()),
+        ("session.json", session_vectors()),
+        ("overlay.json", overlay_vectors()),
+        ("rejected.json", rejected_vectors()),
+        ("ids.json", id_vectors()),
+        ("layout.json", layout_vectors()),
+        ("content.json", content_vectors()),
+        ("blocks.json", block_vectors()),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Sample values
+
+/// RFC 8032 section 7.1, test 1: a real Ed25519 public key.
+fn peer_a() -> PeerId {
+    PeerId(
+        unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+}
+
+/// RFC 8032 section 7.1, test 2.
+fn peer_b() -> PeerId {
+    PeerId(
+        unhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+}
+
+fn v4() -> SocketAddr {
+    "192.0.2.1:4000".parse().unwrap()
+}
+
+fn v6() -> SocketAddr {
+    "[2001:db8::1]:4001".parse().unwrap()
+}
+
+fn addr_a() -> PeerAddr {
+    PeerAddr::new(peer_a(), v4())
+}
+
+fn addr_b() -> PeerAddr {
+    PeerAddr::new(peer_b(), v6())
+}
+
+/// The content hash of the empty file (what `b3sum` prints for it).
+fn hash_empty() -> ContentHash {
+    ContentHash::of(b"")
+}
+
+/// The content hash of the 3-byte file `abc`.
+fn hash_abc() -> ContentHash {
+    ContentHash::of(b"abc")
+}
+
+fn query_id() -> QueryId {
+    QueryId(std::array::from_fn(|i| i as u8))
+}
+
+fn sample_hit() -> Hit {
+    Hit {
+        hash: hash_abc(),
+        size: 3,
+        name: "abc.txt".into(),
+        kind: FileKind::Document,
+        sources: vec![addr_a()],
+        source_count: 2,
+        relayed: vec![RelayedSource {
+            leaf: peer_b(),
+            via: addr_a(),
+        }],
+    }
+}
+
+fn sample_entry() -> FileEntry {
+    FileEntry {
+        hash: hash_abc(),
+        size: 3,
+        name: "abc.txt".into(),
+        kind: FileKind::Document,
+        meta: vec![("artist".into(), "Nina Simone".into())],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Message vectors
+
+/// A framed message: `frame` is the 4-byte length and the postcard body.
+fn message<T>(name: &str, type_name: &str, description: &str, value: T) -> Vector
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + 'static,
+{
+    let frame = frame::encode(&value, MAX_CONTROL_FRAME).expect("vector fits a frame");
+    let fields = vec![
+        ("type", js(type_name)),
+        ("description", js(description)),
+        ("value", readable(&value)),
+        ("body_len", (frame.len() - frame::LEN_PREFIX).to_string()),
+        ("frame", js(&hex(&frame))),
+    ];
+    let check: Check = Box::new(move |entry| {
+        let bytes = unhex(field_str(entry, "frame")?)?;
+        let decoded = frame::decode::<T>(&bytes, MAX_CONTROL_FRAME)
+            .map_err(|e| format!("stored frame does not decode: {e}"))?
+            .ok_or("stored frame is incomplete")?;
+        if decoded.1 != bytes.len() {
+            return Err(format!("frame uses {} of {} bytes", decoded.1, bytes.len()));
+        }
+        if decoded.0 != value {
+            return Err(format!("decodes to {:?}, not {value:?}", decoded.0));
+        }
+        if field_u64(entry, "body_len")? != (bytes.len() - frame::LEN_PREFIX) as u64 {
+            return Err("body_len disagrees with the frame".into());
+        }
+        Ok(())
+    });
+    Vector {
+        name: name.into(),
+        fields,
+        check,
+    }
+}
+
+/// A bare postcard encoding (no frame), for the primer.
+fn bare<T>(name: &str, type_name: &str, description: &str, value: T) -> Vector
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + 'static,
+{
+    let bytes = postcard::to_allocvec(&value).expect("serializes");
+    let fields = vec![
+        ("type", js(type_name)),
+        ("description", js(description)),
+        ("value", readable(&value)),
+        ("hex", js(&hex(&bytes))),
+    ];
+    let check: Check = Box::new(move |entry| {
+        let bytes = unhex(field_str(entry, "hex")?)?;
+        let decoded: T = postcard::from_bytes(&bytes).map_err(|e| format!("does not decode: {e}"))?;
+        if decoded != value {
+            return Err(format!("decodes to {decoded:?}, not {value:?}"));
+        }
+        if postcard::to_allocvec(&decoded).map_err(|e| e.to_string())? != bytes {
+            return Err("not the canonical encoding".into());
+        }
+        Ok(())
+    });
+    Vector {
+        name: name.into(),
+        fields,
+        check,
+    }
+}
+
+fn postcard_vectors() -> Vec<Vector> {
+    vec![
+        bare("u8_255", "u8", "u8 is one raw byte, never a varint", 255u8),
+        bare("u16_4000", "u16", "u16 as a varint (a port number)", 4000u16),
+        bare(
+            "u32_0",
+            "u32",
+            "varint: 7 bits per byte, least significant group first",
+            0u32,
+        ),
+        bare("u32_127", "u32", "largest one-byte varint", 127u32),
+        bare("u32_128", "u32", "smallest two-byte varint", 128u32),
+        bare("u32_300", "u32", "300 = 0b10_0101100", 300u32),
+        bare("u32_max", "u32", "u32 varints take at most 5 bytes", u32::MAX),
+        bare("u64_2_32", "u64", "2^32", 1u64 << 32),
+        bare("u64_max", "u64", "u64 varints take at most 10 bytes", u64::MAX),
+        bare(
+            "i64_minus_3",
+            "i64",
+            "zigzag then varint (no Canopy message has a signed field)",
+            -3i64,
+        ),
+        bare("bool_false", "bool", "one byte, 0", false),
+        bare(
+            "bool_true",
+            "bool",
+            "one byte, 1; any other byte is an error",
+            true,
+        ),
+        bare(
+            "string_empty",
+            "String",
+            "varint byte length, then UTF-8",
+            String::new(),
+        ),
+        bare(
+            "string_cafe",
+            "String",
+            "the length counts bytes, not characters",
+            "café".to_string(),
+        ),
+        bare("option_none", "Option<u64>", "tag 0", None::<u64>),
+        bare(
+            "option_some",
+            "Option<u64>",
+            "tag 1, then the value",
+            Some(300u64),
+        ),
+        bare(
+            "vec_u32",
+            "Vec<u32>",
+            "varint element count, then the elements",
+            vec![1u32, 300],
+        ),
+        bare(
+            "array_u8_4",
+            "[u8; 4]",
+            "fixed-size arrays have no length prefix",
+            [1u8, 2, 3, 4],
+        ),
+        bare(
+            "tuple_strings",
+            "(String, String)",
+            "tuples and structs: fields back to back, no names, no count",
+            ("artist".to_string(), "Nina Simone".to_string()),
+        ),
+        bare(
+            "file_kind_audio",
+            "FileKind",
+            "unit enum variant: just the varint index",
+            FileKind::Audio,
+        ),
+        bare("file_kind_other", "FileKind", "FileKind index 6", FileKind::Other),
+        bare(
+            "socket_addr_v4",
+            "SocketAddr",
+            "variant 0 (V4), 4 address bytes, port as varint",
+            v4(),
+        ),
+        bare(
+            "socket_addr_v6",
+            "SocketAddr",
+            "variant 1 (V6), 16 address bytes, port as varint; no flow info or scope id",
+            v6(),
+        ),
+        bare(
+            "content_hash",
+            "ContentHash",
+            "32 raw bytes, no length prefix",
+            hash_abc(),
+        ),
+        bare(
+            "peer_id",
+            "PeerId",
+            "32 raw bytes: the Ed25519 public key",
+            peer_a(),
+        ),
+        bare("peer_addr", "PeerAddr", "PeerId then SocketAddr", addr_a()),
+        bare("query_id", "QueryId", "16 raw bytes", query_id()),
+    ]
+}
+
+fn request_vectors() -> Vec<Vector> {
+    let r = |name: &str, description: &str, value: Request| message(name, "Request", description, value);
+    vec![
+        r(
+            "block_layer",
+            "variant 0: ask for a file's size and block layer",
+            Request::BlockLayer { hash: hash_abc() },
+        ),
+        r(
+            "blocks",
+            "variant 1: ask for block 16 only",
+            Request::Blocks {
+                hash: hash_abc(),
+                first: 16,
+                count: 1,
+            },
+        ),
+        r(
+            "blocks_many",
+            "variant 1 with multi-byte varints: blocks 300..1324",
+            Request::Blocks {
+                hash: hash_abc(),
+                first: 300,
+                count: 1024,
+            },
+        ),
+        r(
+            "have",
+            "variant 2: which blocks do you hold?",
+            Request::Have { hash: hash_abc() },
+        ),
+        r(
+            "sources",
+            "variant 3: who else holds or fetches this file?",
+            Request::Sources { hash: hash_abc() },
+        ),
+        r(
+            "join",
+            "variant 4: a leaf joins a supernode; the stream becomes its session",
+            Request::Join(Hello {
+                listen: vec![v4(), v6()],
+                accepts_inbound: true,
+                agent: "canopy/0.1.0".into(),
+            }),
+        ),
+        r(
+            "join_firewalled",
+            "variant 4: a leaf that accepts no inbound connections",
+            Request::Join(Hello {
+                listen: vec![],
+                accepts_inbound: false,
+                agent: String::new(),
+            }),
+        ),
+        r(
+            "search_words",
+            "variant 5: the CLI's default search (50 hits, supernode's default TTL)",
+            Request::Search(Query::words("nina simone")),
+        ),
+        r(
+            "search_hash",
+            "variant 5: sources for one known hash",
+            Request::Search(Query::for_hash(hash_abc())),
+        ),
+        r(
+            "search_filters",
+            "variant 5 with every optional field present",
+            Request::Search(Query {
+                text: "live".into(),
+                hash: Some(hash_abc()),
+                kind: Some(FileKind::Audio),
+                min_size: Some(1_000_000),
+                max_size: Some(u64::MAX),
+                max_hits: 200,
+                ttl: Some(7),
+            }),
+        ),
+        r(
+            "push",
+            "variant 6: ask a supernode to have its firewalled leaf call us",
+            Request::Push { leaf: peer_b() },
+        ),
+        r(
+            "probe_down",
+            "variant 7: send me 4 MiB (download probe)",
+            Request::ProbeDown { bytes: 4 << 20 },
+        ),
+        r(
+            "probe_up",
+            "variant 8: 4 MiB follow this frame (upload probe)",
+            Request::ProbeUp { bytes: 4 << 20 },
+        ),
+        r(
+            "dial_back",
+            "variant 9: try to reach me from a fresh port",
+            Request::DialBack,
+        ),
+        r("status", "variant 10: what room do you have?", Request::Status),
+        r(
+            "link",
+            "variant 11: a supernode asks to link; the stream becomes the link",
+            Request::Link(LinkHello { listen: v4() }),
+        ),
+    ]
+}
+
+fn response_vectors() -> Vec<Vector> {
+    let r = |name: &str, description: &str, value: Response| message(name, "Response", description, value);
+    let mut have = Bitfield::new(17);
+    for index in [0, 1, 2, 16] {
+        have.set(index);
+    }
+    vec![
+        r(
+            "block_layer",
+            "variant 0: the file is 1,048,577 bytes (17 blocks); 544 raw layer bytes follow the frame",
+            Response::BlockLayer { size: 1_048_577 },
+        ),
+        r(
+            "blocks",
+            "variant 1: block 16 follows the frame, raw",
+            Response::Blocks { first: 16, count: 1 },
+        ),
+        r(
+            "not_found",
+            "variant 2: this peer does not share that content",
+            Response::NotFound { hash: hash_abc() },
+        ),
+        r(
+            "bad_request",
+            "variant 3: the reason is at most 256 bytes",
+            Response::bad_request("blocks 17..18 not in 0..17 (at most 1024 per request)"),
+        ),
+        r(
+            "have",
+            "variant 4: blocks 0, 1, 2 and 16 of a 17-block file (3 bytes, block 0 in the low bit)",
+            Response::Have {
+                blocks: have.to_wire(),
+            },
+        ),
+        r(
+            "have_all",
+            "variant 5: the peer holds every block",
+            Response::HaveAll,
+        ),
+        r(
+            "sources",
+            "variant 6: other peers for the file (at most 32)",
+            Response::Sources {
+                peers: vec![addr_a(), addr_b()],
+            },
+        ),
+        r(
+            "busy",
+            "variant 7: all upload slots taken; retry in 1 s",
+            Response::Busy { retry_after_ms: 1000 },
+        ),
+        r(
+            "hits",
+            "variant 8: one hit, with one direct and one relayed source",
+            Response::Hits {
+                hits: vec![sample_hit()],
+            },
+        ),
+        r(
+            "end_of_hits",
+            "variant 9: the search is complete",
+            Response::EndOfHits,
+        ),
+        r(
+            "not_supernode",
+            "variant 10: as sent today, always with an empty list",
+            Response::NotSupernode { others: vec![] },
+        ),
+        r(
+            "push_sent",
+            "variant 11: the leaf was asked to call you",
+            Response::PushSent,
+        ),
+        r(
+            "unknown_leaf",
+            "variant 12: that leaf is not joined here",
+            Response::UnknownLeaf,
+        ),
+        r(
+            "probe_data",
+            "variant 13: probe bytes follow",
+            Response::ProbeData,
+        ),
+        r(
+            "probe_received",
+            "variant 14: 4 MiB arrived in 1.234567 s",
+            Response::ProbeReceived {
+                bytes: 4 << 20,
+                micros: 1_234_567,
+            },
+        ),
+        r(
+            "dial_back",
+            "variant 15: a stranger could connect to you",
+            Response::DialBack { reachable: true },
+        ),
+        r(
+            "status",
+            "variant 16: a supernode with 12 of 200 leaf slots used and 4 neighbours",
+            Response::Status {
+                supernode: true,
+                leaves: 12,
+                max_leaves: 200,
+                neighbours: 4,
+            },
+        ),
+    ]
+}
+
+fn session_vectors() -> Vec<Vector> {
+    let n = |name: &str, description: &str, value: SessionNotice| {
+        message(name, "SessionNotice", description, value)
+    };
+    let u =
+        |name: &str, description: &str, value: LeafUpdate| message(name, "LeafUpdate", description, value);
+    vec![
+        n(
+            "welcome",
+            "SessionNotice 0: joined; publish at most 10,000 files",
+            SessionNotice::Welcome { max_files: 10_000 },
+        ),
+        n(
+            "full",
+            "SessionNotice 1: no room; try these (at most 8)",
+            SessionNotice::Full {
+                others: vec![addr_b()],
+            },
+        ),
+        n(
+            "refused",
+            "SessionNotice 2: a publish broke a limit; the session ends",
+            SessionNotice::Refused {
+                reason: "file name of 300 bytes is over the 255-byte limit".into(),
+            },
+        ),
+        n(
+            "supernodes",
+            "SessionNotice 3: fallback supernodes",
+            SessionNotice::Supernodes {
+                others: vec![addr_a(), addr_b()],
+            },
+        ),
+        n(
+            "push",
+            "SessionNotice 4: connect out to this requester, then serve it",
+            SessionNotice::Push { requester: addr_a() },
+        ),
+        u(
+            "add",
+            "LeafUpdate 0: one file with one metadata pair",
+            LeafUpdate::Add {
+                files: vec![sample_entry()],
+            },
+        ),
+        u(
+            "add_empty_file",
+            "LeafUpdate 0: the empty file, no metadata",
+            LeafUpdate::Add {
+                files: vec![FileEntry {
+                    hash: hash_empty(),
+                    size: 0,
+                    name: "empty".into(),
+                    kind: FileKind::Other,
+                    meta: vec![],
+                }],
+            },
+        ),
+        u(
+            "remove",
+            "LeafUpdate 1: files no longer shared",
+            LeafUpdate::Remove {
+                hashes: vec![hash_abc(), hash_empty()],
+            },
+        ),
+    ]
+}
+
+fn overlay_vectors() -> Vec<Vector> {
+    let l =
+        |name: &str, description: &str, value: LinkNotice| message(name, "LinkNotice", description, value);
+    let o = |name: &str, description: &str, value: OverlayMessage| {
+        message(name, "OverlayMessage", description, value)
+    };
+    vec![
+        l("accepted", "LinkNotice 0: the link is up", LinkNotice::Accepted),
+        l(
+            "full",
+            "LinkNotice 1: no room for more neighbours; try these",
+            LinkNotice::Full {
+                others: vec![addr_b()],
+            },
+        ),
+        o(
+            "query",
+            "OverlayMessage 0: a flooded query, 3 hops left, 1 travelled",
+            OverlayMessage::Query(FloodQuery {
+                id: query_id(),
+                ttl: 3,
+                hops: 1,
+                query: Query::words("nina"),
+            }),
+        ),
+        o(
+            "hits",
+            "OverlayMessage 1: hits travelling back towards the query's origin",
+            OverlayMessage::Hits {
+                id: query_id(),
+                hits: vec![sample_hit()],
+            },
+        ),
+        o(
+            "supernodes",
+            "OverlayMessage 2: part of the sender's host cache",
+            OverlayMessage::Supernodes {
+                entries: vec![
+                    HostEntry {
+                        addr: addr_a(),
+                        age_secs: 0,
+                    },
+                    HostEntry {
+                        addr: addr_b(),
+                        age_secs: 75,
+                    },
+                ],
+            },
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Frames a receiver must refuse
+
+fn error_kind(error: &FrameError) -> &'static str {
+    match error {
+        FrameError::TooLarge { .. } => "TooLarge",
+        FrameError::Malformed(_) => "Malformed",
+        FrameError::TrailingBytes(_) => "TrailingBytes",
+        FrameError::NonCanonical => "NonCanonical",
+    }
+}
+
+fn rejected<T>(name: &str, type_name: &str, description: &str, frame_hex: &str, error: &'static str) -> Vector
+where
+    T: Serialize + DeserializeOwned + Debug + 'static,
+{
+    let decode = |bytes: &[u8]| match frame::decode::<T>(bytes, MAX_CONTROL_FRAME) {
+        Ok(Some((value, _))) => Err(format!("accepted as {value:?}")),
+        Ok(None) => Err("treated as incomplete".to_string()),
+        Err(e) => Ok(error_kind(&e)),
+    };
+    let bytes = unhex(frame_hex).expect("vector hex");
+    assert_eq!(decode(&bytes), Ok(error), "{name}");
+    let fields = vec![
+        ("type", js(type_name)),
+        ("description", js(description)),
+        ("frame", js(frame_hex)),
+        ("error", js(error)),
+    ];
+    let check: Check = Box::new(move |entry| {
+        let bytes = unhex(field_str(entry, "frame")?)?;
+        let got = decode(&bytes)?;
+        let want = field_str(entry, "error")?;
+        if got != want {
+            return Err(format!("refused as {got}, file says {want}"));
+        }
+        Ok(())
+    });
+    Vector {
+        name: name.into(),
+        fields,
+        check,
+    }
+}
+
+fn rejected_vectors() -> Vec<Vector> {
+    vec![
+        rejected::<Request>(
+            "too_large",
+            "Request",
+            "length prefix 65,537 is over the 65,536-byte cap: refused before any body byte is read",
+            "00010001",
+            "TooLarge",
+        ),
+        rejected::<Request>(
+            "empty_body",
+            "Request",
+            "a zero-length body holds no message",
+            "00000000",
+            "Malformed",
+        ),
+        rejected::<Response>(
+            "over_long_varint",
+            "Response",
+            "Blocks { first: 0, count: 122 } with count written fa 00 instead of 7a",
+            "000000040100fa00",
+            "NonCanonical",
+        ),
+        rejected::<Request>(
+            "over_long_variant",
+            "Request",
+            "Status with its variant index 10 written 8a 00 instead of 0a",
+            "000000028a00",
+            "NonCanonical",
+        ),
+        rejected::<Request>(
+            "trailing_byte",
+            "Request",
+            "Status followed by one byte that belongs to no message",
+            "000000020a00",
+            "TrailingBytes",
+        ),
+        rejected::<Request>(
+            "unknown_variant",
+            "Request",
+            "variant index 12 is not a Request (yet)",
+            "000000010c",
+            "Malformed",
+        ),
+        rejected::<Response>(
+            "bad_bool",
+            "Response",
+            "DialBack { reachable } with the bool byte 02",
+            "000000020f02",
+            "Malformed",
+        ),
+        rejected::<Response>(
+            "bad_utf8",
+            "Response",
+            "BadRequest whose 1-byte reason is ff, not UTF-8",
+            "000000030301ff",
+            "Malformed",
+        ),
+        rejected::<Request>(
+            "bad_option_tag",
+            "Request",
+            "Search whose Option tag for `hash` is 02",
+            "0000000405016102",
+            "Malformed",
+        ),
+        rejected::<Response>(
+            "varint_overflow",
+            "Response",
+            "Busy { retry_after_ms } with a varint above u32::MAX (ff ff ff ff 1f)",
+            "0000000607ffffffff1f",
+            "Malformed",
+        ),
+        rejected::<Request>(
+            "truncated_body",
+            "Request",
+            "Have whose body ends one byte into its 32-byte hash",
+            "000000020211",
+            "Malformed",
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Text forms: ids, addresses, links
+
+fn text_vector(name: &str, description: &str, fields: Vec<(&'static str, String)>, check: Check) -> Vector {
+    let mut all = vec![("description", js(description))];
+    all.extend(fields);
+    Vector {
+        name: name.into(),
+        fields: all,
+        check,
+    }
+}
+
+fn peer_id_vector(name: &str, description: &str, id: PeerId) -> Vector {
+    let text = id.to_string();
+    text_vector(
+        name,
+        description,
+        vec![("bytes", js(&hex(id.as_bytes()))), ("text", js(&text))],
+        Box::new(move |entry| {
+            let bytes = unhex(field_str(entry, "bytes")?)?;
+            let text = field_str(entry, "text")?;
+            let parsed: PeerId = text.parse().map_err(|e| format!("{e}"))?;
+            let upper: PeerId = text.to_uppercase().parse().map_err(|e| format!("{e}"))?;
+            if parsed.as_bytes()[..] != bytes[..] || upper != parsed || parsed != id {
+                return Err("text and bytes disagree".into());
+            }
+            if parsed.to_string() != text {
+                return Err("not the canonical text".into());
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn peer_addr_vector(name: &str, description: &str, addr: PeerAddr) -> Vector {
+    text_vector(
+        name,
+        description,
+        vec![("text", js(&addr.to_string()))],
+        Box::new(move |entry| {
+            let text = field_str(entry, "text")?;
+            let parsed: PeerAddr = text.parse().map_err(|e| format!("{e}"))?;
+            if parsed != addr || parsed.to_string() != text {
+                return Err(format!("parses to {parsed:?}"));
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn link_vector(name: &str, description: &str, link: Link) -> Vector {
+    let sources: Vec<String> = link.sources.iter().map(|s| s.to_string()).collect();
+    text_vector(
+        name,
+        description,
+        vec![
+            ("text", js(&link.to_string())),
+            ("hash", js(&link.hash.to_hex())),
+            ("size", link.size.map_or("null".into(), |size| size.to_string())),
+            ("file_name", link.name.as_deref().map_or("null".into(), js)),
+            ("sources", serde_json::to_string(&sources).expect("strings")),
+        ],
+        Box::new(move |entry| {
+            let text = field_str(entry, "text")?;
+            let parsed: Link = text.parse().map_err(|e| format!("{e}"))?;
+            if parsed != link || parsed.to_string() != text {
+                return Err(format!("parses to {parsed:?}"));
+            }
+            if parsed.hash.to_hex() != field_str(entry, "hash")? {
+                return Err("hash field disagrees".into());
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn id_vectors() -> Vec<Vector> {
+    let hash = hash_abc();
+    vec![
+        peer_id_vector(
+            "peer_id_a",
+            "RFC 8032 test 1 public key; base32 (RFC 4648), lower case, no padding",
+            peer_a(),
+        ),
+        peer_id_vector("peer_id_b", "RFC 8032 test 2 public key", peer_b()),
+        peer_id_vector(
+            "peer_id_ff",
+            "all ones: the 52nd character carries 1 bit and 4 zero padding bits",
+            PeerId([0xff; 32]),
+        ),
+        text_vector(
+            "content_hash_abc",
+            "BLAKE3 of the 3 bytes \"abc\": 64 lower-case hex characters, as b3sum prints",
+            vec![("text", js(&hash.to_hex()))],
+            Box::new(move |entry| {
+                let parsed: ContentHash = field_str(entry, "text")?.parse().map_err(|e| format!("{e}"))?;
+                if parsed != ContentHash::of(b"abc") || parsed != hash {
+                    return Err("not blake3(\"abc\")".into());
+                }
+                Ok(())
+            }),
+        ),
+        peer_addr_vector("peer_addr_v4", "PEERID@IPV4:PORT", addr_a()),
+        peer_addr_vector("peer_addr_v6", "PEERID@[IPV6]:PORT", addr_b()),
+        link_vector(
+            "link_minimal",
+            "only the hash is required",
+            Link::new(hash_empty()),
+        ),
+        link_vector(
+            "link_full",
+            "size, a percent-encoded UTF-8 name and two sources",
+            Link {
+                hash: hash_abc(),
+                size: Some(3),
+                name: Some("Nina Simone – Live (1968).ogg".into()),
+                sources: vec![addr_a(), addr_b()],
+            },
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Content: layout, hashes, block layer, block proofs
+
+/// The test file of `len` bytes: byte `i` is `i mod 251` (as in BLAKE3's
+/// own test vectors).
+fn pattern(len: u64) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn layout_vectors() -> Vec<Vector> {
+    const GIB: u64 = 1 << 30;
+    let sizes = [
+        ("empty", 0),
+        ("one_byte", 1),
+        ("one_block", MIN_BLOCK_SIZE),
+        ("two_blocks", MIN_BLOCK_SIZE + 1),
+        ("max_64k_blocks", GIB),
+        ("first_128k", GIB + 1),
+        ("max_128k_blocks", 2 * GIB),
+        ("first_256k", 2 * GIB + 1),
+        ("one_tib", 1 << 40),
+        ("two_to_the_62", 1 << 62),
+    ];
+    sizes
+        .into_iter()
+        .map(|(name, size)| {
+            let layout = BlockLayout::for_size(size);
+            Vector {
+                name: name.into(),
+                fields: vec![
+                    ("size", size.to_string()),
+                    ("block_size", layout.block_size().to_string()),
+                    ("block_count", layout.block_count().to_string()),
+                    (
+                        "last_block_len",
+                        layout.block_len(layout.block_count() - 1).to_string(),
+                    ),
+                    ("layer_len", layout.layer_len().to_string()),
+                ],
+                check: Box::new(|entry| {
+                    let layout = BlockLayout::for_size(field_u64(entry, "size")?);
+                    let got = [
+                        layout.block_size(),
+                        u64::from(layout.block_count()),
+                        layout.block_len(layout.block_count() - 1),
+                        layout.layer_len() as u64,
+                    ];
+                    let keys = ["block_size", "block_count", "last_block_len", "layer_len"];
+                    for (key, got) in keys.into_iter().zip(got) {
+                        if field_u64(entry, key)? != got {
+                            return Err(format!("{key} is {got}"));
+                        }
+                    }
+                    Ok(())
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Sizes of the content vectors.
+const CONTENT_SIZES: [u64; 9] = [0, 1, 1024, 65_535, 65_536, 65_537, 102_400, 196_613, 1_048_577];
+
+/// BLAKE3's left-balanced split, restated from the specification: the left
+/// subtree holds the largest power of two of blocks that leaves at least one.
+fn left_blocks(count: usize) -> usize {
+    let mut left = 1;
+    while left * 2 < count {
+        left *= 2;
+    }
+    left
+}
+
+fn tree_shape(first: usize, count: usize) -> String {
+    if count == 1 {
+        return first.to_string();
+    }
+    let left = left_blocks(count);
+    format!(
+        "({} {})",
+        tree_shape(first, left),
+        tree_shape(first + left, count - left)
+    )
+}
+
+/// A block's chaining value, computed from the BLAKE3 specification (the
+/// subtree of chunks at that offset, no ROOT flag), not from Canopy's code.
+fn spec_block_cv(offset: u64, data: &[u8]) -> ChainingValue {
+    blake3::Hasher::new()
+        .set_input_offset(offset)
+        .update(data)
+        .finalize_non_root()
+}
+
+fn spec_root(cvs: &[ChainingValue]) -> ContentHash {
+    fn subtree(cvs: &[ChainingValue]) -> ChainingValue {
+        if cvs.len() == 1 {
+            return cvs[0];
+        }
+        let (left, right) = cvs.split_at(left_blocks(cvs.len()));
+        merge_subtrees_non_root(&subtree(left), &subtree(right), Mode::Hash)
+    }
+    let (left, right) = cvs.split_at(left_blocks(cvs.len()));
+    merge_subtrees_root(&subtree(left), &subtree(right), Mode::Hash).into()
+}
+
+fn content_vectors() -> Vec<Vector> {
+    CONTENT_SIZES
+        .into_iter()
+        .map(|size| {
+            let data = pattern(size);
+            let hashes = hash_bytes(&data);
+            let layout = hashes.layout();
+            Vector {
+                name: format!("size_{size}"),
+                fields: vec![
+                    ("size", size.to_string()),
+                    ("root", js(&hashes.root().to_hex())),
+                    ("block_size", layout.block_size().to_string()),
+                    ("block_count", layout.block_count().to_string()),
+                    ("layer_len", layout.layer_len().to_string()),
+                    ("tree", js(&tree_shape(0, layout.block_count() as usize))),
+                    ("layer", js(&hex(&hashes.layer_bytes()))),
+                ],
+                check: Box::new(|entry| {
+                    let size = field_u64(entry, "size")?;
+                    let data = pattern(size);
+                    let root: ContentHash = field_str(entry, "root")?.parse().map_err(|e| format!("{e}"))?;
+                    let layer = unhex(field_str(entry, "layer")?)?;
+                    if ContentHash::of(&data) != root {
+                        return Err("root is not BLAKE3 of the file".into());
+                    }
+                    let verified = BlockHashes::verify(root, size, &layer).map_err(|e| format!("{e}"))?;
+                    let layout = verified.layout();
+                    if field_u64(entry, "block_count")? != u64::from(layout.block_count())
+                        || field_u64(entry, "block_size")? != layout.block_size()
+                        || field_u64(entry, "layer_len")? != layer.len() as u64
+                    {
+                        return Err("layout fields disagree".into());
+                    }
+                    // The same layer, derived from the BLAKE3 specification alone.
+                    if !layout.is_single_block() {
+                        let cvs: Vec<ChainingValue> = (0..layout.block_count())
+                            .map(|index| {
+                                let range = layout.block_range(index);
+                                spec_block_cv(range.start, &data[range.start as usize..range.end as usize])
+                            })
+                            .collect();
+                        if cvs.concat() != layer {
+                            return Err("layer is not the blocks' chaining values".into());
+                        }
+                        if spec_root(&cvs) != root {
+                            return Err("merging the layer does not give the root".into());
+                        }
+                    }
+                    Ok(())
+                }),
+            }
+        })
+        .collect()
+}
+
+fn block_vectors() -> Vec<Vector> {
+    let picks: [(u64, u32); 8] = [
+        (1, 0),
+        (196_613, 0),
+        (196_613, 1),
+        (196_613, 2),
+        (196_613, 3),
+        (1_048_577, 0),
+        (1_048_577, 15),
+        (1_048_577, 16),
+    ];
+    picks
+        .into_iter()
+        .map(|(size, index)| {
+            let data = pattern(size);
+            let hashes = hash_bytes(&data);
+            let layout = hashes.layout();
+            let range = layout.block_range(index);
+            let block = &data[range.start as usize..range.end as usize];
+            let flip = block.len() / 2;
+            let mut tampered = block.to_vec();
+            tampered[flip] ^= 1;
+            let (against, expected, tampered_value) = if layout.is_single_block() {
+                (
+                    "root",
+                    hashes.root().to_hex(),
+                    ContentHash::of(&tampered).to_hex(),
+                )
+            } else {
+                let cv = &hashes.layer_bytes()[index as usize * 32..][..32];
+                ("layer", hex(cv), hex(&spec_block_cv(range.start, &tampered)))
+            };
+            let mut fields = vec![
+                ("file_size", size.to_string()),
+                ("index", index.to_string()),
+                ("offset", range.start.to_string()),
+                ("len", block.len().to_string()),
+                ("chunk_counter", (range.start / 1024).to_string()),
+                ("verified_against", js(against)),
+                ("expected", js(&expected)),
+                ("flip_offset_in_block", flip.to_string()),
+                ("tampered", js(&tampered_value)),
+            ];
+            if block.len() <= 64 {
+                fields.push(("data", js(&hex(block))));
+            }
+            Vector {
+                name: format!("size_{size}_block_{index}"),
+                fields,
+                check: Box::new(|entry| {
+                    let size = field_u64(entry, "file_size")?;
+                    let index = field_u64(entry, "index")? as u32;
+                    let data = pattern(size);
+                    let hashes = hash_bytes(&data);
+                    let layout = hashes.layout();
+                    let range = layout.block_range(index);
+                    if field_u64(entry, "offset")? != range.start
+                        || field_u64(entry, "len")? != range.end - range.start
+                        || field_u64(entry, "chunk_counter")? != range.start / 1024
+                    {
+                        return Err("block position disagrees with the layout".into());
+                    }
+                    let block = &data[range.start as usize..range.end as usize];
+                    let expected = unhex(field_str(entry, "expected")?)?;
+                    let own = match field_str(entry, "verified_against")? {
+                        "root" => ContentHash::of(block).as_bytes().to_vec(),
+                        "layer" => spec_block_cv(range.start, block).to_vec(),
+                        other => return Err(format!("unknown verified_against {other:?}")),
+                    };
+                    if own != expected {
+                        return Err("the block does not hash to `expected`".into());
+                    }
+                    // The stored layer (content.json) is what the block is checked against.
+                    let layer = hashes.layer_bytes();
+                    let received =
+                        BlockHashes::verify(hashes.root(), size, &layer).map_err(|e| format!("{e}"))?;
+                    received.verify_block(index, block).map_err(|e| format!("{e}"))?;
+                    let mut bad = block.to_vec();
+                    bad[field_u64(entry, "flip_offset_in_block")? as usize] ^= 1;
+                    if received.verify_block(index, &bad) != Err(ContentError::BlockMismatch { index }) {
+                        return Err("a tampered block was not refused".into());
+                    }
+                    let tampered = match field_str(entry, "verified_against")? {
+                        "root" => ContentHash::of(&bad).as_bytes().to_vec(),
+                        _ => spec_block_cv(range.start, &bad).to_vec(),
+                    };
+                    if hex(&tampered) != field_str(entry, "tampered")? {
+                        return Err("tampered hash disagrees".into());
+                    }
+                    Ok(())
+                }),
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+const ABOUT_POSTCARD: &str = "Bare postcard encodings (no frame) of the types Canopy messages are built from. \
+    `value` is the value as JSON with byte arrays shown as 0x-hex; `hex` is the exact encoding. See docs/PROTOCOL.md, section 4.";
+const ABOUT_MESSAGES: &str = "Framed messages: `frame` is the 4-byte big-endian body length followed by the postcard body \
+    (`body_len` bytes). `value` is the message as JSON in field order, byte arrays shown as 0x-hex. See docs/PROTOCOL.md.";
+
+#[test]
+fn postcard_primer() {
+    check_file("postcard.json", ABOUT_POSTCARD, postcard_vectors());
+}
+
+#[test]
+fn requests() {
+    check_file("request.json", ABOUT_MESSAGES, request_vectors());
+}
+
+#[test]
+fn responses() {
+    check_file("response.json", ABOUT_MESSAGES, response_vectors());
+}
+
+#[test]
+fn leaf_sessions() {
+    check_file("session.json", ABOUT_MESSAGES, session_vectors());
+}
+
+#[test]
+fn overlay_links() {
+    check_file("overlay.json", ABOUT_MESSAGES, overlay_vectors());
+}
+
+#[test]
+fn rejected_frames() {
+    check_file(
+        "rejected.json",
+        "Frames a receiver MUST refuse, and the decoder's error kind (TooLarge, Malformed, TrailingBytes, \
+         NonCanonical). `type` is what the receiver expected. See docs/PROTOCOL.md, section 5.",
+        rejected_vectors(),
+    );
+}
+
+#[test]
+fn text_forms() {
+    check_file(
+        "ids.json",
+        "Text forms: peer ids (base32), content hashes (hex), peer addresses and canopy: links. \
+         See docs/PROTOCOL.md, sections 3 and 7.",
+        id_vectors(),
+    );
+}
+
+#[test]
+fn block_layouts() {
+    check_file(
+        "layout.json",
+        "How a file of `size` bytes is cut into blocks; both ends derive this from the size alone. \
+         See docs/PROTOCOL.md, section 7.",
+        layout_vectors(),
+    );
+}
+
+#[test]
+fn content_hashes_and_layers() {
+    check_file(
+        "content.json",
+        "Files whose byte i is (i mod 251), their BLAKE3 root (= b3sum), block layout, merge tree of the \
+         blocks and block layer (the chaining values of the blocks, 32 bytes each, in order; empty for a \
+         single-block file). See docs/PROTOCOL.md, section 7.",
+        content_vectors(),
+    );
+}
+
+#[test]
+fn block_proofs() {
+    check_file(
+        "blocks.json",
+        "Verifying one block of the files in content.json. `expected` is the block's chaining value from \
+         the block layer (or, for a single-block file, the root); `tampered` is what the block hashes to \
+         after flipping the low bit of its byte at `flip_offset_in_block`. See docs/PROTOCOL.md, section 7.",
+        block_vectors(),
+    );
+}
+
+/// Sizes 0, 1, 1,024 and 102,400 of the content vectors are inputs of BLAKE3's
+/// official `test_vectors.json` (byte i = i mod 251): their roots must be the
+/// published hashes, an anchor outside this code base.
+#[test]
+fn content_roots_agree_with_blake3_official_vectors() {
+    let official = [
+        (
+            0,
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+        ),
+        (
+            1,
+            "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213",
+        ),
+        (
+            1024,
+            "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7",
+        ),
+        (
+            102_400,
+            "bc3e3d41a1146b069abffad3c0d44860cf664390afce4d9661f7902e7943e085",
+        ),
+    ];
+    let stored: Value = serde_json::from_str(
+        &std::fs::read_to_string(vectors_dir().join("content.json")).expect("content.json"),
+    )
+    .expect("content.json is JSON");
+    for (size, hash) in official {
+        let entry = stored["vectors"]
+            .as_array()
+            .and_then(|entries| entries.iter().find(|entry| entry["size"] == size))
+            .unwrap_or_else(|| panic!("content.json has no file of {size} bytes"));
+        assert_eq!(entry["root"], hash, "size {size}");
+        assert_eq!(hash_bytes(&pattern(size)).root().to_hex(), hash, "size {size}");
+    }
+}
+
+fn protocol_md() -> String {
+    std::fs::read_to_string(docs_dir().join("PROTOCOL.md")).expect("docs/PROTOCOL.md")
+}
+
+#[test]
+fn protocol_md_names_exactly_the_vector_files() {
+    let doc = protocol_md();
+    let mut named = BTreeSet::new();
+    for (at, _) in doc.match_indices("vectors/") {
+        let rest = &doc[at + "vectors/".len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len());
+        let file = rest[..end].trim_end_matches('.');
+        if file.ends_with(".json") {
+            named.insert(file.to_string());
+        }
+    }
+    let generated: BTreeSet<String> = all_files().iter().map(|(file, _)| file.to_string()).collect();
+    assert_eq!(
+        named, generated,
+        "PROTOCOL.md must name every vector file, and only those"
+    );
+    let on_disk: BTreeSet<String> = std::fs::read_dir(vectors_dir())
+        .expect("docs/vectors")
+        .map(|entry| {
+            entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    assert_eq!(
+        on_disk, generated,
+        "docs/vectors holds exactly the generated files"
+    );
+}
+
+/// Blocks in PROTOCOL.md fenced as ```` ```vector FILE#NAME ```` hold the
+/// bytes of that vector, annotated: each line is `HEX BYTES | comment`.
+#[test]
+fn annotated_examples_in_protocol_md_match_the_vectors() {
+    let doc = protocol_md();
+    let mut lines = doc.lines();
+    let mut checked = 0;
+    while let Some(line) = lines.next() {
+        let Some(target) = line.strip_prefix("```vector ") else {
+            continue;
+        };
+        let (file, name) = target.trim().split_once('#').expect("```vector FILE#NAME");
+        let mut bytes = String::new();
+        for line in lines.by_ref() {
+            if line.starts_with("```") {
+                break;
+            }
+            let data = line.split('|').next().unwrap_or_default();
+            bytes.extend(data.chars().filter(|c| !c.is_whitespace()));
+        }
+        let stored: Value = serde_json::from_str(
+            &std::fs::read_to_string(vectors_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}")),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let entry = stored["vectors"]
+            .as_array()
+            .and_then(|entries| entries.iter().find(|entry| entry["name"] == name))
+            .unwrap_or_else(|| panic!("PROTOCOL.md cites {file}#{name}, which does not exist"));
+        let want = entry["frame"]
+            .as_str()
+            .or(entry["hex"].as_str())
+            .unwrap_or_else(|| panic!("{file}#{name} has no bytes"));
+        assert_eq!(
+            bytes.to_lowercase(),
+            want,
+            "PROTOCOL.md's example of {file}#{name}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "PROTOCOL.md should walk through at least 5 encodings, found {checked}"
+    );
+}
