@@ -716,6 +716,13 @@ fn session_vectors() -> Vec<Vector> {
             "SessionNotice 4: connect out to this requester, then serve it",
             SessionNotice::Push { requester: addr_a() },
         ),
+        n(
+            "leaving",
+            "SessionNotice 5: this supernode steps down; join one of these instead",
+            SessionNotice::Leaving {
+                others: vec![addr_b()],
+            },
+        ),
         u(
             "add",
             "LeafUpdate 0: one file with one metadata pair",
