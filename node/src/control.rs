@@ -258,6 +258,11 @@ pub fn metrics(view: &NodeView) -> String {
         "Hits this supernode's index produced for queries.",
         overlay_count(|s| s.hits_found.load(Ordering::Relaxed)),
     );
+    out.counter(
+        "canopy_bad_overlay_messages_total",
+        "Messages from neighbour supernodes that broke the caps (each closed its link).",
+        overlay_count(|s| s.bad_messages.load(Ordering::Relaxed)),
+    );
     if let Some(rss) = resident_memory() {
         out.gauge(
             "canopy_memory_resident_bytes",

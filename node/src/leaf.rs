@@ -14,7 +14,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use canopy_common::net::{read_frame, write_frame, Endpoint};
-use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, SessionNotice,
 };
@@ -23,9 +23,6 @@ use tokio::sync::watch;
 use crate::serve::{serve_connection, ServeContext};
 use crate::share::{SharedFile, Shares};
 
-/// Entries per `Add` frame: well under the frame cap even with long names
-/// and full metadata.
-const FILES_PER_FRAME: usize = 100;
 /// How often the shares are compared with what the supernode was told.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -251,15 +248,12 @@ impl Joined<'_> {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            for chunk in added.chunks(FILES_PER_FRAME) {
-                write_frame(
-                    send,
-                    &LeafUpdate::Add {
-                        files: chunk.to_vec(),
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            // As many entries per frame as fit: a name and tags can make
+            // one entry kilobytes long.
+            for files in batches(&added, MAX_CONTROL_FRAME) {
+                write_frame(send, &LeafUpdate::Add { files })
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             let count = published.len();
             let supernode = self.supernode;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::frame::batches;
 use canopy_common::proto::search::MAX_HITS;
 use canopy_common::proto::wire::{LinkHello, LinkNotice};
 use canopy_common::proto::{
@@ -27,9 +28,6 @@ use tokio::sync::{mpsc, watch};
 pub use index::{FileIndex, IndexError, LeafId};
 pub use overlay::{Overlay, OverlayConfig};
 
-/// Hits per [`Response::Hits`] frame: small enough for the frame cap even
-/// with long names and many sources.
-const HITS_PER_FRAME: usize = 40;
 /// Most supernodes offered to a leaf we turn away.
 const MAX_REFERRALS: usize = 8;
 /// How often leaves hear of other supernodes they could fall back on.
@@ -437,8 +435,8 @@ impl Supernode {
             return overlay.search(query, send).await;
         }
         let hits = self.search(query).await;
-        for chunk in hits.chunks(HITS_PER_FRAME) {
-            write_frame(send, &Response::Hits { hits: chunk.to_vec() }).await?;
+        for hits in batches(&hits, MAX_CONTROL_FRAME) {
+            write_frame(send, &Response::Hits { hits }).await?;
         }
         write_frame(send, &Response::EndOfHits).await
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
-use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
 use canopy_common::proto::routing::{Action, Origin, QueryId, Router, RouterConfig};
 use canopy_common::proto::search::MAX_HITS;
 use canopy_common::proto::wire::{LinkHello, LinkNotice, OverlayMessage, MAX_HOSTS_PER_MESSAGE};
@@ -61,7 +61,6 @@ const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Messages queued per neighbour before we drop rather than wait.
 const OUTBOX: usize = 256;
-const HITS_PER_FRAME: usize = 40;
 
 struct Neighbour {
     addr: PeerAddr,
@@ -89,6 +88,8 @@ pub struct OverlayStats {
     pub duplicates_dropped: AtomicU64,
     /// Hits our index produced.
     pub hits_found: AtomicU64,
+    /// Messages from neighbours that broke the caps (each closed its link).
+    pub bad_messages: AtomicU64,
 }
 
 pub struct Overlay {
@@ -321,7 +322,13 @@ impl Overlay {
             tokio::pin!(read);
             tokio::select! {
                 message = &mut read => match message {
-                    Ok(message) => self.on_message(peer, message),
+                    Ok(message) => {
+                        if let Err(reason) = self.on_message(peer, message) {
+                            tracing::warn!(neighbour = ?peer, %reason, "closing the link to a misbehaving supernode");
+                            self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
+                            break false;
+                        }
+                    }
                     Err(error) => {
                         if !matches!(error, NetError::Truncated) {
                             tracing::debug!(neighbour = ?peer, %error, "link ended");
@@ -364,11 +371,17 @@ impl Overlay {
         entries
     }
 
-    fn on_message(self: &Arc<Self>, from: PeerAddr, message: OverlayMessage) {
+    /// Handles one message from neighbour `from`; an error (a message
+    /// breaking the caps) ends the link.
+    fn on_message(self: &Arc<Self>, from: PeerAddr, message: OverlayMessage) -> Result<(), String> {
         let now = self.now();
         match message {
             OverlayMessage::Query(query) => {
                 self.stats.queries_received.fetch_add(1, Ordering::Relaxed);
+                query
+                    .query
+                    .check()
+                    .map_err(|reason| format!("bad query: {reason}"))?;
                 let neighbours = self.neighbour_ids();
                 let actions = self.router.lock().expect("router lock").on_query(
                     Origin::Neighbour(from.id),
@@ -381,8 +394,13 @@ impl Overlay {
                 }
                 self.execute(actions);
             }
-            OverlayMessage::Hits { id, mut hits } => {
-                hits.truncate(usize::from(MAX_HITS));
+            OverlayMessage::Hits { id, hits } => {
+                if hits.len() > usize::from(MAX_HITS) {
+                    return Err(format!("{} hits in one message, over {MAX_HITS}", hits.len()));
+                }
+                for hit in &hits {
+                    hit.check().map_err(|reason| format!("bad hit: {reason}"))?;
+                }
                 let actions = self
                     .router
                     .lock()
@@ -400,6 +418,7 @@ impl Overlay {
                 }
             }
         }
+        Ok(())
     }
 
     /// Whether one more query may be passed on now.
@@ -460,14 +479,8 @@ impl Overlay {
                     id,
                     hits,
                 } => {
-                    for chunk in hits.chunks(HITS_PER_FRAME) {
-                        self.send_to(
-                            peer,
-                            OverlayMessage::Hits {
-                                id,
-                                hits: chunk.to_vec(),
-                            },
-                        );
+                    for hits in batches(&hits, MAX_CONTROL_FRAME) {
+                        self.send_to(peer, OverlayMessage::Hits { id, hits });
                     }
                 }
                 Action::Deliver {
@@ -524,7 +537,8 @@ impl Overlay {
                         let Some(mut hits) = hits else { break };
                         hits.truncate(max_hits - sent);
                         sent += hits.len();
-                        if !hits.is_empty() {
+                        // One answer can hold up to 200 hits: more than a frame.
+                        for hits in batches(&hits, MAX_CONTROL_FRAME) {
                             write_frame(send, &Response::Hits { hits }).await?;
                         }
                         // Alone in the network, our own answer is all there is.

@@ -38,6 +38,40 @@ pub fn encode<T: Serialize>(message: &T, max: usize) -> Result<Vec<u8>, FrameErr
     Ok(frame)
 }
 
+/// Bytes a message wrapping a list may add around the list itself (its
+/// variant tag, the list's length, small fields such as a query id).
+pub const ENVELOPE_ALLOWANCE: usize = 64;
+
+/// Splits `items` into batches that each fit one frame of at most `max`
+/// bytes once wrapped in a message (see [`ENVELOPE_ALLOWANCE`]), keeping
+/// their order. Counting items per frame is not enough: entries within
+/// every field cap vary from tens of bytes to kilobytes. An item that
+/// cannot fit even alone is left out (the field caps make that impossible
+/// for every message we send).
+pub fn batches<T: Serialize + Clone>(items: &[T], max: usize) -> Vec<Vec<T>> {
+    let budget = max.saturating_sub(ENVELOPE_ALLOWANCE);
+    let mut batches = Vec::new();
+    let (mut batch, mut used) = (Vec::new(), 0);
+    for item in items {
+        let Ok(size) = postcard::to_allocvec(item).map(|bytes| bytes.len()) else {
+            continue;
+        };
+        if size > budget {
+            continue;
+        }
+        if used + size > budget {
+            batches.push(std::mem::take(&mut batch));
+            used = 0;
+        }
+        batch.push(item.clone());
+        used += size;
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
 /// Reads the body length from a prefix, refusing anything over `max`.
 pub fn body_len(prefix: [u8; LEN_PREFIX], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(prefix) as usize;
@@ -83,6 +117,39 @@ mod tests {
     use super::*;
     use crate::proto::wire::Request;
     use crate::proto::ContentHash;
+
+    #[test]
+    fn batches_of_the_largest_legal_entries_each_fit_one_frame() {
+        use crate::proto::search::{FileEntry, FileKind, LeafUpdate, MAX_META_KEY_LEN, MAX_META_PAIRS};
+        use crate::proto::search::{MAX_META_VALUE_LEN, MAX_NAME_LEN};
+        let largest = |i: u8| FileEntry {
+            hash: ContentHash([i; 32]),
+            size: u64::MAX,
+            name: "n".repeat(MAX_NAME_LEN),
+            kind: FileKind::Audio,
+            meta: vec![("k".repeat(MAX_META_KEY_LEN), "v".repeat(MAX_META_VALUE_LEN)); MAX_META_PAIRS],
+        };
+        let entries: Vec<FileEntry> = (0..100).map(largest).collect();
+        assert!(
+            entries.iter().all(|e| e.check().is_ok()),
+            "each entry is within its caps"
+        );
+        // A hundred of them in one frame would not fit.
+        assert!(encode(
+            &LeafUpdate::Add {
+                files: entries.clone()
+            },
+            MAX_CONTROL_FRAME
+        )
+        .is_err());
+        let batches = batches(&entries, MAX_CONTROL_FRAME);
+        assert!(batches.len() > 1);
+        for files in &batches {
+            encode(&LeafUpdate::Add { files: files.clone() }, MAX_CONTROL_FRAME).expect("each batch fits");
+        }
+        let rejoined: Vec<FileEntry> = batches.concat();
+        assert_eq!(rejoined, entries, "nothing lost, order kept");
+    }
 
     #[test]
     fn oversize_prefix_is_refused_before_reading_the_body() {

@@ -251,6 +251,20 @@ pub struct Hit {
     pub relayed: Vec<RelayedSource>,
 }
 
+impl Hit {
+    /// Checks a hit from another supernode against the caps our own hits
+    /// keep, so a neighbour cannot pass oversized hits on to our leaves.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.len() > MAX_NAME_LEN {
+            return Err(format!("hit name over {MAX_NAME_LEN} bytes"));
+        }
+        if self.sources.len() > MAX_SOURCES_PER_HIT || self.relayed.len() > MAX_SOURCES_PER_HIT {
+            return Err(format!("hit with over {MAX_SOURCES_PER_HIT} sources"));
+        }
+        Ok(())
+    }
+}
+
 /// A firewalled source and the supernode that can ask it to call out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayedSource {
