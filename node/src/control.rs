@@ -343,6 +343,12 @@ pub async fn fetch_metrics(data_dir: &Path) -> anyhow::Result<String> {
         .trim()
         .parse()
         .with_context(|| format!("{} does not hold an address", record.display()))?;
+    // A node listening on every interface is asked on loopback.
+    let addr = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream

@@ -19,10 +19,20 @@ pub fn load(data_dir: &Path) -> Vec<PeerAddr> {
     let Ok(text) = std::fs::read_to_string(path(data_dir)) else {
         return Vec::new();
     };
-    text.lines()
-        .filter_map(|line| line.trim().parse().ok())
-        .take(MAX_ENTRIES)
-        .collect()
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let entries: Vec<PeerAddr> = lines.iter().filter_map(|line| line.parse().ok()).collect();
+    if entries.len() < lines.len() {
+        tracing::warn!(
+            path = %path(data_dir).display(),
+            damaged = lines.len() - entries.len(),
+            "skipped damaged lines of the supernode cache; it is rewritten as supernodes are reached"
+        );
+    }
+    entries.into_iter().take(MAX_ENTRIES).collect()
 }
 
 /// Moves `supernode` to the front of the cache.

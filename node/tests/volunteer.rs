@@ -144,8 +144,15 @@ fn metrics_move_with_traffic_and_sigterm_rehomes_the_leaves() {
 
     // A search through the first supernode crosses the overlay; a download
     // moves bytes out of the leaf.
-    let search = canopy(&["search", "volunteer", "--json", "--bootstrap", &first.address]);
-    assert!(search.status.success(), "{}", text(&search.stderr));
+    // (The index commits every 250 ms: a file is counted before it is searchable.)
+    let found = (0..20).any(|_| {
+        let search = canopy(&["search", "volunteer", "--json", "--bootstrap", &first.address]);
+        search.status.success() || {
+            std::thread::sleep(Duration::from_millis(250));
+            false
+        }
+    });
+    assert!(found, "the leaf's file is found across the overlay");
     let hash = blake3::hash(&bytes).to_hex().to_string();
     let output = dir.path().join("fetched.bin");
     let get = canopy(&[
@@ -202,4 +209,80 @@ fn metrics_move_with_traffic_and_sigterm_rehomes_the_leaves() {
     );
     drop(leaf);
     drop(first);
+}
+
+fn terminate(mut node: support::RunningNode) {
+    let pid = node.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = node.child.wait().unwrap();
+    assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+}
+
+#[test]
+fn a_restart_keeps_identity_and_caches_even_with_a_damaged_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (supernode_data, leaf_data) = (dir.path().join("supernode"), dir.path().join("leaf"));
+    let supernode = run_node(&["--role", "supernode"], &supernode_data);
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("kept.txt"), b"hashed once").unwrap();
+    let share = share.to_str().unwrap();
+    let leaf = run_node(
+        &[
+            "--role",
+            "leaf",
+            "--share",
+            share,
+            "--bootstrap",
+            &supernode.address,
+        ],
+        &leaf_data,
+    );
+    let first_address = leaf.address.clone();
+    assert!(
+        leaf.banner
+            .iter()
+            .any(|l| l.contains("1 hashed now, 0 from cache")),
+        "{:?}",
+        leaf.banner
+    );
+    wait_for_metric(&supernode_data, "the leaf to join", |m| {
+        m.get("canopy_leaves") == Some(&1.0)
+    });
+    terminate(leaf);
+    wait_for_metric(&supernode_data, "the leaf to leave", |m| {
+        m.get("canopy_leaves") == Some(&0.0)
+    });
+
+    // Damage the supernode cache: the good line is kept, the rest reported and skipped.
+    let cache = std::fs::read_dir(&leaf_data)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| std::fs::read_to_string(path).is_ok_and(|text| text.contains(&supernode.address)))
+        .expect("the leaf remembered its supernode");
+    let mut text = std::fs::read_to_string(&cache).unwrap();
+    text.push_str("garbage that is no address\n\u{0}\u{1}\n");
+    std::fs::write(&cache, text).unwrap();
+
+    // No --bootstrap: it finds its supernode again from its cache.
+    let again = run_node(&["--role", "leaf", "--share", share], &leaf_data);
+    let id = |address: &str| address.split('@').next().unwrap().to_string();
+    assert_eq!(id(&again.address), id(&first_address), "same identity");
+    assert!(
+        again
+            .banner
+            .iter()
+            .any(|l| l.contains("0 hashed now, 1 from cache")),
+        "{:?}",
+        again.banner
+    );
+    wait_for_metric(&supernode_data, "the leaf to rejoin from its cache", |m| {
+        m.get("canopy_leaves") == Some(&1.0)
+    });
+    drop(again);
+    drop(supernode);
 }

@@ -33,14 +33,27 @@ impl HostCache {
             path,
         };
         if let Some(text) = cache.path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
-            for line in text.lines() {
+            let mut damaged = 0;
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
                 let mut parts = line.split_whitespace();
-                let (Some(addr), Some(seen)) = (parts.next(), parts.next()) else {
-                    continue;
+                let parsed = match (parts.next(), parts.next()) {
+                    (Some(addr), Some(seen)) => addr.parse::<PeerAddr>().ok().zip(seen.parse::<u64>().ok()),
+                    _ => None,
                 };
-                if let (Ok(addr), Ok(seen)) = (addr.parse::<PeerAddr>(), seen.parse::<u64>()) {
-                    cache.entries.insert(addr.id, (addr, seen));
+                match parsed {
+                    Some((addr, seen)) => {
+                        cache.entries.insert(addr.id, (addr, seen));
+                    }
+                    None => damaged += 1,
                 }
+            }
+            if damaged > 0 {
+                tracing::warn!(
+                    path = %cache.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    damaged,
+                    kept = cache.entries.len(),
+                    "skipped damaged lines of the supernode host cache; it is rewritten as supernodes are met"
+                );
             }
         }
         cache

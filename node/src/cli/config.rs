@@ -364,6 +364,36 @@ mod tests {
         );
     }
 
+    /// The example in deploy/ documents every setting `canopy run` has,
+    /// and its values (the commented-out ones too) parse.
+    #[test]
+    fn the_example_config_documents_every_setting() {
+        use clap::Args;
+        let example = include_str!("../../../deploy/canopy.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        parse(&uncommented).expect("the example parses with every key set");
+        let command = RunArgs::augment_args(clap::Command::new("run"));
+        for argument in command.get_arguments() {
+            let Some(key) = argument.get_long() else { continue };
+            if key == "config" {
+                continue;
+            }
+            assert!(
+                uncommented
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))),
+                "deploy/canopy.toml does not document {key}"
+            );
+        }
+    }
+
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         use clap::Parser;

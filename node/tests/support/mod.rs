@@ -23,6 +23,8 @@ pub struct RunningNode {
     pub child: Child,
     /// Its `PEERID@HOST:PORT`, as it printed it.
     pub address: String,
+    /// What it printed up to its role line (identity, address, what it shares).
+    pub banner: Vec<String>,
 }
 
 impl Drop for RunningNode {
@@ -45,13 +47,20 @@ pub fn run_node(args: &[&str], data: &Path) -> RunningNode {
         .spawn()
         .expect("canopy run starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("canopy run printed its address").unwrap();
+    let mut banner = Vec::new();
+    let mut address = None;
+    while !banner.iter().any(|line: &String| line.starts_with("role:")) {
+        let line = lines.next().expect("canopy run printed its banner").unwrap();
         if let Some(rest) = line.split("peers reach this node as ").nth(1) {
-            break rest.trim_end_matches(')').to_string();
+            address = Some(rest.trim_end_matches(')').to_string());
         }
-    };
+        banner.push(line);
+    }
     // Keep draining stdout so the node never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    RunningNode { child, address }
+    RunningNode {
+        child,
+        address: address.expect("canopy run printed its address"),
+        banner,
+    }
 }
