@@ -304,6 +304,9 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
             "127.0.0.1:0",
             "--max-leaves",
             &(leaves + 100).to_string(),
+            // Every simulated leaf comes from 127.0.0.1.
+            "--max-connections-per-address",
+            &(leaves + 100).to_string(),
         ])
         .arg("--data-dir")
         .arg(dir.path())

@@ -39,6 +39,8 @@ pub struct NodeView {
     /// What the start-up probe measured, if the role was elected.
     pub profile: Option<Profile>,
     pub started: Instant,
+    /// Connection caps, for the refusal count.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// Binds `addr`, records it in `data_dir` and serves until the task is dropped.
@@ -186,8 +188,13 @@ pub fn metrics(view: &NodeView) -> String {
     );
     out.counter(
         "canopy_busy_total",
-        "Requests told to retry later (all upload slots taken).",
+        "Requests told to retry later (all upload slots, or the peer's share, taken).",
         load(&stats.busy),
+    );
+    out.counter(
+        "canopy_connections_refused_total",
+        "Connections refused: too many from one address or one peer.",
+        load(&view.admission.refused),
     );
     let joined = view.leaf_status.borrow().joined.len();
     out.gauge(

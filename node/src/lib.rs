@@ -6,6 +6,7 @@
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
+pub mod admission;
 pub mod cli;
 pub mod control;
 pub mod demo;

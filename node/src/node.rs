@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub control: Option<SocketAddr>,
     /// What the start-up probe measured, reported in the metrics.
     pub profile: Option<Profile>,
+    /// Connections one address or one peer may hold at once.
+    pub connection_limits: crate::admission::ConnectionLimits,
 }
 
 impl NodeConfig {
@@ -69,6 +71,7 @@ impl NodeConfig {
             election: None,
             control: None,
             profile: None,
+            connection_limits: Default::default(),
         }
     }
 
@@ -135,10 +138,12 @@ impl Node {
             &config.upload,
             supernode.clone(),
         ));
+        let admission = Arc::new(crate::admission::Admission::new(config.connection_limits));
         let mut tasks = vec![tokio::spawn(accept_loop(
             endpoint.clone(),
             context.clone(),
             config.accept_inbound,
+            admission.clone(),
         ))];
         if let Some(interval) = config.rescan_interval.filter(|_| !config.share.is_empty()) {
             tasks.push(tokio::spawn(rescan_loop(
@@ -214,6 +219,7 @@ impl Node {
                     leaf_status: leaf_status.clone(),
                     profile: config.profile.clone(),
                     started: std::time::Instant::now(),
+                    admission: admission.clone(),
                 };
                 Some(
                     crate::control::start(addr, &config.data_dir, view)
@@ -347,25 +353,44 @@ impl Node {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, context: Arc<ServeContext>, accept_inbound: bool) {
+async fn accept_loop(
+    endpoint: Endpoint,
+    context: Arc<ServeContext>,
+    accept_inbound: bool,
+    admission: Arc<crate::admission::Admission>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         if !accept_inbound {
             // Behaves as a node behind a firewall: peers reach it by push.
             incoming.refuse();
             continue;
         }
-        let context = context.clone();
+        let remote = incoming.remote_address();
+        let Some(address_slot) = admission.address(remote.ip()) else {
+            tracing::debug!(%remote, "refusing a connection: too many from this address");
+            incoming.refuse();
+            continue;
+        };
+        let (context, admission) = (context.clone(), admission.clone());
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(connection) => {
-                    if let Ok(peer) = canopy_common::net::remote_peer_id(&connection) {
-                        context.deliver_push(peer, &connection);
-                    }
-                    serve_connection(connection, context).await
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!(%remote, %error, "handshake failed");
+                    return;
                 }
-                Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
-            }
+            };
+            let Ok(peer) = canopy_common::net::remote_peer_id(&connection) else {
+                return;
+            };
+            let Some(_peer_slot) = admission.peer(peer) else {
+                tracing::debug!(%remote, "closing a connection: too many from this peer");
+                connection.close(0u32.into(), b"too many connections");
+                return;
+            };
+            context.deliver_push(peer, &connection);
+            serve_connection(connection, context).await;
+            drop(address_slot);
         });
     }
 }

@@ -42,6 +42,12 @@ pub mod codes {
 
 /// How long a peer may take to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one chunk of an answer may wait for the peer to read. A peer
+/// that asks and never reads would otherwise hold an upload slot forever.
+const WRITE_STALL: Duration = Duration::from_secs(15);
+/// Block requests one peer may have served at once, so a single peer
+/// cannot take every upload slot.
+pub const SLOTS_PER_PEER: usize = 8;
 /// Bytes read from disk per write to the stream when no cap applies.
 const READ_CHUNK: usize = 1 << 20;
 /// What a busy node suggests as a retry delay.
@@ -98,6 +104,8 @@ pub struct ServeContext {
     /// Shared by every download of this node.
     pub(crate) download_limiter: Option<RateLimiter>,
     slots: Semaphore,
+    /// Upload slots in use per peer.
+    peer_slots: Arc<Mutex<HashMap<PeerId, usize>>>,
 }
 
 impl ServeContext {
@@ -112,7 +120,22 @@ impl ServeContext {
             limiter: limits.max_upload_rate.map(RateLimiter::new),
             download_limiter: limits.max_download_rate.map(RateLimiter::new),
             slots: Semaphore::new(limits.upload_slots.max(1)),
+            peer_slots: Arc::default(),
         }
+    }
+
+    /// One of `peer`'s [`SLOTS_PER_PEER`] upload slots, released when dropped.
+    fn peer_slot(&self, peer: PeerId) -> Option<PeerSlot> {
+        let mut slots = self.peer_slots.lock().expect("peer slots lock");
+        let used = slots.entry(peer).or_insert(0);
+        if *used >= SLOTS_PER_PEER {
+            return None;
+        }
+        *used += 1;
+        Some(PeerSlot {
+            peer,
+            slots: self.peer_slots.clone(),
+        })
     }
 
     /// The supernode role this node plays now, if any.
@@ -256,7 +279,29 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
         }
         Err(error) => {
             tracing::debug!(peer = ?peer, ?request, %error, "request failed");
-            let _ = send.reset(VarInt::from_u32(codes::INTERNAL));
+            let code = match error {
+                AnswerError::Stalled => codes::TIMEOUT,
+                _ => codes::INTERNAL,
+            };
+            let _ = send.reset(VarInt::from_u32(code));
+        }
+    }
+}
+
+/// A peer's hold on one upload slot.
+struct PeerSlot {
+    peer: PeerId,
+    slots: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().expect("peer slots lock");
+        if let Some(used) = slots.get_mut(&self.peer) {
+            *used -= 1;
+            if *used == 0 {
+                slots.remove(&self.peer);
+            }
         }
     }
 }
@@ -274,6 +319,8 @@ enum AnswerError {
     Disk(#[from] std::io::Error),
     #[error(transparent)]
     Write(#[from] quinn::WriteError),
+    #[error("the peer stopped reading for {WRITE_STALL:?}")]
+    Stalled,
 }
 
 async fn answer(
@@ -379,6 +426,17 @@ async fn answer(
                 write_frame(send, &Response::Have { blocks }).await?;
                 return Ok(());
             }
+            let Some(_peer_slot) = context.peer_slot(peer.id) else {
+                context.stats.busy.fetch_add(1, Ordering::Relaxed);
+                write_frame(
+                    send,
+                    &Response::Busy {
+                        retry_after_ms: BUSY_RETRY_MS,
+                    },
+                )
+                .await?;
+                return Ok(());
+            };
             let Ok(_slot) = context.slots.try_acquire() else {
                 context.stats.busy.fetch_add(1, Ordering::Relaxed);
                 write_frame(
@@ -446,7 +504,10 @@ async fn send_file_range(
         if let Some(limiter) = &context.limiter {
             limiter.acquire(chunk.len()).await;
         }
-        send.write_chunk(chunk).await?;
+        match tokio::time::timeout(WRITE_STALL, send.write_chunk(chunk)).await {
+            Ok(written) => written?,
+            Err(_) => return Err(AnswerError::Stalled),
+        }
         context.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
     }
     drop(chunks_rx);

@@ -28,6 +28,9 @@ pub struct EndpointConfig {
     /// packets at QUIC's speeds; the kernel may clamp what we ask for to
     /// `net.core.rmem_max` / `wmem_max`.
     pub udp_buffer_bytes: usize,
+    /// Bytes a peer may send on one stream before we read them: large
+    /// enough for full speed over long, fast links.
+    pub stream_receive_window: u32,
 }
 
 impl Default for EndpointConfig {
@@ -39,6 +42,7 @@ impl Default for EndpointConfig {
             keep_alive: Duration::from_secs(1),
             max_streams_per_connection: 64,
             udp_buffer_bytes: 4 << 20,
+            stream_receive_window: 8 << 20,
         }
     }
 }
@@ -53,7 +57,7 @@ impl EndpointConfig {
             .keep_alive_interval(Some(self.keep_alive))
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_streams_per_connection))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
-            .stream_receive_window(VarInt::from_u32(8 << 20));
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window));
         Ok(Arc::new(transport))
     }
 }

@@ -133,6 +133,10 @@ pub struct RunArgs {
     /// Cap on the total download rate, as for uploads [default: none].
     #[arg(long, env = "CANOPY_MAX_DOWNLOAD_RATE", value_name = "RATE", value_parser = parse_bytes)]
     pub max_download_rate: Option<u64>,
+    /// Connections one IP address may hold at once; more are refused
+    /// [default: 64].
+    #[arg(long, env = "CANOPY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
     /// Block requests served at once; more are told to retry later [default: 64].
     #[arg(long, env = "CANOPY_UPLOAD_SLOTS", value_name = "N")]
     pub upload_slots: Option<usize>,
@@ -175,6 +179,7 @@ pub struct FileSettings {
     #[serde(default, deserialize_with = "byte_size")]
     pub max_download_rate: Option<u64>,
     pub upload_slots: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
 }
@@ -226,6 +231,7 @@ pub struct RunSettings {
     pub max_upload_rate: Option<u64>,
     pub max_download_rate: Option<u64>,
     pub upload_slots: usize,
+    pub max_connections_per_address: usize,
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
 }
@@ -296,6 +302,11 @@ impl RunSettings {
                 .upload_slots
                 .or(file.upload_slots)
                 .unwrap_or(crate::serve::TransferLimits::default().upload_slots)
+                .max(1),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(crate::admission::ConnectionLimits::default().per_address)
                 .max(1),
             metrics: args.metrics.or(file.metrics),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),

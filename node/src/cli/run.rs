@@ -33,6 +33,7 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.leaf_sessions = settings.supernodes;
     config.rescan_interval = settings.rescan_interval;
     config.control = Some(settings.metrics.unwrap_or(crate::control::DEFAULT_ADDR));
+    config.connection_limits.per_address = settings.max_connections_per_address;
     config
 }
 

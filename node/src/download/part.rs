@@ -17,8 +17,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::proto::content::BlockHashes;
-use canopy_common::proto::{Bitfield, ContentHash, WireBitfield};
-use serde::{Deserialize, Serialize};
+use canopy_common::proto::resume::{decode_state, encode_state};
+use canopy_common::proto::Bitfield;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fileio::{read_exact_at, write_all_at, write_atomically};
@@ -28,7 +28,6 @@ use crate::share::PART_SUFFIX;
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Most bytes written blocks may amount to before they are made durable.
 pub const CHECKPOINT_BYTES: u64 = 32 << 20;
-const STATE_VERSION: u8 = 1;
 
 /// `PATH.part`, where a download lives until it is complete and verified.
 pub fn part_path(output: &Path) -> PathBuf {
@@ -44,14 +43,6 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct PartState {
-    version: u8,
-    hash: ContentHash,
-    size: u64,
-    done: WireBitfield,
 }
 
 /// Opens (or creates) the part file for `hashes` and returns it with the
@@ -89,18 +80,13 @@ pub fn open(output: &Path, hashes: &BlockHashes) -> std::io::Result<(File, Bitfi
 
 fn read_state(path: &Path, hashes: &BlockHashes) -> Option<Bitfield> {
     let bytes = std::fs::read(path).ok()?;
-    let state: PartState = match postcard::from_bytes(&bytes) {
-        Ok(state) => state,
+    match decode_state(&bytes, hashes.root(), &hashes.layout()) {
+        Ok(done) => Some(done),
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "ignoring damaged download state file");
-            return None;
+            tracing::warn!(path = %path.display(), %error, "ignoring the download state file; the part file is checked instead");
+            None
         }
-    };
-    if state.version != STATE_VERSION || state.hash != hashes.root() || state.size != hashes.layout().size() {
-        tracing::warn!(path = %path.display(), "state file belongs to another file; ignoring it");
-        return None;
     }
-    Bitfield::from_wire(&state.done, hashes.layout().block_count())
 }
 
 /// The subset of `candidates` whose bytes in `file` verify, checked on all cores.
@@ -269,13 +255,7 @@ impl WriterState {
         }
         self.pending_bytes = 0;
         self.last_checkpoint = Instant::now();
-        let state = PartState {
-            version: STATE_VERSION,
-            hash: self.hashes.root(),
-            size: self.hashes.layout().size(),
-            done: self.durable.to_wire(),
-        };
-        let bytes = postcard::to_allocvec(&state).map_err(std::io::Error::other)?;
+        let bytes = encode_state(self.hashes.root(), &self.hashes.layout(), &self.durable);
         write_atomically(&state_path(&self.output), &bytes)
     }
 

@@ -1,0 +1,51 @@
+//! What a neighbour supernode sends on an overlay link: queries, hits and
+//! host lists. Decoding, the caps checks and the flooding router must take
+//! any bytes without a panic, and the router must stay within its bounds.
+#![no_main]
+
+use std::time::Duration;
+
+use canopy_common::proto::frame::{decode, encode, MAX_CONTROL_FRAME};
+use canopy_common::proto::routing::{Origin, Router, RouterConfig};
+use canopy_common::proto::wire::{LinkNotice, OverlayMessage};
+use canopy_common::proto::PeerId;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some((notice, used))) = decode::<LinkNotice>(data, MAX_CONTROL_FRAME) {
+        assert_eq!(encode(&notice, MAX_CONTROL_FRAME).unwrap(), &data[..used]);
+    }
+    let Ok(Some((message, used))) = decode::<OverlayMessage>(data, MAX_CONTROL_FRAME) else {
+        return;
+    };
+    assert_eq!(encode(&message, MAX_CONTROL_FRAME).unwrap(), &data[..used]);
+    let config = RouterConfig {
+        max_entries: 4,
+        ..RouterConfig::default()
+    };
+    let max_ttl = config.max_ttl;
+    let mut router = Router::new(config);
+    let neighbours = [PeerId([1; 32]), PeerId([2; 32])];
+    let now = Duration::from_secs(1);
+    match message {
+        OverlayMessage::Query(query) => {
+            let _ = query.query.check();
+            let id = query.id;
+            for action in router.on_query(Origin::Neighbour(neighbours[0]), query, &neighbours, now) {
+                if let canopy_common::proto::routing::Action::Forward { query, .. } = action {
+                    assert!(query.ttl < max_ttl, "a forwarded TTL is capped");
+                }
+            }
+            let _ = router.on_local_hits(id, Vec::new(), now);
+        }
+        OverlayMessage::Hits { id, hits } => {
+            for hit in &hits {
+                let _ = hit.check();
+            }
+            // Hits for a query never seen are dropped.
+            assert!(router.on_hits(neighbours[1], id, hits, now).is_empty());
+        }
+        OverlayMessage::Supernodes { .. } => {}
+    }
+    assert!(router.len() <= 4);
+});
