@@ -77,9 +77,30 @@ function show(name) {
   if (name === 'settings') loadSettings();
 }
 
-// Search: results stream in as search-hit events for our search id.
+// Search: results stream in as search-hit events for our search id. Events
+// can beat the answer that tells the id, so those of unknown searches wait
+// in `early` (a few searches' worth) until it arrives.
 let currentSearch = null;
 const shownHits = new Set();
+const early = new Map();
+
+function searchEvent(kind, e) {
+  if (e.search === currentSearch) {
+    if (kind === 'hit') addHit(e.hit);
+    else searchDone(e);
+    return;
+  }
+  if (currentSearch !== null && e.search < currentSearch) return;
+  if (!early.has(e.search)) {
+    early.set(e.search, []);
+    if (early.size > 4) early.delete(early.keys().next().value);
+  }
+  early.get(e.search).push([kind, e]);
+}
+
+function searchDone(e) {
+  $('#search-state').textContent = e.error && !e.hits ? e.error : `${e.hits} found.`;
+}
 $('#search-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const text = $('#search-text').value.trim();
@@ -88,8 +109,11 @@ $('#search-form').addEventListener('submit', async (event) => {
   shownHits.clear();
   $('#search-state').textContent = 'Searching…';
   try {
+    currentSearch = null;
     const answer = await api('POST', 'search', { text, kind: $('#search-kind').value || null });
     currentSearch = answer.search;
+    for (const [kind, e] of early.get(currentSearch) || []) searchEvent(kind, e);
+    early.clear();
   } catch (error) {
     $('#search-state').textContent = error.message;
   }
@@ -280,11 +304,8 @@ function connect() {
   on('status', renderStatus);
   on('downloads', renderDownloads);
   on('shares', renderShares);
-  on('search-hit', (e) => { if (e.search === currentSearch) addHit(e.hit); });
-  on('search-done', (e) => {
-    if (e.search !== currentSearch) return;
-    $('#search-state').textContent = e.error && !e.hits ? e.error : `${e.hits} found.`;
-  });
+  on('search-hit', (e) => searchEvent('hit', e));
+  on('search-done', (e) => searchEvent('done', e));
   on('resync', () => {
     act(api('GET', 'downloads').then(renderDownloads));
     act(api('GET', 'shares').then(renderShares));
