@@ -348,3 +348,204 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
     assert_eq!(blake3_of(&fetched.join("out.bin")), hash);
     drop(node);
 }
+
+/// Sends a raw request to `addr`; returns the status code and the text answered.
+fn ask(addr: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn the_api_needs_the_key_and_refuses_other_sites() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let downloads = temp.path().join("downloads");
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &data,
+    );
+    let url = node.wait_for("desktop app: open ");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let key = std::fs::read_to_string(data.join("api-key")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("api-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key file is readable by others");
+    }
+    let get = |path: &str, headers: &str| ask(&addr, &format!("GET {path} HTTP/1.1\r\n{headers}\r\n"));
+
+    // The page carries the key; no CORS header is ever sent.
+    let (status, page) = get("/", &format!("Host: {addr}\r\n"));
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("content=\"{key}\"")));
+    assert!(!page.to_ascii_lowercase().contains("access-control-allow"));
+    // DNS rebinding: a page from another name reaching our port is refused.
+    let (status, page) = get("/", "Host: evil.example:4664\r\n");
+    assert_eq!(status, 403);
+    assert!(!page.contains(&key));
+    let (status, _) = get(
+        "/api/status",
+        &format!("Host: evil.example\r\nX-API-Key: {key}\r\n"),
+    );
+    assert_eq!(status, 403);
+    // The API: the key or nothing.
+    assert_eq!(get("/api/status", "Host: localhost\r\n").0, 403);
+    assert_eq!(
+        get("/api/status", "Host: localhost\r\nX-API-Key: wrong\r\n").0,
+        403
+    );
+    let (status, body) = get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\":\"leaf\""), "{body}");
+    // The key in the query is accepted on the event stream only.
+    assert_eq!(
+        get(&format!("/api/status?key={key}"), "Host: localhost\r\n").0,
+        403
+    );
+    let (status, events) = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET /api/events?key={key} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut text = String::new();
+        while !text.contains("event: shares") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => text.push_str(&String::from_utf8_lossy(&buffer[..read])),
+            }
+        }
+        (
+            text.get(9..12).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0),
+            text,
+        )
+    };
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.contains("text/event-stream") && events.contains("event: status"),
+        "{events}"
+    );
+
+    // Bad input gets a clear error, not a crash.
+    let post = |path: &str, body: &str| {
+        ask(
+            &addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert_eq!(post("/api/downloads", "{\"hash\": \"zz\"}").0, 400);
+    assert_eq!(post("/api/downloads", "not json").0, 400);
+    assert_eq!(post("/api/shares", "{\"path\": \"relative/dir\"}").0, 400);
+    assert_eq!(
+        post("/api/search", &format!("{{\"text\": \"{}\"}}", "x".repeat(5000))).0,
+        400
+    );
+    let (status, _) = ask(
+        &addr,
+        &format!("POST /api/search HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: 999999\r\n\r\n"),
+    );
+    assert_eq!(status, 413);
+    let (status, _) = get(
+        "/api/status",
+        &format!("Host: localhost\r\nX-Big: {}\r\n", "a".repeat(10_000)),
+    );
+    assert_eq!(status, 431);
+    // Still serving after all that.
+    assert_eq!(
+        get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n")).0,
+        200
+    );
+    drop(node);
+}
+
+#[test]
+fn remote_access_needs_a_password() {
+    let temp = tempfile::tempdir().unwrap();
+    let downloads = temp.path().join("downloads");
+    let refused = Command::new(CANOPY)
+        .args([
+            "run",
+            "--role",
+            "leaf",
+            "--listen",
+            "127.0.0.1:0",
+            "--ui-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--download-dir")
+        .arg(&downloads)
+        .arg("--data-dir")
+        .arg(temp.path().join("refused"))
+        .output()
+        .expect("canopy runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--ui-password"), "{stderr}");
+
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--ui-listen",
+            "0.0.0.0:0",
+            "--ui-password",
+            "s3cret",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &temp.path().join("data"),
+    );
+    let url = node.wait_for("desktop app: open ");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |headers: &str| ask(&addr, &format!("GET / HTTP/1.1\r\n{headers}\r\n"));
+    let (status, answer) = get("Host: canopy.example.net\r\n");
+    assert_eq!(status, 401);
+    assert!(answer.contains("WWW-Authenticate: Basic"), "{answer}");
+    // "anyone:wrong" and "anyone:s3cret"
+    assert_eq!(
+        get("Host: canopy.example.net\r\nAuthorization: Basic YW55b25lOndyb25n\r\n").0,
+        401
+    );
+    assert_eq!(
+        get("Host: canopy.example.net\r\nAuthorization: Basic YW55b25lOnMzY3JldA==\r\n").0,
+        200
+    );
+    // On loopback the page needs no password.
+    assert_eq!(get("Host: localhost\r\n").0, 200);
+    drop(node);
+}
