@@ -331,7 +331,7 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
     assert_eq!(raw.windows(4).filter(|w| w == b"\r\n\r\n").count(), 1);
     // Unknown content, a path in place of a hash, other methods.
     assert!(String::from_utf8_lossy(&raw_request(&url, "POST")).starts_with("HTTP/1.1 405"));
-    let unknown = url.replace(&hash, &blake3::hash(b"nobody").to_hex().to_string());
+    let unknown = url.replace(&hash, blake3::hash(b"nobody").to_hex().as_str());
     assert!(curl(&[&unknown]).0.starts_with("HTTP/1.1 404"));
     let traversal = url.replace(&hash, "..%2F..%2Fetc%2Fpasswd");
     assert!(curl(&["--path-as-is", &traversal]).0.starts_with("HTTP/1.1 404"));
