@@ -480,6 +480,30 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
         &format!("Host: localhost\r\nX-Big: {}\r\n", "a".repeat(10_000)),
     );
     assert_eq!(status, 431);
+    // Settings: a cap takes effect at once, a role change at the next start.
+    let put = |body: &str| {
+        ask(
+            &addr,
+            &format!(
+                "PUT /api/settings HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let (status, answer) = put("{\"max-upload-rate\": 1048576, \"role\": \"supernode\"}");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"restart_needed\":[\"role\"]"), "{answer}");
+    let (_, settings) = get(
+        "/api/settings",
+        &format!("Host: localhost\r\nX-API-Key: {key}\r\n"),
+    );
+    assert!(settings.contains("\"max-upload-rate\":1048576"), "{settings}");
+    let saved = std::fs::read_to_string(data.join("ui-settings.toml")).unwrap();
+    assert!(
+        saved.contains("max-upload-rate = 1048576") && saved.contains("role = \"supernode\""),
+        "{saved}"
+    );
+    assert_eq!(put("{\"role\": \"king\"}").0, 400);
     // Still serving after all that.
     assert_eq!(
         get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n")).0,

@@ -511,6 +511,37 @@ mod tests {
     }
 
     #[test]
+    fn the_apps_saved_changes_sit_between_the_file_and_the_flags() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(
+            data.path().join(crate::web::settings::SETTINGS_FILE),
+            "max-upload-rate = 1000\nrole = \"leaf\"\ndownload-dir = \"/in\"\n",
+        )
+        .unwrap();
+        let file = parse("max-upload-rate = 5\nrole = \"supernode\"\nmax-leaves = 7\n").unwrap();
+        let file = file.with_app_changes(Some(data.path()));
+        let cli = Cli::parse_from(["canopy", "--role", "auto"]);
+        let settings = RunSettings::resolve(cli.run, file, None).unwrap();
+        assert_eq!(settings.max_upload_rate, Some(1000), "the app wins over the file");
+        assert_eq!(settings.role, RoleChoice::Auto, "flags win over the app");
+        assert_eq!(settings.max_leaves, Some(7), "the file still counts");
+        assert_eq!(settings.download_dir, PathBuf::from("/in"));
+        // A damaged file is ignored.
+        std::fs::write(data.path().join(crate::web::settings::SETTINGS_FILE), "role = 3").unwrap();
+        let file = parse("max-leaves = 7\n")
+            .unwrap()
+            .with_app_changes(Some(data.path()));
+        assert_eq!(file.role, None);
+        assert_eq!(file.max_leaves, Some(7));
+    }
+
+    #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         use clap::Parser;
         #[derive(clap::Parser)]

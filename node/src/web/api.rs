@@ -302,6 +302,7 @@ impl App {
     fn settings(&self) -> Value {
         let mut shown = self.settings.clone();
         shown.download_dir = Some(self.downloads.folder());
+        (shown.max_upload_rate, shown.max_download_rate) = self.context.rates();
         json!({
             "in_force": shown,
             "saved": settings::load(&self.settings_file),
@@ -315,6 +316,13 @@ impl App {
             .map_err(|e| Response::error(400, "Bad Request", e))?;
         if let Some(Some(dir)) = &change.download_dir {
             self.downloads.set_folder(dir.clone()).map_err(downloads_error)?;
+        }
+        if change.max_upload_rate.is_some() || change.max_download_rate.is_some() {
+            let (up, down) = self.context.rates();
+            self.context.set_rates(
+                change.max_upload_rate.unwrap_or(up),
+                change.max_download_rate.unwrap_or(down),
+            );
         }
         let mut saved = settings::load(&self.settings_file);
         change.apply(&mut saved);

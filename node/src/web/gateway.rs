@@ -128,7 +128,7 @@ impl Gateway {
         let mut buffer = vec![0u8; CHUNK];
         while left > 0 {
             let want = (left as usize).min(CHUNK);
-            if let Some(limiter) = &self.context.limiter {
+            if let Some(limiter) = self.context.limiter.active() {
                 limiter.acquire(want).await;
             }
             file.read_exact(&mut buffer[..want]).await?;

@@ -3,8 +3,9 @@
 //! Changes are saved in the data folder as `ui-settings.toml`, with the same
 //! keys as `canopy.toml`. At start they are read as a layer between the
 //! config file and the flags: flags and `CANOPY_*` variables still win,
-//! the app's choices win over the config file. The download folder takes
-//! effect at once; the others at the next start, which the answer says.
+//! the app's choices win over the config file. The download folder and the
+//! bandwidth caps take effect at once; the others at the next start, which
+//! the answer says.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,9 +107,7 @@ impl Change {
             }
         }
         let mut restart = Vec::new();
-        let keys: [(&'static str, bool); 6] = [
-            ("max-upload-rate", self.max_upload_rate.is_some()),
-            ("max-download-rate", self.max_download_rate.is_some()),
+        let keys: [(&'static str, bool); 4] = [
             ("role", self.role.is_some()),
             ("listen", self.listen.is_some()),
             ("ui-listen", self.ui_listen.is_some()),
@@ -191,10 +190,7 @@ mod tests {
             r#"{"download-dir": "/tmp/dl \"x\"", "max-upload-rate": 1000, "role": "leaf", "gateway": "127.0.0.1:8080"}"#,
         )
         .unwrap();
-        assert_eq!(
-            change.validate().unwrap(),
-            vec!["max-upload-rate", "role", "gateway"]
-        );
+        assert_eq!(change.validate().unwrap(), vec!["role", "gateway"]);
         let mut saved = Shown::default();
         change.apply(&mut saved);
         save(&path, &saved).unwrap();
