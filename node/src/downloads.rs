@@ -198,19 +198,11 @@ impl Downloads {
         name: Option<&str>,
         hit: Option<&Hit>,
     ) -> Result<(), DownloadsError> {
-        let mut entries = self.inner.entries.lock().expect("downloads lock");
-        if entries.contains_key(&hash) {
-            return Err(DownloadsError::Exists(hash));
-        }
-        if entries.len() >= MAX_DOWNLOADS {
-            return Err(DownloadsError::Full);
-        }
         let name = sanitise_name(name.or(hit.map(|h| h.name.as_str())).unwrap_or(""), &hash);
-        let path = unique_path(&self.folder(), &name);
         let saved = Saved {
             hash,
+            path: unique_path(&self.folder(), &name),
             name,
-            path,
             size: hit.map(|h| h.size),
             state: State::Running,
             sources: hit.map(|h| h.sources.clone()).unwrap_or_default(),
@@ -220,13 +212,17 @@ impl Downloads {
             error: None,
             verified: 0,
         };
-        drop(entries);
-        self.insert(saved);
-        entries = self.inner.entries.lock().expect("downloads lock");
-        if let Some(entry) = entries.get_mut(&hash) {
+        {
+            let mut entries = self.inner.entries.lock().expect("downloads lock");
+            if entries.contains_key(&hash) {
+                return Err(DownloadsError::Exists(hash));
+            }
+            if entries.len() >= MAX_DOWNLOADS {
+                return Err(DownloadsError::Full);
+            }
+            let entry = entries.entry(hash).or_insert(self.entry(saved));
             self.launch(hash, entry);
         }
-        drop(entries);
         self.changed();
         Ok(())
     }
@@ -343,21 +339,26 @@ impl Downloads {
     }
 
     fn insert(&self, saved: Saved) {
-        let mut order = self.inner.next_order.lock().expect("order lock");
-        *order += 1;
-        let entry = Entry {
-            saved,
-            order: *order,
-            running: None,
-            generation: 0,
-            cancelled: false,
-        };
+        let entry = self.entry(saved);
         let hash = entry.saved.hash;
         self.inner
             .entries
             .lock()
             .expect("downloads lock")
             .insert(hash, entry);
+    }
+
+    /// A new, stopped entry, last in the list.
+    fn entry(&self, saved: Saved) -> Entry {
+        let mut order = self.inner.next_order.lock().expect("order lock");
+        *order += 1;
+        Entry {
+            saved,
+            order: *order,
+            running: None,
+            generation: 0,
+            cancelled: false,
+        }
     }
 
     /// Starts (or restarts) the download of `entry`.
@@ -376,6 +377,11 @@ impl Downloads {
                 .iter()
                 .map(|(leaf, via)| SourceSpec::relayed(*leaf, *via)),
         );
+        if let Some(folder) = entry.saved.path.parent() {
+            // The download folder may not exist yet (a fresh ~/Downloads);
+            // if it cannot be made, the download fails saying so.
+            let _ = std::fs::create_dir_all(folder);
+        }
         let options = DownloadOptions {
             wait_for_sources: WAIT_FOR_SOURCES,
             ..DownloadOptions::default()
@@ -516,6 +522,7 @@ fn describe(entry: &Entry) -> serde_json::Value {
         "state": saved.state,
         "size": size,
         "verified": verified,
+        "resumed": progress.as_ref().map_or(0, |p| p.resumed),
         "fraction": size.map(|size| if size == 0 { 1.0 } else { verified as f64 / size as f64 }),
         "rate": rate,
         "eta_seconds": eta,

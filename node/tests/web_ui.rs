@@ -573,3 +573,118 @@ fn remote_access_needs_a_password() {
     assert_eq!(get("Host: localhost\r\n").0, 200);
     drop(node);
 }
+
+/// A JSON API call on the app at `addr`; returns the status and the body.
+fn call(addr: &str, key: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = ask(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Polls the app's download list until `done` says so.
+fn wait_for_download(
+    addr: &str,
+    key: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = call(addr, key, "GET", "/api/downloads", "");
+        if let Some(download) = list.as_array().and_then(|l| l.first()) {
+            if done(download) {
+                return download.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never happened; last {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_app_resumes_its_downloads_after_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    let downloads = temp.path().join("downloads");
+    std::fs::create_dir_all(&shared).unwrap();
+    let hash = random_file(&shared.join("restart-me.bin"), 6_000_000, 3);
+
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
+    let bootstrap = supernode.peer_address();
+    let mut leaf = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &bootstrap,
+            "--share",
+            shared.to_str().unwrap(),
+            "--max-upload-rate",
+            "1M",
+        ],
+        &temp.path().join("leaf"),
+    );
+    leaf.wait_for("role:");
+    let app_data = temp.path().join("app");
+    let start_app = || {
+        let mut app = Process::start(
+            &[
+                "--role",
+                "leaf",
+                "--bootstrap",
+                &bootstrap,
+                "--ui-listen",
+                "127.0.0.1:0",
+                "--download-dir",
+                downloads.to_str().unwrap(),
+            ],
+            &app_data,
+        );
+        let url = app.wait_for("desktop app: open ");
+        let addr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        (app, addr)
+    };
+    let (app, addr) = start_app();
+    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
+    // By hash alone: the sources come from a hash search.
+    let (status, answer) = call(
+        &addr,
+        &key,
+        "POST",
+        "/api/downloads",
+        &format!("{{\"hash\": \"{hash}\", \"name\": \"restart-me.bin\"}}"),
+    );
+    assert_eq!(status, 201, "{answer}");
+    wait_for_download(&addr, &key, "a quarter downloaded", |d| {
+        d["verified"].as_u64().unwrap_or(0) > 1_500_000
+    });
+    // Killed outright: no chance to tidy up.
+    drop(app);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(downloads.join("restart-me.bin.part").exists());
+
+    let (_app, addr) = start_app();
+    let download = wait_for_download(&addr, &key, "resumed", |d| d["resumed"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(download["state"], "running");
+    wait_for_download(&addr, &key, "finished", |d| d["state"] == "done");
+    assert_eq!(blake3_of(&downloads.join("restart-me.bin")), hash);
+    drop((supernode, leaf));
+}
