@@ -268,6 +268,17 @@ async fn probe_one(
         measured.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
     }
 
+    // Reachability, once, while the link is idle (a handshake queued behind
+    // probe bytes on a slow link could miss its deadline): a stranger's
+    // port dials our address.
+    if measured.reachable.is_none() {
+        let (mut send, mut recv) = ask(Request::DialBack).await?;
+        send.finish().map_err(|e| e.to_string())?;
+        if let Ok(Response::DialBack { reachable }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
+            measured.reachable = Some(reachable);
+        }
+    }
+
     // Download: the peer sends, we time it.
     let started = Instant::now();
     let (mut send, mut recv) = ask(Request::ProbeDown { bytes: PROBE_BYTES }).await?;
@@ -326,14 +337,6 @@ async fn probe_one(
         other => return Err(format!("unexpected answer {other:?}")),
     };
 
-    // Reachability, once: a stranger's port dials our address.
-    if measured.reachable.is_none() {
-        let (mut send, mut recv) = ask(Request::DialBack).await?;
-        send.finish().map_err(|e| e.to_string())?;
-        if let Ok(Response::DialBack { reachable }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
-            measured.reachable = Some(reachable);
-        }
-    }
     connection.close(0u32.into(), b"probed");
     Ok((upload, download))
 }

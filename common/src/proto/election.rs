@@ -94,36 +94,39 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// Why this machine cannot be a supernode, if it cannot.
+/// Why this machine cannot be a supernode, if it cannot: every reason,
+/// so a user can fix them all at once ("upload 0.8 Mbit/s < 5.0 Mbit/s;
+/// other peers cannot connect to it").
 pub fn disqualified(profile: &Profile, thresholds: &Thresholds) -> Option<String> {
-    if profile.reachable == Some(false) {
-        return Some("other peers cannot connect to it".into());
-    }
+    let mut reasons = Vec::new();
     if profile.cores < thresholds.min_cores {
-        return Some(format!("{} core(s) < {}", profile.cores, thresholds.min_cores));
+        reasons.push(format!("{} core(s) < {}", profile.cores, thresholds.min_cores));
     }
     if profile.memory_total < thresholds.min_memory {
-        return Some(format!(
+        reasons.push(format!(
             "memory {} < {}",
             gib(profile.memory_total),
             gib(thresholds.min_memory)
         ));
     }
     if let Some(upload) = profile.upload.filter(|&up| up < thresholds.min_upload) {
-        return Some(format!(
+        reasons.push(format!(
             "upload {} < {}",
             mbit(upload),
             mbit(thresholds.min_upload)
         ));
     }
     if let Some(download) = profile.download.filter(|&down| down < thresholds.min_download) {
-        return Some(format!(
+        reasons.push(format!(
             "download {} < {}",
             mbit(download),
             mbit(thresholds.min_download)
         ));
     }
-    None
+    if profile.reachable == Some(false) {
+        reasons.push("other peers cannot connect to it".into());
+    }
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 /// The start-up decision.
@@ -336,6 +339,13 @@ mod tests {
         assert!(decide(&hidden, &hints(0, 0, 0), &t, false)
             .reason
             .contains("cannot connect"));
+        let mut slow_and_hidden = machine(0.8);
+        slow_and_hidden.reachable = Some(false);
+        assert_eq!(
+            decide(&slow_and_hidden, &hints(0, 0, 0), &t, false).reason,
+            "upload 0.8 Mbit/s < 5.0 Mbit/s; other peers cannot connect to it",
+            "every reason is given"
+        );
         let mut small = machine(50.0);
         small.cores = 1;
         assert_eq!(decide(&small, &hints(0, 0, 0), &t, false).role, Role::Leaf);

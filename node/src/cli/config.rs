@@ -115,6 +115,12 @@ pub struct RunArgs {
     /// Least measured download for a supernode, in Mbit/s [default: 5].
     #[arg(long, env = "CANOPY_SUPERNODE_MIN_DOWNLOAD", value_name = "MBIT")]
     pub supernode_min_download: Option<f64>,
+    /// Least memory for a supernode (K, M, G suffixes) [default: 2G].
+    #[arg(long, env = "CANOPY_SUPERNODE_MIN_MEMORY", value_name = "SIZE", value_parser = parse_bytes)]
+    pub supernode_min_memory: Option<u64>,
+    /// Least CPU cores for a supernode [default: 2].
+    #[arg(long, env = "CANOPY_SUPERNODE_MIN_CORES", value_name = "N")]
+    pub supernode_min_cores: Option<u32>,
     /// Seconds between rescans of the shared folders, 0 for only at start
     /// [default: 60].
     #[arg(long, env = "CANOPY_RESCAN_INTERVAL", value_name = "SECONDS")]
@@ -184,6 +190,9 @@ pub struct FileSettings {
     pub no_inbound: Option<bool>,
     pub supernode_min_upload: Option<f64>,
     pub supernode_min_download: Option<f64>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub supernode_min_memory: Option<u64>,
+    pub supernode_min_cores: Option<u32>,
     pub rescan_interval: Option<u64>,
     #[serde(default, deserialize_with = "byte_size")]
     pub max_upload_rate: Option<u64>,
@@ -342,6 +351,14 @@ impl RunSettings {
                 .supernode_min_download
                 .or(file.supernode_min_download)
                 .map_or(defaults.min_download, mbit),
+            min_memory: args
+                .supernode_min_memory
+                .or(file.supernode_min_memory)
+                .unwrap_or(defaults.min_memory),
+            min_cores: args
+                .supernode_min_cores
+                .or(file.supernode_min_cores)
+                .unwrap_or(defaults.min_cores),
             ..defaults
         };
         let rescan = args.rescan_interval.or(file.rescan_interval).unwrap_or(60);
