@@ -229,6 +229,8 @@ impl FileSettings {
             no_inbound: over.no_inbound.or(self.no_inbound),
             supernode_min_upload: over.supernode_min_upload.or(self.supernode_min_upload),
             supernode_min_download: over.supernode_min_download.or(self.supernode_min_download),
+            supernode_min_cores: over.supernode_min_cores.or(self.supernode_min_cores),
+            supernode_min_memory: over.supernode_min_memory.or(self.supernode_min_memory),
             rescan_interval: over.rescan_interval.or(self.rescan_interval),
             max_upload_rate: over.max_upload_rate.or(self.max_upload_rate),
             max_download_rate: over.max_download_rate.or(self.max_download_rate),
