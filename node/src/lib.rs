@@ -4,23 +4,29 @@
 //! * [`serve`] — answering peers' requests for content.
 //! * [`download`] — multi-source, verified, resumable downloads by hash.
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
+//! * [`downloads`] — the desktop app's download manager (list, pause, resume).
+//! * [`folders`] — shared folders, changeable while the node runs.
+//! * [`web`] — the local web UI, its API, metrics and the HTTP gateway.
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
 pub mod admission;
 pub mod cli;
-pub mod control;
 pub mod demo;
 pub mod download;
+pub mod downloads;
 pub mod fileio;
+pub mod folders;
 pub mod hostcache;
 pub mod leaf;
 pub mod node;
 pub mod probe;
 pub mod ratelimit;
+pub mod searching;
 pub mod serve;
 pub mod share;
 pub mod swarm;
 pub mod tags;
 pub mod units;
+pub mod web;
 
 pub use node::{Node, NodeConfig};

@@ -351,6 +351,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `canopy run`'s settings: flags and environment over the config file.
 fn run_settings(args: RunArgs) -> anyhow::Result<RunSettings> {
     let (file, path) = FileSettings::load(args.config.as_deref())?;
+    let file = file.with_app_changes(args.data_dir.as_deref());
     RunSettings::resolve(args, file, path)
 }
 

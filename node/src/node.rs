@@ -16,8 +16,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::download::{Download, DownloadOptions, SourceSpec};
+use crate::downloads::Downloads;
+use crate::folders::Folders;
 use crate::hostcache;
 use crate::leaf::{self, LeafStatus};
+use crate::searching::Searcher;
 use crate::serve::{serve_connection, ServeContext, ServeStats, TransferLimits};
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
 
@@ -52,6 +55,14 @@ pub struct NodeConfig {
     pub profile: Option<Profile>,
     /// Connections one address or one peer may hold at once.
     pub connection_limits: crate::admission::ConnectionLimits,
+    /// Run the desktop app's side of the node: a download manager saving
+    /// into this folder, and shared folders the app can change (kept in
+    /// the data folder). `None` (as for `canopy get`): neither.
+    pub downloads: Option<PathBuf>,
+    /// Serve the desktop app (needs `downloads`).
+    pub ui: Option<crate::web::UiConfig>,
+    /// Serve shared content over HTTP on this address.
+    pub gateway: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -72,6 +83,9 @@ impl NodeConfig {
             control: None,
             profile: None,
             connection_limits: Default::default(),
+            downloads: None,
+            ui: None,
+            gateway: None,
         }
     }
 
@@ -94,6 +108,8 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 /// A node that is serving.
@@ -105,7 +121,14 @@ pub struct Node {
     /// Whether it started with supernodes to join (from flags or the cache).
     knows_supernodes: bool,
     /// The metrics endpoint, while it serves.
-    control: Option<(SocketAddr, crate::control::ServeTask)>,
+    control: Option<(SocketAddr, crate::web::control::ServeTask)>,
+    /// The shared folders (changeable at run time by the app).
+    folders: Arc<Folders>,
+    /// The download manager, for a node run as a desktop app.
+    downloads: Option<Downloads>,
+    /// The desktop app and the gateway, while they serve.
+    ui: Option<crate::web::Served>,
+    gateway: Option<crate::web::Served>,
     /// Background work stopped on shutdown: accepting peers, the leaf
     /// session, rescans.
     tasks: Vec<JoinHandle<()>>,
@@ -119,8 +142,13 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let key = NodeKey::load_or_create(&config.data_dir)?;
         let shares = Arc::new(Shares::default());
+        let folders = Arc::new(match config.downloads {
+            Some(_) => Folders::load(config.share.clone(), &config.data_dir),
+            None => Folders::fixed(config.share.clone()),
+        });
         let scan = {
-            let (folders, data_dir, shares) = (config.share.clone(), config.data_dir.clone(), shares.clone());
+            let (folders, data_dir, shares) =
+                (folders.list_for_scan(), config.data_dir.clone(), shares.clone());
             tokio::task::spawn_blocking(move || {
                 let mut cache = HashCache::open(&data_dir);
                 share::scan(&folders, &mut cache, &shares)
@@ -145,12 +173,12 @@ impl Node {
             config.accept_inbound,
             admission.clone(),
         ))];
-        if let Some(interval) = config.rescan_interval.filter(|_| !config.share.is_empty()) {
+        if config.rescan_interval.is_some() && !folders.list().is_empty() || config.downloads.is_some() {
             tasks.push(tokio::spawn(rescan_loop(
-                config.share.clone(),
+                folders.clone(),
                 config.data_dir.clone(),
                 shares.clone(),
-                interval,
+                config.rescan_interval,
             )));
         }
         let later_tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
@@ -161,6 +189,7 @@ impl Node {
             }
         }
         let knows_supernodes = !known.is_empty();
+        let known_at_start = known.clone();
         let (status, leaf_status) = watch::channel(LeafStatus::default());
         let status = Arc::new(status);
         let playing = match &supernode {
@@ -214,7 +243,7 @@ impl Node {
         }
         let control = match config.control {
             Some(addr) => {
-                let view = crate::control::NodeView {
+                let view = crate::web::control::NodeView {
                     context: context.clone(),
                     leaf_status: leaf_status.clone(),
                     profile: config.profile.clone(),
@@ -222,12 +251,67 @@ impl Node {
                     admission: admission.clone(),
                 };
                 Some(
-                    crate::control::start(addr, &config.data_dir, view)
+                    crate::web::control::start(addr, &config.data_dir, view)
                         .await
                         .map_err(|source| NodeError::Control { addr, source })?,
                 )
             }
             None => None,
+        };
+        let searcher = Searcher {
+            endpoint: endpoint.clone(),
+            context: context.clone(),
+            leaf_status: leaf_status.clone(),
+            known: known_at_start,
+        };
+        let downloads = config.downloads.clone().map(|folder| {
+            Downloads::start(
+                endpoint.clone(),
+                context.clone(),
+                searcher.clone(),
+                &config.data_dir,
+                folder,
+            )
+        });
+        let gateway = match config.gateway {
+            Some(addr) => Some(
+                crate::web::serve_gateway(
+                    addr,
+                    crate::web::gateway::Gateway {
+                        context: context.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let ui = match (&config.ui, &downloads) {
+            (Some(ui), Some(downloads)) => {
+                let key = crate::web::auth::load_or_create_key(&config.data_dir).map_err(|source| {
+                    crate::web::WebError::Key {
+                        path: config.data_dir.join(crate::web::auth::KEY_FILE),
+                        source,
+                    }
+                })?;
+                let app = Arc::new(crate::web::api::App::new(crate::web::api::AppParts {
+                    key,
+                    password: ui.password.clone(),
+                    context: context.clone(),
+                    leaf_status: leaf_status.clone(),
+                    peer: endpoint.peer_addr(),
+                    role_reason: ui.role_reason.clone(),
+                    downloads: downloads.clone(),
+                    folders: folders.clone(),
+                    searcher,
+                    settings: ui.settings.clone(),
+                    settings_file: ui.settings_file.clone(),
+                }));
+                if let Some(gateway) = &gateway {
+                    let _ = app.gateway.set(gateway.addr);
+                }
+                Some(crate::web::serve_app(ui, app, &config.data_dir).await?)
+            }
+            _ => None,
         };
         tracing::debug!(
             peer = %endpoint.peer_addr(),
@@ -245,9 +329,33 @@ impl Node {
             leaf_status,
             knows_supernodes,
             control,
+            folders,
+            downloads,
+            ui,
+            gateway,
             tasks,
             later_tasks,
         })
+    }
+
+    /// The shared folders.
+    pub fn folders(&self) -> &Arc<Folders> {
+        &self.folders
+    }
+
+    /// The download manager, if this node runs as a desktop app.
+    pub fn downloads(&self) -> Option<&Downloads> {
+        self.downloads.as_ref()
+    }
+
+    /// Where the desktop app is served, if it is.
+    pub fn ui_addr(&self) -> Option<SocketAddr> {
+        self.ui.as_ref().map(|served| served.addr)
+    }
+
+    /// Where the HTTP gateway listens, if it does.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().map(|served| served.addr)
     }
 
     /// The supernode this node runs, while it is one.
@@ -342,7 +450,13 @@ impl Node {
     }
 
     /// Stops accepting, closes every connection and waits until peers know.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        if let Some(downloads) = self.downloads.take() {
+            // Part files up to date, so the next start resumes with nothing lost.
+            downloads.shut_down().await;
+        }
+        drop(self.ui.take());
+        drop(self.gateway.take());
         for task in &self.tasks {
             task.abort();
         }
@@ -395,13 +509,29 @@ async fn accept_loop(
     }
 }
 
-/// Rescans the shared folders now and then so additions, removals and
+/// Rescans the shared folders now and then (every `interval`, if any) and
+/// whenever the list of folders changes, so additions, removals and
 /// renames reach the network (the leaf session sends the difference).
-async fn rescan_loop(folders: Vec<PathBuf>, data_dir: PathBuf, shares: Arc<Shares>, interval: Duration) {
-    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+async fn rescan_loop(
+    folders: Arc<Folders>,
+    data_dir: PathBuf,
+    shares: Arc<Shares>,
+    interval: Option<Duration>,
+) {
+    let mut changes = folders.subscribe();
+    let period = interval.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
-        timer.tick().await;
-        let (folders, data_dir, shares) = (folders.clone(), data_dir.clone(), shares.clone());
+        tokio::select! {
+            _ = timer.tick(), if interval.is_some() => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        changes.mark_unchanged();
+        let (folders, data_dir, shares) = (folders.list_for_scan(), data_dir.clone(), shares.clone());
         let result = tokio::task::spawn_blocking(move || {
             let mut cache = HashCache::open(&data_dir);
             share::scan(&folders, &mut cache, &shares)

@@ -100,9 +100,9 @@ pub struct ServeContext {
     pub probes: crate::probe::ProbeGate,
     /// Downloads waiting for a firewalled source to connect to us.
     awaited_pushes: Mutex<HashMap<PeerId, Vec<oneshot::Sender<quinn::Connection>>>>,
-    pub(crate) limiter: Option<RateLimiter>,
+    pub(crate) limiter: RateLimiter,
     /// Shared by every download of this node.
-    pub(crate) download_limiter: Option<RateLimiter>,
+    pub(crate) download_limiter: RateLimiter,
     slots: Semaphore,
     /// Upload slots in use per peer.
     peer_slots: Arc<Mutex<HashMap<PeerId, usize>>>,
@@ -117,8 +117,8 @@ impl ServeContext {
             shares,
             stats: Arc::default(),
             swarm: SwarmDirectory::default(),
-            limiter: limits.max_upload_rate.map(RateLimiter::new),
-            download_limiter: limits.max_download_rate.map(RateLimiter::new),
+            limiter: RateLimiter::optional(limits.max_upload_rate),
+            download_limiter: RateLimiter::optional(limits.max_download_rate),
             slots: Semaphore::new(limits.upload_slots.max(1)),
             peer_slots: Arc::default(),
         }
@@ -136,6 +136,18 @@ impl ServeContext {
             peer,
             slots: self.peer_slots.clone(),
         })
+    }
+
+    /// Changes the upload and download caps (`None`: unlimited) from now on.
+    pub fn set_rates(&self, upload: Option<u64>, download: Option<u64>) {
+        self.limiter.set_rate(upload);
+        self.download_limiter.set_rate(download);
+    }
+
+    /// The caps in force (`None`: unlimited).
+    pub fn rates(&self) -> (Option<u64>, Option<u64>) {
+        let cap = |limiter: &RateLimiter| limiter.active().map(RateLimiter::bytes_per_second);
+        (cap(&self.limiter), cap(&self.download_limiter))
     }
 
     /// The supernode role this node plays now, if any.
@@ -254,7 +266,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
                 &mut send,
                 &mut recv,
                 &context.probes,
-                context.limiter.as_ref(),
+                context.limiter.active(),
             )
             .await
             {
@@ -476,7 +488,7 @@ async fn send_file_range(
     end: u64,
     context: &ServeContext,
 ) -> Result<(), AnswerError> {
-    let chunk_size = context.limiter.as_ref().map_or(READ_CHUNK, RateLimiter::chunk);
+    let chunk_size = context.limiter.active().map_or(READ_CHUNK, RateLimiter::chunk);
     let path = content.path().to_path_buf();
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let reader = tokio::task::spawn_blocking(move || {
@@ -501,7 +513,7 @@ async fn send_file_range(
     while let Some(chunk) = chunks_rx.recv().await {
         let chunk = chunk?;
         let len = chunk.len() as u64;
-        if let Some(limiter) = &context.limiter {
+        if let Some(limiter) = context.limiter.active() {
             limiter.acquire(chunk.len()).await;
         }
         match tokio::time::timeout(WRITE_STALL, send.write_chunk(chunk)).await {

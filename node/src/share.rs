@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -119,6 +120,33 @@ pub struct Shares {
     /// Files this node downloaded (shared wherever they were saved).
     downloaded: RwLock<HashMap<ContentHash, SharedFile>>,
     partial: RwLock<HashMap<ContentHash, PartialFile>>,
+    /// How far the running scan has got.
+    pub progress: ScanProgress,
+}
+
+/// How far the scan that runs now has got (all zero between scans), for
+/// the desktop app's hashing progress.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub scanning: AtomicBool,
+    pub files_to_hash: AtomicU64,
+    pub files_hashed: AtomicU64,
+    pub bytes_to_hash: AtomicU64,
+    pub bytes_hashed: AtomicU64,
+}
+
+impl ScanProgress {
+    fn begin(&self, files: usize, bytes: u64) {
+        self.files_to_hash.store(files as u64, Ordering::Relaxed);
+        self.bytes_to_hash.store(bytes, Ordering::Relaxed);
+        self.files_hashed.store(0, Ordering::Relaxed);
+        self.bytes_hashed.store(0, Ordering::Relaxed);
+    }
+
+    fn hashed(&self, bytes: u64) {
+        self.files_hashed.fetch_add(1, Ordering::Relaxed);
+        self.bytes_hashed.fetch_add(bytes, Ordering::Relaxed);
+    }
 }
 
 impl Shares {
@@ -295,7 +323,11 @@ fn needs_layer(size: u64) -> bool {
 /// folders (files that disappeared stop being shared).
 pub fn scan(folders: &[PathBuf], cache: &mut HashCache, shares: &Shares) -> Result<ScanStats, ShareError> {
     let mut scanned = Vec::new();
-    let stats = scan_files(folders, cache, &mut scanned)?;
+    shares.progress.scanning.store(true, Ordering::Relaxed);
+    let stats = scan_files(folders, cache, &mut scanned, &shares.progress);
+    shares.progress.begin(0, 0);
+    shares.progress.scanning.store(false, Ordering::Relaxed);
+    let stats = stats?;
     shares.replace_scanned(scanned);
     Ok(stats)
 }
@@ -304,6 +336,7 @@ fn scan_files(
     folders: &[PathBuf],
     cache: &mut HashCache,
     scanned: &mut Vec<SharedFile>,
+    progress: &ScanProgress,
 ) -> Result<ScanStats, ShareError> {
     let mut found = Vec::new();
     for folder in folders {
@@ -337,7 +370,8 @@ fn scan_files(
         }
     }
 
-    for (file, modified) in hash_in_parallel(to_hash) {
+    progress.begin(to_hash.len(), to_hash.iter().map(|(_, size, _)| size).sum());
+    for (file, modified) in hash_in_parallel(to_hash, progress) {
         match file {
             Ok(file) => {
                 if let Err(error) = cache.remember(&file.path, modified, &file.hashes) {
@@ -364,7 +398,7 @@ type HashOutcome = (Result<SharedFile, (PathBuf, std::io::Error)>, SystemTime);
 
 /// Hashes files on every core: each worker takes the next file from a shared
 /// queue, so one huge file does not hold up the rest.
-fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>) -> Vec<HashOutcome> {
+fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>, progress: &ScanProgress) -> Vec<HashOutcome> {
     // Largest first: the long jobs start early and the tail stays short.
     queue.sort_by_key(|(_, size, _)| *size);
     let workers = std::thread::available_parallelism()
@@ -388,6 +422,7 @@ fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>) -> Vec<HashOutco
                         hashes: Arc::new(hashes),
                     })
                     .map_err(|error| (path, error));
+                progress.hashed(size);
                 results.lock().expect("results").push((outcome, modified));
             });
         }

@@ -147,6 +147,30 @@ pub struct RunArgs {
     /// Log lines as text or as JSON objects [default: text].
     #[arg(long, env = "CANOPY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Where the desktop app saves downloads [default: the platform's
+    /// download folder, e.g. ~/Downloads].
+    #[arg(long, env = "CANOPY_DOWNLOAD_DIR", value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// Serve the desktop app (the web page in your browser) on this TCP
+    /// address. On the default, a taken port falls back to a free one; any
+    /// address other than loopback needs --ui-password [default: 127.0.0.1:4664].
+    #[arg(long, env = "CANOPY_UI_LISTEN", value_name = "HOST:PORT")]
+    pub ui_listen: Option<SocketAddr>,
+    /// Password for the desktop app from other machines (HTTP Basic, any
+    /// user name); without it the app answers only on loopback [default: none].
+    #[arg(long, env = "CANOPY_UI_PASSWORD", value_name = "PASSWORD")]
+    pub ui_password: Option<String>,
+    /// Do not serve the desktop app (a headless node or supernode).
+    #[arg(long, env = "CANOPY_NO_UI")]
+    pub no_ui: bool,
+    /// Open the desktop app in the browser once the node runs.
+    #[arg(long, env = "CANOPY_OPEN")]
+    pub open: bool,
+    /// Serve shared files over plain HTTP on this TCP address, as
+    /// GET /content/HASH with Range support, for curl, wget, aria2c and
+    /// browsers [default: off].
+    #[arg(long, env = "CANOPY_GATEWAY", value_name = "HOST:PORT")]
+    pub gateway: Option<SocketAddr>,
 }
 
 /// The same settings as read from a config file.
@@ -182,15 +206,82 @@ pub struct FileSettings {
     pub max_connections_per_address: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
+    pub download_dir: Option<PathBuf>,
+    pub ui_listen: Option<SocketAddr>,
+    pub ui_password: Option<String>,
+    pub no_ui: Option<bool>,
+    pub open: Option<bool>,
+    pub gateway: Option<SocketAddr>,
 }
 
 impl FileSettings {
+    /// These settings with `over`'s values in place wherever it has one
+    /// (the desktop app's saved changes over the config file).
+    pub fn overlaid_with(self, over: FileSettings) -> FileSettings {
+        FileSettings {
+            data_dir: over.data_dir.or(self.data_dir),
+            share: over.share.or(self.share),
+            listen: over.listen.or(self.listen),
+            role: over.role.or(self.role),
+            bootstrap: over.bootstrap.or(self.bootstrap),
+            max_leaves: over.max_leaves.or(self.max_leaves),
+            neighbours: over.neighbours.or(self.neighbours),
+            max_neighbours: over.max_neighbours.or(self.max_neighbours),
+            max_queries_forwarded: over.max_queries_forwarded.or(self.max_queries_forwarded),
+            index_budget: over.index_budget.or(self.index_budget),
+            supernodes: over.supernodes.or(self.supernodes),
+            never_supernode: over.never_supernode.or(self.never_supernode),
+            no_inbound: over.no_inbound.or(self.no_inbound),
+            supernode_min_upload: over.supernode_min_upload.or(self.supernode_min_upload),
+            supernode_min_download: over.supernode_min_download.or(self.supernode_min_download),
+            supernode_min_cores: over.supernode_min_cores.or(self.supernode_min_cores),
+            supernode_min_memory: over.supernode_min_memory.or(self.supernode_min_memory),
+            rescan_interval: over.rescan_interval.or(self.rescan_interval),
+            max_upload_rate: over.max_upload_rate.or(self.max_upload_rate),
+            max_download_rate: over.max_download_rate.or(self.max_download_rate),
+            upload_slots: over.upload_slots.or(self.upload_slots),
+            max_connections_per_address: over.max_connections_per_address.or(self.max_connections_per_address),
+            metrics: over.metrics.or(self.metrics),
+            log_format: over.log_format.or(self.log_format),
+            download_dir: over.download_dir.or(self.download_dir),
+            ui_listen: over.ui_listen.or(self.ui_listen),
+            ui_password: over.ui_password.or(self.ui_password),
+            no_ui: over.no_ui.or(self.no_ui),
+            open: over.open.or(self.open),
+            gateway: over.gateway.or(self.gateway),
+        }
+    }
+
     /// Parses a config file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<FileSettings> {
         toml::from_str(text).map_err(|error| {
             // toml's message names the line, column and offending key.
             anyhow::anyhow!("bad config file {}: {error}", origin.display())
         })
+    }
+
+    /// Puts the changes saved by the desktop app (`ui-settings.toml` in the
+    /// data folder that `data_dir`, else these settings, name) over these
+    /// settings. A damaged file is reported and ignored: it must not stop the node.
+    pub fn with_app_changes(self, data_dir: Option<&Path>) -> FileSettings {
+        let Some(data_dir) = data_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.data_dir.clone())
+            .or_else(default_data_dir)
+        else {
+            return self;
+        };
+        let path = data_dir.join(crate::web::settings::SETTINGS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return self;
+        };
+        match Self::parse(&text, &path) {
+            Ok(changes) => self.overlaid_with(changes),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring the settings saved by the desktop app");
+                self
+            }
+        }
     }
 
     /// Reads `explicit`, or the platform's `canopy.toml` if it exists.
@@ -234,7 +325,18 @@ pub struct RunSettings {
     pub max_connections_per_address: usize,
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
+    pub download_dir: PathBuf,
+    pub ui_listen: SocketAddr,
+    /// Whether `ui_listen` was chosen (a taken port is then an error).
+    pub ui_listen_chosen: bool,
+    pub ui_password: Option<String>,
+    pub no_ui: bool,
+    pub open: bool,
+    pub gateway: Option<SocketAddr>,
 }
+
+/// Where the desktop app listens unless told otherwise.
+pub const DEFAULT_UI_PORT: u16 = 4664;
 
 impl RunSettings {
     /// Merges flags (with the environment, which clap has already applied)
@@ -242,9 +344,9 @@ impl RunSettings {
     pub fn resolve(args: RunArgs, file: FileSettings, config_file: Option<PathBuf>) -> anyhow::Result<Self> {
         let data_dir = match args.data_dir.or(file.data_dir) {
             Some(dir) => dir,
-            None => dirs::data_dir()
-                .map(|dir| dir.join("canopy"))
-                .context("no platform data folder is known here; pass --data-dir DIR")?,
+            None => {
+                default_data_dir().context("no platform data folder is known here; pass --data-dir DIR")?
+            }
         };
         let neighbours = args.neighbours.or(file.neighbours).unwrap_or(4).max(1);
         let mbit = |rate: f64| (rate.max(0.0) * 1e6 / 8.0) as u64;
@@ -269,6 +371,11 @@ impl RunSettings {
             ..defaults
         };
         let rescan = args.rescan_interval.or(file.rescan_interval).unwrap_or(60);
+        let download_dir = match args.download_dir.or(file.download_dir) {
+            Some(dir) => dir,
+            None => dirs::download_dir().unwrap_or_else(|| data_dir.join("downloads")),
+        };
+        let ui_listen = args.ui_listen.or(file.ui_listen);
         Ok(RunSettings {
             config_file,
             data_dir,
@@ -310,8 +417,20 @@ impl RunSettings {
                 .max(1),
             metrics: args.metrics.or(file.metrics),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            download_dir,
+            ui_listen: ui_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_UI_PORT))),
+            ui_listen_chosen: ui_listen.is_some(),
+            ui_password: args.ui_password.or(file.ui_password).filter(|p| !p.is_empty()),
+            no_ui: args.no_ui || file.no_ui.unwrap_or(false),
+            open: args.open || file.open.unwrap_or(false),
+            gateway: args.gateway.or(file.gateway),
         })
     }
+}
+
+/// The platform's data folder for Canopy, e.g. `~/.local/share/canopy`.
+fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("canopy"))
 }
 
 /// A list from the flags if any were given, else from the file.
@@ -420,6 +539,37 @@ mod tests {
                 "deploy/canopy.toml does not document {key}"
             );
         }
+    }
+
+    #[test]
+    fn the_apps_saved_changes_sit_between_the_file_and_the_flags() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(
+            data.path().join(crate::web::settings::SETTINGS_FILE),
+            "max-upload-rate = 1000\nrole = \"leaf\"\ndownload-dir = \"/in\"\n",
+        )
+        .unwrap();
+        let file = parse("max-upload-rate = 5\nrole = \"supernode\"\nmax-leaves = 7\n").unwrap();
+        let file = file.with_app_changes(Some(data.path()));
+        let cli = Cli::parse_from(["canopy", "--role", "auto"]);
+        let settings = RunSettings::resolve(cli.run, file, None).unwrap();
+        assert_eq!(settings.max_upload_rate, Some(1000), "the app wins over the file");
+        assert_eq!(settings.role, RoleChoice::Auto, "flags win over the app");
+        assert_eq!(settings.max_leaves, Some(7), "the file still counts");
+        assert_eq!(settings.download_dir, PathBuf::from("/in"));
+        // A damaged file is ignored.
+        std::fs::write(data.path().join(crate::web::settings::SETTINGS_FILE), "role = 3").unwrap();
+        let file = parse("max-leaves = 7\n")
+            .unwrap()
+            .with_app_changes(Some(data.path()));
+        assert_eq!(file.role, None);
+        assert_eq!(file.max_leaves, Some(7));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use super::config::{RoleChoice, RunSettings};
 use crate::node::ElectionSettings;
 use crate::serve::TransferLimits;
 use crate::units::human_bytes;
+use crate::web::settings::Shown;
+use crate::web::UiConfig;
 use crate::{Node, NodeConfig};
 
 /// Files one indexed entry costs, in memory and on disk together (measured
@@ -32,9 +34,39 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.accept_inbound = !settings.no_inbound;
     config.leaf_sessions = settings.supernodes;
     config.rescan_interval = settings.rescan_interval;
-    config.control = Some(settings.metrics.unwrap_or(crate::control::DEFAULT_ADDR));
+    config.control = Some(settings.metrics.unwrap_or(crate::web::control::DEFAULT_ADDR));
     config.connection_limits.per_address = settings.max_connections_per_address;
+    config.downloads = Some(settings.download_dir.clone());
+    config.gateway = settings.gateway;
     config
+}
+
+/// How the desktop app is served (`None` with --no-ui).
+fn ui_config(settings: &RunSettings, role_reason: String) -> Option<UiConfig> {
+    if settings.no_ui {
+        return None;
+    }
+    let role = match settings.role {
+        RoleChoice::Auto => "auto",
+        RoleChoice::Leaf => "leaf",
+        RoleChoice::Supernode => "supernode",
+    };
+    Some(UiConfig {
+        listen: settings.ui_listen,
+        fallback: !settings.ui_listen_chosen,
+        password: settings.ui_password.clone(),
+        role_reason,
+        settings_file: settings.data_dir.join(crate::web::settings::SETTINGS_FILE),
+        settings: Shown {
+            download_dir: Some(settings.download_dir.clone()),
+            max_upload_rate: settings.max_upload_rate,
+            max_download_rate: settings.max_download_rate,
+            role: Some(role.into()),
+            listen: Some(settings.listen),
+            ui_listen: Some(settings.ui_listen),
+            gateway: settings.gateway,
+        },
+    })
 }
 
 /// How this node runs as a supernode, if it is or becomes one.
@@ -65,6 +97,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     let mut config = node_config(&settings);
     let supernode = supernode_config(&settings);
     let never_supernode = settings.never_supernode || settings.no_inbound;
+    let role_reason;
     let role = match settings.role {
         RoleChoice::Auto => {
             let mut peers = settings.bootstrap.clone();
@@ -85,6 +118,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             config.listen = bound;
             super::probe::print(&profile, &measured, &decision);
             tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
+            role_reason = format!("{}: {}", role_name(decision.role), decision.reason);
             config.profile = Some(profile.clone());
             if !never_supernode {
                 // Keep re-deciding: a leaf promotes if supernodes run short,
@@ -101,9 +135,16 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             }
             decision.role
         }
-        RoleChoice::Leaf => Role::Leaf,
-        RoleChoice::Supernode => Role::Supernode,
+        RoleChoice::Leaf => {
+            role_reason = "leaf: set by the role setting".into();
+            Role::Leaf
+        }
+        RoleChoice::Supernode => {
+            role_reason = "supernode: set by the role setting".into();
+            Role::Supernode
+        }
     };
+    config.ui = ui_config(&settings, role_reason);
     if role == Role::Supernode {
         config.supernode = Some(supernode);
     }
@@ -151,6 +192,18 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     if let Some(control) = node.control_addr() {
         println!("status and metrics on http://{control}/metrics (canopy status reads them)");
     }
+    if let Some(gateway) = node.gateway_addr() {
+        println!("HTTP gateway: shared files at http://{gateway}/content/HASH");
+    }
+    if let Some(ui) = node.ui_addr() {
+        let url = format!("http://{}/", loopback_view(ui));
+        println!("desktop app: open {url} in your browser");
+        if settings.open {
+            if let Err(error) = crate::web::open::open(&url) {
+                eprintln!("warning: could not open the browser ({error}); open {url} yourself");
+            }
+        }
+    }
     super::shutdown_signal().await;
     if node.supernode().is_some() {
         println!("shutting down: handing our leaves to other supernodes first");
@@ -159,4 +212,20 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     }
     node.leave().await;
     Ok(())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leaf => "leaf",
+        Role::Supernode => "supernode",
+    }
+}
+
+/// The address a browser on this machine uses: loopback for an unspecified host.
+fn loopback_view(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
+        ip if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }

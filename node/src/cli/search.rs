@@ -30,7 +30,7 @@ pub async fn ask_streaming(
     endpoint: &Endpoint,
     supernodes: &[PeerAddr],
     query: &Query,
-    on_new: &mut dyn FnMut(&Hit),
+    on_new: &mut (dyn FnMut(&Hit) + Send),
 ) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
     if supernodes.is_empty() {
         bail!(NoSupernode(
@@ -63,7 +63,7 @@ async fn ask_one(
     endpoint: &Endpoint,
     supernode: &PeerAddr,
     query: &Query,
-    on_new: &mut dyn FnMut(&Hit),
+    on_new: &mut (dyn FnMut(&Hit) + Send),
 ) -> anyhow::Result<Vec<Hit>> {
     let connection = endpoint.connect(supernode).await?;
     let (mut send, mut recv) = connection.open_bi().await?;

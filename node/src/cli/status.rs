@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::control::{fetch_metrics, parse_metrics};
 use crate::units::human_bytes;
+use crate::web::control::{fetch_metrics, parse_metrics};
 
 pub async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     let metrics: BTreeMap<String, f64> = parse_metrics(&fetch_metrics(data_dir).await?)

@@ -106,6 +106,9 @@ pub enum DownloadError {
         "the finished file does not match {hash} when read back from disk (disk error?); kept as {part}"
     )]
     DiskCheck { hash: ContentHash, part: PathBuf },
+    /// Stopped by [`Download::pause`]; the part file holds what was verified.
+    #[error("paused")]
+    Paused,
 }
 
 fn describe_failures(failures: &[(PeerAddr, SourceFailure)]) -> String {
@@ -146,6 +149,7 @@ impl DownloadError {
                 }
             }
             DownloadError::Output { .. } | DownloadError::DiskCheck { .. } => exit::LOCAL_IO,
+            DownloadError::Paused => exit::INTERRUPTED,
         }
     }
 }
@@ -270,6 +274,8 @@ enum Event {
     },
     /// Someone added a source by hand.
     Add(SourceSpec),
+    /// Stop, keeping every verified block (see [`Download::pause`]).
+    Pause,
 }
 
 /// Per-source figures, updated by source tasks.
@@ -422,7 +428,15 @@ impl Download {
         panic!("Download::finished called after the download was collected")
     }
 
-    /// Stops the download, keeping the part file for a later resume.
+    /// Stops the download gracefully: sources stop, the part file and its
+    /// state are brought up to date, and [`Download::finished`] returns
+    /// [`DownloadError::Paused`]. Starting the same download again resumes it.
+    pub fn pause(&self) {
+        let _ = self.shared.events.send(Event::Pause);
+    }
+
+    /// Stops the download at once, keeping the part file for a later resume
+    /// (blocks since the last checkpoint may be fetched again).
     pub fn abort(&self) {
         self.abort.abort();
     }
@@ -582,6 +596,7 @@ impl Coordinator {
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
         match event {
             Event::Add(spec) => self.offer_spec(spec),
+            Event::Pause => return Err(DownloadError::Paused),
             Event::Learned(peers) => {
                 for peer in peers {
                     self.offer(peer);

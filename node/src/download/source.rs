@@ -524,7 +524,7 @@ impl RangeFetch {
         let Assignment { id, first, count } = self.assignment;
         let hash = self.shared.hash;
         let layout = self.hashes.layout();
-        if let Some(limiter) = &self.shared.context.download_limiter {
+        if let Some(limiter) = self.shared.context.download_limiter.active() {
             // Asking only as fast as the cap allows keeps the sources (and
             // QUIC's flow control) at the rate too.
             let bytes: u64 = (first..first + count).map(|index| layout.block_len(index)).sum();

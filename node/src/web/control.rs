@@ -4,7 +4,7 @@
 //! It listens on loopback unless the operator names another address
 //! (`--metrics HOST:PORT`), and writes the address it got into the data
 //! folder (`control.addr`) so `canopy status` finds it. Requests are read
-//! with a size cap and a deadline; only `GET` is answered.
+//! by the bounded server in [`super::http`]; only `GET` and `HEAD` are answered.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use canopy_common::proto::election::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
+use super::http::{self, Handler, Limits, Request, Response};
 use crate::leaf::LeafStatus;
 use crate::serve::ServeContext;
 
@@ -25,11 +26,7 @@ use crate::serve::ServeContext;
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// Where the bound address is written, inside the data folder.
 pub const ADDR_FILE: &str = "control.addr";
-/// Longest request head accepted.
-const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// Requests served at once; more wait.
-const MAX_CONNECTIONS: usize = 32;
 
 /// What the metrics describe: read-only handles on the running node.
 #[derive(Clone)]
@@ -53,7 +50,13 @@ pub async fn start(
     let bound = listener.local_addr()?;
     let record = data_dir.join(ADDR_FILE);
     std::fs::write(&record, format!("{bound}\n"))?;
-    let task = tokio::spawn(serve(listener, view));
+    let limits = Limits {
+        max_body: 0,
+        deadline: REQUEST_DEADLINE,
+        max_connections: 32,
+        ..Limits::default()
+    };
+    let task = tokio::spawn(http::serve(listener, Arc::new(MetricsHandler(view)), limits));
     Ok((bound, ServeTask { task, record }))
 }
 
@@ -70,73 +73,23 @@ impl Drop for ServeTask {
     }
 }
 
-async fn serve(listener: TcpListener, view: NodeView) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let view = view.clone();
-        tokio::spawn(async move {
-            if let Err(error) = tokio::time::timeout(REQUEST_DEADLINE, answer(stream, &view)).await {
-                tracing::debug!(%error, "control request timed out");
-            }
-            drop(permit);
-        });
-    }
-}
+/// Answers `GET /metrics`, and nothing else.
+struct MetricsHandler(NodeView);
 
-async fn answer(mut stream: TcpStream, view: &NodeView) {
-    let mut head = Vec::with_capacity(1024);
-    let mut buffer = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => head.extend_from_slice(&buffer[..read]),
-        }
-        if head.len() > MAX_REQUEST {
-            let _ = respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "",
-            )
-            .await;
-            return;
-        }
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let _ = match (method, path) {
-        ("GET", "/metrics") => {
-            let body = metrics(view);
-            respond(
-                &mut stream,
-                "200 OK",
+impl Handler for MetricsHandler {
+    async fn handle(&self, request: Request, mut stream: TcpStream) {
+        let response = match (request.method.as_str(), request.path.as_str()) {
+            ("GET" | "HEAD", "/metrics") => Response::new(
+                200,
+                "OK",
                 "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            )
-            .await
-        }
-        ("GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET\n").await,
-    };
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+                metrics(&self.0),
+            ),
+            ("GET" | "HEAD", _) => Response::text(404, "Not Found", "not found\n"),
+            _ => Response::text(405, "Method Not Allowed", "only GET\n").with_header("Allow", "GET, HEAD"),
+        };
+        let _ = response.send(&mut stream, request.method == "HEAD").await;
+    }
 }
 
 /// Prometheus text exposition of the node's state now.

@@ -1,0 +1,544 @@
+//! The desktop app's HTTP side: the page and its JSON API (documented in
+//! `docs/API.md`). Every request is checked first ([`App::admit`]): a
+//! loopback client naming a loopback host, or anyone with the password
+//! when remote access is configured; then every `/api` request must carry
+//! the API key.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use canopy_common::proto::search::FileKind;
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Semaphore};
+
+use super::auth::{basic_auth_matches, is_loopback_host, same_secret};
+use super::events::{Event, Events};
+use super::http::{Handler, Request, Response};
+use super::settings::{self, Change, Shown};
+use crate::downloads::{Downloads, DownloadsError};
+use crate::folders::{FolderError, Folders};
+use crate::leaf::LeafStatus;
+use crate::searching::Searcher;
+use crate::serve::ServeContext;
+
+/// Searches running at once.
+const MAX_SEARCHES: usize = 4;
+/// Search results remembered, so a download can start from one by hash.
+const RECENT_HITS: usize = 2000;
+/// How often live events are sent.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Everything the app reads and changes.
+pub struct App {
+    pub key: String,
+    /// Remote access password (`None`: loopback only).
+    pub password: Option<String>,
+    pub context: Arc<ServeContext>,
+    pub leaf_status: watch::Receiver<LeafStatus>,
+    pub peer: PeerAddr,
+    pub started: Instant,
+    pub role_reason: String,
+    pub downloads: Downloads,
+    pub folders: Arc<Folders>,
+    pub searcher: Searcher,
+    pub events: Events,
+    /// The settings in force (the download folder is read live).
+    pub settings: Shown,
+    pub settings_file: PathBuf,
+    /// The gateway's address, once it listens.
+    pub gateway: OnceLock<SocketAddr>,
+    recent: Mutex<VecDeque<Hit>>,
+    searches: Arc<Semaphore>,
+    next_search: AtomicU64,
+    traffic: Mutex<Traffic>,
+}
+
+/// The last traffic sample, for rates.
+struct Traffic {
+    at: Instant,
+    sent: u64,
+    received: u64,
+    up: f64,
+    down: f64,
+}
+
+/// The parts of a running node the app is built from.
+pub struct AppParts {
+    pub key: String,
+    pub password: Option<String>,
+    pub context: Arc<ServeContext>,
+    pub leaf_status: watch::Receiver<LeafStatus>,
+    pub peer: PeerAddr,
+    pub role_reason: String,
+    pub downloads: Downloads,
+    pub folders: Arc<Folders>,
+    pub searcher: Searcher,
+    pub settings: Shown,
+    pub settings_file: PathBuf,
+}
+
+impl App {
+    pub fn new(parts: AppParts) -> App {
+        App {
+            key: parts.key,
+            password: parts.password,
+            context: parts.context,
+            leaf_status: parts.leaf_status,
+            peer: parts.peer,
+            started: Instant::now(),
+            role_reason: parts.role_reason,
+            downloads: parts.downloads,
+            folders: parts.folders,
+            searcher: parts.searcher,
+            events: Events::default(),
+            settings: parts.settings,
+            settings_file: parts.settings_file,
+            gateway: OnceLock::new(),
+            recent: Mutex::default(),
+            searches: Arc::new(Semaphore::new(MAX_SEARCHES)),
+            next_search: AtomicU64::new(1),
+            traffic: Mutex::new(Traffic {
+                at: Instant::now(),
+                sent: 0,
+                received: 0,
+                up: 0.0,
+                down: 0.0,
+            }),
+        }
+    }
+
+    /// Whether this client may talk to the app at all (see the module doc).
+    fn admit(&self, request: &Request) -> Result<(), Response> {
+        let host = request.header("host").unwrap_or("");
+        if request.peer.ip().is_loopback() && is_loopback_host(host) {
+            return Ok(());
+        }
+        match &self.password {
+            Some(password) if basic_auth_matches(request.header("authorization"), password) => Ok(()),
+            Some(_) => Err(Response::text(401, "Unauthorized", "the password is needed\n")
+                .with_header("WWW-Authenticate", "Basic realm=\"canopy\", charset=\"UTF-8\"")),
+            None => Err(Response::text(
+                403,
+                "Forbidden",
+                "this page answers only to http://127.0.0.1 or http://localhost\n",
+            )),
+        }
+    }
+
+    /// Whether an `/api` request carries the key.
+    fn has_key(&self, request: &Request) -> bool {
+        let given = request.header("x-api-key").map(str::to_string).or_else(|| {
+            (request.path == "/api/events")
+                .then(|| request.param("key"))
+                .flatten()
+        });
+        given.is_some_and(|given| same_secret(&given, &self.key))
+    }
+
+    async fn route(self: &Arc<Self>, request: &Request) -> Result<Response, Response> {
+        let method = request.method.as_str();
+        let path = request.path.as_str();
+        if !path.starts_with("/api/") {
+            return super::assets::page(method, path, &self.key);
+        }
+        if !self.has_key(request) {
+            return Err(Response::error(
+                403,
+                "Forbidden",
+                "missing or wrong API key (X-API-Key header)",
+            ));
+        }
+        let segments: Vec<&str> = path["/api/".len()..].split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["status"]) => Ok(Response::json(&self.status())),
+            ("POST", ["search"]) => self.search(request),
+            ("GET", ["downloads"]) => Ok(Response::json(&json!(self.downloads.list()))),
+            ("POST", ["downloads"]) => self.start_download(request),
+            ("GET", ["downloads", hash]) => {
+                let hash = parse_hash(hash)?;
+                self.downloads
+                    .get(&hash)
+                    .map(|d| Response::json(&d))
+                    .ok_or_else(|| downloads_error(DownloadsError::Unknown(hash)))
+            }
+            ("DELETE", ["downloads", hash]) => {
+                let hash = parse_hash(hash)?;
+                self.downloads.cancel(&hash).map_err(downloads_error)?;
+                Ok(Response::json(&json!({ "cancelled": hash.to_hex() })))
+            }
+            ("POST", ["downloads", hash, action]) => {
+                let hash = parse_hash(hash)?;
+                match *action {
+                    "pause" => self.downloads.pause(&hash),
+                    "resume" => self.downloads.resume(&hash),
+                    "open" => self.downloads.open_folder(&hash),
+                    _ => return Err(Response::error(404, "Not Found", "no such action")),
+                }
+                .map_err(downloads_error)?;
+                Ok(Response::json(&self.downloads.get(&hash).unwrap_or(Value::Null)))
+            }
+            ("GET", ["shares"]) => Ok(Response::json(&self.shares())),
+            ("POST", ["shares"]) => {
+                let body: FolderBody = parse_body(request)?;
+                self.folders.add(&body.path).map_err(folder_error)?;
+                Ok(Response::json_status(201, "Created", &self.shares()))
+            }
+            ("DELETE", ["shares"]) => {
+                let body: FolderBody = parse_body(request)?;
+                self.folders.remove(&body.path).map_err(folder_error)?;
+                Ok(Response::json(&self.shares()))
+            }
+            ("GET", ["settings"]) => Ok(Response::json(&self.settings())),
+            ("PUT", ["settings"]) => self.change_settings(request),
+            (_, ["status" | "search" | "downloads" | "shares" | "settings" | "events", ..]) => Err(
+                Response::error(405, "Method Not Allowed", "method not allowed here"),
+            ),
+            _ => Err(Response::error(404, "Not Found", "no such endpoint")),
+        }
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self) -> Value {
+        let supernode = self.context.supernode();
+        let leaf = self.leaf_status.borrow().clone();
+        let stats = &self.context.stats;
+        let (sent, received) = (
+            stats.bytes_sent.load(Ordering::Relaxed),
+            stats.bytes_received.load(Ordering::Relaxed),
+        );
+        let (up, down) = {
+            let mut traffic = self.traffic.lock().expect("traffic lock");
+            let elapsed = traffic.at.elapsed().as_secs_f64();
+            if elapsed >= 0.9 {
+                traffic.up = sent.saturating_sub(traffic.sent) as f64 / elapsed;
+                traffic.down = received.saturating_sub(traffic.received) as f64 / elapsed;
+                *traffic = Traffic {
+                    at: Instant::now(),
+                    sent,
+                    received,
+                    ..*traffic
+                };
+            }
+            (traffic.up, traffic.down)
+        };
+        let (files, bytes) = self.context.shares.totals();
+        let (role, leaves, max_leaves, neighbours, documents) = match &supernode {
+            Some(s) => (
+                "supernode",
+                s.leaf_count(),
+                s.max_leaves(),
+                s.overlay().map(|o| o.neighbours()).unwrap_or_default(),
+                s.index().len(),
+            ),
+            None => ("leaf", 0, 0, Vec::new(), 0),
+        };
+        let reason = if self.role_reason.starts_with(role) || self.role_reason.is_empty() {
+            self.role_reason.clone()
+        } else {
+            format!(
+                "{role} since a change at run time (at start: {})",
+                self.role_reason
+            )
+        };
+        json!({
+            "peer_id": self.peer.id.to_string(),
+            "address": self.peer.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "role": role,
+            "role_reason": reason,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "supernodes": leaf.joined.values().map(|(addr, published)| json!({
+                "id": addr.id.to_string(), "address": addr.to_string(), "published": published,
+            })).collect::<Vec<_>>(),
+            "last_error": leaf.last_error,
+            "leaves": leaves,
+            "max_leaves": max_leaves,
+            "neighbours": neighbours.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "index_documents": documents,
+            "shared": { "files": files, "bytes": bytes },
+            "traffic": { "uploaded": sent, "downloaded": received, "upload_rate": up, "download_rate": down },
+            "gateway": self.gateway.get().map(|addr| format!("http://{addr}/content/")),
+        })
+    }
+
+    /// `GET /api/shares`.
+    pub fn shares(&self) -> Value {
+        let files = self.context.shares.list();
+        let folders: Vec<Value> = self
+            .folders
+            .list()
+            .into_iter()
+            .map(|folder| {
+                let inside = files.iter().filter(|f| f.path.starts_with(&folder));
+                let (count, bytes) = inside.fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
+                json!({ "path": folder, "files": count, "bytes": bytes, "exists": folder.is_dir() })
+            })
+            .collect();
+        let progress = &self.context.shares.progress;
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        json!({
+            "folders": folders,
+            "files": files.len(),
+            "bytes": files.iter().map(|f| f.size).sum::<u64>(),
+            "scanning": progress.scanning.load(Ordering::Relaxed),
+            "hashing": {
+                "files_to_hash": load(&progress.files_to_hash),
+                "files_hashed": load(&progress.files_hashed),
+                "bytes_to_hash": load(&progress.bytes_to_hash),
+                "bytes_hashed": load(&progress.bytes_hashed),
+            },
+        })
+    }
+
+    /// `GET /api/settings`.
+    fn settings(&self) -> Value {
+        let mut shown = self.settings.clone();
+        shown.download_dir = Some(self.downloads.folder());
+        (shown.max_upload_rate, shown.max_download_rate) = self.context.rates();
+        json!({
+            "in_force": shown,
+            "saved": settings::load(&self.settings_file),
+        })
+    }
+
+    fn change_settings(&self, request: &Request) -> Result<Response, Response> {
+        let change: Change = parse_body(request)?;
+        let restart = change
+            .validate()
+            .map_err(|e| Response::error(400, "Bad Request", e))?;
+        if let Some(Some(dir)) = &change.download_dir {
+            self.downloads.set_folder(dir.clone()).map_err(downloads_error)?;
+        }
+        if change.max_upload_rate.is_some() || change.max_download_rate.is_some() {
+            let (up, down) = self.context.rates();
+            self.context.set_rates(
+                change.max_upload_rate.unwrap_or(up),
+                change.max_download_rate.unwrap_or(down),
+            );
+        }
+        let mut saved = settings::load(&self.settings_file);
+        change.apply(&mut saved);
+        settings::save(&self.settings_file, &saved)
+            .map_err(|e| Response::error(500, "Internal Server Error", e))?;
+        let mut answer = self.settings();
+        answer["restart_needed"] = json!(restart);
+        Ok(Response::json(&answer))
+    }
+
+    /// `POST /api/search`: answers at once with an id; hits follow as events.
+    fn search(self: &Arc<Self>, request: &Request) -> Result<Response, Response> {
+        let body: SearchBody = parse_body(request)?;
+        let mut query = Query::words(body.text.trim());
+        if let Some(kind) = body.kind.as_deref().filter(|k| !k.is_empty()) {
+            query.kind = Some(
+                FileKind::from_str(kind)
+                    .map_err(|_| Response::error(400, "Bad Request", "unknown file type"))?,
+            );
+        }
+        query
+            .check()
+            .map_err(|reason| Response::error(400, "Bad Request", reason))?;
+        let permit = self.searches.clone().try_acquire_owned().map_err(|_| {
+            Response::error(
+                429,
+                "Too Many Requests",
+                "too many searches at once; wait a moment",
+            )
+        })?;
+        let id = self.next_search.fetch_add(1, Ordering::Relaxed);
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut found = 0usize;
+            let result = app
+                .searcher
+                .search(&query, &mut |hit| {
+                    found += 1;
+                    app.remember(hit);
+                    app.events
+                        .publish("search-hit", &json!({ "search": id, "hit": hit_json(hit) }));
+                })
+                .await;
+            let error = result.err().map(|e| e.to_string());
+            app.events.publish(
+                "search-done",
+                &json!({ "search": id, "hits": found, "error": error }),
+            );
+            drop(permit);
+        });
+        Ok(Response::json_status(202, "Accepted", &json!({ "search": id })))
+    }
+
+    fn remember(&self, hit: &Hit) {
+        let mut recent = self.recent.lock().expect("recent lock");
+        recent.retain(|known| known.hash != hit.hash);
+        if recent.len() >= RECENT_HITS {
+            recent.pop_front();
+        }
+        recent.push_back(hit.clone());
+    }
+
+    fn start_download(&self, request: &Request) -> Result<Response, Response> {
+        let body: DownloadBody = parse_body(request)?;
+        let hash = parse_hash(&body.hash)?;
+        let hit = {
+            let recent = self.recent.lock().expect("recent lock");
+            recent.iter().find(|hit| hit.hash == hash).cloned()
+        };
+        self.downloads
+            .add(hash, body.name.as_deref(), hit.as_ref())
+            .map_err(downloads_error)?;
+        Ok(Response::json_status(
+            201,
+            "Created",
+            &self.downloads.get(&hash).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// The events a page gets first, so it starts with the whole picture.
+    fn snapshot(&self) -> Vec<Event> {
+        vec![
+            Event {
+                name: "status",
+                data: self.status().to_string(),
+            },
+            Event {
+                name: "downloads",
+                data: json!(self.downloads.list()).to_string(),
+            },
+            Event {
+                name: "shares",
+                data: self.shares().to_string(),
+            },
+        ]
+    }
+}
+
+impl Handler for Arc<App> {
+    async fn handle(&self, request: Request, mut stream: TcpStream) {
+        if let Err(refused) = self.admit(&request) {
+            let _ = refused.send(&mut stream, request.method == "HEAD").await;
+            return;
+        }
+        if request.method == "GET" && request.path == "/api/events" && self.has_key(&request) {
+            self.events.stream(stream, self.snapshot()).await;
+            return;
+        }
+        let response = match self.route(&request).await {
+            Ok(response) | Err(response) => response,
+        };
+        let _ = response.send(&mut stream, request.method == "HEAD").await;
+    }
+}
+
+/// Sends live events while pages listen: downloads every tick while any
+/// runs (and at every change), status and shares every other tick.
+pub async fn publish_loop(app: Arc<App>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = app.downloads.subscribe();
+    let mut folders = app.folders.subscribe();
+    let mut folders_changed = false;
+    let mut count: u64 = 0;
+    loop {
+        let mut changed = false;
+        tokio::select! {
+            _ = tick.tick() => {}
+            result = changes.changed() => {
+                if result.is_err() {
+                    return;
+                }
+                changed = true;
+            }
+            result = folders.changed() => {
+                if result.is_err() {
+                    return;
+                }
+                folders_changed = true;
+            }
+        }
+        if !app.events.has_clients() {
+            continue;
+        }
+        count += 1;
+        if changed || app.downloads.any_running() {
+            app.events.publish("downloads", &json!(app.downloads.list()));
+        }
+        if count % 2 == 0 || folders_changed {
+            app.events.publish("status", &app.status());
+            app.events.publish("shares", &app.shares());
+            folders_changed = false;
+        }
+    }
+}
+
+/// A search result as the API shows it.
+pub fn hit_json(hit: &Hit) -> Value {
+    json!({
+        "hash": hit.hash.to_hex(),
+        "name": hit.name,
+        "size": hit.size,
+        "type": hit.kind.as_str(),
+        "sources": hit.source_count.max((hit.sources.len() + hit.relayed.len()) as u32),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    text: String,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadBody {
+    hash: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderBody {
+    path: PathBuf,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, Response> {
+    serde_json::from_slice(&request.body)
+        .map_err(|error| Response::error(400, "Bad Request", format!("bad JSON body: {error}")))
+}
+
+fn parse_hash(text: &str) -> Result<ContentHash, Response> {
+    text.parse()
+        .map_err(|_| Response::error(400, "Bad Request", "a content hash is 64 hex digits"))
+}
+
+fn downloads_error(error: DownloadsError) -> Response {
+    let (status, reason) = match &error {
+        DownloadsError::Unknown(_) => (404, "Not Found"),
+        DownloadsError::Exists(_) | DownloadsError::WrongState { .. } => (409, "Conflict"),
+        DownloadsError::Full => (507, "Insufficient Storage"),
+        DownloadsError::BadFolder(_) => (400, "Bad Request"),
+        DownloadsError::Open { .. } => (500, "Internal Server Error"),
+    };
+    Response::error(status, reason, error)
+}
+
+fn folder_error(error: FolderError) -> Response {
+    let (status, reason) = match &error {
+        FolderError::NotShared(_) => (404, "Not Found"),
+        FolderError::AlreadyShared(_) => (409, "Conflict"),
+        FolderError::Save { .. } => (500, "Internal Server Error"),
+        _ => (400, "Bad Request"),
+    };
+    Response::error(status, reason, error)
+}

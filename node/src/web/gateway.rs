@@ -1,0 +1,256 @@
+//! The HTTP gateway: `GET /content/HASH` serves a shared file to anything
+//! that speaks HTTP (curl, wget, aria2c, a browser), as FastTrack nodes
+//! served their files over plain HTTP.
+//!
+//! Off unless configured (`--gateway HOST:PORT`). The file is found in the
+//! node's share table by its content hash and served only while it is
+//! unchanged since it was hashed, so what is served is what the hash names;
+//! nothing in the request is ever used as a path. `GET` and `HEAD`, one
+//! `Range: bytes=` range (206 with `Content-Range`; 416 when it lies past
+//! the end; a list of ranges is answered with the whole file), `ETag` (the
+//! hash) with `If-None-Match`, and `Content-Disposition` with the file name.
+//! Uploads through the gateway share the node's upload rate cap.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_common::proto::ContentHash;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::http::{status_line, Handler, Request, Response};
+use crate::serve::ServeContext;
+
+/// Bytes read from disk per write.
+const CHUNK: usize = 64 * 1024;
+/// A client that takes no chunk for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves shared content by hash.
+pub struct Gateway {
+    pub context: Arc<ServeContext>,
+}
+
+impl Handler for Gateway {
+    async fn handle(&self, request: Request, mut stream: TcpStream) {
+        let head_only = request.method == "HEAD";
+        if request.method != "GET" && !head_only {
+            let _ = Response::text(405, "Method Not Allowed", "only GET and HEAD\n")
+                .with_header("Allow", "GET, HEAD")
+                .send(&mut stream, false)
+                .await;
+            return;
+        }
+        let Some(hash) = request
+            .path
+            .strip_prefix("/content/")
+            .and_then(|hex| hex.parse::<ContentHash>().ok())
+        else {
+            let _ = Response::text(404, "Not Found", "ask for /content/HASH (64 hex digits)\n")
+                .send(&mut stream, head_only)
+                .await;
+            return;
+        };
+        if let Err(error) = self.serve(&request, hash, &mut stream, head_only).await {
+            tracing::debug!(peer = %request.peer, %error, "gateway transfer ended");
+        }
+    }
+}
+
+impl Gateway {
+    async fn serve(
+        &self,
+        request: &Request,
+        hash: ContentHash,
+        stream: &mut TcpStream,
+        head_only: bool,
+    ) -> std::io::Result<()> {
+        let Some(shared) = self.context.shares.get(&hash).filter(|f| f.unchanged_on_disk()) else {
+            return Response::text(404, "Not Found", "this node does not share that content\n")
+                .send(stream, head_only)
+                .await;
+        };
+        let etag = format!("\"{}\"", hash.to_hex());
+        if request
+            .header("if-none-match")
+            .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+        {
+            let mut not_modified = Response::new(304, "Not Modified", "application/octet-stream", "");
+            not_modified.headers.push(("ETag", etag));
+            return not_modified.send(stream, true).await;
+        }
+        let size = shared.size;
+        let range = match request.header("range").map(|text| parse_range(text, size)) {
+            None | Some(RangeRequest::Ignored) => None,
+            Some(RangeRequest::Unsatisfiable) => {
+                return Response::text(416, "Range Not Satisfiable", "the range lies past the end\n")
+                    .with_header("Content-Range", format!("bytes */{size}"))
+                    .with_header("Accept-Ranges", "bytes")
+                    .send(stream, head_only)
+                    .await;
+            }
+            Some(RangeRequest::Satisfiable(range)) => Some(range),
+        };
+        let mut file = tokio::fs::File::open(&shared.path).await?;
+        let name = shared
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| hash.to_hex());
+        let (mut head, body) = match &range {
+            Some(range) => (
+                status_line(206, "Partial Content")
+                    + &format!(
+                        "Content-Range: bytes {}-{}/{size}\r\n",
+                        range.start,
+                        range.end - 1
+                    ),
+                range.clone(),
+            ),
+            None => (status_line(200, "OK"), 0..size),
+        };
+        head.push_str(&format!(
+            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\
+             ETag: {etag}\r\nContent-Disposition: {}\r\nCache-Control: public, max-age=31536000, immutable\r\n\
+             X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+            body.end - body.start,
+            content_disposition(&name)
+        ));
+        write(stream, head.as_bytes()).await?;
+        if head_only {
+            return stream.shutdown().await;
+        }
+        file.seek(SeekFrom::Start(body.start)).await?;
+        let mut left = body.end - body.start;
+        let mut buffer = vec![0u8; CHUNK];
+        while left > 0 {
+            let want = (left as usize).min(CHUNK);
+            if let Some(limiter) = self.context.limiter.active() {
+                limiter.acquire(want).await;
+            }
+            file.read_exact(&mut buffer[..want]).await?;
+            write(stream, &buffer[..want]).await?;
+            self.context
+                .stats
+                .bytes_sent
+                .fetch_add(want as u64, Ordering::Relaxed);
+            left -= want as u64;
+        }
+        stream.shutdown().await
+    }
+}
+
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// One range, clamped to the file.
+    Satisfiable(Range<u64>),
+    /// A well-formed range that starts past the end (or an empty file).
+    Unsatisfiable,
+    /// Malformed, not bytes, or several ranges: answered with the whole file.
+    Ignored,
+}
+
+/// Parses `bytes=A-B`, `bytes=A-` or `bytes=-N`.
+pub fn parse_range(header: &str, size: u64) -> RangeRequest {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Ignored;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Ignored;
+    };
+    let number = |text: &str| -> Option<u64> {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Satisfiable(size.saturating_sub(n)..size),
+            None => RangeRequest::Ignored,
+        },
+        (start, "") => match number(start) {
+            Some(start) if start >= size => RangeRequest::Unsatisfiable,
+            Some(start) => RangeRequest::Satisfiable(start..size),
+            None => RangeRequest::Ignored,
+        },
+        (start, end) => match (number(start), number(end)) {
+            (Some(start), Some(end)) if start > end => RangeRequest::Ignored,
+            (Some(start), Some(_)) if start >= size => RangeRequest::Unsatisfiable,
+            (Some(start), Some(end)) => RangeRequest::Satisfiable(start..end.min(size - 1) + 1),
+            _ => RangeRequest::Ignored,
+        },
+    }
+}
+
+/// `attachment` with an ASCII fallback name and the exact name in RFC 5987 form.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        use RangeRequest::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Satisfiable(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Satisfiable(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), Satisfiable(90..100));
+        assert_eq!(parse_range("bytes=-500", 100), Satisfiable(0..100));
+        assert_eq!(parse_range("bytes=50-500", 100), Satisfiable(50..100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=+1-2", 100), Ignored);
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 100), Ignored);
+    }
+
+    #[test]
+    fn names_are_quoted_safely() {
+        assert_eq!(
+            content_disposition("a \"b\".mp3"),
+            "attachment; filename=\"a _b_.mp3\"; filename*=UTF-8''a%20%22b%22.mp3"
+        );
+        assert!(content_disposition("é\r\n").starts_with("attachment; filename=\"___"));
+    }
+}

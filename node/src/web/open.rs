@@ -1,0 +1,26 @@
+//! Opening a page or a folder on the desktop: `xdg-open` on Linux and the
+//! BSDs, `open` on macOS, `start` on Windows.
+
+use std::process::{Command, Stdio};
+
+/// Asks the desktop to open `target` (a URL or a folder). The opener runs
+/// detached; an error says why it could not be started.
+pub fn open(target: &str) -> Result<(), String> {
+    let (program, args): (&str, Vec<&str>) = if cfg!(target_os = "macos") {
+        ("open", vec![target])
+    } else if cfg!(windows) {
+        ("cmd", vec!["/C", "start", "", target])
+    } else {
+        ("xdg-open", vec![target])
+    };
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot run {program}: {error}"))?;
+    // Reap it whenever it exits, so no zombie is left behind.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}

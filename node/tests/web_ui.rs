@@ -1,0 +1,690 @@
+//! The desktop app in a real browser, and the HTTP gateway with real
+//! clients, against real `canopy run` processes on loopback.
+//!
+//! Needs `node` + `npm` (playwright-core is installed from
+//! node/tests/web/package-lock.json when missing), Debian's `chromium`
+//! (or `CHROMIUM=/path`), `curl` and `aria2c`. A missing tool fails the
+//! test with the command that installs it: CI installs them all.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::CANOPY;
+
+/// Fails with a fix when `program` cannot be run.
+fn require(program: &str, install: &str) {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(found, "{program} is needed for this test: {install}");
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// A `canopy run` process, killed when dropped, with the lines it printed.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    printed: Vec<String>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(args: &[&str], data: &Path) -> Process {
+        let mut child = Command::new(CANOPY)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("canopy run starts");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Process {
+            child,
+            lines,
+            printed: Vec::new(),
+        }
+    }
+
+    /// The rest of the first printed line that contains `marker`.
+    fn wait_for(&mut self, marker: &str) -> String {
+        loop {
+            if let Some(line) = self.printed.iter().find(|line| line.contains(marker)) {
+                return line.split(marker).nth(1).unwrap().trim().to_string();
+            }
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| {
+                    panic!("canopy run never printed {marker:?}; printed {:#?}", self.printed)
+                });
+            self.printed.push(line);
+        }
+    }
+
+    fn peer_address(&mut self) -> String {
+        self.wait_for("peers reach this node as ")
+            .trim_end_matches(')')
+            .to_string()
+    }
+}
+
+fn random_file(path: &Path, size: usize, seed: u8) -> String {
+    let content: Vec<u8> = (0..size)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(seed as u32 % 31) as u8
+                ^ seed
+        })
+        .collect();
+    std::fs::write(path, &content).unwrap();
+    blake3::hash(&content).to_hex().to_string()
+}
+
+fn blake3_of(path: &Path) -> String {
+    blake3::hash(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .to_hex()
+        .to_string()
+}
+
+/// Installs playwright-core from the lock file if it is not there yet.
+fn npm_ci(dir: &Path) {
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .expect("npm runs");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}
+
+#[test]
+fn search_download_pause_resume_and_share_in_a_browser() {
+    require("node", "apt-get install nodejs npm");
+    require("npm", "apt-get install npm");
+    require(&chromium(), "apt-get install chromium");
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    npm_ci(&web);
+
+    let temp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let path = temp.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let (shared, later, downloads) = (dir("shared"), dir("later"), dir("downloads"));
+    let quick = random_file(&shared.join("quick-fox.bin"), 1_500_000, 1);
+    let slow = random_file(&shared.join("slow-river.bin"), 8_000_000, 2);
+    std::fs::write(later.join("late-comet.txt"), b"a file shared from the app\n").unwrap();
+
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &dir("supernode"));
+    let bootstrap = supernode.peer_address();
+    // The upload cap keeps the second download slow enough to pause.
+    let mut leaf = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &bootstrap,
+            "--share",
+            shared.to_str().unwrap(),
+            "--max-upload-rate",
+            "2M",
+        ],
+        &dir("leaf"),
+    );
+    leaf.wait_for("role:");
+    let mut app = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            &bootstrap,
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &dir("app"),
+    );
+    let page = app.wait_for("desktop app: open ");
+    let url = page.split_whitespace().next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let output = Command::new("node")
+        .arg("ui.spec.mjs")
+        .current_dir(&web)
+        .env("CANOPY_UI_URL", &url)
+        .env("CANOPY_NEW_SHARE", &later)
+        .env("CHROMIUM", chromium())
+        .output()
+        .expect("node runs the browser script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for step in [
+        "loaded",
+        "downloaded",
+        "paused",
+        "resumed",
+        "shared",
+        "searchable",
+    ] {
+        assert!(
+            stdout.contains(&format!("{{\"step\":\"{step}\"")),
+            "step {step} missing:\n{stdout}"
+        );
+    }
+    assert_eq!(blake3_of(&downloads.join("quick-fox.bin")), quick);
+    assert_eq!(blake3_of(&downloads.join("slow-river.bin")), slow);
+    assert!(!downloads.join("slow-river.bin.part").exists());
+    // The app keeps its choices: the new folder is in the saved list.
+    let saved = std::fs::read_to_string(temp.path().join("app/shared-folders.json")).unwrap();
+    assert!(saved.contains("later"), "{saved}");
+    drop((supernode, leaf, app));
+}
+
+/// Sends `METHOD path` to the host of `url` by hand; returns all it answered.
+fn raw_request(url: &str, method: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+/// Runs curl; returns (response head, body).
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let output = Command::new("curl")
+        .args(["-s", "-S", "-D", "-", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = output.stdout;
+    let split = text
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    (
+        String::from_utf8_lossy(&text[..split]).into_owned(),
+        text[split..].to_vec(),
+    )
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
+    require("curl", "apt-get install curl");
+    require("aria2c", "apt-get install aria2");
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let size = 3_000_001;
+    let hash = random_file(&shared.join("big file é.bin"), size, 7);
+    let content = std::fs::read(shared.join("big file é.bin")).unwrap();
+
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--share",
+            shared.to_str().unwrap(),
+            "--gateway",
+            "127.0.0.1:0",
+        ],
+        &temp.path().join("data"),
+    );
+    let base = node.wait_for("HTTP gateway: shared files at ");
+    let url = base.replace("HASH", &hash);
+
+    // A middle range: 206, the exact bytes, Content-Range and the headers.
+    let (head, body) = curl(&["-H", "Range: bytes=1000-1999", &url]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &content[1000..2000]);
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(format!("bytes 1000-1999/{size}").as_str())
+    );
+    assert_eq!(header(&head, "content-length"), Some("1000"));
+    assert_eq!(header(&head, "content-type"), Some("application/octet-stream"));
+    assert_eq!(header(&head, "accept-ranges"), Some("bytes"));
+    assert_eq!(header(&head, "etag"), Some(format!("\"{hash}\"").as_str()));
+    let disposition = header(&head, "content-disposition").unwrap();
+    assert!(
+        disposition.contains("filename*=UTF-8''big%20file%20%C3%A9.bin"),
+        "{disposition}"
+    );
+
+    // A suffix range and an open-ended one.
+    let (head, body) = curl(&["-H", "Range: bytes=-10", &url]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &content[size - 10..]);
+    let (_, body) = curl(&["-H", &format!("Range: bytes={}-", size - 5), &url]);
+    assert_eq!(body, &content[size - 5..]);
+
+    // Past the end: 416 with the size.
+    let (head, _) = curl(&["-H", &format!("Range: bytes={size}-"), &url]);
+    assert!(head.starts_with("HTTP/1.1 416"), "{head}");
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(format!("bytes */{size}").as_str())
+    );
+
+    // HEAD: the length, and not a byte of body (asked by hand: curl -I
+    // would not read one anyway).
+    let (head, _) = curl(&["-I", "-o", "/dev/null", &url]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "content-length"), Some(size.to_string().as_str()));
+    let raw = raw_request(&url, "HEAD");
+    assert!(raw.ends_with(b"\r\n\r\n"), "HEAD sent a body");
+    assert_eq!(raw.windows(4).filter(|w| w == b"\r\n\r\n").count(), 1);
+    // Unknown content, a path in place of a hash, other methods.
+    assert!(String::from_utf8_lossy(&raw_request(&url, "POST")).starts_with("HTTP/1.1 405"));
+    let unknown = url.replace(&hash, blake3::hash(b"nobody").to_hex().as_str());
+    assert!(curl(&[&unknown]).0.starts_with("HTTP/1.1 404"));
+    let traversal = url.replace(&hash, "..%2F..%2Fetc%2Fpasswd");
+    assert!(curl(&["--path-as-is", &traversal]).0.starts_with("HTTP/1.1 404"));
+
+    // aria2c with four connections (ranges under the hood): the right file.
+    let fetched = temp.path().join("fetched");
+    let status = Command::new("aria2c")
+        .args(["-q", "-x4", "-s4", "-k1M", "--allow-overwrite=true", "-d"])
+        .arg(&fetched)
+        .args(["-o", "out.bin", &url])
+        .status()
+        .expect("aria2c runs");
+    assert!(status.success(), "aria2c failed");
+    assert_eq!(blake3_of(&fetched.join("out.bin")), hash);
+    drop(node);
+}
+
+/// Sends a raw request to `addr`; returns the status code and the text answered.
+fn ask(addr: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn the_api_needs_the_key_and_refuses_other_sites() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let downloads = temp.path().join("downloads");
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &data,
+    );
+    let url = node.wait_for("desktop app: open ");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let key = std::fs::read_to_string(data.join("api-key")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("api-key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key file is readable by others");
+    }
+    let get = |path: &str, headers: &str| ask(&addr, &format!("GET {path} HTTP/1.1\r\n{headers}\r\n"));
+
+    // The page carries the key; no CORS header is ever sent.
+    let (status, page) = get("/", &format!("Host: {addr}\r\n"));
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("content=\"{key}\"")));
+    assert!(!page.to_ascii_lowercase().contains("access-control-allow"));
+    // DNS rebinding: a page from another name reaching our port is refused.
+    let (status, page) = get("/", "Host: evil.example:4664\r\n");
+    assert_eq!(status, 403);
+    assert!(!page.contains(&key));
+    let (status, _) = get(
+        "/api/status",
+        &format!("Host: evil.example\r\nX-API-Key: {key}\r\n"),
+    );
+    assert_eq!(status, 403);
+    // The API: the key or nothing.
+    assert_eq!(get("/api/status", "Host: localhost\r\n").0, 403);
+    assert_eq!(
+        get("/api/status", "Host: localhost\r\nX-API-Key: wrong\r\n").0,
+        403
+    );
+    let (status, body) = get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\":\"leaf\""), "{body}");
+    // The key in the query is accepted on the event stream only.
+    assert_eq!(
+        get(&format!("/api/status?key={key}"), "Host: localhost\r\n").0,
+        403
+    );
+    let (status, events) = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET /api/events?key={key} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut text = String::new();
+        while !text.contains("event: shares") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => text.push_str(&String::from_utf8_lossy(&buffer[..read])),
+            }
+        }
+        (
+            text.get(9..12).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0),
+            text,
+        )
+    };
+    assert_eq!(status, 200, "{events}");
+    assert!(
+        events.contains("text/event-stream") && events.contains("event: status"),
+        "{events}"
+    );
+
+    // Bad input gets a clear error, not a crash.
+    let post = |path: &str, body: &str| {
+        ask(
+            &addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert_eq!(post("/api/downloads", "{\"hash\": \"zz\"}").0, 400);
+    assert_eq!(post("/api/downloads", "not json").0, 400);
+    assert_eq!(post("/api/shares", "{\"path\": \"relative/dir\"}").0, 400);
+    assert_eq!(
+        post("/api/search", &format!("{{\"text\": \"{}\"}}", "x".repeat(5000))).0,
+        400
+    );
+    let (status, _) = ask(
+        &addr,
+        &format!("POST /api/search HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: 999999\r\n\r\n"),
+    );
+    assert_eq!(status, 413);
+    let (status, _) = get(
+        "/api/status",
+        &format!("Host: localhost\r\nX-Big: {}\r\n", "a".repeat(10_000)),
+    );
+    assert_eq!(status, 431);
+    // Settings: a cap takes effect at once, a role change at the next start.
+    let put = |body: &str| {
+        ask(
+            &addr,
+            &format!(
+                "PUT /api/settings HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let (status, answer) = put("{\"max-upload-rate\": 1048576, \"role\": \"supernode\"}");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"restart_needed\":[\"role\"]"), "{answer}");
+    let (_, settings) = get(
+        "/api/settings",
+        &format!("Host: localhost\r\nX-API-Key: {key}\r\n"),
+    );
+    assert!(settings.contains("\"max-upload-rate\":1048576"), "{settings}");
+    let saved = std::fs::read_to_string(data.join("ui-settings.toml")).unwrap();
+    assert!(
+        saved.contains("max-upload-rate = 1048576") && saved.contains("role = \"supernode\""),
+        "{saved}"
+    );
+    assert_eq!(put("{\"role\": \"king\"}").0, 400);
+    // Still serving after all that.
+    assert_eq!(
+        get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n")).0,
+        200
+    );
+    drop(node);
+}
+
+#[test]
+fn remote_access_needs_a_password() {
+    let temp = tempfile::tempdir().unwrap();
+    let downloads = temp.path().join("downloads");
+    let refused = Command::new(CANOPY)
+        .args([
+            "run",
+            "--role",
+            "leaf",
+            "--listen",
+            "127.0.0.1:0",
+            "--ui-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--download-dir")
+        .arg(&downloads)
+        .arg("--data-dir")
+        .arg(temp.path().join("refused"))
+        .output()
+        .expect("canopy runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--ui-password"), "{stderr}");
+
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--ui-listen",
+            "0.0.0.0:0",
+            "--ui-password",
+            "s3cret",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &temp.path().join("data"),
+    );
+    let url = node.wait_for("desktop app: open ");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let get = |headers: &str| ask(&addr, &format!("GET / HTTP/1.1\r\n{headers}\r\n"));
+    let (status, answer) = get("Host: canopy.example.net\r\n");
+    assert_eq!(status, 401);
+    assert!(answer.contains("WWW-Authenticate: Basic"), "{answer}");
+    // "anyone:wrong" and "anyone:s3cret"
+    assert_eq!(
+        get("Host: canopy.example.net\r\nAuthorization: Basic YW55b25lOndyb25n\r\n").0,
+        401
+    );
+    assert_eq!(
+        get("Host: canopy.example.net\r\nAuthorization: Basic YW55b25lOnMzY3JldA==\r\n").0,
+        200
+    );
+    // On loopback the page needs no password.
+    assert_eq!(get("Host: localhost\r\n").0, 200);
+    drop(node);
+}
+
+/// A JSON API call on the app at `addr`; returns the status and the body.
+fn call(addr: &str, key: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = ask(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Polls the app's download list until `done` says so.
+fn wait_for_download(
+    addr: &str,
+    key: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = call(addr, key, "GET", "/api/downloads", "");
+        if let Some(download) = list.as_array().and_then(|l| l.first()) {
+            if done(download) {
+                return download.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never happened; last {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_killed_app_resumes_its_downloads_after_a_restart() {
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    let downloads = temp.path().join("downloads");
+    std::fs::create_dir_all(&shared).unwrap();
+    let hash = random_file(&shared.join("restart-me.bin"), 6_000_000, 3);
+
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
+    let bootstrap = supernode.peer_address();
+    let mut leaf = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &bootstrap,
+            "--share",
+            shared.to_str().unwrap(),
+            "--max-upload-rate",
+            "1M",
+        ],
+        &temp.path().join("leaf"),
+    );
+    leaf.wait_for("role:");
+    let app_data = temp.path().join("app");
+    let start_app = || {
+        let mut app = Process::start(
+            &[
+                "--role",
+                "leaf",
+                "--bootstrap",
+                &bootstrap,
+                "--ui-listen",
+                "127.0.0.1:0",
+                "--download-dir",
+                downloads.to_str().unwrap(),
+            ],
+            &app_data,
+        );
+        let url = app.wait_for("desktop app: open ");
+        let addr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        (app, addr)
+    };
+    let (app, addr) = start_app();
+    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
+    // By hash alone: the sources come from a hash search.
+    let (status, answer) = call(
+        &addr,
+        &key,
+        "POST",
+        "/api/downloads",
+        &format!("{{\"hash\": \"{hash}\", \"name\": \"restart-me.bin\"}}"),
+    );
+    assert_eq!(status, 201, "{answer}");
+    wait_for_download(&addr, &key, "a quarter downloaded", |d| {
+        d["verified"].as_u64().unwrap_or(0) > 1_500_000
+    });
+    // Killed outright: no chance to tidy up.
+    drop(app);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(downloads.join("restart-me.bin.part").exists());
+
+    let (_app, addr) = start_app();
+    let download = wait_for_download(&addr, &key, "resumed", |d| d["resumed"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(download["state"], "running");
+    wait_for_download(&addr, &key, "finished", |d| d["state"] == "done");
+    assert_eq!(blake3_of(&downloads.join("restart-me.bin")), hash);
+    drop((supernode, leaf));
+}
