@@ -240,7 +240,9 @@ impl FileSettings {
             max_upload_rate: over.max_upload_rate.or(self.max_upload_rate),
             max_download_rate: over.max_download_rate.or(self.max_download_rate),
             upload_slots: over.upload_slots.or(self.upload_slots),
-            max_connections_per_address: over.max_connections_per_address.or(self.max_connections_per_address),
+            max_connections_per_address: over
+                .max_connections_per_address
+                .or(self.max_connections_per_address),
             metrics: over.metrics.or(self.metrics),
             log_format: over.log_format.or(self.log_format),
             download_dir: over.download_dir.or(self.download_dir),
