@@ -148,12 +148,11 @@ async fn forwarding_and_index_caps_are_enforced() {
     // Twelve searches at once from leaves of the hub: every one is answered
     // locally, but only about two a second go on to the neighbour.
     let asker = canopy_tests::client();
+    let connection = asker.connect(&hub.peer_addr()).await.unwrap();
     let mut searches = Vec::new();
     for i in 0..12 {
-        let asker = asker.clone();
-        let hub = hub.peer_addr();
+        let connection = connection.clone();
         searches.push(tokio::spawn(async move {
-            let connection = asker.connect(&hub).await.unwrap();
             let (mut send, mut recv) = connection.open_bi().await.unwrap();
             let query = Query::words(format!("nothing{i}"));
             write_frame(&mut send, &Request::Search(query)).await.unwrap();
