@@ -181,3 +181,34 @@ async fn forwarding_and_index_caps_are_enforced() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(received, forwarded, "the neighbour saw only what was passed on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_neighbour_cap_holds_while_others_keep_linking() {
+    let mut hub_settings = SupernodeConfig::for_this_machine(None);
+    hub_settings.overlay.target_neighbours = 2;
+    hub_settings.overlay.max_neighbours = 2;
+    let (hub, _hub_dir) = supernode(hub_settings, Vec::new()).await;
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut settings = SupernodeConfig::for_this_machine(None);
+        settings.overlay.target_neighbours = 3;
+        others.push(supernode(settings, vec![hub.peer_addr()]).await);
+    }
+    let count = |node: &Node| node.supernode().unwrap().overlay().unwrap().neighbours().len();
+    // The others learn each other from the hub's referrals and link up.
+    for _ in 0..200 {
+        if others.iter().all(|(node, _)| count(node) >= 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        others.iter().all(|(node, _)| count(node) >= 2),
+        "the others found each other"
+    );
+    for _ in 0..20 {
+        assert!(count(&hub) <= 2, "the hub never holds more than its cap");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&hub), 2);
+}

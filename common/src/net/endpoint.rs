@@ -87,8 +87,10 @@ impl Endpoint {
 
         let socket = udp_socket(listen, config.udp_buffer_bytes)
             .map_err(|source| NetError::Bind { addr: listen, source })?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.cid_generator(|| Box::new(ShortConnectionIds));
         let inner = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -162,6 +164,26 @@ impl Endpoint {
         // hold us for their whole drain period; a second is plenty for the
         // rest to hear the close.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wait_idle()).await;
+    }
+}
+
+/// Connection ids of 4 random bytes instead of quinn's 8. Every packet a
+/// peer sends us carries one, so each byte is paid per packet; 4 bytes tell
+/// a node's connections apart (quinn draws again on a collision), and the
+/// peer's identity is its key, not this id.
+struct ShortConnectionIds;
+
+impl quinn::ConnectionIdGenerator for ShortConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&super::random_bytes::<4>())
+    }
+
+    fn cid_len(&self) -> usize {
+        4
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
     }
 }
 
