@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use canopy_common::net::NodeKey;
+use canopy_common::proto::network::{Invite, NetworkError, NetworkName};
 use canopy_common::proto::{ContentHash, FileKind, Link, PeerAddr, Query};
 use canopy_node::cli::config::{FileSettings, LogFormat, RunArgs, RunSettings};
 use canopy_node::cli::{self, get::GetArgs, parse_peer_addr};
@@ -62,6 +63,13 @@ enum Command {
     /// (Ctrl-C or SIGTERM; a supernode hands its leaves on first).
     /// Settings come from flags, CANOPY_* variables and a config file.
     Run(Box<RunArgs>),
+    /// Private groups: share with people you choose, apart from the public
+    /// network. One machine runs `canopy group new NAME` and sends the
+    /// invite it prints; each friend runs `canopy group join INVITE`; then
+    /// everyone runs (or restarts) `canopy run`, and files put in the
+    /// group's shared folder are found by group members only.
+    #[command(subcommand, after_help = GROUP_HELP)]
+    Group(GroupCommand),
     /// Show what the node running with this data folder is doing: role,
     /// leaves, neighbours, index, queries, traffic, memory.
     Status {
@@ -160,6 +168,116 @@ enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with a fresh secret key, this node as its first
+    /// supernode, and print the invite to send to the members.
+    New {
+        /// The group's name: 1 to 32 of a-z, 0-9 and '-'.
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print the invite to a group this node is in again.
+    Invite {
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Join a group from the invite a member sent (a canopy-group: text).
+    /// `canopy run` then runs it beside the public network.
+    Join {
+        /// The invite, in quotes: canopy-group:NAME?key=…&peer=…
+        #[arg(value_parser = parse_invite)]
+        invite: Invite,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List the groups this node is in, with their port and shared folders.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// Where a group's traffic and files go.
+#[derive(Args)]
+struct GroupPlace {
+    /// UDP port for the group's traffic [default: the first free one from 4670].
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// A folder to share with the group; repeat for several [default:
+    /// DATA_DIR/networks/NAME/shared].
+    #[arg(long = "share", value_name = "DIR")]
+    share: Vec<PathBuf>,
+    /// The IP address other members reach this machine at, for the invite
+    /// [default: the address of the route to the internet].
+    #[arg(long, value_name = "IP")]
+    host: Option<std::net::IpAddr>,
+}
+
+impl GroupPlace {
+    fn options(&self) -> cli::group::GroupOptions {
+        cli::group::GroupOptions {
+            port: self.port,
+            share: self.share.clone(),
+        }
+    }
+}
+
+const GROUP_HELP: &str = "\
+A group in one minute:
+  alice$ canopy group new family        # prints an invite: canopy-group:family?key=…
+  bob$   canopy group join 'canopy-group:family?key=…&peer=…'
+  both$  canopy run                     # public network + every joined group
+Put files in the shared folder each command prints. Members see only each
+other's group files; outsiders cannot connect to the group's port at all.
+The invite holds the key: send it only to members, over a channel you trust.
+To cut someone off, write a new key into DATA_DIR/networks/NAME/network.key
+(e.g. with `canopy group new` elsewhere) and hand it to the others: running
+nodes pick it up within seconds. Or list the admitted peer ids in
+DATA_DIR/networks/NAME/allow.txt.";
+
+fn parse_group_name(text: &str) -> Result<NetworkName, String> {
+    text.parse().map_err(|e: NetworkError| e.to_string())
+}
+
+fn parse_invite(text: &str) -> Result<Invite, String> {
+    text.parse().map_err(|e: NetworkError| e.to_string())
+}
+
+fn print_invite(group: &cli::group::Group, host: Option<std::net::IpAddr>) -> anyhow::Result<()> {
+    let host = host.unwrap_or_else(cli::group::likely_host);
+    let invite = group.invite(host)?;
+    println!("group {}: this node is {}", group.name, invite.members[0]);
+    println!(
+        "shared with the group: {}",
+        group
+            .settings
+            .share
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("invite (send it to members only; it holds the key):");
+    println!("{invite}");
+    if host.is_loopback() {
+        println!("note: {host} reaches this machine only from itself; pass --host YOUR_IP for others");
+    }
+    Ok(())
 }
 
 const SEARCH_HELP: &str = "\
@@ -386,6 +504,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => cli::run::run(run_settings(*args)?).await,
+        Command::Group(command) => group(command),
         Command::Status { json, data } => cli::status::status(&data.resolve()?, json).await,
         Command::Probe {
             network,
@@ -565,5 +684,64 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
             "NO"
         }
     );
+    Ok(())
+}
+
+/// `canopy group …`: files on disk only, no network.
+fn group(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::New { name, place, data } => {
+            let group = cli::group::create(&data.resolve()?, &name, &place.options())?;
+            print_invite(&group, place.host)?;
+            println!("run `canopy run` to start sharing with the group");
+        }
+        GroupCommand::Invite { name, host, data } => {
+            print_invite(&cli::group::open(&data.resolve()?, &name)?, host)?;
+        }
+        GroupCommand::Join { invite, place, data } => {
+            let group = cli::group::join(&data.resolve()?, &invite, &place.options())?;
+            let members = invite.members.len();
+            println!(
+                "joined group {} through {members} member{}; this node listens for it on port {}",
+                group.name,
+                if members == 1 { "" } else { "s" },
+                group.settings.listen.port()
+            );
+            println!(
+                "shared with the group: {}",
+                group
+                    .settings
+                    .share
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("run (or restart) `canopy run` to start sharing with the group");
+        }
+        GroupCommand::List { data } => {
+            let groups = cli::group::list(&data.resolve()?);
+            if groups.is_empty() {
+                println!(
+                    "no groups: `canopy group new NAME` makes one, `canopy group join INVITE` joins one"
+                );
+            }
+            for group in groups {
+                println!(
+                    "{}  port {}  {:?}  sharing {}",
+                    group.name,
+                    group.settings.listen.port(),
+                    group.settings.role,
+                    group
+                        .settings
+                        .share
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
     Ok(())
 }
