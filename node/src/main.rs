@@ -333,9 +333,53 @@ struct NetworkArgs {
     /// tried too.
     #[arg(long, value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
     bootstrap: Vec<PeerAddr>,
+    /// Ask inside this private group (joined with `canopy group new|join`)
+    /// instead of the public network: its key, its members and this node's
+    /// identity in it.
+    #[arg(long, value_name = "NAME", value_parser = parse_group_name)]
+    network: Option<NetworkName>,
+}
+
+/// Where a one-shot command talks: its data folder, its network and the
+/// supernodes to ask.
+struct Place {
+    data_dir: PathBuf,
+    network: Option<canopy_node::network::NetworkSettings>,
+    supernodes: Vec<PeerAddr>,
+}
+
+impl Place {
+    /// The network as it is on disk now.
+    fn membership(&self) -> anyhow::Result<Option<canopy_common::net::Network>> {
+        Ok(self.network.as_ref().map(|n| n.load()).transpose()?)
+    }
 }
 
 impl NetworkArgs {
+    /// The data folder, network and supernodes for `data_dir`: the public
+    /// network's, or with --network, the group's.
+    fn place(&self, data_dir: PathBuf) -> anyhow::Result<Place> {
+        let Some(name) = &self.network else {
+            return Ok(Place {
+                supernodes: self.supernodes(&data_dir),
+                data_dir,
+                network: None,
+            });
+        };
+        let group = cli::group::open(&data_dir, name)?;
+        let mut supernodes = self.supernodes(&group.dir);
+        for member in group.settings.members() {
+            if !supernodes.iter().any(|s| s.id == member.id) {
+                supernodes.push(member);
+            }
+        }
+        Ok(Place {
+            network: Some(group.network_settings()),
+            data_dir: group.dir,
+            supernodes,
+        })
+    }
+
     /// The given supernodes, then the remembered ones.
     fn supernodes(&self, data_dir: &std::path::Path) -> Vec<PeerAddr> {
         let mut supernodes = self.bootstrap.clone();
@@ -512,6 +556,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             election,
             data,
         } => {
+            anyhow::ensure!(
+                network.network.is_none(),
+                "canopy probe measures against the public network; --network is not for it"
+            );
             let data_dir = data.resolve()?;
             let peers = network.supernodes(&data_dir);
             let listen = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -538,7 +586,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             network,
             data,
         } => {
-            let data_dir = data.resolve()?;
+            let place = network.place(data.resolve()?)?;
+            let data_dir = place.data_dir.clone();
             let query = Query {
                 text: words.join(" "),
                 hash: None,
@@ -549,7 +598,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ttl,
             };
             query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
-            let endpoint = cli::search::endpoint(&data_dir)?;
+            let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
             // Results are shown as they arrive from across the network.
             let mut first = true;
             let mut show = |hit: &canopy_common::proto::Hit| {
@@ -559,9 +608,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 first = false;
                 cli::search::print_hit(hit, json);
             };
-            let result =
-                cli::search::ask_streaming(&endpoint, &network.supernodes(&data_dir), &query, &mut show)
-                    .await;
+            let result = cli::search::ask_streaming(&endpoint, &place.supernodes, &query, &mut show).await;
             endpoint.shutdown().await;
             let (hits, answered) = result?;
             canopy_node::hostcache::remember(&data_dir, answered);
@@ -586,14 +633,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             upload,
             data,
         } => {
-            let data_dir = data.resolve()?;
+            let place = network.place(data.resolve()?)?;
+            let data_dir = place.data_dir.clone();
             let mut link = target;
             link.sources.extend(sources);
-            let supernodes = network.supernodes(&data_dir);
+            let supernodes = place.supernodes.clone();
             let mut relayed = Vec::new();
             if !supernodes.is_empty() {
                 // Ask the network who has it, too.
-                let endpoint = cli::search::endpoint(&data_dir)?;
+                let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
                 let query = Query::for_hash(link.hash);
                 match cli::search::ask(&endpoint, &supernodes, &query).await {
                     Ok((hits, answered)) => {
@@ -627,6 +675,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             });
             let mut node = NodeConfig::new(data_dir, listen);
             node.upload = upload.limits();
+            node.network = place.network;
             let options = DownloadOptions {
                 max_sources,
                 ..DownloadOptions::default()
@@ -728,10 +777,10 @@ fn group(command: GroupCommand) -> anyhow::Result<()> {
             }
             for group in groups {
                 println!(
-                    "{}  port {}  {:?}  sharing {}",
+                    "{}  port {}  {}  sharing {}",
                     group.name,
                     group.settings.listen.port(),
-                    group.settings.role,
+                    format!("{:?}", group.settings.role).to_lowercase(),
                     group
                         .settings
                         .share

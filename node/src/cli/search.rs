@@ -120,11 +120,20 @@ pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
 
 /// A one-shot endpoint for asking, with this node's identity.
 pub fn endpoint(data_dir: &Path) -> anyhow::Result<Endpoint> {
+    endpoint_in(data_dir, None)
+}
+
+/// Like [`endpoint`], in a private network (`None`: the public one).
+pub fn endpoint_in(
+    data_dir: &Path,
+    network: Option<canopy_common::net::Network>,
+) -> anyhow::Result<Endpoint> {
     let key = NodeKey::load_or_create(data_dir)?;
-    Endpoint::bind(
+    Endpoint::bind_in(
         key,
         "0.0.0.0:0".parse().expect("valid"),
         &EndpointConfig::default(),
+        network,
     )
     .context("cannot open a UDP socket")
 }
