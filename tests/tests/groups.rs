@@ -400,3 +400,73 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// A node's data folder with its key made ahead, so its peer id can go on
+/// allow-lists before it starts.
+fn identity(root: &std::path::Path, name: &str) -> (std::path::PathBuf, canopy_common::proto::PeerId) {
+    let dir = root.join(name);
+    (dir.clone(), NodeKey::load_or_create(&dir).unwrap().peer_id())
+}
+
+/// Network "crew" run on an allow-list alone (no secret key), read from `list`.
+fn crew(list: &std::path::Path) -> canopy_node::network::NetworkSettings {
+    let mut settings = network("crew", list);
+    settings.key_file = None;
+    settings.allow_file = Some(list.to_path_buf());
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_list_admits_only_its_peers_and_changes_live() {
+    let root = tempfile::tempdir().unwrap();
+    let (hub_dir, hub) = identity(root.path(), "hub");
+    let (member_dir, member) = identity(root.path(), "member");
+    let (stranger_dir, _) = identity(root.path(), "stranger");
+    let hub_list = root.path().join("hub.allow");
+    std::fs::write(&hub_list, format!("# the crew\n{member}\n{hub}\n")).unwrap();
+    // Everyone else's list holds everyone: only the hub's decides here.
+    let open_list = root.path().join("open.allow");
+    let stranger_id = NodeKey::load_or_create(&stranger_dir).unwrap().peer_id();
+    std::fs::write(&open_list, format!("{hub}\n{member}\n{stranger_id}\n")).unwrap();
+
+    let mut config = NodeConfig::new(hub_dir.clone(), LOOPBACK);
+    config.network = Some(crew(&hub_list));
+    config.supernode = Some(canopy_supernode::SupernodeConfig::for_this_machine(Some(
+        hub_dir.join("index"),
+    )));
+    let hub_node = Node::start(config).await.unwrap();
+    let hub_addr = hub_node.peer_addr();
+
+    let mut config = NodeConfig::new(member_dir, LOOPBACK);
+    config.network = Some(crew(&open_list));
+    config.bootstrap = vec![hub_addr];
+    let member_node = Node::start(config).await.unwrap();
+    wait_published(&member_node, 0).await;
+
+    // The right name and the (public) key of a list-only network, but not
+    // on the hub's list: refused after the handshake, with the reason.
+    let stranger = Endpoint::bind_in(
+        NodeKey::load_or_create(&stranger_dir).unwrap(),
+        LOOPBACK,
+        &EndpointConfig::default(),
+        Some(crew(&open_list).load().unwrap()),
+    )
+    .unwrap();
+    let error = ask(&stranger, &[hub_addr], &Query::words("anything"))
+        .await
+        .expect_err("not on the list");
+    assert!(
+        format!("{error:#}").contains("not a member of network crew"),
+        "{error:#}"
+    );
+
+    // The hub drops the member from its list: the session is closed at once.
+    std::fs::write(&hub_list, format!("{hub}\n")).unwrap();
+    let supernode = hub_node.supernode().unwrap();
+    wait_until("the member's session to be closed", || {
+        supernode.leaf_count() == 0
+    })
+    .await;
+    let status = member_node.leaf_status();
+    wait_until("the member to see it", || status.borrow().joined.is_empty()).await;
+}
