@@ -205,6 +205,20 @@ enum GroupCommand {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Give a group a fresh key, to cut off whoever held the old one, and
+    /// print the new invite for the members who stay. Running nodes switch
+    /// within seconds; until a member has joined with the new invite, it is
+    /// refused.
+    Rekey {
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// List the groups this node is in, with their port and shared folders.
     List {
         #[command(flatten)]
@@ -245,10 +259,10 @@ A group in one minute:
 Put files in the shared folder each command prints. Members see only each
 other's group files; outsiders cannot connect to the group's port at all.
 The invite holds the key: send it only to members, over a channel you trust.
-To cut someone off, write a new key into DATA_DIR/networks/NAME/network.key
-(e.g. with `canopy group new` elsewhere) and hand it to the others: running
-nodes pick it up within seconds. Or list the admitted peer ids in
-DATA_DIR/networks/NAME/allow.txt.";
+To cut someone off: `canopy group rekey NAME`, and send the new invite to
+the members who stay (`canopy group join` it again). Running nodes pick up
+the new key within seconds. Or list the admitted peer ids in
+DATA_DIR/networks/NAME/allow.txt (also re-read while running).";
 
 fn parse_group_name(text: &str) -> Result<NetworkName, String> {
     text.parse().map_err(|e: NetworkError| e.to_string())
@@ -746,6 +760,11 @@ fn group(command: GroupCommand) -> anyhow::Result<()> {
         }
         GroupCommand::Invite { name, host, data } => {
             print_invite(&cli::group::open(&data.resolve()?, &name)?, host)?;
+        }
+        GroupCommand::Rekey { name, host, data } => {
+            let group = cli::group::rekey(&data.resolve()?, &name)?;
+            println!("group {name} has a new key; whoever holds only the old one is cut off");
+            print_invite(&group, host)?;
         }
         GroupCommand::Join { invite, place, data } => {
             let group = cli::group::join(&data.resolve()?, &invite, &place.options())?;

@@ -295,6 +295,16 @@ pub fn create(data_dir: &Path, name: &NetworkName, options: &GroupOptions) -> an
     write_group(data_dir, name, &key, options, RoleChoice::Supernode, Vec::new())
 }
 
+/// `canopy group rekey NAME`: a fresh key for a group this node is in, to
+/// cut off whoever held the old one. Running nodes switch within seconds;
+/// members get the new key from the new invite.
+pub fn rekey(data_dir: &Path, name: &NetworkName) -> anyhow::Result<Group> {
+    let group = open(data_dir, name)?;
+    let key = NetworkKey(canopy_common::net::random_bytes());
+    write_private(&group.dir.join(KEY_FILE), &format!("{}\n", key.to_hex()))?;
+    Ok(group)
+}
+
 /// `canopy group join INVITE`: stores the key and the members to join
 /// through, so that `canopy run` joins the group as a leaf. Joining again
 /// (with a newer invite) replaces the key and the members and keeps the
@@ -401,6 +411,20 @@ mod tests {
             NodeKey::load_or_create(&joined.dir).unwrap().peer_id(),
             invite.members[0].id
         );
+        // A new key replaces the old one for this node only.
+        let before = open(alice.path(), &name)
+            .unwrap()
+            .network_settings()
+            .load()
+            .unwrap();
+        rekey(alice.path(), &name).unwrap();
+        let after = open(alice.path(), &name)
+            .unwrap()
+            .network_settings()
+            .load()
+            .unwrap();
+        assert_ne!(before.key, after.key);
+        assert_eq!(bobs.key, before.key);
         // A second group takes the next port.
         let other: NetworkName = "work".parse().unwrap();
         let second = create(alice.path(), &other, &GroupOptions::default()).unwrap();
