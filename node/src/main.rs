@@ -584,6 +584,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_upload_rate,
                 &election.thresholds(),
                 election.never_supernode,
+                None,
             )
             .await?;
             cli::probe::print(&profile, &measured, &decision);

@@ -35,7 +35,10 @@ pub struct NetworkSettings {
 /// Why a network's settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkLoadError {
-    #[error("network {0} needs a key (--network-key FILE) or an allow-list (--network-allow)")]
+    #[error(
+        "network {0} needs a key (--network-key FILE, or `canopy group new|join` first) or an \
+         allow-list (--network-allow)"
+    )]
     NoMembershipRule(NetworkName),
     #[error("cannot read {what} {path}: {source}")]
     Read {

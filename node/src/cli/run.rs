@@ -123,6 +123,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 settings.max_upload_rate,
                 &settings.thresholds,
                 never_supernode,
+                settings.network_settings.as_ref().map(|n| n.load()).transpose()?,
             )
             .await?;
             config.listen = bound;
