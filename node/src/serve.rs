@@ -442,18 +442,11 @@ async fn answer(
                 write_frame(send, &Response::Have { blocks }).await?;
                 return Ok(());
             }
-            let Some(_peer_slot) = context.peer_slot(peer.id) else {
-                context.stats.busy.fetch_add(1, Ordering::Relaxed);
-                write_frame(
-                    send,
-                    &Response::Busy {
-                        retry_after_ms: BUSY_RETRY_MS,
-                    },
-                )
-                .await?;
-                return Ok(());
-            };
-            let Ok(_slot) = context.slots.try_acquire() else {
+            // A slot of the peer's own share, then one of the node's.
+            let slots = context
+                .peer_slot(peer.id)
+                .and_then(|peer_slot| Some((peer_slot, context.slots.try_acquire().ok()?)));
+            let Some(_slots) = slots else {
                 context.stats.busy.fetch_add(1, Ordering::Relaxed);
                 write_frame(
                     send,

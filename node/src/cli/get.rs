@@ -81,7 +81,9 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         Err(error) => reporter.failed(error),
     }
     drop(download);
-    let _ = tokio::time::timeout(Duration::from_millis(200), node.shutdown()).await;
+    // Long enough for the close frames to leave (peers that miss them time
+    // out within seconds anyway); a script waits for our exit, not for them.
+    let _ = tokio::time::timeout(Duration::from_millis(30), node.shutdown()).await;
     result.map(|_| ())
 }
 

@@ -294,7 +294,13 @@ impl Source {
             };
             // Near the end, no source takes more than its share of what is
             // left, so a slow one cannot hold the last blocks.
+            let in_flight = requests.len();
             let assignment = self.shared.with_scheduler(|s| {
+                // In the endgame a source races one block at a time: every
+                // duplicate that loses is wasted bandwidth.
+                if s.unclaimed() == 0 && in_flight > 0 {
+                    return None;
+                }
                 let share = (s.unclaimed() as usize).div_ceil(s.sources().max(1)).max(1) as u32;
                 s.next_request(self.id, max_blocks.min(share))
             });

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -185,44 +185,48 @@ pub fn metrics(view: &NodeView) -> String {
         &[("", documents as f64)],
     );
     let overlay = supernode.as_ref().and_then(|s| s.overlay().cloned());
-    let overlay_count = |read: fn(&canopy_supernode::overlay::OverlayStats) -> u64| {
-        overlay.as_ref().map_or(0.0, |o| read(&o.stats) as f64)
-    };
-    out.counter(
-        "canopy_searches_total",
-        "Searches our leaves asked this supernode to run.",
-        overlay_count(|s| s.searches.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_queries_received_total",
-        "Queries received from neighbour supernodes.",
-        overlay_count(|s| s.queries_received.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_queries_forwarded_total",
-        "Queries sent on to neighbour supernodes.",
-        overlay_count(|s| s.queries_forwarded.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_queries_not_forwarded_total",
-        "Queries answered locally but not passed on: over the forwarding cap.",
-        overlay_count(|s| s.queries_capped.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_duplicate_queries_total",
-        "Queries dropped because they were seen before.",
-        overlay_count(|s| s.duplicates_dropped.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_hits_total",
-        "Hits this supernode's index produced for queries.",
-        overlay_count(|s| s.hits_found.load(Ordering::Relaxed)),
-    );
-    out.counter(
-        "canopy_bad_overlay_messages_total",
-        "Messages from neighbour supernodes that broke the caps (each closed its link).",
-        overlay_count(|s| s.bad_messages.load(Ordering::Relaxed)),
-    );
+    type Counter = fn(&canopy_supernode::overlay::OverlayStats) -> &AtomicU64;
+    let overlay_counters: [(&str, &str, Counter); 7] = [
+        (
+            "canopy_searches_total",
+            "Searches our leaves asked this supernode to run.",
+            |s| &s.searches,
+        ),
+        (
+            "canopy_queries_received_total",
+            "Queries received from neighbour supernodes.",
+            |s| &s.queries_received,
+        ),
+        (
+            "canopy_queries_forwarded_total",
+            "Queries sent on to neighbour supernodes.",
+            |s| &s.queries_forwarded,
+        ),
+        (
+            "canopy_queries_not_forwarded_total",
+            "Queries answered locally but not passed on: over the forwarding cap.",
+            |s| &s.queries_capped,
+        ),
+        (
+            "canopy_duplicate_queries_total",
+            "Queries dropped because they were seen before.",
+            |s| &s.duplicates_dropped,
+        ),
+        (
+            "canopy_hits_total",
+            "Hits this supernode's index produced for queries.",
+            |s| &s.hits_found,
+        ),
+        (
+            "canopy_bad_overlay_messages_total",
+            "Messages from neighbour supernodes that broke the caps (each closed its link).",
+            |s| &s.bad_messages,
+        ),
+    ];
+    for (name, help, counter) in overlay_counters {
+        let value = overlay.as_ref().map_or(0.0, |o| load(counter(&o.stats)));
+        out.counter(name, help, value);
+    }
     if let Some(rss) = resident_memory() {
         out.gauge(
             "canopy_memory_resident_bytes",
