@@ -324,7 +324,11 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
     let photo = b"a photo of the family, every byte of it".repeat(1000);
     std::fs::write(created.settings.share[0].join("family photo.jpg"), &photo).unwrap();
     let mut alice_config = created.node_config(&NodeConfig::new(alice_dir.path().into(), LOOPBACK));
-    alice_config.listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    // As `group new` writes it: every interface, the chosen port.
+    assert_eq!(
+        alice_config.listen,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+    );
     alice_config.network.as_mut().unwrap().reload_every = Duration::from_millis(100);
     let alice = Node::start(alice_config).await.unwrap();
     assert!(
@@ -338,7 +342,11 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
         .invite(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .unwrap()
         .to_string();
-    assert_eq!(invite.parse::<Invite>().unwrap().members, vec![alice.peer_addr()]);
+    let alice_at = PeerAddr::new(
+        alice.peer_addr().id,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+    );
+    assert_eq!(invite.parse::<Invite>().unwrap().members, vec![alice_at]);
     let joined = group::join(bob_dir.path(), &invite.parse().unwrap(), &GroupOptions::default()).unwrap();
     let bobs = &group::list(bob_dir.path())[0];
     assert_eq!(bobs.name, joined.name);
@@ -350,11 +358,13 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
     wait_published(&bob, 0).await;
 
     // Bob finds Alice's file through the group and fetches it, verified.
-    let hits = search_from_until(bob.endpoint(), alice.peer_addr(), &Query::words("photo"), |h| {
+    let hits = search_from_until(bob.endpoint(), alice_at, &Query::words("photo"), |h| {
         !h.is_empty()
     })
     .await;
     assert_eq!(hits[0].hash, ContentHash::of(&photo));
+    // Alice is bound to 0.0.0.0; the hit names her where Bob reached her.
+    assert_eq!(hits[0].sources, vec![alice_at]);
     let out = tempfile::tempdir().unwrap();
     bob.download(
         hits[0].hash,
@@ -367,7 +377,7 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
     .expect("an invited member downloads");
     assert_eq!(std::fs::read(out.path().join("photo.jpg")).unwrap(), photo);
     // The public network knows nothing of it.
-    assert!(client().connect(&alice.peer_addr()).await.is_err());
+    assert!(client().connect(&alice_at).await.is_err());
 
     // Alice writes a new key (as after someone left): Bob, still on the old
     // one, is cut off within moments, without a restart on either side.
@@ -376,7 +386,7 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
     std::fs::write(&alices_key, fresh.to_hex()).unwrap();
     let alice_supernode = alice.supernode().unwrap();
     wait_until("Bob's session to be closed", || alice_supernode.leaf_count() == 0).await;
-    let error = ask(bob.endpoint(), &[alice.peer_addr()], &Query::words("photo"))
+    let error = ask(bob.endpoint(), &[alice_at], &Query::words("photo"))
         .await
         .expect_err("the old key is refused");
     assert!(format!("{error:#}").contains("refused by"), "{error:#}");
@@ -384,7 +394,7 @@ async fn an_invited_node_joins_finds_the_files_and_a_new_key_cuts_off_the_old() 
     // Bob is handed the new key: he is back in, again without a restart.
     std::fs::write(joined.dir.join(group::KEY_FILE), fresh.to_hex()).unwrap();
     wait_until("Bob to rejoin", || alice_supernode.leaf_count() == 1).await;
-    let hits = search_from_until(bob.endpoint(), alice.peer_addr(), &Query::words("photo"), |h| {
+    let hits = search_from_until(bob.endpoint(), alice_at, &Query::words("photo"), |h| {
         !h.is_empty()
     })
     .await;
