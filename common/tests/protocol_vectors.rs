@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
 use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
 use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
+use canopy_common::proto::network::{
+    alpn, client_proof, parse_allow_list, server_proof, Invite, NetworkKey, NetworkName, EXPORTER_LABEL,
+    EXPORTER_LEN,
+};
 use canopy_common::proto::routing::{FloodQuery, QueryId};
 use canopy_common::proto::search::RelayedSource;
 use canopy_common::proto::wire::{HostEntry, LinkHello, LinkNotice, OverlayMessage};
@@ -211,6 +215,7 @@ fn all_files() -> Vec<(&'static str, Vec<Vector>)> {
         ("layout.json", layout_vectors()),
         ("content.json", content_vectors()),
         ("blocks.json", block_vectors()),
+        ("network.json", network_vectors()),
     ]
 }
 
@@ -1056,6 +1061,212 @@ fn id_vectors() -> Vec<Vector> {
 }
 
 // ---------------------------------------------------------------------------
+// Private networks: ALPN ids, membership proofs, invites, allow-lists
+
+/// RFC 4648 base32, lower case, no padding, written out again here so the
+/// check does not lean on the code under test.
+fn spec_base32(bytes: &[u8]) -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    let bits: Vec<u8> = bytes
+        .iter()
+        .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+        .collect();
+    bits.chunks(5)
+        .map(|chunk| {
+            let mut value = 0usize;
+            for i in 0..5 {
+                value = (value << 1) | usize::from(chunk.get(i).copied().unwrap_or(0));
+            }
+            alphabet[value] as char
+        })
+        .collect()
+}
+
+fn key32(text: &str) -> Result<[u8; 32], String> {
+    unhex(text)?.try_into().map_err(|_| "not 32 bytes".to_string())
+}
+
+/// The sample network key: bytes 00 01 … 1f.
+fn sample_network_key() -> NetworkKey {
+    NetworkKey(std::array::from_fn(|i| i as u8))
+}
+
+fn alpn_vector(name: &str, description: &str, network: &str, key: NetworkKey) -> Vector {
+    let parsed: NetworkName = network.parse().expect("a valid sample name");
+    let id = alpn(&parsed, &key);
+    text_vector(
+        name,
+        description,
+        vec![
+            ("network", js(network)),
+            ("key", js(&key.to_hex())),
+            ("alpn", js(std::str::from_utf8(&id).expect("ASCII"))),
+            ("hex", js(&hex(&id))),
+        ],
+        Box::new(move |entry| {
+            let key = key32(field_str(entry, "key")?)?;
+            let network = field_str(entry, "network")?;
+            let mut message = b"alpn".to_vec();
+            message.extend_from_slice(network.as_bytes());
+            let tag = blake3::keyed_hash(&key, &message);
+            let want = format!("canopy/0/g/{}", spec_base32(&tag.as_bytes()[..10]));
+            let stored = field_str(entry, "alpn")?;
+            let code = alpn(&network.parse().map_err(|e| format!("{e}"))?, &NetworkKey(key));
+            if stored != want || code != want.as_bytes() || hex(want.as_bytes()) != field_str(entry, "hex")? {
+                return Err(format!("ALPN id should be {want}"));
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn network_vectors() -> Vec<Vector> {
+    let family: NetworkName = "family".parse().expect("valid");
+    let exporter: [u8; EXPORTER_LEN] = std::array::from_fn(|i| 0x20 + i as u8);
+    let key = sample_network_key();
+    let client = client_proof(&key, &exporter);
+    let server = server_proof(&key, &exporter);
+    let invite = Invite {
+        name: family.clone(),
+        key: key.clone(),
+        members: vec![addr_a(), addr_b()],
+    };
+    let allow_text = format!(
+        "# family members\n{}  # alice\n{}, {}\n",
+        peer_a(),
+        peer_b(),
+        peer_a()
+    );
+    let open_key = NetworkKey::open(&family);
+    vec![
+        alpn_vector(
+            "alpn_family",
+            "the ALPN id of network \"family\" with key 00 01 … 1f: canopy/0/g/ + base32 of the first 10 \
+             bytes of BLAKE3-keyed(key, \"alpn\" || name)",
+            "family",
+            key.clone(),
+        ),
+        alpn_vector(
+            "alpn_family_other_key",
+            "the same name with key ff … ff: another id, so the handshake fails",
+            "family",
+            NetworkKey([0xff; 32]),
+        ),
+        text_vector(
+            "open_key_family",
+            "the key of a network without a secret (membership by allow-list only): \
+             BLAKE3 derive_key(\"canopy/0 open network key\", name)",
+            vec![
+                ("network", js("family")),
+                ("key", js(&open_key.to_hex())),
+                (
+                    "alpn",
+                    js(std::str::from_utf8(&alpn(&family, &open_key)).expect("ASCII")),
+                ),
+            ],
+            Box::new(move |entry| {
+                let key = key32(field_str(entry, "key")?)?;
+                let want = blake3::derive_key("canopy/0 open network key", b"family");
+                let network: NetworkName = "family".parse().map_err(|e| format!("{e}"))?;
+                if key != want || NetworkKey::open(&network).0 != want {
+                    return Err("not the derived key".into());
+                }
+                if field_str(entry, "alpn")?.as_bytes() != alpn(&network, &NetworkKey(key)) {
+                    return Err("ALPN id disagrees".into());
+                }
+                Ok(())
+            }),
+        ),
+        text_vector(
+            "proof_exchange",
+            "membership proofs for key 00 01 … 1f over the TLS exporter value 20 21 … 3f (label \
+             \"EXPORTER-canopy/0 network proof\", empty context, 32 bytes). `hex` is what the dialer \
+             writes on its first stream: BLAKE3-keyed(key, \"client proof\" || exporter); the acceptor \
+             answers `server` = BLAKE3-keyed(key, \"server proof\" || exporter)",
+            vec![
+                ("key", js(&key.to_hex())),
+                (
+                    "exporter_label",
+                    js(std::str::from_utf8(EXPORTER_LABEL).expect("ASCII")),
+                ),
+                ("exporter", js(&hex(&exporter))),
+                ("hex", js(&hex(&client))),
+                ("server", js(&hex(&server))),
+            ],
+            Box::new(move |entry| {
+                let key = key32(field_str(entry, "key")?)?;
+                let exporter = key32(field_str(entry, "exporter")?)?;
+                let mac = |label: &[u8]| {
+                    let mut message = label.to_vec();
+                    message.extend_from_slice(&exporter);
+                    hex(blake3::keyed_hash(&key, &message).as_bytes())
+                };
+                if field_str(entry, "hex")? != mac(b"client proof")
+                    || field_str(entry, "server")? != mac(b"server proof")
+                {
+                    return Err("proofs disagree with the spec".into());
+                }
+                let ours = client_proof(&NetworkKey(key), &exporter);
+                if hex(&ours) != field_str(entry, "hex")? {
+                    return Err("proofs disagree with the code".into());
+                }
+                if field_str(entry, "exporter_label")?.as_bytes() != EXPORTER_LABEL {
+                    return Err("exporter label".into());
+                }
+                Ok(())
+            }),
+        ),
+        text_vector(
+            "invite_family",
+            "an invite: name, key (64 hex) and the members to join through",
+            vec![
+                ("text", js(&invite.to_string())),
+                ("network", js("family")),
+                ("key", js(&key.to_hex())),
+                (
+                    "members",
+                    serde_json::to_string(&[addr_a().to_string(), addr_b().to_string()]).expect("strings"),
+                ),
+            ],
+            Box::new(move |entry| {
+                let parsed: Invite = field_str(entry, "text")?.parse().map_err(|e| format!("{e}"))?;
+                if parsed != invite || parsed.to_string() != field_str(entry, "text")? {
+                    return Err(format!("parses to {parsed:?}"));
+                }
+                if parsed.key.to_hex() != field_str(entry, "key")? {
+                    return Err("key disagrees".into());
+                }
+                Ok(())
+            }),
+        ),
+        text_vector(
+            "allow_list",
+            "an allow-list file: peer ids separated by newlines, commas or spaces; # starts a comment",
+            vec![
+                ("text", js(&allow_text)),
+                (
+                    "ids",
+                    serde_json::to_string(&[peer_b().to_string(), peer_a().to_string()]).expect("strings"),
+                ),
+            ],
+            Box::new(move |entry| {
+                let parsed = parse_allow_list(field_str(entry, "text")?).map_err(|e| format!("{e}"))?;
+                let ids: Vec<String> = parsed.iter().map(|id| id.to_string()).collect();
+                let stored: Vec<String> =
+                    serde_json::from_value(field(entry, "ids")?.clone()).map_err(|e| format!("{e}"))?;
+                let (mut a, mut b) = (ids, stored);
+                a.sort();
+                b.sort();
+                if a != b {
+                    return Err(format!("parses to {a:?}"));
+                }
+                Ok(())
+            }),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
 // Content: layout, hashes, block layer, block proofs
 
 /// The test file of `len` bytes: byte `i` is `i mod 251` (as in BLAKE3's
@@ -1395,6 +1606,16 @@ fn block_proofs() {
          the block layer (or, for a single-block file, the root); `tampered` is what the block hashes to \
          after flipping the low bit of its byte at `flip_offset_in_block`. See docs/PROTOCOL.md, section 7.",
         block_vectors(),
+    );
+}
+
+#[test]
+fn private_networks() {
+    check_file(
+        "network.json",
+        "Private networks: ALPN ids, the key of an allow-list-only network, membership proofs over the \
+         TLS exporter, invites and allow-lists. See docs/PROTOCOL.md, section 15.",
+        network_vectors(),
     );
 }
 

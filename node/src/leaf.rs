@@ -180,7 +180,15 @@ async fn session(
                 status,
                 pool,
             };
-            joined.publish(&mut send, &mut recv, max_files as usize).await
+            // A change of membership (a new key, a shorter allow-list)
+            // ends the session if this supernode no longer qualifies.
+            endpoint
+                .guard(
+                    &connection,
+                    supernode.id,
+                    joined.publish(&mut send, &mut recv, max_files as usize),
+                )
+                .await
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
@@ -275,7 +283,13 @@ impl Joined<'_> {
             match tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&requester)).await {
                 Ok(Ok(connection)) => {
                     tracing::debug!(requester = ?requester, "pushed a connection");
-                    serve_connection(connection, context).await;
+                    endpoint
+                        .guard(
+                            &connection,
+                            requester.id,
+                            serve_connection(connection.clone(), context),
+                        )
+                        .await;
                 }
                 Ok(Err(error)) => {
                     tracing::info!(requester = ?requester, %error, "cannot push to a requester")

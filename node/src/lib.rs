@@ -4,6 +4,7 @@
 //! * [`serve`] — answering peers' requests for content.
 //! * [`download`] — multi-source, verified, resumable downloads by hash.
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
+//! * [`network`] — a private network's key and allow-list, re-read live.
 //! * [`downloads`] — the desktop app's download manager (list, pause, resume).
 //! * [`folders`] — shared folders, changeable while the node runs.
 //! * [`web`] — the local web UI, its API, metrics and the HTTP gateway.
@@ -18,6 +19,7 @@ pub mod fileio;
 pub mod folders;
 pub mod hostcache;
 pub mod leaf;
+pub mod network;
 pub mod node;
 pub mod probe;
 pub mod ratelimit;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use canopy_common::net::NodeKey;
+use canopy_common::proto::network::{Invite, NetworkError, NetworkName};
 use canopy_common::proto::{ContentHash, FileKind, Link, PeerAddr, Query};
 use canopy_node::cli::config::{FileSettings, LogFormat, RunArgs, RunSettings};
 use canopy_node::cli::{self, get::GetArgs, parse_peer_addr};
@@ -62,6 +63,13 @@ enum Command {
     /// (Ctrl-C or SIGTERM; a supernode hands its leaves on first).
     /// Settings come from flags, CANOPY_* variables and a config file.
     Run(Box<RunArgs>),
+    /// Private groups: share with people you choose, apart from the public
+    /// network. One machine runs `canopy group new NAME` and sends the
+    /// invite it prints; each friend runs `canopy group join INVITE`; then
+    /// everyone runs (or restarts) `canopy run`, and files put in the
+    /// group's shared folder are found by group members only.
+    #[command(subcommand, after_help = GROUP_HELP)]
+    Group(GroupCommand),
     /// Show what the node running with this data folder is doing: role,
     /// leaves, neighbours, index, queries, traffic, memory.
     Status {
@@ -162,6 +170,130 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group with a fresh secret key, this node as its first
+    /// supernode, and print the invite to send to the members.
+    New {
+        /// The group's name: 1 to 32 of a-z, 0-9 and '-'.
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print the invite to a group this node is in again.
+    Invite {
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Join a group from the invite a member sent (a canopy-group: text).
+    /// `canopy run` then runs it beside the public network.
+    Join {
+        /// The invite, in quotes: canopy-group:NAME?key=…&peer=…
+        #[arg(value_parser = parse_invite)]
+        invite: Invite,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Give a group a fresh key, to cut off whoever held the old one, and
+    /// print the new invite for the members who stay. Running nodes switch
+    /// within seconds; until a member has joined with the new invite, it is
+    /// refused.
+    Rekey {
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List the groups this node is in, with their port and shared folders.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// Where a group's traffic and files go.
+#[derive(Args)]
+struct GroupPlace {
+    /// UDP port for the group's traffic [default: the first free one from 4670].
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// A folder to share with the group; repeat for several [default:
+    /// DATA_DIR/networks/NAME/shared].
+    #[arg(long = "share", value_name = "DIR")]
+    share: Vec<PathBuf>,
+    /// The IP address other members reach this machine at, for the invite
+    /// [default: the address of the route to the internet].
+    #[arg(long, value_name = "IP")]
+    host: Option<std::net::IpAddr>,
+}
+
+impl GroupPlace {
+    fn options(&self) -> cli::group::GroupOptions {
+        cli::group::GroupOptions {
+            port: self.port,
+            share: self.share.clone(),
+        }
+    }
+}
+
+const GROUP_HELP: &str = "\
+A group in one minute:
+  alice$ canopy group new family        # prints an invite: canopy-group:family?key=…
+  bob$   canopy group join 'canopy-group:family?key=…&peer=…'
+  both$  canopy run                     # public network + every joined group
+Put files in the shared folder each command prints. Members see only each
+other's group files; outsiders cannot connect to the group's port at all.
+The invite holds the key: send it only to members, over a channel you trust.
+To cut someone off: `canopy group rekey NAME`, and send the new invite to
+the members who stay (`canopy group join` it again). Running nodes pick up
+the new key within seconds. Or list the admitted peer ids in
+DATA_DIR/networks/NAME/allow.txt (also re-read while running).";
+
+fn parse_group_name(text: &str) -> Result<NetworkName, String> {
+    text.parse().map_err(|e: NetworkError| e.to_string())
+}
+
+fn parse_invite(text: &str) -> Result<Invite, String> {
+    text.parse().map_err(|e: NetworkError| e.to_string())
+}
+
+fn print_invite(group: &cli::group::Group, host: Option<std::net::IpAddr>) -> anyhow::Result<()> {
+    let host = host.unwrap_or_else(cli::group::likely_host);
+    let invite = group.invite(host)?;
+    println!("group {}: this node is {}", group.name, invite.members[0]);
+    println!(
+        "shared with the group: {}",
+        group
+            .settings
+            .share
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("invite (send it to members only; it holds the key):");
+    println!("{invite}");
+    if host.is_loopback() {
+        println!("note: {host} reaches this machine only from itself; pass --host YOUR_IP for others");
+    }
+    Ok(())
+}
+
 const SEARCH_HELP: &str = "\
 Exit codes:
   0  results were found
@@ -215,9 +347,53 @@ struct NetworkArgs {
     /// tried too.
     #[arg(long, value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
     bootstrap: Vec<PeerAddr>,
+    /// Ask inside this private group (joined with `canopy group new|join`)
+    /// instead of the public network: its key, its members and this node's
+    /// identity in it.
+    #[arg(long, value_name = "NAME", value_parser = parse_group_name)]
+    network: Option<NetworkName>,
+}
+
+/// Where a one-shot command talks: its data folder, its network and the
+/// supernodes to ask.
+struct Place {
+    data_dir: PathBuf,
+    network: Option<canopy_node::network::NetworkSettings>,
+    supernodes: Vec<PeerAddr>,
+}
+
+impl Place {
+    /// The network as it is on disk now.
+    fn membership(&self) -> anyhow::Result<Option<canopy_common::net::Network>> {
+        Ok(self.network.as_ref().map(|n| n.load()).transpose()?)
+    }
 }
 
 impl NetworkArgs {
+    /// The data folder, network and supernodes for `data_dir`: the public
+    /// network's, or with --network, the group's.
+    fn place(&self, data_dir: PathBuf) -> anyhow::Result<Place> {
+        let Some(name) = &self.network else {
+            return Ok(Place {
+                supernodes: self.supernodes(&data_dir),
+                data_dir,
+                network: None,
+            });
+        };
+        let group = cli::group::open(&data_dir, name)?;
+        let mut supernodes = self.supernodes(&group.dir);
+        for member in group.settings.members() {
+            if !supernodes.iter().any(|s| s.id == member.id) {
+                supernodes.push(member);
+            }
+        }
+        Ok(Place {
+            network: Some(group.network_settings()),
+            data_dir: group.dir,
+            supernodes,
+        })
+    }
+
     /// The given supernodes, then the remembered ones.
     fn supernodes(&self, data_dir: &std::path::Path) -> Vec<PeerAddr> {
         let mut supernodes = self.bootstrap.clone();
@@ -386,6 +562,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => cli::run::run(run_settings(*args)?).await,
+        Command::Group(command) => group(command),
         Command::Status { json, data } => cli::status::status(&data.resolve()?, json).await,
         Command::Probe {
             network,
@@ -393,6 +570,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             election,
             data,
         } => {
+            anyhow::ensure!(
+                network.network.is_none(),
+                "canopy probe measures against the public network; --network is not for it"
+            );
             let data_dir = data.resolve()?;
             let peers = network.supernodes(&data_dir);
             let listen = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -403,6 +584,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 max_upload_rate,
                 &election.thresholds(),
                 election.never_supernode,
+                None,
             )
             .await?;
             cli::probe::print(&profile, &measured, &decision);
@@ -419,7 +601,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             network,
             data,
         } => {
-            let data_dir = data.resolve()?;
+            let place = network.place(data.resolve()?)?;
+            let data_dir = place.data_dir.clone();
             let query = Query {
                 text: words.join(" "),
                 hash: None,
@@ -430,7 +613,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ttl,
             };
             query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
-            let endpoint = cli::search::endpoint(&data_dir)?;
+            let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
             // Results are shown as they arrive from across the network.
             let mut first = true;
             let mut show = |hit: &canopy_common::proto::Hit| {
@@ -440,9 +623,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 first = false;
                 cli::search::print_hit(hit, json);
             };
-            let result =
-                cli::search::ask_streaming(&endpoint, &network.supernodes(&data_dir), &query, &mut show)
-                    .await;
+            let result = cli::search::ask_streaming(&endpoint, &place.supernodes, &query, &mut show).await;
             endpoint.shutdown().await;
             let (hits, answered) = result?;
             canopy_node::hostcache::remember(&data_dir, answered);
@@ -467,14 +648,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             upload,
             data,
         } => {
-            let data_dir = data.resolve()?;
+            let place = network.place(data.resolve()?)?;
+            let data_dir = place.data_dir.clone();
             let mut link = target;
             link.sources.extend(sources);
-            let supernodes = network.supernodes(&data_dir);
+            let supernodes = place.supernodes.clone();
             let mut relayed = Vec::new();
             if !supernodes.is_empty() {
                 // Ask the network who has it, too.
-                let endpoint = cli::search::endpoint(&data_dir)?;
+                let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
                 let query = Query::for_hash(link.hash);
                 match cli::search::ask(&endpoint, &supernodes, &query).await {
                     Ok((hits, answered)) => {
@@ -508,6 +690,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             });
             let mut node = NodeConfig::new(data_dir, listen);
             node.upload = upload.limits();
+            node.network = place.network;
             let options = DownloadOptions {
                 max_sources,
                 ..DownloadOptions::default()
@@ -565,5 +748,69 @@ async fn run_demo(size: u64) -> anyhow::Result<()> {
             "NO"
         }
     );
+    Ok(())
+}
+
+/// `canopy group …`: files on disk only, no network.
+fn group(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::New { name, place, data } => {
+            let group = cli::group::create(&data.resolve()?, &name, &place.options())?;
+            print_invite(&group, place.host)?;
+            println!("run `canopy run` to start sharing with the group");
+        }
+        GroupCommand::Invite { name, host, data } => {
+            print_invite(&cli::group::open(&data.resolve()?, &name)?, host)?;
+        }
+        GroupCommand::Rekey { name, host, data } => {
+            let group = cli::group::rekey(&data.resolve()?, &name)?;
+            println!("group {name} has a new key; whoever holds only the old one is cut off");
+            print_invite(&group, host)?;
+        }
+        GroupCommand::Join { invite, place, data } => {
+            let group = cli::group::join(&data.resolve()?, &invite, &place.options())?;
+            let members = invite.members.len();
+            println!(
+                "joined group {} through {members} member{}; this node listens for it on port {}",
+                group.name,
+                if members == 1 { "" } else { "s" },
+                group.settings.listen.port()
+            );
+            println!(
+                "shared with the group: {}",
+                group
+                    .settings
+                    .share
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("run (or restart) `canopy run` to start sharing with the group");
+        }
+        GroupCommand::List { data } => {
+            let groups = cli::group::list(&data.resolve()?);
+            if groups.is_empty() {
+                println!(
+                    "no groups: `canopy group new NAME` makes one, `canopy group join INVITE` joins one"
+                );
+            }
+            for group in groups {
+                println!(
+                    "{}  port {}  {}  sharing {}",
+                    group.name,
+                    group.settings.listen.port(),
+                    format!("{:?}", group.settings.role).to_lowercase(),
+                    group
+                        .settings
+                        .share
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
     Ok(())
 }

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub ui: Option<crate::web::UiConfig>,
     /// Serve shared content over HTTP on this address.
     pub gateway: Option<SocketAddr>,
+    /// Be a member of this private network instead of the public one
+    /// (`None`: the public network). See [`crate::network`].
+    pub network: Option<crate::network::NetworkSettings>,
 }
 
 impl NodeConfig {
@@ -86,6 +89,7 @@ impl NodeConfig {
             downloads: None,
             ui: None,
             gateway: None,
+            network: None,
         }
     }
 
@@ -110,6 +114,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Web(#[from] crate::web::WebError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkLoadError),
 }
 
 /// A node that is serving.
@@ -141,6 +147,8 @@ impl Node {
     /// accepting peers.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let key = NodeKey::load_or_create(&config.data_dir)?;
+        // A bad key file stops the start: never fall back on the public network.
+        let network = config.network.as_ref().map(|n| n.load()).transpose()?;
         let shares = Arc::new(Shares::default());
         let folders = Arc::new(match config.downloads {
             Some(_) => Folders::load(config.share.clone(), &config.data_dir),
@@ -156,7 +164,7 @@ impl Node {
             .await
             .expect("scan task panicked")?
         };
-        let endpoint = Endpoint::bind(key, config.listen, &config.endpoint)?;
+        let endpoint = Endpoint::bind_in(key, config.listen, &config.endpoint, network)?;
         let supernode = match config.supernode.clone() {
             Some(settings) => Some(Supernode::start(settings)?),
             None => None,
@@ -166,6 +174,9 @@ impl Node {
             &config.upload,
             supernode.clone(),
         ));
+        if let Some(membership) = endpoint.membership() {
+            let _ = context.membership.set(membership.clone());
+        }
         let admission = Arc::new(crate::admission::Admission::new(config.connection_limits));
         let mut tasks = vec![tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -173,6 +184,9 @@ impl Node {
             config.accept_inbound,
             admission.clone(),
         ))];
+        if let Some(settings) = config.network.clone() {
+            tasks.push(tokio::spawn(crate::network::watch(settings, endpoint.clone())));
+        }
         if config.rescan_interval.is_some() && !folders.list().is_empty() || config.downloads.is_some() {
             tasks.push(tokio::spawn(rescan_loop(
                 folders.clone(),
@@ -485,7 +499,7 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let (context, admission) = (context.clone(), admission.clone());
+        let (context, admission, endpoint) = (context.clone(), admission.clone(), endpoint.clone());
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -494,8 +508,14 @@ async fn accept_loop(
                     return;
                 }
             };
-            let Ok(peer) = canopy_common::net::remote_peer_id(&connection) else {
-                return;
+            // In a private network this waits for the peer's membership
+            // proof: nothing is served to a peer that has not proven it.
+            let peer = match endpoint.admit(&connection).await {
+                Ok(peer) => peer,
+                Err(error) => {
+                    tracing::debug!(%remote, %error, "connection refused");
+                    return;
+                }
             };
             let Some(_peer_slot) = admission.peer(peer) else {
                 tracing::debug!(%remote, "closing a connection: too many from this peer");
@@ -503,7 +523,9 @@ async fn accept_loop(
                 return;
             };
             context.deliver_push(peer, &connection);
-            serve_connection(connection, context).await;
+            endpoint
+                .guard(&connection, peer, serve_connection(connection.clone(), context))
+                .await;
             drop(address_slot);
         });
     }

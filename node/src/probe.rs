@@ -70,6 +70,7 @@ pub async fn serve(
     recv: &mut RecvStream,
     gate: &ProbeGate,
     limiter: Option<&RateLimiter>,
+    network: Option<canopy_common::net::Network>,
 ) -> Result<(), NetError> {
     let kind = match request {
         Request::ProbeDown { .. } => 0,
@@ -136,15 +137,17 @@ pub async fn serve(
             .await
         }
         Request::DialBack => {
-            let reachable = dial_back(peer).await;
+            let reachable = dial_back(peer, network).await;
             write_frame(send, &Response::DialBack { reachable }).await
         }
         _ => Ok(()),
     }
 }
 
-/// Tries to reach `peer` from a fresh port, as a stranger would.
-async fn dial_back(peer: PeerAddr) -> bool {
+/// Tries to reach `peer` from a fresh port, as a stranger would (in a
+/// private network, a stranger that holds the key: a network run on an
+/// allow-list alone admits no fresh key, so its nodes read as unreachable).
+async fn dial_back(peer: PeerAddr, network: Option<canopy_common::net::Network>) -> bool {
     let bind: SocketAddr = match peer.addr {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
@@ -152,7 +155,7 @@ async fn dial_back(peer: PeerAddr) -> bool {
     let Ok(key) = NodeKey::generate() else {
         return false;
     };
-    let Ok(stranger) = Endpoint::bind(key, bind, &EndpointConfig::default()) else {
+    let Ok(stranger) = Endpoint::bind_in(key, bind, &EndpointConfig::default(), network) else {
         return false;
     };
     let reached = matches!(

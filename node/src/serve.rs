@@ -106,6 +106,8 @@ pub struct ServeContext {
     slots: Semaphore,
     /// Upload slots in use per peer.
     peer_slots: Arc<Mutex<HashMap<PeerId, usize>>>,
+    /// The private network this node is in (unset: the public network).
+    pub membership: std::sync::OnceLock<Arc<canopy_common::net::Membership>>,
 }
 
 impl ServeContext {
@@ -121,6 +123,7 @@ impl ServeContext {
             download_limiter: RateLimiter::optional(limits.max_download_rate),
             slots: Semaphore::new(limits.upload_slots.max(1)),
             peer_slots: Arc::default(),
+            membership: Default::default(),
         }
     }
 
@@ -267,6 +270,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
                 &mut recv,
                 &context.probes,
                 context.limiter.active(),
+                context.membership.get().map(|m| (*m.current()).clone()),
             )
             .await
             {

@@ -244,7 +244,7 @@ impl Overlay {
                 .await
                 .map_err(|e| e.to_string())?;
             match read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await {
-                Ok(LinkNotice::Accepted) => Ok((send, recv)),
+                Ok(LinkNotice::Accepted) => Ok((connection, send, recv)),
                 Ok(LinkNotice::Full { others }) => {
                     let mut hosts = self.hosts.lock().expect("hosts lock");
                     for other in others.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
@@ -260,7 +260,12 @@ impl Overlay {
         .await;
         self.connecting.lock().expect("connecting lock").remove(&addr.id);
         match outcome {
-            Ok((send, recv)) => self.run_link(addr, self.me().id, send, recv).await,
+            // In a private network, a change of membership that drops
+            // this neighbour closes the link's connection.
+            Ok((connection, send, recv)) => {
+                let link = self.run_link(addr, self.me().id, send, recv);
+                self.endpoint.guard(&connection, addr.id, link).await
+            }
             Err(reason) => {
                 tracing::debug!(peer = ?addr, %reason, "no link");
                 self.failures

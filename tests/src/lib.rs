@@ -186,3 +186,94 @@ pub async fn search_until(supernode: PeerAddr, query: &Query, accept: impl Fn(&[
     }
     panic!("search for {:?} never gave the expected hits", query.text);
 }
+
+/// A private network's settings for tests: key in `key_file`, re-read
+/// every 100 ms so changes show quickly.
+pub fn network(name: &str, key_file: &Path) -> canopy_node::network::NetworkSettings {
+    let mut settings =
+        canopy_node::network::NetworkSettings::with_key(name.parse().unwrap(), key_file.to_path_buf());
+    settings.reload_every = std::time::Duration::from_millis(100);
+    settings
+}
+
+/// Writes a fresh random network key into `dir/name.key` and returns the path.
+pub fn new_key_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.key"));
+    let key = canopy_common::proto::network::NetworkKey(canopy_common::net::random_bytes());
+    std::fs::write(&path, key.to_hex()).unwrap();
+    path
+}
+
+/// A node in a network (`None`: the public one) sharing some files.
+pub struct Member {
+    pub node: Node,
+    _data: tempfile::TempDir,
+}
+
+/// Starts a node of `network` sharing `files`: a supernode when `join` is
+/// `None`, else a leaf joined to `join` and waited for until published.
+pub async fn start_member(
+    network: Option<canopy_node::network::NetworkSettings>,
+    join: Option<PeerAddr>,
+    files: &[(&str, &[u8])],
+) -> Member {
+    let data = tempfile::tempdir().unwrap();
+    let share = data.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(share.join(name), bytes).unwrap();
+    }
+    let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK).sharing(share);
+    config.network = network;
+    match join {
+        None => {
+            config.supernode = Some(canopy_supernode::SupernodeConfig::for_this_machine(Some(
+                data.path().join("index"),
+            )))
+        }
+        Some(supernode) => config.bootstrap = vec![supernode],
+    }
+    let node = Node::start(config).await.expect("member starts");
+    if join.is_some() {
+        wait_published(&node, files.len()).await;
+    }
+    Member { node, _data: data }
+}
+
+/// Waits until `node`'s leaf session has published `files` files.
+pub async fn wait_published(node: &Node, files: usize) {
+    let mut status = node.leaf_status();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status.wait_for(|s: &LeafStatus| s.published(files)),
+    )
+    .await
+    .expect("leaf joined and published in time")
+    .unwrap();
+}
+
+/// Searches through `supernode` from `endpoint` until `accept` holds;
+/// fails the test after about 10 s.
+pub async fn search_from_until(
+    endpoint: &Endpoint,
+    supernode: PeerAddr,
+    query: &Query,
+    accept: impl Fn(&[Hit]) -> bool,
+) -> Vec<Hit> {
+    for _ in 0..100 {
+        if let Ok((hits, _)) = ask(endpoint, &[supernode], query).await {
+            if accept(&hits) {
+                return hits;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("search for {:?} never gave the expected hits", query.text);
+}
+
+impl Member {
+    /// A member from a node started by hand and the folder it lives in.
+    pub fn from_parts(node: Node, data: tempfile::TempDir) -> Member {
+        Member { node, _data: data }
+    }
+}

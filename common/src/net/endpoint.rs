@@ -9,8 +9,17 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::CertificateDer;
 
 use super::identity::{peer_id_of_spki, NodeKey};
+use super::membership::{Membership, Network};
 use super::{tls, NetError};
-use crate::proto::{PeerAddr, PeerId};
+use crate::proto::{PeerAddr, PeerId, ALPN};
+
+/// TLS alert `no_application_protocol` (RFC 8446), as QUIC reports it: what
+/// a node answers a peer that speaks none of its ALPN ids (another
+/// network, or another protocol version).
+fn no_common_protocol(error: &quinn::ConnectionError) -> bool {
+    matches!(error, quinn::ConnectionError::ConnectionClosed(close)
+        if close.error_code == quinn::TransportErrorCode::crypto(120))
+}
 
 /// Transport settings. The defaults suit a desktop node; tests shorten the
 /// timeouts to notice dead peers quickly.
@@ -68,22 +77,48 @@ impl EndpointConfig {
     }
 }
 
-/// A node's QUIC endpoint, bound to its key.
+/// A node's QUIC endpoint, bound to its key and to one network: the public
+/// one, or a private network it proves membership of on every connection.
 #[derive(Clone)]
 pub struct Endpoint {
     inner: quinn::Endpoint,
     key: NodeKey,
     transport: Arc<TransportConfig>,
+    /// `None`: the public network.
+    membership: Option<Arc<Membership>>,
+}
+
+fn server_config(
+    key: &NodeKey,
+    transport: &Arc<TransportConfig>,
+    alpn: &[u8],
+) -> Result<quinn::ServerConfig, NetError> {
+    let quic_server = QuicServerConfig::try_from(tls::server_config(key, alpn)?)
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+    server.transport_config(transport.clone());
+    Ok(server)
 }
 
 impl Endpoint {
-    /// Binds `listen` and starts accepting. Must run inside a tokio runtime.
+    /// Binds `listen` in the public network and starts accepting. Must run
+    /// inside a tokio runtime.
     pub fn bind(key: NodeKey, listen: SocketAddr, config: &EndpointConfig) -> Result<Self, NetError> {
+        Self::bind_in(key, listen, config, None)
+    }
+
+    /// Binds `listen` in `network` (`None`: the public network). A private
+    /// endpoint speaks only to members: see [`super::membership`].
+    pub fn bind_in(
+        key: NodeKey,
+        listen: SocketAddr,
+        config: &EndpointConfig,
+        network: Option<Network>,
+    ) -> Result<Self, NetError> {
         let transport = config.transport()?;
-        let quic_server = QuicServerConfig::try_from(tls::server_config(&key)?)
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
-        server.transport_config(transport.clone());
+        let membership = network.map(Membership::new);
+        let alpn = membership.as_ref().map_or(ALPN.to_vec(), |m| m.current().alpn());
+        let server = server_config(&key, &transport, &alpn)?;
 
         let socket = udp_socket(listen, config.udp_buffer_bytes)
             .map_err(|source| NetError::Bind { addr: listen, source })?;
@@ -100,7 +135,79 @@ impl Endpoint {
             inner,
             key,
             transport,
+            membership,
         })
+    }
+
+    /// The private network this endpoint is in (`None`: the public one).
+    pub fn membership(&self) -> Option<&Arc<Membership>> {
+        self.membership.as_ref()
+    }
+
+    /// "network NAME" or "the public network", for messages.
+    fn network_label(&self) -> String {
+        match &self.membership {
+            Some(membership) => format!("network {}", membership.current().name),
+            None => "the public network".into(),
+        }
+    }
+
+    fn alpn(&self) -> Vec<u8> {
+        self.membership
+            .as_ref()
+            .map_or(ALPN.to_vec(), |m| m.current().alpn())
+    }
+
+    /// Changes the private network's key or allow-list while running. New
+    /// connections use the new key at once; existing ones that no longer
+    /// qualify are closed by [`Endpoint::guard`]. Returns whether anything
+    /// changed. A public endpoint cannot join a network this way.
+    pub fn set_network(&self, network: Network) -> Result<bool, NetError> {
+        let Some(membership) = &self.membership else {
+            return Err(NetError::Tls(rustls::Error::General(
+                "a public endpoint cannot change networks".into(),
+            )));
+        };
+        // The server side first, so no connection under the old key is
+        // accepted once the change is announced.
+        self.inner
+            .set_server_config(Some(server_config(&self.key, &self.transport, &network.alpn())?));
+        Ok(membership.set(network))
+    }
+
+    /// Checks an accepted connection: its peer id, and in a private network
+    /// the allow-list and the membership proof. A caller serves nothing on
+    /// the connection before this returns `Ok`.
+    pub async fn admit(&self, connection: &quinn::Connection) -> Result<PeerId, NetError> {
+        let peer = remote_peer_id(connection)?;
+        if let Some(membership) = &self.membership {
+            membership.check_as_server(connection, peer).await?;
+        }
+        Ok(peer)
+    }
+
+    /// Runs `work` on `connection` with `peer` to its end, closing the
+    /// connection meanwhile if a change of membership revokes it (so `work`
+    /// sees its streams fail and cleans up as for any lost peer). In the
+    /// public network, just runs `work`.
+    pub async fn guard<F: std::future::Future>(
+        &self,
+        connection: &quinn::Connection,
+        peer: PeerId,
+        work: F,
+    ) -> F::Output {
+        let Some(membership) = &self.membership else {
+            return work.await;
+        };
+        let mut work = std::pin::pin!(work);
+        let mut revoked = std::pin::pin!(membership.revoked(connection, peer));
+        let mut closed = false;
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                () = &mut revoked, if !closed => closed = true,
+            }
+        }
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -121,7 +228,7 @@ impl Endpoint {
     /// Dials `peer`; the handshake fails unless the other side holds the key
     /// of `peer.id`.
     pub async fn connect(&self, peer: &PeerAddr) -> Result<quinn::Connection, NetError> {
-        let tls = tls::client_config(&self.key, Some(peer.id))?;
+        let tls = tls::client_config(&self.key, Some(peer.id), &self.alpn())?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(self.transport.clone());
@@ -138,6 +245,11 @@ impl Endpoint {
                         expected: peer.id,
                         addr: peer.addr,
                     }
+                } else if no_common_protocol(&error) {
+                    NetError::NoCommonNetwork {
+                        peer: peer.id,
+                        network: self.network_label(),
+                    }
                 } else {
                     NetError::from(error)
                 }
@@ -148,6 +260,9 @@ impl Endpoint {
                 expected: peer.id,
                 actual,
             });
+        }
+        if let Some(membership) = &self.membership {
+            membership.prove_as_client(&connection, actual).await?;
         }
         Ok(connection)
     }

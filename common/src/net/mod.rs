@@ -5,15 +5,19 @@
 //! * [`tls`] — rustls configs for mutual authentication with RFC 7250 raw
 //!   public keys: no certificates, no authorities, the key *is* the identity.
 //! * [`endpoint`] — one quinn endpoint per node, for dialing and accepting.
+//! * [`membership`] — private networks: who may connect, proven on every
+//!   connection, changeable while the node runs.
 //! * [`stream`] — control frames over QUIC streams.
 
 pub mod endpoint;
 pub mod identity;
+pub mod membership;
 pub mod stream;
 pub mod tls;
 
 pub use endpoint::{remote_peer_id, Endpoint, EndpointConfig};
 pub use identity::NodeKey;
+pub use membership::{Membership, Network, NOT_A_MEMBER};
 pub use stream::{read_frame, write_frame};
 
 use std::path::PathBuf;
@@ -52,6 +56,17 @@ pub enum NetError {
     NoPeerIdentity,
     #[error("expected peer {expected} but reached {actual}")]
     WrongPeer { expected: PeerId, actual: PeerId },
+    #[error("{peer} is not a member of network {network}: connection closed")]
+    NotAMember { peer: PeerId, network: String },
+    #[error("refused by {peer}: not a member of {network}")]
+    RefusedBy { peer: PeerId, network: String },
+    #[error(
+        "refused by {peer} at the handshake: we are in {network} and it is not (a private \
+         network admits only holders of its key)"
+    )]
+    NoCommonNetwork { peer: PeerId, network: String },
+    #[error("{peer} did not prove its network membership in time")]
+    ProofTimeout { peer: PeerId },
     #[error("stream write failed: {0}")]
     Write(#[from] quinn::WriteError),
     #[error("stream read failed: {0}")]

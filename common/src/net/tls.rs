@@ -20,7 +20,7 @@ use rustls::server::AlwaysResolvesServerRawPublicKeys;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, PeerIncompatible, SignatureScheme};
 
 use super::identity::{peer_id_of_spki, NodeKey};
-use crate::proto::{PeerId, ALPN};
+use crate::proto::PeerId;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -160,27 +160,32 @@ impl ClientCertVerifier for RawKeyVerifier {
     }
 }
 
-/// TLS config for accepting: present our key, require the caller's.
-pub fn server_config(key: &NodeKey) -> Result<rustls::ServerConfig, rustls::Error> {
+/// TLS config for accepting: present our key, require the caller's, and
+/// speak only `alpn` (`canopy/0`, or a private network's id).
+pub fn server_config(key: &NodeKey, alpn: &[u8]) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(RawKeyVerifier::new(None))
         .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(key.certified())));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.send_tls13_tickets = 0;
     Ok(config)
 }
 
 /// TLS config for dialing `expected` (or anyone, with `None`). Built per
 /// dial: the expected id lives in the verifier, typed, with no room for one
-/// dial's expectation to leak into another's.
-pub fn client_config(key: &NodeKey, expected: Option<PeerId>) -> Result<rustls::ClientConfig, rustls::Error> {
+/// dial's expectation to leak into another's. Offers only `alpn`.
+pub fn client_config(
+    key: &NodeKey,
+    expected: Option<PeerId>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(RawKeyVerifier::new(expected))
         .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(key.certified())));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_sni = false;
     Ok(config)

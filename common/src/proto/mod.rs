@@ -7,6 +7,7 @@ pub mod election;
 pub mod frame;
 pub mod id;
 pub mod link;
+pub mod network;
 pub mod resume;
 pub mod routing;
 pub mod search;

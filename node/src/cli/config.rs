@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canopy_common::proto::election::Thresholds;
-use canopy_common::proto::PeerAddr;
+use canopy_common::proto::network::NetworkName;
+use canopy_common::proto::{PeerAddr, PeerId};
 use serde::{Deserialize, Deserializer};
 
 use crate::units::parse_bytes;
@@ -171,6 +172,43 @@ pub struct RunArgs {
     /// browsers [default: off].
     #[arg(long, env = "CANOPY_GATEWAY", value_name = "HOST:PORT")]
     pub gateway: Option<SocketAddr>,
+    /// Run in this private network only, instead of the public network
+    /// and the groups this node joined: members only, on every connection.
+    /// Its key, allow-list and members default to those stored by `canopy
+    /// group new|join NAME`, and its data to DATA_DIR/networks/NAME
+    /// [default: the public network, plus every joined group].
+    #[arg(long, env = "CANOPY_NETWORK", value_name = "NAME", value_parser = parse_network_name)]
+    pub network: Option<NetworkName>,
+    /// With --network: the file holding the network's key (64 hex
+    /// characters). Changes to it take effect while running [default:
+    /// DATA_DIR/networks/NAME/network.key].
+    #[arg(long, env = "CANOPY_NETWORK_KEY", value_name = "FILE", requires = "network")]
+    pub network_key: Option<PathBuf>,
+    /// With --network: admit only these peer ids (comma-separated); with no
+    /// key, the list alone decides [default: anyone with the key].
+    #[arg(long, env = "CANOPY_NETWORK_ALLOW", value_name = "PEERID,...", value_delimiter = ',', value_parser = parse_peer_id, requires = "network")]
+    pub network_allow: Vec<PeerId>,
+    /// With --network: a file of admitted peer ids, one per line (#
+    /// comments), re-read while running [default:
+    /// DATA_DIR/networks/NAME/allow.txt if it exists].
+    #[arg(
+        long,
+        env = "CANOPY_NETWORK_ALLOW_FILE",
+        value_name = "FILE",
+        requires = "network"
+    )]
+    pub network_allow_file: Option<PathBuf>,
+}
+
+fn parse_network_name(text: &str) -> Result<NetworkName, String> {
+    text.parse()
+        .map_err(|e: canopy_common::proto::network::NetworkError| e.to_string())
+}
+
+fn parse_peer_id(text: &str) -> Result<PeerId, String> {
+    text.trim()
+        .parse()
+        .map_err(|e: canopy_common::proto::IdError| e.to_string())
 }
 
 /// The same settings as read from a config file.
@@ -212,6 +250,12 @@ pub struct FileSettings {
     pub no_ui: Option<bool>,
     pub open: Option<bool>,
     pub gateway: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "network_name")]
+    pub network: Option<NetworkName>,
+    pub network_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "peer_ids")]
+    pub network_allow: Option<Vec<PeerId>>,
+    pub network_allow_file: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -251,6 +295,10 @@ impl FileSettings {
             no_ui: over.no_ui.or(self.no_ui),
             open: over.open.or(self.open),
             gateway: over.gateway.or(self.gateway),
+            network: over.network.or(self.network),
+            network_key: over.network_key.or(self.network_key),
+            network_allow: over.network_allow.or(self.network_allow),
+            network_allow_file: over.network_allow_file.or(self.network_allow_file),
         }
     }
 
@@ -335,6 +383,21 @@ pub struct RunSettings {
     pub no_ui: bool,
     pub open: bool,
     pub gateway: Option<SocketAddr>,
+    /// The one private network to run in (`None`: the public network plus
+    /// every joined group).
+    pub network: Option<NetworkChoice>,
+    /// Where that network's membership is read from, once resolved
+    /// against the data folder by `canopy run`.
+    pub network_settings: Option<crate::network::NetworkSettings>,
+}
+
+/// `--network` and its companions, merged.
+#[derive(Debug, Clone)]
+pub struct NetworkChoice {
+    pub name: NetworkName,
+    pub key_file: Option<PathBuf>,
+    pub allow: Vec<PeerId>,
+    pub allow_file: Option<PathBuf>,
 }
 
 /// Where the desktop app listens unless told otherwise.
@@ -426,6 +489,13 @@ impl RunSettings {
             no_ui: args.no_ui || file.no_ui.unwrap_or(false),
             open: args.open || file.open.unwrap_or(false),
             gateway: args.gateway.or(file.gateway),
+            network: args.network.or(file.network).map(|name| NetworkChoice {
+                name,
+                key_file: args.network_key.or(file.network_key),
+                allow: non_empty_or(args.network_allow, file.network_allow),
+                allow_file: args.network_allow_file.or(file.network_allow_file),
+            }),
+            network_settings: None,
         })
     }
 }
@@ -450,6 +520,24 @@ fn peer_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Pe
     texts
         .iter()
         .map(|text| super::parse_peer_addr(text).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A network name, checked as the flag checks it.
+fn network_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<NetworkName>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_network_name(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `["PEERID", ...]`, each checked as the flag checks it.
+fn peer_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<PeerId>>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| parse_peer_id(text).map_err(serde::de::Error::custom))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }

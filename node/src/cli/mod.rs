@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod get;
+pub mod group;
 pub mod probe;
 pub mod run;
 pub mod search;

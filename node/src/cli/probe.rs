@@ -13,7 +13,8 @@ use crate::units::human_bytes;
 
 /// Measures this machine and its links from `listen` (the address the
 /// node will use, so reachability is tested where it matters), and decides
-/// its role.
+/// its role. In a private network (`network`), the peers probed are
+/// members and the probes prove membership like any connection.
 pub async fn elect(
     data_dir: &std::path::Path,
     listen: SocketAddr,
@@ -21,10 +22,11 @@ pub async fn elect(
     max_upload_rate: Option<u64>,
     thresholds: &Thresholds,
     never_supernode: bool,
+    network: Option<canopy_common::net::Network>,
 ) -> anyhow::Result<(Profile, Measured, Decision, SocketAddr)> {
     let key = NodeKey::load_or_create(data_dir)?;
-    let endpoint =
-        Endpoint::bind(key, listen, &EndpointConfig::default()).context("cannot open the node's UDP port")?;
+    let endpoint = Endpoint::bind_in(key, listen, &EndpointConfig::default(), network)
+        .context("cannot open the node's UDP port")?;
     // Keep the port that was picked, so the node itself gets the same one.
     let bound = endpoint.local_addr();
     // Complete the handshakes of peers dialing back to test reachability.
@@ -32,9 +34,12 @@ pub async fn elect(
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let endpoint = endpoint.clone();
                 tokio::spawn(async move {
                     if let Ok(connection) = incoming.await {
-                        let _ = connection.closed().await;
+                        if endpoint.admit(&connection).await.is_ok() {
+                            let _ = connection.closed().await;
+                        }
                     }
                 });
             }

@@ -38,6 +38,7 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.connection_limits.per_address = settings.max_connections_per_address;
     config.downloads = Some(settings.download_dir.clone());
     config.gateway = settings.gateway;
+    config.network = settings.network_settings.clone();
     config
 }
 
@@ -82,10 +83,19 @@ fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
     supernode
 }
 
-pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
+pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if let Some(file) = &settings.config_file {
         tracing::info!(file = %file.display(), "settings read");
     }
+    // Groups joined with `canopy group join`, run beside the public node;
+    // with --network, only that network runs, from its own data folder.
+    let groups = match settings.network.clone() {
+        Some(choice) => {
+            choose_network(&mut settings, &choice)?;
+            Vec::new()
+        }
+        None => super::group::list(&settings.data_dir),
+    };
     // A mistake in the folders is reported before any probing.
     for folder in &settings.share {
         anyhow::ensure!(
@@ -113,6 +123,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
                 settings.max_upload_rate,
                 &settings.thresholds,
                 never_supernode,
+                settings.network_settings.as_ref().map(|n| n.load()).transpose()?,
             )
             .await?;
             config.listen = bound;
@@ -148,7 +159,12 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     if role == Role::Supernode {
         config.supernode = Some(supernode);
     }
+    let base = config.clone();
     let node = Node::start(config).await.context("cannot start the node")?;
+    match &settings.network {
+        Some(choice) => println!("private network {}: members only", choice.name),
+        None => println!("public network"),
+    }
     let me = node.peer_addr();
     let scan = node.scan_stats();
     println!("canopy node {}", me.id);
@@ -204,13 +220,87 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             }
         }
     }
+    let mut group_nodes = Vec::new();
+    for group in &groups {
+        match Node::start(group.node_config(&base)).await {
+            Ok(group_node) => {
+                let me = group_node.peer_addr();
+                let role = if group_node.supernode().is_some() {
+                    "supernode"
+                } else {
+                    "leaf"
+                };
+                println!(
+                    "group {}: {role} on {} as {}, sharing {} file{} from {}",
+                    group.name,
+                    me.addr,
+                    me.id,
+                    group_node.scan_stats().files,
+                    if group_node.scan_stats().files == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    group
+                        .settings
+                        .share
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                group_nodes.push(group_node);
+            }
+            Err(error) => eprintln!("warning: cannot run group {}: {error}", group.name),
+        }
+    }
     super::shutdown_signal().await;
     if node.supernode().is_some() {
         println!("shutting down: handing our leaves to other supernodes first");
     } else {
         println!("shutting down");
     }
+    for group_node in group_nodes {
+        group_node.leave().await;
+    }
     node.leave().await;
+    Ok(())
+}
+
+/// Points `settings` at one private network: its own data folder, and the
+/// key, allow-list, members and shares stored by `canopy group` unless the
+/// settings name others.
+fn choose_network(settings: &mut RunSettings, choice: &super::config::NetworkChoice) -> anyhow::Result<()> {
+    let joined = super::group::open(&settings.data_dir, &choice.name).ok();
+    let dir = settings
+        .data_dir
+        .join(super::group::NETWORKS_DIR)
+        .join(choice.name.as_str());
+    let stored = |file: &str| Some(dir.join(file)).filter(|path| path.exists());
+    let network = crate::network::NetworkSettings {
+        name: choice.name.clone(),
+        key_file: choice.key_file.clone().or_else(|| stored(super::group::KEY_FILE)),
+        allow: choice.allow.clone(),
+        allow_file: choice
+            .allow_file
+            .clone()
+            .or_else(|| stored(super::group::ALLOW_FILE)),
+        reload_every: crate::network::RELOAD_EVERY,
+    };
+    // Fail now, with the reason, rather than after probing.
+    network.load().context("cannot join the private network")?;
+    if let Some(group) = joined {
+        for member in group.settings.members() {
+            if !settings.bootstrap.iter().any(|b| b.id == member.id) {
+                settings.bootstrap.push(member);
+            }
+        }
+        if settings.share.is_empty() {
+            settings.share = group.settings.share.clone();
+        }
+    }
+    settings.data_dir = dir;
+    settings.network_settings = Some(network);
     Ok(())
 }
 

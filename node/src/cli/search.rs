@@ -74,8 +74,11 @@ async fn ask_one(
     let mut received = 0;
     while hits.len() < wanted {
         match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
-            Response::Hits { hits: more } => {
+            Response::Hits { hits: mut more } => {
                 received += more.len();
+                for hit in &mut more {
+                    reachable_sources(hit, supernode);
+                }
                 if received > usize::from(canopy_common::proto::search::MAX_HITS) * 4 {
                     bail!("the supernode sent far more hits than asked for");
                 }
@@ -95,6 +98,20 @@ async fn ask_one(
     }
     connection.close(0u32.into(), b"done");
     Ok(hits)
+}
+
+/// A supernode lists its own files, and offers itself as relay, at the
+/// address it is bound to, which is unspecified (`0.0.0.0`) by default and
+/// cannot be dialed (PROTOCOL.md, open question 4). For the supernode we
+/// asked, we know better: the address we reached it at.
+fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
+    let fix = |addr: &mut PeerAddr| {
+        if addr.id == supernode.id && addr.addr.ip().is_unspecified() {
+            addr.addr.set_ip(supernode.addr.ip());
+        }
+    };
+    hit.sources.iter_mut().for_each(fix);
+    hit.relayed.iter_mut().for_each(|relayed| fix(&mut relayed.via));
 }
 
 /// Adds hits arriving from another part of the network: the same content
@@ -120,11 +137,20 @@ pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
 
 /// A one-shot endpoint for asking, with this node's identity.
 pub fn endpoint(data_dir: &Path) -> anyhow::Result<Endpoint> {
+    endpoint_in(data_dir, None)
+}
+
+/// Like [`endpoint`], in a private network (`None`: the public one).
+pub fn endpoint_in(
+    data_dir: &Path,
+    network: Option<canopy_common::net::Network>,
+) -> anyhow::Result<Endpoint> {
     let key = NodeKey::load_or_create(data_dir)?;
-    Endpoint::bind(
+    Endpoint::bind_in(
         key,
         "0.0.0.0:0".parse().expect("valid"),
         &EndpointConfig::default(),
+        network,
     )
     .context("cannot open a UDP socket")
 }

@@ -112,7 +112,12 @@ impl Source {
                 .map_err(|error| SourceFailure::Unreachable(error.to_string()))?,
             Some(via) => self.pushed(via).await?,
         };
-        let result = self.serve_download(&connection).await;
+        // In a private network, a change of membership that drops this
+        // source closes the connection under the download.
+        let endpoint = self.shared.endpoint.clone();
+        let result = endpoint
+            .guard(&connection, self.peer.id, self.serve_download(&connection))
+            .await;
         connection.close(0u32.into(), b"done");
         result
     }
