@@ -14,7 +14,7 @@
 
 use canopy_common::proto::frame::{encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::id::{ContentHash, PeerAddr};
-use canopy_common::proto::routing::{Action, Dropped, FloodQuery, Origin, QueryId};
+use canopy_common::proto::routing::{Action, FloodQuery, Origin, QueryId};
 use canopy_common::proto::search::{FileKind, Hit, Query};
 
 use crate::clock::{seconds, Time, NEVER};
@@ -56,6 +56,8 @@ pub struct Outcome {
     pub reached_at_hop: [u32; 8],
     pub query_messages: u32,
     pub duplicates: u32,
+    /// Query messages a router refused because its seen-cache was full.
+    pub refused: u32,
     pub hit_messages: u32,
     /// Leaf ↔ supernode messages (the query up, the hits down).
     pub leaf_messages: u32,
@@ -302,15 +304,22 @@ impl Sim {
                 query: state.query.clone(),
             }
         };
-        let duplicates = router.dropped(Dropped::Duplicate);
         let actions = router.on_query(
             Origin::Neighbour(peer(from)),
             message,
             &self.scratch,
             crate::clock::as_duration(done),
         );
-        if router.dropped(Dropped::Duplicate) > duplicates {
-            self.queries[q as usize].outcome.duplicates += 1;
+        // The router answers a new query at least with AnswerLocally; it
+        // returns nothing for a duplicate, or when its seen-cache is full
+        // (then it still holds max_entries ids). Cheaper than asking its
+        // drop counters, which are a hash map.
+        if actions.is_empty() {
+            if router.len() < router.config().max_entries {
+                self.queries[q as usize].outcome.duplicates += 1;
+            } else {
+                self.queries[q as usize].outcome.refused += 1;
+            }
         }
         self.carry_out(q, to, hops, actions, &mut router, done);
         self.routers[to as usize] = Some(router);

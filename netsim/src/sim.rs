@@ -124,6 +124,10 @@ pub fn node_of(peer: &PeerId) -> u32 {
 }
 
 impl Sim {
+    pub fn neighbours_of_all(&self) -> &[Vec<u32>] {
+        &self.neighbours
+    }
+
     /// What was counted during the run.
     pub fn tally(&self) -> &Tally {
         &self.tally
@@ -397,8 +401,16 @@ impl Sim {
         self.link_up(node, now);
     }
 
-    /// Dials random routers with room until the node has `degree_min`
-    /// neighbours; tries again later if the network is too small or full.
+    /// Dials random routers until the node has `degree_min` neighbours;
+    /// tries again later if the network is too small.
+    ///
+    /// A router already at `degree_max` that is dialled while the newcomer
+    /// still needs two links hands one of its own links over: it drops
+    /// neighbour Y and both it and Y link to the newcomer (so no degree but
+    /// the newcomer's changes). Without this, a network that fills up as it
+    /// grows can only link newcomers to the few recent nodes with room, and
+    /// the overlay becomes a long band instead of a random graph; with it,
+    /// a degree-d network grows as a uniform random d-regular graph does.
     fn link_up(&mut self, node: u32, now: Time) {
         let min = self.scenario.topology.degree_min as usize;
         let max = self.scenario.topology.degree_max as usize;
@@ -409,19 +421,39 @@ impl Sim {
             let Some(other) = self.routing.pick(&mut self.topology_rng) else {
                 break;
             };
-            if other == node
-                || self.neighbours[other as usize].len() >= max
-                || self.neighbours[node as usize].contains(&other)
-            {
+            if other == node || self.neighbours[node as usize].contains(&other) {
                 continue;
             }
-            self.neighbours[node as usize].push(other);
-            self.neighbours[other as usize].push(node);
+            if self.neighbours[other as usize].len() < max {
+                self.link(node, other);
+                continue;
+            }
+            if min - self.neighbours[node as usize].len() < 2 {
+                continue;
+            }
+            let list = &self.neighbours[other as usize];
+            let handed = list[self.topology_rng.below(list.len() as u64) as usize];
+            if handed == node || self.neighbours[node as usize].contains(&handed) {
+                continue;
+            }
+            self.unlink(other, handed);
+            self.link(node, other);
+            self.link(node, handed);
         }
         if self.neighbours[node as usize].len() < min && self.routing.len() > min {
             let retry = seconds(self.scenario.topology.maintain_s.max(5.0));
             self.queue.at(now + retry, Event::TopUp(node));
         }
+    }
+
+    fn link(&mut self, a: u32, b: u32) {
+        self.neighbours[a as usize].push(b);
+        self.neighbours[b as usize].push(a);
+    }
+
+    fn unlink(&mut self, a: u32, b: u32) {
+        self.neighbours[a as usize].retain(|&n| n != b);
+        self.neighbours[b as usize].retain(|&n| n != a);
     }
 
     fn depart(&mut self, node: u32, now: Time) {
@@ -608,6 +640,12 @@ impl Sim {
             .iter()
             .map(|&n| self.neighbours[n as usize].len())
             .sum();
+        let sessions: usize = self
+            .routing
+            .items()
+            .iter()
+            .map(|&n| self.leaves[n as usize].len())
+            .sum();
         self.tally.timeline.push(crate::metrics::Point {
             t: now,
             online: online as u32,
@@ -615,6 +653,7 @@ impl Sim {
             orphans: orphans as u32,
             mean_degree: degree as f64 / routers.max(1) as f64,
             leaves_per_router: leaves as f64 / routers.max(1) as f64,
+            sessions_per_router: sessions as f64 / routers.max(1) as f64,
         });
     }
 
