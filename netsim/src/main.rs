@@ -3,6 +3,7 @@
 //! ```text
 //! canopy-netsim --scenario netsim/scenarios/canopy.toml --nodes 100000 --seed 1 --out out/canopy
 //! ```
+//! (`--queries` and `--rate` override the file's query count and rate)
 //! prints a summary table, and writes `summary.csv`, `queries.csv`,
 //! `routers.csv`, `timeline.csv` and three SVG charts into `--out`.
 //! `--cluster-sizes 10,20,50` instead runs the scenario once per fixed
@@ -34,6 +35,9 @@ struct Args {
     /// Queries to issue (overrides the file).
     #[arg(long)]
     queries: Option<u32>,
+    /// Queries per second across the network (overrides the file).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Folder for the CSV files and charts.
     #[arg(long, default_value = "netsim-out")]
     out: PathBuf,
@@ -56,6 +60,9 @@ fn main() -> Result<()> {
     }
     if let Some(queries) = args.queries {
         scenario.queries.count = queries;
+    }
+    if let Some(rate) = args.rate {
+        scenario.queries.rate_per_s = rate;
     }
     if scenario.nodes == 0 {
         bail!("a network needs at least one node");
