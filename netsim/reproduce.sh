@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Re-runs every figure in docs/NETSIM.md and copies the charts into
+# docs/netsim/. Takes about half an hour on a 2-core machine; the 10^6 runs
+# need a few GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-netsim-out}
+bin=${CARGO_TARGET_DIR:-target}/release/canopy-netsim
+cargo build --release -p canopy-netsim
+mkdir -p "$out" docs/netsim
+run() { # name, then arguments
+    local name=$1
+    shift
+    /usr/bin/time -f "$name: %e s wall, %M KiB peak" "$bin" --out "$out/$name" "$@" | tee "$out/$name.txt"
+}
+s=netsim/scenarios
+# Baselines and Canopy at 10^4 and 10^5 nodes, Weibull churn.
+for n in 10000 100000; do
+    run "canopy-$n" --scenario $s/canopy.toml --nodes $n --queries 10000
+    run "fasttrack-$n" --scenario $s/fasttrack.toml --nodes $n --queries 10000
+done
+run gnutella-10000 --scenario $s/gnutella.toml --nodes 10000 --queries 1000
+run gnutella-100000 --scenario $s/gnutella.toml --nodes 100000 --queries 1000
+# The same under a realistic query load (one query per user every ~10 min).
+run canopy-100000-load --scenario $s/canopy.toml --nodes 100000 --queries 10000 --rate 150
+run fasttrack-100000-load --scenario $s/fasttrack.toml --nodes 100000 --queries 10000 --rate 150
+run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 300 --rate 150
+# Calibration: a degree-8, TTL-7 flood against the 1.1 M tree.
+run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
+run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
+# Load against cluster size (Yang & Garcia-Molina), FastTrack selection.
+run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 40 \
+    --cluster-sizes 5,10,20,50,100,200,500
+# 10^6 nodes.
+run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
+run fasttrack-1000000 --scenario $s/fasttrack.toml --nodes 1000000 --queries 1000
+run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 100 --rate 0.1
+for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 canopy-1000000; do
+    for chart in reach load timeline; do
+        cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"
+    done
+done
+cp "$out"/clusters/*.svg docs/netsim/
