@@ -24,7 +24,7 @@ run gnutella-100000 --scenario $s/gnutella.toml --nodes 100000 --queries 1000
 # The same under a realistic query load (one query per user every ~10 min).
 run canopy-100000-load --scenario $s/canopy.toml --nodes 100000 --queries 10000 --rate 150
 run fasttrack-100000-load --scenario $s/fasttrack.toml --nodes 100000 --queries 10000 --rate 150
-run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 300 --rate 150
+run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 100 --rate 150
 # Calibration: a degree-8, TTL-7 flood against the 1.1 M tree.
 run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
 run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
@@ -34,7 +34,7 @@ run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 40
 # 10^6 nodes.
 run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
 run fasttrack-1000000 --scenario $s/fasttrack.toml --nodes 1000000 --queries 1000
-run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 100 --rate 0.1
+run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 20 --rate 0.1
 for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 canopy-1000000; do
     for chart in reach load timeline; do
         cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"

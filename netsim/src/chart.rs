@@ -128,7 +128,9 @@ fn trim(v: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Chart {
@@ -192,7 +194,11 @@ impl Chart {
         );
         for (i, series) in self.series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            let dash = if series.dashed { r#" stroke-dasharray="6,4""# } else { "" };
+            let dash = if series.dashed {
+                r#" stroke-dasharray="6,4""#
+            } else {
+                ""
+            };
             let points: Vec<String> = series
                 .points
                 .iter()

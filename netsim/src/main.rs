@@ -21,7 +21,10 @@ use canopy_netsim::scenario::Selection;
 use canopy_netsim::{Scenario, Sim, Summary};
 
 #[derive(Parser, Debug)]
-#[command(name = "canopy-netsim", about = "Simulate a Canopy, FastTrack or Gnutella network")]
+#[command(
+    name = "canopy-netsim",
+    about = "Simulate a Canopy, FastTrack or Gnutella network"
+)]
 struct Args {
     /// Scenario file (TOML), e.g. netsim/scenarios/canopy.toml.
     #[arg(long)]
@@ -67,8 +70,7 @@ fn main() -> Result<()> {
     if scenario.nodes == 0 {
         bail!("a network needs at least one node");
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     if args.cluster_sizes.is_empty() {
         run_one(scenario, &args.out)
     } else {
@@ -94,7 +96,10 @@ fn run_one(scenario: Scenario, out: &Path) -> Result<()> {
         "wall time {:.1} s (population {:.1} s), peak memory {}",
         wall.as_secs_f64(),
         built.as_secs_f64(),
-        peak.map_or("unknown".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+        peak.map_or("unknown".into(), |b| format!(
+            "{:.0} MiB",
+            b as f64 / (1 << 20) as f64
+        ))
     );
     println!("{footer}");
     write_csv(&sim, &summary, out).with_context(|| format!("writing CSV into {}", out.display()))?;
@@ -231,7 +236,6 @@ fn sweep_clusters(base: Scenario, sizes: &[u32], out: &Path) -> Result<()> {
             Series::new("per supernode, mean", points(&|s| s.load_mean)),
             Series::new("per supernode, p99", points(&|s| s.load_p99)),
         ],
-        ..Chart::default()
     };
     std::fs::write(out.join("load_vs_cluster.svg"), individual.svg())?;
     let aggregate = Chart {
@@ -241,7 +245,6 @@ fn sweep_clusters(base: Scenario, sizes: &[u32], out: &Path) -> Result<()> {
         log_x: true,
         log_y: true,
         series: vec![Series::new("all messages", points(&|s| s.messages))],
-        ..Chart::default()
     };
     std::fs::write(out.join("aggregate_vs_cluster.svg"), aggregate.svg())?;
     println!("figures in {}", out.display());

@@ -233,7 +233,13 @@ impl Summary {
                 format!("{v:.places$}")
             }
         };
-        let pct = |v: f64| if v.is_nan() { "n/a".into() } else { format!("{:.1} %", v * 100.0) };
+        let pct = |v: f64| {
+            if v.is_nan() {
+                "n/a".into()
+            } else {
+                format!("{:.1} %", v * 100.0)
+            }
+        };
         let mut hops = String::new();
         for (i, v) in self.reached_at_hop.iter().enumerate() {
             let _ = write!(hops, "{}{:.1}", if i == 0 { "" } else { " / " }, v);
@@ -251,7 +257,10 @@ impl Summary {
             ("routers reached / query (p50)", f(self.routers_reached_p50, 0)),
             ("nodes (leaf sessions) covered / query", f(self.nodes_covered, 1)),
             ("reach multiplier measured", f(self.multiplier, 2)),
-            ("reach multiplier (sessions/SN + 1)", f(self.multiplier_expected, 2)),
+            (
+                "reach multiplier (sessions/SN + 1)",
+                f(self.multiplier_expected, 2),
+            ),
             ("new routers per hop 0..7", hops),
             ("query messages / query", f(self.query_messages, 1)),
             ("hit messages / query", f(self.hit_messages, 1)),
@@ -277,7 +286,10 @@ impl Summary {
             ("  mean length (s)", f(self.orphan_mean_s, 2)),
             ("  p99 length (s)", f(self.orphan_p99_s, 2)),
             ("leaf time without supernode", pct(self.orphan_share)),
-            ("promotions / demotions", format!("{} / {}", self.promotions, self.demotions)),
+            (
+                "promotions / demotions",
+                format!("{} / {}", self.promotions, self.demotions),
+            ),
             ("events", self.events.to_string()),
         ]
     }
@@ -334,7 +346,9 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
          hit_messages,leaf_messages,bytes,dropped,lost,first_hit_ms,stranded"
     )?;
     for (i, o) in sim.tally.outcomes.iter().enumerate() {
-        let first = o.first_hit.map_or(String::new(), |t| format!("{:.1}", t as f64 / 1e3));
+        let first = o
+            .first_hit
+            .map_or(String::new(), |t| format!("{:.1}", t as f64 / 1e3));
         writeln!(
             out,
             "{i},{},{},{},{},{},{},{},{},{},{},{},{},{first},{}",
@@ -354,7 +368,10 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
         )?;
     }
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("routers.csv"))?);
-    writeln!(out, "node,capacity_msg_s,seconds_routing,messages,load_msg_s,utilisation")?;
+    writeln!(
+        out,
+        "node,capacity_msg_s,seconds_routing,messages,load_msg_s,utilisation"
+    )?;
     for l in router_loads(sim) {
         writeln!(
             out,
@@ -368,7 +385,10 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
         )?;
     }
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("timeline.csv"))?);
-    writeln!(out, "t_s,online,routers,orphans,mean_degree,leaves_per_router,sessions_per_router")?;
+    writeln!(
+        out,
+        "t_s,online,routers,orphans,mean_degree,leaves_per_router,sessions_per_router"
+    )?;
     for p in &sim.tally.timeline {
         writeln!(
             out,

@@ -193,7 +193,11 @@ impl Population {
                 }
                 pick -= share;
             }
-            (level as u8, rng.chance(pop.firewalled), !rng.chance(pop.free_riders))
+            (
+                level as u8,
+                rng.chance(pop.firewalled),
+                !rng.chance(pop.free_riders),
+            )
         };
         let to_time = |s: f64| if s.is_finite() { seconds(s) } else { NEVER };
         for _ in 0..scenario.nodes {
@@ -355,7 +359,11 @@ mod tests {
         let mut rng = Rng::new(9);
         let mut draws: Vec<f64> = (0..50_000).map(|_| sessions.draw(&mut rng)).collect();
         draws.sort_by(f64::total_cmp);
-        assert!((draws[25_000] / 3600.0 - 1.0).abs() < 0.05, "median {}", draws[25_000]);
+        assert!(
+            (draws[25_000] / 3600.0 - 1.0).abs() < 0.05,
+            "median {}",
+            draws[25_000]
+        );
         // Γ(3) = 2: the mean of a shape-0.5 Weibull is twice its scale.
         let Sessions::Weibull { scale, .. } = sessions else {
             panic!()
@@ -389,9 +397,14 @@ mod tests {
     #[test]
     fn profiles_follow_the_ladder() {
         let population = Population::generate(&scenario(2_000), 1);
-        let strong = (0..2_000u32).find(|&n| population.nodes[n as usize].level == 2).unwrap();
+        let strong = (0..2_000u32)
+            .find(|&n| population.nodes[n as usize].level == 2)
+            .unwrap();
         let profile = population.profile(strong, 0);
         assert_eq!(profile.upload, Some(800_000)); // 100 × 64 kbit/s
-        assert_eq!(profile.reachable, Some(!population.nodes[strong as usize].firewalled));
+        assert_eq!(
+            profile.reachable,
+            Some(!population.nodes[strong as usize].firewalled)
+        );
     }
 }

@@ -163,7 +163,13 @@ impl Default for Population {
     fn default() -> Self {
         Population {
             // Gia (Chawathe et al. 2003) from Saroiu et al. 2002's measurements.
-            ladder: vec![(1.0, 0.20), (10.0, 0.45), (100.0, 0.30), (1000.0, 0.049), (10000.0, 0.001)],
+            ladder: vec![
+                (1.0, 0.20),
+                (10.0, 0.45),
+                (100.0, 0.30),
+                (1000.0, 0.049),
+                (10000.0, 0.001),
+            ],
             free_riders: 0.25,
             firewalled: 0.35,
             base_upload_kbit: 64.0,

@@ -51,13 +51,31 @@ pub enum Event {
     /// Query number `.0` is issued by its origin.
     Query(u32),
     /// A leaf's query reaches its supernode.
-    LeafQuery { query: u32, leaf: u32, supernode: u32 },
+    LeafQuery {
+        query: u32,
+        leaf: u32,
+        supernode: u32,
+    },
     /// A flooded query reaches router `to` from router `from`.
-    Flood { query: u32, from: u32, to: u32, ttl: u8, hops: u8 },
+    Flood {
+        query: u32,
+        from: u32,
+        to: u32,
+        ttl: u8,
+        hops: u8,
+    },
     /// Hits found by `responder` travel from `from` to `to` on the way back.
-    Hits { query: u32, responder: u32, from: u32, to: u32 },
+    Hits {
+        query: u32,
+        responder: u32,
+        from: u32,
+        to: u32,
+    },
     /// Hits found by `responder` reach the node that searched.
-    HitsHome { query: u32, responder: u32 },
+    HitsHome {
+        query: u32,
+        responder: u32,
+    },
     /// The query's figures are final.
     Finish(u32),
     /// A leaf looks for supernodes to fill its sessions.
@@ -198,7 +216,8 @@ impl Sim {
         self.plan_queries();
         self.queue.at(0, Event::Sample);
         if self.scenario.supernodes.selection == Selection::Election && !self.scenario.is_flat() {
-            self.queue.at(seconds(self.scenario.supernodes.observe_every_s), Event::Observe);
+            self.queue
+                .at(seconds(self.scenario.supernodes.observe_every_s), Event::Observe);
         }
         self.run_until(self.end);
         self.close_books();
@@ -498,7 +517,11 @@ impl Sim {
             if handover {
                 self.attach(leaf, now);
             } else {
-                let delay = if self.churn_rng.chance(graceful) { 0 } else { detect };
+                let delay = if self.churn_rng.chance(graceful) {
+                    0
+                } else {
+                    detect
+                };
                 self.queue.at(now + delay, Event::Reattach(leaf));
             }
         }
@@ -532,7 +555,10 @@ impl Sim {
         let mut tries = ATTACH_TRIES;
         let mut handshake = 0;
         while tries > 0 {
-            let have = self.sessions[node as usize].iter().filter(|&&s| s != NONE).count();
+            let have = self.sessions[node as usize]
+                .iter()
+                .filter(|&&s| s != NONE)
+                .count();
             if have >= wanted {
                 break;
             }
@@ -552,7 +578,10 @@ impl Sim {
                 handshake = handshake.max(3 * self.latency(node, sn));
             }
         }
-        let have = self.sessions[node as usize].iter().filter(|&&s| s != NONE).count();
+        let have = self.sessions[node as usize]
+            .iter()
+            .filter(|&&s| s != NONE)
+            .count();
         if have == 0 {
             if self.orphan_since[node as usize] == NEVER {
                 self.orphan_since[node as usize] = now;

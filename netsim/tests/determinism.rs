@@ -33,7 +33,10 @@ fn same_seed_same_figures_other_seed_other_figures() {
     assert_ne!(a, c);
 
     let flat = small(TopologyKind::Flat, 300, 30);
-    assert_eq!(format!("{:?}", run(flat.clone(), 3).1), format!("{:?}", run(flat, 3).1));
+    assert_eq!(
+        format!("{:?}", run(flat.clone(), 3).1),
+        format!("{:?}", run(flat, 3).1)
+    );
 }
 
 #[test]
@@ -71,7 +74,10 @@ fn the_election_makes_few_supernodes_and_they_respect_their_slots() {
     s.supernodes.selection = Selection::Election;
     let (_, canopy) = run(s.clone(), 2);
     // Slots of 200–1600 leaves: well under 5 % of nodes need to route.
-    assert!(canopy.router_share > 0.0 && canopy.router_share < 0.05, "{canopy:?}");
+    assert!(
+        canopy.router_share > 0.0 && canopy.router_share < 0.05,
+        "{canopy:?}"
+    );
     assert!(canopy.leaves_per_router > 20.0);
     assert_eq!(canopy.stranded, 0);
 

@@ -140,7 +140,10 @@ async fn simulator_and_real_network_reach_the_same_supernodes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let after = answered(&nodes);
         let counts: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-        assert!(counts.iter().all(|&c| c <= 1), "a supernode answered twice: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c <= 1),
+            "a supernode answered twice: {counts:?}"
+        );
         let real: Vec<u32> = (0..NODES).filter(|&i| counts[i as usize] == 1).collect();
         assert_eq!(real, simulated, "origin {origin}, ttl {ttl}");
     }
