@@ -117,6 +117,8 @@ fn label(v: f64) -> String {
         format!("{}M", trim(v / 1e6))
     } else if a >= 1e4 {
         format!("{}k", trim(v / 1e3))
+    } else if a > 0.0 && a < 0.01 {
+        format!("{v:.0e}")
     } else {
         trim(v)
     }
@@ -256,5 +258,6 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 5);
         assert_eq!(nice_step(0.3), 0.5);
         assert_eq!(label(1_100_000.0), "1.1M");
+        assert_eq!(label(0.001), "1e-3");
     }
 }
