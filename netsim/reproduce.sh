@@ -29,7 +29,7 @@ run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 10
 run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
 run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
 # Load against cluster size (Yang & Garcia-Molina), FastTrack selection.
-run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 40 \
+run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 10 \
     --cluster-sizes 5,10,20,50,100,200,500
 # 10^6 nodes.
 run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
@@ -41,3 +41,6 @@ for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 c
     done
 done
 cp "$out"/clusters/*.svg docs/netsim/
+# Canopy with TTL 7 instead of 4.
+run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
+run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000
