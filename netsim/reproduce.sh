@@ -41,6 +41,7 @@ for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 c
     done
 done
 cp "$out"/clusters/*.svg docs/netsim/
-# Canopy with TTL 7 instead of 4.
+# Canopy with exponential sessions, and with TTL 7 instead of 4.
+run canopy-exponential-100000 --scenario $s/canopy-exponential.toml --nodes 100000 --queries 10000
 run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
 run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000

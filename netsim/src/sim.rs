@@ -494,6 +494,9 @@ impl Sim {
     /// or, when it hands them over (`handover`), move at once.
     fn stop_routing(&mut self, node: u32, now: Time, handover: bool) {
         let i = node as usize;
+        // Out of the routing set first, so a handed-over leaf cannot pick it again.
+        self.routing.remove(node);
+        self.slots[i] = 0;
         let maintain = seconds(self.scenario.topology.maintain_s);
         for other in std::mem::take(&mut self.neighbours[i]) {
             let list = &mut self.neighbours[other as usize];
@@ -531,8 +534,6 @@ impl Sim {
             self.routing_since[i] = NEVER;
         }
         self.routers[i] = None;
-        self.slots[i] = 0;
-        self.routing.remove(node);
     }
 
     fn drop_sessions(&mut self, node: u32, _now: Time) {
