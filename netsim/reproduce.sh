@@ -21,10 +21,11 @@ for n in 10000 100000; do
 done
 run gnutella-10000 --scenario $s/gnutella.toml --nodes 10000 --queries 1000
 run gnutella-100000 --scenario $s/gnutella.toml --nodes 100000 --queries 1000
-# The same under a realistic query load (one query per user every ~10 min).
+# The same under a realistic query load (one query per user every ~11 min;
+# Gnutella, whose queries cost 10^5 messages each, at 20 queries/s).
 run canopy-100000-load --scenario $s/canopy.toml --nodes 100000 --queries 10000 --rate 150
 run fasttrack-100000-load --scenario $s/fasttrack.toml --nodes 100000 --queries 10000 --rate 150
-run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 100 --rate 150
+run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 1200 --rate 20
 # Calibration: a degree-8, TTL-7 flood against the 1.1 M tree.
 run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
 run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
@@ -34,7 +35,7 @@ run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 10
 # 10^6 nodes.
 run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
 run fasttrack-1000000 --scenario $s/fasttrack.toml --nodes 1000000 --queries 1000
-run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 20 --rate 0.1
+run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 200 --rate 1
 for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 canopy-1000000; do
     for chart in reach load timeline; do
         cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"

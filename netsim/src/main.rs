@@ -185,8 +185,8 @@ fn sweep_clusters(base: Scenario, sizes: &[u32], out: &Path) -> Result<()> {
     }
     let mut rows = Vec::new();
     println!(
-        "{:>8} {:>10} {:>12} {:>14} {:>14} {:>14} {:>10}",
-        "cluster", "routers", "leaves/SN", "SN load mean", "SN load p99", "msgs/query", "wall s"
+        "{:>8} {:>10} {:>10} {:>13} {:>12} {:>14} {:>12} {:>8}",
+        "cluster", "routers", "leaves/SN", "SN msg/s", "SN msg/s p99", "SN kB/s", "msgs/query", "wall s"
     );
     for &size in sizes {
         let mut scenario = base.clone();
@@ -197,25 +197,28 @@ fn sweep_clusters(base: Scenario, sizes: &[u32], out: &Path) -> Result<()> {
         let (_, summary) = canopy_netsim::run(scenario.clone(), scenario.seed);
         let wall = started.elapsed().as_secs_f64();
         println!(
-            "{size:>8} {:>9.2}% {:>12.1} {:>14.3} {:>14.3} {:>14.1} {wall:>10.1}",
+            "{size:>8} {:>9.2}% {:>10.1} {:>13.2} {:>12.2} {:>14.2} {:>12.1} {wall:>8.1}",
             summary.router_share * 100.0,
             summary.leaves_per_router,
             summary.load_mean,
             summary.load_p99,
+            summary.bandwidth_mean / 1e3,
             summary.messages
         );
         rows.push((size, summary));
     }
     let mut csv = String::from(
-        "cluster_size,router_share,leaves_per_router,load_mean_msg_s,load_p99_msg_s,messages_per_query,bytes_per_query,routers_reached,nodes_covered\n",
+        "cluster_size,router_share,leaves_per_router,load_mean_msg_s,load_p99_msg_s,traffic_mean_bytes_s,traffic_p99_bytes_s,messages_per_query,bytes_per_query,routers_reached,nodes_covered\n",
     );
     for (size, s) in &rows {
         csv.push_str(&format!(
-            "{size},{:.5},{:.2},{:.4},{:.4},{:.1},{:.0},{:.1},{:.1}\n",
+            "{size},{:.5},{:.2},{:.4},{:.4},{:.0},{:.0},{:.1},{:.0},{:.1},{:.1}\n",
             s.router_share,
             s.leaves_per_router,
             s.load_mean,
             s.load_p99,
+            s.bandwidth_mean,
+            s.bandwidth_p99,
             s.messages,
             s.bytes,
             s.routers_reached,
@@ -238,6 +241,18 @@ fn sweep_clusters(base: Scenario, sizes: &[u32], out: &Path) -> Result<()> {
         ],
     };
     std::fs::write(out.join("load_vs_cluster.svg"), individual.svg())?;
+    let traffic = Chart {
+        title: "Supernode search traffic vs cluster size".into(),
+        x_label: "leaves per supernode (slots)".into(),
+        y_label: "kB/s in + out".into(),
+        log_x: true,
+        log_y: true,
+        series: vec![
+            Series::new("per supernode, mean", points(&|s| s.bandwidth_mean / 1e3)),
+            Series::new("per supernode, p99", points(&|s| s.bandwidth_p99 / 1e3)),
+        ],
+    };
+    std::fs::write(out.join("traffic_vs_cluster.svg"), traffic.svg())?;
     let aggregate = Chart {
         title: "Aggregate cost per query vs cluster size".into(),
         x_label: "leaves per supernode (slots)".into(),

@@ -70,6 +70,8 @@ pub struct RouterLoad {
     pub messages: u32,
     /// Query messages per second.
     pub rate: f64,
+    /// Search bytes sent and received per second.
+    pub bandwidth: f64,
 }
 
 impl RouterLoad {
@@ -119,6 +121,9 @@ pub struct Summary {
     pub load_p99: f64,
     pub utilisation_mean: f64,
     pub utilisation_p99: f64,
+    /// Search bytes per second in and out of a router.
+    pub bandwidth_mean: f64,
+    pub bandwidth_p99: f64,
     /// Share of routers asked for more than they can process.
     pub overloaded_share: f64,
     pub orphan_spells: u32,
@@ -166,6 +171,7 @@ impl Summary {
         let loads = router_loads(sim);
         let rates = sorted(loads.iter().map(|l| l.rate).collect());
         let utilisation = sorted(loads.iter().map(RouterLoad::utilisation).collect());
+        let bandwidth = sorted(loads.iter().map(|l| l.bandwidth).collect());
         let spells = sorted(tally.orphan_spells.iter().map(|&t| as_seconds(t)).collect());
         let leaves_per_router = mean(phase.iter().map(|p| p.leaves_per_router));
         let mut reached_at_hop = vec![0.0; 8];
@@ -208,6 +214,8 @@ impl Summary {
             load_p99: quantile(&rates, 0.99),
             utilisation_mean: mean(utilisation.iter().copied()),
             utilisation_p99: quantile(&utilisation, 0.99),
+            bandwidth_mean: mean(bandwidth.iter().copied()),
+            bandwidth_p99: quantile(&bandwidth, 0.99),
             overloaded_share: mean(utilisation.iter().map(|&u| (u > 1.0) as u8 as f64)),
             orphan_spells: spells.len() as u32,
             orphan_mean_s: mean(spells.iter().copied()),
@@ -282,6 +290,8 @@ impl Summary {
             ("load / capacity mean", pct(self.utilisation_mean)),
             ("load / capacity p99", pct(self.utilisation_p99)),
             ("routers over capacity", pct(self.overloaded_share)),
+            ("router search traffic mean (kB/s)", f(self.bandwidth_mean / 1e3, 2)),
+            ("router search traffic p99 (kB/s)", f(self.bandwidth_p99 / 1e3, 2)),
             ("leaf spells without supernode", self.orphan_spells.to_string()),
             ("  mean length (s)", f(self.orphan_mean_s, 2)),
             ("  p99 length (s)", f(self.orphan_p99_s, 2)),
@@ -318,6 +328,7 @@ pub fn router_loads(sim: &Sim) -> Vec<RouterLoad> {
                 seconds,
                 messages,
                 rate: messages as f64 / seconds,
+                bandwidth: sim.traffic[node as usize] as f64 / seconds,
             }
         })
         .collect()
@@ -375,13 +386,14 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
     for l in router_loads(sim) {
         writeln!(
             out,
-            "{},{},{:.0},{},{:.4},{:.5}",
+            "{},{},{:.0},{},{:.4},{:.5},{:.0}",
             l.node,
             l.capacity,
             l.seconds,
             l.messages,
             l.rate,
-            l.utilisation()
+            l.utilisation(),
+            l.bandwidth
         )?;
     }
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("timeline.csv"))?);

@@ -190,7 +190,9 @@ impl Sim {
                 };
                 let state = &mut self.queries[q as usize];
                 state.outcome.leaf_messages += 1;
-                state.outcome.bytes += frame_len(&state.query);
+                let bytes = frame_len(&state.query);
+                state.outcome.bytes += bytes;
+                self.account(supernode, bytes, now);
                 let at = now + self.latency(origin, supernode);
                 self.queue.at(
                     at,
@@ -368,6 +370,9 @@ impl Sim {
                     let state = &mut self.queries[q as usize];
                     state.outcome.query_messages += 1;
                     state.outcome.bytes += state.flood_bytes;
+                    let bytes = state.flood_bytes;
+                    self.account(node, bytes, done);
+                    self.account(to, bytes, done);
                     let at = done + self.latency(node, to);
                     self.queue.at(
                         at,
@@ -402,6 +407,8 @@ impl Sim {
                     let outcome = &mut self.queries[q as usize].outcome;
                     outcome.hit_messages += 1;
                     outcome.bytes += bytes;
+                    self.account(node, bytes, done);
+                    self.account(next, bytes, done);
                     let at = done + self.latency(node, next);
                     self.queue.at(
                         at,
@@ -419,11 +426,20 @@ impl Sim {
                         let outcome = &mut self.queries[q as usize].outcome;
                         outcome.leaf_messages += 1;
                         outcome.bytes += bytes;
+                        self.account(node, bytes, done);
                     }
                     let at = done + self.latency(node, searcher);
                     self.queue.at(at, Event::HitsHome { query: q, responder });
                 }
             }
+        }
+    }
+
+    /// Counts search bytes a node sent or received during the query phase.
+    fn account(&mut self, node: u32, bytes: u64, now: Time) {
+        let (start, end) = self.query_phase;
+        if now >= start && now <= end {
+            self.traffic[node as usize] += bytes;
         }
     }
 

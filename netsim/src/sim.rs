@@ -113,6 +113,8 @@ pub struct Sim {
     pub(crate) tally: Tally,
     /// Query messages each node processed during the query phase.
     pub(crate) processed: Vec<u32>,
+    /// Search bytes each node sent and received during the query phase.
+    pub(crate) traffic: Vec<u64>,
     /// Time each node spent routing during the query phase.
     pub(crate) routing_time: Vec<Time>,
     pub(crate) routing_since: Vec<Time>,
@@ -192,6 +194,7 @@ impl Sim {
             queries: Vec::new(),
             tally: Tally::default(),
             processed: vec![0; n],
+            traffic: vec![0; n],
             routing_time: vec![0; n],
             routing_since: vec![NEVER; n],
             churn_rng: Rng::stream(seed, 3),
