@@ -28,6 +28,7 @@ run fasttrack-100000-load --scenario $s/fasttrack.toml --nodes 100000 --queries 
 run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 1200 --rate 20
 # Calibration: a degree-8, TTL-7 flood against the 1.1 M tree.
 run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
+run calibration-fixed-100000 --scenario $s/calibration-flood-fixed-latency.toml --nodes 100000
 run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
 # Load against cluster size (Yang & Garcia-Molina), FastTrack selection.
 run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 10 \
@@ -36,13 +37,19 @@ run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 10
 run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
 run fasttrack-1000000 --scenario $s/fasttrack.toml --nodes 1000000 --queries 1000
 run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 200 --rate 1
-for name in canopy-100000 fasttrack-100000 gnutella-100000 calibration-1000000 canopy-1000000; do
+# Canopy with exponential sessions, and with TTL 7 instead of 4.
+run canopy-exponential-100000 --scenario $s/canopy-exponential.toml --nodes 100000 --queries 10000
+run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
+run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000
+# Charts into docs/netsim/.
+for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy-ttl7-1000000 \
+    canopy-100000-load fasttrack-100000-load gnutella-100000-load; do
     for chart in reach load timeline; do
         cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"
     done
 done
 cp "$out"/clusters/*.svg docs/netsim/
-# Canopy with exponential sessions, and with TTL 7 instead of 4.
-run canopy-exponential-100000 --scenario $s/canopy-exponential.toml --nodes 100000 --queries 10000
-run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
-run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000
+cargo run --release -p canopy-netsim --example reach_chart -- docs/netsim/calibration-reach.svg 8 \
+    "10^5, 100 ms links=$out/calibration-fixed-100000" \
+    "10^5, 50-500 ms=$out/calibration-100000" \
+    "10^6, 50-500 ms=$out/calibration-1000000"
