@@ -43,7 +43,13 @@ fn main() -> Result<()> {
     }
     let degree: f64 = args[1].parse().context("DEGREE must be a number")?;
     let tree: Vec<f64> = (0..8)
-        .map(|h| if h == 0 { 1.0 } else { degree * (degree - 1.0).powi(h - 1) })
+        .map(|h| {
+            if h == 0 {
+                1.0
+            } else {
+                degree * (degree - 1.0).powi(h - 1)
+            }
+        })
         .collect();
     let mut series = vec![Series::new(format!("tree, degree {degree}"), cumulative(&tree)).dashed()];
     for run in &args[2..] {

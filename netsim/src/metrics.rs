@@ -290,7 +290,10 @@ impl Summary {
             ("load / capacity mean", pct(self.utilisation_mean)),
             ("load / capacity p99", pct(self.utilisation_p99)),
             ("routers over capacity", pct(self.overloaded_share)),
-            ("router search traffic mean (kB/s)", f(self.bandwidth_mean / 1e3, 2)),
+            (
+                "router search traffic mean (kB/s)",
+                f(self.bandwidth_mean / 1e3, 2),
+            ),
             ("router search traffic p99 (kB/s)", f(self.bandwidth_p99 / 1e3, 2)),
             ("leaf spells without supernode", self.orphan_spells.to_string()),
             ("  mean length (s)", f(self.orphan_mean_s, 2)),
