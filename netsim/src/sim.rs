@@ -144,10 +144,6 @@ pub fn node_of(peer: &PeerId) -> u32 {
 }
 
 impl Sim {
-    pub fn neighbours_of_all(&self) -> &[Vec<u32>] {
-        &self.neighbours
-    }
-
     /// What was counted during the run.
     pub fn tally(&self) -> &Tally {
         &self.tally
@@ -411,7 +407,7 @@ impl Sim {
     pub(crate) fn become_router(&mut self, node: u32, now: Time) {
         let i = node as usize;
         if self.state[i] == State::Leaf {
-            self.drop_sessions(node, now);
+            self.drop_sessions(node);
         }
         self.state[i] = State::Router;
         self.routers[i] = Some(Box::new(Router::new(self.router_config.clone())));
@@ -483,7 +479,7 @@ impl Sim {
             State::Offline => return,
             State::Router => self.stop_routing(node, now, false),
             State::Leaf => {
-                self.drop_sessions(node, now);
+                self.drop_sessions(node);
                 self.end_orphan(node, now, false);
             }
         }
@@ -539,7 +535,7 @@ impl Sim {
         self.routers[i] = None;
     }
 
-    fn drop_sessions(&mut self, node: u32, _now: Time) {
+    fn drop_sessions(&mut self, node: u32) {
         for place in self.sessions[node as usize].iter_mut() {
             if *place != NONE {
                 let list = &mut self.leaves[*place as usize];
