@@ -699,3 +699,92 @@ impl Sim {
         self.tally.peak_pending = self.queue.peak();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::population::{Catalogue, NodeSpec};
+    use crate::scenario::SessionModel;
+
+    /// Ten strong, reachable nodes logging on one a second, FastTrack
+    /// selection with 5 leaf slots per supernode, one session per leaf,
+    /// nobody says goodbye.
+    fn ten_nodes() -> Sim {
+        let mut scenario = Scenario {
+            nodes: 10,
+            ..Scenario::default()
+        };
+        scenario.supernodes.selection = Selection::Capacity;
+        scenario.supernodes.leaves_min = 5;
+        scenario.supernodes.leaves_max = 5;
+        scenario.supernodes.sessions = 1;
+        scenario.supernodes.min_level = 0;
+        scenario.supernodes.graceful_share = 0.0;
+        scenario.supernodes.detect_s = 10.0;
+        scenario.churn.model = SessionModel::None;
+        // A 1000-second measuring phase (no query is planned: the tests
+        // drive events themselves).
+        scenario.queries.count = 1;
+        scenario.queries.rate_per_s = 0.001;
+        scenario.queries.warmup_s = 0.0;
+        let nodes = (0..10)
+            .map(|i| NodeSpec {
+                arrive: seconds(i as f64),
+                depart: NEVER,
+                level: 0,
+                firewalled: false,
+                sharer: true,
+            })
+            .collect();
+        let population = Population {
+            nodes,
+            multiples: vec![1000.0],
+            base_upload_kbit: 64.0,
+            base_rate: 10.0,
+            catalogue: Catalogue::empty(),
+        };
+        let mut sim = Sim::with_population(scenario, population, 1);
+        sim.queue.at(0, Event::Arrive(0));
+        sim
+    }
+
+    #[test]
+    fn supernodes_appear_when_slots_run_out() {
+        let mut sim = ten_nodes();
+        sim.run_until(seconds(20.0));
+        // Node 0 finds no supernode and becomes one; 1–5 fill its slots; 6
+        // finds it full and becomes the second; 7–9 join 6.
+        assert_eq!(sim.routing.len(), 2);
+        assert_eq!(sim.leaves[0], vec![1, 2, 3, 4, 5]);
+        assert_eq!(sim.leaves[6], vec![7, 8, 9]);
+        assert!(sim.tally.orphan_spells.is_empty());
+    }
+
+    #[test]
+    fn leaves_of_a_vanished_supernode_wait_out_the_timeout_then_rehome() {
+        let mut sim = ten_nodes();
+        sim.run_until(seconds(20.0));
+        sim.depart(0, seconds(100.0));
+        sim.run_until(seconds(200.0));
+        // The five leaves notice after 10 s and look in turn. Two fit in
+        // supernode 6's free slots; the third finds no room and, being
+        // capable, becomes a supernode; the last two join it.
+        assert_eq!(sim.tally.promotions, 1);
+        assert_eq!(sim.routing.len(), 2, "supernode 6 and the promoted leaf");
+        assert_eq!(sim.leaves[6].len(), 5);
+        let promoted = (1..=5).find(|&n| sim.state[n as usize] == State::Router).unwrap();
+        assert_eq!(sim.leaves[promoted as usize].len(), 2);
+        let spells = &sim.tally.orphan_spells;
+        assert_eq!(spells.len(), 5);
+        for &spell in spells {
+            // 10 s to notice, plus at most three 500 ms trips to join.
+            assert!((seconds(10.0)..=seconds(11.5)).contains(&spell), "{spell}");
+        }
+        assert!(sim
+            .live
+            .items()
+            .iter()
+            .all(|&n| n == 0 || sim.state[n as usize] != State::Offline));
+        assert_eq!(sim.state[0], State::Offline);
+    }
+}
