@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-runs every figure in docs/NETSIM.md and copies the charts into
-# docs/netsim/. Takes about half an hour on a 2-core machine; the 10^6 runs
-# need a few GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
+# docs/netsim/. Takes about 45 minutes on a 2-core machine; the largest runs
+# need up to 5 GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-netsim-out}
