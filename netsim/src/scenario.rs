@@ -225,8 +225,8 @@ pub struct Files {
     pub zipf_alpha: f64,
     pub replication: Replication,
     /// Mean replicas per catalogue file, counted over every node that will
-    /// ever be online in the run (about a third are online at once with
-    /// Weibull churn over an hour).
+    /// ever be online in the run (those offline at a given moment hold
+    /// replicas nobody can reach then).
     pub mean_replicas: f64,
     /// Further files held by exactly one node, for the "rare" metrics.
     pub rare: u32,
