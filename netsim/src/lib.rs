@@ -1,7 +1,42 @@
-//! The network simulator. It will drive the sans-IO routing and election
-//! state machines from `canopy_common::proto` with a virtual clock, so a
-//! change to routing is measured at 10^5 nodes before it ships.
+//! The network simulator: Canopy's own sans-IO routing
+//! ([`Router`](canopy_common::proto::routing::Router)) and election
+//! ([`decide`](canopy_common::proto::election::decide),
+//! [`Election`](canopy_common::proto::election::Election)) driven by a
+//! discrete-event loop for 10^3–10^6 simulated nodes, so a change to routing
+//! is measured at internet scale before it ships.
 //!
-//! Nothing lives here yet: the state machines it runs arrive with the
-//! overlay and election work. The crate already depends on `canopy-common`
-//! without its `net` feature, so the build proves `proto` stays pure.
+//! * [`scenario`]: what a run is, read from TOML;
+//! * [`population`]: capacities, sessions and files, drawn from the seed;
+//! * [`clock`]: virtual time and the event queue;
+//! * [`sim`]: the overlay, churn and the election;
+//! * [`search`]: queries, floods and hits through the real routers;
+//! * [`metrics`], [`chart`]: figures, CSV and SVG;
+//! * [`probe`]: flood one query over a given graph (tests, agreement with
+//!   the real network).
+//!
+//! Determinism: one seed gives one run. All randomness comes from
+//! [`rng::Rng`] streams; nothing iterates a hash map where order matters.
+
+pub mod chart;
+pub mod clock;
+pub mod live;
+pub mod metrics;
+pub mod population;
+pub mod probe;
+pub mod rng;
+pub mod scenario;
+pub mod search;
+pub mod sim;
+
+pub use metrics::Summary;
+pub use scenario::Scenario;
+pub use sim::Sim;
+
+/// Runs a scenario with a seed and returns the simulator (for its CSV) and
+/// its summary.
+pub fn run(scenario: Scenario, seed: u64) -> (Sim, Summary) {
+    let mut sim = Sim::new(scenario, seed);
+    sim.run();
+    let summary = Summary::of(&sim);
+    (sim, summary)
+}

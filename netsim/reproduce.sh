@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Re-runs every figure in docs/NETSIM.md and copies the charts into
+# docs/netsim/. Takes about 45 minutes on a 2-core machine; the largest runs
+# need up to 5 GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-netsim-out}
+bin=${CARGO_TARGET_DIR:-target}/release/canopy-netsim
+cargo build --release -p canopy-netsim
+mkdir -p "$out" docs/netsim
+run() { # name, then arguments
+    local name=$1
+    shift
+    /usr/bin/time -f "$name: %e s wall, %M KiB peak" "$bin" --out "$out/$name" "$@" | tee "$out/$name.txt"
+}
+s=netsim/scenarios
+# Baselines and Canopy at 10^4 and 10^5 nodes, Weibull churn.
+for n in 10000 100000; do
+    run "canopy-$n" --scenario $s/canopy.toml --nodes $n --queries 10000
+    run "fasttrack-$n" --scenario $s/fasttrack.toml --nodes $n --queries 10000
+done
+run gnutella-10000 --scenario $s/gnutella.toml --nodes 10000 --queries 1000
+run gnutella-100000 --scenario $s/gnutella.toml --nodes 100000 --queries 1000
+# The same under a realistic query load (one query per user every ~11 min;
+# Gnutella, whose queries cost 10^5 messages each, at 20 queries/s).
+run canopy-100000-load --scenario $s/canopy.toml --nodes 100000 --queries 10000 --rate 150
+run fasttrack-100000-load --scenario $s/fasttrack.toml --nodes 100000 --queries 10000 --rate 150
+run gnutella-100000-load --scenario $s/gnutella.toml --nodes 100000 --queries 1200 --rate 20
+# Calibration: a degree-8, TTL-7 flood against the 1.1 M tree.
+run calibration-100000 --scenario $s/calibration-flood.toml --nodes 100000
+run calibration-fixed-100000 --scenario $s/calibration-flood-fixed-latency.toml --nodes 100000
+run calibration-1000000 --scenario $s/calibration-flood.toml --nodes 1000000
+# Load against cluster size (Yang & Garcia-Molina), FastTrack selection.
+run clusters --scenario $s/fasttrack.toml --nodes 20000 --queries 2000 --rate 10 \
+    --cluster-sizes 5,10,20,50,100,200,500
+# 10^6 nodes.
+run canopy-1000000 --scenario $s/canopy.toml --nodes 1000000 --queries 10000
+run fasttrack-1000000 --scenario $s/fasttrack.toml --nodes 1000000 --queries 1000
+run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 200 --rate 1
+# Canopy with exponential sessions, and with TTL 7 instead of 4.
+run canopy-exponential-100000 --scenario $s/canopy-exponential.toml --nodes 100000 --queries 10000
+run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
+run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000
+# Charts into docs/netsim/.
+for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy-ttl7-1000000 \
+    canopy-100000-load fasttrack-100000-load gnutella-100000-load; do
+    for chart in reach load timeline; do
+        cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"
+    done
+done
+cp "$out"/clusters/*.svg docs/netsim/
+cargo run --release -p canopy-netsim --example reach_chart -- docs/netsim/calibration-reach.svg 8 \
+    "10^5, 100 ms links=$out/calibration-fixed-100000" \
+    "10^5, 50-500 ms=$out/calibration-100000" \
+    "10^6, 50-500 ms=$out/calibration-1000000"

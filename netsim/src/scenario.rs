@@ -1,0 +1,339 @@
+//! Scenario files: everything a run depends on besides the seed, in TOML.
+//!
+//! Every field has a default, so a scenario file states only what makes it
+//! different (see `netsim/scenarios/`). Unknown keys are errors: a typo must
+//! not silently fall back to a default.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Nodes online at once (churn keeps the population near this).
+    pub nodes: u32,
+    pub seed: u64,
+    pub topology: Topology,
+    pub supernodes: Supernodes,
+    pub population: Population,
+    pub churn: Churn,
+    pub files: Files,
+    pub queries: Queries,
+    pub latency: Latency,
+    pub router: RouterSettings,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "unnamed".into(),
+            description: String::new(),
+            nodes: 10_000,
+            seed: 1,
+            topology: Topology::default(),
+            supernodes: Supernodes::default(),
+            population: Population::default(),
+            churn: Churn::default(),
+            files: Files::default(),
+            queries: Queries::default(),
+            latency: Latency::default(),
+            router: RouterSettings::default(),
+        }
+    }
+}
+
+impl Scenario {
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn is_flat(&self) -> bool {
+        self.topology.kind == TopologyKind::Flat
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologyKind {
+    /// Gnutella 0.4: every node routes.
+    Flat,
+    /// FastTrack and Canopy: supernodes route, leaves hang off them.
+    TwoTier,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topology {
+    pub kind: TopologyKind,
+    /// Each router keeps at least this many overlay neighbours (topping up
+    /// when one leaves)...
+    pub degree_min: u32,
+    /// ...and accepts at most this many.
+    pub degree_max: u32,
+    /// TTL given to new queries (the router's `default_ttl`).
+    pub ttl: u8,
+    /// Highest TTL a router accepts (the router's `max_ttl`).
+    pub max_ttl: u8,
+    /// Delay before a router that lost a neighbour dials a new one, seconds.
+    pub maintain_s: f64,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            kind: TopologyKind::TwoTier,
+            degree_min: 4,
+            degree_max: 8,
+            ttl: 7,
+            max_ttl: 7,
+            maintain_s: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Canopy: `common::proto::election::decide` at arrival, then the
+    /// run-time `Election` state machine.
+    Election,
+    /// FastTrack-style: a node with enough capacity that is reachable becomes
+    /// a supernode when the network runs short of leaf slots.
+    Capacity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Supernodes {
+    pub selection: Selection,
+    /// Capacity mode: leaf slots per supernode, drawn uniformly in this range.
+    pub leaves_min: u32,
+    pub leaves_max: u32,
+    /// Capacity mode: least capacity level (index into the ladder) to qualify.
+    pub min_level: u8,
+    /// Supernodes each leaf keeps a session with (Canopy: 2, FastTrack: 1).
+    pub sessions: u32,
+    /// Seconds for a leaf to notice that a supernode vanished without a word
+    /// (the QUIC idle timeout; TCP keep-alive for FastTrack).
+    pub detect_s: f64,
+    /// Share of departures that close their connections (noticed at once).
+    pub graceful_share: f64,
+    /// Election mode: seconds between run-time observations.
+    pub observe_every_s: f64,
+    /// Election mode: scale the election's timers (tenure, shortage, idle)
+    /// by this factor (1.0 = the defaults shipped in `ElectionConfig`).
+    pub election_timer_scale: f64,
+}
+
+impl Default for Supernodes {
+    fn default() -> Self {
+        Supernodes {
+            selection: Selection::Election,
+            leaves_min: 10,
+            leaves_max: 150,
+            min_level: 2,
+            sessions: 2,
+            detect_s: 10.0,
+            graceful_share: 0.5,
+            observe_every_s: 30.0,
+            election_timer_scale: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Population {
+    /// Capacity ladder: (multiple of the base capacity, share of peers).
+    pub ladder: Vec<(f64, f64)>,
+    /// Share of peers that share no files.
+    pub free_riders: f64,
+    /// Share of peers nobody can dial (NAT, firewall).
+    pub firewalled: f64,
+    /// Upload of a 1× peer, kbit/s (the rest scale with the ladder).
+    pub base_upload_kbit: f64,
+    /// Query messages a 1× peer processes per second.
+    pub base_rate: f64,
+    /// A message that would wait longer than this in a node's queue is dropped.
+    pub max_queue_s: f64,
+}
+
+impl Default for Population {
+    fn default() -> Self {
+        Population {
+            // Gia (Chawathe et al. 2003) from Saroiu et al. 2002's measurements.
+            ladder: vec![
+                (1.0, 0.20),
+                (10.0, 0.45),
+                (100.0, 0.30),
+                (1000.0, 0.049),
+                (10000.0, 0.001),
+            ],
+            free_riders: 0.25,
+            firewalled: 0.35,
+            base_upload_kbit: 64.0,
+            base_rate: 10.0,
+            max_queue_s: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionModel {
+    /// Nobody leaves.
+    None,
+    Weibull,
+    Exponential,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Churn {
+    pub model: SessionModel,
+    pub median_session_min: f64,
+    pub weibull_shape: f64,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Churn {
+            model: SessionModel::Weibull,
+            median_session_min: 60.0,
+            weibull_shape: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// Replicas ∝ query popularity (what uncoordinated downloading gives).
+    Proportional,
+    /// Replicas ∝ √popularity (Cohen & Shenker's optimum for random search).
+    SquareRoot,
+    /// The same number of replicas for every file.
+    Uniform,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Files {
+    /// Distinct files with Zipf popularity.
+    pub catalogue: u32,
+    pub zipf_alpha: f64,
+    pub replication: Replication,
+    /// Mean replicas per catalogue file, counted over every node that will
+    /// ever be online in the run (those offline at a given moment hold
+    /// replicas nobody can reach then).
+    pub mean_replicas: f64,
+    /// Further files held by exactly one node, for the "rare" metrics.
+    pub rare: u32,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Files {
+            catalogue: 20_000,
+            zipf_alpha: 0.8,
+            replication: Replication::Proportional,
+            mean_replicas: 10.0,
+            rare: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queries {
+    pub count: u32,
+    /// Queries per second across the network (Poisson arrivals).
+    pub rate_per_s: f64,
+    /// Share of queries that look for a rare (single-replica) file.
+    pub rare_share: f64,
+    /// Simulated seconds before the first query, for churn to settle.
+    pub warmup_s: f64,
+    /// A query's figures are taken this long after it starts.
+    pub window_s: f64,
+}
+
+impl Default for Queries {
+    fn default() -> Self {
+        Queries {
+            count: 2_000,
+            rate_per_s: 5.0,
+            rare_share: 0.2,
+            warmup_s: 900.0,
+            window_s: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Latency {
+    /// One-way latency of each node pair, uniform in this range.
+    pub min_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            min_ms: 50.0,
+            max_ms: 500.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSettings {
+    /// The router's `entry_lifetime`, seconds.
+    pub entry_lifetime_s: f64,
+    /// The router's `max_entries`.
+    pub max_entries: usize,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            entry_lifetime_s: 60.0,
+            max_entries: 100_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_states_only_what_differs_and_typos_are_errors() {
+        let scenario = Scenario::parse(
+            "name = \"x\"\nnodes = 50\n[topology]\nkind = \"flat\"\nttl = 3\n[churn]\nmodel = \"none\"\n",
+        )
+        .unwrap();
+        assert_eq!(scenario.nodes, 50);
+        assert!(scenario.is_flat());
+        assert_eq!(scenario.topology.ttl, 3);
+        assert_eq!(scenario.topology.degree_max, 8);
+        assert_eq!(scenario.churn.model, SessionModel::None);
+        assert!(Scenario::parse("nodez = 5").is_err());
+        assert!(Scenario::parse("[topology]\nkind = \"mesh\"").is_err());
+    }
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 3);
+    }
+}
