@@ -69,8 +69,8 @@ async fn supernode(i: u32, bootstrap: Vec<PeerAddr>) -> Running {
     }
 }
 
-fn overlay(node: &Running) -> &Arc<Overlay> {
-    node.node.supernode().unwrap().overlay().unwrap()
+fn overlay(node: &Running) -> Arc<Overlay> {
+    node.node.supernode().unwrap().overlay().unwrap().clone()
 }
 
 fn answered(nodes: &[Running]) -> Vec<u64> {
