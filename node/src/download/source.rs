@@ -592,6 +592,9 @@ impl RangeFetch {
                     .map_err(|()| RequestError::Output)?;
                 self.shared.verified.fetch_add(len, Ordering::Relaxed);
                 self.shared.update_slot(self.source, |slot| slot.bytes += len);
+                if self.shared.with_scheduler(|s| s.is_complete()) == Some(true) {
+                    let _ = self.shared.events.send(Event::Complete);
+                }
                 for other in cancel.into_iter().filter(|&other| other != id) {
                     self.shared.cancel_request(other);
                 }
