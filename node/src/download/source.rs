@@ -270,6 +270,10 @@ impl Source {
                     last_sample = (now, total);
                     let rate = self.rate;
                     self.shared.update_slot(self.id, |slot| slot.rate = rate);
+                    let blocks_per_second = rate / hashes.layout().block_size() as f64;
+                    let latency = connection.rtt().as_secs_f64();
+                    self.shared
+                        .with_scheduler(|s| s.set_pace(self.id, blocks_per_second, latency));
                 }
             }
         }
