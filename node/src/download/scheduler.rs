@@ -299,6 +299,27 @@ impl Scheduler {
         }
     }
 
+    /// How many more blocks `source` may take so that, at the measured
+    /// paces, every source finishes what is left (unclaimed and in flight)
+    /// at about the same time: its pace's share of the whole, less what it
+    /// already has in flight. `None` until every source's pace is known.
+    pub fn fair_allowance(&self, source: SourceId) -> Option<u32> {
+        let own = self.paces.get(&source)?;
+        let mut total = 0.0;
+        for other in self.haves.keys() {
+            total += self.paces.get(other)?.blocks_per_second;
+        }
+        let in_flight_here: u32 = self
+            .requests
+            .values()
+            .filter(|r| r.source == source)
+            .map(|r| r.end - r.next)
+            .sum();
+        let finish = f64::from(self.unclaimed + self.outstanding_blocks()) / total;
+        let allowance = (finish * own.blocks_per_second).ceil() - f64::from(in_flight_here);
+        Some(allowance.max(0.0) as u32)
+    }
+
     /// Missing blocks nobody has been asked for yet.
     pub fn unclaimed(&self) -> u32 {
         self.unclaimed
@@ -436,6 +457,24 @@ mod tests {
         s3.set_have(2, None);
         s3.next_request(1, 2).unwrap();
         assert_eq!(s3.next_request(2, 2).map(|d| d.first), Some(0));
+    }
+
+    #[test]
+    fn near_the_end_each_source_takes_its_pace_share_of_what_is_left() {
+        let mut s = fresh(100);
+        s.set_have(1, None);
+        s.set_have(2, None);
+        assert_eq!(s.fair_allowance(1), None);
+        s.set_pace(1, 30.0, 0.01);
+        assert_eq!(s.fair_allowance(1), None, "source 2's pace is still unknown");
+        s.set_pace(2, 10.0, 0.01);
+        // 100 blocks at 40 blocks/s: 2.5 s, of which source 1 covers 75.
+        assert_eq!(s.fair_allowance(1), Some(75));
+        assert_eq!(s.fair_allowance(2), Some(25));
+        // Source 2 holding 40 already has more than its share of the time.
+        s.next_request(2, 40).unwrap();
+        assert_eq!(s.fair_allowance(2), Some(0));
+        assert_eq!(s.fair_allowance(1), Some(75));
     }
 
     #[test]

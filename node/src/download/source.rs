@@ -306,7 +306,14 @@ impl Source {
                     return None;
                 }
                 let share = (s.unclaimed() as usize).div_ceil(s.sources().max(1)).max(1) as u32;
-                s.next_request(self.id, max_blocks.min(share))
+                // Once paces are known: no more than this source's share of
+                // the time left, so the sources finish together.
+                let fair = match s.fair_allowance(self.id) {
+                    Some(0) if in_flight > 0 => return None,
+                    Some(allowance) => allowance.max(1),
+                    None => u32::MAX,
+                };
+                s.next_request(self.id, max_blocks.min(share).min(fair))
             });
             let Some(Some(assignment)) = assignment else {
                 break;
