@@ -24,7 +24,8 @@
 #
 # Prints one Markdown table of medians per scenario for docs/BENCHMARKS.md.
 #
-# Usage: bench/shaped.sh [SIZE_MIB=64] [RUNS=3]   (KEEP=1 keeps the logs in /tmp/canopy-shaped.*)
+# Usage: bench/shaped.sh [SIZE_MIB=64] [RUNS=3]   (KEEP=1 keeps the logs in /tmp/canopy-shaped.*;
+#        ONLY="even slow" runs just those scenarios, for quick iterations; honours CARGO_TARGET_DIR)
 set -euo pipefail
 
 size_mib=${1:-64}
@@ -107,7 +108,7 @@ for tool in ip tc ss awk timeout cmp; do command -v "$tool" >/dev/null || die "$
 
 say "building canopy (release)"
 (cd "$root" && cargo build --release --quiet --bin canopy)
-canopy="$root/target/release/canopy"
+canopy="${CARGO_TARGET_DIR:-$root/target}/release/canopy"
 
 say "making a ${size_mib} MiB file"
 head -c "$size" /dev/urandom > "$work/share/file.bin"
@@ -331,27 +332,38 @@ report() { # name title sum_of_rates_mbit
   echo "Goals: canopy ≥ 95 % of the sum of source rates: $goal1 ($(printf '%.1f' "$(calc "100 * $cm / $sum")") %); canopy ≥ aria2c: $goal2 ($(printf '%.2f' "$(calc "$a / $c")")×)."
 }
 
-say "scenario even: $nsrc x $rate_mbit Mbit/s"
-scenario even
-say "scenario slow: source $victim at $slow_mbit Mbit/s"
-shape "$victim" "$slow_mbit"
-scenario slow
-shape "$victim" "$rate_mbit"
-say "scenario dies: source $victim killed at $(calc "100 * $kill_fraction")% of the expected time"
-scenario dies
-say "scenario single: source 1 alone at $rate_mbit Mbit/s, one round"
-run_one aria2c single 1; run_one canopy single 1
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+if wanted even; then
+  say "scenario even: $nsrc x $rate_mbit Mbit/s"
+  scenario even
+fi
+if wanted slow; then
+  say "scenario slow: source $victim at $slow_mbit Mbit/s"
+  shape "$victim" "$slow_mbit"
+  scenario slow
+  shape "$victim" "$rate_mbit"
+fi
+if wanted dies; then
+  say "scenario dies: source $victim killed at $(calc "100 * $kill_fraction")% of the expected time"
+  scenario dies
+fi
+if wanted single; then
+  say "scenario single: source 1 alone at $rate_mbit Mbit/s, one round"
+  run_one aria2c single 1; run_one canopy single 1
+fi
 # Last: every run here leaves one more gone downloader that the sources will advertise.
-say "scenario stale: $nsrc x $rate_mbit Mbit/s, a new canopy client identity per run"
-scenario stale
+if wanted stale; then
+  say "scenario stale: $nsrc x $rate_mbit Mbit/s, a new canopy client identity per run"
+  scenario stale
+fi
 
 {
   echo
   echo "Shaping: tbf rate ${rate_mbit}mbit (slow source ${slow_mbit}mbit) burst $burst limit $limit on each source's egress; no added delay."
   echo "File: ${size_mib} MiB of random bytes; $runs rounds per scenario; kernel $(uname -r); $(nproc) CPUs."
-  report even "(a) $nsrc × $rate_mbit Mbit/s" "$((nsrc * rate_mbit))"
-  report slow "(b) source $victim at $slow_mbit Mbit/s, the others at $rate_mbit" "$(((nsrc - 1) * rate_mbit + slow_mbit))"
-  report dies "(c) $nsrc × $rate_mbit Mbit/s, source $victim killed at $(calc "100 * $kill_fraction") % of the expected time" "$(((nsrc - 1) * rate_mbit))"
-  report single "(d) baseline: source 1 alone at $rate_mbit Mbit/s, one round" "$rate_mbit"
-  report stale "(e) as (a), a new canopy client identity per run (sources advertise earlier, gone downloaders)" "$((nsrc * rate_mbit))"
+  ! wanted even || report even "(a) $nsrc × $rate_mbit Mbit/s" "$((nsrc * rate_mbit))"
+  ! wanted slow || report slow "(b) source $victim at $slow_mbit Mbit/s, the others at $rate_mbit" "$(((nsrc - 1) * rate_mbit + slow_mbit))"
+  ! wanted dies || report dies "(c) $nsrc × $rate_mbit Mbit/s, source $victim killed at $(calc "100 * $kill_fraction") % of the expected time" "$(((nsrc - 1) * rate_mbit))"
+  ! wanted single || report single "(d) baseline: source 1 alone at $rate_mbit Mbit/s, one round" "$rate_mbit"
+  ! wanted stale || report stale "(e) as (a), a new canopy client identity per run (sources advertise earlier, gone downloaders)" "$((nsrc * rate_mbit))"
 } | tee "$work/report.md"

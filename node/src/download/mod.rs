@@ -276,6 +276,9 @@ enum Event {
     Add(SourceSpec),
     /// Stop, keeping every verified block (see [`Download::pause`]).
     Pause,
+    /// The last missing block was verified and handed to the writer: finish
+    /// now rather than at the next checkpoint tick.
+    Complete,
 }
 
 /// Per-source figures, updated by source tasks.
@@ -589,14 +592,21 @@ impl Coordinator {
         }
     }
 
+    /// Every block verified *and* handed to the writer (a block is marked
+    /// done in the scheduler just before it is queued for writing).
     fn is_complete(&self) -> bool {
+        let Some(size) = self.shared.hashes.get().map(|h| h.layout().size()) else {
+            return false;
+        };
         self.shared.with_scheduler(|s| s.is_complete()).unwrap_or(false)
+            && self.shared.verified.load(Ordering::Relaxed) == size
     }
 
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
         match event {
             Event::Add(spec) => self.offer_spec(spec),
             Event::Pause => return Err(DownloadError::Paused),
+            Event::Complete => {}
             Event::Learned(peers) => {
                 for peer in peers {
                     self.offer(peer);

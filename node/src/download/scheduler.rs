@@ -10,7 +10,10 @@
 //! in its **endgame**: an idle source may duplicate one outstanding block
 //! (at most [`MAX_OWNERS`] requests per block). Whichever copy arrives first
 //! wins; requests left holding only finished blocks are returned for
-//! cancellation.
+//! cancellation. Once the sources' paces are known ([`Scheduler::set_pace`]),
+//! a source duplicates the block its owner is expected to deliver last, and
+//! only if it can fetch it sooner than that: a duplicate that loses is
+//! bandwidth spent for nothing.
 
 use std::collections::HashMap;
 
@@ -51,6 +54,14 @@ struct Outstanding {
     end: u32,
 }
 
+/// How fast a source delivers, as measured by its task.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    blocks_per_second: f64,
+    /// Time from asking to the first byte (the round trip).
+    latency: f64,
+}
+
 #[derive(Debug)]
 pub struct Scheduler {
     done: Bitfield,
@@ -58,6 +69,7 @@ pub struct Scheduler {
     requests: HashMap<RequestId, Outstanding>,
     /// `None`: the source holds every block.
     haves: HashMap<SourceId, Option<Bitfield>>,
+    paces: HashMap<SourceId, Pace>,
     next_id: RequestId,
     /// Missing blocks no request holds, kept in step by [`Scheduler::update`].
     unclaimed: u32,
@@ -74,6 +86,7 @@ impl Scheduler {
             owners: vec![0; blocks],
             requests: HashMap::new(),
             haves: HashMap::new(),
+            paces: HashMap::new(),
             next_id: 0,
         }
     }
@@ -110,9 +123,22 @@ impl Scheduler {
         self.haves.insert(source, have);
     }
 
+    /// Records how fast `source` delivers (blocks per second) and how long
+    /// a request takes to start arriving (seconds). Used in the endgame.
+    pub fn set_pace(&mut self, source: SourceId, blocks_per_second: f64, latency: f64) {
+        if blocks_per_second > 0.0 {
+            let pace = Pace {
+                blocks_per_second,
+                latency: latency.max(0.0),
+            };
+            self.paces.insert(source, pace);
+        }
+    }
+
     /// Forgets a source; its outstanding requests are released and returned.
     pub fn remove_source(&mut self, source: SourceId) -> Vec<RequestId> {
         self.haves.remove(&source);
+        self.paces.remove(&source);
         let ids: Vec<RequestId> = self
             .requests
             .iter()
@@ -147,20 +173,65 @@ impl Scheduler {
             }
             return Some(self.assign(source, first, count));
         }
-        // Endgame: duplicate the least-shared outstanding block this source
-        // holds and is not already fetching.
+        // Endgame: duplicate an outstanding block this source holds and is
+        // not already fetching: the one expected last from its owners (the
+        // least shared, lowest first, while paces are unknown).
         let fetching_here = |s: &Self, b: u32| {
             s.requests
                 .values()
                 .any(|r| r.source == source && r.next <= b && b < r.end)
         };
-        let candidate = (0..blocks)
+        let candidates: Vec<u32> = (0..blocks)
             .filter(|&b| {
                 !self.done.get(b) && self.owners[b as usize] < MAX_OWNERS && self.source_has(source, b)
             })
             .filter(|&b| !fetching_here(self, b))
+            .collect();
+        let by_owners = candidates
+            .iter()
+            .copied()
             .min_by_key(|&b| self.owners[b as usize])?;
-        Some(self.assign(source, candidate, 1))
+        let Some(own) = self.paces.get(&source).copied() else {
+            return Some(self.assign(source, by_owners, 1));
+        };
+        let (candidate, eta) = candidates.iter().map(|&b| (b, self.expected_arrival(b))).fold(
+            (by_owners, f64::NEG_INFINITY),
+            |best, next| {
+                if next.1 > best.1 {
+                    next
+                } else {
+                    best
+                }
+            },
+        );
+        // Fetching it here takes a round trip and one block at our pace.
+        let ours = own.latency + 1.0 / own.blocks_per_second;
+        (eta > ours).then(|| self.assign(source, candidate, 1))
+    }
+
+    /// Seconds until `block` is expected from the requests holding it
+    /// (infinite if a holder's pace is unknown). A source's requests share
+    /// its pace evenly: by the time the block at position `p` of one request
+    /// arrives, every other request of that source has delivered up to `p`
+    /// blocks too.
+    fn expected_arrival(&self, block: u32) -> f64 {
+        self.requests
+            .values()
+            .filter(|r| r.next <= block && block < r.end)
+            .map(|holder| {
+                let Some(pace) = self.paces.get(&holder.source) else {
+                    return f64::INFINITY;
+                };
+                let position = block - holder.next + 1;
+                let ahead: u32 = self
+                    .requests
+                    .values()
+                    .filter(|r| r.source == holder.source)
+                    .map(|r| (r.end - r.next).min(position))
+                    .sum();
+                f64::from(ahead) / pace.blocks_per_second
+            })
+            .fold(f64::INFINITY, f64::min)
     }
 
     fn assign(&mut self, source: SourceId, first: u32, count: u32) -> Assignment {
@@ -226,6 +297,27 @@ impl Scheduler {
                 self.update(block, |s| s.owners[block as usize] -= 1);
             }
         }
+    }
+
+    /// How many more blocks `source` may take so that, at the measured
+    /// paces, every source finishes what is left (unclaimed and in flight)
+    /// at about the same time: its pace's share of the whole, less what it
+    /// already has in flight. `None` until every source's pace is known.
+    pub fn fair_allowance(&self, source: SourceId) -> Option<u32> {
+        let own = self.paces.get(&source)?;
+        let mut total = 0.0;
+        for other in self.haves.keys() {
+            total += self.paces.get(other)?.blocks_per_second;
+        }
+        let in_flight_here: u32 = self
+            .requests
+            .values()
+            .filter(|r| r.source == source)
+            .map(|r| r.end - r.next)
+            .sum();
+        let finish = f64::from(self.unclaimed + self.outstanding_blocks()) / total;
+        let allowance = (finish * own.blocks_per_second).ceil() - f64::from(in_flight_here);
+        Some(allowance.max(0.0) as u32)
     }
 
     /// Missing blocks nobody has been asked for yet.
@@ -331,6 +423,58 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(s.outstanding_blocks(), 0);
         assert_eq!(s.received(slow.id, 1), Received::Duplicate);
+    }
+
+    #[test]
+    fn a_paced_endgame_duplicates_the_block_expected_last_and_only_if_it_helps() {
+        let mut s = fresh(12);
+        for source in 1..=3 {
+            s.set_have(source, None);
+        }
+        // Source 1 (fast) holds 0..4 and 4..6; source 2 (slow) holds 6..12.
+        let a = s.next_request(1, 4).unwrap();
+        let b = s.next_request(1, 2).unwrap();
+        let c = s.next_request(2, 6).unwrap();
+        assert_eq!((a.first, b.first, c.first, c.count), (0, 4, 6, 6));
+        s.set_pace(1, 40.0, 0.01);
+        s.set_pace(2, 4.0, 0.01);
+        // Source 3, as fast as source 1, takes the slow source's last block.
+        s.set_pace(3, 40.0, 0.01);
+        let dup = s.next_request(3, 4).unwrap();
+        assert_eq!((dup.first, dup.count), (11, 1));
+        // A source that would take longer than any owner stays idle.
+        let mut s2 = fresh(4);
+        s2.set_have(1, None);
+        s2.set_have(2, None);
+        let a = s2.next_request(1, 4).unwrap();
+        assert_eq!(a.count, 4);
+        s2.set_pace(1, 40.0, 0.01);
+        s2.set_pace(2, 1.0, 0.01);
+        assert_eq!(s2.next_request(2, 4), None);
+        // Unknown paces: the old rule (least shared, lowest first).
+        let mut s3 = fresh(2);
+        s3.set_have(1, None);
+        s3.set_have(2, None);
+        s3.next_request(1, 2).unwrap();
+        assert_eq!(s3.next_request(2, 2).map(|d| d.first), Some(0));
+    }
+
+    #[test]
+    fn near_the_end_each_source_takes_its_pace_share_of_what_is_left() {
+        let mut s = fresh(100);
+        s.set_have(1, None);
+        s.set_have(2, None);
+        assert_eq!(s.fair_allowance(1), None);
+        s.set_pace(1, 30.0, 0.01);
+        assert_eq!(s.fair_allowance(1), None, "source 2's pace is still unknown");
+        s.set_pace(2, 10.0, 0.01);
+        // 100 blocks at 40 blocks/s: 2.5 s, of which source 1 covers 75.
+        assert_eq!(s.fair_allowance(1), Some(75));
+        assert_eq!(s.fair_allowance(2), Some(25));
+        // Source 2 holding 40 already has more than its share of the time.
+        s.next_request(2, 40).unwrap();
+        assert_eq!(s.fair_allowance(2), Some(0));
+        assert_eq!(s.fair_allowance(1), Some(75));
     }
 
     #[test]

@@ -270,6 +270,10 @@ impl Source {
                     last_sample = (now, total);
                     let rate = self.rate;
                     self.shared.update_slot(self.id, |slot| slot.rate = rate);
+                    let blocks_per_second = rate / hashes.layout().block_size() as f64;
+                    let latency = connection.rtt().as_secs_f64();
+                    self.shared
+                        .with_scheduler(|s| s.set_pace(self.id, blocks_per_second, latency));
                 }
             }
         }
@@ -302,7 +306,14 @@ impl Source {
                     return None;
                 }
                 let share = (s.unclaimed() as usize).div_ceil(s.sources().max(1)).max(1) as u32;
-                s.next_request(self.id, max_blocks.min(share))
+                // Once paces are known: no more than this source's share of
+                // the time left, so the sources finish together.
+                let fair = match s.fair_allowance(self.id) {
+                    Some(0) if in_flight > 0 => return None,
+                    Some(allowance) => allowance.max(1),
+                    None => u32::MAX,
+                };
+                s.next_request(self.id, max_blocks.min(share).min(fair))
             });
             let Some(Some(assignment)) = assignment else {
                 break;
@@ -592,6 +603,9 @@ impl RangeFetch {
                     .map_err(|()| RequestError::Output)?;
                 self.shared.verified.fetch_add(len, Ordering::Relaxed);
                 self.shared.update_slot(self.source, |slot| slot.bytes += len);
+                if self.shared.with_scheduler(|s| s.is_complete()) == Some(true) {
+                    let _ = self.shared.events.send(Event::Complete);
+                }
                 for other in cancel.into_iter().filter(|&other| other != id) {
                     self.shared.cancel_request(other);
                 }
