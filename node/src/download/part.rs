@@ -10,11 +10,6 @@
 //! On resume the blocks the state file lists are verified again from disk
 //! before they are trusted; with no usable state file every block of an
 //! existing part file is checked, so nothing verified is ever thrown away.
-//!
-//! Every block is also read back from disk and verified once it is durable
-//! (at each checkpoint), so the finished file is known to be whole on disk
-//! without reading all of it again at the end: the finish re-reads only
-//! the blocks written since the last checkpoint.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -137,8 +132,8 @@ pub enum WriteCommand {
     Tick,
     /// Checkpoint now (the download is stopping) and say when done.
     Flush(oneshot::Sender<()>),
-    /// Every block is written: make it durable, re-verify what the
-    /// checkpoints have not yet read back, and move the file into place.
+    /// Every block is written: make it durable, re-verify the whole file and
+    /// move it into place.
     Finish(oneshot::Sender<std::io::Result<bool>>),
 }
 
@@ -166,9 +161,6 @@ impl Writer {
             output: output.to_path_buf(),
             file,
             hashes,
-            // What `open` holds was verified from disk already.
-            read_back: durable.clone(),
-            mismatch: false,
             durable,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -209,11 +201,6 @@ struct WriterState {
     file: File,
     hashes: Arc<BlockHashes>,
     durable: Bitfield,
-    /// Blocks read back from disk after they were made durable, and verified.
-    read_back: Bitfield,
-    /// A block read back from disk did not verify (a disk error): the
-    /// finish reports the file as damaged.
-    mismatch: bool,
     pending: Vec<u32>,
     pending_bytes: u64,
     last_checkpoint: Instant,
@@ -260,45 +247,23 @@ impl WriterState {
         Ok(())
     }
 
-    /// Makes pending blocks durable, reads them back from disk and verifies
-    /// them; only those that verify become durable (and a resume fetches
-    /// the others again).
-    fn make_durable(&mut self) -> std::io::Result<()> {
+    /// Makes pending blocks durable, then records them.
+    fn checkpoint(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        let mut written = Bitfield::new(self.hashes.layout().block_count());
         for index in self.pending.drain(..) {
-            written.set(index);
-        }
-        let good = verify_blocks(&self.file, &self.hashes, &written)?;
-        if good.count() != written.count() {
-            self.mismatch = true;
-            tracing::warn!(
-                blocks = written.count() - good.count(),
-                "blocks read back from the part file do not match what was written (disk error?)"
-            );
-        }
-        for index in good.ones() {
             self.durable.set(index);
-            self.read_back.set(index);
         }
         self.pending_bytes = 0;
         self.last_checkpoint = Instant::now();
-        Ok(())
-    }
-
-    /// Makes pending blocks durable, then records them.
-    fn checkpoint(&mut self) -> std::io::Result<()> {
-        self.make_durable()?;
         let bytes = encode_state(self.hashes.root(), &self.hashes.layout(), &self.durable);
         write_atomically(&state_path(&self.output), &bytes)
     }
 
     /// Returns `Ok(false)` if the file on disk does not verify as a whole.
     fn finish(&mut self) -> std::io::Result<bool> {
-        // The state file is not rewritten: it is removed below, and should
-        // we stop before that, the one on disk is still true (if shorter).
-        self.make_durable()?;
-        if self.mismatch || !self.read_back.is_full() {
+        self.checkpoint()?;
+        let all = Bitfield::full(self.hashes.layout().block_count());
+        if verify_blocks(&self.file, &self.hashes, &all)? != all {
             return Ok(false);
         }
         std::fs::rename(part_path(&self.output), &self.output)?;
@@ -347,45 +312,6 @@ mod tests {
         // No state file: every block is checked and only block 1 survives.
         let (_, done) = open(&output, &hashes).unwrap();
         assert_eq!(done.ones().collect::<Vec<_>>(), vec![1]);
-    }
-
-    #[test]
-    fn a_block_that_reads_back_wrong_is_not_durable_and_fails_the_finish() {
-        let dir = tempfile::tempdir().unwrap();
-        let output = dir.path().join("file.bin");
-        let data = sample(3);
-        let hashes = Arc::new(hash_bytes(&data));
-        let layout = hashes.layout();
-        let (file, done) = open(&output, &hashes).unwrap();
-        let mut state = WriterState {
-            output: output.clone(),
-            file,
-            hashes: hashes.clone(),
-            read_back: done.clone(),
-            mismatch: false,
-            durable: done,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            last_checkpoint: Instant::now(),
-            have: Arc::new(RwLock::new(Bitfield::new(layout.block_count()))),
-        };
-        // Every block is written, but block 1 lands damaged on disk.
-        for index in 0..layout.block_count() {
-            let range = layout.block_range(index);
-            let mut bytes = data[range.start as usize..range.end as usize].to_vec();
-            if index == 1 {
-                bytes[3] ^= 0x40;
-            }
-            write_all_at(&state.file, &bytes, range.start).unwrap();
-            state.pending.push(index);
-        }
-        state.checkpoint().unwrap();
-        // The checkpoint read the blocks back: the damaged one is not
-        // recorded, so a resume fetches it again.
-        let recorded = read_state(&state_path(&output), &hashes).unwrap();
-        assert_eq!(recorded.ones().collect::<Vec<_>>(), vec![0, 2, 3]);
-        assert!(!state.finish().unwrap());
-        assert!(part_path(&output).exists() && !output.exists());
     }
 
     #[tokio::test]
