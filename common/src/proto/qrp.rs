@@ -23,8 +23,11 @@
 //! and still equal the table built at that size: tables of different sizes
 //! can be compared and merged.
 
+mod neighbours;
+
 use std::collections::HashMap;
 
+pub use neighbours::{NeighbourTables, MAX_NEIGHBOUR_TABLES};
 use serde::{Deserialize, Serialize};
 
 use super::keywords;
@@ -87,8 +90,10 @@ pub enum TableError {
     TooManyChanges(usize),
     #[error("update changes word {index} of a {words}-word table")]
     IndexOutOfRange { index: u32, words: usize },
-    #[error("update for a 2^{got}-bit table applied to a 2^{expected}-bit one")]
+    #[error("update for a 2^{got}-bit table applied to a 2^{expected}-bit one (0: no table yet)")]
     SizeMismatch { got: u8, expected: u8 },
+    #[error("already holding the tables of {0} neighbours")]
+    TooManyTables(usize),
 }
 
 /// A hashed bit table of keywords.

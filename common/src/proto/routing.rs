@@ -10,6 +10,10 @@
 //! The rules, as in Gnutella and FastTrack:
 //! * a query carries a random id, a TTL and a hop count; the TTL is capped
 //!   on arrival so no peer can inflate a flood;
+//! * on the last hop (the copy would arrive with TTL 0), a caller that knows
+//!   its neighbours' keyword tables ([`super::qrp`]) passes a filter to
+//!   [`Router::on_query_with`] and the query goes only to neighbours that
+//!   may have a match (Gnutella's QRP); without one, it goes to all;
 //! * each id is handled once: a duplicate (arriving by another path) is
 //!   dropped, tracked by a bounded seen-cache with expiry;
 //! * a query is answered locally and forwarded to every neighbour but the
@@ -68,6 +72,21 @@ pub enum Dropped {
     SeenCacheFull,
 }
 
+/// Decides whether a last-hop copy of a query goes to a neighbour.
+pub type LastHopFilter<'a> = &'a dyn Fn(PeerId, &Query) -> bool;
+
+/// Query copies this router sent, by how they were chosen: the measure of
+/// how much of the traffic keyword routing decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Sent without a check (every hop but the last, or no filter given).
+    pub broadcast: u64,
+    /// Sent on the last hop because the neighbour's table may match.
+    pub routed: u64,
+    /// Not sent on the last hop: the neighbour's table rules it out.
+    pub pruned: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// Highest TTL accepted; larger ones are lowered to this.
@@ -105,6 +124,7 @@ pub struct Router {
     /// Ids in arrival order, for expiry from the oldest end.
     order: VecDeque<(Duration, QueryId)>,
     dropped: HashMap<Dropped, u64>,
+    forwarding: Forwarding,
 }
 
 impl Router {
@@ -114,6 +134,7 @@ impl Router {
             entries: HashMap::new(),
             order: VecDeque::new(),
             dropped: HashMap::new(),
+            forwarding: Forwarding::default(),
         }
     }
 
@@ -124,6 +145,11 @@ impl Router {
     /// Times something was dropped for `reason`.
     pub fn dropped(&self, reason: Dropped) -> u64 {
         self.dropped.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Copies sent so far, broadcast or routed.
+    pub fn forwarding(&self) -> Forwarding {
+        self.forwarding
     }
 
     /// Query ids currently remembered.
@@ -158,12 +184,27 @@ impl Router {
     }
 
     /// A query from `from`. `neighbours` are the supernodes we could
-    /// forward to right now.
+    /// forward to right now; every one of them gets it (plain flooding).
     pub fn on_query(
+        &mut self,
+        from: Origin,
+        query: FloodQuery,
+        neighbours: &[PeerId],
+        now: Duration,
+    ) -> Vec<Action> {
+        self.on_query_with(from, query, neighbours, None, now)
+    }
+
+    /// [`Router::on_query`] with keyword routing: on the last hop, the
+    /// query goes only to neighbours for which `last_hop(neighbour, query)`
+    /// holds (typically [`super::qrp::NeighbourTables::may_forward`]).
+    /// Earlier hops are flooded as before.
+    pub fn on_query_with(
         &mut self,
         from: Origin,
         mut query: FloodQuery,
         neighbours: &[PeerId],
+        last_hop: Option<LastHopFilter<'_>>,
         now: Duration,
     ) -> Vec<Action> {
         self.expire(now);
@@ -197,13 +238,23 @@ impl Router {
                 hops: query.hops.saturating_add(1),
                 ..query
             };
+            let filter = last_hop.filter(|_| forwarded.ttl == 0);
             for &neighbour in neighbours {
-                if Origin::Neighbour(neighbour) != from {
-                    actions.push(Action::Forward {
-                        to: neighbour,
-                        query: forwarded.clone(),
-                    });
+                if Origin::Neighbour(neighbour) == from {
+                    continue;
                 }
+                match filter {
+                    None => self.forwarding.broadcast += 1,
+                    Some(may_match) if may_match(neighbour, &forwarded.query) => self.forwarding.routed += 1,
+                    Some(_) => {
+                        self.forwarding.pruned += 1;
+                        continue;
+                    }
+                }
+                actions.push(Action::Forward {
+                    to: neighbour,
+                    query: forwarded.clone(),
+                });
             }
         }
         actions
@@ -389,6 +440,43 @@ mod tests {
         let later = T0 + RouterConfig::default().entry_lifetime;
         assert!(router.on_hits(peer(1), id, vec![hit()], later).is_empty());
         assert!(router.is_empty());
+    }
+
+    #[test]
+    fn the_last_hop_goes_only_where_the_filter_allows() {
+        let mut router = Router::new(RouterConfig::default());
+        let only_peer_3 = |to: PeerId, _: &Query| to == peer(3);
+        let neighbours = [peer(1), peer(2), peer(3)];
+        let flood = |n: u8, ttl: u8| FloodQuery {
+            id: QueryId([n; 16]),
+            ttl,
+            hops: 0,
+            query: query(),
+        };
+        let targets = |actions: Vec<Action>| -> Vec<PeerId> {
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Forward { to, .. } => Some(to),
+                    _ => None,
+                })
+                .collect()
+        };
+        // TTL 1: the copies arrive with TTL 0, so this is the last hop.
+        let last = router.on_query_with(Origin::Local(1), flood(1, 1), &neighbours, Some(&only_peer_3), T0);
+        assert_eq!(targets(last), vec![peer(3)]);
+        // TTL 2: not the last hop, flooded whatever the filter says.
+        let earlier =
+            router.on_query_with(Origin::Local(1), flood(2, 2), &neighbours, Some(&only_peer_3), T0);
+        assert_eq!(targets(earlier), neighbours.to_vec());
+        assert_eq!(
+            router.forwarding(),
+            Forwarding {
+                broadcast: 3,
+                routed: 1,
+                pruned: 2
+            }
+        );
     }
 
     #[test]
