@@ -3,6 +3,7 @@
 
 pub mod bitfield;
 pub mod content;
+pub mod dynamic;
 pub mod election;
 pub mod frame;
 pub mod id;
