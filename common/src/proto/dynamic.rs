@@ -167,7 +167,9 @@ impl DynamicQuery {
         }
         let ttl = self.next_ttl();
         let step_time = self.config.wait_per_hop * (u32::from(ttl) + 1);
-        let steps_left = ((self.deadline - now).as_secs_f64() / step_time.as_secs_f64()).floor().max(1.0);
+        let steps_left = ((self.deadline - now).as_secs_f64() / step_time.as_secs_f64())
+            .floor()
+            .max(1.0);
         let count = (self.waiting.len() as f64 / steps_left).ceil() as usize;
         let mut steps = Vec::new();
         self.ask(count, ttl, now, &mut steps);
@@ -208,7 +210,9 @@ impl DynamicQuery {
         let missing = f64::from(self.config.target_results - self.results);
         let share = missing / per_supernode / self.waiting.len().max(1) as f64;
         let degree = self.degree(self.waiting.last().map_or(0, |next| next.degree));
-        (0..=max_ttl).find(|&ttl| reach(degree, ttl) >= share).unwrap_or(max_ttl)
+        (0..=max_ttl)
+            .find(|&ttl| reach(degree, ttl) >= share)
+            .unwrap_or(max_ttl)
     }
 
     fn degree(&self, told: u32) -> u32 {

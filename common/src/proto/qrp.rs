@@ -24,11 +24,13 @@
 //! can be compared and merged.
 
 mod neighbours;
+mod update;
 
 use std::collections::HashMap;
 
 pub use neighbours::{NeighbourTables, MAX_NEIGHBOUR_TABLES};
 use serde::{Deserialize, Serialize};
+pub use update::{TableUpdate, WordRun, MAX_UPDATE_COST, RUN_OVERHEAD};
 
 use super::keywords;
 use super::search::{FileEntry, Query};
@@ -44,10 +46,6 @@ pub const MIN_LOG2_BITS: u8 = 10;
 pub const MAX_LOG2_BITS: u8 = 20;
 /// Default size: 2^16 bits, 8 KiB.
 pub const DEFAULT_LOG2_BITS: u8 = 16;
-/// Most 64-bit words one [`TableUpdate`] may change. At most 13 bytes each
-/// in postcard (a 3-byte index and a 10-byte varint), so an update stays
-/// under the 64 KiB control frame.
-pub const MAX_CHANGES_PER_UPDATE: usize = 4096;
 
 /// A word reduced to the two numbers its bits are taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,8 +84,10 @@ pub enum TableError {
     Size(u8),
     #[error("table of {got} 64-bit words, expected {expected}")]
     Length { got: usize, expected: usize },
-    #[error("update of {0} changes is over the limit of {MAX_CHANGES_PER_UPDATE}")]
-    TooManyChanges(usize),
+    #[error("update costing {0} bytes is over the limit of {MAX_UPDATE_COST}")]
+    TooCostly(usize),
+    #[error("run at word {start} is empty, not whole words, or overlaps the one before")]
+    MalformedRun { start: u32 },
     #[error("update changes word {index} of a {words}-word table")]
     IndexOutOfRange { index: u32, words: usize },
     #[error("update for a 2^{got}-bit table applied to a 2^{expected}-bit one (0: no table yet)")]
@@ -244,45 +244,12 @@ impl KeywordTable {
         }
     }
 
-    /// The updates that turn `old` (`None`: a peer that has nothing yet)
-    /// into this table, each within [`MAX_CHANGES_PER_UPDATE`]. Empty when
-    /// nothing changed.
+    /// The updates that turn `old` (`None`: a peer that has nothing yet,
+    /// or a table of another size) into this table, each within
+    /// [`MAX_UPDATE_COST`]. Empty when nothing changed.
     pub fn updates_since(&self, old: Option<&KeywordTable>) -> Vec<TableUpdate> {
         let old = old.filter(|old| old.log2_bits == self.log2_bits);
-        let reset = old.is_none();
-        let changes: Vec<WordChange> = self
-            .words
-            .iter()
-            .enumerate()
-            .filter_map(|(index, &word)| {
-                let before = old.map_or(0, |old| old.words[index]);
-                (word != before).then_some(WordChange {
-                    index: index as u32,
-                    xor: word ^ before,
-                })
-            })
-            .collect();
-        if changes.is_empty() && !reset {
-            return Vec::new();
-        }
-        let mut updates: Vec<TableUpdate> = changes
-            .chunks(MAX_CHANGES_PER_UPDATE)
-            .map(|chunk| TableUpdate {
-                log2_bits: self.log2_bits,
-                reset: false,
-                changes: chunk.to_vec(),
-            })
-            .collect();
-        if updates.is_empty() {
-            // An empty table sent to a new peer: a bare reset.
-            updates.push(TableUpdate {
-                log2_bits: self.log2_bits,
-                reset: false,
-                changes: Vec::new(),
-            });
-        }
-        updates[0].reset = reset;
-        updates
+        update::updates_between(self.log2_bits, old.map(|old| &old.words[..]), &self.words)
     }
 
     /// Applies an update from a peer. A reset starts from an empty table of
@@ -297,9 +264,7 @@ impl KeywordTable {
                 expected: self.log2_bits,
             });
         }
-        for change in &update.changes {
-            self.words[change.index as usize] ^= change.xor;
-        }
+        update.xor_into(&mut self.words);
         Ok(())
     }
 
@@ -318,42 +283,6 @@ impl KeywordTable {
             table.apply(update)?;
         }
         Ok(table)
-    }
-}
-
-/// One 64-bit word of a table changed: XOR it with `xor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WordChange {
-    pub index: u32,
-    pub xor: u64,
-}
-
-/// A change to the table a supernode last sent its neighbour; the wire
-/// message (inside the future `OverlayMessage::KeywordTable`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableUpdate {
-    pub log2_bits: u8,
-    /// Start from an empty table of this size (the first update on a link,
-    /// or after a resize).
-    pub reset: bool,
-    /// At most [`MAX_CHANGES_PER_UPDATE`], each index within the table.
-    pub changes: Vec<WordChange>,
-}
-
-impl TableUpdate {
-    /// Checks the bounds of an update from a peer.
-    pub fn check(&self) -> Result<(), TableError> {
-        let words = word_count(self.log2_bits)?;
-        if self.changes.len() > MAX_CHANGES_PER_UPDATE {
-            return Err(TableError::TooManyChanges(self.changes.len()));
-        }
-        if let Some(change) = self.changes.iter().find(|change| change.index as usize >= words) {
-            return Err(TableError::IndexOutOfRange {
-                index: change.index,
-                words,
-            });
-        }
-        Ok(())
     }
 }
 

@@ -116,7 +116,10 @@ fn the_time_limit_stops_a_search() {
     };
     let (search, _) = DynamicQuery::start(config, neighbours(30, 10), T0);
     let mut search = search;
-    assert_eq!(search.on_tick(T0 + Duration::from_secs(5)), vec![Step::Finish(Finish::TimeLimit)]);
+    assert_eq!(
+        search.on_tick(T0 + Duration::from_secs(5)),
+        vec![Step::Finish(Finish::TimeLimit)]
+    );
     assert_eq!(search.finished(), Some(Finish::TimeLimit));
     assert!(search.on_results(500, T0 + Duration::from_secs(6)).is_empty());
     assert_eq!(search.next_wakeup(), None);

@@ -81,7 +81,7 @@ impl NeighbourTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::qrp::{WordChange, DEFAULT_LOG2_BITS, MAX_LOG2_BITS};
+    use crate::proto::qrp::{WordRun, DEFAULT_LOG2_BITS, MAX_LOG2_BITS};
     use crate::proto::routing::{Action, FloodQuery, Origin, QueryId, Router, RouterConfig};
     use std::time::Duration;
 
@@ -140,9 +140,9 @@ mod tests {
         let bad = TableUpdate {
             log2_bits: DEFAULT_LOG2_BITS,
             reset: false,
-            changes: vec![WordChange {
-                index: u32::MAX,
-                xor: 1,
+            runs: vec![WordRun {
+                start: u32::MAX,
+                xor_le: 1u64.to_le_bytes().to_vec(),
             }],
         };
         assert!(tables.apply(peer(2), &bad).is_err());

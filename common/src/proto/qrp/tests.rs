@@ -165,21 +165,39 @@ fn postcard_round_trip_and_refusal_of_bad_tables() {
     );
 }
 
+fn run(start: u32, words: &[u64]) -> WordRun {
+    WordRun {
+        start,
+        xor_le: words.iter().flat_map(|word| word.to_le_bytes()).collect(),
+    }
+}
+
 #[test]
 fn updates_are_bounded_and_fit_a_control_frame() {
-    // The worst case: every word of the largest table changes every bit.
+    // The densest case: every word of the largest table set. One run per
+    // update, 8 bytes a word.
     let full = KeywordTable {
         log2_bits: MAX_LOG2_BITS,
         words: vec![u64::MAX; (1 << MAX_LOG2_BITS) / 64],
     };
     let updates = full.updates_since(None);
-    assert_eq!(updates.len(), (1 << MAX_LOG2_BITS) / 64 / MAX_CHANGES_PER_UPDATE);
     assert!(updates[0].reset && updates[1..].iter().all(|update| !update.reset));
+    let mut sent = 0;
     for update in &updates {
-        assert!(update.changes.len() <= MAX_CHANGES_PER_UPDATE);
-        assert!(encode(update, MAX_CONTROL_FRAME).is_ok());
+        assert!(update.cost() <= MAX_UPDATE_COST);
+        let bytes = encode(update, MAX_CONTROL_FRAME).unwrap().len();
+        assert!(bytes <= update.cost() + 16, "{bytes} vs cost {}", update.cost());
+        sent += bytes;
     }
+    assert!(sent < full.byte_len() + 64 * updates.len(), "{sent}");
     assert_eq!(KeywordTable::from_updates(&updates).unwrap(), full);
+    // The worst case for overhead: every other word changed, one run each.
+    let mut alternate = full.clone();
+    alternate.words.iter_mut().step_by(2).for_each(|word| *word = 0);
+    for update in alternate.updates_since(Some(&full)) {
+        assert!(update.cost() <= MAX_UPDATE_COST);
+        assert!(encode(&update, MAX_CONTROL_FRAME).is_ok());
+    }
     // Nothing changed: nothing to send. An empty table still starts a link.
     assert!(full.updates_since(Some(&full)).is_empty());
     let empty = KeywordTable::new(12).unwrap();
@@ -190,35 +208,68 @@ fn updates_are_bounded_and_fit_a_control_frame() {
 fn bad_updates_are_refused_and_change_nothing() {
     let mut table = table_of(12, &made_up_words(0, 10));
     let before = table.clone();
-    let out_of_range = TableUpdate {
+    let update = |runs: Vec<WordRun>| TableUpdate {
         log2_bits: 12,
         reset: false,
-        changes: vec![WordChange { index: 64, xor: 1 }],
+        runs,
     };
+    let out_of_range = update(vec![run(63, &[1, 1])]);
     assert!(matches!(
         table.apply(&out_of_range),
         Err(TableError::IndexOutOfRange { .. })
     ));
-    let too_many = TableUpdate {
-        log2_bits: 12,
-        reset: false,
-        changes: vec![WordChange { index: 0, xor: 1 }; MAX_CHANGES_PER_UPDATE + 1],
-    };
+    let overlapping = update(vec![run(3, &[1, 1]), run(4, &[1])]);
     assert!(matches!(
-        table.apply(&too_many),
-        Err(TableError::TooManyChanges(_))
+        table.apply(&overlapping),
+        Err(TableError::MalformedRun { start: 4 })
     ));
+    let ragged = update(vec![WordRun {
+        start: 0,
+        xor_le: vec![1; 7],
+    }]);
+    assert!(matches!(
+        table.apply(&ragged),
+        Err(TableError::MalformedRun { start: 0 })
+    ));
+    let costly = TableUpdate {
+        log2_bits: MAX_LOG2_BITS,
+        reset: true,
+        runs: vec![run(0, &vec![1; MAX_UPDATE_COST / 8])],
+    };
+    assert!(matches!(table.apply(&costly), Err(TableError::TooCostly(_))));
     let other_size = TableUpdate {
         log2_bits: 13,
         reset: false,
-        changes: vec![],
+        runs: vec![],
     };
     assert!(matches!(
         table.apply(&other_size),
         Err(TableError::SizeMismatch { .. })
     ));
     assert_eq!(table, before);
-    assert!(KeywordTable::from_updates(&[out_of_range]).is_err());
+    assert!(KeywordTable::from_updates(&[update(vec![run(0, &[1])])]).is_err());
+}
+
+#[test]
+fn what_a_supernode_table_costs_to_send() {
+    // A supernode of ~100 leaves sharing ~50 000 distinct words, in a
+    // 2^20-bit table: the first table, then one new file of 4 words.
+    let mut counts = KeywordCounts::new(MAX_LOG2_BITS).unwrap();
+    for word in made_up_words(0, 50_000) {
+        counts.add(&[WordKey::of(&word)]);
+    }
+    let first: usize = counts
+        .table()
+        .updates_since(None)
+        .iter()
+        .map(|update| encode(update, MAX_CONTROL_FRAME).unwrap().len())
+        .sum();
+    println!(
+        "2^20-bit table of 50 000 words: {first} bytes to send first (raw {}), fill {:.3}",
+        counts.table().byte_len(),
+        counts.table().fill()
+    );
+    assert!(first <= counts.table().byte_len() + 1024);
 }
 
 #[test]
