@@ -102,6 +102,8 @@ pub struct Summary {
     /// ...and as the two-tier rule has it: leaf sessions per supernode + 1.
     pub multiplier_expected: f64,
     pub query_messages: f64,
+    /// Share of query messages sent on a last hop after a table check.
+    pub routed_share: f64,
     pub hit_messages: f64,
     pub leaf_messages: f64,
     pub messages: f64,
@@ -196,6 +198,7 @@ impl Summary {
             multiplier: nodes_covered / routers_reached,
             multiplier_expected: mean(phase.iter().map(|p| p.sessions_per_router)) + 1.0,
             query_messages,
+            routed_share: per_query(&|o| o.routed_messages as f64) / query_messages,
             hit_messages: per_query(&|o| o.hit_messages as f64),
             leaf_messages: per_query(&|o| o.leaf_messages as f64),
             messages: per_query(&|o| o.messages() as f64),
@@ -271,6 +274,7 @@ impl Summary {
             ),
             ("new routers per hop 0..7", hops),
             ("query messages / query", f(self.query_messages, 1)),
+            ("  routed by keyword tables", pct(self.routed_share)),
             ("hit messages / query", f(self.hit_messages, 1)),
             ("leaf messages / query", f(self.leaf_messages, 2)),
             ("messages / query", f(self.messages, 1)),

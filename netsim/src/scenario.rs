@@ -294,6 +294,22 @@ pub struct RouterSettings {
     pub entry_lifetime_s: f64,
     /// The router's `max_entries`.
     pub max_entries: usize,
+    /// Keyword routing on the last hop ([`canopy_common::proto::qrp`]),
+    /// with tables modelled by [`crate::qrp::TableModel`].
+    pub keyword_tables: bool,
+    /// Size of a supernode's table, as a power of two bits.
+    pub table_log2_bits: u8,
+    /// The leaf's supernode runs the search as a
+    /// [`canopy_common::proto::dynamic::DynamicQuery`] instead of one flood.
+    pub dynamic: bool,
+    /// Dynamic querying: stop at this many sources found.
+    pub target_results: u32,
+    /// Dynamic querying: stop this long after the start, seconds.
+    pub dynamic_time_limit_s: f64,
+    /// Dynamic querying: time allowed per hop before the next step, seconds.
+    pub wait_per_hop_s: f64,
+    /// Dynamic querying: largest TTL of a copy (0: the topology's `max_ttl`).
+    pub dynamic_max_ttl: u8,
 }
 
 impl Default for RouterSettings {
@@ -301,6 +317,13 @@ impl Default for RouterSettings {
         RouterSettings {
             entry_lifetime_s: 60.0,
             max_entries: 100_000,
+            keyword_tables: false,
+            table_log2_bits: 20,
+            dynamic: false,
+            target_results: 150,
+            dynamic_time_limit_s: 25.0,
+            wait_per_hop_s: 1.2,
+            dynamic_max_ttl: 0,
         }
     }
 }

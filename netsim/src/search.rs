@@ -12,8 +12,9 @@
 //! rate; a message that would wait longer than `max_queue_s` is dropped
 //! (Gia's model of an overloaded peer). Hits are forwarded without queueing.
 
+use canopy_common::proto::dynamic::DynamicQuery;
 use canopy_common::proto::frame::{encode, MAX_CONTROL_FRAME};
-use canopy_common::proto::id::{ContentHash, PeerAddr};
+use canopy_common::proto::id::{ContentHash, PeerAddr, PeerId};
 use canopy_common::proto::routing::{Action, FloodQuery, Origin, QueryId};
 use canopy_common::proto::search::{FileKind, Hit, Query};
 
@@ -33,7 +34,7 @@ pub struct QueryState {
     /// every copy has the same size).
     flood_bytes: u64,
     /// Routers that index a holder of the file, with how many holders each.
-    index: Vec<(u32, u32)>,
+    pub(crate) index: Vec<(u32, u32)>,
     /// Each live holder's indexing routers, for recall.
     holders: Vec<[u32; MAX_SESSIONS]>,
     responders: Vec<u32>,
@@ -41,6 +42,9 @@ pub struct QueryState {
     pub outcome: Outcome,
     /// Kept only when tracing: (router, hops) in the order reached.
     pub trace: Option<Vec<(u32, u8)>>,
+    /// The search its supernode runs, with dynamic querying.
+    pub(crate) dynamic: Option<Box<DynamicQuery>>,
+    pub(crate) dynamic_router: u32,
 }
 
 /// A query's figures.
@@ -55,6 +59,8 @@ pub struct Outcome {
     /// New routers reached at each hop count (index 0: the first router).
     pub reached_at_hop: [u32; 8],
     pub query_messages: u32,
+    /// Of them, copies sent on a last hop after a keyword-table check.
+    pub routed_messages: u32,
     pub duplicates: u32,
     /// Query messages a router refused because its seen-cache was full.
     pub refused: u32,
@@ -273,13 +279,20 @@ impl Sim {
             let state = &self.queries[q as usize];
             (state.id, state.query.clone())
         };
+        let dynamic = self.scenario.router.dynamic;
+        // A dynamic search registers the query (for its hits' way back)
+        // and sends the probes itself.
+        let neighbours: &[PeerId] = if dynamic { &[] } else { &self.scratch };
         let actions = state_router.on_local_query(
             searcher as u64,
             id,
             query,
-            &self.scratch,
+            neighbours,
             crate::clock::as_duration(done),
         );
+        if dynamic {
+            self.start_dynamic(q, router, done);
+        }
         self.carry_out(q, router, 0, actions, &mut state_router, done);
         self.routers[router as usize] = Some(state_router);
     }
@@ -306,10 +319,18 @@ impl Sim {
                 query: state.query.clone(),
             }
         };
-        let actions = router.on_query(
+        let last_hop = ttl == 1 && self.keyword_tables();
+        if last_hop {
+            self.fill_allowed(q, done);
+        }
+        let (scratch, allowed) = (&self.scratch, &self.allowed);
+        let may_match =
+            |to: PeerId, _: &Query| scratch.iter().position(|p| *p == to).is_none_or(|at| allowed[at]);
+        let actions = router.on_query_with(
             Origin::Neighbour(peer(from)),
             message,
             &self.scratch,
+            last_hop.then_some(&may_match as &dyn Fn(PeerId, &Query) -> bool),
             crate::clock::as_duration(done),
         );
         // The router answers a new query at least with AnswerLocally; it
@@ -366,28 +387,44 @@ impl Sim {
                     }
                 }
                 Action::Forward { to, query } => {
-                    let to = node_of(&to);
-                    let state = &mut self.queries[q as usize];
-                    state.outcome.query_messages += 1;
-                    state.outcome.bytes += state.flood_bytes;
-                    let bytes = state.flood_bytes;
-                    self.account(node, bytes, done);
-                    self.account(to, bytes, done);
-                    let at = done + self.latency(node, to);
-                    self.queue.at(
-                        at,
-                        Event::Flood {
-                            query: q,
-                            from: node,
-                            to,
-                            ttl: query.ttl,
-                            hops: query.hops,
-                        },
-                    );
+                    let routed = query.ttl == 0 && self.keyword_tables();
+                    self.send_flood(q, node, node_of(&to), query.ttl, query.hops, routed, done);
                 }
                 Action::Deliver { .. } => {}
             }
         }
+    }
+
+    /// Sends one copy of query `q` from `from` to `to`, counted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_flood(
+        &mut self,
+        q: u32,
+        from: u32,
+        to: u32,
+        ttl: u8,
+        hops: u8,
+        routed: bool,
+        done: Time,
+    ) {
+        let state = &mut self.queries[q as usize];
+        state.outcome.query_messages += 1;
+        state.outcome.routed_messages += u32::from(routed);
+        state.outcome.bytes += state.flood_bytes;
+        let bytes = state.flood_bytes;
+        self.account(from, bytes, done);
+        self.account(to, bytes, done);
+        let at = done + self.latency(from, to);
+        self.queue.at(
+            at,
+            Event::Flood {
+                query: q,
+                from,
+                to,
+                ttl,
+                hops,
+            },
+        );
     }
 
     /// Sends hits the way the router said: to a neighbour, or home.
@@ -421,6 +458,9 @@ impl Sim {
                     );
                 }
                 Origin::Local(searcher) => {
+                    if self.queries[q as usize].dynamic_router == node {
+                        self.dynamic_results(q, sources, done);
+                    }
                     let searcher = searcher as u32;
                     if searcher != node {
                         let outcome = &mut self.queries[q as usize].outcome;
@@ -497,6 +537,7 @@ impl Sim {
             })
             .count() as u32;
         state.outcome.first_hit = state.first_hit;
+        state.dynamic = None;
         state.index = Vec::new();
         state.holders = Vec::new();
         if state.issued >= start && state.issued <= end && state.issued != NEVER {
@@ -533,6 +574,8 @@ impl QueryState {
             first_hit: None,
             outcome: Outcome::default(),
             trace: None,
+            dynamic: None,
+            dynamic_router: NONE,
         }
     }
 }

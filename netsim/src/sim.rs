@@ -78,6 +78,8 @@ pub enum Event {
     },
     /// The query's figures are final.
     Finish(u32),
+    /// Query `.0`'s dynamic search may take its next step.
+    DynamicTick(u32),
     /// A leaf looks for supernodes to fill its sessions.
     Reattach(u32),
     /// A router looks for more overlay neighbours.
@@ -128,6 +130,10 @@ pub struct Sim {
     pub(crate) end: Time,
     /// Scratch list of neighbour ids handed to the router.
     pub(crate) scratch: Vec<PeerId>,
+    /// Last-hop decisions for `scratch`, when keyword routing is on.
+    pub(crate) allowed: Vec<bool>,
+    /// Keyword tables, modelled (`None`: plain flooding).
+    pub(crate) tables: Option<crate::qrp::TableModel>,
 }
 
 /// The simulated node's id: its index in the first four bytes. The router
@@ -173,7 +179,7 @@ impl Sim {
         let warmup = seconds(scenario.queries.warmup_s);
         let end = seconds(crate::population::run_length(&scenario));
         let query_end = end - seconds(scenario.queries.window_s);
-        Sim {
+        let mut sim = Sim {
             population,
             queue: EventQueue::default(),
             state: vec![State::Offline; n],
@@ -202,8 +208,14 @@ impl Sim {
             query_phase: (warmup, query_end),
             end,
             scratch: Vec::new(),
+            allowed: Vec::new(),
+            tables: None,
             scenario,
+        };
+        if sim.scenario.router.keyword_tables {
+            sim.tables = Some(crate::qrp::TableModel::new(&sim));
         }
+        sim
     }
 
     /// Runs the scenario to its end.
@@ -282,6 +294,7 @@ impl Sim {
             } => self.hits(query, responder, from, to, now),
             Event::HitsHome { query, responder } => self.hits_home(query, responder, now),
             Event::Finish(q) => self.finish_query(q),
+            Event::DynamicTick(q) => self.dynamic_tick(q, now),
         }
     }
 
