@@ -1,8 +1,8 @@
 //! The ASCII folding table of the supernode's index, as data.
 //!
 //! GENERATED from tantivy 0.27 `src/tokenizer/ascii_folding_filter.rs`
-//! (`fold_non_ascii_char`, itself Lucene's `ASCIIFoldingFilter`) by the
-//! script quoted in `docs/QRP.md`; do not edit by hand. It must stay equal
+//! (`fold_non_ascii_char`, itself Lucene's `ASCIIFoldingFilter`) by
+//! `gen_fold_table.py` next to this file; do not edit by hand. It must stay equal
 //! to the index's table, or a keyword routing table could miss a file the
 //! index would find; `supernode`'s `keyword_normalisation_matches_the_index`
 //! test (next session) compares the two on every entry.
