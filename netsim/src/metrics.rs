@@ -119,6 +119,10 @@ pub struct Summary {
     pub unfindable: u32,
     pub first_hit_p50_ms: f64,
     pub first_hit_p90_ms: f64,
+    /// Dynamic querying: time to the target number of sources, over the
+    /// queries that reached it, and their share.
+    pub target_p50_ms: f64,
+    pub target_reached_share: f64,
     pub load_mean: f64,
     pub load_p99: f64,
     pub utilisation_mean: f64,
@@ -170,6 +174,13 @@ impl Summary {
                 .map(|t| t as f64 / 1e3)
                 .collect(),
         );
+        let to_target = sorted(
+            outcomes
+                .iter()
+                .filter_map(|o| o.target_reached)
+                .map(|t| t as f64 / 1e3)
+                .collect(),
+        );
         let loads = router_loads(sim);
         let rates = sorted(loads.iter().map(|l| l.rate).collect());
         let utilisation = sorted(loads.iter().map(RouterLoad::utilisation).collect());
@@ -213,6 +224,8 @@ impl Summary {
             unfindable: outcomes.iter().filter(|o| o.live_holders == 0).count() as u32,
             first_hit_p50_ms: quantile(&first_hits, 0.5),
             first_hit_p90_ms: quantile(&first_hits, 0.9),
+            target_p50_ms: quantile(&to_target, 0.5),
+            target_reached_share: to_target.len() as f64 / n,
             load_mean: mean(rates.iter().copied()),
             load_p99: quantile(&rates, 0.99),
             utilisation_mean: mean(utilisation.iter().copied()),
@@ -289,6 +302,11 @@ impl Summary {
             ("queries with no live holder", self.unfindable.to_string()),
             ("time to first hit p50 (ms)", f(self.first_hit_p50_ms, 0)),
             ("time to first hit p90 (ms)", f(self.first_hit_p90_ms, 0)),
+            (
+                "queries reaching the result target",
+                pct(self.target_reached_share),
+            ),
+            ("  time to result target p50 (ms)", f(self.target_p50_ms, 0)),
             ("router load mean (msg/s)", f(self.load_mean, 3)),
             ("router load p99 (msg/s)", f(self.load_p99, 3)),
             ("load / capacity mean", pct(self.utilisation_mean)),

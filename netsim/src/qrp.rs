@@ -21,7 +21,7 @@
 //! (a file published seconds ago may be pruned), and the bytes of the
 //! table updates themselves (see `docs/QRP.md` for their cost).
 
-use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Neighbour, Step};
+use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbour, Step};
 
 use crate::clock::{as_duration, seconds, Time};
 use crate::sim::{node_of, peer, Event, Sim, State};
@@ -152,6 +152,10 @@ impl Sim {
             return;
         };
         let steps = search.on_results(sources, as_duration(now));
+        if steps.contains(&Step::Finish(Finish::Enough)) {
+            let state = &mut self.queries[q as usize];
+            state.outcome.target_reached = Some(now.saturating_sub(state.issued));
+        }
         self.dynamic_steps(q, steps, now);
     }
 

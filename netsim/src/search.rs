@@ -77,6 +77,9 @@ pub struct Outcome {
     pub found: u32,
     /// Time to the first hit, if any came.
     pub first_hit: Option<Time>,
+    /// Dynamic querying: time until the searcher's supernode had the
+    /// target number of sources, if it got them.
+    pub target_reached: Option<Time>,
     /// The searcher had no supernode to ask.
     pub stranded: bool,
 }
