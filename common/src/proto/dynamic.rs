@@ -207,7 +207,7 @@ impl DynamicQuery {
             return max_ttl;
         }
         let per_supernode = f64::from(self.results) / self.searched;
-        let missing = f64::from(self.config.target_results - self.results);
+        let missing = f64::from(self.config.target_results.saturating_sub(self.results));
         let share = missing / per_supernode / self.waiting.len().max(1) as f64;
         let degree = self.degree(self.waiting.last().map_or(0, |next| next.degree));
         (0..=max_ttl)
