@@ -276,16 +276,7 @@ fn print_invite(group: &cli::group::Group, host: Option<std::net::IpAddr>) -> an
     let host = host.unwrap_or_else(cli::group::likely_host);
     let invite = group.invite(host)?;
     println!("group {}: this node is {}", group.name, invite.members[0]);
-    println!(
-        "shared with the group: {}",
-        group
-            .settings
-            .share
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("shared with the group: {}", group.shared_folders());
     println!("invite (send it to members only; it holds the key):");
     println!("{invite}");
     if host.is_loopback() {
@@ -776,16 +767,7 @@ fn group(command: GroupCommand) -> anyhow::Result<()> {
                 if members == 1 { "" } else { "s" },
                 group.settings.listen.port()
             );
-            println!(
-                "shared with the group: {}",
-                group
-                    .settings
-                    .share
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("shared with the group: {}", group.shared_folders());
             println!("run (or restart) `canopy run` to start sharing with the group");
         }
         GroupCommand::List { data } => {
@@ -801,13 +783,7 @@ fn group(command: GroupCommand) -> anyhow::Result<()> {
                     group.name,
                     group.settings.listen.port(),
                     format!("{:?}", group.settings.role).to_lowercase(),
-                    group
-                        .settings
-                        .share
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    group.shared_folders()
                 );
             }
         }

@@ -70,6 +70,13 @@ impl Process {
     }
 
     /// The rest of the first printed line that contains `marker`.
+    /// The desktop app's HOST:PORT, from the address the node prints.
+    fn app_address(&mut self) -> String {
+        let url = self.wait_for("desktop app: open ");
+        let url = url.trim_start_matches("http://");
+        url.split('/').next().unwrap().to_string()
+    }
+
     fn wait_for(&mut self, marker: &str) -> String {
         loop {
             if let Some(line) = self.printed.iter().find(|line| line.contains(marker)) {
@@ -378,13 +385,7 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
         ],
         &data,
     );
-    let url = node.wait_for("desktop app: open ");
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = node.app_address();
     let key = std::fs::read_to_string(data.join("api-key")).unwrap();
     #[cfg(unix)]
     {
@@ -549,13 +550,7 @@ fn remote_access_needs_a_password() {
         ],
         &temp.path().join("data"),
     );
-    let url = node.wait_for("desktop app: open ");
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = node.app_address();
     let get = |headers: &str| ask(&addr, &format!("GET / HTTP/1.1\r\n{headers}\r\n"));
     let (status, answer) = get("Host: canopy.example.net\r\n");
     assert_eq!(status, 401);
@@ -653,13 +648,7 @@ fn a_killed_app_resumes_its_downloads_after_a_restart() {
             ],
             &app_data,
         );
-        let url = app.wait_for("desktop app: open ");
-        let addr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let addr = app.app_address();
         (app, addr)
     };
     let (app, addr) = start_app();

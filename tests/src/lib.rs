@@ -148,15 +148,21 @@ pub fn uploaded(node: &Node) -> u64 {
     node.stats().bytes_sent.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Starts a leaf joined to `supernode` (keeping `sessions` supernodes) that
-/// shares `files`, and waits until every joined supernode was told of them.
-pub async fn start_leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[u8])]) -> Peer {
-    let data = tempfile::tempdir().unwrap();
-    let share = data.path().join("share");
+/// A folder `share` inside `dir` holding `files` (name, bytes).
+fn share_folder(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+    let share = dir.join("share");
     std::fs::create_dir_all(&share).unwrap();
     for (name, bytes) in files {
         std::fs::write(share.join(name), bytes).unwrap();
     }
+    share
+}
+
+/// Starts a leaf joined to `supernode` (keeping `sessions` supernodes) that
+/// shares `files`, and waits until every joined supernode was told of them.
+pub async fn start_leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[u8])]) -> Peer {
+    let data = tempfile::tempdir().unwrap();
+    let share = share_folder(data.path(), files);
     let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK).sharing(share);
     config.bootstrap = vec![supernode];
     config.leaf_sessions = sessions;
@@ -218,11 +224,7 @@ pub async fn start_member(
     files: &[(&str, &[u8])],
 ) -> Member {
     let data = tempfile::tempdir().unwrap();
-    let share = data.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(share.join(name), bytes).unwrap();
-    }
+    let share = share_folder(data.path(), files);
     let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK).sharing(share);
     config.network = network;
     match join {
@@ -276,4 +278,16 @@ impl Member {
     pub fn from_parts(node: Node, data: tempfile::TempDir) -> Member {
         Member { node, _data: data }
     }
+}
+
+/// Waits until `condition` holds, checking every 50 ms; fails the test
+/// naming `what` after 20 s.
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
 }

@@ -9,7 +9,7 @@ use canopy_common::proto::Query;
 use canopy_node::node::ElectionSettings;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
-use canopy_tests::{search_until, start_leaf, LOOPBACK};
+use canopy_tests::{search_until, start_leaf, until, LOOPBACK};
 
 fn qualified() -> Profile {
     Profile {
@@ -99,16 +99,6 @@ async fn supernode(
     Node::start(config).await.unwrap()
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_supernode_hands_its_leaves_on_and_becomes_a_leaf_for_good() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,20 +135,20 @@ async fn an_idle_supernode_hands_its_leaves_on_and_becomes_a_leaf_for_good() {
         .joined
         .contains_key(&idle.peer_addr().id));
 
-    eventually("the idle supernode to step down", || idle.supernode().is_none()).await;
+    until("the idle supernode to step down", || idle.supernode().is_none()).await;
     let others = [first.peer_addr().id, second.peer_addr().id];
     let leaf_status = leaf.node.leaf_status();
-    eventually("the leaf to re-home to a neighbour", || {
+    until("the leaf to re-home to a neighbour", || {
         leaf_status.borrow().joined.keys().any(|id| others.contains(id))
     })
     .await;
     let idle_status = idle.leaf_status();
-    eventually("the demoted node to join as a leaf", || {
+    until("the demoted node to join as a leaf", || {
         idle_status.borrow().joined.keys().any(|id| others.contains(id))
     })
     .await;
     // The overlay no longer counts it as a supernode.
-    eventually("the neighbours to drop the link", || {
+    until("the neighbours to drop the link", || {
         [&first, &second].iter().all(|s| {
             s.supernode().is_some_and(|s| {
                 s.overlay()

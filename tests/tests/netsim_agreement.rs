@@ -23,7 +23,7 @@ use canopy_common::proto::{PeerAddr, Query};
 use canopy_node::cli::search::ask;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{Overlay, OverlayConfig, SupernodeConfig};
-use canopy_tests::{client, LOOPBACK};
+use canopy_tests::{client, until, LOOPBACK};
 
 const NODES: u32 = 7;
 const EDGES: [(u32, u32); 8] = [(0, 1), (0, 2), (1, 3), (2, 3), (3, 4), (4, 5), (4, 6), (5, 6)];
@@ -69,8 +69,8 @@ async fn supernode(i: u32, bootstrap: Vec<PeerAddr>) -> Running {
     }
 }
 
-fn overlay(node: &Running) -> &Arc<Overlay> {
-    node.node.supernode().unwrap().overlay().unwrap()
+fn overlay(node: &Running) -> Arc<Overlay> {
+    node.node.supernode().unwrap().overlay().unwrap().clone()
 }
 
 fn answered(nodes: &[Running]) -> Vec<u64> {
@@ -78,16 +78,6 @@ fn answered(nodes: &[Running]) -> Vec<u64> {
         .iter()
         .map(|n| overlay(n).stats.queries_answered.load(Ordering::Relaxed))
         .collect()
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use canopy_node::download::SourceSpec;
 use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{OverlayConfig, SupernodeConfig};
-use canopy_tests::{client, search_until, start_leaf as leaf, LOOPBACK};
+use canopy_tests::{client, search_until, start_leaf as leaf, until, LOOPBACK};
 
 struct Running {
     node: Node,
@@ -44,16 +44,6 @@ fn neighbours(node: &Running) -> usize {
         .unwrap()
         .neighbours()
         .len()
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn query(text: &str, ttl: Option<u8>) -> Query {

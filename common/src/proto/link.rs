@@ -145,7 +145,9 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+/// Decodes `%XX` escapes and `+` (as a space); `None` if an escape is
+/// malformed or the result is not UTF-8. Shared with the node's HTTP server.
+pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;

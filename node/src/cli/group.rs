@@ -110,6 +110,16 @@ pub struct Group {
 }
 
 impl Group {
+    /// The folders shared with the group, for people: "a, b".
+    pub fn shared_folders(&self) -> String {
+        self.settings
+            .share
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Where the group's membership comes from: the key file (if there is
     /// one) and `allow.txt` (if there is one), re-read while running.
     pub fn network_settings(&self) -> NetworkSettings {

@@ -241,13 +241,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     } else {
                         "s"
                     },
-                    group
-                        .settings
-                        .share
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    group.shared_folders()
                 );
                 group_nodes.push(group_node);
             }

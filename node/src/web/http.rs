@@ -10,6 +10,7 @@
 //! breaks a rule gets a 4xx answer and the connection is closed; nothing a
 //! client sends can make the server panic or buffer without bound.
 
+pub use canopy_common::proto::link::percent_decode;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,33 +78,6 @@ impl Request {
             (percent_decode(key)? == name).then(|| percent_decode(value))?
         })
     }
-}
-
-/// Decodes `%XX` escapes and `+` (as a space); `None` if the result is not UTF-8
-/// or an escape is malformed.
-pub fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Why a request could not be read. Each maps to the status sent back.
