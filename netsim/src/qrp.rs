@@ -21,7 +21,7 @@
 //! (a file published seconds ago may be pruned), and the bytes of the
 //! table updates themselves (see `docs/QRP.md` for their cost).
 
-use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbour, Step};
+use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbour, Reach, Step};
 
 use crate::clock::{as_duration, seconds, Time};
 use crate::sim::{node_of, peer, Event, Sim, State};
@@ -131,12 +131,17 @@ impl Sim {
         let probe_is_last_hop = config.probe_ttl == 0;
         let mut neighbours = Vec::new();
         for n in self.neighbours[router as usize].clone() {
-            let table_may_match =
-                !self.keyword_tables() || !probe_is_last_hop || self.table_may_match(q, n, now);
+            let reach = if !self.keyword_tables() || !probe_is_last_hop {
+                Reach::Unknown
+            } else if self.table_may_match(q, n, now) {
+                Reach::Within(0)
+            } else {
+                Reach::Beyond(1)
+            };
             neighbours.push(Neighbour {
                 peer: peer(n),
                 degree: self.neighbours[n as usize].len() as u32,
-                table_may_match,
+                reach,
             });
         }
         let (search, steps) = DynamicQuery::start(config, neighbours, as_duration(now));

@@ -15,7 +15,7 @@
 use canopy_common::proto::dynamic::DynamicQuery;
 use canopy_common::proto::frame::{encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::id::{ContentHash, PeerAddr, PeerId};
-use canopy_common::proto::routing::{Action, FloodQuery, Origin, QueryId};
+use canopy_common::proto::routing::{Action, FloodQuery, Forward, Origin, QueryId};
 use canopy_common::proto::search::{FileKind, Hit, Query};
 
 use crate::clock::{seconds, Time, NEVER};
@@ -327,13 +327,18 @@ impl Sim {
             self.fill_allowed(q, done);
         }
         let (scratch, allowed) = (&self.scratch, &self.allowed);
-        let may_match =
-            |to: PeerId, _: &Query| scratch.iter().position(|p| *p == to).is_none_or(|at| allowed[at]);
+        let may_match = |to: PeerId, _: &Query, _: u8| {
+            if scratch.iter().position(|p| *p == to).is_none_or(|at| allowed[at]) {
+                Forward::Routed
+            } else {
+                Forward::Pruned
+            }
+        };
         let actions = router.on_query_with(
             Origin::Neighbour(peer(from)),
             message,
             &self.scratch,
-            last_hop.then_some(&may_match as &dyn Fn(PeerId, &Query) -> bool),
+            last_hop.then_some(&may_match as &dyn Fn(PeerId, &Query, u8) -> Forward),
             crate::clock::as_duration(done),
         );
         // The router answers a new query at least with AnswerLocally; it

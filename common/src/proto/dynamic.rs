@@ -71,8 +71,35 @@ pub struct Neighbour {
     pub peer: PeerId,
     /// Its number of supernode neighbours, if it told us (0: unknown).
     pub degree: u32,
-    /// Whether its keyword table may match the query (true without a table).
-    pub table_may_match: bool,
+    /// What its keyword tables say about the query.
+    pub reach: Reach,
+}
+
+/// How far past a neighbour the nearest match may be, by its keyword
+/// tables ([`super::qrp::horizon`]). Level `k` of a neighbour's tables
+/// covers every supernode within `k` hops past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// No tables from it: anything may be anywhere.
+    Unknown,
+    /// Its level-`k` table is the first that may match: a copy needs TTL
+    /// `k` on arrival there to get to the match.
+    Within(u8),
+    /// It sent `n` levels and none matches: nothing within `n − 1` hops
+    /// past it, so a copy is useful only with TTL `n` or more.
+    Beyond(u8),
+}
+
+impl Reach {
+    /// Whether a copy arriving with `ttl` can find anything the tables
+    /// have not ruled out.
+    pub fn worth_asking(self, ttl: u8) -> bool {
+        match self {
+            Reach::Unknown => true,
+            Reach::Within(level) => ttl >= level,
+            Reach::Beyond(levels) => ttl >= levels,
+        }
+    }
 }
 
 /// What the caller should do.
@@ -233,7 +260,7 @@ impl DynamicQuery {
             };
             // Searched either way: its table vouches that nothing is there.
             self.searched += reach(self.degree(neighbour.degree), ttl);
-            if ttl == 0 && !neighbour.table_may_match {
+            if !neighbour.reach.worth_asking(ttl) {
                 continue;
             }
             steps.push(Step::Probe {

@@ -10,10 +10,11 @@
 //! The rules, as in Gnutella and FastTrack:
 //! * a query carries a random id, a TTL and a hop count; the TTL is capped
 //!   on arrival so no peer can inflate a flood;
-//! * on the last hop (the copy would arrive with TTL 0), a caller that knows
-//!   its neighbours' keyword tables ([`super::qrp`]) passes a filter to
-//!   [`Router::on_query_with`] and the query goes only to neighbours that
-//!   may have a match (Gnutella's QRP); without one, it goes to all;
+//! * a caller that knows its neighbours' keyword tables ([`super::qrp`])
+//!   passes a filter to [`Router::on_query_with`], and a copy goes only to
+//!   neighbours whose tables say a match may lie within the copy's reach
+//!   (Gnutella's QRP checked on the last hop, extended to every hop the
+//!   tables cover); without one, it goes to all;
 //! * each id is handled once: a duplicate (arriving by another path) is
 //!   dropped, tracked by a bounded seen-cache with expiry;
 //! * a query is answered locally and forwarded to every neighbour but the
@@ -73,17 +74,31 @@ pub enum Dropped {
 }
 
 /// Decides whether a last-hop copy of a query goes to a neighbour.
-pub type LastHopFilter<'a> = &'a dyn Fn(PeerId, &Query) -> bool;
+pub type ForwardFilter<'a> = &'a dyn Fn(PeerId, &Query, u8) -> Forward;
+
+/// How a copy of a query is chosen for one neighbour, as a keyword
+/// routing filter decides ([`super::qrp::horizon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Send it without a check: nothing is known about what lies that far
+    /// (no tables from this neighbour, or a TTL past their horizon).
+    Broadcast,
+    /// Send it: the neighbour's tables say a match may lie within reach.
+    Routed,
+    /// Do not send it: the neighbour's tables rule out every supernode the
+    /// copy could reach.
+    Pruned,
+}
 
 /// Query copies this router sent, by how they were chosen: the measure of
 /// how much of the traffic keyword routing decides.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Forwarding {
-    /// Sent without a check (every hop but the last, or no filter given).
+    /// Sent without a check (no filter given, or it knew nothing that far).
     pub broadcast: u64,
-    /// Sent on the last hop because the neighbour's table may match.
+    /// Sent because the neighbour's tables may match within the copy's reach.
     pub routed: u64,
-    /// Not sent on the last hop: the neighbour's table rules it out.
+    /// Not sent: the neighbour's tables rule out everything in reach.
     pub pruned: u64,
 }
 
@@ -195,16 +210,17 @@ impl Router {
         self.on_query_with(from, query, neighbours, None, now)
     }
 
-    /// [`Router::on_query`] with keyword routing: on the last hop, the
-    /// query goes only to neighbours for which `last_hop(neighbour, query)`
-    /// holds (typically [`super::qrp::NeighbourTables::may_forward`]).
-    /// Earlier hops are flooded as before.
+    /// [`Router::on_query`] with keyword routing: each copy goes to a
+    /// neighbour only if `filter(neighbour, query, ttl)` does not prune it,
+    /// where `ttl` is what the copy carries on arrival (0: the neighbour
+    /// answers from its index and forwards no further). Without a filter
+    /// every neighbour gets a copy.
     pub fn on_query_with(
         &mut self,
         from: Origin,
         mut query: FloodQuery,
         neighbours: &[PeerId],
-        last_hop: Option<LastHopFilter<'_>>,
+        filter: Option<ForwardFilter<'_>>,
         now: Duration,
     ) -> Vec<Action> {
         self.expire(now);
@@ -238,15 +254,17 @@ impl Router {
                 hops: query.hops.saturating_add(1),
                 ..query
             };
-            let filter = last_hop.filter(|_| forwarded.ttl == 0);
             for &neighbour in neighbours {
                 if Origin::Neighbour(neighbour) == from {
                     continue;
                 }
-                match filter {
-                    None => self.forwarding.broadcast += 1,
-                    Some(may_match) if may_match(neighbour, &forwarded.query) => self.forwarding.routed += 1,
-                    Some(_) => {
+                let decision = filter.map_or(Forward::Broadcast, |decide| {
+                    decide(neighbour, &forwarded.query, forwarded.ttl)
+                });
+                match decision {
+                    Forward::Broadcast => self.forwarding.broadcast += 1,
+                    Forward::Routed => self.forwarding.routed += 1,
+                    Forward::Pruned => {
                         self.forwarding.pruned += 1;
                         continue;
                     }
@@ -445,7 +463,13 @@ mod tests {
     #[test]
     fn the_last_hop_goes_only_where_the_filter_allows() {
         let mut router = Router::new(RouterConfig::default());
-        let only_peer_3 = |to: PeerId, _: &Query| to == peer(3);
+        // Peer 3's tables match; the others' rule the query out on the
+        // last hop and know nothing further away.
+        let only_peer_3 = |to: PeerId, _: &Query, ttl: u8| match (to == peer(3), ttl) {
+            (true, _) => Forward::Routed,
+            (false, 0) => Forward::Pruned,
+            (false, _) => Forward::Broadcast,
+        };
         let neighbours = [peer(1), peer(2), peer(3)];
         let flood = |n: u8, ttl: u8| FloodQuery {
             id: QueryId([n; 16]),
@@ -465,15 +489,15 @@ mod tests {
         // TTL 1: the copies arrive with TTL 0, so this is the last hop.
         let last = router.on_query_with(Origin::Local(1), flood(1, 1), &neighbours, Some(&only_peer_3), T0);
         assert_eq!(targets(last), vec![peer(3)]);
-        // TTL 2: not the last hop, flooded whatever the filter says.
+        // TTL 2: peers 1 and 2 know nothing that far, so they get it too.
         let earlier =
             router.on_query_with(Origin::Local(1), flood(2, 2), &neighbours, Some(&only_peer_3), T0);
         assert_eq!(targets(earlier), neighbours.to_vec());
         assert_eq!(
             router.forwarding(),
             Forwarding {
-                broadcast: 3,
-                routed: 1,
+                broadcast: 2,
+                routed: 2,
                 pruned: 2
             }
         );

@@ -9,7 +9,7 @@ fn neighbours(count: u8, degree: u32) -> Vec<Neighbour> {
         .map(|n| Neighbour {
             peer: peer(n),
             degree,
-            table_may_match: true,
+            reach: Reach::Unknown,
         })
         .collect()
 }
@@ -133,7 +133,7 @@ fn a_last_hop_probe_skips_neighbours_whose_tables_rule_it_out() {
         ..DynamicConfig::default()
     };
     let mut list = neighbours(3, 10);
-    list[0].table_may_match = false;
+    list[0].reach = Reach::Beyond(1);
     let (search, steps) = DynamicQuery::start(config, list, T0);
     assert_eq!(
         steps,

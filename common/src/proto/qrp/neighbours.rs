@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use super::{KeywordTable, TableError, TableUpdate};
 use crate::proto::id::PeerId;
+use crate::proto::routing::Forward;
 use crate::proto::search::Query;
 
 /// Most neighbours whose tables are kept: with 2^[`super::MAX_LOG2_BITS`]-bit
@@ -72,6 +73,21 @@ impl NeighbourTables {
         self.tables.get(&to).is_none_or(|table| table.may_match(query))
     }
 
+    /// The routing decision for a copy arriving at `to` with `ttl`: these
+    /// tables cover the neighbour alone, so they decide the last hop only.
+    pub fn decide(&self, to: PeerId, query: &Query, ttl: u8) -> Forward {
+        match self.tables.get(&to) {
+            Some(table) if ttl == 0 => {
+                if table.may_match(query) {
+                    Forward::Routed
+                } else {
+                    Forward::Pruned
+                }
+            }
+            _ => Forward::Broadcast,
+        }
+    }
+
     /// Bytes of table held, for operators.
     pub fn bytes(&self) -> usize {
         self.tables.values().map(KeywordTable::byte_len).sum()
@@ -112,7 +128,7 @@ mod tests {
             hops: 0,
             query: Query::words("Sinnerman"),
         };
-        let may_forward = |to: PeerId, query: &Query| tables.may_forward(to, query);
+        let may_forward = |to: PeerId, query: &Query, ttl: u8| tables.decide(to, query, ttl);
         let actions = router.on_query_with(
             Origin::Neighbour(peer(1)),
             flood,
