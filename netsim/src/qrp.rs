@@ -7,21 +7,33 @@
 //!
 //! The tables are **modelled**, not built (the catalogue has no words per
 //! node to hash, and rebuilding tables under churn at 10^6 nodes would
-//! dominate the run). A neighbour's table matches a query
-//! * always, when the neighbour indexes a live holder of the file (no false
-//!   negatives: the property `common`'s tests prove of the real table);
-//! * otherwise with the false-positive rate of a real table of that
-//!   neighbour's words: `fill²` for the query's title word (unique to the
-//!   file), where `fill = 1 − exp(−2·W / 2^bits)` and `W` is the files held
-//!   by the neighbour and its leaves plus their artists (at most 977). The
-//!   artist word is taken to be present, so this over-states false
-//!   positives. `common`'s tests measure the real table at `fill²` ± 0.01.
+//! dominate the run). They are horizon tables
+//! (`canopy_common::proto::qrp::horizon`): level `k` of the tables a
+//! router M sends its neighbour N covers every router within `k` hops of
+//! M, never through N. Level `k` of M's tables, as N holds them, matches a
+//! query
+//! * always, when a live holder of the file is indexed by M (`k = 0`) or,
+//!   for `k ≥ 1`, by a router within `k − 1` hops of one of M's other
+//!   neighbours (no false negatives: the property `common`'s tests prove
+//!   of the real tables). Distances are taken on the overlay when the query
+//!   starts: table updates take seconds to spread, queries seconds to run;
+//! * otherwise with the false-positive rate of a real table holding the
+//!   words of everything within `k` hops of M: `fill²` for the query's
+//!   title word (unique to the file), where `fill = 1 − exp(−2·W / 2^bits)`
+//!   and `W` is the files held by those routers and their leaves plus
+//!   their artists, at most the catalogue's distinct words. The artist
+//!   word is taken to be present, so this over-states false positives.
+//!   One coin per (query, router), so a level matches whenever a lower one
+//!   does, as the real tables (each a superset of the one below) do.
 //!
 //! Not modelled: the delay before a table change reaches the neighbours
 //! (a file published seconds ago may be pruned), and the bytes of the
 //! table updates themselves (see `docs/QRP.md` for their cost).
 
+use std::collections::{HashMap, VecDeque};
+
 use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbour, Reach, Step};
+use canopy_common::proto::routing::Forward;
 
 use crate::clock::{as_duration, seconds, Time};
 use crate::sim::{node_of, peer, Event, Sim, State};
@@ -30,15 +42,20 @@ use crate::sim::{node_of, peer, Event, Sim, State};
 const ARTISTS: f64 = 977.0;
 /// A router's table fill is recomputed when older than this.
 const FILL_REFRESH_S: f64 = 60.0;
+/// Most levels a scenario may ask for.
+pub const MAX_LEVELS: u8 = 8;
 
-/// What the simulator knows to model a router's keyword table.
+/// What the simulator knows to model the routers' keyword tables.
 #[derive(Debug)]
 pub struct TableModel {
     /// Files each node shares.
     files_held: Vec<u32>,
-    /// Per node: when its fill was computed, and the fill.
-    fill: Vec<(Time, f32)>,
+    /// Per router and level: when the fill was computed, and the fill.
+    fill: HashMap<u32, [(Time, f32); MAX_LEVELS as usize]>,
     log2_bits: u8,
+    levels: u8,
+    /// Distinct words in the whole catalogue: no table holds more.
+    catalogue_words: f64,
 }
 
 impl TableModel {
@@ -53,9 +70,15 @@ impl TableModel {
         }
         TableModel {
             files_held,
-            fill: vec![(Time::MAX, 0.0); n],
+            fill: HashMap::new(),
             log2_bits: sim.scenario.router.table_log2_bits,
+            levels: sim.scenario.router.table_levels.clamp(1, MAX_LEVELS),
+            catalogue_words: f64::from(catalogue.files()) + ARTISTS,
         }
+    }
+
+    pub fn levels(&self) -> u8 {
+        self.levels
     }
 }
 
@@ -71,47 +94,151 @@ impl Sim {
         self.tables.is_some()
     }
 
-    /// The share of a router's table bits set, now.
-    fn table_fill(&mut self, router: u32, now: Time) -> f64 {
-        let Some(model) = self.tables.as_mut() else {
-            return 1.0;
-        };
-        let (at, fill) = model.fill[router as usize];
-        if at != Time::MAX && now.saturating_sub(at) < seconds(FILL_REFRESH_S) {
-            return f64::from(fill);
+    /// Levels of table each router sends (0 without keyword routing).
+    pub(crate) fn table_levels(&self) -> u8 {
+        self.tables.as_ref().map_or(0, TableModel::levels)
+    }
+
+    /// Distance from each router near a holder of query `q`'s file to the
+    /// nearest router indexing one, as far as the tables can tell (levels −
+    /// 2 hops: level `k` looks `k − 1` past a neighbour).
+    pub(crate) fn holder_distances(&self, q: u32) -> Vec<(u32, u8)> {
+        let levels = self.table_levels();
+        let index = &self.queries[q as usize].index;
+        let mut distance: HashMap<u32, u8> = index.iter().map(|&(router, _)| (router, 0)).collect();
+        let mut frontier: VecDeque<u32> = index.iter().map(|&(router, _)| router).collect();
+        let farthest = levels.saturating_sub(2);
+        while let Some(router) = frontier.pop_front() {
+            let d = distance[&router];
+            if d >= farthest {
+                continue;
+            }
+            for &next in &self.neighbours[router as usize] {
+                if self.state[next as usize] == State::Router && !distance.contains_key(&next) {
+                    distance.insert(next, d + 1);
+                    frontier.push_back(next);
+                }
+            }
         }
-        let files: f64 = std::iter::once(router)
+        let mut near: Vec<(u32, u8)> = distance.into_iter().collect();
+        near.sort_unstable();
+        near
+    }
+
+    /// Words under one router: its own files', its leaves', their artists.
+    fn files_under(&self, model: &TableModel, router: u32) -> f64 {
+        std::iter::once(router)
             .chain(self.leaves[router as usize].iter().copied())
             .map(|node| f64::from(model.files_held[node as usize]))
-            .sum();
-        let words = files + files.min(ARTISTS);
+            .sum()
+    }
+
+    /// The share of bits set in a table of everything within `level` hops
+    /// of `router`, now.
+    fn table_fill(&mut self, router: u32, level: u8, now: Time) -> f64 {
+        let Some(model) = self.tables.as_ref() else {
+            return 1.0;
+        };
+        if let Some(levels) = model.fill.get(&router) {
+            let (at, fill) = levels[level as usize];
+            if at != Time::MAX && now.saturating_sub(at) < seconds(FILL_REFRESH_S) {
+                return f64::from(fill);
+            }
+        }
+        // The ball of routers within `level` hops, breadth first, stopping
+        // once it holds more than the catalogue's words.
+        let mut seen = vec![router];
+        let mut frontier = vec![router];
+        let mut files = self.files_under(model, router);
+        for _ in 0..level {
+            if files >= model.catalogue_words {
+                break;
+            }
+            let mut next = Vec::new();
+            for &at in &frontier {
+                for &n in &self.neighbours[at as usize] {
+                    if self.state[n as usize] == State::Router && !seen.contains(&n) {
+                        seen.push(n);
+                        next.push(n);
+                        files += self.files_under(model, n);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        let words = (files + files.min(ARTISTS)).min(model.catalogue_words);
         let bits = (1u64 << model.log2_bits) as f64;
         let fill = 1.0 - (-2.0 * words / bits).exp();
-        model.fill[router as usize] = (now, fill as f32);
+        let model = self.tables.as_mut().expect("checked above");
+        let entry = model
+            .fill
+            .entry(router)
+            .or_insert([(Time::MAX, 0.0); MAX_LEVELS as usize]);
+        entry[level as usize] = (now, fill as f32);
         fill
     }
 
-    /// Whether `neighbour`'s table may match query `q`.
-    pub(crate) fn table_may_match(&mut self, q: u32, neighbour: u32, now: Time) -> bool {
-        let indexes_holder = self.queries[q as usize]
-            .index
-            .binary_search_by_key(&neighbour, |&(router, _)| router)
-            .is_ok();
-        if indexes_holder {
+    /// Whether level `level` of `router`'s tables, as `holder_of_tables`
+    /// (its neighbour) holds them, may match query `q`. `near` is
+    /// [`Self::holder_distances`] for `q`.
+    fn level_matches(
+        &mut self,
+        q: u32,
+        near: &[(u32, u8)],
+        router: u32,
+        holder_of_tables: u32,
+        level: u8,
+        now: Time,
+    ) -> bool {
+        let distance = |node: u32| {
+            near.binary_search_by_key(&node, |&(r, _)| r)
+                .ok()
+                .map(|at| near[at].1)
+        };
+        if distance(router) == Some(0) {
             return true;
         }
-        let fill = self.table_fill(neighbour, now);
-        coin(q, neighbour, self.seed) < fill * fill
+        if level >= 1
+            && self.neighbours[router as usize]
+                .iter()
+                .any(|&n| n != holder_of_tables && distance(n).is_some_and(|d| d < level))
+        {
+            return true;
+        }
+        let fill = self.table_fill(router, level, now);
+        coin(q, router, self.seed) < fill * fill
     }
 
-    /// Fills `self.allowed` with the last-hop decision for each neighbour
-    /// in `self.scratch`.
-    pub(crate) fn fill_allowed(&mut self, q: u32, now: Time) {
+    /// Fills `self.decisions` with the routing decision, at `router`, for
+    /// a copy of query `q` arriving at each neighbour in `self.scratch`
+    /// with `ttl`.
+    pub(crate) fn fill_decisions(&mut self, q: u32, router: u32, ttl: u8, now: Time) {
+        let levels = self.table_levels();
         let neighbours: Vec<u32> = self.scratch.iter().map(node_of).collect();
-        self.allowed = neighbours
+        if ttl >= levels {
+            self.decisions = vec![Forward::Broadcast; neighbours.len()];
+            return;
+        }
+        let near = self.queries[q as usize].near.take().unwrap_or_default();
+        self.decisions = neighbours
             .into_iter()
-            .map(|n| self.table_may_match(q, n, now))
+            .map(|n| {
+                if self.level_matches(q, &near, n, router, ttl, now) {
+                    Forward::Routed
+                } else {
+                    Forward::Pruned
+                }
+            })
             .collect();
+        self.queries[q as usize].near = Some(near);
+    }
+
+    /// What `neighbour`'s tables, as `router` holds them, say about `q`.
+    fn reach(&mut self, q: u32, near: &[(u32, u8)], neighbour: u32, router: u32, now: Time) -> Reach {
+        let levels = self.table_levels();
+        (0..levels)
+            .find(|&level| self.level_matches(q, near, neighbour, router, level, now))
+            .map_or(Reach::Beyond(levels), Reach::Within)
     }
 
     /// Starts query `q`'s dynamic search at `router` (which has already
@@ -126,17 +253,17 @@ impl Sim {
                 ttl => ttl.min(self.scenario.topology.max_ttl),
             },
             wait_per_hop: as_duration(seconds(settings.wait_per_hop_s)),
+            max_widening_ttl: settings.dynamic_max_widening_ttl,
+            broadcast_past_tables: settings.dynamic_broadcast_past_tables,
             ..DynamicConfig::default()
         };
-        let probe_is_last_hop = config.probe_ttl == 0;
+        let near = self.queries[q as usize].near.take().unwrap_or_default();
         let mut neighbours = Vec::new();
         for n in self.neighbours[router as usize].clone() {
-            let reach = if !self.keyword_tables() || !probe_is_last_hop {
-                Reach::Unknown
-            } else if self.table_may_match(q, n, now) {
-                Reach::Within(0)
+            let reach = if self.keyword_tables() {
+                self.reach(q, &near, n, router, now)
             } else {
-                Reach::Beyond(1)
+                Reach::Unknown
             };
             neighbours.push(Neighbour {
                 peer: peer(n),
@@ -146,6 +273,7 @@ impl Sim {
         }
         let (search, steps) = DynamicQuery::start(config, neighbours, as_duration(now));
         let state = &mut self.queries[q as usize];
+        state.near = Some(near);
         state.dynamic = Some(Box::new(search));
         state.dynamic_router = router;
         self.dynamic_steps(q, steps, now);
@@ -186,8 +314,8 @@ impl Sim {
             if self.state[router as usize] != State::Router {
                 return;
             }
-            let last_hop = ttl == 0 && self.keyword_tables();
-            self.send_flood(q, router, to, ttl, 1, last_hop, now);
+            let routed = ttl < self.table_levels();
+            self.send_flood(q, router, to, ttl, 1, routed, now);
         }
         let wakeup = self.queries[q as usize]
             .dynamic

@@ -299,6 +299,10 @@ pub struct RouterSettings {
     pub keyword_tables: bool,
     /// Size of a supernode's table, as a power of two bits.
     pub table_log2_bits: u8,
+    /// Levels of keyword table a router sends (1: its own, checked on the
+    /// last hop only, as Gnutella's QRP; `k`: also every router within
+    /// `k − 1` hops, checked on the last `k` hops).
+    pub table_levels: u8,
     /// The leaf's supernode runs the search as a
     /// [`canopy_common::proto::dynamic::DynamicQuery`] instead of one flood.
     pub dynamic: bool,
@@ -310,6 +314,12 @@ pub struct RouterSettings {
     pub wait_per_hop_s: f64,
     /// Dynamic querying: largest TTL of a copy (0: the topology's `max_ttl`).
     pub dynamic_max_ttl: u8,
+    /// Dynamic querying: hops of broadcast past the neighbours' tables
+    /// while nothing is found (`DynamicConfig::broadcast_past_tables`).
+    pub dynamic_broadcast_past_tables: u8,
+    /// Dynamic querying: largest TTL once a result is in
+    /// (`DynamicConfig::max_widening_ttl`).
+    pub dynamic_max_widening_ttl: u8,
 }
 
 impl Default for RouterSettings {
@@ -319,11 +329,14 @@ impl Default for RouterSettings {
             max_entries: 100_000,
             keyword_tables: false,
             table_log2_bits: 20,
+            table_levels: 1,
             dynamic: false,
             target_results: 150,
             dynamic_time_limit_s: 25.0,
             wait_per_hop_s: 1.2,
             dynamic_max_ttl: 0,
+            dynamic_broadcast_past_tables: 1,
+            dynamic_max_widening_ttl: 2,
         }
     }
 }

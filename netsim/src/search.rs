@@ -44,6 +44,9 @@ pub struct QueryState {
     pub trace: Option<Vec<(u32, u8)>>,
     /// The search its supernode runs, with dynamic querying.
     pub(crate) dynamic: Option<Box<DynamicQuery>>,
+    /// With keyword tables of more than one level: routers near a holder,
+    /// by distance ([`Sim::holder_distances`]), taken when it starts.
+    pub(crate) near: Option<Vec<(u32, u8)>>,
     pub(crate) dynamic_router: u32,
 }
 
@@ -59,7 +62,7 @@ pub struct Outcome {
     /// New routers reached at each hop count (index 0: the first router).
     pub reached_at_hop: [u32; 8],
     pub query_messages: u32,
-    /// Of them, copies sent on a last hop after a keyword-table check.
+    /// Of them, copies sent because a neighbour's keyword tables may match.
     pub routed_messages: u32,
     pub duplicates: u32,
     /// Query messages a router refused because its seen-cache was full.
@@ -241,6 +244,10 @@ impl Sim {
         state.outcome.live_holders = holders.len() as u32;
         state.index = index;
         state.holders = holders;
+        if self.keyword_tables() {
+            let near = self.holder_distances(q);
+            self.queries[q as usize].near = Some(near);
+        }
     }
 
     /// Takes a message into the node's processing queue: when it will be
@@ -322,23 +329,23 @@ impl Sim {
                 query: state.query.clone(),
             }
         };
-        let last_hop = ttl == 1 && self.keyword_tables();
-        if last_hop {
-            self.fill_allowed(q, done);
+        let tables = self.keyword_tables();
+        if tables {
+            let forwarded_ttl = ttl.min(router.config().max_ttl).saturating_sub(1);
+            self.fill_decisions(q, to, forwarded_ttl, done);
         }
-        let (scratch, allowed) = (&self.scratch, &self.allowed);
+        let (scratch, decisions) = (&self.scratch, &self.decisions);
         let may_match = |to: PeerId, _: &Query, _: u8| {
-            if scratch.iter().position(|p| *p == to).is_none_or(|at| allowed[at]) {
-                Forward::Routed
-            } else {
-                Forward::Pruned
-            }
+            scratch
+                .iter()
+                .position(|p| *p == to)
+                .map_or(Forward::Broadcast, |at| decisions[at])
         };
         let actions = router.on_query_with(
             Origin::Neighbour(peer(from)),
             message,
             &self.scratch,
-            last_hop.then_some(&may_match as &dyn Fn(PeerId, &Query, u8) -> Forward),
+            tables.then_some(&may_match as &dyn Fn(PeerId, &Query, u8) -> Forward),
             crate::clock::as_duration(done),
         );
         // The router answers a new query at least with AnswerLocally; it
@@ -395,7 +402,7 @@ impl Sim {
                     }
                 }
                 Action::Forward { to, query } => {
-                    let routed = query.ttl == 0 && self.keyword_tables();
+                    let routed = query.ttl < self.table_levels();
                     self.send_flood(q, node, node_of(&to), query.ttl, query.hops, routed, done);
                 }
                 Action::Deliver { .. } => {}
@@ -546,6 +553,7 @@ impl Sim {
             .count() as u32;
         state.outcome.first_hit = state.first_hit;
         state.dynamic = None;
+        state.near = None;
         state.index = Vec::new();
         state.holders = Vec::new();
         if state.issued >= start && state.issued <= end && state.issued != NEVER {
@@ -580,6 +588,7 @@ impl QueryState {
             holders: Vec::new(),
             responders: Vec::new(),
             first_hit: None,
+            near: None,
             outcome: Outcome::default(),
             trace: None,
             dynamic: None,

@@ -130,8 +130,8 @@ pub struct Sim {
     pub(crate) end: Time,
     /// Scratch list of neighbour ids handed to the router.
     pub(crate) scratch: Vec<PeerId>,
-    /// Last-hop decisions for `scratch`, when keyword routing is on.
-    pub(crate) allowed: Vec<bool>,
+    /// Routing decisions for `scratch`, when keyword routing is on.
+    pub(crate) decisions: Vec<canopy_common::proto::routing::Forward>,
     /// Keyword tables, modelled (`None`: plain flooding).
     pub(crate) tables: Option<crate::qrp::TableModel>,
 }
@@ -208,7 +208,7 @@ impl Sim {
             query_phase: (warmup, query_end),
             end,
             scratch: Vec::new(),
-            allowed: Vec::new(),
+            decisions: Vec::new(),
             tables: None,
             scenario,
         };

@@ -20,6 +20,9 @@ fn tables_and_dynamic_querying_send_fewer_queries_and_find_as_much() {
     qrp.router.keyword_tables = true;
     qrp.router.dynamic = true;
     qrp.router.dynamic_max_ttl = 4;
+    // Tables of the last hop only: a rare file needs the whole TTL.
+    qrp.router.dynamic_broadcast_past_tables = 4;
+    qrp.router.dynamic_max_widening_ttl = 4;
     let (_, before) = run(plain, 5);
     let (_, after) = run(qrp.clone(), 5);
     assert_eq!(before.routed_share, 0.0);
@@ -48,4 +51,21 @@ fn tables_alone_only_trim_the_last_hop() {
     assert!(after.recall_popular >= before.recall_popular, "{after:?}");
     // ...for fewer messages.
     assert!(after.query_messages < before.query_messages, "{after:?}");
+}
+
+#[test]
+fn horizon_tables_route_nearly_every_copy_and_lose_nothing() {
+    let plain = canopy(6_000);
+    let mut horizon = plain.clone();
+    horizon.router.keyword_tables = true;
+    horizon.router.table_levels = 3;
+    horizon.router.dynamic = true;
+    let (_, before) = run(plain, 7);
+    let (_, after) = run(horizon, 7);
+    assert!(after.routed_share >= 0.95, "{after:?}");
+    assert!(
+        after.query_messages * 2.0 < before.query_messages,
+        "{after:?} vs {before:?}"
+    );
+    assert!(after.success_rare >= before.success_rare, "{after:?}");
 }

@@ -5,18 +5,28 @@
 //! far too long for the popular one. Dynamic querying (Gnutella's, from
 //! LimeWire) lets the leaf's own supernode run the search in steps:
 //!
-//! 1. **probe**: the query goes to a few neighbours at a low TTL
-//!    ([`DynamicConfig::probe_fanout`], [`DynamicConfig::probe_ttl`]);
+//! 1. **probe**: the query goes at once to the few neighbours whose keyword
+//!    tables put a match nearest ([`Reach::Within`]), with just the TTL that
+//!    reaches it ([`DynamicConfig::probe_fanout`], at least
+//!    [`DynamicConfig::probe_ttl`]); without tables, to the first few at
+//!    the probe TTL;
 //! 2. **estimate**: results per supernode searched so far, where the number
 //!    searched is estimated from each neighbour's degree `d`: a copy sent
 //!    with TTL `t` reaches about `1 + (d−1) + … + (d−1)^t` supernodes
-//!    ([`reach`]);
-//! 3. **widen**: one neighbour at a time, with the smallest TTL whose reach
-//!    is expected to bring the missing results, shared among the
-//!    neighbours not yet asked; with no result yet, the largest TTL (a
-//!    rare file gets the whole horizon);
+//!    ([`reach`]) — pruned by tables or not, they were searched;
+//! 3. **widen**: one neighbour at a time, nearest match first, with the
+//!    smallest TTL whose reach is expected to bring the missing results
+//!    (never less than what reaches its match), shared among the
+//!    neighbours not yet asked; with no result yet, the largest TTL (a rare
+//!    file gets the whole horizon);
 //! 4. **stop** at [`DynamicConfig::target_results`] results, at the time
-//!    limit, or when every neighbour has been asked.
+//!    limit, or when every neighbour worth asking has been asked.
+//!
+//! A neighbour whose tables rule out everything they cover
+//! ([`Reach::Beyond`]) is asked only while nothing at all has been found,
+//! and then with a TTL that goes past what its tables cover: once a result
+//! is in, what lies past every table is not worth a broadcast, and widening
+//! stays close ([`DynamicConfig::max_widening_ttl`]).
 //!
 //! If asking one neighbour per step could not finish before the time
 //! limit, each step asks as many as needed to fit: a search for a rare file
@@ -25,8 +35,6 @@
 //! Sans-IO like [`super::routing`]: the caller feeds results and the time
 //! and sends the probes it is told to, as [`super::routing::FloodQuery`]s
 //! with the query's one id (so a supernode reached twice drops the copy).
-//! A probe with TTL 0 is a last hop: it is skipped, at no cost, for a
-//! neighbour whose keyword table rules the query out.
 
 use std::time::Duration;
 
@@ -49,6 +57,18 @@ pub struct DynamicConfig {
     pub wait_per_hop: Duration,
     /// Degree assumed for a neighbour whose degree is not known.
     pub assumed_degree: u32,
+    /// Largest TTL of a widening step once a result is in. The first probe
+    /// went straight to the nearest matches, however far the tables saw
+    /// them; widening looks for more sources of what was found, which the
+    /// tables route to close by, and a longer copy mostly finds duplicates
+    /// of the same file for many more messages.
+    pub max_widening_ttl: u8,
+    /// Hops a copy is broadcast past a neighbour's tables when they rule
+    /// out everything they cover ([`Reach::Beyond`]) and nothing has been
+    /// found yet: 1 asks it with the TTL its tables end at, so only the
+    /// hop to it is unchecked and its neighbours' tables route the rest.
+    /// More finds files past the tables for a flood's cost.
+    pub broadcast_past_tables: u8,
 }
 
 impl Default for DynamicConfig {
@@ -61,6 +81,8 @@ impl Default for DynamicConfig {
             max_ttl: 4,
             wait_per_hop: Duration::from_millis(1200),
             assumed_degree: 8,
+            max_widening_ttl: 2,
+            broadcast_past_tables: 1,
         }
     }
 }
@@ -149,6 +171,14 @@ impl DynamicQuery {
     /// should be fed in with [`Self::on_results`] like any others.
     pub fn start(config: DynamicConfig, neighbours: Vec<Neighbour>, now: Duration) -> (Self, Vec<Step>) {
         let mut waiting = neighbours;
+        // Nearest match first, then the unknown, then those ruled out; the
+        // stable sort keeps the caller's order within each. Popped from the
+        // end.
+        waiting.sort_by_key(|neighbour| match neighbour.reach {
+            Reach::Within(level) => u16::from(level),
+            Reach::Unknown => 0x100,
+            Reach::Beyond(_) => 0x200,
+        });
         waiting.reverse();
         let mut query = DynamicQuery {
             deadline: now + config.time_limit,
@@ -161,8 +191,26 @@ impl DynamicQuery {
             config,
         };
         let ttl = query.config.probe_ttl.min(query.config.max_ttl);
+        // The first probe goes to the nearest matches only (all at the
+        // same level, up to the fan-out); a neighbour whose tables rule out
+        // everything waits for the widening.
+        let nearest = query.waiting.last().map(|next| next.reach);
+        let fanout = query
+            .waiting
+            .iter()
+            .rev()
+            .take(query.config.probe_fanout.max(1))
+            .take_while(|neighbour| {
+                Some(neighbour.reach) == nearest && !matches!(neighbour.reach, Reach::Beyond(_))
+            })
+            .count();
+        if fanout == 0 {
+            // No table points anywhere: straight to the widening.
+            let steps = query.on_tick(now);
+            return (query, steps);
+        }
         let mut steps = Vec::new();
-        query.ask(query.config.probe_fanout.max(1), ttl, now, &mut steps);
+        query.ask(fanout, ttl, now, &mut steps);
         (query, steps)
     }
 
@@ -189,10 +237,21 @@ impl DynamicQuery {
         if now < self.next_step {
             return Vec::new();
         }
+        if self.results > 0 {
+            // Past every table there is only a broadcast; with results in,
+            // not worth it.
+            while matches!(self.waiting.first(), Some(n) if matches!(n.reach, Reach::Beyond(_))) {
+                self.waiting.remove(0);
+            }
+        }
         if self.waiting.is_empty() {
             return vec![self.finish(Finish::Exhausted)];
         }
-        let ttl = self.next_ttl();
+        let mut ttl = self.next_ttl();
+        if self.results > 0 {
+            // The nearest matches are in: more sources are sought close by.
+            ttl = ttl.min(self.config.max_widening_ttl);
+        }
         let step_time = self.config.wait_per_hop * (u32::from(ttl) + 1);
         let steps_left = ((self.deadline - now).as_secs_f64() / step_time.as_secs_f64())
             .floor()
@@ -254,11 +313,23 @@ impl DynamicQuery {
     /// next step after their answers had time to come back.
     fn ask(&mut self, count: usize, ttl: u8, now: Duration, steps: &mut Vec<Step>) {
         let mut asked = 0;
+        let mut longest = ttl;
         while asked < count {
             let Some(neighbour) = self.waiting.pop() else {
                 break;
             };
-            // Searched either way: its table vouches that nothing is there.
+            // Never less than what reaches what its tables point at; past
+            // the tables, only as far as a broadcast is allowed.
+            let ttl = match neighbour.reach {
+                Reach::Within(level) => ttl.max(level),
+                Reach::Beyond(levels) => {
+                    let past = self.config.broadcast_past_tables.max(1) - 1;
+                    ttl.clamp(levels, levels.saturating_add(past))
+                }
+                Reach::Unknown => ttl,
+            }
+            .min(self.config.max_ttl);
+            // Searched either way: its tables vouch for what they rule out.
             self.searched += reach(self.degree(neighbour.degree), ttl);
             if !neighbour.reach.worth_asking(ttl) {
                 continue;
@@ -269,8 +340,9 @@ impl DynamicQuery {
             });
             self.probes_sent += 1;
             asked += 1;
+            longest = longest.max(ttl);
         }
-        self.next_step = now + self.config.wait_per_hop * (u32::from(ttl) + 1);
+        self.next_step = now + self.config.wait_per_hop * (u32::from(longest) + 1);
     }
 
     fn finish(&mut self, reason: Finish) -> Step {

@@ -126,22 +126,44 @@ fn the_time_limit_stops_a_search() {
 }
 
 #[test]
-fn a_last_hop_probe_skips_neighbours_whose_tables_rule_it_out() {
-    let config = DynamicConfig {
-        probe_ttl: 0,
-        probe_fanout: 2,
-        ..DynamicConfig::default()
-    };
-    let mut list = neighbours(3, 10);
-    list[0].reach = Reach::Beyond(1);
-    let (search, steps) = DynamicQuery::start(config, list, T0);
+fn the_first_probe_goes_straight_to_the_nearest_match() {
+    let mut list = neighbours(5, 10);
+    list[0].reach = Reach::Beyond(4);
+    list[1].reach = Reach::Within(3);
+    list[2].reach = Reach::Within(2);
+    list[3].reach = Reach::Within(2);
+    list[4].reach = Reach::Within(3);
+    let (_, steps) = DynamicQuery::start(DynamicConfig::default(), list, T0);
+    // Only the two at the nearest level, with the TTL that gets there.
     assert_eq!(
         steps,
         vec![
-            Step::Probe { to: peer(2), ttl: 0 },
-            Step::Probe { to: peer(3), ttl: 0 }
+            Step::Probe { to: peer(3), ttl: 2 },
+            Step::Probe { to: peer(4), ttl: 2 }
         ]
     );
-    // The skipped neighbour still counts as searched.
-    assert_eq!(search.searched(), 4.0);
+}
+
+#[test]
+fn neighbours_whose_tables_rule_out_everything_wait_and_are_dropped_once_results_are_in() {
+    let mut list = neighbours(3, 10);
+    list[0].reach = Reach::Beyond(4);
+    list[1].reach = Reach::Within(1);
+    list[2].reach = Reach::Beyond(4);
+    let (mut search, steps) = DynamicQuery::start(DynamicConfig::default(), list.clone(), T0);
+    assert_eq!(steps, vec![Step::Probe { to: peer(2), ttl: 1 }]);
+    search.on_results(1, T0 + Duration::from_millis(500));
+    let later = search.on_tick(search.next_wakeup().unwrap());
+    assert_eq!(later, vec![Step::Finish(Finish::Exhausted)]);
+
+    // Nothing found anywhere the tables cover: the others get a TTL past it.
+    let (mut search, _) = DynamicQuery::start(DynamicConfig::default(), list, T0);
+    let later = search.on_tick(search.next_wakeup().unwrap());
+    assert!(
+        later
+            .iter()
+            .all(|step| matches!(step, Step::Probe { ttl, .. } if *ttl >= 4)),
+        "{later:?}"
+    );
+    assert!(!later.is_empty());
 }
