@@ -124,6 +124,12 @@ pub struct Supernodes {
     /// Election mode: scale the election's timers (tenure, shortage, idle)
     /// by this factor (1.0 = the defaults shipped in `ElectionConfig`).
     pub election_timer_scale: f64,
+    /// A leaf looking for a supernode sizes up this many with room and
+    /// joins the one with the shortest round trip (1: the first found).
+    pub closest_of: u32,
+    /// A leaf sends its searches to whichever of its supernodes has the
+    /// shortest round trip (false: the first joined).
+    pub search_via_nearest: bool,
 }
 
 impl Default for Supernodes {
@@ -138,6 +144,8 @@ impl Default for Supernodes {
             graceful_share: 0.5,
             observe_every_s: 30.0,
             election_timer_scale: 1.0,
+            closest_of: 1,
+            search_via_nearest: false,
         }
     }
 }

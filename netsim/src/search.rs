@@ -192,10 +192,15 @@ impl Sim {
         match self.state[origin as usize] {
             State::Router => self.local_query(q, origin, origin, now),
             _ => {
-                let supernode = self.sessions[origin as usize]
+                let joined = self.sessions[origin as usize]
                     .iter()
                     .copied()
-                    .find(|&s| s != NONE);
+                    .filter(|&s| s != NONE);
+                let supernode = if self.scenario.supernodes.search_via_nearest {
+                    joined.min_by_key(|&s| self.latency(origin, s))
+                } else {
+                    joined.into_iter().next()
+                };
                 let Some(supernode) = supernode else {
                     self.queries[q as usize].outcome.stranded = true;
                     return;

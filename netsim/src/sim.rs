@@ -576,13 +576,32 @@ impl Sim {
                 break;
             }
             tries -= 1;
-            let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
-                break;
-            };
-            let room = (self.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
-            if sn == node || !room || self.sessions[node as usize].contains(&sn) {
-                continue;
+            // Size up to `closest_of` supernodes with room; join the nearest.
+            let mut best: Option<u32> = None;
+            let mut sized_up = 0;
+            while sized_up < self.scenario.supernodes.closest_of.max(1) {
+                let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
+                    break;
+                };
+                let room = (self.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
+                if sn == node || !room || self.sessions[node as usize].contains(&sn) {
+                    if self.scenario.supernodes.closest_of <= 1 {
+                        break;
+                    }
+                    tries = tries.saturating_sub(1);
+                    if tries == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                sized_up += 1;
+                if best.is_none_or(|b| self.latency(node, sn) < self.latency(node, b)) {
+                    best = Some(sn);
+                }
             }
+            let Some(sn) = best else {
+                continue;
+            };
             let place = self.sessions[node as usize].iter().position(|&s| s == NONE);
             if let Some(place) = place {
                 self.sessions[node as usize][place] = sn;

@@ -210,3 +210,59 @@ async fn a_leaf_is_no_supernode() {
         .unwrap_err();
     assert!(error.to_string().contains("not a supernode"), "{error:#}");
 }
+
+/// Forwards UDP between one client and `target`, holding every datagram
+/// `delay` each way: a supernode on a long path, on loopback.
+async fn slow_path_to(target: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
+    let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut client = None;
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let to = if from == target {
+                match client {
+                    Some(client) => client,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                target
+            };
+            let (socket, datagram) = (socket.clone(), buffer[..len].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = socket.send_to(&datagram, to).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_joins_the_nearest_of_the_supernodes_it_knows() {
+    let (near, _near_dir) = start_supernode(10, 100).await;
+    let (far, _far_dir) = start_supernode(10, 100).await;
+    let far_address = slow_path_to(far.peer_addr().addr, std::time::Duration::from_millis(150)).await;
+    let far_via_slow_path = PeerAddr::new(far.peer_addr().id, far_address);
+
+    // The far one comes first in the leaf's list; one session only.
+    let data = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK);
+    config.bootstrap = vec![far_via_slow_path, near.peer_addr()];
+    config.leaf_sessions = 1;
+    let leaf = Node::start(config).await.unwrap();
+    let mut status = leaf.leaf_status();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status.wait_for(|s| !s.joined.is_empty()),
+    )
+    .await
+    .expect("joined in time")
+    .unwrap();
+    let joined: Vec<_> = leaf.leaf_status().borrow().joined.keys().copied().collect();
+    assert_eq!(joined, vec![near.peer_addr().id], "joined the far supernode");
+}
