@@ -132,6 +132,12 @@ pub struct Summary {
     pub bandwidth_p99: f64,
     /// Share of routers asked for more than they can process.
     pub overloaded_share: f64,
+    /// Keyword table bytes a router sends per second, on average (updates
+    /// after leaves come and go; full tables on new links).
+    pub table_update_rate: f64,
+    pub table_link_rate: f64,
+    /// All keyword table bytes of the query phase, per query issued.
+    pub table_bytes_per_query: f64,
     pub orphan_spells: u32,
     pub orphan_mean_s: f64,
     pub orphan_p99_s: f64,
@@ -156,6 +162,9 @@ impl Summary {
             .iter()
             .filter(|p| p.t >= start && p.t <= end)
             .collect();
+        let traffic = sim.table_traffic();
+        let mean_routers = mean(phase.iter().map(|p| p.routers as f64));
+        let router_seconds = mean_routers * end.saturating_sub(start) as f64 / 1e6;
         let routers_reached = per_query(&|o| o.routers_reached as f64);
         let nodes_covered = per_query(&|o| o.nodes_covered as f64);
         let query_messages = per_query(&|o| o.query_messages as f64);
@@ -233,6 +242,9 @@ impl Summary {
             bandwidth_mean: mean(bandwidth.iter().copied()),
             bandwidth_p99: quantile(&bandwidth, 0.99),
             overloaded_share: mean(utilisation.iter().map(|&u| (u > 1.0) as u8 as f64)),
+            table_update_rate: traffic.map_or(f64::NAN, |t| t.update_bytes / router_seconds),
+            table_link_rate: traffic.map_or(f64::NAN, |t| t.link_bytes / router_seconds),
+            table_bytes_per_query: traffic.map_or(f64::NAN, |t| (t.update_bytes + t.link_bytes) / n),
             orphan_spells: spells.len() as u32,
             orphan_mean_s: mean(spells.iter().copied()),
             orphan_p99_s: quantile(&spells, 0.99),
@@ -317,6 +329,15 @@ impl Summary {
                 f(self.bandwidth_mean / 1e3, 2),
             ),
             ("router search traffic p99 (kB/s)", f(self.bandwidth_p99 / 1e3, 2)),
+            (
+                "keyword table updates / router (kB/s)",
+                f(self.table_update_rate / 1e3, 3),
+            ),
+            (
+                "keyword tables on new links / router (kB/s)",
+                f(self.table_link_rate / 1e3, 3),
+            ),
+            ("keyword table bytes / query", f(self.table_bytes_per_query, 0)),
             ("leaf spells without supernode", self.orphan_spells.to_string()),
             ("  mean length (s)", f(self.orphan_mean_s, 2)),
             ("  p99 length (s)", f(self.orphan_p99_s, 2)),

@@ -26,9 +26,21 @@
 //!   One coin per (query, router), so a level matches whenever a lower one
 //!   does, as the real tables (each a superset of the one below) do.
 //!
+//! **What the tables cost** is counted during the query phase
+//! ([`TableTraffic`]): when a leaf joins or leaves a router, each of its
+//! files' title word appears in or vanishes from level `k` of router R's
+//! tables exactly when R is within `k` hops of that router and no other
+//! router indexing a live holder of the file is; R then sends the change
+//! to its neighbours (all of them at level 0; all but the one it came
+//! through above, by split horizon), as two changed 64-bit words of about
+//! 12 bytes each on the wire (`WordRun`s). A new link costs each side a full
+//! table per level: the non-zero 64-bit words of a table at that level's
+//! fill. Artist words (977, present almost everywhere) are left out, and so
+//! are routers' own files; at 10^6 nodes one leaf change in
+//! [`TRAFFIC_SAMPLE_AT_1M`] is followed and the count scaled up.
+//!
 //! Not modelled: the delay before a table change reaches the neighbours
-//! (a file published seconds ago may be pruned), and the bytes of the
-//! table updates themselves (see `docs/QRP.md` for their cost).
+//! (a file published seconds ago may be pruned).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -36,7 +48,7 @@ use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbo
 use canopy_common::proto::routing::Forward;
 
 use crate::clock::{as_duration, seconds, Time};
-use crate::sim::{node_of, peer, Event, Sim, State};
+use crate::sim::{node_of, peer, Event, Sim, State, NONE};
 
 /// Distinct artists in the simulator's file names (`artist{file % 977}`).
 const ARTISTS: f64 = 977.0;
@@ -45,11 +57,38 @@ const FILL_REFRESH_S: f64 = 60.0;
 /// Most levels a scenario may ask for.
 pub const MAX_LEVELS: u8 = 8;
 
+/// Bytes of one changed 64-bit table word in a `TableUpdate` (start,
+/// length and the word).
+const CHANGED_WORD_BYTES: u64 = 12;
+/// Positions a word sets in a table.
+const BITS_PER_WORD: u64 = 2;
+/// At 10^6 nodes and up, one leaf change in this many is followed.
+pub const TRAFFIC_SAMPLE_AT_1M: u64 = 10;
+
+/// Table bytes sent during the query phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TableTraffic {
+    /// Incremental updates after leaves joined or left.
+    pub update_bytes: f64,
+    /// Full tables sent on new links.
+    pub link_bytes: f64,
+    /// Leaf joins and departures followed.
+    pub changes: u64,
+}
+
 /// What the simulator knows to model the routers' keyword tables.
 #[derive(Debug)]
 pub struct TableModel {
     /// Files each node shares.
     files_held: Vec<u32>,
+    /// Files of each node, as a compressed row list: node `n`'s files are
+    /// `node_files[node_offsets[n]..node_offsets[n + 1]]`.
+    node_offsets: Vec<u32>,
+    node_files: Vec<u32>,
+    /// Counted during the query phase.
+    pub traffic: TableTraffic,
+    sample: u64,
+    seen_changes: u64,
     /// Per router and level: when the fill was computed, and the fill.
     fill: HashMap<u32, [(Time, f32); MAX_LEVELS as usize]>,
     log2_bits: u8,
@@ -68,8 +107,26 @@ impl TableModel {
                 files_held[holder as usize] += 1;
             }
         }
+        let mut node_offsets = Vec::with_capacity(n + 1);
+        node_offsets.push(0u32);
+        for held in &files_held {
+            node_offsets.push(node_offsets.last().expect("starts with 0") + held);
+        }
+        let mut node_files = vec![0u32; *node_offsets.last().expect("starts with 0") as usize];
+        let mut next: Vec<u32> = node_offsets[..n].to_vec();
+        for file in 0..catalogue.files() {
+            for &holder in catalogue.holders(file) {
+                node_files[next[holder as usize] as usize] = file;
+                next[holder as usize] += 1;
+            }
+        }
         TableModel {
             files_held,
+            node_offsets,
+            node_files,
+            traffic: TableTraffic::default(),
+            sample: if n >= 1_000_000 { TRAFFIC_SAMPLE_AT_1M } else { 1 },
+            seen_changes: 0,
             fill: HashMap::new(),
             log2_bits: sim.scenario.router.table_log2_bits,
             levels: sim.scenario.router.table_levels.clamp(1, MAX_LEVELS),
@@ -92,6 +149,11 @@ impl Sim {
     /// Whether keyword routing is on.
     pub(crate) fn keyword_tables(&self) -> bool {
         self.tables.is_some()
+    }
+
+    /// Table bytes counted so far (`None` without keyword routing).
+    pub fn table_traffic(&self) -> Option<TableTraffic> {
+        self.tables.as_ref().map(|model| model.traffic)
     }
 
     /// Levels of table each router sends (0 without keyword routing).
@@ -239,6 +301,117 @@ impl Sim {
         (0..levels)
             .find(|&level| self.level_matches(q, near, neighbour, router, level, now))
             .map_or(Reach::Beyond(levels), Reach::Within)
+    }
+
+    fn in_query_phase(&self, now: Time) -> bool {
+        now >= self.query_phase.0 && now < self.query_phase.1
+    }
+
+    /// Routers within `depth` hops of any of `from`, with their distance.
+    fn distances(&self, from: &[u32], depth: u8) -> HashMap<u32, u8> {
+        let mut distance: HashMap<u32, u8> = from.iter().map(|&r| (r, 0)).collect();
+        let mut frontier: VecDeque<u32> = from.iter().copied().collect();
+        while let Some(router) = frontier.pop_front() {
+            let d = distance[&router];
+            if d >= depth {
+                continue;
+            }
+            for &next in &self.neighbours[router as usize] {
+                if self.state[next as usize] == State::Router && !distance.contains_key(&next) {
+                    distance.insert(next, d + 1);
+                    frontier.push_back(next);
+                }
+            }
+        }
+        distance
+    }
+
+    /// Leaf `leaf` joined or left `router`: counts the table updates its
+    /// files cause (see the module notes).
+    pub(crate) fn count_table_change(&mut self, leaf: u32, router: u32, now: Time) {
+        if !self.in_query_phase(now) || self.state[router as usize] != State::Router {
+            return;
+        }
+        let Some(model) = self.tables.as_mut() else {
+            return;
+        };
+        model.seen_changes += 1;
+        if model.seen_changes % model.sample != 0 {
+            return;
+        }
+        model.traffic.changes += model.sample;
+        let sample = model.sample as f64;
+        let top = model.levels - 1;
+        let (start, end) = (
+            model.node_offsets[leaf as usize] as usize,
+            model.node_offsets[leaf as usize + 1] as usize,
+        );
+        let files: Vec<u32> = model.node_files[start..end].to_vec();
+        if files.is_empty() {
+            return;
+        }
+        let near = self.distances(&[router], top);
+        let mut updates = 0u64;
+        for file in files {
+            // Every other router indexing a live holder of the file.
+            let mut others = Vec::new();
+            for &holder in self.population.catalogue.holders(file) {
+                let indexed_by = match self.state[holder as usize] {
+                    State::Offline => continue,
+                    State::Router => [holder, NONE],
+                    State::Leaf => self.sessions[holder as usize],
+                };
+                others.extend(
+                    indexed_by
+                        .iter()
+                        .filter(|&&r| r != NONE && !(holder == leaf && r == router)),
+                );
+            }
+            others.sort_unstable();
+            others.dedup();
+            let elsewhere = self.distances(&others, top);
+            for (&at, &from_here) in &near {
+                let other = elsewhere.get(&at).copied().unwrap_or(u8::MAX);
+                // Levels from `from_here` up to below `other` change.
+                let levels = u64::from(other.min(top + 1).saturating_sub(from_here));
+                if levels == 0 {
+                    continue;
+                }
+                let degree = self.neighbours[at as usize].len() as u64;
+                let told = if from_here == 0 {
+                    degree
+                } else {
+                    degree.saturating_sub(1)
+                };
+                updates += levels * told;
+            }
+        }
+        let bytes = updates as f64 * (BITS_PER_WORD * CHANGED_WORD_BYTES) as f64 * sample;
+        if let Some(model) = self.tables.as_mut() {
+            model.traffic.update_bytes += bytes;
+        }
+    }
+
+    /// A link between routers `a` and `b` came up: each sends the other a
+    /// full table per level.
+    pub(crate) fn count_new_link(&mut self, a: u32, b: u32, now: Time) {
+        if !self.in_query_phase(now) || self.tables.is_none() {
+            return;
+        }
+        let levels = self.table_levels();
+        let log2_bits = self.tables.as_ref().map_or(20, |m| m.log2_bits);
+        let words = (1u64 << log2_bits) as f64 / 64.0;
+        let mut bytes = 0.0;
+        for router in [a, b] {
+            for level in 0..levels {
+                let fill = self.table_fill(router, level, now);
+                let non_zero = 1.0 - (1.0 - fill).powi(64);
+                bytes += words * non_zero * 8.0 + 16.0;
+            }
+        }
+        if let Some(model) = self.tables.as_mut() {
+            model.traffic.link_bytes += bytes;
+        }
     }
 
     /// Starts query `q`'s dynamic search at `router` (which has already

@@ -420,7 +420,7 @@ impl Sim {
     pub(crate) fn become_router(&mut self, node: u32, now: Time) {
         let i = node as usize;
         if self.state[i] == State::Leaf {
-            self.drop_sessions(node);
+            self.drop_sessions(node, now);
         }
         self.state[i] = State::Router;
         self.routers[i] = Some(Box::new(Router::new(self.router_config.clone())));
@@ -456,7 +456,7 @@ impl Sim {
                 continue;
             }
             if self.neighbours[other as usize].len() < max {
-                self.link(node, other);
+                self.link(node, other, now);
                 continue;
             }
             if min - self.neighbours[node as usize].len() < 2 {
@@ -468,8 +468,8 @@ impl Sim {
                 continue;
             }
             self.unlink(other, handed);
-            self.link(node, other);
-            self.link(node, handed);
+            self.link(node, other, now);
+            self.link(node, handed, now);
         }
         if self.neighbours[node as usize].len() < min && self.routing.len() > min {
             let retry = seconds(self.scenario.topology.maintain_s.max(5.0));
@@ -477,9 +477,12 @@ impl Sim {
         }
     }
 
-    fn link(&mut self, a: u32, b: u32) {
+    fn link(&mut self, a: u32, b: u32, now: Time) {
         self.neighbours[a as usize].push(b);
         self.neighbours[b as usize].push(a);
+        if self.keyword_tables() {
+            self.count_new_link(a, b, now);
+        }
     }
 
     fn unlink(&mut self, a: u32, b: u32) {
@@ -492,7 +495,7 @@ impl Sim {
             State::Offline => return,
             State::Router => self.stop_routing(node, now, false),
             State::Leaf => {
-                self.drop_sessions(node);
+                self.drop_sessions(node, now);
                 self.end_orphan(node, now, false);
             }
         }
@@ -548,7 +551,12 @@ impl Sim {
         self.routers[i] = None;
     }
 
-    fn drop_sessions(&mut self, node: u32) {
+    fn drop_sessions(&mut self, node: u32, now: Time) {
+        for router in self.sessions[node as usize] {
+            if router != NONE && self.keyword_tables() {
+                self.count_table_change(node, router, now);
+            }
+        }
         for place in self.sessions[node as usize].iter_mut() {
             if *place != NONE {
                 let list = &mut self.leaves[*place as usize];
@@ -606,6 +614,9 @@ impl Sim {
             if let Some(place) = place {
                 self.sessions[node as usize][place] = sn;
                 self.leaves[sn as usize].push(node);
+                if self.keyword_tables() {
+                    self.count_table_change(node, sn, now);
+                }
                 // A QUIC handshake and the publish: about three one-way trips.
                 handshake = handshake.max(3 * self.latency(node, sn));
             }
