@@ -812,7 +812,6 @@ impl Overlay {
         mut rx: mpsc::Receiver<Vec<Hit>>,
         send: &mut SendStream,
     ) -> Result<(), NetError> {
-        let alone = self.neighbour_ids().is_empty();
         let max_hits = usize::from(query.max_hits.clamp(1, MAX_HITS));
         let router = self.config.router.clone();
         let flood = FloodQuery {
@@ -821,6 +820,8 @@ impl Overlay {
             hops: 0,
             query,
         };
+        // Alone in the network, or with TTL 0, our own answer is all there is.
+        let alone = self.neighbour_ids().is_empty() || flood.ttl == 0;
         let actions = self.route_query(Origin::Local(handle), flood, self.now());
         self.execute(actions);
         let deadline = tokio::time::Instant::now() + self.config.search_window;
@@ -835,7 +836,6 @@ impl Overlay {
                     for hits in batches(&hits, MAX_CONTROL_FRAME) {
                         write_frame(send, &Response::Hits { hits }).await?;
                     }
-                    // Alone in the network, our own answer is all there is.
                     if sent >= max_hits || alone {
                         break;
                     }
@@ -877,10 +877,11 @@ impl Overlay {
         let alone = neighbours.is_empty();
         let mut config = self.config.dynamic.clone();
         config.max_ttl = config.max_ttl.min(self.config.router.max_ttl);
+        let (config, neighbours) = plan(config, neighbours);
         let (mut search, steps) = DynamicQuery::start(config, neighbours, now);
         // Alone in the network, our own answer is all there is.
         let mut done = self.probe(id, &query, steps) || alone;
-        let mut seen: HashSet<canopy_common::proto::ContentHash> = HashSet::new();
+        let mut seen: HashSet<ResultKey> = HashSet::new();
         let mut sent = 0;
         // Our own index's answer is waited for even if there is nobody to ask.
         let mut own_answer = false;
@@ -894,7 +895,11 @@ impl Overlay {
                 hits = rx.recv() => {
                     let Some(mut hits) = hits else { break };
                     own_answer = true;
-                    let fresh = hits.iter().filter(|hit| seen.insert(hit.hash)).count();
+                    let fresh = hits
+                        .iter()
+                        .flat_map(result_keys)
+                        .filter(|key| seen.insert(*key))
+                        .count();
                     hits.truncate(max_hits - sent);
                     sent += hits.len();
                     for hits in batches(&hits, MAX_CONTROL_FRAME) {
@@ -916,8 +921,7 @@ impl Overlay {
         write_frame(send, &Response::EndOfHits).await
     }
 
-    /// Our neighbours as a dynamic query sees them, those whose tables
-    /// place a match nearest first.
+    /// Our neighbours as a dynamic query sees them.
     fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
         let degrees: Vec<(PeerId, u16)> = self
             .neighbours
@@ -927,21 +931,14 @@ impl Overlay {
             .map(|(id, n)| (*id, n.degree))
             .collect();
         let horizon = self.index.horizon().lock().expect("horizon lock");
-        let mut neighbours: Vec<dynamic::Neighbour> = degrees
+        degrees
             .into_iter()
             .map(|(peer, degree)| dynamic::Neighbour {
                 peer,
                 degree: u32::from(degree),
                 reach: horizon.reach(&peer, query),
             })
-            .collect();
-        let rank = |reach: Reach| match reach {
-            Reach::Within(level) => u16::from(level),
-            Reach::Unknown => u16::from(MAX_LEVELS),
-            Reach::Beyond(_) => u16::from(MAX_LEVELS) + 1,
-        };
-        neighbours.sort_by_key(|n| (rank(n.reach), n.peer));
-        neighbours
+            .collect()
     }
 
     /// Sends a dynamic query's probes; true once it has finished.
@@ -991,6 +988,59 @@ impl Overlay {
     }
 }
 
+/// One result of a search, as dynamic querying counts them: a file at one
+/// source (Gnutella counted a file once per host that has it, so a popular
+/// file's many copies end a search early and a rare file's one does not).
+type ResultKey = (canopy_common::proto::ContentHash, Option<PeerId>);
+
+fn result_keys(hit: &Hit) -> Vec<ResultKey> {
+    let mut keys: Vec<ResultKey> = hit
+        .sources
+        .iter()
+        .map(|source| (hit.hash, Some(source.id)))
+        .chain(hit.relayed.iter().map(|relayed| (hit.hash, Some(relayed.leaf))))
+        .collect();
+    if keys.is_empty() {
+        keys.push((hit.hash, None));
+    }
+    keys
+}
+
+/// The TTL a copy needs on arrival at a neighbour to reach what its
+/// tables say may match (0 if nothing is known).
+fn needed_ttl(reach: Reach) -> u8 {
+    match reach {
+        Reach::Unknown => 0,
+        Reach::Within(level) => level,
+        Reach::Beyond(levels) => levels,
+    }
+}
+
+/// Fits a [`DynamicQuery`] to what the tables say. It asks each neighbour
+/// once, and a neighbour whose tables rule the query out at the TTL of
+/// the step that reaches it is passed over for good; so the neighbours go
+/// nearest match first, and the first probe goes as deep as the nearest
+/// match (at least the configured probe TTL) to only those neighbours it
+/// can find something through. A rare file 3 hops past one neighbour is
+/// then found by one copy at TTL 3, instead of being passed over by a
+/// TTL-1 probe.
+fn plan(
+    mut config: DynamicConfig,
+    mut neighbours: Vec<dynamic::Neighbour>,
+) -> (DynamicConfig, Vec<dynamic::Neighbour>) {
+    neighbours.sort_by_key(|n| (needed_ttl(n.reach), n.peer));
+    if let Some(nearest) = neighbours.first() {
+        let ttl = config
+            .probe_ttl
+            .max(needed_ttl(nearest.reach))
+            .min(config.max_ttl);
+        let worth = neighbours.iter().filter(|n| n.reach.worth_asking(ttl)).count();
+        config.probe_ttl = ttl;
+        config.probe_fanout = config.probe_fanout.min(worth).max(1);
+    }
+    (config, neighbours)
+}
+
 /// A message's size on the wire, frame length prefix included.
 fn encoded_len<T: serde::Serialize>(message: &T) -> u64 {
     encode(message, usize::MAX).map_or(0, |frame| frame.len() as u64)
@@ -1034,5 +1084,69 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             }
             overlay.hosts.lock().expect("hosts lock").save();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neighbour(n: u8, reach: Reach) -> dynamic::Neighbour {
+        dynamic::Neighbour {
+            peer: PeerId([n; 32]),
+            degree: 3,
+            reach,
+        }
+    }
+
+    fn probes(config: DynamicConfig, neighbours: Vec<dynamic::Neighbour>) -> Vec<(u8, u8)> {
+        let (config, neighbours) = plan(config, neighbours);
+        let (_, steps) = DynamicQuery::start(config, neighbours, Duration::ZERO);
+        steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Probe { to, ttl } => Some((to.0[0], ttl)),
+                Step::Finish(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_probe_goes_as_deep_as_the_nearest_match_and_no_further_out() {
+        let config = default_dynamic();
+        // A rare file 3 hops past neighbour 2; nothing within 4 past 1.
+        let rare = vec![neighbour(1, Reach::Beyond(4)), neighbour(2, Reach::Within(3))];
+        assert_eq!(probes(config.clone(), rare), [(2, 3)]);
+        // A popular one right behind everyone: the usual narrow probe.
+        let popular = (1..=5).map(|n| neighbour(n, Reach::Within(0))).collect();
+        assert_eq!(probes(config.clone(), popular), [(1, 1), (2, 1), (3, 1)]);
+        // No tables: as configured.
+        let unknown = (1..=2).map(|n| neighbour(n, Reach::Unknown)).collect();
+        assert_eq!(probes(config, unknown), [(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn a_result_is_a_file_at_one_source() {
+        let hit = |hash: u8, sources: &[u8]| Hit {
+            hash: canopy_common::proto::ContentHash([hash; 32]),
+            size: 1,
+            name: "x".into(),
+            kind: canopy_common::proto::FileKind::Other,
+            sources: sources
+                .iter()
+                .map(|&n| PeerAddr::new(PeerId([n; 32]), ([127, 0, 0, 1], 1).into()))
+                .collect(),
+            source_count: sources.len() as u32,
+            relayed: vec![],
+        };
+        let mut seen = HashSet::new();
+        let count = |seen: &mut HashSet<ResultKey>, hits: &[Hit]| {
+            hits.iter()
+                .flat_map(result_keys)
+                .filter(|key| seen.insert(*key))
+                .count()
+        };
+        assert_eq!(count(&mut seen, &[hit(1, &[1, 2]), hit(2, &[])]), 3);
+        assert_eq!(count(&mut seen, &[hit(1, &[2, 3])]), 1);
     }
 }

@@ -319,6 +319,13 @@ impl Horizon {
         }
     }
 
+    /// Levels of `peer`'s tables held, counted from 0 up to the first gap.
+    pub fn levels_from(&self, peer: &PeerId) -> u8 {
+        self.links.get(peer).map_or(0, |link| {
+            link.received.iter().take_while(|table| table.is_some()).count() as u8
+        })
+    }
+
     /// Neighbours linked.
     pub fn links(&self) -> usize {
         self.links.len()
