@@ -314,3 +314,71 @@ async fn keyword_routing_finds_the_same_files_with_far_fewer_messages() {
     assert_eq!(total(net, |s| load(&s.table_updates_refused)), 0);
     assert_eq!(total(net, |s| load(&s.bad_messages)), 0);
 }
+
+/// A supernode from before keyword tables: it resets a `LinkWith` stream as
+/// a bad request. The new supernode links again the old way, and never
+/// sends it a message it would not understand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_supernode_still_links_and_never_hears_of_tables() {
+    use canopy_common::net::{read_frame, write_frame};
+    use canopy_common::proto::wire::{LinkNotice, OverlayMessage};
+    use canopy_common::proto::{Request, MAX_CONTROL_FRAME};
+
+    let old = client();
+    let new = supernode(vec![old.peer_addr()], true).await;
+    let connection = tokio::time::timeout(Duration::from_secs(10), async {
+        old.accept().await.unwrap().await.unwrap()
+    })
+    .await
+    .expect("the new supernode dials the old one");
+    // First it offers features, which an old node cannot read.
+    let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+    let offer: Request = read_frame(&mut recv, MAX_CONTROL_FRAME).await.unwrap();
+    assert!(matches!(offer, Request::LinkWith(_)), "{offer:?}");
+    send.reset(1u32.into()).unwrap();
+    let _ = recv.stop(1u32.into());
+    // Then it asks the old way, on the same connection.
+    let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+    let hello: Request = read_frame(&mut recv, MAX_CONTROL_FRAME).await.unwrap();
+    assert!(matches!(hello, Request::Link(_)), "{hello:?}");
+    write_frame(&mut send, &LinkNotice::Accepted).await.unwrap();
+    until("the link to come up", || degree(&new) == 1).await;
+    // Give its table timer (every 200 ms) a few rounds: nothing but the
+    // messages of version 0 arrives.
+    let mut seen = 0;
+    let listen = async {
+        while let Ok(message) = read_frame::<OverlayMessage>(&mut recv, MAX_CONTROL_FRAME).await {
+            assert!(
+                matches!(message, OverlayMessage::Supernodes { .. }),
+                "an old peer got {message:?}"
+            );
+            seen += 1;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), listen).await;
+    assert!(seen >= 1, "the host list arrives as before");
+    assert_eq!(degree(&new), 1, "the link is still up");
+    let supernode = new.node.supernode().unwrap();
+    assert_eq!(supernode.index().horizon().lock().unwrap().links(), 0);
+    // A search from the new supernode still reaches the old one, flooded.
+    let asker = client();
+    let search = tokio::spawn(async move {
+        ask(&asker, &[new.node.peer_addr()], &Query::words("anything"))
+            .await
+            .map(|_| new)
+    });
+    let query = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let OverlayMessage::Query(query) = read_frame::<OverlayMessage>(&mut recv, MAX_CONTROL_FRAME)
+                .await
+                .unwrap()
+            {
+                return query;
+            }
+        }
+    })
+    .await
+    .expect("the query is sent to the old neighbour");
+    assert_eq!(query.query.text, "anything");
+    let _new = search.await.unwrap().unwrap();
+}
