@@ -291,20 +291,21 @@ async fn keyword_routing_finds_the_same_files_with_far_fewer_messages() {
     assert_eq!(routed[1].names, flooded[1].names);
     assert_eq!(flooded[1].names, BTreeSet::from([POPULAR.to_string()]));
     assert!(flooded[2].names.is_empty() && routed[2].names.is_empty());
-    // Fewer query messages for every search, far fewer in all: measured
-    // 14 → 9 (rare), 14 → 4 (popular), 13 → 2 (nowhere), 41 → 15 in all;
-    // asserted with margin.
-    let fewer = |index: usize, numerator: u64, denominator: u64| {
+    // Fewer query messages for every search, far fewer in all. Measured
+    // (a flood's count varies with which copy of it arrives first):
+    // rare 13–14 → 9, popular 12–14 → 4, nowhere 13–14 → 2, all 39–42 → 15.
+    // Asserted with margin.
+    let fewer = |index: usize, factor: u64| {
         let (off, on) = (flooded[index].messages, routed[index].messages);
         assert!(
-            on * numerator <= off * denominator,
+            on * factor <= off && on < off,
             "{}: {on} messages with routing, {off} without",
             QUERIES[index]
         );
     };
-    fewer(0, 5, 4);
-    fewer(1, 2, 1);
-    fewer(2, 4, 1);
+    fewer(0, 1);
+    fewer(1, 2);
+    fewer(2, 4);
     let all_off: u64 = flooded.iter().map(|m| m.messages).sum();
     let all_on: u64 = routed.iter().map(|m| m.messages).sum();
     assert!(
