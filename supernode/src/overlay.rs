@@ -142,7 +142,8 @@ pub struct OverlayStats {
     pub queries_received: AtomicU64,
     /// Queries answered from our index (local and from neighbours).
     pub queries_answered: AtomicU64,
-    /// Queries passed on (once each, however many neighbours got them).
+    /// Queries passed on (once each, however many neighbours got them;
+    /// a leaf's dynamic search once it sends its first copy).
     pub queries_forwarded: AtomicU64,
     /// Queries not passed on because of `max_forwarded_per_second`.
     pub queries_capped: AtomicU64,
@@ -881,6 +882,15 @@ impl Overlay {
         let (mut search, steps) = DynamicQuery::start(config, neighbours, now);
         // Alone in the network, our own answer is all there is.
         let mut done = self.probe(id, &query, steps) || alone;
+        // Passed on, like a flood, once its first copy goes out.
+        let mut counted = false;
+        let mut count_forwarded = |search: &DynamicQuery| {
+            if !counted && search.probes_sent() > 0 {
+                counted = true;
+                self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        count_forwarded(&search);
         let mut seen: HashSet<ResultKey> = HashSet::new();
         let mut sent = 0;
         // Our own index's answer is waited for even if there is nobody to ask.
@@ -910,11 +920,13 @@ impl Overlay {
                     }
                     let steps = search.on_results(fresh as u32, self.now());
                     done |= self.probe(id, &query, steps);
+                    count_forwarded(&search);
                 }
                 _ = tokio::time::sleep_until(wakeup) => {
                     own_answer = true;
                     let steps = search.on_tick(self.now());
                     done |= self.probe(id, &query, steps);
+                    count_forwarded(&search);
                 }
             }
         }
