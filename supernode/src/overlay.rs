@@ -881,16 +881,10 @@ impl Overlay {
         let (config, neighbours) = plan(config, neighbours);
         let (mut search, steps) = DynamicQuery::start(config, neighbours, now);
         // Alone in the network, our own answer is all there is.
-        let mut done = self.probe(id, &query, steps) || alone;
-        // Passed on, like a flood, once its first copy goes out.
-        let mut counted = false;
-        let mut count_forwarded = |search: &DynamicQuery| {
-            if !counted && search.probes_sent() > 0 {
-                counted = true;
-                self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        count_forwarded(&search);
+        // Whether this search may pass the query on at all: decided, under
+        // `max_forwarded_per_second` like a flood, at its first copy.
+        let mut allowed = None;
+        let mut done = self.probe(id, &query, steps, &mut allowed) || alone;
         let mut seen: HashSet<ResultKey> = HashSet::new();
         let mut sent = 0;
         // Our own index's answer is waited for even if there is nobody to ask.
@@ -919,14 +913,12 @@ impl Overlay {
                         break;
                     }
                     let steps = search.on_results(fresh as u32, self.now());
-                    done |= self.probe(id, &query, steps);
-                    count_forwarded(&search);
+                    done |= self.probe(id, &query, steps, &mut allowed);
                 }
                 _ = tokio::time::sleep_until(wakeup) => {
                     own_answer = true;
                     let steps = search.on_tick(self.now());
-                    done |= self.probe(id, &query, steps);
-                    count_forwarded(&search);
+                    done |= self.probe(id, &query, steps, &mut allowed);
                 }
             }
         }
@@ -953,12 +945,30 @@ impl Overlay {
             .collect()
     }
 
-    /// Sends a dynamic query's probes; true once it has finished.
-    fn probe(&self, id: QueryId, query: &Query, steps: Vec<Step>) -> bool {
+    /// Sends a dynamic query's probes; true once it has finished. The
+    /// first probe of a search takes one token of the forwarding cap
+    /// (`allowed` remembers the answer): a search over the cap is
+    /// answered from our index only, as a flood over it would be.
+    fn probe(&self, id: QueryId, query: &Query, steps: Vec<Step>, allowed: &mut Option<bool>) -> bool {
         let mut finished = false;
         for step in steps {
             match step {
                 Step::Probe { to, ttl } => {
+                    let may = *allowed.get_or_insert_with(|| {
+                        let may = self.may_forward();
+                        let counter = if may {
+                            &self.stats.queries_forwarded
+                        } else {
+                            &self.stats.queries_capped
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        may
+                    });
+                    if !may {
+                        // Local only: nothing more to wait for.
+                        finished = true;
+                        continue;
+                    }
                     let copy = FloodQuery {
                         id,
                         ttl,
