@@ -383,3 +383,91 @@ async fn an_older_supernode_still_links_and_never_hears_of_tables() {
     assert_eq!(query.query.text, "anything");
     let _new = search.await.unwrap().unwrap();
 }
+
+/// A broken or greedy neighbour: refused table updates cost it its tables
+/// (never the link, never a result); past the byte budget it loses the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
+    use canopy_common::net::{read_frame, write_frame};
+    use canopy_common::proto::qrp::{KeywordTable, TableUpdate, WordRun};
+    use canopy_common::proto::wire::{LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES};
+    use canopy_common::proto::{Request, MAX_CONTROL_FRAME};
+
+    let victim = supernode(Vec::new(), true).await;
+    let rogue = client();
+    let connection = rogue.connect(&victim.node.peer_addr()).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let offer = LinkOffer {
+        listen: rogue.local_addr(),
+        features: FEATURE_KEYWORD_TABLES | 0xff00,
+        degree: 60_000,
+    };
+    write_frame(&mut send, &Request::LinkWith(offer)).await.unwrap();
+    let notice: LinkNotice = read_frame(&mut recv, MAX_CONTROL_FRAME).await.unwrap();
+    assert!(
+        matches!(
+            notice,
+            LinkNotice::AcceptedWith {
+                features: FEATURE_KEYWORD_TABLES,
+                ..
+            }
+        ),
+        "{notice:?}"
+    );
+    until("the link to come up", || degree(&victim) == 1).await;
+    let refused = || total(std::slice::from_ref(&victim), |s| load(&s.table_updates_refused));
+    let reset = KeywordTable::new(10).unwrap().updates_since(None).remove(0);
+    // A level past the maximum, then a patch of a table it never reset.
+    let bad = [
+        OverlayMessage::KeywordTable {
+            level: 8,
+            update: reset.clone(),
+        },
+        OverlayMessage::KeywordTable {
+            level: 0,
+            update: TableUpdate {
+                log2_bits: 10,
+                reset: false,
+                runs: vec![WordRun {
+                    start: 1,
+                    xor_le: vec![1, 0, 0, 0, 0, 0, 0, 0],
+                }],
+            },
+        },
+    ];
+    for message in &bad {
+        write_frame(&mut send, message).await.unwrap();
+    }
+    until("both updates to be refused", || refused() == 2).await;
+    assert_eq!(degree(&victim), 1, "a refused update costs tables, not the link");
+    // A valid table, then far more table bytes than any table needs.
+    write_frame(
+        &mut send,
+        &OverlayMessage::KeywordTable {
+            level: 0,
+            update: reset,
+        },
+    )
+    .await
+    .unwrap();
+    let dense = TableUpdate {
+        log2_bits: 20,
+        reset: true,
+        runs: vec![WordRun {
+            start: 0,
+            xor_le: vec![0xff; 48 * 1024 - 8],
+        }],
+    };
+    let greedy = OverlayMessage::KeywordTable {
+        level: 1,
+        update: dense,
+    };
+    for _ in 0..80 {
+        if write_frame(&mut send, &greedy).await.is_err() {
+            break;
+        }
+    }
+    until("the greedy neighbour to lose its link", || degree(&victim) == 0).await;
+    assert_eq!(total(std::slice::from_ref(&victim), |s| load(&s.bad_messages)), 1);
+    assert_eq!(refused(), 2);
+}
