@@ -22,8 +22,9 @@
 //! neighbour out, and [`query_words`] leaves it out too; that costs a
 //! little precision, never a result.
 //!
-//! The next session should make the index call [`words`] (through a small
-//! tantivy `Tokenizer`), so the two agree by construction rather than by copy.
+//! The supernode's index tokenizes with [`pieces`] and [`normalise`] (a
+//! small tantivy `Tokenizer` in `supernode/src/index.rs`), so the two agree
+//! by construction.
 
 mod fold_table;
 
@@ -37,9 +38,21 @@ pub const MIN_WORD_CHARS: usize = 2;
 /// The index's words of `text`: lower-case, ASCII-folded, in order, with
 /// repeats. Includes one-character words (the index keeps them).
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    pieces(text).map(|(_, piece)| normalise(piece))
+}
+
+/// The raw pieces of `text` that become words, with their byte offsets:
+/// steps 1 and 2 above. [`normalise`] makes each one a word. The index's
+/// tokenizer is built on this pair, so it and the tables cannot disagree.
+pub fn pieces(text: &str) -> impl Iterator<Item = (usize, &str)> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|piece| !piece.is_empty() && piece.len() < MAX_WORD_BYTES)
-        .map(normalise_piece)
+        .map(move |piece| (piece.as_ptr() as usize - text.as_ptr() as usize, piece))
+}
+
+/// Steps 3 and 4 above: one piece from [`pieces`] lower-cased and folded.
+pub fn normalise(piece: &str) -> String {
+    normalise_piece(piece)
 }
 
 /// The words routing tables carry for `text`: [`words`] without the short ones.
@@ -148,6 +161,16 @@ mod tests {
             meta: vec![("artist".into(), "Nina Simone".into())],
         };
         assert_eq!(file_words(&file), ["feeling", "good", "nina", "ogg", "simone"]);
+    }
+
+    #[test]
+    fn pieces_carry_their_byte_offsets() {
+        let text = "Déjà_Vu  x";
+        let found: Vec<(usize, &str)> = pieces(text).collect();
+        assert_eq!(found, [(0, "Déjà"), (7, "Vu"), (11, "x")]);
+        for (offset, piece) in found {
+            assert_eq!(&text[offset..offset + piece.len()], piece);
+        }
     }
 
     #[test]

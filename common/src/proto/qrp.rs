@@ -23,11 +23,13 @@
 //! and still equal the table built at that size: tables of different sizes
 //! can be compared and merged.
 
+pub mod horizon;
 mod neighbours;
 mod update;
 
 use std::collections::HashMap;
 
+pub use horizon::{Horizon, HorizonConfig};
 pub use neighbours::{NeighbourTables, MAX_NEIGHBOUR_TABLES};
 use serde::{Deserialize, Serialize};
 pub use update::{TableUpdate, WordRun, MAX_UPDATE_COST, RUN_OVERHEAD};
@@ -94,6 +96,10 @@ pub enum TableError {
     SizeMismatch { got: u8, expected: u8 },
     #[error("already holding the tables of {0} neighbours")]
     TooManyTables(usize),
+    #[error("table level {level} is not below the limit of {max}")]
+    Level { level: u8, max: u8 },
+    #[error("a table update from a peer that is not a linked neighbour")]
+    NotLinked,
 }
 
 /// A hashed bit table of keywords.
