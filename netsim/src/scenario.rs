@@ -77,6 +77,9 @@ pub struct Topology {
     pub max_ttl: u8,
     /// Delay before a router that lost a neighbour dials a new one, seconds.
     pub maintain_s: f64,
+    /// A router looking for a neighbour sizes up this many with room and
+    /// links to the one with the shortest round trip (1: the first found).
+    pub closest_of: u32,
 }
 
 impl Default for Topology {
@@ -88,6 +91,7 @@ impl Default for Topology {
             ttl: 7,
             max_ttl: 7,
             maintain_s: 1.0,
+            closest_of: 1,
         }
     }
 }

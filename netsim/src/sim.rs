@@ -449,11 +449,23 @@ impl Sim {
         let mut tries = 20 * missing;
         while self.neighbours[node as usize].len() < min && tries > 0 {
             tries -= 1;
-            let Some(other) = self.routing.pick(&mut self.topology_rng) else {
+            let Some(mut other) = self.routing.pick(&mut self.topology_rng) else {
                 break;
             };
             if other == node || self.neighbours[node as usize].contains(&other) {
                 continue;
+            }
+            // Size up more candidates with room; keep the nearest.
+            for _ in 1..self.scenario.topology.closest_of {
+                let Some(candidate) = self.routing.pick(&mut self.topology_rng) else {
+                    break;
+                };
+                let usable = candidate != node
+                    && !self.neighbours[node as usize].contains(&candidate)
+                    && self.neighbours[candidate as usize].len() < max;
+                if usable && self.latency(node, candidate) < self.latency(node, other) {
+                    other = candidate;
+                }
             }
             if self.neighbours[other as usize].len() < max {
                 self.link(node, other, now);

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
-use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Reach, Step};
+use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Step};
 use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::qrp::horizon::MAX_LEVELS;
 use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
@@ -76,9 +76,13 @@ pub fn default_dynamic() -> DynamicConfig {
         time_limit: Duration::from_secs(8),
         probe_fanout: 3,
         probe_ttl: 1,
-        max_ttl: RouterConfig::default().default_ttl,
+        // As far as a supernode lets a copy go: past what the tables
+        // cover only while nothing is found (`broadcast_past_tables`).
+        max_ttl: RouterConfig::default().max_ttl,
         wait_per_hop: Duration::from_millis(500),
         assumed_degree: 4,
+        max_widening_ttl: 2,
+        broadcast_past_tables: 1,
     }
 }
 
@@ -878,7 +882,6 @@ impl Overlay {
         let alone = neighbours.is_empty();
         let mut config = self.config.dynamic.clone();
         config.max_ttl = config.max_ttl.min(self.config.router.max_ttl);
-        let (config, neighbours) = plan(config, neighbours);
         let (mut search, steps) = DynamicQuery::start(config, neighbours, now);
         // Alone in the network, our own answer is all there is.
         // Whether this search may pass the query on at all: decided, under
@@ -1028,41 +1031,6 @@ fn result_keys(hit: &Hit) -> Vec<ResultKey> {
     keys
 }
 
-/// The TTL a copy needs on arrival at a neighbour to reach what its
-/// tables say may match (0 if nothing is known).
-fn needed_ttl(reach: Reach) -> u8 {
-    match reach {
-        Reach::Unknown => 0,
-        Reach::Within(level) => level,
-        Reach::Beyond(levels) => levels,
-    }
-}
-
-/// Fits a [`DynamicQuery`] to what the tables say. It asks each neighbour
-/// once, and a neighbour whose tables rule the query out at the TTL of
-/// the step that reaches it is passed over for good; so the neighbours go
-/// nearest match first, and the first probe goes as deep as the nearest
-/// match (at least the configured probe TTL) to only those neighbours it
-/// can find something through. A rare file 3 hops past one neighbour is
-/// then found by one copy at TTL 3, instead of being passed over by a
-/// TTL-1 probe.
-fn plan(
-    mut config: DynamicConfig,
-    mut neighbours: Vec<dynamic::Neighbour>,
-) -> (DynamicConfig, Vec<dynamic::Neighbour>) {
-    neighbours.sort_by_key(|n| (needed_ttl(n.reach), n.peer));
-    if let Some(nearest) = neighbours.first() {
-        let ttl = config
-            .probe_ttl
-            .max(needed_ttl(nearest.reach))
-            .min(config.max_ttl);
-        let worth = neighbours.iter().filter(|n| n.reach.worth_asking(ttl)).count();
-        config.probe_ttl = ttl;
-        config.probe_fanout = config.probe_fanout.min(worth).max(1);
-    }
-    (config, neighbours)
-}
-
 /// A message's size on the wire, frame length prefix included.
 fn encoded_len<T: serde::Serialize>(message: &T) -> u64 {
     encode(message, usize::MAX).map_or(0, |frame| frame.len() as u64)
@@ -1112,6 +1080,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canopy_common::proto::dynamic::Reach;
 
     fn neighbour(n: u8, reach: Reach) -> dynamic::Neighbour {
         dynamic::Neighbour {
@@ -1122,7 +1091,6 @@ mod tests {
     }
 
     fn probes(config: DynamicConfig, neighbours: Vec<dynamic::Neighbour>) -> Vec<(u8, u8)> {
-        let (config, neighbours) = plan(config, neighbours);
         let (_, steps) = DynamicQuery::start(config, neighbours, Duration::ZERO);
         steps
             .into_iter()
@@ -1135,6 +1103,7 @@ mod tests {
 
     #[test]
     fn the_first_probe_goes_as_deep_as_the_nearest_match_and_no_further_out() {
+        // DynamicQuery's own rules, with the supernode's settings.
         let config = default_dynamic();
         // A rare file 3 hops past neighbour 2; nothing within 4 past 1.
         let rare = vec![neighbour(1, Reach::Beyond(4)), neighbour(2, Reach::Within(3))];

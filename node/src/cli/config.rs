@@ -107,7 +107,7 @@ pub struct RunArgs {
     pub search_target: Option<u32>,
     /// As a supernode with keyword routing: levels of keyword tables, 1 to
     /// 8; tables route query copies with up to this many hops to go
-    /// [default: 4].
+    /// [default: 5].
     #[arg(long, env = "CANOPY_TABLE_LEVELS", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     pub table_levels: Option<u8>,
     /// As a supernode: memory and disk the index may use (about 512 bytes
@@ -488,7 +488,7 @@ impl RunSettings {
                 .unwrap_or(200),
             keyword_routing: args.keyword_routing.or(file.keyword_routing).unwrap_or(true),
             search_target: args.search_target.or(file.search_target).unwrap_or(150).max(1),
-            table_levels: args.table_levels.or(file.table_levels).unwrap_or(4).clamp(1, 8),
+            table_levels: args.table_levels.or(file.table_levels).unwrap_or(5).clamp(1, 8),
             index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),
             never_supernode: args.never_supernode || file.never_supernode.unwrap_or(false),
@@ -708,6 +708,6 @@ mod tests {
         assert_eq!(settings.listen.port(), DEFAULT_PORT);
         assert_eq!(settings.max_queries_forwarded, 200);
         assert!(settings.keyword_routing);
-        assert_eq!((settings.search_target, settings.table_levels), (150, 4));
+        assert_eq!((settings.search_target, settings.table_levels), (150, 5));
     }
 }

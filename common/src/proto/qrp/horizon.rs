@@ -50,7 +50,7 @@ use crate::proto::search::Query;
 /// Most levels a horizon may have (and a peer may send).
 pub const MAX_LEVELS: u8 = 8;
 /// Default number of levels: tables decide copies arriving with TTL 0–3.
-pub const DEFAULT_LEVELS: u8 = 4;
+pub const DEFAULT_LEVELS: u8 = 5;
 /// Default size of a supernode's own table: 2^20 bits (128 KiB), room for
 /// ~50,000 words at under 1 % one-word false positives.
 pub const DEFAULT_HORIZON_LOG2_BITS: u8 = 20;
@@ -573,15 +573,16 @@ mod tests {
         horizon.add_file(&keys("first file"));
         horizon.link_up(peer(1)).unwrap();
         let first = horizon.updates_to_send();
-        // Level 0 is the own table; levels 1..=3 are built on no other
+        // Level 0 is the own table; the levels above are built on no other
         // neighbour, so they equal it too. Each is one reset of 2^20 bits.
+        let levels = usize::from(DEFAULT_LEVELS);
         assert!(first.iter().all(|(to, _, _)| *to == peer(1)));
         let resets = first.iter().filter(|(_, _, update)| update.reset).count();
-        assert_eq!(resets, 4);
+        assert_eq!(resets, levels);
         assert!(horizon.updates_to_send().is_empty(), "nothing changed");
         horizon.add_file(&keys("second"));
         let next = horizon.updates_to_send();
-        assert_eq!(next.len(), 4);
+        assert_eq!(next.len(), levels);
         assert!(next
             .iter()
             .all(|(_, _, update)| !update.reset && update.cost() <= 2 * 16));
