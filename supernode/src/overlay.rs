@@ -108,6 +108,8 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 /// A supernode we failed to link to is left alone this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Supernodes dialled for each link wanted; the nearest are kept.
+const SIZE_UP: usize = 4;
 /// Messages queued per neighbour before we drop rather than wait.
 const OUTBOX: usize = 256;
 /// Table update bytes (by [`canopy_common::proto::qrp::TableUpdate::cost`])
@@ -340,12 +342,52 @@ impl Overlay {
         }
     }
 
-    async fn connect(self: Arc<Self>, addr: PeerAddr) {
+    /// Dials every candidate at once and links to the `wanted` with the
+    /// shortest round trips; the others are hung up on. Every candidate
+    /// must be in `connecting`; each leaves it here or in [`Self::link_over`].
+    async fn link_nearest(self: Arc<Self>, candidates: Vec<PeerAddr>, wanted: usize) {
+        let mut dials = tokio::task::JoinSet::new();
+        for addr in candidates {
+            let endpoint = self.endpoint.clone();
+            dials.spawn(async move {
+                let dialled = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(&addr)).await;
+                (addr, dialled)
+            });
+        }
+        let mut answered = Vec::new();
+        while let Some(done) = dials.join_next().await {
+            let Ok((addr, dialled)) = done else { continue };
+            match dialled {
+                Ok(Ok(connection)) => answered.push((addr, connection)),
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "no answer".to_string(),
+                    };
+                    tracing::debug!(peer = ?addr, %reason, "no link");
+                    self.connecting.lock().expect("connecting lock").remove(&addr.id);
+                    self.failures
+                        .lock()
+                        .expect("failures lock")
+                        .insert(addr.id, Instant::now());
+                }
+            }
+        }
+        answered.sort_by_key(|(_, connection)| connection.rtt());
+        let farther = answered.split_off(wanted.min(answered.len()));
+        for (addr, connection) in farther {
+            connection.close(0u32.into(), b"another supernode is nearer");
+            self.connecting.lock().expect("connecting lock").remove(&addr.id);
+        }
+        for (addr, connection) in answered {
+            tracing::debug!(peer = ?addr, rtt = ?connection.rtt(), "linking to a near supernode");
+            tokio::spawn(self.clone().link_over(addr, connection));
+        }
+    }
+
+    /// Asks for a link over a connection already up, and carries it.
+    async fn link_over(self: Arc<Self>, addr: PeerAddr, connection: quinn::Connection) {
         let outcome = async {
-            let connection = tokio::time::timeout(Duration::from_secs(5), self.endpoint.connect(&addr))
-                .await
-                .map_err(|_| "no answer".to_string())?
-                .map_err(|e| e.to_string())?;
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             let offer = LinkOffer {
                 listen: self.me().addr,
@@ -1051,13 +1093,16 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
         let have = overlay.neighbours.lock().expect("neighbours lock").len()
             + overlay.connecting.lock().expect("connecting lock").len();
         if have < overlay.config.target_neighbours {
-            for addr in overlay.candidates(overlay.config.target_neighbours - have) {
-                overlay
-                    .connecting
-                    .lock()
-                    .expect("connecting lock")
-                    .insert(addr.id);
-                tokio::spawn(overlay.clone().connect(addr));
+            // Size up several supernodes per link wanted and keep the
+            // nearest: a query's first hit is a few supernode hops away,
+            // and each hop costs a round trip.
+            let wanted = overlay.config.target_neighbours - have;
+            let candidates = overlay.candidates(wanted * SIZE_UP);
+            if !candidates.is_empty() {
+                let mut connecting = overlay.connecting.lock().expect("connecting lock");
+                connecting.extend(candidates.iter().map(|addr| addr.id));
+                drop(connecting);
+                tokio::spawn(overlay.clone().link_nearest(candidates, wanted));
             }
         }
         if last_tables.is_none_or(|at| at.elapsed() >= overlay.config.table_interval) {

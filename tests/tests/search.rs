@@ -211,42 +211,12 @@ async fn a_leaf_is_no_supernode() {
     assert!(error.to_string().contains("not a supernode"), "{error:#}");
 }
 
-/// Forwards UDP between one client and `target`, holding every datagram
-/// `delay` each way: a supernode on a long path, on loopback.
-async fn slow_path_to(target: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
-    let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut client = None;
-        let mut buffer = vec![0u8; 65_536];
-        loop {
-            let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
-                return;
-            };
-            let to = if from == target {
-                match client {
-                    Some(client) => client,
-                    None => continue,
-                }
-            } else {
-                client = Some(from);
-                target
-            };
-            let (socket, datagram) = (socket.clone(), buffer[..len].to_vec());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = socket.send_to(&datagram, to).await;
-            });
-        }
-    });
-    address
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaf_joins_the_nearest_of_the_supernodes_it_knows() {
     let (near, _near_dir) = start_supernode(10, 100).await;
     let (far, _far_dir) = start_supernode(10, 100).await;
-    let far_address = slow_path_to(far.peer_addr().addr, std::time::Duration::from_millis(150)).await;
+    let far_address =
+        canopy_tests::slow_path_to(far.peer_addr().addr, std::time::Duration::from_millis(150)).await;
     let far_via_slow_path = PeerAddr::new(far.peer_addr().id, far_address);
 
     // The far one comes first in the leaf's list; one session only.
