@@ -840,6 +840,7 @@ fn overlay_vectors() -> Vec<Vector> {
                         xor_le: [8u64, 1].iter().flat_map(|word| word.to_le_bytes()).collect(),
                     }],
                 },
+                more: false,
             },
         ),
         o(
@@ -855,6 +856,7 @@ fn overlay_vectors() -> Vec<Vector> {
                         xor_le: 1u64.to_le_bytes().to_vec(),
                     }],
                 },
+                more: false,
             },
         ),
         o(

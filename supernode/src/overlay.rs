@@ -613,15 +613,15 @@ impl Overlay {
                     }
                 }
             }
-            OverlayMessage::KeywordTable { level, update } => {
+            OverlayMessage::KeywordTable { level, update, more } => {
                 self.spend_table_budget(from.id, link, update.cost())?;
-                // The frame: the update's own, plus the variant and level bytes.
-                let bytes = encoded_len(&update) + 2;
+                // The frame: the update's own, plus the variant, level and more bytes.
+                let bytes = encoded_len(&update) + 3;
                 self.stats
                     .table_bytes_received
                     .fetch_add(bytes, Ordering::Relaxed);
                 let mut horizon = self.index.horizon().lock().expect("horizon lock");
-                if let Err(error) = horizon.on_update(from.id, level, &update) {
+                if let Err(error) = horizon.on_update(from.id, level, &update, more) {
                     // Its tables are forgotten: it is flooded, never pruned.
                     tracing::debug!(neighbour = ?from, %error, "refused a keyword table update");
                     self.stats.table_updates_refused.fetch_add(1, Ordering::Relaxed);
@@ -711,11 +711,11 @@ impl Overlay {
             .expect("horizon lock")
             .updates_to_send();
         let mut lost = HashSet::new();
-        for (to, level, update) in updates {
+        for (to, level, update, more) in updates {
             if lost.contains(&to) {
                 continue;
             }
-            let message = OverlayMessage::KeywordTable { level, update };
+            let message = OverlayMessage::KeywordTable { level, update, more };
             let bytes = encoded_len(&message);
             if self.send_to(to, message) {
                 self.stats.table_bytes_sent.fetch_add(bytes, Ordering::Relaxed);

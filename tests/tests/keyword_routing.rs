@@ -422,6 +422,7 @@ async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
         OverlayMessage::KeywordTable {
             level: 8,
             update: reset.clone(),
+            more: false,
         },
         OverlayMessage::KeywordTable {
             level: 0,
@@ -433,6 +434,7 @@ async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
                     xor_le: vec![1, 0, 0, 0, 0, 0, 0, 0],
                 }],
             },
+            more: false,
         },
     ];
     for message in &bad {
@@ -446,6 +448,7 @@ async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
         &OverlayMessage::KeywordTable {
             level: 0,
             update: reset,
+            more: false,
         },
     )
     .await
@@ -461,6 +464,7 @@ async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
     let greedy = OverlayMessage::KeywordTable {
         level: 1,
         update: dense,
+        more: false,
     };
     for _ in 0..80 {
         if write_frame(&mut send, &greedy).await.is_err() {

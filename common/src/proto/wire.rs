@@ -146,9 +146,13 @@ pub enum OverlayMessage {
     /// where both sides have [`FEATURE_KEYWORD_TABLES`]; `level` is below
     /// [`crate::proto::qrp::horizon::MAX_LEVELS`], the update within
     /// [`crate::proto::qrp::MAX_UPDATE_COST`].
+    ///
+    /// `more`: further updates of the same change follow (a table too big
+    /// for one frame); the receiver applies them together, at the last.
     KeywordTable {
         level: u8,
         update: TableUpdate,
+        more: bool,
     },
     /// The sender's number of supernode neighbours changed (only with
     /// [`FEATURE_KEYWORD_TABLES`]).

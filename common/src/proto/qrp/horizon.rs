@@ -78,15 +78,26 @@ impl Default for HorizonConfig {
 struct Link {
     /// The tables it sent us, by level (`None`: not yet, or forgotten).
     received: Vec<Option<KeywordTable>>,
+    /// A change it is still sending, by level: the table as it will be
+    /// once the update marked as the last arrives. Until then routing uses
+    /// the table it replaces, never a half-built one.
+    pending: Vec<Option<KeywordTable>>,
     /// The tables we last sent it, by level (`None`: nothing yet, so the
     /// next update is a reset).
     sent: Vec<Option<KeywordTable>>,
 }
 
 impl Link {
+    /// Drops everything the neighbour sent: it is flooded until it resets.
+    fn forget(&mut self) {
+        self.received.iter_mut().for_each(|table| *table = None);
+        self.pending.iter_mut().for_each(|table| *table = None);
+    }
+
     fn new(levels: u8) -> Self {
         Link {
             received: vec![None; usize::from(levels)],
+            pending: vec![None; usize::from(levels)],
             sent: vec![None; usize::from(levels)],
         }
     }
@@ -182,7 +193,10 @@ impl Horizon {
         }
     }
 
-    /// Applies an update from `from` to its level-`level` table.
+    /// Applies an update from `from` to its level-`level` table. With
+    /// `more`, further updates of the same change follow: the change is
+    /// built aside and takes effect with the last one, so a table too big
+    /// for one message is never used half sent.
     ///
     /// Levels from our own count up to [`MAX_LEVELS`] are accepted and
     /// ignored (a peer configured with more levels than us is not wrong);
@@ -190,13 +204,19 @@ impl Horizon {
     /// linked, or an update the table refuses is an error, and **every**
     /// table of `from` is forgotten: it is broadcast to until it sends
     /// resets again.
-    pub fn on_update(&mut self, from: PeerId, level: u8, update: &TableUpdate) -> Result<(), TableError> {
+    pub fn on_update(
+        &mut self,
+        from: PeerId,
+        level: u8,
+        update: &TableUpdate,
+        more: bool,
+    ) -> Result<(), TableError> {
         let levels = self.config.levels;
         let Some(link) = self.links.get_mut(&from) else {
             return Err(TableError::NotLinked);
         };
         if level >= MAX_LEVELS {
-            link.received.iter_mut().for_each(|table| *table = None);
+            link.forget();
             self.dirty = true;
             return Err(TableError::Level {
                 level,
@@ -206,20 +226,51 @@ impl Horizon {
         if level >= levels {
             return Ok(());
         }
-        let slot = &mut link.received[usize::from(level)];
-        let result = match slot {
-            Some(table) => table.apply(update),
-            None if update.reset => KeywordTable::from_updates([update]).map(|table| *slot = Some(table)),
+        let at = usize::from(level);
+        // The table this update changes: the one being built, a new one
+        // for a reset, or (copied only if more is coming) the one in use.
+        let pending = link.pending[at].take();
+        let building = match pending {
+            // A reset starts over, whatever was being built.
+            _ if update.reset => None,
+            Some(table) => Some(table),
+            None if more => link.received[at].clone(),
+            None => {
+                let result = match &mut link.received[at] {
+                    Some(table) => table.apply(update),
+                    None => Err(TableError::SizeMismatch {
+                        got: update.log2_bits,
+                        expected: 0,
+                    }),
+                };
+                if result.is_err() {
+                    link.forget();
+                }
+                self.dirty = true;
+                return result;
+            }
+        };
+        let result = match building {
+            Some(mut table) => table.apply(update).map(|()| table),
+            None if update.reset => KeywordTable::from_updates([update]),
             None => Err(TableError::SizeMismatch {
                 got: update.log2_bits,
                 expected: 0,
             }),
         };
-        if result.is_err() {
-            link.received.iter_mut().for_each(|table| *table = None);
+        match result {
+            Ok(table) if more => link.pending[at] = Some(table),
+            Ok(table) => {
+                link.received[at] = Some(table);
+                self.dirty = true;
+            }
+            Err(error) => {
+                link.forget();
+                self.dirty = true;
+                return Err(error);
+            }
         }
-        self.dirty = true;
-        result
+        Ok(())
     }
 
     /// The table to send `to` at `level`: our own table united with level
@@ -252,11 +303,12 @@ impl Horizon {
         table
     }
 
-    /// What every neighbour needs to hear now: `(to, level, update)` for
-    /// each level whose table changed since it was last sent on that link
-    /// (everything, as resets, on a new link). The updates are taken as
-    /// sent; if one cannot be delivered, call [`Self::resend`].
-    pub fn updates_to_send(&mut self) -> Vec<(PeerId, u8, TableUpdate)> {
+    /// What every neighbour needs to hear now: `(to, level, update, more)`
+    /// for each level whose table changed since it was last sent on that
+    /// link (everything, as resets, on a new link); `more` marks all but
+    /// the last update of a change that takes several. The updates are
+    /// taken as sent; if one cannot be delivered, call [`Self::resend`].
+    pub fn updates_to_send(&mut self) -> Vec<(PeerId, u8, TableUpdate, bool)> {
         if !self.dirty {
             return Vec::new();
         }
@@ -272,8 +324,10 @@ impl Horizon {
                 if sent.as_ref() == Some(&table) {
                     continue;
                 }
-                for update in table.updates_since(sent.as_ref()) {
-                    out.push((peer, level, update));
+                let updates = table.updates_since(sent.as_ref());
+                let last = updates.len().saturating_sub(1);
+                for (at, update) in updates.into_iter().enumerate() {
+                    out.push((peer, level, update, at < last));
                 }
                 *sent = Some(table);
             }
@@ -341,7 +395,7 @@ impl Horizon {
             + self
                 .links
                 .values()
-                .map(|link| held(&link.received) + held(&link.sent))
+                .map(|link| held(&link.received) + held(&link.pending) + held(&link.sent))
                 .sum::<usize>()
     }
 }
@@ -389,11 +443,11 @@ mod tests {
             for _round in 0..50 {
                 let mut any = false;
                 for from in 0..self.nodes.len() {
-                    for (to, level, update) in self.nodes[from].updates_to_send() {
+                    for (to, level, update, more) in self.nodes[from].updates_to_send() {
                         any = true;
                         bytes += update.cost();
                         self.nodes[usize::from(to.0[0])]
-                            .on_update(peer(from as u8), level, &update)
+                            .on_update(peer(from as u8), level, &update, more)
                             .unwrap();
                     }
                 }
@@ -509,9 +563,9 @@ mod tests {
         // 1 gains neighbour 2, which has sent nothing yet: until it does,
         // level 1 from 1 must not rule anything out.
         net.nodes[1].link_up(peer(2)).unwrap();
-        for (to, level, update) in net.nodes[1].updates_to_send() {
+        for (to, level, update, more) in net.nodes[1].updates_to_send() {
             if to == peer(0) {
-                net.nodes[0].on_update(peer(1), level, &update).unwrap();
+                net.nodes[0].on_update(peer(1), level, &update, more).unwrap();
             }
         }
         // (What 1 sent 2 was lost here: it must start over.)
@@ -547,7 +601,7 @@ mod tests {
                 xor_le: vec![1, 0, 0, 0, 0, 0, 0, 0],
             }],
         };
-        assert!(net.nodes[0].on_update(peer(1), 2, &bad).is_err());
+        assert!(net.nodes[0].on_update(peer(1), 2, &bad, false).is_err());
         for ttl in 0..4 {
             assert_eq!(net.decide(0, 1, "absent", ttl), Forward::Broadcast);
         }
@@ -558,13 +612,47 @@ mod tests {
         // A level past the maximum is refused too; one we just do not keep
         // is ignored; a stranger's update is refused.
         let reset = KeywordTable::new(14).unwrap().updates_since(None).remove(0);
-        assert!(net.nodes[0].on_update(peer(1), MAX_LEVELS, &reset).is_err());
-        assert!(net.nodes[0].on_update(peer(1), 5, &reset).is_ok());
-        assert!(net.nodes[0].on_update(peer(9), 0, &reset).is_err());
+        assert!(net.nodes[0]
+            .on_update(peer(1), MAX_LEVELS, &reset, false)
+            .is_err());
+        assert!(net.nodes[0].on_update(peer(1), 5, &reset, false).is_ok());
+        assert!(net.nodes[0].on_update(peer(9), 0, &reset, false).is_err());
         // The neighbour recovers by starting over.
         net.nodes[1].resend(&peer(0));
         net.settle();
         assert_eq!(net.decide(0, 1, "absent", 2), Forward::Pruned);
+    }
+
+    #[test]
+    fn a_table_sent_in_several_updates_is_used_only_once_whole() {
+        let config = HorizonConfig {
+            levels: 1,
+            log2_bits: 20,
+        };
+        let (mut sender, mut receiver) = (Horizon::new(config).unwrap(), Horizon::new(config).unwrap());
+        sender.link_up(peer(2)).unwrap();
+        receiver.link_up(peer(1)).unwrap();
+        // Dense enough that nearly every 64-bit word is set: 128 KiB raw.
+        for n in 0..60_000 {
+            sender.add_file(&keys(&format!("word{n}")));
+        }
+        let updates = sender.updates_to_send();
+        assert!(updates.len() >= 3, "{} updates", updates.len());
+        let (last, first) = updates.split_last().unwrap();
+        assert!(first[0].2.reset && first.iter().all(|(_, _, _, more)| *more));
+        assert!(!last.3);
+        let present = Query::words("word59999");
+        for (_, level, update, more) in first {
+            receiver.on_update(peer(1), *level, update, *more).unwrap();
+            // Half a table would prune what the rest of it holds.
+            assert_eq!(receiver.decide(peer(1), &present, 0), Forward::Broadcast);
+        }
+        receiver.on_update(peer(1), last.1, &last.2, last.3).unwrap();
+        assert_eq!(receiver.decide(peer(1), &present, 0), Forward::Routed);
+        let pruned = (0..20)
+            .filter(|n| receiver.decide(peer(1), &Query::words(format!("absent{n}")), 0) == Forward::Pruned)
+            .count();
+        assert!(pruned >= 15, "{pruned} of 20 absent words pruned");
     }
 
     #[test]
@@ -573,11 +661,12 @@ mod tests {
         horizon.add_file(&keys("first file"));
         horizon.link_up(peer(1)).unwrap();
         let first = horizon.updates_to_send();
+        assert!(first.iter().all(|(_, _, _, more)| !more), "each fits one update");
         // Level 0 is the own table; the levels above are built on no other
         // neighbour, so they equal it too. Each is one reset of 2^20 bits.
         let levels = usize::from(DEFAULT_LEVELS);
-        assert!(first.iter().all(|(to, _, _)| *to == peer(1)));
-        let resets = first.iter().filter(|(_, _, update)| update.reset).count();
+        assert!(first.iter().all(|(to, _, _, _)| *to == peer(1)));
+        let resets = first.iter().filter(|(_, _, update, _)| update.reset).count();
         assert_eq!(resets, levels);
         assert!(horizon.updates_to_send().is_empty(), "nothing changed");
         horizon.add_file(&keys("second"));
@@ -585,7 +674,7 @@ mod tests {
         assert_eq!(next.len(), levels);
         assert!(next
             .iter()
-            .all(|(_, _, update)| !update.reset && update.cost() <= 2 * 16));
+            .all(|(_, _, update, _)| !update.reset && update.cost() <= 2 * 16));
     }
 
     #[test]
