@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-runs every figure in docs/NETSIM.md and copies the charts into
-# docs/netsim/. Takes about 45 minutes on a 2-core machine; the largest runs
+# docs/netsim/. Takes about 60 minutes on a 2-core machine; the largest runs
 # need up to 5 GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,21 @@ run gnutella-1000000 --scenario $s/gnutella.toml --nodes 1000000 --queries 200 -
 run canopy-exponential-100000 --scenario $s/canopy-exponential.toml --nodes 100000 --queries 10000
 run canopy-ttl7-100000 --scenario $s/canopy-ttl7.toml --nodes 100000 --queries 10000
 run canopy-ttl7-1000000 --scenario $s/canopy-ttl7.toml --nodes 1000000 --queries 2000
+# Keyword routing and dynamic querying (issue 11).
+for name in canopy-horizon canopy-horizon-small-tables canopy-horizon-rtt fasttrack-rtt \
+    canopy-tables canopy-qrp canopy-qrp-ttl5 canopy-qrp-ttl4; do
+    run "$name-100000" --scenario $s/$name.toml --nodes 100000 --queries 10000
+done
+run canopy-horizon-100000-load --scenario $s/canopy-horizon.toml --nodes 100000 --queries 10000 --rate 150
+run canopy-horizon-1000000 --scenario $s/canopy-horizon.toml --nodes 1000000 --queries 10000
+run canopy-horizon-rtt-1000000 --scenario $s/canopy-horizon-rtt.toml --nodes 1000000 --queries 10000
+run fasttrack-rtt-1000000 --scenario $s/fasttrack-rtt.toml --nodes 1000000 --queries 1000
+for name in canopy-horizon-100000 canopy-horizon-100000-load canopy-horizon-small-tables-100000 \
+    canopy-horizon-rtt-100000 fasttrack-rtt-100000 canopy-tables-100000 canopy-qrp-100000 \
+    canopy-qrp-ttl5-100000 canopy-qrp-ttl4-100000 canopy-horizon-1000000 \
+    canopy-horizon-rtt-1000000 fasttrack-rtt-1000000; do
+    cp "$out/$name/summary.csv" "docs/netsim/$name-summary.csv"
+done
 # Charts into docs/netsim/.
 for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy-ttl7-1000000 \
     canopy-100000-load fasttrack-100000-load gnutella-100000-load; do
@@ -49,6 +64,13 @@ for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy
     done
 done
 cp "$out"/clusters/*.svg docs/netsim/
+d=docs/netsim
+cargo run --release -p canopy-netsim --example figure_chart -- $d/query-messages-vs-size.svg \
+    "query messages / query" "Query messages per query (seed 1, 50-500 ms one-way links)" \
+    "Gnutella (TTL 7)=$d/gnutella-100000-summary.csv,$d/gnutella-1000000-summary.csv" \
+    "FastTrack (TTL 7)=$d/fasttrack-100000-summary.csv,$d/fasttrack-1000000-summary.csv" \
+    "Canopy, TTL 4 flood=$d/canopy-100000-summary.csv,$d/canopy-1000000-summary.csv" \
+    "Canopy, horizon tables + dynamic=$d/canopy-horizon-100000-summary.csv,$d/canopy-horizon-1000000-summary.csv"
 cargo run --release -p canopy-netsim --example reach_chart -- docs/netsim/calibration-reach.svg 8 \
     "10^5, 100 ms links=$out/calibration-fixed-100000" \
     "10^5, 50-500 ms=$out/calibration-100000" \

@@ -23,9 +23,12 @@ use canopy_common::proto::network::{
     alpn, client_proof, parse_allow_list, server_proof, Invite, NetworkKey, NetworkName, EXPORTER_LABEL,
     EXPORTER_LEN,
 };
+use canopy_common::proto::qrp::{TableUpdate, WordRun};
 use canopy_common::proto::routing::{FloodQuery, QueryId};
 use canopy_common::proto::search::RelayedSource;
-use canopy_common::proto::wire::{HostEntry, LinkHello, LinkNotice, OverlayMessage};
+use canopy_common::proto::wire::{
+    HostEntry, LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES,
+};
 use canopy_common::proto::{
     Bitfield, BlockHashes, BlockLayout, ContentError, ContentHash, FileEntry, FileKind, Hello, Hit,
     LeafUpdate, Link, PeerAddr, PeerId, Query, Request, Response, SessionNotice,
@@ -571,6 +574,15 @@ fn request_vectors() -> Vec<Vector> {
             "variant 11: a supernode asks to link; the stream becomes the link",
             Request::Link(LinkHello { listen: v4() }),
         ),
+        r(
+            "link_with",
+            "variant 12: a supernode asks to link and says it speaks keyword tables and has 3 neighbours",
+            Request::LinkWith(LinkOffer {
+                listen: v4(),
+                features: FEATURE_KEYWORD_TABLES,
+                degree: 3,
+            }),
+        ),
     ]
 }
 
@@ -806,6 +818,51 @@ fn overlay_vectors() -> Vec<Vector> {
                     },
                 ],
             },
+        ),
+        l(
+            "accepted_with",
+            "LinkNotice 2: the link is up; the answerer speaks keyword tables and has 5 neighbours",
+            LinkNotice::AcceptedWith {
+                features: FEATURE_KEYWORD_TABLES,
+                degree: 5,
+            },
+        ),
+        o(
+            "keyword_table_reset",
+            "OverlayMessage 3: level 1 of the sender's table for this link, from scratch: a 2^10-bit table with bits 3 and 64 set",
+            OverlayMessage::KeywordTable {
+                level: 1,
+                update: TableUpdate {
+                    log2_bits: 10,
+                    reset: true,
+                    runs: vec![WordRun {
+                        start: 0,
+                        xor_le: [8u64, 1].iter().flat_map(|word| word.to_le_bytes()).collect(),
+                    }],
+                },
+                more: false,
+            },
+        ),
+        o(
+            "keyword_table_patch",
+            "OverlayMessage 3: level 0 changes: bit 0 of 64-bit word 300 of a 2^20-bit table flips",
+            OverlayMessage::KeywordTable {
+                level: 0,
+                update: TableUpdate {
+                    log2_bits: 20,
+                    reset: false,
+                    runs: vec![WordRun {
+                        start: 300,
+                        xor_le: 1u64.to_le_bytes().to_vec(),
+                    }],
+                },
+                more: false,
+            },
+        ),
+        o(
+            "degree",
+            "OverlayMessage 4: the sender now has 6 supernode neighbours",
+            OverlayMessage::Degree { neighbours: 6 },
         ),
     ]
 }

@@ -10,6 +10,7 @@
 //! * [`clock`]: virtual time and the event queue;
 //! * [`sim`]: the overlay, churn and the election;
 //! * [`search`]: queries, floods and hits through the real routers;
+//! * [`qrp`]: keyword routing on the last hop and dynamic querying;
 //! * [`metrics`], [`chart`]: figures, CSV and SVG;
 //! * [`probe`]: flood one query over a given graph (tests, agreement with
 //!   the real network).
@@ -23,6 +24,7 @@ pub mod live;
 pub mod metrics;
 pub mod population;
 pub mod probe;
+pub mod qrp;
 pub mod rng;
 pub mod scenario;
 pub mod search;

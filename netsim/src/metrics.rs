@@ -102,6 +102,8 @@ pub struct Summary {
     /// ...and as the two-tier rule has it: leaf sessions per supernode + 1.
     pub multiplier_expected: f64,
     pub query_messages: f64,
+    /// Share of query messages sent on a last hop after a table check.
+    pub routed_share: f64,
     pub hit_messages: f64,
     pub leaf_messages: f64,
     pub messages: f64,
@@ -117,6 +119,10 @@ pub struct Summary {
     pub unfindable: u32,
     pub first_hit_p50_ms: f64,
     pub first_hit_p90_ms: f64,
+    /// Dynamic querying: time to the target number of sources, over the
+    /// queries that reached it, and their share.
+    pub target_p50_ms: f64,
+    pub target_reached_share: f64,
     pub load_mean: f64,
     pub load_p99: f64,
     pub utilisation_mean: f64,
@@ -126,6 +132,12 @@ pub struct Summary {
     pub bandwidth_p99: f64,
     /// Share of routers asked for more than they can process.
     pub overloaded_share: f64,
+    /// Keyword table bytes a router sends per second, on average (updates
+    /// after leaves come and go; full tables on new links).
+    pub table_update_rate: f64,
+    pub table_link_rate: f64,
+    /// All keyword table bytes of the query phase, per query issued.
+    pub table_bytes_per_query: f64,
     pub orphan_spells: u32,
     pub orphan_mean_s: f64,
     pub orphan_p99_s: f64,
@@ -150,6 +162,9 @@ impl Summary {
             .iter()
             .filter(|p| p.t >= start && p.t <= end)
             .collect();
+        let traffic = sim.table_traffic();
+        let mean_routers = mean(phase.iter().map(|p| p.routers as f64));
+        let router_seconds = mean_routers * end.saturating_sub(start) as f64 / 1e6;
         let routers_reached = per_query(&|o| o.routers_reached as f64);
         let nodes_covered = per_query(&|o| o.nodes_covered as f64);
         let query_messages = per_query(&|o| o.query_messages as f64);
@@ -165,6 +180,13 @@ impl Summary {
             outcomes
                 .iter()
                 .filter_map(|o| o.first_hit)
+                .map(|t| t as f64 / 1e3)
+                .collect(),
+        );
+        let to_target = sorted(
+            outcomes
+                .iter()
+                .filter_map(|o| o.target_reached)
                 .map(|t| t as f64 / 1e3)
                 .collect(),
         );
@@ -196,6 +218,7 @@ impl Summary {
             multiplier: nodes_covered / routers_reached,
             multiplier_expected: mean(phase.iter().map(|p| p.sessions_per_router)) + 1.0,
             query_messages,
+            routed_share: per_query(&|o| o.routed_messages as f64) / query_messages,
             hit_messages: per_query(&|o| o.hit_messages as f64),
             leaf_messages: per_query(&|o| o.leaf_messages as f64),
             messages: per_query(&|o| o.messages() as f64),
@@ -210,6 +233,8 @@ impl Summary {
             unfindable: outcomes.iter().filter(|o| o.live_holders == 0).count() as u32,
             first_hit_p50_ms: quantile(&first_hits, 0.5),
             first_hit_p90_ms: quantile(&first_hits, 0.9),
+            target_p50_ms: quantile(&to_target, 0.5),
+            target_reached_share: to_target.len() as f64 / n,
             load_mean: mean(rates.iter().copied()),
             load_p99: quantile(&rates, 0.99),
             utilisation_mean: mean(utilisation.iter().copied()),
@@ -217,6 +242,9 @@ impl Summary {
             bandwidth_mean: mean(bandwidth.iter().copied()),
             bandwidth_p99: quantile(&bandwidth, 0.99),
             overloaded_share: mean(utilisation.iter().map(|&u| (u > 1.0) as u8 as f64)),
+            table_update_rate: traffic.map_or(f64::NAN, |t| t.update_bytes / router_seconds),
+            table_link_rate: traffic.map_or(f64::NAN, |t| t.link_bytes / router_seconds),
+            table_bytes_per_query: traffic.map_or(f64::NAN, |t| (t.update_bytes + t.link_bytes) / n),
             orphan_spells: spells.len() as u32,
             orphan_mean_s: mean(spells.iter().copied()),
             orphan_p99_s: quantile(&spells, 0.99),
@@ -271,6 +299,7 @@ impl Summary {
             ),
             ("new routers per hop 0..7", hops),
             ("query messages / query", f(self.query_messages, 1)),
+            ("  routed by keyword tables", pct(self.routed_share)),
             ("hit messages / query", f(self.hit_messages, 1)),
             ("leaf messages / query", f(self.leaf_messages, 2)),
             ("messages / query", f(self.messages, 1)),
@@ -285,6 +314,11 @@ impl Summary {
             ("queries with no live holder", self.unfindable.to_string()),
             ("time to first hit p50 (ms)", f(self.first_hit_p50_ms, 0)),
             ("time to first hit p90 (ms)", f(self.first_hit_p90_ms, 0)),
+            (
+                "queries reaching the result target",
+                pct(self.target_reached_share),
+            ),
+            ("  time to result target p50 (ms)", f(self.target_p50_ms, 0)),
             ("router load mean (msg/s)", f(self.load_mean, 3)),
             ("router load p99 (msg/s)", f(self.load_p99, 3)),
             ("load / capacity mean", pct(self.utilisation_mean)),
@@ -295,6 +329,15 @@ impl Summary {
                 f(self.bandwidth_mean / 1e3, 2),
             ),
             ("router search traffic p99 (kB/s)", f(self.bandwidth_p99 / 1e3, 2)),
+            (
+                "keyword table updates / router (kB/s)",
+                f(self.table_update_rate / 1e3, 3),
+            ),
+            (
+                "keyword tables on new links / router (kB/s)",
+                f(self.table_link_rate / 1e3, 3),
+            ),
+            ("keyword table bytes / query", f(self.table_bytes_per_query, 0)),
             ("leaf spells without supernode", self.orphan_spells.to_string()),
             ("  mean length (s)", f(self.orphan_mean_s, 2)),
             ("  p99 length (s)", f(self.orphan_p99_s, 2)),

@@ -77,6 +77,9 @@ pub struct Topology {
     pub max_ttl: u8,
     /// Delay before a router that lost a neighbour dials a new one, seconds.
     pub maintain_s: f64,
+    /// A router looking for a neighbour sizes up this many with room and
+    /// links to the one with the shortest round trip (1: the first found).
+    pub closest_of: u32,
 }
 
 impl Default for Topology {
@@ -88,6 +91,7 @@ impl Default for Topology {
             ttl: 7,
             max_ttl: 7,
             maintain_s: 1.0,
+            closest_of: 1,
         }
     }
 }
@@ -124,6 +128,12 @@ pub struct Supernodes {
     /// Election mode: scale the election's timers (tenure, shortage, idle)
     /// by this factor (1.0 = the defaults shipped in `ElectionConfig`).
     pub election_timer_scale: f64,
+    /// A leaf looking for a supernode sizes up this many with room and
+    /// joins the one with the shortest round trip (1: the first found).
+    pub closest_of: u32,
+    /// A leaf sends its searches to whichever of its supernodes has the
+    /// shortest round trip (false: the first joined).
+    pub search_via_nearest: bool,
 }
 
 impl Default for Supernodes {
@@ -138,6 +148,8 @@ impl Default for Supernodes {
             graceful_share: 0.5,
             observe_every_s: 30.0,
             election_timer_scale: 1.0,
+            closest_of: 1,
+            search_via_nearest: false,
         }
     }
 }
@@ -294,6 +306,32 @@ pub struct RouterSettings {
     pub entry_lifetime_s: f64,
     /// The router's `max_entries`.
     pub max_entries: usize,
+    /// Keyword routing on the last hop ([`canopy_common::proto::qrp`]),
+    /// with tables modelled by [`crate::qrp::TableModel`].
+    pub keyword_tables: bool,
+    /// Size of a supernode's table, as a power of two bits.
+    pub table_log2_bits: u8,
+    /// Levels of keyword table a router sends (1: its own, checked on the
+    /// last hop only, as Gnutella's QRP; `k`: also every router within
+    /// `k − 1` hops, checked on the last `k` hops).
+    pub table_levels: u8,
+    /// The leaf's supernode runs the search as a
+    /// [`canopy_common::proto::dynamic::DynamicQuery`] instead of one flood.
+    pub dynamic: bool,
+    /// Dynamic querying: stop at this many sources found.
+    pub target_results: u32,
+    /// Dynamic querying: stop this long after the start, seconds.
+    pub dynamic_time_limit_s: f64,
+    /// Dynamic querying: time allowed per hop before the next step, seconds.
+    pub wait_per_hop_s: f64,
+    /// Dynamic querying: largest TTL of a copy (0: the topology's `max_ttl`).
+    pub dynamic_max_ttl: u8,
+    /// Dynamic querying: hops of broadcast past the neighbours' tables
+    /// while nothing is found (`DynamicConfig::broadcast_past_tables`).
+    pub dynamic_broadcast_past_tables: u8,
+    /// Dynamic querying: largest TTL once a result is in
+    /// (`DynamicConfig::max_widening_ttl`).
+    pub dynamic_max_widening_ttl: u8,
 }
 
 impl Default for RouterSettings {
@@ -301,6 +339,16 @@ impl Default for RouterSettings {
         RouterSettings {
             entry_lifetime_s: 60.0,
             max_entries: 100_000,
+            keyword_tables: false,
+            table_log2_bits: 20,
+            table_levels: 1,
+            dynamic: false,
+            target_results: 150,
+            dynamic_time_limit_s: 25.0,
+            wait_per_hop_s: 1.2,
+            dynamic_max_ttl: 0,
+            dynamic_broadcast_past_tables: 1,
+            dynamic_max_widening_ttl: 2,
         }
     }
 }

@@ -12,9 +12,10 @@
 //! rate; a message that would wait longer than `max_queue_s` is dropped
 //! (Gia's model of an overloaded peer). Hits are forwarded without queueing.
 
+use canopy_common::proto::dynamic::DynamicQuery;
 use canopy_common::proto::frame::{encode, MAX_CONTROL_FRAME};
-use canopy_common::proto::id::{ContentHash, PeerAddr};
-use canopy_common::proto::routing::{Action, FloodQuery, Origin, QueryId};
+use canopy_common::proto::id::{ContentHash, PeerAddr, PeerId};
+use canopy_common::proto::routing::{Action, FloodQuery, Forward, Origin, QueryId};
 use canopy_common::proto::search::{FileKind, Hit, Query};
 
 use crate::clock::{seconds, Time, NEVER};
@@ -33,7 +34,7 @@ pub struct QueryState {
     /// every copy has the same size).
     flood_bytes: u64,
     /// Routers that index a holder of the file, with how many holders each.
-    index: Vec<(u32, u32)>,
+    pub(crate) index: Vec<(u32, u32)>,
     /// Each live holder's indexing routers, for recall.
     holders: Vec<[u32; MAX_SESSIONS]>,
     responders: Vec<u32>,
@@ -41,6 +42,12 @@ pub struct QueryState {
     pub outcome: Outcome,
     /// Kept only when tracing: (router, hops) in the order reached.
     pub trace: Option<Vec<(u32, u8)>>,
+    /// The search its supernode runs, with dynamic querying.
+    pub(crate) dynamic: Option<Box<DynamicQuery>>,
+    /// With keyword tables of more than one level: routers near a holder,
+    /// by distance ([`Sim::holder_distances`]), taken when it starts.
+    pub(crate) near: Option<Vec<(u32, u8)>>,
+    pub(crate) dynamic_router: u32,
 }
 
 /// A query's figures.
@@ -55,6 +62,8 @@ pub struct Outcome {
     /// New routers reached at each hop count (index 0: the first router).
     pub reached_at_hop: [u32; 8],
     pub query_messages: u32,
+    /// Of them, copies sent because a neighbour's keyword tables may match.
+    pub routed_messages: u32,
     pub duplicates: u32,
     /// Query messages a router refused because its seen-cache was full.
     pub refused: u32,
@@ -71,6 +80,9 @@ pub struct Outcome {
     pub found: u32,
     /// Time to the first hit, if any came.
     pub first_hit: Option<Time>,
+    /// Dynamic querying: time until the searcher's supernode had the
+    /// target number of sources, if it got them.
+    pub target_reached: Option<Time>,
     /// The searcher had no supernode to ask.
     pub stranded: bool,
 }
@@ -180,10 +192,15 @@ impl Sim {
         match self.state[origin as usize] {
             State::Router => self.local_query(q, origin, origin, now),
             _ => {
-                let supernode = self.sessions[origin as usize]
+                let joined = self.sessions[origin as usize]
                     .iter()
                     .copied()
-                    .find(|&s| s != NONE);
+                    .filter(|&s| s != NONE);
+                let supernode = if self.scenario.supernodes.search_via_nearest {
+                    joined.min_by_key(|&s| self.latency(origin, s))
+                } else {
+                    joined.into_iter().next()
+                };
                 let Some(supernode) = supernode else {
                     self.queries[q as usize].outcome.stranded = true;
                     return;
@@ -232,6 +249,10 @@ impl Sim {
         state.outcome.live_holders = holders.len() as u32;
         state.index = index;
         state.holders = holders;
+        if self.keyword_tables() {
+            let near = self.holder_distances(q);
+            self.queries[q as usize].near = Some(near);
+        }
     }
 
     /// Takes a message into the node's processing queue: when it will be
@@ -273,13 +294,20 @@ impl Sim {
             let state = &self.queries[q as usize];
             (state.id, state.query.clone())
         };
+        let dynamic = self.scenario.router.dynamic;
+        // A dynamic search registers the query (for its hits' way back)
+        // and sends the probes itself.
+        let neighbours: &[PeerId] = if dynamic { &[] } else { &self.scratch };
         let actions = state_router.on_local_query(
             searcher as u64,
             id,
             query,
-            &self.scratch,
+            neighbours,
             crate::clock::as_duration(done),
         );
+        if dynamic {
+            self.start_dynamic(q, router, done);
+        }
         self.carry_out(q, router, 0, actions, &mut state_router, done);
         self.routers[router as usize] = Some(state_router);
     }
@@ -306,10 +334,23 @@ impl Sim {
                 query: state.query.clone(),
             }
         };
-        let actions = router.on_query(
+        let tables = self.keyword_tables();
+        if tables {
+            let forwarded_ttl = ttl.min(router.config().max_ttl).saturating_sub(1);
+            self.fill_decisions(q, to, forwarded_ttl, done);
+        }
+        let (scratch, decisions) = (&self.scratch, &self.decisions);
+        let may_match = |to: PeerId, _: &Query, _: u8| {
+            scratch
+                .iter()
+                .position(|p| *p == to)
+                .map_or(Forward::Broadcast, |at| decisions[at])
+        };
+        let actions = router.on_query_with(
             Origin::Neighbour(peer(from)),
             message,
             &self.scratch,
+            tables.then_some(&may_match as &dyn Fn(PeerId, &Query, u8) -> Forward),
             crate::clock::as_duration(done),
         );
         // The router answers a new query at least with AnswerLocally; it
@@ -366,28 +407,44 @@ impl Sim {
                     }
                 }
                 Action::Forward { to, query } => {
-                    let to = node_of(&to);
-                    let state = &mut self.queries[q as usize];
-                    state.outcome.query_messages += 1;
-                    state.outcome.bytes += state.flood_bytes;
-                    let bytes = state.flood_bytes;
-                    self.account(node, bytes, done);
-                    self.account(to, bytes, done);
-                    let at = done + self.latency(node, to);
-                    self.queue.at(
-                        at,
-                        Event::Flood {
-                            query: q,
-                            from: node,
-                            to,
-                            ttl: query.ttl,
-                            hops: query.hops,
-                        },
-                    );
+                    let routed = query.ttl < self.table_levels();
+                    self.send_flood(q, node, node_of(&to), query.ttl, query.hops, routed, done);
                 }
                 Action::Deliver { .. } => {}
             }
         }
+    }
+
+    /// Sends one copy of query `q` from `from` to `to`, counted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_flood(
+        &mut self,
+        q: u32,
+        from: u32,
+        to: u32,
+        ttl: u8,
+        hops: u8,
+        routed: bool,
+        done: Time,
+    ) {
+        let state = &mut self.queries[q as usize];
+        state.outcome.query_messages += 1;
+        state.outcome.routed_messages += u32::from(routed);
+        state.outcome.bytes += state.flood_bytes;
+        let bytes = state.flood_bytes;
+        self.account(from, bytes, done);
+        self.account(to, bytes, done);
+        let at = done + self.latency(from, to);
+        self.queue.at(
+            at,
+            Event::Flood {
+                query: q,
+                from,
+                to,
+                ttl,
+                hops,
+            },
+        );
     }
 
     /// Sends hits the way the router said: to a neighbour, or home.
@@ -421,6 +478,9 @@ impl Sim {
                     );
                 }
                 Origin::Local(searcher) => {
+                    if self.queries[q as usize].dynamic_router == node {
+                        self.dynamic_results(q, sources, done);
+                    }
                     let searcher = searcher as u32;
                     if searcher != node {
                         let outcome = &mut self.queries[q as usize].outcome;
@@ -497,6 +557,8 @@ impl Sim {
             })
             .count() as u32;
         state.outcome.first_hit = state.first_hit;
+        state.dynamic = None;
+        state.near = None;
         state.index = Vec::new();
         state.holders = Vec::new();
         if state.issued >= start && state.issued <= end && state.issued != NEVER {
@@ -531,8 +593,11 @@ impl QueryState {
             holders: Vec::new(),
             responders: Vec::new(),
             first_hit: None,
+            near: None,
             outcome: Outcome::default(),
             trace: None,
+            dynamic: None,
+            dynamic_router: NONE,
         }
     }
 }

@@ -78,6 +78,8 @@ pub enum Event {
     },
     /// The query's figures are final.
     Finish(u32),
+    /// Query `.0`'s dynamic search may take its next step.
+    DynamicTick(u32),
     /// A leaf looks for supernodes to fill its sessions.
     Reattach(u32),
     /// A router looks for more overlay neighbours.
@@ -128,6 +130,10 @@ pub struct Sim {
     pub(crate) end: Time,
     /// Scratch list of neighbour ids handed to the router.
     pub(crate) scratch: Vec<PeerId>,
+    /// Routing decisions for `scratch`, when keyword routing is on.
+    pub(crate) decisions: Vec<canopy_common::proto::routing::Forward>,
+    /// Keyword tables, modelled (`None`: plain flooding).
+    pub(crate) tables: Option<crate::qrp::TableModel>,
 }
 
 /// The simulated node's id: its index in the first four bytes. The router
@@ -173,7 +179,7 @@ impl Sim {
         let warmup = seconds(scenario.queries.warmup_s);
         let end = seconds(crate::population::run_length(&scenario));
         let query_end = end - seconds(scenario.queries.window_s);
-        Sim {
+        let mut sim = Sim {
             population,
             queue: EventQueue::default(),
             state: vec![State::Offline; n],
@@ -202,8 +208,14 @@ impl Sim {
             query_phase: (warmup, query_end),
             end,
             scratch: Vec::new(),
+            decisions: Vec::new(),
+            tables: None,
             scenario,
+        };
+        if sim.scenario.router.keyword_tables {
+            sim.tables = Some(crate::qrp::TableModel::new(&sim));
         }
+        sim
     }
 
     /// Runs the scenario to its end.
@@ -282,6 +294,7 @@ impl Sim {
             } => self.hits(query, responder, from, to, now),
             Event::HitsHome { query, responder } => self.hits_home(query, responder, now),
             Event::Finish(q) => self.finish_query(q),
+            Event::DynamicTick(q) => self.dynamic_tick(q, now),
         }
     }
 
@@ -407,7 +420,7 @@ impl Sim {
     pub(crate) fn become_router(&mut self, node: u32, now: Time) {
         let i = node as usize;
         if self.state[i] == State::Leaf {
-            self.drop_sessions(node);
+            self.drop_sessions(node, now);
         }
         self.state[i] = State::Router;
         self.routers[i] = Some(Box::new(Router::new(self.router_config.clone())));
@@ -436,14 +449,26 @@ impl Sim {
         let mut tries = 20 * missing;
         while self.neighbours[node as usize].len() < min && tries > 0 {
             tries -= 1;
-            let Some(other) = self.routing.pick(&mut self.topology_rng) else {
+            let Some(mut other) = self.routing.pick(&mut self.topology_rng) else {
                 break;
             };
             if other == node || self.neighbours[node as usize].contains(&other) {
                 continue;
             }
+            // Size up more candidates with room; keep the nearest.
+            for _ in 1..self.scenario.topology.closest_of {
+                let Some(candidate) = self.routing.pick(&mut self.topology_rng) else {
+                    break;
+                };
+                let usable = candidate != node
+                    && !self.neighbours[node as usize].contains(&candidate)
+                    && self.neighbours[candidate as usize].len() < max;
+                if usable && self.latency(node, candidate) < self.latency(node, other) {
+                    other = candidate;
+                }
+            }
             if self.neighbours[other as usize].len() < max {
-                self.link(node, other);
+                self.link(node, other, now);
                 continue;
             }
             if min - self.neighbours[node as usize].len() < 2 {
@@ -455,8 +480,8 @@ impl Sim {
                 continue;
             }
             self.unlink(other, handed);
-            self.link(node, other);
-            self.link(node, handed);
+            self.link(node, other, now);
+            self.link(node, handed, now);
         }
         if self.neighbours[node as usize].len() < min && self.routing.len() > min {
             let retry = seconds(self.scenario.topology.maintain_s.max(5.0));
@@ -464,9 +489,12 @@ impl Sim {
         }
     }
 
-    fn link(&mut self, a: u32, b: u32) {
+    fn link(&mut self, a: u32, b: u32, now: Time) {
         self.neighbours[a as usize].push(b);
         self.neighbours[b as usize].push(a);
+        if self.keyword_tables() {
+            self.count_new_link(a, b, now);
+        }
     }
 
     fn unlink(&mut self, a: u32, b: u32) {
@@ -479,7 +507,7 @@ impl Sim {
             State::Offline => return,
             State::Router => self.stop_routing(node, now, false),
             State::Leaf => {
-                self.drop_sessions(node);
+                self.drop_sessions(node, now);
                 self.end_orphan(node, now, false);
             }
         }
@@ -535,7 +563,12 @@ impl Sim {
         self.routers[i] = None;
     }
 
-    fn drop_sessions(&mut self, node: u32) {
+    fn drop_sessions(&mut self, node: u32, now: Time) {
+        for router in self.sessions[node as usize] {
+            if router != NONE && self.keyword_tables() {
+                self.count_table_change(node, router, now);
+            }
+        }
         for place in self.sessions[node as usize].iter_mut() {
             if *place != NONE {
                 let list = &mut self.leaves[*place as usize];
@@ -563,17 +596,39 @@ impl Sim {
                 break;
             }
             tries -= 1;
-            let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
-                break;
-            };
-            let room = (self.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
-            if sn == node || !room || self.sessions[node as usize].contains(&sn) {
-                continue;
+            // Size up to `closest_of` supernodes with room; join the nearest.
+            let mut best: Option<u32> = None;
+            let mut sized_up = 0;
+            while sized_up < self.scenario.supernodes.closest_of.max(1) {
+                let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
+                    break;
+                };
+                let room = (self.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
+                if sn == node || !room || self.sessions[node as usize].contains(&sn) {
+                    if self.scenario.supernodes.closest_of <= 1 {
+                        break;
+                    }
+                    tries = tries.saturating_sub(1);
+                    if tries == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                sized_up += 1;
+                if best.is_none_or(|b| self.latency(node, sn) < self.latency(node, b)) {
+                    best = Some(sn);
+                }
             }
+            let Some(sn) = best else {
+                continue;
+            };
             let place = self.sessions[node as usize].iter().position(|&s| s == NONE);
             if let Some(place) = place {
                 self.sessions[node as usize][place] = sn;
                 self.leaves[sn as usize].push(node);
+                if self.keyword_tables() {
+                    self.count_table_change(node, sn, now);
+                }
                 // A QUIC handshake and the publish: about three one-way trips.
                 handshake = handshake.max(3 * self.latency(node, sn));
             }

@@ -6,6 +6,14 @@
 //! second against what was published. QUIC keep-alives keep it open; if the
 //! supernode goes away the leaf notices within the idle timeout and tries
 //! the next supernode it knows, with a growing pause between rounds.
+//!
+//! Which supernode: the leaf sizes up a few it knows at once (QUIC
+//! handshakes in parallel) and joins the one with the shortest round trip,
+//! as KaZaA and eMule clients ranked servers by ping. Its searches then go
+//! over the live session connection with the shortest round trip
+//! ([`SessionLinks`]): no new handshake, and the nearest supernode. With a
+//! query's first hit two supernode hops away at best, the leaf's own hop is
+//! the one part of its wait it can choose.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -62,16 +70,75 @@ impl Pool {
         }
     }
 
-    /// The first candidate no other session uses and that did not just fail.
-    fn take(&mut self) -> Option<PeerAddr> {
+    /// Up to `count` candidates no other session uses and that did not
+    /// just fail, in the order they were learned; held until released.
+    fn take(&mut self, count: usize) -> Vec<PeerAddr> {
         self.failed.retain(|_, when| when.elapsed() < RETRY_AFTER);
-        let pick = self
+        let picks: Vec<PeerAddr> = self
             .candidates
             .iter()
-            .find(|c| !self.in_use.contains(&c.id) && !self.failed.contains_key(&c.id))
-            .copied()?;
-        self.in_use.insert(pick.id);
-        Some(pick)
+            .filter(|c| !self.in_use.contains(&c.id) && !self.failed.contains_key(&c.id))
+            .take(count)
+            .copied()
+            .collect();
+        self.in_use.extend(picks.iter().map(|pick| pick.id));
+        picks
+    }
+
+    /// Gives back a candidate that was sized up but not joined.
+    fn release(&mut self, candidate: &PeerId, failed: bool) {
+        self.in_use.remove(candidate);
+        if failed {
+            self.failed.insert(*candidate, Instant::now());
+        }
+    }
+}
+
+/// Supernodes sized up at once when a session slot is free.
+const SIZE_UP: usize = 4;
+
+/// The leaf's live session connections, by supernode: searches go over
+/// them, nearest first.
+#[derive(Clone, Default)]
+pub struct SessionLinks(Arc<Mutex<HashMap<PeerId, (PeerAddr, quinn::Connection)>>>);
+
+impl SessionLinks {
+    fn insert(&self, supernode: PeerAddr, connection: quinn::Connection) {
+        self.0
+            .lock()
+            .expect("links lock")
+            .insert(supernode.id, (supernode, connection));
+    }
+
+    fn remove(&self, supernode: &PeerId) {
+        self.0.lock().expect("links lock").remove(supernode);
+    }
+
+    /// Live sessions, shortest round trip first.
+    pub fn nearest_first(&self) -> Vec<(PeerAddr, quinn::Connection)> {
+        let mut links: Vec<_> = self
+            .0
+            .lock()
+            .expect("links lock")
+            .values()
+            .filter(|(_, connection)| connection.close_reason().is_none())
+            .cloned()
+            .collect();
+        links.sort_by_key(|(_, connection)| connection.rtt());
+        links
+    }
+}
+
+impl std::fmt::Debug for SessionLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let links = self.nearest_first();
+        f.debug_list()
+            .entries(
+                links
+                    .iter()
+                    .map(|(addr, connection)| (addr.id.short(), connection.rtt())),
+            )
+            .finish()
     }
 }
 
@@ -90,6 +157,8 @@ pub struct LeafSettings {
     /// Whether peers can connect to us; if not, they ask our supernode to
     /// have us connect to them (a push).
     pub accept_inbound: bool,
+    /// Where the live session connections are kept for searches.
+    pub links: SessionLinks,
 }
 
 /// Keeps `settings.sessions` supernode sessions up (two by default: if one
@@ -118,11 +187,25 @@ pub async fn run(
         );
         slots.spawn(async move {
             loop {
-                let Some(supernode) = pool.lock().expect("pool lock").take() else {
+                let candidates = pool.lock().expect("pool lock").take(SIZE_UP);
+                if candidates.is_empty() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
+                }
+                let (supernode, connection) = match nearest(&endpoint, &candidates, &pool).await {
+                    Ok(pick) => pick,
+                    Err(error) => {
+                        tracing::info!(%error, "no supernode answered");
+                        status.send_modify(|s| s.last_error = Some(error));
+                        continue;
+                    }
                 };
-                let outcome = session(&endpoint, &context, supernode, &settings, &status, &pool).await;
+                settings.links.insert(supernode, connection.clone());
+                let outcome = session(
+                    &endpoint, &context, supernode, connection, &settings, &status, &pool,
+                )
+                .await;
+                settings.links.remove(&supernode.id);
                 status.send_modify(|s| {
                     s.joined.remove(&supernode.id);
                 });
@@ -145,19 +228,70 @@ pub async fn run(
 /// A supernode that was full, and whom it suggested instead.
 struct Referral(Vec<PeerAddr>);
 
-/// One session; returns when it ends.
+/// Connects to every candidate at once and keeps the one with the
+/// shortest round trip; the others go back to the pool (marked failed if
+/// they did not answer). Every candidate is released but the one returned.
+async fn nearest(
+    endpoint: &Endpoint,
+    candidates: &[PeerAddr],
+    pool: &Mutex<Pool>,
+) -> Result<(PeerAddr, quinn::Connection), String> {
+    let mut attempts = tokio::task::JoinSet::new();
+    for &candidate in candidates {
+        let endpoint = endpoint.clone();
+        attempts.spawn(async move {
+            let connected = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&candidate)).await;
+            let outcome = match connected {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer".to_string()),
+            };
+            (candidate, outcome)
+        });
+    }
+    let mut best: Option<(PeerAddr, quinn::Connection)> = None;
+    let mut errors = Vec::new();
+    while let Some(done) = attempts.join_next().await {
+        let Ok((candidate, outcome)) = done else {
+            continue;
+        };
+        match outcome {
+            Ok(connection) => {
+                let better = best
+                    .as_ref()
+                    .is_none_or(|(_, kept)| connection.rtt() < kept.rtt());
+                let loser = if better {
+                    best.replace((candidate, connection))
+                } else {
+                    Some((candidate, connection))
+                };
+                if let Some((addr, connection)) = loser {
+                    connection.close(0u32.into(), b"another supernode is nearer");
+                    pool.lock().expect("pool lock").release(&addr.id, false);
+                }
+            }
+            Err(error) => {
+                errors.push(format!("{}: {error}", candidate.id.short()));
+                pool.lock().expect("pool lock").release(&candidate.id, true);
+            }
+        }
+    }
+    if let Some((supernode, connection)) = &best {
+        tracing::debug!(supernode = ?supernode, rtt = ?connection.rtt(), sized_up = candidates.len(), "nearest supernode");
+    }
+    best.ok_or_else(|| errors.join("; "))
+}
+
+/// One session over `connection`; returns when it ends.
 async fn session(
     endpoint: &Endpoint,
     context: &Arc<ServeContext>,
     supernode: PeerAddr,
+    connection: quinn::Connection,
     settings: &LeafSettings,
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
-    let connection = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&supernode))
-        .await
-        .map_err(|_| "no answer".to_string())?
-        .map_err(|e| e.to_string())?;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Hello {
         listen: vec![endpoint.local_addr()],

@@ -206,6 +206,7 @@ impl Node {
         let known_at_start = known.clone();
         let (status, leaf_status) = watch::channel(LeafStatus::default());
         let status = Arc::new(status);
+        let links = leaf::SessionLinks::default();
         let playing = match &supernode {
             Some(supernode) => {
                 let overlay = config
@@ -229,6 +230,7 @@ impl Node {
                         sessions: config.leaf_sessions,
                         data_dir: config.data_dir.clone(),
                         accept_inbound: config.accept_inbound,
+                        links: links.clone(),
                     };
                     let task = tokio::spawn(leaf::run(
                         endpoint.clone(),
@@ -251,6 +253,7 @@ impl Node {
                 shares: shares.clone(),
                 known,
                 leaf_status: status,
+                links: links.clone(),
                 supernode_settings: election.supernode.clone(),
             };
             tasks.push(tokio::spawn(keeper.keep(election, playing)));
@@ -276,6 +279,7 @@ impl Node {
             endpoint: endpoint.clone(),
             context: context.clone(),
             leaf_status: leaf_status.clone(),
+            links,
             known: known_at_start,
         };
         let downloads = config.downloads.clone().map(|folder| {
@@ -639,6 +643,7 @@ struct RoleKeeper {
     /// Supernodes we know of: asked for room as a leaf, joined after a demotion.
     known: Vec<PeerAddr>,
     leaf_status: Arc<watch::Sender<LeafStatus>>,
+    links: leaf::SessionLinks,
     /// How to run as a supernode after a promotion.
     supernode_settings: Option<SupernodeConfig>,
 }
@@ -793,6 +798,7 @@ impl RoleKeeper {
             sessions: self.config.leaf_sessions,
             data_dir: self.config.data_dir.clone(),
             accept_inbound: self.config.accept_inbound,
+            links: self.links.clone(),
         };
         let session = tokio::spawn(leaf::run(
             self.endpoint.clone(),

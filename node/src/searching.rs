@@ -8,8 +8,8 @@ use canopy_common::net::Endpoint;
 use canopy_common::proto::{Hit, PeerAddr, Query};
 use tokio::sync::watch;
 
-use crate::cli::search::{ask_streaming, merge};
-use crate::leaf::LeafStatus;
+use crate::cli::search::{ask_on, ask_streaming, merge};
+use crate::leaf::{LeafStatus, SessionLinks};
 use crate::serve::ServeContext;
 
 /// What a running node needs to search the network.
@@ -18,6 +18,8 @@ pub struct Searcher {
     pub endpoint: Endpoint,
     pub context: Arc<ServeContext>,
     pub leaf_status: watch::Receiver<LeafStatus>,
+    /// The leaf's live sessions, asked first, nearest first.
+    pub links: SessionLinks,
     /// Supernodes known at start (flags and host cache), asked when no
     /// session is up.
     pub known: Vec<PeerAddr>,
@@ -46,6 +48,23 @@ impl Searcher {
                 neighbours
             }
             None => {
+                // Over a live session, nearest first: no handshake to wait for.
+                let mut errors = Vec::new();
+                for (supernode, connection) in self.links.nearest_first() {
+                    match tokio::time::timeout(
+                        crate::cli::search::SEARCH_TIMEOUT,
+                        ask_on(&connection, &supernode, query, on_new),
+                    )
+                    .await
+                    {
+                        Ok(Ok(found)) => return Ok(found),
+                        Ok(Err(error)) => errors.push(format!("{}: {error}", supernode.id.short())),
+                        Err(_) => errors.push(format!("{}: no answer", supernode.id.short())),
+                    }
+                }
+                if !errors.is_empty() {
+                    tracing::debug!(errors = %errors.join("; "), "sessions did not answer; trying anew");
+                }
                 let joined = self.leaf_status.borrow().supernodes();
                 if joined.is_empty() {
                     self.known.clone()

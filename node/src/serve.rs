@@ -251,9 +251,13 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
             return;
         }
         // So does a neighbouring supernode's link.
-        Request::Link(hello) => {
+        Request::Link(_) | Request::LinkWith(_) => {
+            let offer = match request {
+                Request::LinkWith(offer) => Some(offer),
+                _ => None,
+            };
             match context.supernode() {
-                Some(supernode) => supernode.serve_link(peer, hello, send, recv).await,
+                Some(supernode) => supernode.serve_link(peer, offer, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
                     let _ = send.finish();
@@ -387,6 +391,7 @@ async fn answer(
         }
         Request::Join(_)
         | Request::Link(_)
+        | Request::LinkWith(_)
         | Request::ProbeDown { .. }
         | Request::ProbeUp { .. }
         | Request::DialBack => {
@@ -465,6 +470,7 @@ async fn answer(
         | Request::Search(_)
         | Request::Join(_)
         | Request::Link(_)
+        | Request::LinkWith(_)
         | Request::Push { .. }
         | Request::Status
         | Request::ProbeDown { .. }

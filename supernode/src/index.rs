@@ -18,6 +18,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use canopy_common::proto::keywords;
+use canopy_common::proto::qrp::{Horizon, HorizonConfig, WordKey};
 use canopy_common::proto::search::{RelayedSource, MAX_SOURCES_PER_HIT};
 use canopy_common::proto::{ContentHash, FileEntry, FileKind, Hit, PeerAddr, Query};
 use tantivy::collector::TopDocs;
@@ -25,7 +27,7 @@ use tantivy::directory::MmapDirectory;
 use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{BooleanQuery, Occur, Query as TantivyQuery, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED};
-use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 /// Identifies a leaf inside one supernode's index.
@@ -64,6 +66,58 @@ struct DocRecord {
     size: u64,
     kind: FileKind,
     name: String,
+    /// Its routing words, to take back out of the keyword table.
+    words: Vec<WordKey>,
+}
+
+/// The index's tokenizer: exactly [`keywords::words`] (split on
+/// non-alphanumerics, drop pieces of 40 bytes or more, lower-case, fold to
+/// ASCII), so keyword routing tables hold the words the index matches.
+#[derive(Debug, Clone, Default)]
+struct WordTokenizer;
+
+/// The tokens of one text, made up front.
+struct WordTokens {
+    tokens: Vec<Token>,
+    /// One past the current token.
+    next: usize,
+}
+
+impl Tokenizer for WordTokenizer {
+    type TokenStream<'a> = WordTokens;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordTokens {
+        let tokens = keywords::pieces(text)
+            .enumerate()
+            .map(|(position, (offset, piece))| Token {
+                offset_from: offset,
+                offset_to: offset + piece.len(),
+                position,
+                text: keywords::normalise(piece),
+                position_length: 1,
+            })
+            .collect();
+        WordTokens { tokens, next: 0 }
+    }
+}
+
+impl TokenStream for WordTokens {
+    fn advance(&mut self) -> bool {
+        if self.next < self.tokens.len() {
+            self.next += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next.max(1) - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next.max(1) - 1]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +150,9 @@ pub struct FileIndex {
     catalog: RwLock<Catalog>,
     relay: RwLock<Option<PeerAddr>>,
     dirty: AtomicBool,
+    /// The words of everything indexed, for keyword routing; the overlay
+    /// keeps its links in the same [`Horizon`].
+    horizon: Mutex<Horizon>,
     pub stats: IndexStats,
 }
 
@@ -126,11 +183,7 @@ impl FileIndex {
 
     fn with_directory(index: Index, writer_memory: usize) -> Result<FileIndex, IndexError> {
         let fields = schema().1;
-        let analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(RemoveLongFilter::limit(40))
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .build();
+        let analyzer = TextAnalyzer::builder(WordTokenizer).build();
         index.tokenizers().register(TOKENIZER, analyzer);
         let threads = 2;
         let writer: IndexWriter =
@@ -150,6 +203,9 @@ impl FileIndex {
             catalog: RwLock::default(),
             relay: RwLock::new(None),
             dirty: AtomicBool::new(false),
+            horizon: Mutex::new(
+                Horizon::new(HorizonConfig::default()).expect("the default table size is valid"),
+            ),
             stats: IndexStats::default(),
         })
     }
@@ -191,6 +247,7 @@ impl FileIndex {
         let Some(record) = catalog.leaves.get_mut(&leaf) else {
             return;
         };
+        let mut horizon = self.horizon.lock().expect("horizon lock");
         let mut new_docs = Vec::new();
         for file in files {
             if record.files.contains_key(&file.hash) {
@@ -214,6 +271,8 @@ impl FileIndex {
                 tracing::warn!(%error, "cannot index a file");
                 continue;
             }
+            let words = WordKey::of_file(file);
+            horizon.add_file(&words);
             new_docs.push((
                 key,
                 DocRecord {
@@ -222,6 +281,7 @@ impl FileIndex {
                     size: file.size,
                     kind: file.kind,
                     name: file.name.clone(),
+                    words,
                 },
             ));
         }
@@ -243,9 +303,12 @@ impl FileIndex {
             .iter()
             .filter_map(|hash| record.files.remove(hash))
             .collect();
+        let mut horizon = self.horizon.lock().expect("horizon lock");
         for &key in &keys {
             writer.delete_term(Term::from_field_u64(self.fields.key, key));
-            catalog.docs.remove(&key);
+            if let Some(doc) = catalog.docs.remove(&key) {
+                horizon.remove_file(&doc.words);
+            }
         }
         self.stats
             .documents
@@ -259,9 +322,13 @@ impl FileIndex {
         let Some(record) = catalog.leaves.remove(&leaf) else {
             return;
         };
+        let mut horizon = self.horizon.lock().expect("horizon lock");
         for key in record.files.values() {
-            catalog.docs.remove(key);
+            if let Some(doc) = catalog.docs.remove(key) {
+                horizon.remove_file(&doc.words);
+            }
         }
+        drop(horizon);
         self.stats
             .documents
             .fetch_sub(record.files.len() as u64, Ordering::Relaxed);
@@ -275,6 +342,13 @@ impl FileIndex {
 
     /// Commits pending changes and makes them searchable. Call on a timer:
     /// each commit costs milliseconds to seconds, whatever it carries.
+    /// The keyword horizon: the words of every indexed file, and (once
+    /// the overlay runs) what neighbours said lies past them. Lock order:
+    /// the catalog before this, never the other way.
+    pub fn horizon(&self) -> &Mutex<Horizon> {
+        &self.horizon
+    }
+
     pub fn commit_if_dirty(&self) -> Result<bool, IndexError> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
@@ -549,5 +623,98 @@ mod tests {
         by_hash.hash = Some(ContentHash([7; 32]));
         let hits = index.search(&by_hash).unwrap();
         assert_eq!(hits[0].source_count, 3);
+    }
+
+    /// The analyzer the index used before it called `keywords` directly.
+    fn tantivy_words(text: &str) -> Vec<String> {
+        use tantivy::tokenizer::{AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer};
+        let mut analyzer = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .build();
+        let mut stream = analyzer.token_stream(text);
+        let mut words = Vec::new();
+        while let Some(token) = stream.next() {
+            words.push(token.text.clone());
+        }
+        words
+    }
+
+    fn our_words(text: &str) -> Vec<String> {
+        let mut analyzer = TextAnalyzer::builder(WordTokenizer).build();
+        let mut stream = analyzer.token_stream(text);
+        let mut words = Vec::new();
+        while let Some(token) = stream.next() {
+            words.push(token.text.clone());
+        }
+        words
+    }
+
+    /// The tokenizer is `keywords::words`, and agrees with tantivy's own
+    /// analyzer chain on every folded character and on mixed text.
+    #[test]
+    fn keyword_normalisation_matches_the_index() {
+        let mut texts: Vec<String> = vec![
+            "Beyoncé - Déjà_Vu (Live).MP3".into(),
+            "Straße ÆON œuvre ΣΟΦΙΑ 東京 2024 ＡＢＣ".into(),
+            format!("{} {} {}", "a".repeat(39), "b".repeat(40), "é".repeat(20)),
+            "  --__..  ".into(),
+            String::new(),
+        ];
+        // Every character of the Latin-1 to Latin Extended Additional
+        // blocks, the fullwidth forms, and a run of others, in words.
+        let ranges = [
+            0x00a0u32..0x0250,
+            0x1e00..0x1f00,
+            0x2c60..0x2c80,
+            0xff00..0xff60,
+            0x0370..0x0400,
+        ];
+        for range in ranges {
+            let chars: Vec<char> = range.filter_map(char::from_u32).collect();
+            for chunk in chars.chunks(7) {
+                let word: String = chunk.iter().collect();
+                texts.push(format!("x{word}y {word} {}", word.to_uppercase()));
+            }
+        }
+        for text in &texts {
+            let ours = our_words(text);
+            assert_eq!(ours, tantivy_words(text), "{text:?}");
+            assert_eq!(ours, keywords::words(text).collect::<Vec<_>>(), "{text:?}");
+        }
+    }
+
+    /// What the index holds is in the keyword table, and leaves it again.
+    #[test]
+    fn the_keyword_table_follows_the_index() {
+        let index = FileIndex::in_memory(30_000_000).unwrap();
+        index.add_leaf(1, peer(1));
+        index.add_leaf(2, peer(2));
+        let mut tagged = entry("Sinnerman.ogg", 1, 10);
+        tagged.meta = vec![("artist".into(), "Nina Simone".into())];
+        index.add_files(1, &[tagged]);
+        index.add_files(
+            2,
+            &[entry("Gymnopédie No1.ogg", 2, 10), entry("sinnerman.ogg", 3, 10)],
+        );
+        index.commit_if_dirty().unwrap();
+        let table = |index: &FileIndex| index.horizon().lock().unwrap().own().clone();
+        for text in ["sinnerman", "nina simone", "GYMNOPEDIE", "no1 ogg"] {
+            assert!(!index.search(&query(text)).unwrap().is_empty(), "{text}");
+            assert!(table(&index).may_match(&query(text)), "{text}");
+        }
+        assert!(!table(&index).may_match(&query("satie")));
+        index.remove_files(2, &[ContentHash([2; 32])]);
+        assert!(!table(&index).may_match(&query("gymnopedie")));
+        assert!(table(&index).may_match(&query("sinnerman")));
+        index.remove_leaf(1);
+        assert!(!table(&index).may_match(&query("simone")));
+        assert!(
+            table(&index).may_match(&query("sinnerman")),
+            "leaf 2 still has it"
+        );
+        index.remove_leaf(2);
+        assert_eq!(table(&index).fill(), 0.0);
     }
 }

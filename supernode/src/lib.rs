@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use canopy_common::net::{read_frame, write_frame, NetError};
 use canopy_common::proto::frame::batches;
 use canopy_common::proto::search::MAX_HITS;
-use canopy_common::proto::wire::{LinkHello, LinkNotice};
+use canopy_common::proto::wire::{LinkNotice, LinkOffer};
 use canopy_common::proto::{
     Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
 };
@@ -227,9 +227,17 @@ impl Supernode {
     }
 
     /// Answers another supernode's request to link.
-    pub async fn serve_link(&self, peer: PeerAddr, hello: LinkHello, mut send: SendStream, recv: RecvStream) {
+    /// Answers a [`canopy_common::proto::Request::Link`] (`offer` is
+    /// `None`) or [`canopy_common::proto::Request::LinkWith`].
+    pub async fn serve_link(
+        &self,
+        peer: PeerAddr,
+        offer: Option<LinkOffer>,
+        mut send: SendStream,
+        recv: RecvStream,
+    ) {
         match self.overlay.get() {
-            Some(overlay) => overlay.accept_link(peer, hello, send, recv).await,
+            Some(overlay) => overlay.accept_link(peer, offer, send, recv).await,
             None => {
                 let _ = write_frame(&mut send, &LinkNotice::Full { others: Vec::new() }).await;
                 let _ = send.finish();

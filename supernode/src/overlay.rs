@@ -2,9 +2,17 @@
 //! over them, and the host cache that lets the network start and heal
 //! without any central server.
 //!
-//! Every link is one QUIC stream opened with [`Request::Link`]; both ends
-//! then send [`OverlayMessage`]s on it. Routing decisions are the sans-IO
+//! Every link is one QUIC stream opened with [`Request::LinkWith`] (or, to
+//! an older supernode, [`Request::Link`]); both ends then send
+//! [`OverlayMessage`]s on it. Routing decisions are the sans-IO
 //! [`Router`]'s; this module only carries its actions out.
+//!
+//! With keyword routing on (the default), neighbours that both speak
+//! [`FEATURE_KEYWORD_TABLES`] exchange horizon tables
+//! ([`canopy_common::proto::qrp::horizon`]) every [`OverlayConfig::table_interval`]:
+//! a copy of a query goes only to neighbours whose tables say a match may
+//! lie within its reach, and our own leaves' searches run as a
+//! [`DynamicQuery`] that widens only as far as the results require.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -13,10 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
-use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
-use canopy_common::proto::routing::{Action, Origin, QueryId, Router, RouterConfig};
+use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Step};
+use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
+use canopy_common::proto::qrp::horizon::MAX_LEVELS;
+use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
+use canopy_common::proto::routing::{Action, FloodQuery, Forwarding, Origin, QueryId, Router, RouterConfig};
 use canopy_common::proto::search::MAX_HITS;
-use canopy_common::proto::wire::{LinkHello, LinkNotice, OverlayMessage, MAX_HOSTS_PER_MESSAGE};
+use canopy_common::proto::wire::{
+    LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, MAX_HOSTS_PER_MESSAGE,
+};
 use canopy_common::proto::{Hit, PeerAddr, PeerId, Query, Request, Response};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::{mpsc, watch};
@@ -39,6 +52,38 @@ pub struct OverlayConfig {
     /// Queries passed on to neighbours per second at most (bursts of a
     /// second's worth); beyond it a query is answered from our index only.
     pub max_forwarded_per_second: u32,
+    /// Exchange keyword tables with neighbours that speak them, route
+    /// query copies by them, and run our leaves' searches as dynamic
+    /// queries. Off: plain flooding, as before.
+    pub keyword_routing: bool,
+    /// Levels of keyword tables (1 to 8): copies arriving with a TTL below
+    /// this are routed by tables, others broadcast.
+    pub table_levels: u8,
+    /// How often changed tables are sent to neighbours.
+    pub table_interval: Duration,
+    /// How our leaves' searches widen (its `target_results` is
+    /// `--search-target`). Used only with `keyword_routing` and for
+    /// queries that do not set a TTL themselves.
+    pub dynamic: DynamicConfig,
+}
+
+/// How our leaves' searches widen by default. The time limit stays under
+/// the 10 s a reference client waits for a supernode; a hop out and back
+/// is given 500 ms (the simulator's 1.2 s models a slower internet).
+pub fn default_dynamic() -> DynamicConfig {
+    DynamicConfig {
+        target_results: 150,
+        time_limit: Duration::from_secs(8),
+        probe_fanout: 3,
+        probe_ttl: 1,
+        // As far as a supernode lets a copy go: past what the tables
+        // cover only while nothing is found (`broadcast_past_tables`).
+        max_ttl: RouterConfig::default().max_ttl,
+        wait_per_hop: Duration::from_millis(500),
+        assumed_degree: 4,
+        max_widening_ttl: 2,
+        broadcast_past_tables: 1,
+    }
 }
 
 impl Default for OverlayConfig {
@@ -50,6 +95,10 @@ impl Default for OverlayConfig {
             search_window: Duration::from_secs(2),
             hosts_path: None,
             max_forwarded_per_second: 200,
+            keyword_routing: true,
+            table_levels: canopy_common::proto::qrp::horizon::DEFAULT_LEVELS,
+            table_interval: Duration::from_secs(2),
+            dynamic: default_dynamic(),
         }
     }
 }
@@ -59,8 +108,18 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 /// A supernode we failed to link to is left alone this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Supernodes dialled for each link wanted; the nearest are kept.
+const SIZE_UP: usize = 4;
 /// Messages queued per neighbour before we drop rather than wait.
 const OUTBOX: usize = 256;
+/// Table update bytes (by [`canopy_common::proto::qrp::TableUpdate::cost`])
+/// a neighbour may send in a burst: every level of a 2^20-bit table
+/// from scratch, twice over.
+const TABLE_BURST: f64 = (2 * MAX_LEVELS as usize * (128 << 10)) as f64;
+/// ... and per second after that. A neighbour over it loses its link.
+const TABLE_BYTES_PER_SECOND: f64 = (256 << 10) as f64;
+/// Largest degree we believe a neighbour has.
+const MAX_DEGREE: u16 = MAX_NEIGHBOUR_TABLES as u16;
 
 struct Neighbour {
     addr: PeerAddr,
@@ -70,6 +129,14 @@ struct Neighbour {
     link: u64,
     /// Who opened it.
     initiator: PeerId,
+    /// Both sides speak keyword tables on this link.
+    tables: bool,
+    /// Its number of supernode neighbours, as it last told us (0: unknown).
+    degree: u16,
+    /// Our degree as we last told it.
+    degree_sent: u16,
+    /// Table bytes it may still send now, and when that was worked out.
+    table_budget: (f64, Instant),
 }
 
 /// Counters for operators and tests.
@@ -81,7 +148,8 @@ pub struct OverlayStats {
     pub queries_received: AtomicU64,
     /// Queries answered from our index (local and from neighbours).
     pub queries_answered: AtomicU64,
-    /// Queries passed on (once each, however many neighbours got them).
+    /// Queries passed on (once each, however many neighbours got them;
+    /// a leaf's dynamic search once it sends its first copy).
     pub queries_forwarded: AtomicU64,
     /// Queries not passed on because of `max_forwarded_per_second`.
     pub queries_capped: AtomicU64,
@@ -90,6 +158,19 @@ pub struct OverlayStats {
     pub hits_found: AtomicU64,
     /// Messages from neighbours that broke the caps (each closed its link).
     pub bad_messages: AtomicU64,
+    /// Query copies sent to neighbours without a table check.
+    pub copies_broadcast: AtomicU64,
+    /// Query copies sent because a neighbour's table may match in reach.
+    pub copies_routed: AtomicU64,
+    /// Query copies not sent: the neighbour's table ruled them out.
+    pub copies_pruned: AtomicU64,
+    /// Copies our leaves' dynamic searches sent (probes, not counted above).
+    pub probes_sent: AtomicU64,
+    /// Keyword table messages sent and received, in encoded bytes.
+    pub table_bytes_sent: AtomicU64,
+    pub table_bytes_received: AtomicU64,
+    /// Table updates refused (the sender's tables were forgotten).
+    pub table_updates_refused: AtomicU64,
 }
 
 pub struct Overlay {
@@ -126,6 +207,11 @@ impl Overlay {
             hosts.saw(addr, 0);
         }
         let burst = f64::from(config.max_forwarded_per_second.max(1));
+        index
+            .horizon()
+            .lock()
+            .expect("horizon lock")
+            .set_levels(config.table_levels);
         let overlay = Arc::new(Overlay {
             router: Mutex::new(Router::new(config.router.clone())),
             config,
@@ -207,11 +293,26 @@ impl Overlay {
         others
     }
 
-    /// Answers another supernode's [`Request::Link`].
+    /// The overlay features we speak.
+    fn features(&self) -> u32 {
+        if self.config.keyword_routing {
+            FEATURE_KEYWORD_TABLES
+        } else {
+            0
+        }
+    }
+
+    fn degree(&self) -> u16 {
+        let count = self.neighbours.lock().expect("neighbours lock").len();
+        u16::try_from(count).unwrap_or(u16::MAX)
+    }
+
+    /// Answers another supernode's [`Request::Link`] (`offer` is `None`)
+    /// or [`Request::LinkWith`].
     pub async fn accept_link(
         self: &Arc<Self>,
         peer: PeerAddr,
-        _hello: LinkHello,
+        offer: Option<LinkOffer>,
         mut send: SendStream,
         recv: RecvStream,
     ) {
@@ -225,26 +326,95 @@ impl Overlay {
             let _ = send.finish();
             return;
         }
-        if write_frame(&mut send, &LinkNotice::Accepted).await.is_ok() {
-            self.run_link(peer, peer.id, send, recv).await;
+        let (notice, features, degree) = match offer {
+            None => (LinkNotice::Accepted, 0, 0),
+            Some(offer) => (
+                LinkNotice::AcceptedWith {
+                    features: self.features(),
+                    degree: self.degree(),
+                },
+                offer.features & self.features(),
+                offer.degree,
+            ),
+        };
+        if write_frame(&mut send, &notice).await.is_ok() {
+            self.run_link(peer, peer.id, send, recv, features, degree).await;
         }
     }
 
-    async fn connect(self: Arc<Self>, addr: PeerAddr) {
+    /// Dials every candidate at once and links to the `wanted` with the
+    /// shortest round trips; the others are hung up on. Every candidate
+    /// must be in `connecting`; each leaves it here or in [`Self::link_over`].
+    async fn link_nearest(self: Arc<Self>, candidates: Vec<PeerAddr>, wanted: usize) {
+        let mut dials = tokio::task::JoinSet::new();
+        for addr in candidates {
+            let endpoint = self.endpoint.clone();
+            dials.spawn(async move {
+                let dialled = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(&addr)).await;
+                (addr, dialled)
+            });
+        }
+        let mut answered = Vec::new();
+        while let Some(done) = dials.join_next().await {
+            let Ok((addr, dialled)) = done else { continue };
+            match dialled {
+                Ok(Ok(connection)) => answered.push((addr, connection)),
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "no answer".to_string(),
+                    };
+                    tracing::debug!(peer = ?addr, %reason, "no link");
+                    self.connecting.lock().expect("connecting lock").remove(&addr.id);
+                    self.failures
+                        .lock()
+                        .expect("failures lock")
+                        .insert(addr.id, Instant::now());
+                }
+            }
+        }
+        answered.sort_by_key(|(_, connection)| connection.rtt());
+        let farther = answered.split_off(wanted.min(answered.len()));
+        for (addr, connection) in farther {
+            connection.close(0u32.into(), b"another supernode is nearer");
+            self.connecting.lock().expect("connecting lock").remove(&addr.id);
+        }
+        for (addr, connection) in answered {
+            tracing::debug!(peer = ?addr, rtt = ?connection.rtt(), "linking to a near supernode");
+            tokio::spawn(self.clone().link_over(addr, connection));
+        }
+    }
+
+    /// Asks for a link over a connection already up, and carries it.
+    async fn link_over(self: Arc<Self>, addr: PeerAddr, connection: quinn::Connection) {
         let outcome = async {
-            let connection = tokio::time::timeout(Duration::from_secs(5), self.endpoint.connect(&addr))
-                .await
-                .map_err(|_| "no answer".to_string())?
-                .map_err(|e| e.to_string())?;
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            let hello = LinkHello {
+            let offer = LinkOffer {
                 listen: self.me().addr,
+                features: self.features(),
+                degree: self.degree(),
             };
-            write_frame(&mut send, &Request::Link(hello))
+            write_frame(&mut send, &Request::LinkWith(offer))
                 .await
                 .map_err(|e| e.to_string())?;
-            match read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await {
-                Ok(LinkNotice::Accepted) => Ok((connection, send, recv)),
+            let mut answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
+            if answer.is_err() {
+                // A supernode from before `LinkWith` resets that stream as
+                // a bad request; ask again the old way on a new stream.
+                (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+                let hello = LinkHello {
+                    listen: self.me().addr,
+                };
+                write_frame(&mut send, &Request::Link(hello))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
+            }
+            match answer {
+                Ok(LinkNotice::Accepted) => Ok((connection, send, recv, 0, 0)),
+                Ok(LinkNotice::AcceptedWith { features, degree }) => {
+                    Ok((connection, send, recv, features & self.features(), degree))
+                }
                 Ok(LinkNotice::Full { others }) => {
                     let mut hosts = self.hosts.lock().expect("hosts lock");
                     for other in others.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
@@ -262,8 +432,8 @@ impl Overlay {
         match outcome {
             // In a private network, a change of membership that drops
             // this neighbour closes the link's connection.
-            Ok((connection, send, recv)) => {
-                let link = self.run_link(addr, self.me().id, send, recv);
+            Ok((connection, send, recv, features, degree)) => {
+                let link = self.run_link(addr, self.me().id, send, recv, features, degree);
                 self.endpoint.guard(&connection, addr.id, link).await
             }
             Err(reason) => {
@@ -283,8 +453,11 @@ impl Overlay {
         initiator: PeerId,
         mut send: SendStream,
         mut recv: RecvStream,
+        features: u32,
+        degree: u16,
     ) {
         let (outbox, mut queued) = mpsc::channel::<OverlayMessage>(OUTBOX);
+        let tables = features & FEATURE_KEYWORD_TABLES != 0;
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         {
             let mut neighbours = self.neighbours.lock().expect("neighbours lock");
@@ -303,8 +476,22 @@ impl Overlay {
                     outbox: outbox.clone(),
                     link,
                     initiator,
+                    tables,
+                    degree: degree.min(MAX_DEGREE),
+                    degree_sent: 0,
+                    table_budget: (TABLE_BURST, Instant::now()),
                 },
             );
+            // Under the neighbours lock, so link ups and downs of one peer
+            // reach the horizon in the order the links replace each other.
+            let mut horizon = self.index.horizon().lock().expect("horizon lock");
+            if tables {
+                if let Err(error) = horizon.link_up(peer.id) {
+                    tracing::debug!(neighbour = ?peer, %error, "no keyword tables on this link");
+                }
+            } else {
+                horizon.link_down(&peer.id);
+            }
         }
         self.hosts.lock().expect("hosts lock").saw(peer, 0);
         tracing::info!(neighbour = ?peer, "linked to supernode");
@@ -328,7 +515,7 @@ impl Overlay {
             tokio::select! {
                 message = &mut read => match message {
                     Ok(message) => {
-                        if let Err(reason) = self.on_message(peer, message) {
+                        if let Err(reason) = self.on_message(peer, link, message) {
                             tracing::warn!(neighbour = ?peer, %reason, "closing the link to a misbehaving supernode");
                             self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
                             break false;
@@ -348,6 +535,11 @@ impl Overlay {
             let mut neighbours = self.neighbours.lock().expect("neighbours lock");
             if neighbours.get(&peer.id).is_some_and(|n| n.link == link) {
                 neighbours.remove(&peer.id);
+                self.index
+                    .horizon()
+                    .lock()
+                    .expect("horizon lock")
+                    .link_down(&peer.id);
                 tracing::info!(neighbour = ?peer, "unlinked from supernode");
             }
         }
@@ -378,7 +570,12 @@ impl Overlay {
 
     /// Handles one message from neighbour `from`; an error (a message
     /// breaking the caps) ends the link.
-    fn on_message(self: &Arc<Self>, from: PeerAddr, message: OverlayMessage) -> Result<(), String> {
+    fn on_message(
+        self: &Arc<Self>,
+        from: PeerAddr,
+        link: u64,
+        message: OverlayMessage,
+    ) -> Result<(), String> {
         let now = self.now();
         match message {
             OverlayMessage::Query(query) => {
@@ -387,13 +584,7 @@ impl Overlay {
                     .query
                     .check()
                     .map_err(|reason| format!("bad query: {reason}"))?;
-                let neighbours = self.neighbour_ids();
-                let actions = self.router.lock().expect("router lock").on_query(
-                    Origin::Neighbour(from.id),
-                    query,
-                    &neighbours,
-                    now,
-                );
+                let actions = self.route_query(Origin::Neighbour(from.id), query, now);
                 if actions.is_empty() {
                     self.stats.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -422,8 +613,135 @@ impl Overlay {
                     }
                 }
             }
+            OverlayMessage::KeywordTable { level, update, more } => {
+                self.spend_table_budget(from.id, link, update.cost())?;
+                // The frame: the update's own, plus the variant, level and more bytes.
+                let bytes = encoded_len(&update) + 3;
+                self.stats
+                    .table_bytes_received
+                    .fetch_add(bytes, Ordering::Relaxed);
+                let mut horizon = self.index.horizon().lock().expect("horizon lock");
+                if let Err(error) = horizon.on_update(from.id, level, &update, more) {
+                    // Its tables are forgotten: it is flooded, never pruned.
+                    tracing::debug!(neighbour = ?from, %error, "refused a keyword table update");
+                    self.stats.table_updates_refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            OverlayMessage::Degree { neighbours } => {
+                let mut all = self.neighbours.lock().expect("neighbours lock");
+                match all.get_mut(&from.id) {
+                    Some(neighbour) if neighbour.link == link && neighbour.tables => {
+                        neighbour.degree = neighbours.min(MAX_DEGREE);
+                    }
+                    Some(neighbour) if neighbour.link == link => {
+                        return Err("a degree on a link without keyword tables".into());
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Charges a neighbour's table bytes to its budget; over budget, or
+    /// tables on a link that did not agree to them, is an error (the link
+    /// closes). Updates from a superseded link of the same peer are not
+    /// charged here and are refused by the horizon if they do not fit.
+    fn spend_table_budget(&self, from: PeerId, link: u64, cost: usize) -> Result<(), String> {
+        let mut all = self.neighbours.lock().expect("neighbours lock");
+        let Some(neighbour) = all.get_mut(&from).filter(|n| n.link == link) else {
+            return Ok(());
+        };
+        if !neighbour.tables {
+            return Err("a keyword table on a link without keyword tables".into());
+        }
+        let (tokens, refilled) = &mut neighbour.table_budget;
+        let now = Instant::now();
+        *tokens =
+            (*tokens + now.duration_since(*refilled).as_secs_f64() * TABLE_BYTES_PER_SECOND).min(TABLE_BURST);
+        *refilled = now;
+        *tokens -= cost as f64;
+        if *tokens < 0.0 {
+            return Err(format!(
+                "keyword tables over {TABLE_BYTES_PER_SECOND} bytes a second"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands a query to the router, with the keyword tables' say on each
+    /// copy when keyword routing is on.
+    fn route_query(&self, from: Origin, query: FloodQuery, now: Duration) -> Vec<Action> {
+        let neighbours = self.neighbour_ids();
+        let mut router = self.router.lock().expect("router lock");
+        let actions = if self.config.keyword_routing {
+            let horizon = self.index.horizon().lock().expect("horizon lock");
+            let decide = |to: PeerId, query: &Query, ttl: u8| horizon.decide(to, query, ttl);
+            router.on_query_with(from, query, &neighbours, Some(&decide), now)
+        } else {
+            router.on_query(from, query, &neighbours, now)
+        };
+        let Forwarding {
+            broadcast,
+            routed,
+            pruned,
+        } = router.forwarding();
+        self.stats.copies_broadcast.store(broadcast, Ordering::Relaxed);
+        self.stats.copies_routed.store(routed, Ordering::Relaxed);
+        self.stats.copies_pruned.store(pruned, Ordering::Relaxed);
+        actions
+    }
+
+    /// Router counts of query copies by how they were chosen.
+    pub fn forwarding(&self) -> Forwarding {
+        self.router.lock().expect("router lock").forwarding()
+    }
+
+    /// Sends neighbours what changed in our tables, and our degree if it
+    /// changed. An update that cannot be queued makes that link start
+    /// over with resets, so a neighbour never holds a table we did not send.
+    fn send_tables(&self) {
+        if !self.config.keyword_routing {
+            return;
+        }
+        let updates = self
+            .index
+            .horizon()
+            .lock()
+            .expect("horizon lock")
+            .updates_to_send();
+        let mut lost = HashSet::new();
+        for (to, level, update, more) in updates {
+            if lost.contains(&to) {
+                continue;
+            }
+            let message = OverlayMessage::KeywordTable { level, update, more };
+            let bytes = encoded_len(&message);
+            if self.send_to(to, message) {
+                self.stats.table_bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+            } else {
+                lost.insert(to);
+            }
+        }
+        if !lost.is_empty() {
+            let mut horizon = self.index.horizon().lock().expect("horizon lock");
+            for peer in &lost {
+                horizon.resend(peer);
+            }
+        }
+        let degree = self.degree();
+        let mut neighbours = self.neighbours.lock().expect("neighbours lock");
+        for neighbour in neighbours.values_mut() {
+            if neighbour.tables
+                && neighbour.degree_sent != degree
+                && neighbour
+                    .outbox
+                    .try_send(OverlayMessage::Degree { neighbours: degree })
+                    .is_ok()
+            {
+                neighbour.degree_sent = degree;
+            }
+        }
     }
 
     /// Whether one more query may be passed on now.
@@ -502,63 +820,217 @@ impl Overlay {
         }
     }
 
-    fn send_to(&self, peer: PeerId, message: OverlayMessage) {
+    /// Queues a message for a neighbour; false if it could not be (no
+    /// such neighbour, or its outbox is full).
+    fn send_to(&self, peer: PeerId, message: OverlayMessage) -> bool {
         let outbox = self
             .neighbours
             .lock()
             .expect("neighbours lock")
             .get(&peer)
             .map(|n| n.outbox.clone());
-        if let Some(outbox) = outbox {
-            // A neighbour that cannot keep up loses messages, not our memory.
-            let _ = outbox.try_send(message);
-        }
+        // A neighbour that cannot keep up loses messages, not our memory.
+        outbox.is_some_and(|outbox| outbox.try_send(message).is_ok())
     }
 
     /// Runs one of our leaves' searches across the overlay, writing hits to
-    /// `send` as they arrive, then [`Response::EndOfHits`].
+    /// `send` as they arrive, then [`Response::EndOfHits`]. With keyword
+    /// routing on and no TTL set by the searcher, it is a dynamic query;
+    /// otherwise one flood with the query's TTL.
     pub async fn search(self: &Arc<Self>, query: Query, send: &mut SendStream) -> Result<(), NetError> {
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         let handle = self.next_search.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(64);
         self.searches.lock().expect("searches lock").insert(handle, tx);
-        let neighbours = self.neighbour_ids();
+        let result = if self.config.keyword_routing && query.ttl.is_none() {
+            self.dynamic_search(handle, query, rx, send).await
+        } else {
+            self.flood_search(handle, query, rx, send).await
+        };
+        self.searches.lock().expect("searches lock").remove(&handle);
+        result
+    }
+
+    /// One flood at the query's TTL, collecting hits for the search window.
+    async fn flood_search(
+        self: &Arc<Self>,
+        handle: u64,
+        query: Query,
+        mut rx: mpsc::Receiver<Vec<Hit>>,
+        send: &mut SendStream,
+    ) -> Result<(), NetError> {
         let max_hits = usize::from(query.max_hits.clamp(1, MAX_HITS));
-        let id = QueryId(random_bytes());
-        let actions = self.router.lock().expect("router lock").on_local_query(
-            handle,
-            id,
+        let router = self.config.router.clone();
+        let flood = FloodQuery {
+            id: QueryId(random_bytes()),
+            ttl: query.ttl.unwrap_or(router.default_ttl).min(router.max_ttl),
+            hops: 0,
             query,
-            &neighbours,
-            self.now(),
-        );
+        };
+        // Alone in the network, or with TTL 0, our own answer is all there is.
+        let alone = self.neighbour_ids().is_empty() || flood.ttl == 0;
+        let actions = self.route_query(Origin::Local(handle), flood, self.now());
         self.execute(actions);
         let deadline = tokio::time::Instant::now() + self.config.search_window;
         let mut sent = 0;
-        let result = async {
-            loop {
-                tokio::select! {
-                    hits = rx.recv() => {
-                        let Some(mut hits) = hits else { break };
-                        hits.truncate(max_hits - sent);
-                        sent += hits.len();
-                        // One answer can hold up to 200 hits: more than a frame.
-                        for hits in batches(&hits, MAX_CONTROL_FRAME) {
-                            write_frame(send, &Response::Hits { hits }).await?;
-                        }
-                        // Alone in the network, our own answer is all there is.
-                        if sent >= max_hits || neighbours.is_empty() {
-                            break;
-                        }
+        loop {
+            tokio::select! {
+                hits = rx.recv() => {
+                    let Some(mut hits) = hits else { break };
+                    hits.truncate(max_hits - sent);
+                    sent += hits.len();
+                    // One answer can hold up to 200 hits: more than a frame.
+                    for hits in batches(&hits, MAX_CONTROL_FRAME) {
+                        write_frame(send, &Response::Hits { hits }).await?;
                     }
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    if sent >= max_hits || alone {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        write_frame(send, &Response::EndOfHits).await
+    }
+
+    /// A dynamic query: our own index answers (the router holds the
+    /// query's id with no neighbours, so every hit for it comes back
+    /// here), then [`DynamicQuery`] says which neighbour to ask next and
+    /// how far, from the distinct files found so far and each neighbour's
+    /// keyword tables and degree.
+    async fn dynamic_search(
+        self: &Arc<Self>,
+        handle: u64,
+        query: Query,
+        mut rx: mpsc::Receiver<Vec<Hit>>,
+        send: &mut SendStream,
+    ) -> Result<(), NetError> {
+        let max_hits = usize::from(query.max_hits.clamp(1, MAX_HITS));
+        let id = QueryId(random_bytes());
+        let started = tokio::time::Instant::now();
+        let now = self.now();
+        let actions = self.router.lock().expect("router lock").on_local_query(
+            handle,
+            id,
+            Query {
+                ttl: None,
+                ..query.clone()
+            },
+            &[],
+            now,
+        );
+        self.execute(actions);
+        let neighbours = self.dynamic_neighbours(&query);
+        let alone = neighbours.is_empty();
+        let mut config = self.config.dynamic.clone();
+        config.max_ttl = config.max_ttl.min(self.config.router.max_ttl);
+        let (mut search, steps) = DynamicQuery::start(config, neighbours, now);
+        // Alone in the network, our own answer is all there is.
+        // Whether this search may pass the query on at all: decided, under
+        // `max_forwarded_per_second` like a flood, at its first copy.
+        let mut allowed = None;
+        let mut done = self.probe(id, &query, steps, &mut allowed) || alone;
+        let mut seen: HashSet<ResultKey> = HashSet::new();
+        let mut sent = 0;
+        // Our own index's answer is waited for even if there is nobody to ask.
+        let mut own_answer = false;
+        while !(done && own_answer) {
+            let wakeup = search
+                .next_wakeup()
+                .map_or(started + self.config.dynamic.time_limit, |at| {
+                    started + at.saturating_sub(now)
+                });
+            tokio::select! {
+                hits = rx.recv() => {
+                    let Some(mut hits) = hits else { break };
+                    own_answer = true;
+                    let fresh = hits
+                        .iter()
+                        .flat_map(result_keys)
+                        .filter(|key| seen.insert(*key))
+                        .count();
+                    hits.truncate(max_hits - sent);
+                    sent += hits.len();
+                    for hits in batches(&hits, MAX_CONTROL_FRAME) {
+                        write_frame(send, &Response::Hits { hits }).await?;
+                    }
+                    if sent >= max_hits {
+                        break;
+                    }
+                    let steps = search.on_results(fresh as u32, self.now());
+                    done |= self.probe(id, &query, steps, &mut allowed);
+                }
+                _ = tokio::time::sleep_until(wakeup) => {
+                    own_answer = true;
+                    let steps = search.on_tick(self.now());
+                    done |= self.probe(id, &query, steps, &mut allowed);
                 }
             }
-            write_frame(send, &Response::EndOfHits).await
         }
-        .await;
-        self.searches.lock().expect("searches lock").remove(&handle);
-        result
+        write_frame(send, &Response::EndOfHits).await
+    }
+
+    /// Our neighbours as a dynamic query sees them.
+    fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
+        let degrees: Vec<(PeerId, u16)> = self
+            .neighbours
+            .lock()
+            .expect("neighbours lock")
+            .iter()
+            .map(|(id, n)| (*id, n.degree))
+            .collect();
+        let horizon = self.index.horizon().lock().expect("horizon lock");
+        degrees
+            .into_iter()
+            .map(|(peer, degree)| dynamic::Neighbour {
+                peer,
+                degree: u32::from(degree),
+                reach: horizon.reach(&peer, query),
+            })
+            .collect()
+    }
+
+    /// Sends a dynamic query's probes; true once it has finished. The
+    /// first probe of a search takes one token of the forwarding cap
+    /// (`allowed` remembers the answer): a search over the cap is
+    /// answered from our index only, as a flood over it would be.
+    fn probe(&self, id: QueryId, query: &Query, steps: Vec<Step>, allowed: &mut Option<bool>) -> bool {
+        let mut finished = false;
+        for step in steps {
+            match step {
+                Step::Probe { to, ttl } => {
+                    let may = *allowed.get_or_insert_with(|| {
+                        let may = self.may_forward();
+                        let counter = if may {
+                            &self.stats.queries_forwarded
+                        } else {
+                            &self.stats.queries_capped
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        may
+                    });
+                    if !may {
+                        // Local only: nothing more to wait for.
+                        finished = true;
+                        continue;
+                    }
+                    let copy = FloodQuery {
+                        id,
+                        ttl,
+                        hops: 1,
+                        query: Query {
+                            ttl: None,
+                            ..query.clone()
+                        },
+                    };
+                    if self.send_to(to, OverlayMessage::Query(copy)) {
+                        self.stats.probes_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Step::Finish(_) => finished = true,
+            }
+        }
+        finished
     }
 
     fn candidates(&self, wanted: usize) -> Vec<PeerAddr> {
@@ -583,11 +1055,35 @@ impl Overlay {
     }
 }
 
-/// Keeps the neighbour count up and shares host caches, until the overlay
-/// is dropped.
+/// One result of a search, as dynamic querying counts them: a file at one
+/// source (Gnutella counted a file once per host that has it, so a popular
+/// file's many copies end a search early and a rare file's one does not).
+type ResultKey = (canopy_common::proto::ContentHash, Option<PeerId>);
+
+fn result_keys(hit: &Hit) -> Vec<ResultKey> {
+    let mut keys: Vec<ResultKey> = hit
+        .sources
+        .iter()
+        .map(|source| (hit.hash, Some(source.id)))
+        .chain(hit.relayed.iter().map(|relayed| (hit.hash, Some(relayed.leaf))))
+        .collect();
+    if keys.is_empty() {
+        keys.push((hit.hash, None));
+    }
+    keys
+}
+
+/// A message's size on the wire, frame length prefix included.
+fn encoded_len<T: serde::Serialize>(message: &T) -> u64 {
+    encode(message, usize::MAX).map_or(0, |frame| frame.len() as u64)
+}
+
+/// Keeps the neighbour count up, shares host caches and keyword tables,
+/// until the overlay is dropped.
 async fn maintain(overlay: std::sync::Weak<Overlay>) {
     let mut tick = tokio::time::interval(MAINTAIN_EVERY);
     let mut last_exchange = Instant::now();
+    let mut last_tables: Option<Instant> = None;
     loop {
         tick.tick().await;
         let Some(overlay) = overlay.upgrade() else { return };
@@ -597,14 +1093,21 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
         let have = overlay.neighbours.lock().expect("neighbours lock").len()
             + overlay.connecting.lock().expect("connecting lock").len();
         if have < overlay.config.target_neighbours {
-            for addr in overlay.candidates(overlay.config.target_neighbours - have) {
-                overlay
-                    .connecting
-                    .lock()
-                    .expect("connecting lock")
-                    .insert(addr.id);
-                tokio::spawn(overlay.clone().connect(addr));
+            // Size up several supernodes per link wanted and keep the
+            // nearest: a query's first hit is a few supernode hops away,
+            // and each hop costs a round trip.
+            let wanted = overlay.config.target_neighbours - have;
+            let candidates = overlay.candidates(wanted * SIZE_UP);
+            if !candidates.is_empty() {
+                let mut connecting = overlay.connecting.lock().expect("connecting lock");
+                connecting.extend(candidates.iter().map(|addr| addr.id));
+                drop(connecting);
+                tokio::spawn(overlay.clone().link_nearest(candidates, wanted));
             }
+        }
+        if last_tables.is_none_or(|at| at.elapsed() >= overlay.config.table_interval) {
+            last_tables = Some(Instant::now());
+            overlay.send_tables();
         }
         if last_exchange.elapsed() >= EXCHANGE_EVERY {
             last_exchange = Instant::now();
@@ -616,5 +1119,70 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             }
             overlay.hosts.lock().expect("hosts lock").save();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_common::proto::dynamic::Reach;
+
+    fn neighbour(n: u8, reach: Reach) -> dynamic::Neighbour {
+        dynamic::Neighbour {
+            peer: PeerId([n; 32]),
+            degree: 3,
+            reach,
+        }
+    }
+
+    fn probes(config: DynamicConfig, neighbours: Vec<dynamic::Neighbour>) -> Vec<(u8, u8)> {
+        let (_, steps) = DynamicQuery::start(config, neighbours, Duration::ZERO);
+        steps
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::Probe { to, ttl } => Some((to.0[0], ttl)),
+                Step::Finish(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_probe_goes_as_deep_as_the_nearest_match_and_no_further_out() {
+        // DynamicQuery's own rules, with the supernode's settings.
+        let config = default_dynamic();
+        // A rare file 3 hops past neighbour 2; nothing within 4 past 1.
+        let rare = vec![neighbour(1, Reach::Beyond(4)), neighbour(2, Reach::Within(3))];
+        assert_eq!(probes(config.clone(), rare), [(2, 3)]);
+        // A popular one right behind everyone: the usual narrow probe.
+        let popular = (1..=5).map(|n| neighbour(n, Reach::Within(0))).collect();
+        assert_eq!(probes(config.clone(), popular), [(1, 1), (2, 1), (3, 1)]);
+        // No tables: as configured.
+        let unknown = (1..=2).map(|n| neighbour(n, Reach::Unknown)).collect();
+        assert_eq!(probes(config, unknown), [(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn a_result_is_a_file_at_one_source() {
+        let hit = |hash: u8, sources: &[u8]| Hit {
+            hash: canopy_common::proto::ContentHash([hash; 32]),
+            size: 1,
+            name: "x".into(),
+            kind: canopy_common::proto::FileKind::Other,
+            sources: sources
+                .iter()
+                .map(|&n| PeerAddr::new(PeerId([n; 32]), ([127, 0, 0, 1], 1).into()))
+                .collect(),
+            source_count: sources.len() as u32,
+            relayed: vec![],
+        };
+        let mut seen = HashSet::new();
+        let count = |seen: &mut HashSet<ResultKey>, hits: &[Hit]| {
+            hits.iter()
+                .flat_map(result_keys)
+                .filter(|key| seen.insert(*key))
+                .count()
+        };
+        assert_eq!(count(&mut seen, &[hit(1, &[1, 2]), hit(2, &[])]), 3);
+        assert_eq!(count(&mut seen, &[hit(1, &[2, 3])]), 1);
     }
 }

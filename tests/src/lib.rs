@@ -291,3 +291,34 @@ pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Forwards UDP between one client and `target`, holding every datagram
+/// `delay` each way: a supernode on a long path, on loopback.
+pub async fn slow_path_to(target: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
+    let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut client = None;
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let to = if from == target {
+                match client {
+                    Some(client) => client,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                target
+            };
+            let (socket, datagram) = (socket.clone(), buffer[..len].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = socket.send_to(&datagram, to).await;
+            });
+        }
+    });
+    address
+}

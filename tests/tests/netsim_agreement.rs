@@ -59,6 +59,9 @@ async fn supernode(i: u32, bootstrap: Vec<PeerAddr>) -> Running {
         target_neighbours: lower(i).len().max(1),
         max_neighbours: degree(i),
         search_window: Duration::from_millis(1500),
+        // The simulator's probe models plain flooding: no keyword tables
+        // pruning copies for supernodes without the probe's words.
+        keyword_routing: false,
         ..OverlayConfig::default()
     };
     config.supernode = Some(settings);

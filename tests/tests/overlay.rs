@@ -368,3 +368,21 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
         .iter()
         .any(|s| s.bytes > 0 && s.peer.starts_with(&hidden.peer_addr().id.to_string())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supernode_links_to_the_nearest_of_those_it_knows() {
+    // Two supernodes that dial nobody, one of them behind a slow path.
+    let near = supernode(vec![], 0, 8).await;
+    let far = supernode(vec![], 0, 8).await;
+    let far_path = canopy_tests::slow_path_to(far.node.peer_addr().addr, Duration::from_millis(150)).await;
+    let far_via_slow_path = PeerAddr::new(far.node.peer_addr().id, far_path);
+    // One wanted link; the far one is listed first.
+    let me = supernode(vec![far_via_slow_path, near.node.peer_addr()], 1, 8).await;
+    until("a link", || neighbours(&me) == 1).await;
+    let linked = me.node.supernode().unwrap().overlay().unwrap().neighbours();
+    assert_eq!(
+        linked[0].id,
+        near.node.peer_addr().id,
+        "linked to the far supernode"
+    );
+}

@@ -210,3 +210,29 @@ async fn a_leaf_is_no_supernode() {
         .unwrap_err();
     assert!(error.to_string().contains("not a supernode"), "{error:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_joins_the_nearest_of_the_supernodes_it_knows() {
+    let (near, _near_dir) = start_supernode(10, 100).await;
+    let (far, _far_dir) = start_supernode(10, 100).await;
+    let far_address =
+        canopy_tests::slow_path_to(far.peer_addr().addr, std::time::Duration::from_millis(150)).await;
+    let far_via_slow_path = PeerAddr::new(far.peer_addr().id, far_address);
+
+    // The far one comes first in the leaf's list; one session only.
+    let data = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(data.path().join("data"), LOOPBACK);
+    config.bootstrap = vec![far_via_slow_path, near.peer_addr()];
+    config.leaf_sessions = 1;
+    let leaf = Node::start(config).await.unwrap();
+    let mut status = leaf.leaf_status();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status.wait_for(|s| !s.joined.is_empty()),
+    )
+    .await
+    .expect("joined in time")
+    .unwrap();
+    let joined: Vec<_> = leaf.leaf_status().borrow().joined.keys().copied().collect();
+    assert_eq!(joined, vec![near.peer_addr().id], "joined the far supernode");
+}

@@ -3,11 +3,14 @@
 
 pub mod bitfield;
 pub mod content;
+pub mod dynamic;
 pub mod election;
 pub mod frame;
 pub mod id;
+pub mod keywords;
 pub mod link;
 pub mod network;
+pub mod qrp;
 pub mod resume;
 pub mod routing;
 pub mod search;

@@ -10,6 +10,11 @@
 //! The rules, as in Gnutella and FastTrack:
 //! * a query carries a random id, a TTL and a hop count; the TTL is capped
 //!   on arrival so no peer can inflate a flood;
+//! * a caller that knows its neighbours' keyword tables ([`super::qrp`])
+//!   passes a filter to [`Router::on_query_with`], and a copy goes only to
+//!   neighbours whose tables say a match may lie within the copy's reach
+//!   (Gnutella's QRP checked on the last hop, extended to every hop the
+//!   tables cover); without one, it goes to all;
 //! * each id is handled once: a duplicate (arriving by another path) is
 //!   dropped, tracked by a bounded seen-cache with expiry;
 //! * a query is answered locally and forwarded to every neighbour but the
@@ -68,6 +73,35 @@ pub enum Dropped {
     SeenCacheFull,
 }
 
+/// Decides whether a last-hop copy of a query goes to a neighbour.
+pub type ForwardFilter<'a> = &'a dyn Fn(PeerId, &Query, u8) -> Forward;
+
+/// How a copy of a query is chosen for one neighbour, as a keyword
+/// routing filter decides ([`super::qrp::horizon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Send it without a check: nothing is known about what lies that far
+    /// (no tables from this neighbour, or a TTL past their horizon).
+    Broadcast,
+    /// Send it: the neighbour's tables say a match may lie within reach.
+    Routed,
+    /// Do not send it: the neighbour's tables rule out every supernode the
+    /// copy could reach.
+    Pruned,
+}
+
+/// Query copies this router sent, by how they were chosen: the measure of
+/// how much of the traffic keyword routing decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Sent without a check (no filter given, or it knew nothing that far).
+    pub broadcast: u64,
+    /// Sent because the neighbour's tables may match within the copy's reach.
+    pub routed: u64,
+    /// Not sent: the neighbour's tables rule out everything in reach.
+    pub pruned: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// Highest TTL accepted; larger ones are lowered to this.
@@ -105,6 +139,7 @@ pub struct Router {
     /// Ids in arrival order, for expiry from the oldest end.
     order: VecDeque<(Duration, QueryId)>,
     dropped: HashMap<Dropped, u64>,
+    forwarding: Forwarding,
 }
 
 impl Router {
@@ -114,6 +149,7 @@ impl Router {
             entries: HashMap::new(),
             order: VecDeque::new(),
             dropped: HashMap::new(),
+            forwarding: Forwarding::default(),
         }
     }
 
@@ -124,6 +160,11 @@ impl Router {
     /// Times something was dropped for `reason`.
     pub fn dropped(&self, reason: Dropped) -> u64 {
         self.dropped.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Copies sent so far, broadcast or routed.
+    pub fn forwarding(&self) -> Forwarding {
+        self.forwarding
     }
 
     /// Query ids currently remembered.
@@ -158,12 +199,28 @@ impl Router {
     }
 
     /// A query from `from`. `neighbours` are the supernodes we could
-    /// forward to right now.
+    /// forward to right now; every one of them gets it (plain flooding).
     pub fn on_query(
+        &mut self,
+        from: Origin,
+        query: FloodQuery,
+        neighbours: &[PeerId],
+        now: Duration,
+    ) -> Vec<Action> {
+        self.on_query_with(from, query, neighbours, None, now)
+    }
+
+    /// [`Router::on_query`] with keyword routing: each copy goes to a
+    /// neighbour only if `filter(neighbour, query, ttl)` does not prune it,
+    /// where `ttl` is what the copy carries on arrival (0: the neighbour
+    /// answers from its index and forwards no further). Without a filter
+    /// every neighbour gets a copy.
+    pub fn on_query_with(
         &mut self,
         from: Origin,
         mut query: FloodQuery,
         neighbours: &[PeerId],
+        filter: Option<ForwardFilter<'_>>,
         now: Duration,
     ) -> Vec<Action> {
         self.expire(now);
@@ -198,12 +255,24 @@ impl Router {
                 ..query
             };
             for &neighbour in neighbours {
-                if Origin::Neighbour(neighbour) != from {
-                    actions.push(Action::Forward {
-                        to: neighbour,
-                        query: forwarded.clone(),
-                    });
+                if Origin::Neighbour(neighbour) == from {
+                    continue;
                 }
+                let decision = filter.map_or(Forward::Broadcast, |decide| {
+                    decide(neighbour, &forwarded.query, forwarded.ttl)
+                });
+                match decision {
+                    Forward::Broadcast => self.forwarding.broadcast += 1,
+                    Forward::Routed => self.forwarding.routed += 1,
+                    Forward::Pruned => {
+                        self.forwarding.pruned += 1;
+                        continue;
+                    }
+                }
+                actions.push(Action::Forward {
+                    to: neighbour,
+                    query: forwarded.clone(),
+                });
             }
         }
         actions
@@ -389,6 +458,49 @@ mod tests {
         let later = T0 + RouterConfig::default().entry_lifetime;
         assert!(router.on_hits(peer(1), id, vec![hit()], later).is_empty());
         assert!(router.is_empty());
+    }
+
+    #[test]
+    fn the_last_hop_goes_only_where_the_filter_allows() {
+        let mut router = Router::new(RouterConfig::default());
+        // Peer 3's tables match; the others' rule the query out on the
+        // last hop and know nothing further away.
+        let only_peer_3 = |to: PeerId, _: &Query, ttl: u8| match (to == peer(3), ttl) {
+            (true, _) => Forward::Routed,
+            (false, 0) => Forward::Pruned,
+            (false, _) => Forward::Broadcast,
+        };
+        let neighbours = [peer(1), peer(2), peer(3)];
+        let flood = |n: u8, ttl: u8| FloodQuery {
+            id: QueryId([n; 16]),
+            ttl,
+            hops: 0,
+            query: query(),
+        };
+        let targets = |actions: Vec<Action>| -> Vec<PeerId> {
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Forward { to, .. } => Some(to),
+                    _ => None,
+                })
+                .collect()
+        };
+        // TTL 1: the copies arrive with TTL 0, so this is the last hop.
+        let last = router.on_query_with(Origin::Local(1), flood(1, 1), &neighbours, Some(&only_peer_3), T0);
+        assert_eq!(targets(last), vec![peer(3)]);
+        // TTL 2: peers 1 and 2 know nothing that far, so they get it too.
+        let earlier =
+            router.on_query_with(Origin::Local(1), flood(2, 2), &neighbours, Some(&only_peer_3), T0);
+        assert_eq!(targets(earlier), neighbours.to_vec());
+        assert_eq!(
+            router.forwarding(),
+            Forwarding {
+                broadcast: 2,
+                routed: 2,
+                pruned: 2
+            }
+        );
     }
 
     #[test]

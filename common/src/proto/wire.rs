@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bitfield::WireBitfield;
 use super::id::{ContentHash, PeerAddr};
+use super::qrp::TableUpdate;
 use super::routing::{FloodQuery, QueryId};
 use super::search::{Hello, Hit, Query};
 
@@ -69,6 +70,12 @@ pub enum Request {
     /// [`LinkNotice`]; if accepted, the stream carries [`OverlayMessage`]s
     /// both ways for as long as the link lasts.
     Link(LinkHello),
+    /// [`Request::Link`] from a supernode that speaks optional overlay
+    /// features (appended after version 0). Answered like `Link`, with
+    /// [`LinkNotice::AcceptedWith`] instead of `Accepted`. A node that
+    /// does not know this variant resets the stream (a bad request); the
+    /// asker then links again with a plain [`Request::Link`].
+    LinkWith(LinkOffer),
 }
 
 /// What a supernode says when it asks to link.
@@ -78,13 +85,36 @@ pub struct LinkHello {
     pub listen: std::net::SocketAddr,
 }
 
-/// The answer to a [`Request::Link`].
+/// Overlay feature: the peer sends and reads
+/// [`OverlayMessage::KeywordTable`] and [`OverlayMessage::Degree`].
+pub const FEATURE_KEYWORD_TABLES: u32 = 1;
+
+/// What a supernode says when it asks to link, with what it can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkOffer {
+    /// Where other supernodes can reach it.
+    pub listen: std::net::SocketAddr,
+    /// `FEATURE_*` bits it speaks; unknown bits are ignored.
+    pub features: u32,
+    /// Its number of supernode neighbours now (dynamic querying estimates
+    /// how far a query spreads from it).
+    pub degree: u16,
+}
+
+/// The answer to a [`Request::Link`] or [`Request::LinkWith`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkNotice {
     Accepted,
     /// No room for more neighbours; try these.
     Full {
         others: Vec<PeerAddr>,
+    },
+    /// The link is up (answer to [`Request::LinkWith`] only): the features
+    /// the answerer speaks and its degree. Features are used on the link
+    /// only if both sides speak them.
+    AcceptedWith {
+        features: u32,
+        degree: u16,
     },
 }
 
@@ -109,6 +139,25 @@ pub enum OverlayMessage {
     /// Part of the sender's host cache (at most [`MAX_HOSTS_PER_MESSAGE`]).
     Supernodes {
         entries: Vec<HostEntry>,
+    },
+    /// A change to the sender's level-`level` keyword table for this link
+    /// ([`crate::proto::qrp::horizon`]): what lies within `level` hops past
+    /// the sender, never back through the receiver. Sent only on links
+    /// where both sides have [`FEATURE_KEYWORD_TABLES`]; `level` is below
+    /// [`crate::proto::qrp::horizon::MAX_LEVELS`], the update within
+    /// [`crate::proto::qrp::MAX_UPDATE_COST`].
+    ///
+    /// `more`: further updates of the same change follow (a table too big
+    /// for one frame); the receiver applies them together, at the last.
+    KeywordTable {
+        level: u8,
+        update: TableUpdate,
+        more: bool,
+    },
+    /// The sender's number of supernode neighbours changed (only with
+    /// [`FEATURE_KEYWORD_TABLES`]).
+    Degree {
+        neighbours: u16,
     },
 }
 

@@ -95,6 +95,21 @@ pub struct RunArgs {
     /// more are answered from our index only [default: 200].
     #[arg(long, env = "CANOPY_MAX_QUERIES_FORWARDED", value_name = "N")]
     pub max_queries_forwarded: Option<u32>,
+    /// As a supernode: exchange keyword tables with neighbours, send each
+    /// query only where its words may be, and widen leaves' searches only
+    /// as far as results require; `--keyword-routing false` floods as
+    /// before [default: true].
+    #[arg(long, env = "CANOPY_KEYWORD_ROUTING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub keyword_routing: Option<bool>,
+    /// As a supernode with keyword routing: a leaf's search stops widening
+    /// once this many files are found [default: 150].
+    #[arg(long, env = "CANOPY_SEARCH_TARGET", value_name = "N")]
+    pub search_target: Option<u32>,
+    /// As a supernode with keyword routing: levels of keyword tables, 1 to
+    /// 8; tables route query copies with up to this many hops to go
+    /// [default: 5].
+    #[arg(long, env = "CANOPY_TABLE_LEVELS", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub table_levels: Option<u8>,
     /// As a supernode: memory and disk the index may use (about 512 bytes
     /// per file indexed); publishes beyond it are refused [default: 1G].
     #[arg(long, env = "CANOPY_INDEX_BUDGET", value_name = "SIZE", value_parser = parse_bytes)]
@@ -225,6 +240,9 @@ pub struct FileSettings {
     pub neighbours: Option<usize>,
     pub max_neighbours: Option<usize>,
     pub max_queries_forwarded: Option<u32>,
+    pub keyword_routing: Option<bool>,
+    pub search_target: Option<u32>,
+    pub table_levels: Option<u8>,
     #[serde(default, deserialize_with = "byte_size")]
     pub index_budget: Option<u64>,
     pub supernodes: Option<usize>,
@@ -272,6 +290,9 @@ impl FileSettings {
             neighbours: over.neighbours.or(self.neighbours),
             max_neighbours: over.max_neighbours.or(self.max_neighbours),
             max_queries_forwarded: over.max_queries_forwarded.or(self.max_queries_forwarded),
+            keyword_routing: over.keyword_routing.or(self.keyword_routing),
+            search_target: over.search_target.or(self.search_target),
+            table_levels: over.table_levels.or(self.table_levels),
             index_budget: over.index_budget.or(self.index_budget),
             supernodes: over.supernodes.or(self.supernodes),
             never_supernode: over.never_supernode.or(self.never_supernode),
@@ -363,6 +384,9 @@ pub struct RunSettings {
     pub neighbours: usize,
     pub max_neighbours: usize,
     pub max_queries_forwarded: u32,
+    pub keyword_routing: bool,
+    pub search_target: u32,
+    pub table_levels: u8,
     pub index_budget: u64,
     pub supernodes: usize,
     pub never_supernode: bool,
@@ -462,6 +486,9 @@ impl RunSettings {
                 .max_queries_forwarded
                 .or(file.max_queries_forwarded)
                 .unwrap_or(200),
+            keyword_routing: args.keyword_routing.or(file.keyword_routing).unwrap_or(true),
+            search_target: args.search_target.or(file.search_target).unwrap_or(150).max(1),
+            table_levels: args.table_levels.or(file.table_levels).unwrap_or(5).clamp(1, 8),
             index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),
             never_supernode: args.never_supernode || file.never_supernode.unwrap_or(false),
@@ -680,5 +707,7 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("/d"));
         assert_eq!(settings.listen.port(), DEFAULT_PORT);
         assert_eq!(settings.max_queries_forwarded, 200);
+        assert!(settings.keyword_routing);
+        assert_eq!((settings.search_target, settings.table_levels), (150, 5));
     }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::units::human_bytes;
 
 /// How long one supernode may take to answer.
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks the first supernode that answers among `supernodes`; returns its
 /// hits and who answered.
@@ -66,6 +66,18 @@ async fn ask_one(
     on_new: &mut (dyn FnMut(&Hit) + Send),
 ) -> anyhow::Result<Vec<Hit>> {
     let connection = endpoint.connect(supernode).await?;
+    let hits = ask_on(&connection, supernode, query, on_new).await;
+    connection.close(0u32.into(), b"done");
+    hits
+}
+
+/// Asks `supernode` over a connection that is already up (and stays up).
+pub async fn ask_on(
+    connection: &quinn::Connection,
+    supernode: &PeerAddr,
+    query: &Query,
+    on_new: &mut (dyn FnMut(&Hit) + Send),
+) -> anyhow::Result<Vec<Hit>> {
     let (mut send, mut recv) = connection.open_bi().await?;
     write_frame(&mut send, &Request::Search(query.clone())).await?;
     send.finish()?;
@@ -96,7 +108,6 @@ async fn ask_one(
             other => bail!("unexpected answer {other:?}"),
         }
     }
-    connection.close(0u32.into(), b"done");
     Ok(hits)
 }
 

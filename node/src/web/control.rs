@@ -186,7 +186,7 @@ pub fn metrics(view: &NodeView) -> String {
     );
     let overlay = supernode.as_ref().and_then(|s| s.overlay().cloned());
     type Counter = fn(&canopy_supernode::overlay::OverlayStats) -> &AtomicU64;
-    let overlay_counters: [(&str, &str, Counter); 7] = [
+    let overlay_counters: [(&str, &str, Counter); 14] = [
         (
             "canopy_searches_total",
             "Searches our leaves asked this supernode to run.",
@@ -221,6 +221,41 @@ pub fn metrics(view: &NodeView) -> String {
             "canopy_bad_overlay_messages_total",
             "Messages from neighbour supernodes that broke the caps (each closed its link).",
             |s| &s.bad_messages,
+        ),
+        (
+            "canopy_query_copies_broadcast_total",
+            "Query copies sent to neighbours without a keyword table check.",
+            |s| &s.copies_broadcast,
+        ),
+        (
+            "canopy_query_copies_routed_total",
+            "Query copies sent because a neighbour's keyword tables may match within their reach.",
+            |s| &s.copies_routed,
+        ),
+        (
+            "canopy_query_copies_pruned_total",
+            "Query copies not sent: the neighbour's keyword tables rule out everything within reach.",
+            |s| &s.copies_pruned,
+        ),
+        (
+            "canopy_dynamic_probes_total",
+            "Query copies sent by our leaves' dynamic searches.",
+            |s| &s.probes_sent,
+        ),
+        (
+            "canopy_table_update_bytes_sent_total",
+            "Keyword table updates sent to neighbours, in bytes on the wire.",
+            |s| &s.table_bytes_sent,
+        ),
+        (
+            "canopy_table_update_bytes_received_total",
+            "Keyword table updates received from neighbours, in bytes on the wire.",
+            |s| &s.table_bytes_received,
+        ),
+        (
+            "canopy_table_updates_refused_total",
+            "Keyword table updates refused (that neighbour's tables were forgotten).",
+            |s| &s.table_updates_refused,
         ),
     ];
     for (name, help, counter) in overlay_counters {
