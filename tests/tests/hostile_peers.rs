@@ -15,7 +15,9 @@ use canopy_node::admission::ConnectionLimits;
 use canopy_node::download::DownloadOptions;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
-use canopy_tests::{client, patterned, search_until, start_downloader, start_leaf, start_sharer, until, LOOPBACK};
+use canopy_tests::{
+    client, patterned, search_until, start_downloader, start_leaf, start_sharer, until, LOOPBACK,
+};
 use quinn::{RecvStream, SendStream};
 
 /// An endpoint with a fresh key bound to another loopback address, so its
