@@ -165,23 +165,13 @@ impl Sim {
     /// nearest router indexing one, as far as the tables can tell (levels −
     /// 2 hops: level `k` looks `k − 1` past a neighbour).
     pub(crate) fn holder_distances(&self, q: u32) -> Vec<(u32, u8)> {
-        let levels = self.table_levels();
-        let index = &self.queries[q as usize].index;
-        let mut distance: HashMap<u32, u8> = index.iter().map(|&(router, _)| (router, 0)).collect();
-        let mut frontier: VecDeque<u32> = index.iter().map(|&(router, _)| router).collect();
-        let farthest = levels.saturating_sub(2);
-        while let Some(router) = frontier.pop_front() {
-            let d = distance[&router];
-            if d >= farthest {
-                continue;
-            }
-            for &next in &self.neighbours[router as usize] {
-                if self.state[next as usize] == State::Router && !distance.contains_key(&next) {
-                    distance.insert(next, d + 1);
-                    frontier.push_back(next);
-                }
-            }
-        }
+        let farthest = self.table_levels().saturating_sub(2);
+        let indexing: Vec<u32> = self.queries[q as usize]
+            .index
+            .iter()
+            .map(|&(router, _)| router)
+            .collect();
+        let distance = self.distances(&indexing, farthest);
         let mut near: Vec<(u32, u8)> = distance.into_iter().collect();
         near.sort_unstable();
         near
@@ -356,10 +346,8 @@ impl Sim {
             // Every other router indexing a live holder of the file.
             let mut others = Vec::new();
             for &holder in self.population.catalogue.holders(file) {
-                let indexed_by = match self.state[holder as usize] {
-                    State::Offline => continue,
-                    State::Router => [holder, NONE],
-                    State::Leaf => self.sessions[holder as usize],
+                let Some(indexed_by) = self.indexed_by(holder) else {
+                    continue;
                 };
                 others.extend(
                     indexed_by

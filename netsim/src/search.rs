@@ -223,16 +223,29 @@ impl Sim {
         }
     }
 
+    /// The routers whose index lists `holder`'s files (itself, if it
+    /// routes; its supernodes, if a leaf; `NONE` in unused places), or
+    /// `None` while it is offline.
+    pub(crate) fn indexed_by(&self, holder: u32) -> Option<[u32; MAX_SESSIONS]> {
+        match self.state[holder as usize] {
+            State::Offline => None,
+            State::Router => {
+                let mut routers = [NONE; MAX_SESSIONS];
+                routers[0] = holder;
+                Some(routers)
+            }
+            State::Leaf => Some(self.sessions[holder as usize]),
+        }
+    }
+
     /// Which routers index which live holders, right now.
     fn snapshot_holders(&mut self, q: u32, _now: Time) {
         let file = self.queries[q as usize].file;
         let mut index: Vec<(u32, u32)> = Vec::new();
         let mut holders = Vec::new();
         for &holder in self.population.catalogue.holders(file) {
-            let indexed_by = match self.state[holder as usize] {
-                State::Offline => continue,
-                State::Router => [holder, NONE],
-                State::Leaf => self.sessions[holder as usize],
+            let Some(indexed_by) = self.indexed_by(holder) else {
+                continue;
             };
             holders.push(indexed_by);
             index.extend(indexed_by.iter().filter(|&&r| r != NONE).map(|&r| (r, 1)));
