@@ -1,14 +1,16 @@
-//! What a neighbour supernode sends on an overlay link: queries, hits and
-//! host lists. Decoding, the caps checks and the flooding router must take
-//! any bytes without a panic, and the router must stay within its bounds.
+//! What a neighbour supernode sends on an overlay link: queries, hits, host
+//! lists, keyword tables and its degree. Decoding, the caps checks, the
+//! flooding router and the keyword horizon must take any bytes without a
+//! panic, and the router must stay within its bounds.
 #![no_main]
 
 use std::time::Duration;
 
 use canopy_common::proto::frame::{decode, encode, MAX_CONTROL_FRAME};
+use canopy_common::proto::qrp::horizon::{Horizon, HorizonConfig};
 use canopy_common::proto::routing::{Origin, Router, RouterConfig};
 use canopy_common::proto::wire::{LinkNotice, OverlayMessage};
-use canopy_common::proto::PeerId;
+use canopy_common::proto::{PeerId, Query};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -46,6 +48,27 @@ fuzz_target!(|data: &[u8]| {
             assert!(router.on_hits(neighbours[1], id, hits, now).is_empty());
         }
         OverlayMessage::Supernodes { .. } => {}
+        OverlayMessage::KeywordTable { level, update, more } => {
+            let _ = update.check();
+            let mut horizon = Horizon::new(HorizonConfig {
+                levels: 3,
+                log2_bits: 12,
+            })
+            .unwrap();
+            horizon.link_up(neighbours[0]).unwrap();
+            horizon.link_up(neighbours[1]).unwrap();
+            // Twice: the second lands on whatever the first left.
+            for _ in 0..2 {
+                let _ = horizon.on_update(neighbours[0], level, &update, more);
+            }
+            // Whatever it holds now, routing by it and passing it on must not panic.
+            for ttl in 0..4 {
+                let _ = horizon.decide(neighbours[0], &Query::words("any words"), ttl);
+            }
+            let _ = horizon.reach(&neighbours[0], &Query::words("any"));
+            let _ = horizon.updates_to_send();
+        }
+        OverlayMessage::Degree { .. } => {}
     }
     assert!(router.len() <= 4);
 });
