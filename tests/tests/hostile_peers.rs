@@ -119,15 +119,18 @@ async fn connection_floods_are_capped_per_address_and_per_peer() {
     assert_eq!(flood.len(), 8);
     assert_eq!(refused, 4);
 
-    // One key from another address: two connections, then closed at once.
+    // One key from another address: of three connections, one is closed at
+    // once. (Which one is the node's race: each is counted once its
+    // handshake is done on the node's side, not in the order they were made.)
     let one_key = stranger([127, 0, 0, 3]);
     let mut kept = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         kept.push(one_key.connect(&target).await.unwrap());
     }
-    let third = one_key.connect(&target).await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), third.closed()).await;
-    assert!(closed.is_ok(), "a third connection from one peer is closed");
+    let closed = || kept.iter().filter(|c| c.close_reason().is_some()).count();
+    until("a connection over the per-peer cap to be closed", || closed() > 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed(), 1, "only the connection over the cap is closed");
 
     // An honest peer from its own address is served.
     let honest = stranger([127, 0, 0, 1]);
