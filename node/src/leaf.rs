@@ -228,58 +228,36 @@ pub async fn run(
 /// A supernode that was full, and whom it suggested instead.
 struct Referral(Vec<PeerAddr>);
 
-/// Connects to every candidate at once and keeps the one with the
-/// shortest round trip; the others go back to the pool (marked failed if
-/// they did not answer). Every candidate is released but the one returned.
+/// Joins the nearest candidate that answers; the others go back to the
+/// pool (marked failed if they did not answer).
 async fn nearest(
     endpoint: &Endpoint,
     candidates: &[PeerAddr],
     pool: &Mutex<Pool>,
 ) -> Result<(PeerAddr, quinn::Connection), String> {
-    let mut attempts = tokio::task::JoinSet::new();
-    for &candidate in candidates {
-        let endpoint = endpoint.clone();
-        attempts.spawn(async move {
-            let connected = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&candidate)).await;
-            let outcome = match connected {
-                Ok(Ok(connection)) => Ok(connection),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("no answer".to_string()),
-            };
-            (candidate, outcome)
-        });
+    let found = endpoint
+        .connect_nearest(candidates, 1, Duration::from_secs(10))
+        .await;
+    let mut pool = pool.lock().expect("pool lock");
+    for farther in &found.farther {
+        pool.release(&farther.id, false);
     }
-    let mut best: Option<(PeerAddr, quinn::Connection)> = None;
-    let mut errors = Vec::new();
-    while let Some(done) = attempts.join_next().await {
-        let Ok((candidate, outcome)) = done else {
-            continue;
-        };
-        match outcome {
-            Ok(connection) => {
-                let better = best
-                    .as_ref()
-                    .is_none_or(|(_, kept)| connection.rtt() < kept.rtt());
-                let loser = if better {
-                    best.replace((candidate, connection))
-                } else {
-                    Some((candidate, connection))
-                };
-                if let Some((addr, connection)) = loser {
-                    connection.close(0u32.into(), b"another supernode is nearer");
-                    pool.lock().expect("pool lock").release(&addr.id, false);
-                }
-            }
-            Err(error) => {
-                errors.push(format!("{}: {error}", candidate.id.short()));
-                pool.lock().expect("pool lock").release(&candidate.id, true);
-            }
+    for (failed, _) in &found.failed {
+        pool.release(&failed.id, true);
+    }
+    drop(pool);
+    match found.kept.into_iter().next() {
+        Some((supernode, connection)) => {
+            tracing::debug!(supernode = ?supernode, rtt = ?connection.rtt(), sized_up = candidates.len(), "nearest supernode");
+            Ok((supernode, connection))
         }
+        None => Err(found
+            .failed
+            .iter()
+            .map(|(candidate, reason)| format!("{}: {reason}", candidate.id.short()))
+            .collect::<Vec<_>>()
+            .join("; ")),
     }
-    if let Some((supernode, connection)) = &best {
-        tracing::debug!(supernode = ?supernode, rtt = ?connection.rtt(), sized_up = candidates.len(), "nearest supernode");
-    }
-    best.ok_or_else(|| errors.join("; "))
 }
 
 /// One session over `connection`; returns when it ends.

@@ -346,40 +346,23 @@ impl Overlay {
     /// shortest round trips; the others are hung up on. Every candidate
     /// must be in `connecting`; each leaves it here or in [`Self::link_over`].
     async fn link_nearest(self: Arc<Self>, candidates: Vec<PeerAddr>, wanted: usize) {
-        let mut dials = tokio::task::JoinSet::new();
-        for addr in candidates {
-            let endpoint = self.endpoint.clone();
-            dials.spawn(async move {
-                let dialled = tokio::time::timeout(Duration::from_secs(5), endpoint.connect(&addr)).await;
-                (addr, dialled)
-            });
+        let found = self
+            .endpoint
+            .connect_nearest(&candidates, wanted, Duration::from_secs(5))
+            .await;
+        for (addr, reason) in &found.failed {
+            tracing::debug!(peer = ?addr, %reason, "no link");
+            self.failures
+                .lock()
+                .expect("failures lock")
+                .insert(addr.id, Instant::now());
         }
-        let mut answered = Vec::new();
-        while let Some(done) = dials.join_next().await {
-            let Ok((addr, dialled)) = done else { continue };
-            match dialled {
-                Ok(Ok(connection)) => answered.push((addr, connection)),
-                outcome => {
-                    let reason = match outcome {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => "no answer".to_string(),
-                    };
-                    tracing::debug!(peer = ?addr, %reason, "no link");
-                    self.connecting.lock().expect("connecting lock").remove(&addr.id);
-                    self.failures
-                        .lock()
-                        .expect("failures lock")
-                        .insert(addr.id, Instant::now());
-                }
-            }
+        let mut connecting = self.connecting.lock().expect("connecting lock");
+        for addr in found.failed.iter().map(|(addr, _)| addr).chain(&found.farther) {
+            connecting.remove(&addr.id);
         }
-        answered.sort_by_key(|(_, connection)| connection.rtt());
-        let farther = answered.split_off(wanted.min(answered.len()));
-        for (addr, connection) in farther {
-            connection.close(0u32.into(), b"another supernode is nearer");
-            self.connecting.lock().expect("connecting lock").remove(&addr.id);
-        }
-        for (addr, connection) in answered {
+        drop(connecting);
+        for (addr, connection) in found.kept {
             tracing::debug!(peer = ?addr, rtt = ?connection.rtt(), "linking to a near supernode");
             tokio::spawn(self.clone().link_over(addr, connection));
         }

@@ -79,6 +79,17 @@ impl EndpointConfig {
 
 /// A node's QUIC endpoint, bound to its key and to one network: the public
 /// one, or a private network it proves membership of on every connection.
+/// What [`Endpoint::connect_nearest`] found.
+#[derive(Debug, Default)]
+pub struct Nearest {
+    /// The connections kept, shortest round trip first.
+    pub kept: Vec<(PeerAddr, quinn::Connection)>,
+    /// Candidates that answered but were farther: their connections are closed.
+    pub farther: Vec<PeerAddr>,
+    /// Candidates that did not answer, and why.
+    pub failed: Vec<(PeerAddr, String)>,
+}
+
 #[derive(Clone)]
 pub struct Endpoint {
     inner: quinn::Endpoint,
@@ -265,6 +276,40 @@ impl Endpoint {
             membership.prove_as_client(&connection, actual).await?;
         }
         Ok(connection)
+    }
+
+    /// Dials every candidate at once (each given `timeout`) and keeps the
+    /// `keep` that answered with the shortest round trips; the others are
+    /// hung up on. Sizing up several peers and keeping the nearest is how
+    /// leaves pick supernodes and supernodes pick neighbours: each hop a
+    /// search crosses costs a round trip.
+    pub async fn connect_nearest(&self, candidates: &[PeerAddr], keep: usize, timeout: Duration) -> Nearest {
+        let mut dials = tokio::task::JoinSet::new();
+        for &candidate in candidates {
+            let endpoint = self.clone();
+            dials.spawn(async move {
+                let outcome = match tokio::time::timeout(timeout, endpoint.connect(&candidate)).await {
+                    Ok(Ok(connection)) => Ok(connection),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("no answer".to_string()),
+                };
+                (candidate, outcome)
+            });
+        }
+        let mut nearest = Nearest::default();
+        while let Some(done) = dials.join_next().await {
+            let Ok((candidate, outcome)) = done else { continue };
+            match outcome {
+                Ok(connection) => nearest.kept.push((candidate, connection)),
+                Err(reason) => nearest.failed.push((candidate, reason)),
+            }
+        }
+        nearest.kept.sort_by_key(|(_, connection)| connection.rtt());
+        for (candidate, connection) in nearest.kept.split_off(keep.min(nearest.kept.len())) {
+            connection.close(0u32.into(), b"another peer is nearer");
+            nearest.farther.push(candidate);
+        }
+        nearest
     }
 
     /// The next incoming connection attempt, or `None` once closed.
