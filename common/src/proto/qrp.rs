@@ -4,10 +4,11 @@
 //! supernode summarises the words of every file its leaves (and it) share
 //! in a [`KeywordTable`], a fixed-size bit table where each word sets
 //! [`POSITIONS_PER_WORD`] hashed bits, and sends it to its neighbouring
-//! supernodes, then only the bits that change ([`TableUpdate`]). On a
-//! query's last hop, a supernode forwards it only to neighbours whose table
+//! supernodes, then only the bits that change ([`TableUpdate`]), in levels
+//! that each reach a hop further ([`horizon`]). A supernode forwards a copy
+//! of a query only to neighbours whose table for the copy's remaining hops
 //! has every word of the query ([`KeywordTable::may_match`]): the others
-//! certainly have no match, and the message would be wasted.
+//! certainly have no match within reach, and the message would be wasted.
 //!
 //! Properties the tests hold it to:
 //! * **no false negatives**: a table built from a file matches every query
@@ -24,13 +25,11 @@
 //! can be compared and merged.
 
 pub mod horizon;
-mod neighbours;
 mod update;
 
 use std::collections::HashMap;
 
-pub use horizon::{Horizon, HorizonConfig};
-pub use neighbours::{NeighbourTables, MAX_NEIGHBOUR_TABLES};
+pub use horizon::{Horizon, HorizonConfig, MAX_NEIGHBOUR_TABLES};
 use serde::{Deserialize, Serialize};
 pub use update::{TableUpdate, WordRun, MAX_UPDATE_COST, RUN_OVERHEAD};
 

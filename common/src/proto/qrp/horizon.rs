@@ -39,9 +39,7 @@
 
 use std::collections::HashMap;
 
-use super::{
-    KeywordCounts, KeywordTable, TableError, TableUpdate, WordKey, MAX_NEIGHBOUR_TABLES, MIN_LOG2_BITS,
-};
+use super::{KeywordCounts, KeywordTable, TableError, TableUpdate, WordKey, MIN_LOG2_BITS};
 use crate::proto::dynamic::Reach;
 use crate::proto::id::PeerId;
 use crate::proto::routing::Forward;
@@ -49,6 +47,8 @@ use crate::proto::search::Query;
 
 /// Most levels a horizon may have (and a peer may send).
 pub const MAX_LEVELS: u8 = 8;
+/// Most neighbours whose tables are kept (a neighbour past it is flooded).
+pub const MAX_NEIGHBOUR_TABLES: usize = 64;
 /// Default number of levels: tables decide copies arriving with TTL 0–3.
 pub const DEFAULT_LEVELS: u8 = 5;
 /// Default size of a supernode's own table: 2^20 bits (128 KiB), room for
