@@ -859,14 +859,8 @@ impl Overlay {
         loop {
             tokio::select! {
                 hits = rx.recv() => {
-                    let Some(mut hits) = hits else { break };
-                    hits.truncate(max_hits - sent);
-                    sent += hits.len();
-                    // One answer can hold up to 200 hits: more than a frame.
-                    for hits in batches(&hits, MAX_CONTROL_FRAME) {
-                        write_frame(send, &Response::Hits { hits }).await?;
-                    }
-                    if sent >= max_hits || alone {
+                    let Some(hits) = hits else { break };
+                    if pass_hits(send, hits, &mut sent, max_hits).await? || alone {
                         break;
                     }
                 }
@@ -925,19 +919,14 @@ impl Overlay {
                 });
             tokio::select! {
                 hits = rx.recv() => {
-                    let Some(mut hits) = hits else { break };
+                    let Some(hits) = hits else { break };
                     own_answer = true;
                     let fresh = hits
                         .iter()
                         .flat_map(result_keys)
                         .filter(|key| seen.insert(*key))
                         .count();
-                    hits.truncate(max_hits - sent);
-                    sent += hits.len();
-                    for hits in batches(&hits, MAX_CONTROL_FRAME) {
-                        write_frame(send, &Response::Hits { hits }).await?;
-                    }
-                    if sent >= max_hits {
+                    if pass_hits(send, hits, &mut sent, max_hits).await? {
                         break;
                     }
                     let steps = search.on_results(fresh as u32, self.now());
@@ -1054,6 +1043,23 @@ fn result_keys(hit: &Hit) -> Vec<ResultKey> {
         keys.push((hit.hash, None));
     }
     keys
+}
+
+/// Passes hits on to the searcher, up to `max_hits` in all (`sent` so
+/// far); true once that many were sent. One answer can hold up to 200
+/// hits: more than a frame.
+async fn pass_hits(
+    send: &mut SendStream,
+    mut hits: Vec<Hit>,
+    sent: &mut usize,
+    max_hits: usize,
+) -> Result<bool, NetError> {
+    hits.truncate(max_hits - *sent);
+    *sent += hits.len();
+    for hits in batches(&hits, MAX_CONTROL_FRAME) {
+        write_frame(send, &Response::Hits { hits }).await?;
+    }
+    Ok(*sent >= max_hits)
 }
 
 /// A message's size on the wire, frame length prefix included.
