@@ -8,7 +8,7 @@ use canopy_common::net::Endpoint;
 use canopy_common::proto::{Hit, PeerAddr, Query};
 use tokio::sync::watch;
 
-use crate::cli::search::{ask_on, ask_streaming, merge};
+use crate::cli::search::{ask_first, merge, Way};
 use crate::leaf::{LeafStatus, SessionLinks};
 use crate::serve::ServeContext;
 
@@ -34,7 +34,7 @@ impl Searcher {
         on_new: &mut (dyn FnMut(&Hit) + Send),
     ) -> anyhow::Result<Vec<Hit>> {
         let mut hits: Vec<Hit> = Vec::new();
-        let supernodes = match self.context.supernode() {
+        let ways: Vec<Way> = match self.context.supernode() {
             Some(supernode) => {
                 let local = supernode.search(query.clone()).await;
                 for hit in &local {
@@ -45,32 +45,22 @@ impl Searcher {
                 if neighbours.is_empty() {
                     return Ok(hits);
                 }
-                neighbours
+                neighbours.into_iter().map(Way::Dial).collect()
             }
             None => {
-                // Over a live session, nearest first: no handshake to wait for.
-                let mut errors = Vec::new();
-                for (supernode, connection) in self.links.nearest_first() {
-                    match tokio::time::timeout(
-                        crate::cli::search::SEARCH_TIMEOUT,
-                        ask_on(&connection, &supernode, query, on_new),
-                    )
-                    .await
-                    {
-                        Ok(Ok(found)) => return Ok(found),
-                        Ok(Err(error)) => errors.push(format!("{}: {error}", supernode.id.short())),
-                        Err(_) => errors.push(format!("{}: no answer", supernode.id.short())),
-                    }
-                }
-                if !errors.is_empty() {
-                    tracing::debug!(errors = %errors.join("; "), "sessions did not answer; trying anew");
-                }
+                // Over a live session first, nearest first: no handshake to
+                // wait for; then anew.
                 let joined = self.leaf_status.borrow().supernodes();
-                if joined.is_empty() {
+                let dial = if joined.is_empty() {
                     self.known.clone()
                 } else {
                     joined
-                }
+                };
+                let sessions = self.links.nearest_first().into_iter();
+                sessions
+                    .map(|(supernode, connection)| Way::Over(supernode, connection))
+                    .chain(dial.into_iter().map(Way::Dial))
+                    .collect()
             }
         };
         let seen: Vec<_> = hits.iter().map(|hit| hit.hash).collect();
@@ -79,7 +69,7 @@ impl Searcher {
                 on_new(hit)
             }
         };
-        match ask_streaming(&self.endpoint, &supernodes, query, &mut fresh).await {
+        match ask_first(&self.endpoint, ways, query, &mut fresh).await {
             Ok((more, _)) => merge(&mut hits, more),
             // What our own index found still counts.
             Err(error) if !hits.is_empty() => tracing::debug!(%error, "neighbours did not answer"),

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::units::human_bytes;
 
 /// How long one supernode may take to answer.
-pub(crate) const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks the first supernode that answers among `supernodes`; returns its
 /// hits and who answered.
@@ -32,15 +32,51 @@ pub async fn ask_streaming(
     query: &Query,
     on_new: &mut (dyn FnMut(&Hit) + Send),
 ) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
-    if supernodes.is_empty() {
+    let ways: Vec<Way> = supernodes.iter().copied().map(Way::Dial).collect();
+    ask_first(endpoint, ways, query, on_new).await
+}
+
+/// How to reach a supernode to ask it.
+pub enum Way {
+    /// Dial it for this search.
+    Dial(PeerAddr),
+    /// Over a connection already up (a leaf's session), which stays up.
+    Over(PeerAddr, quinn::Connection),
+}
+
+impl Way {
+    fn supernode(&self) -> PeerAddr {
+        match self {
+            Way::Dial(supernode) | Way::Over(supernode, _) => *supernode,
+        }
+    }
+}
+
+/// [`ask_streaming`] over `ways`, tried in order until one answers.
+pub async fn ask_first(
+    endpoint: &Endpoint,
+    ways: Vec<Way>,
+    query: &Query,
+    on_new: &mut (dyn FnMut(&Hit) + Send),
+) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
+    if ways.is_empty() {
         bail!(NoSupernode(
             "no supernode known: pass --bootstrap PEERID@HOST:PORT".into()
         ));
     }
     let mut errors = Vec::new();
-    for supernode in supernodes {
-        match tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, supernode, query, on_new)).await {
-            Ok(Ok(hits)) => return Ok((hits, *supernode)),
+    for way in ways {
+        let supernode = way.supernode();
+        let asked = match &way {
+            Way::Dial(_) => {
+                tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, &supernode, query, on_new)).await
+            }
+            Way::Over(_, connection) => {
+                tokio::time::timeout(SEARCH_TIMEOUT, ask_on(connection, &supernode, query, on_new)).await
+            }
+        };
+        match asked {
+            Ok(Ok(hits)) => return Ok((hits, supernode)),
             Ok(Err(error)) => errors.push(format!("{}: {error}", supernode.id.short())),
             Err(_) => errors.push(format!(
                 "{}: no answer within {SEARCH_TIMEOUT:?}",
@@ -72,7 +108,7 @@ async fn ask_one(
 }
 
 /// Asks `supernode` over a connection that is already up (and stays up).
-pub async fn ask_on(
+async fn ask_on(
     connection: &quinn::Connection,
     supernode: &PeerAddr,
     query: &Query,
