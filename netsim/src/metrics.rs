@@ -176,20 +176,18 @@ impl Summary {
         };
         let success = |rare: bool| mean(findable(rare).iter().map(|o| (o.found > 0) as u8 as f64));
         let recall = |rare: bool| mean(findable(rare).iter().filter_map(|o| o.recall()));
-        let first_hits = sorted(
-            outcomes
-                .iter()
-                .filter_map(|o| o.first_hit)
-                .map(|t| t as f64 / 1e3)
-                .collect(),
-        );
-        let to_target = sorted(
-            outcomes
-                .iter()
-                .filter_map(|o| o.target_reached)
-                .map(|t| t as f64 / 1e3)
-                .collect(),
-        );
+        // Milliseconds of a time some queries have, sorted.
+        let sorted_ms = |time: &dyn Fn(&Outcome) -> Option<Time>| {
+            sorted(
+                outcomes
+                    .iter()
+                    .filter_map(|o| time(o))
+                    .map(|t| t as f64 / 1e3)
+                    .collect(),
+            )
+        };
+        let first_hits = sorted_ms(&|o| o.first_hit);
+        let to_target = sorted_ms(&|o| o.target_reached);
         let loads = router_loads(sim);
         let rates = sorted(loads.iter().map(|l| l.rate).collect());
         let utilisation = sorted(loads.iter().map(RouterLoad::utilisation).collect());

@@ -192,14 +192,14 @@ impl Sim {
         match self.state[origin as usize] {
             State::Router => self.local_query(q, origin, origin, now),
             _ => {
-                let joined = self.sessions[origin as usize]
+                let mut joined = self.sessions[origin as usize]
                     .iter()
                     .copied()
                     .filter(|&s| s != NONE);
                 let supernode = if self.scenario.supernodes.search_via_nearest {
                     joined.min_by_key(|&s| self.latency(origin, s))
                 } else {
-                    joined.into_iter().next()
+                    joined.next()
                 };
                 let Some(supernode) = supernode else {
                     self.queries[q as usize].outcome.stranded = true;
