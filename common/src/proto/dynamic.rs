@@ -240,9 +240,8 @@ impl DynamicQuery {
         if self.results > 0 {
             // Past every table there is only a broadcast; with results in,
             // not worth it.
-            while matches!(self.waiting.first(), Some(n) if matches!(n.reach, Reach::Beyond(_))) {
-                self.waiting.remove(0);
-            }
+            self.waiting
+                .retain(|neighbour| !matches!(neighbour.reach, Reach::Beyond(_)));
         }
         if self.waiting.is_empty() {
             return vec![self.finish(Finish::Exhausted)];
