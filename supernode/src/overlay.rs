@@ -80,7 +80,7 @@ pub fn default_dynamic() -> DynamicConfig {
         // cover only while nothing is found (`broadcast_past_tables`).
         max_ttl: RouterConfig::default().max_ttl,
         wait_per_hop: Duration::from_millis(500),
-        assumed_degree: 4,
+        assumed_degree: 8,
         max_widening_ttl: 2,
         broadcast_past_tables: 1,
     }
@@ -89,8 +89,8 @@ pub fn default_dynamic() -> DynamicConfig {
 impl Default for OverlayConfig {
     fn default() -> Self {
         OverlayConfig {
-            target_neighbours: 4,
-            max_neighbours: 8,
+            target_neighbours: 8,
+            max_neighbours: 16,
             router: RouterConfig::default(),
             search_window: Duration::from_secs(2),
             hosts_path: None,
@@ -109,7 +109,10 @@ const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 /// A supernode we failed to link to is left alone this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Supernodes dialled for each link wanted; the nearest are kept.
-const SIZE_UP: usize = 4;
+const SIZE_UP: usize = 8;
+/// Supernodes dialled at once at most: a new supernode wanting all its
+/// links sizes them up a few at a time rather than in one burst.
+const MAX_SIZING_UP: usize = 32;
 /// Messages queued per neighbour before we drop rather than wait.
 const OUTBOX: usize = 256;
 /// Table update bytes (by [`canopy_common::proto::qrp::TableUpdate::cost`])
@@ -1085,7 +1088,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             // Size up several supernodes per link wanted and keep the
             // nearest: a query's first hit is a few supernode hops away,
             // and each hop costs a round trip.
-            let wanted = overlay.config.target_neighbours - have;
+            let wanted = (overlay.config.target_neighbours - have).min(MAX_SIZING_UP / SIZE_UP);
             let candidates = overlay.candidates(wanted * SIZE_UP);
             if !candidates.is_empty() {
                 let mut connecting = overlay.connecting.lock().expect("connecting lock");
