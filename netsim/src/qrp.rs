@@ -419,8 +419,12 @@ impl Sim {
             ..DynamicConfig::default()
         };
         let near = self.queries[q as usize].near.take().unwrap_or_default();
+        // Nearest round trip first: among neighbours whose tables put a
+        // match equally near, the dynamic query asks them in this order.
+        let mut order = self.neighbours[router as usize].clone();
+        order.sort_by_key(|&n| self.latency(router, n));
         let mut neighbours = Vec::new();
-        for n in self.neighbours[router as usize].clone() {
+        for n in order {
             let reach = if self.keyword_tables() {
                 self.reach(q, &near, n, router, now)
             } else {

@@ -95,7 +95,7 @@ impl Pool {
 }
 
 /// Supernodes sized up at once when a session slot is free.
-const SIZE_UP: usize = 8;
+const SIZE_UP: usize = 16;
 
 /// The leaf's live session connections, by supernode: searches go over
 /// them, nearest first.

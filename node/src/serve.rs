@@ -207,11 +207,18 @@ pub async fn serve_connection(connection: quinn::Connection, context: Arc<ServeC
             }
         };
         let context = context.clone();
-        tokio::spawn(async move { serve_stream(peer, send, recv, &context).await });
+        let connection = connection.clone();
+        tokio::spawn(async move { serve_stream(peer, &connection, send, recv, &context).await });
     }
 }
 
-async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream, context: &ServeContext) {
+async fn serve_stream(
+    peer: PeerAddr,
+    connection: &quinn::Connection,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    context: &ServeContext,
+) {
     let stats = &context.stats;
     let request = match tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -257,7 +264,7 @@ async fn serve_stream(peer: PeerAddr, mut send: SendStream, mut recv: RecvStream
                 _ => None,
             };
             match context.supernode() {
-                Some(supernode) => supernode.serve_link(peer, offer, send, recv).await,
+                Some(supernode) => supernode.serve_link(peer, connection, offer, send, recv).await,
                 None => {
                     let _ = write_frame(&mut send, &Response::NotSupernode { others: Vec::new() }).await;
                     let _ = send.finish();

@@ -232,12 +232,13 @@ impl Supernode {
     pub async fn serve_link(
         &self,
         peer: PeerAddr,
+        connection: &quinn::Connection,
         offer: Option<LinkOffer>,
         mut send: SendStream,
         recv: RecvStream,
     ) {
         match self.overlay.get() {
-            Some(overlay) => overlay.accept_link(peer, offer, send, recv).await,
+            Some(overlay) => overlay.accept_link(peer, connection, offer, send, recv).await,
             None => {
                 let _ = write_frame(&mut send, &LinkNotice::Full { others: Vec::new() }).await;
                 let _ = send.finish();

@@ -80,7 +80,7 @@ pub fn default_dynamic() -> DynamicConfig {
         // cover only while nothing is found (`broadcast_past_tables`).
         max_ttl: RouterConfig::default().max_ttl,
         wait_per_hop: Duration::from_millis(500),
-        assumed_degree: 8,
+        assumed_degree: 4,
         max_widening_ttl: 2,
         broadcast_past_tables: 1,
     }
@@ -89,8 +89,8 @@ pub fn default_dynamic() -> DynamicConfig {
 impl Default for OverlayConfig {
     fn default() -> Self {
         OverlayConfig {
-            target_neighbours: 8,
-            max_neighbours: 16,
+            target_neighbours: 4,
+            max_neighbours: 8,
             router: RouterConfig::default(),
             search_window: Duration::from_secs(2),
             hosts_path: None,
@@ -109,7 +109,7 @@ const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 /// A supernode we failed to link to is left alone this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Supernodes dialled for each link wanted; the nearest are kept.
-const SIZE_UP: usize = 8;
+const SIZE_UP: usize = 16;
 /// Supernodes dialled at once at most: a new supernode wanting all its
 /// links sizes them up a few at a time rather than in one burst.
 const MAX_SIZING_UP: usize = 32;
@@ -126,6 +126,8 @@ const MAX_DEGREE: u16 = MAX_NEIGHBOUR_TABLES as u16;
 
 struct Neighbour {
     addr: PeerAddr,
+    /// The link's connection, for its round trip time.
+    connection: quinn::Connection,
     outbox: mpsc::Sender<OverlayMessage>,
     /// Which link this is, so a superseded link's end does not remove its
     /// successor.
@@ -315,6 +317,7 @@ impl Overlay {
     pub async fn accept_link(
         self: &Arc<Self>,
         peer: PeerAddr,
+        connection: &quinn::Connection,
         offer: Option<LinkOffer>,
         mut send: SendStream,
         recv: RecvStream,
@@ -341,7 +344,8 @@ impl Overlay {
             ),
         };
         if write_frame(&mut send, &notice).await.is_ok() {
-            self.run_link(peer, peer.id, send, recv, features, degree).await;
+            self.run_link(peer, connection, peer.id, send, recv, features, degree)
+                .await;
         }
     }
 
@@ -419,7 +423,7 @@ impl Overlay {
             // In a private network, a change of membership that drops
             // this neighbour closes the link's connection.
             Ok((connection, send, recv, features, degree)) => {
-                let link = self.run_link(addr, self.me().id, send, recv, features, degree);
+                let link = self.run_link(addr, &connection, self.me().id, send, recv, features, degree);
                 self.endpoint.guard(&connection, addr.id, link).await
             }
             Err(reason) => {
@@ -436,6 +440,7 @@ impl Overlay {
     async fn run_link(
         self: &Arc<Self>,
         peer: PeerAddr,
+        connection: &quinn::Connection,
         initiator: PeerId,
         mut send: SendStream,
         mut recv: RecvStream,
@@ -459,6 +464,7 @@ impl Overlay {
                 peer.id,
                 Neighbour {
                     addr: peer,
+                    connection: connection.clone(),
                     outbox: outbox.clone(),
                     link,
                     initiator,
@@ -946,18 +952,21 @@ impl Overlay {
     }
 
     /// Our neighbours as a dynamic query sees them.
+    /// Nearest round trip first: among neighbours whose tables put a match
+    /// equally near, the query asks them in this order.
     fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
-        let degrees: Vec<(PeerId, u16)> = self
+        let mut degrees: Vec<(PeerId, u16, Duration)> = self
             .neighbours
             .lock()
             .expect("neighbours lock")
             .iter()
-            .map(|(id, n)| (*id, n.degree))
+            .map(|(id, n)| (*id, n.degree, n.connection.rtt()))
             .collect();
+        degrees.sort_by_key(|&(_, _, rtt)| rtt);
         let horizon = self.index.horizon().lock().expect("horizon lock");
         degrees
             .into_iter()
-            .map(|(peer, degree)| dynamic::Neighbour {
+            .map(|(peer, degree, _)| dynamic::Neighbour {
                 peer,
                 degree: u32::from(degree),
                 reach: horizon.reach(&peer, query),

@@ -84,11 +84,11 @@ pub struct RunArgs {
     /// Leaves a supernode serves at once [default: 100 per GiB of memory].
     #[arg(long, env = "CANOPY_MAX_LEAVES", value_name = "N")]
     pub max_leaves: Option<usize>,
-    /// As a supernode: neighbour supernodes to keep linked [default: 8].
+    /// As a supernode: neighbour supernodes to keep linked [default: 4].
     #[arg(long, env = "CANOPY_NEIGHBOURS", value_name = "N")]
     pub neighbours: Option<usize>,
     /// As a supernode: neighbour supernodes accepted at most [default:
-    /// twice --neighbours].
+    /// 8, or twice --neighbours].
     #[arg(long, env = "CANOPY_MAX_NEIGHBOURS", value_name = "N")]
     pub max_neighbours: Option<usize>,
     /// As a supernode: queries passed on to neighbours per second at most;
@@ -437,7 +437,7 @@ impl RunSettings {
                 default_data_dir().context("no platform data folder is known here; pass --data-dir DIR")?
             }
         };
-        let neighbours = args.neighbours.or(file.neighbours).unwrap_or(8).max(1);
+        let neighbours = args.neighbours.or(file.neighbours).unwrap_or(4).max(1);
         let mbit = |rate: f64| (rate.max(0.0) * 1e6 / 8.0) as u64;
         let defaults = Thresholds::default();
         let thresholds = Thresholds {
@@ -480,7 +480,7 @@ impl RunSettings {
             max_neighbours: args
                 .max_neighbours
                 .or(file.max_neighbours)
-                .unwrap_or(neighbours * 2)
+                .unwrap_or((neighbours * 2).max(8))
                 .max(1),
             max_queries_forwarded: args
                 .max_queries_forwarded
