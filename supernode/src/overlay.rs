@@ -344,7 +344,7 @@ impl Overlay {
             ),
         };
         if write_frame(&mut send, &notice).await.is_ok() {
-            self.run_link(peer, connection, peer.id, send, recv, features, degree)
+            self.run_link(peer, connection, peer.id, (send, recv), features, degree)
                 .await;
         }
     }
@@ -423,7 +423,7 @@ impl Overlay {
             // In a private network, a change of membership that drops
             // this neighbour closes the link's connection.
             Ok((connection, send, recv, features, degree)) => {
-                let link = self.run_link(addr, &connection, self.me().id, send, recv, features, degree);
+                let link = self.run_link(addr, &connection, self.me().id, (send, recv), features, degree);
                 self.endpoint.guard(&connection, addr.id, link).await
             }
             Err(reason) => {
@@ -442,8 +442,7 @@ impl Overlay {
         peer: PeerAddr,
         connection: &quinn::Connection,
         initiator: PeerId,
-        mut send: SendStream,
-        mut recv: RecvStream,
+        (mut send, mut recv): (SendStream, RecvStream),
         features: u32,
         degree: u16,
     ) {
