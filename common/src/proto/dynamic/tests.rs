@@ -167,3 +167,30 @@ fn neighbours_whose_tables_rule_out_everything_wait_and_are_dropped_once_results
     );
     assert!(!later.is_empty());
 }
+
+/// The caller lists neighbours nearest round trip first; among those whose
+/// tables put a match equally near, the first probe keeps that order.
+#[test]
+fn equally_near_matches_are_asked_in_the_callers_order() {
+    let mut listed = neighbours(6, 4);
+    for (n, neighbour) in listed.iter_mut().enumerate() {
+        neighbour.reach = if n == 4 {
+            Reach::Within(2)
+        } else {
+            Reach::Within(1)
+        };
+    }
+    let config = DynamicConfig {
+        probe_fanout: 3,
+        ..DynamicConfig::default()
+    };
+    let (_, steps) = DynamicQuery::start(config, listed, T0);
+    let asked: Vec<PeerId> = steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Probe { to, .. } => Some(*to),
+            Step::Finish(_) => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![peer(1), peer(2), peer(3)]);
+}
