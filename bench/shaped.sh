@@ -16,6 +16,10 @@
 #   slow   source 4 at 4 Mbit/s, the others at 20
 #   dies   4 x 20 Mbit/s, source 4 is SIGKILLed (its nginx for aria2c, its canopy node for canopy)
 #          at 40 % of the time the transfer would take at 80 Mbit/s; restarted before the next run
+#   vanish as "dies", but source 4's host vanishes: its link goes down as its server is killed, so
+#          nothing more arrives from it, not even a TCP reset (a peer whose machine or network goes
+#          away). aria2c gets --timeout=3 --connect-timeout=3 here, canopy's 3 s stall patience
+#          (aria2c's default is 60 s). Not in the default set: run it with ONLY="... vanish".
 #   single one source (source 1 at 20 Mbit/s), one round: the per-link baseline of each stack
 #   stale  as "even", but every canopy run uses a new client identity (--data-dir), so the sources
 #          advertise earlier downloaders (now gone) to it through source exchange. In the other
@@ -211,7 +215,7 @@ done
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 calc() { awk "BEGIN { print $* }"; }
 
-declare -A times wire frame drops share late own received learned
+declare -A times wire frame drops share late own received learned after_kill
 # One download. Records seconds, wire bytes / file size, tbf drops and the bytes each link carried.
 run_one() { # tool scenario round
   local tool=$1 scen=$2 round=$3 out="$work/out/$1.bin" log="$work/log/$1-$2-$3.log"
@@ -220,7 +224,9 @@ run_one() { # tool scenario round
   local -a use_urls=("${urls[@]}") use_sources=("${sources[@]}")
   if [ "$scen" = single ]; then use_urls=("${urls[0]}"); use_sources=("${sources[@]:0:2}"); fi
   case $tool in
-    aria2c) cmd=(aria2c -s"${#use_urls[@]}" -x1 -k1M --file-allocation=none --allow-overwrite=true
+    aria2c) local -a patience=()
+            [ "$scen" != vanish ] || patience=(--timeout=3 --connect-timeout=3)
+            cmd=(aria2c "${patience[@]}" -s"${#use_urls[@]}" -x1 -k1M --file-allocation=none --allow-overwrite=true
                  --auto-file-renaming=false --summary-interval=0 --quiet=true
                  --log="$log" --log-level=notice -d "$work/out" -o aria2c.bin "${use_urls[@]}") ;;
     canopy) local client_dir="$work/client"
@@ -230,7 +236,7 @@ run_one() { # tool scenario round
   local before=() after=() i
   for i in $(seq "$nsrc"); do before[i]=$(link_counters "$i"); done
 
-  local start end rc=0 victim_pid
+  local start end rc=0 victim_pid at_kill=""
   start=$(date +%s.%N)
   if [ "$tool" = canopy ]; then
     ip netns exec "$cns" timeout "$client_timeout" "${cmd[@]}" > "$log" 2> "$log.err" &
@@ -238,10 +244,13 @@ run_one() { # tool scenario round
     ip netns exec "$cns" timeout "$client_timeout" "${cmd[@]}" > /dev/null 2> "$log.err" &
   fi
   local cpid=$!
-  if [ "$scen" = dies ]; then
+  if [ "$scen" = dies ] || [ "$scen" = vanish ]; then
     sleep "$(calc "$kill_fraction * $size * 8 / ($nsrc * $rate_mbit * 1000000)")"
     kill -0 "$cpid" 2>/dev/null || late[$scen,$tool]+="$round "
     if [ "$tool" = aria2c ]; then victim_pid=${nginx_pid[$victim]}; else victim_pid=${canopy_pid[$victim]}; fi
+    [ "$scen" != vanish ] || ip -n "$(sns "$victim")" link set "vs$victim" down
+    kill -KILL "$victim_pid" 2>/dev/null || true
+    at_kill=$(link_counters "$victim")
     kill_server "$victim_pid"
   fi
   wait "$cpid" || rc=$?
@@ -256,8 +265,15 @@ run_one() { # tool scenario round
     local b0 p0 d0 b1 p1 d1
     read -r b0 p0 d0 <<< "${before[i]}"; read -r b1 p1 d1 <<< "${after[i]}"
     sent=$((sent + b1 - b0)); pkts=$((pkts + p1 - p0)); dropped=$((dropped + d1 - d0))
-    split+="$(calc "($b1 - $b0) / 1048576" | xargs printf '%.0f')/"
+    split+="$(calc "($b1 - $b0) / 1048576" | xargs printf '%.1f')/"
   done
+  if [ -n "$at_kill" ]; then
+    # What the dead source's link still carried after the kill: a TCP server's kernel sends
+    # what is already in its socket buffer; a QUIC server's data dies with its process.
+    local k0 kp kd v1 vp vd
+    read -r k0 kp kd <<< "$at_kill"; read -r v1 vp vd <<< "${after[$victim]}"
+    after_kill[$scen,$tool]+="$(( (v1 - k0) / 1024 )) "
+  fi
   times[$scen,$tool]+="$secs "
   wire[$scen,$tool]+="$(calc "$sent / $size") "
   frame[$scen,$tool]+="$(calc "$sent / $pkts") "
@@ -276,7 +292,11 @@ run_one() { # tool scenario round
   fi
   say "$scen round $round: $tool $(printf '%.2f' "$secs") s$extra, MiB on links 1-$nsrc: ${split%/}, tbf drops: $dropped"
 
-  if [ "$scen" = dies ]; then   # bring the victim back for the next run
+  if [ "$scen" = vanish ]; then
+    ip -n "$(sns "$victim")" link set "vs$victim" up
+    shape "$victim" "$rate_mbit"
+  fi
+  if [ "$scen" = dies ] || [ "$scen" = vanish ]; then   # bring the victim back for the next run
     if [ "$tool" = aria2c ]; then start_nginx "$victim"; else start_canopy "$victim"; fi
   fi
   sleep 1   # let queues drain and connections close
@@ -320,6 +340,8 @@ report() { # name title sum_of_rates_mbit
     "($(printf '%.1f' "$(calc "100 * $size * 8 / 1000000 / $o / $sum")") % of the sum)." \
     "Learned (extra) sources per run: ${learned[$scen]}; received / file size: $(printf '%.3f ' ${received[$scen]})"
   echo "MiB carried by links 1-$nsrc per run: aria2c ${share[$scen,aria2c]}· canopy ${share[$scen,canopy]}"
+  [ -z "${after_kill[$scen,aria2c]:-}" ] ||
+    echo "KiB source $victim's link carried after its server was killed, per run: aria2c ${after_kill[$scen,aria2c]}· canopy ${after_kill[$scen,canopy]:-}"
   for t in aria2c canopy; do
     [ -z "${late[$scen,$t]:-}" ] || echo "Note: $t had already finished when source $victim was killed in round(s) ${late[$scen,$t]}"
   done
@@ -327,12 +349,13 @@ report() { # name title sum_of_rates_mbit
   cm=$(calc "$size * 8 / 1000000 / $c"); am=$(calc "$size * 8 / 1000000 / $a")
   goal1=$(awk -v x="$cm" -v y="$sum" 'BEGIN { print (x >= 0.95 * y) ? "met" : "not met" }')
   goal2=$(awk -v x="$cm" -v y="$am" 'BEGIN { print (x >= y) ? "met" : "not met" }')
-  case $scen in even | slow | dies) ;; *) return 0 ;; esac
+  case $scen in even | slow | dies | vanish) ;; *) return 0 ;; esac
   echo
   echo "Goals: canopy ≥ 95 % of the sum of source rates: $goal1 ($(printf '%.1f' "$(calc "100 * $cm / $sum")") %); canopy ≥ aria2c: $goal2 ($(printf '%.2f' "$(calc "$a / $c")")×)."
 }
 
 wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+wanted_explicitly() { [[ " ${ONLY:-} " == *" $1 "* ]]; }
 if wanted even; then
   say "scenario even: $nsrc x $rate_mbit Mbit/s"
   scenario even
@@ -346,6 +369,10 @@ fi
 if wanted dies; then
   say "scenario dies: source $victim killed at $(calc "100 * $kill_fraction")% of the expected time"
   scenario dies
+fi
+if wanted_explicitly vanish; then
+  say "scenario vanish: source $victim's host vanishes at $(calc "100 * $kill_fraction")% of the expected time"
+  scenario vanish
 fi
 if wanted single; then
   say "scenario single: source 1 alone at $rate_mbit Mbit/s, one round"
@@ -364,6 +391,7 @@ fi
   ! wanted even || report even "(a) $nsrc × $rate_mbit Mbit/s" "$((nsrc * rate_mbit))"
   ! wanted slow || report slow "(b) source $victim at $slow_mbit Mbit/s, the others at $rate_mbit" "$(((nsrc - 1) * rate_mbit + slow_mbit))"
   ! wanted dies || report dies "(c) $nsrc × $rate_mbit Mbit/s, source $victim killed at $(calc "100 * $kill_fraction") % of the expected time" "$(((nsrc - 1) * rate_mbit))"
+  ! wanted_explicitly vanish || report vanish "(f) as (c), but source $victim's host vanishes (its link goes down as its server is killed)" "$(((nsrc - 1) * rate_mbit))"
   ! wanted single || report single "(d) baseline: source 1 alone at $rate_mbit Mbit/s, one round" "$rate_mbit"
   ! wanted stale || report stale "(e) as (a), a new canopy client identity per run (sources advertise earlier, gone downloaders)" "$((nsrc * rate_mbit))"
 } | tee "$work/report.md"

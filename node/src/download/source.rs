@@ -118,6 +118,16 @@ impl Source {
         let result = endpoint
             .guard(&connection, self.peer.id, self.serve_download(&connection))
             .await;
+        let stats = connection.stats();
+        tracing::debug!(
+            source = ?self.peer,
+            received = self.received.load(Ordering::Relaxed),
+            udp_rx_bytes = stats.udp_rx.bytes,
+            udp_rx_datagrams = stats.udp_rx.datagrams,
+            lost_packets = stats.path.lost_packets,
+            stream_frames = stats.frame_rx.stream,
+            "source finished; QUIC counters"
+        );
         connection.close(0u32.into(), b"done");
         result
     }
