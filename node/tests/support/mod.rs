@@ -37,20 +37,30 @@ impl Drop for RunningNode {
 /// Starts `canopy run --listen 127.0.0.1:0 ARGS --data-dir DATA` and waits
 /// until it prints its address.
 pub fn run_node(args: &[&str], data: &Path) -> RunningNode {
+    // Beside the data folder, so a node that dies early can say why.
+    let name = data
+        .file_name()
+        .map_or("node".into(), |name| name.to_string_lossy().into_owned());
+    let stderr_path = data.with_file_name(format!("{name}.stderr"));
     let mut child = Command::new(CANOPY)
         .args(["run", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("a file for the node's stderr"))
         .spawn()
         .expect("canopy run starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = Vec::new();
     let mut address = None;
     while !banner.iter().any(|line: &String| line.starts_with("role:")) {
-        let line = lines.next().expect("canopy run printed its banner").unwrap();
+        let Some(line) = lines.next() else {
+            let status = child.wait().expect("canopy run exits");
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("canopy run ended ({status}) before its banner; it printed {banner:?} and on stderr:\n{stderr}");
+        };
+        let line = line.unwrap();
         if let Some(rest) = line.split("peers reach this node as ").nth(1) {
             address = Some(rest.trim_end_matches(')').to_string());
         }
