@@ -155,10 +155,14 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
         human_bytes(fetched.bytes_per_second() as u64)
     ));
 
-    searcher.shutdown().await;
-    for node in leaves.into_iter().chain(supernodes) {
-        node.shutdown().await;
+    step("shutting the demo network down".into());
+    // Together: each node says goodbye to its peers, and one at a time
+    // that took seconds.
+    let mut stopping = tokio::task::JoinSet::new();
+    for node in std::iter::once(searcher).chain(leaves).chain(supernodes) {
+        stopping.spawn(node.shutdown());
     }
+    while stopping.join_next().await.is_some() {}
     Ok(DemoReport {
         hits,
         expected,

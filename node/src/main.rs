@@ -309,7 +309,20 @@ Exit codes:
      (nothing unverified was written)
   6  local: the output could not be written (permissions, disk full), or
      PATH exists and is another file (see --force)
-  130 interrupted (Ctrl-C or SIGTERM); run the same command to resume";
+  130 interrupted (Ctrl-C or SIGTERM); run the same command to resume
+
+A file already complete at PATH (an earlier run finished) is verified and
+reported done with nothing fetched, exit 0, sources or not.
+
+--json prints one object per line on stdout:
+  {\"event\":\"progress\", hash, size (null until proved), verified, resumed,
+   received (bytes, the block layer and duplicates included),
+   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?}]}
+   every 0.5 s;
+  {\"event\":\"banned\", peer, reason} when a source sends a bad block;
+  last, {\"event\":\"done\", hash, path, size, seconds, rate, resumed,
+   received, sources[, already_complete]} or
+  {\"event\":\"error\", exit_code, message}, exit_code being the process's.";
 
 #[derive(Args)]
 struct DataDir {
@@ -475,22 +488,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) if error.downcast_ref::<NothingFound>().is_some() => ExitCode::from(exit::OTHER),
         Err(error) => {
-            let code = if let Some(error) = error.downcast_ref::<DownloadError>() {
-                error.exit_code()
-            } else if error.downcast_ref::<cli::search::NoSupernode>().is_some() {
-                exit::NETWORK
-            } else if error.downcast_ref::<cli::get::OutputExists>().is_some() {
-                exit::LOCAL_IO
-            } else if error.downcast_ref::<cli::get::Interrupted>().is_some() {
-                exit::INTERRUPTED
-            } else if error.downcast_ref::<NoSources>().is_some() {
-                exit::NOT_FOUND
-            } else {
-                exit::OTHER
-            };
             eprintln!("canopy: {}", render_error(&error));
-            ExitCode::from(code)
+            ExitCode::from(exit_code(&error))
         }
+    }
+}
+
+/// The process exit code for `error` (`canopy get --help` lists them).
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(error) = error.downcast_ref::<DownloadError>() {
+        error.exit_code()
+    } else if error.downcast_ref::<cli::search::NoSupernode>().is_some() {
+        exit::NETWORK
+    } else if error.downcast_ref::<cli::get::OutputExists>().is_some() {
+        exit::LOCAL_IO
+    } else if error.downcast_ref::<cli::get::Interrupted>().is_some() {
+        exit::INTERRUPTED
+    } else if error.downcast_ref::<NoSources>().is_some() {
+        exit::NOT_FOUND
+    } else {
+        exit::OTHER
     }
 }
 
@@ -639,70 +656,137 @@ async fn run(command: Command) -> anyhow::Result<()> {
             upload,
             data,
         } => {
-            let place = network.place(data.resolve()?)?;
-            let data_dir = place.data_dir.clone();
-            let mut link = target;
-            link.sources.extend(sources);
-            let supernodes = place.supernodes.clone();
-            let mut relayed = Vec::new();
-            if !supernodes.is_empty() {
-                // Ask the network who has it, too.
-                let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
-                let query = Query::for_hash(link.hash);
-                match cli::search::ask(&endpoint, &supernodes, &query).await {
-                    Ok((hits, answered)) => {
-                        canopy_node::hostcache::remember(&data_dir, answered);
-                        for hit in hits.into_iter().filter(|hit| hit.hash == link.hash) {
-                            link.sources.extend(hit.sources);
-                            relayed.extend(hit.relayed);
-                            if link.name.is_none() {
-                                link.name = Some(hit.name);
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!("cannot ask for sources: {error:#}"),
-                }
-                endpoint.shutdown().await;
-            }
-            if link.sources.is_empty() && relayed.is_empty() {
-                if supernodes.is_empty() {
-                    anyhow::bail!(
-                        "no sources for {}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask",
-                        link.hash
+            let json_errors = json;
+            let result = get_command(GetCommand {
+                target,
+                sources,
+                output,
+                max_sources,
+                network,
+                listen,
+                json,
+                quiet,
+                force,
+                upload,
+                data,
+            })
+            .await;
+            if json_errors {
+                if let Err(error) = &result {
+                    // Scripts read one JSON object per line; the last says why and how it ends.
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "error", "exit_code": exit_code(error), "message": render_error(error)})
                     );
                 }
-                return Err(NoSources(link.hash).into());
             }
-            let output = output
-                .unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
-            let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
-                Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
-                _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-            });
-            let mut node = NodeConfig::new(data_dir, listen);
-            node.upload = upload.limits();
-            node.network = place.network;
-            let options = DownloadOptions {
-                max_sources,
-                ..DownloadOptions::default()
-            };
-            let mode = match (json, quiet) {
-                (true, _) => cli::get::Output::Json,
-                (_, true) => cli::get::Output::Quiet,
-                _ => cli::get::Output::Human,
-            };
-            cli::get::get(GetArgs {
-                link,
-                force,
-                relayed,
-                output,
-                node,
-                options,
-                mode,
-            })
-            .await
+            result
         }
     }
+}
+
+/// `canopy get`'s arguments, as parsed.
+struct GetCommand {
+    target: Link,
+    sources: Vec<PeerAddr>,
+    output: Option<PathBuf>,
+    max_sources: usize,
+    network: NetworkArgs,
+    listen: Option<SocketAddr>,
+    json: bool,
+    quiet: bool,
+    force: bool,
+    upload: TransferArgs,
+    data: DataDir,
+}
+
+async fn get_command(command: GetCommand) -> anyhow::Result<()> {
+    let GetCommand {
+        target,
+        sources,
+        output,
+        max_sources,
+        network,
+        listen,
+        json,
+        quiet,
+        force,
+        upload,
+        data,
+    } = command;
+    let mode = match (json, quiet) {
+        (true, _) => cli::get::Output::Json,
+        (_, true) => cli::get::Output::Quiet,
+        _ => cli::get::Output::Human,
+    };
+    // The same command after it finished: nothing to fetch, even with every
+    // source gone (as aria2c, which reports it complete).
+    let planned = output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(target.file_name().unwrap_or_else(|| target.hash.to_hex())));
+    if !force {
+        if let Some(complete) = cli::get::already_complete(&planned, &target) {
+            complete.report(mode);
+            return Ok(());
+        }
+    }
+    let place = network.place(data.resolve()?)?;
+    let data_dir = place.data_dir.clone();
+    let mut link = target;
+    link.sources.extend(sources);
+    let supernodes = place.supernodes.clone();
+    let mut relayed = Vec::new();
+    if !supernodes.is_empty() {
+        // Ask the network who has it, too.
+        let endpoint = cli::search::endpoint_in(&data_dir, place.membership()?)?;
+        let query = Query::for_hash(link.hash);
+        match cli::search::ask(&endpoint, &supernodes, &query).await {
+            Ok((hits, answered)) => {
+                canopy_node::hostcache::remember(&data_dir, answered);
+                for hit in hits.into_iter().filter(|hit| hit.hash == link.hash) {
+                    link.sources.extend(hit.sources);
+                    relayed.extend(hit.relayed);
+                    if link.name.is_none() {
+                        link.name = Some(hit.name);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("cannot ask for sources: {error:#}"),
+        }
+        endpoint.shutdown().await;
+    }
+    if link.sources.is_empty() && relayed.is_empty() {
+        if supernodes.is_empty() {
+            anyhow::bail!(
+                "no sources for {}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask",
+                link.hash
+            );
+        }
+        return Err(NoSources(link.hash).into());
+    }
+    let output =
+        output.unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
+    let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
+        Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+    });
+    let mut node = NodeConfig::new(data_dir, listen);
+    node.upload = upload.limits();
+    node.network = place.network;
+    let options = DownloadOptions {
+        max_sources,
+        ..DownloadOptions::default()
+    };
+    cli::get::get(GetArgs {
+        link,
+        force,
+        relayed,
+        output,
+        node,
+        options,
+        mode,
+    })
+    .await
 }
 
 /// A bare hash or a `canopy:` link.

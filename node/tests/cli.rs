@@ -68,7 +68,34 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
         "--data-dir",
         client_data,
     ];
-    assert!(canopy(&args).status.success());
+    let again = canopy(&args);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("already complete"),
+        "{}",
+        text(&again.stdout)
+    );
+    // Even with its only source gone: the file is verified on disk, nothing
+    // is fetched (a port nobody listens on stands for the departed source).
+    let (id, _) = node.address.split_once('@').unwrap();
+    let departed = format!("{id}@127.0.0.1:9");
+    let offline = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &departed,
+        "-o",
+        output_arg,
+        "--data-dir",
+        client_data,
+        "--json",
+    ]);
+    assert!(offline.status.success(), "{}", text(&offline.stderr));
+    let last: serde_json::Value =
+        serde_json::from_str(text(&offline.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "done");
+    assert_eq!(last["already_complete"], true);
+    assert_eq!(last["received"], 0);
     let precious = root.path().join("precious.txt");
     std::fs::write(&precious, b"my own words").unwrap();
     let over = [
@@ -107,6 +134,38 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
     ]);
     assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
     assert!(text(&missing.stderr).contains("does not share"));
+    // With --json the last line says the same, with the exit code the
+    // process ends with; so does an error before any download starts.
+    let missing_json = canopy(&[
+        "get",
+        &unknown,
+        "--from",
+        &node.address,
+        "-o",
+        root.path().join("missing.ogg").to_str().unwrap(),
+        "--data-dir",
+        client_data,
+        "--json",
+    ]);
+    std::fs::write(root.path().join("mine.txt"), b"not the song").unwrap();
+    let precious_json = canopy(&[
+        "get",
+        &hash,
+        "--from",
+        &node.address,
+        "-o",
+        root.path().join("mine.txt").to_str().unwrap(),
+        "--data-dir",
+        client_data,
+        "--json",
+    ]);
+    for (run, code) in [(&missing_json, 3), (&precious_json, 6)] {
+        assert_eq!(run.status.code(), Some(code), "{}", text(&run.stderr));
+        let last: serde_json::Value =
+            serde_json::from_str(text(&run.stdout).lines().last().unwrap()).unwrap();
+        assert_eq!(last["event"], "error", "{}", text(&run.stdout));
+        assert_eq!(last["exit_code"], code, "{}", text(&run.stdout));
+    }
     assert_eq!(
         text(&missing.stderr).lines().count(),
         1,

@@ -156,8 +156,9 @@ pub struct RunArgs {
     /// Block requests served at once; more are told to retry later [default: 64].
     #[arg(long, env = "CANOPY_UPLOAD_SLOTS", value_name = "N")]
     pub upload_slots: Option<usize>,
-    /// Serve Prometheus metrics (series named canopy_*) on this TCP
-    /// address, e.g. 127.0.0.1:9466 [default: off].
+    /// Serve Prometheus metrics (series named canopy_*) and status on this
+    /// TCP address, e.g. 127.0.0.1:9466 [default: a free port on loopback,
+    /// recorded in the data folder for `canopy status`].
     #[arg(long, env = "CANOPY_METRICS", value_name = "HOST:PORT")]
     pub metrics: Option<SocketAddr>,
     /// Log lines as text or as JSON objects [default: text].

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,7 +11,7 @@ use canopy_common::proto::Link;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::download::{DownloadError, DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
+use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
@@ -48,7 +48,13 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         options,
         mode,
     } = args;
-    let output = settle_output(output, &link, force)?;
+    let output = match settle_output(output, &link, force)? {
+        Settled::Fetch(output) => output,
+        Settled::Complete(complete) => {
+            complete.report(mode);
+            return Ok(());
+        }
+    };
     let node = Node::start(node).await.context("cannot start the local node")?;
     let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
     sources.extend(
@@ -78,7 +84,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     // peers to hear our goodbye.
     match &result {
         Ok(report) => reporter.done(report),
-        Err(error) => reporter.failed(error),
+        Err(_) => reporter.failed(),
     }
     drop(download);
     // Long enough for the close frames to leave (peers that miss them time
@@ -99,24 +105,83 @@ pub struct Interrupted(pub PathBuf);
 #[error("{} already exists and is not this file; pass --force to replace it, or -o another path", .0.display())]
 pub struct OutputExists(pub PathBuf);
 
-/// Where the file goes: into `output` if it is a folder; never over an
-/// existing different file unless `force`.
-fn settle_output(output: PathBuf, link: &Link, force: bool) -> anyhow::Result<PathBuf> {
-    let output = if output.is_dir() {
-        output.join(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
-    } else {
-        output
-    };
-    if output.exists() && !force {
-        // The very file already there (a finished earlier run) is fine.
-        let same = std::fs::metadata(&output)
-            .and_then(|meta| crate::share::hash_file(&output, meta.len()))
-            .is_ok_and(|hashes| hashes.root() == link.hash);
-        if !same {
-            return Err(OutputExists(output).into());
+/// Where a download goes, or that it is already there.
+enum Settled {
+    Fetch(PathBuf),
+    Complete(Complete),
+}
+
+/// The file already at the output path, verified by hashing it again: an
+/// earlier run finished.
+pub struct Complete {
+    hash: canopy_common::proto::ContentHash,
+    path: PathBuf,
+    size: u64,
+}
+
+impl Complete {
+    /// Says so as a finished download would, with nothing fetched.
+    pub fn report(&self, mode: Output) {
+        match mode {
+            Output::Json => println!(
+                "{}",
+                json!({
+                    "event": "done",
+                    "hash": self.hash.to_hex(),
+                    "path": self.path,
+                    "size": self.size,
+                    "seconds": 0.0,
+                    "rate": 0.0,
+                    "resumed": self.size,
+                    "received": 0,
+                    "sources": [],
+                    "already_complete": true,
+                })
+            ),
+            Output::Human => println!(
+                "{}  {}  {} already complete (verified on disk, nothing fetched)",
+                self.hash,
+                self.path.display(),
+                human_bytes(self.size)
+            ),
+            Output::Quiet => {}
         }
     }
-    Ok(output)
+}
+
+/// Where `link` would be saved given `output` (a file, or a folder to put
+/// it in).
+fn output_path(output: &Path, link: &Link) -> PathBuf {
+    if output.is_dir() {
+        output.join(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
+    } else {
+        output.to_path_buf()
+    }
+}
+
+/// The file `link` names, if it is already at `output` (hashed to be sure).
+pub fn already_complete(output: &Path, link: &Link) -> Option<Complete> {
+    let path = output_path(output, link);
+    let size = std::fs::metadata(&path).ok().filter(|meta| meta.is_file())?.len();
+    let hashes = crate::share::hash_file(&path, size).ok()?;
+    (hashes.root() == link.hash).then_some(Complete {
+        hash: link.hash,
+        path,
+        size,
+    })
+}
+
+/// Where the file goes: into `output` if it is a folder; never over an
+/// existing different file unless `force`.
+fn settle_output(output: PathBuf, link: &Link, force: bool) -> anyhow::Result<Settled> {
+    let path = output_path(&output, link);
+    if path.exists() && !force {
+        return match already_complete(&path, link) {
+            Some(complete) => Ok(Settled::Complete(complete)),
+            None => Err(OutputExists(path).into()),
+        };
+    }
+    Ok(Settled::Fetch(path))
 }
 
 struct Reporter {
@@ -242,18 +307,11 @@ impl Reporter {
         }
     }
 
-    fn failed(&mut self, error: &anyhow::Error) {
+    /// The bar stops where it is; the error itself is reported by the
+    /// caller (as a JSON line with `--json`), with the process's exit code.
+    fn failed(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
-        }
-        if self.mode == Output::Json {
-            let code = error
-                .downcast_ref::<DownloadError>()
-                .map_or(1, DownloadError::exit_code);
-            println!(
-                "{}",
-                json!({"event": "error", "exit_code": code, "message": error.to_string()})
-            );
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canopy_common::proto::election::{ElectionConfig, Role};
-use canopy_common::proto::Link;
+use canopy_common::proto::{Link, PeerAddr};
 use canopy_supernode::SupernodeConfig;
 
 use super::config::{RoleChoice, RunSettings};
@@ -168,10 +168,20 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         Some(choice) => println!("private network {}: members only", choice.name),
         None => println!("public network"),
     }
-    let me = node.peer_addr();
+    let listening = node.peer_addr();
+    // Listening on every interface: show the address this machine most
+    // likely has for others, not 0.0.0.0.
+    let me = if listening.addr.ip().is_unspecified() {
+        PeerAddr::new(
+            listening.id,
+            std::net::SocketAddr::new(super::group::likely_host(), listening.addr.port()),
+        )
+    } else {
+        listening
+    };
     let scan = node.scan_stats();
     println!("canopy node {}", me.id);
-    println!("listening on {} (peers reach this node as {me})", me.addr);
+    println!("listening on {} (peers reach this node as {me})", listening.addr);
     println!(
         "sharing {} file{}, {} ({} hashed now, {} from cache)",
         scan.files,
@@ -252,7 +262,10 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         }
     }
     super::shutdown_signal().await;
-    if node.supernode().is_some() {
+    if node
+        .supernode()
+        .is_some_and(|supernode| supernode.leaf_count() > 0)
+    {
         println!("shutting down: handing our leaves to other supernodes first");
     } else {
         println!("shutting down");
