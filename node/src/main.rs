@@ -595,7 +595,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            cli::probe::print(&profile, &measured, &decision);
+            cli::probe::print(&profile, &measured, &decision, "would be");
             Ok(())
         }
         Command::Search {

@@ -66,7 +66,9 @@ fn rate(bytes_per_second: Option<u64>) -> String {
 }
 
 /// Prints what `elect` found, as `canopy probe` shows it.
-pub fn print(profile: &Profile, measured: &Measured, decision: &Decision) {
+/// `verdict` starts the last line: "would be" for a probe, "starts as"
+/// for a node that acts on it.
+pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdict: &str) {
     println!(
         "machine   {} cores, {} memory ({} free), up {:.1} h, {}",
         profile.cores,
@@ -103,5 +105,5 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision) {
         canopy_common::proto::election::Role::Supernode => "a supernode",
         canopy_common::proto::election::Role::Leaf => "a leaf",
     };
-    println!("would be {role} because {}", decision.reason);
+    println!("{verdict} {role} because {}", decision.reason);
 }

@@ -130,7 +130,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             )
             .await?;
             config.listen = bound;
-            super::probe::print(&profile, &measured, &decision);
+            super::probe::print(&profile, &measured, &decision, "starts as");
             tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
             role_reason = format!("{}: {}", role_name(decision.role), decision.reason);
             config.profile = Some(profile.clone());

@@ -77,15 +77,16 @@ pub async fn ask_first(
         };
         match asked {
             Ok(Ok(hits)) => return Ok((hits, supernode)),
-            Ok(Err(error)) => errors.push(format!("{}: {error}", supernode.id.short())),
+            Ok(Err(error)) => errors.push(format!("{} at {}: {error}", supernode.id.short(), supernode.addr)),
             Err(_) => errors.push(format!(
-                "{}: no answer within {SEARCH_TIMEOUT:?}",
-                supernode.id.short()
+                "{} at {}: no answer within {SEARCH_TIMEOUT:?}",
+                supernode.id.short(),
+                supernode.addr
             )),
         }
     }
     bail!(NoSupernode(format!(
-        "no supernode answered ({})",
+        "no supernode ran the search ({})",
         errors.join("; ")
     )))
 }

@@ -117,7 +117,7 @@ fn describe_failures(failures: &[(PeerAddr, SourceFailure)]) -> String {
     }
     failures
         .iter()
-        .map(|(peer, failure)| format!("{} {failure}", peer.id.short()))
+        .map(|(peer, failure)| format!("{} at {} {failure}", peer.id.short(), peer.addr))
         .collect::<Vec<_>>()
         .join("; ")
 }
