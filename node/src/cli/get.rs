@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use canopy_common::proto::search::RelayedSource;
 use canopy_common::proto::Link;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
@@ -205,7 +205,11 @@ impl Reporter {
     /// already on disk, so resumed bytes do not count as speed.
     fn bar(&mut self, size: u64, verified: u64) -> &ProgressBar {
         self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(size).with_position(verified);
+            // Hidden until the rate estimator has taken `verified` as its
+            // starting point: a bar built at that position would count it
+            // all as the first moment's speed (GiB/s on the first frame).
+            let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::hidden());
+            bar.set_position(verified);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -214,6 +218,7 @@ impl Reporter {
                 .progress_chars("█▌ "),
             );
             bar.reset_eta();
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar
         })
     }
