@@ -771,6 +771,9 @@ async fn get_command(command: GetCommand) -> anyhow::Result<()> {
         _ => SocketAddr::from(([0, 0, 0, 0], 0)),
     });
     let mut node = NodeConfig::new(data_dir, listen);
+    // Fetching (and serving what it has to other downloaders) needs no
+    // session: supernodes need not log and count a leaf per command.
+    node.leaf_sessions = 0;
     node.upload = upload.limits();
     node.network = place.network;
     let options = DownloadOptions {

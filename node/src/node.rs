@@ -40,7 +40,8 @@ pub struct NodeConfig {
     pub bootstrap: Vec<PeerAddr>,
     /// How often the shared folders are rescanned for changes (`None`: only at start).
     pub rescan_interval: Option<Duration>,
-    /// Supernodes a leaf stays joined to at once.
+    /// Supernodes a leaf stays joined to at once (0: none; a one-shot
+    /// `canopy get` needs no session to fetch or to serve what it has).
     pub leaf_sessions: usize,
     /// Whether peers can connect to us. A node that cannot (behind a NAT or
     /// firewall it cannot open) says so, and is reached by push instead.
@@ -224,7 +225,7 @@ impl Node {
             }
             None => {
                 let mut session = None;
-                if !known.is_empty() {
+                if !known.is_empty() && config.leaf_sessions > 0 {
                     let settings = leaf::LeafSettings {
                         supernodes: known.clone(),
                         sessions: config.leaf_sessions,
@@ -789,7 +790,7 @@ impl RoleKeeper {
 
     /// Joins the supernodes we know (and those they tell us of).
     fn start_leaf_session(&self) -> Option<tokio::task::AbortHandle> {
-        if self.known.is_empty() {
+        if self.known.is_empty() || self.config.leaf_sessions == 0 {
             return None;
         }
         self.leaf_status.send_replace(LeafStatus::default());

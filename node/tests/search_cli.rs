@@ -105,6 +105,11 @@ fn search_then_get_the_printed_link() {
         .unwrap();
     assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
     assert_eq!(std::fs::read(&again).unwrap(), content);
+
+    // One-shot commands ask and fetch without joining: the supernode saw
+    // one leaf, the one that shares.
+    let log = std::fs::read_to_string(root.path().join("sn.stderr")).unwrap();
+    assert_eq!(log.matches("leaf joined").count(), 1, "{log}");
 }
 
 #[test]
