@@ -183,8 +183,10 @@ enum GroupCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Print the invite to a group this node is in again.
+    /// Print again the invite to a group this node is in, to send to
+    /// another member.
     Invite {
+        /// The group's name, as `canopy group list` shows it.
         #[arg(value_parser = parse_group_name)]
         name: NetworkName,
         /// The IP address other members reach this machine at [default:
@@ -210,6 +212,7 @@ enum GroupCommand {
     /// within seconds; until a member has joined with the new invite, it is
     /// refused.
     Rekey {
+        /// The group's name, as `canopy group list` shows it.
         #[arg(value_parser = parse_group_name)]
         name: NetworkName,
         /// The IP address other members reach this machine at [default:
