@@ -3,7 +3,7 @@
 //! The decisions are the real ones: every router forwards through
 //! [`Router::on_query_with`](canopy_common::proto::routing::Router::on_query_with),
 //! and the searcher's supernode runs a real
-//! [`DynamicQuery`](canopy_common::proto::dynamic::DynamicQuery).
+//! [`DynamicQuery`].
 //!
 //! The tables are **modelled**, not built (the catalogue has no words per
 //! node to hash, and rebuilding tables under churn at 10^6 nodes would

@@ -3,7 +3,7 @@
 //!
 //! Every router is a real [`Router`] from `canopy_common::proto::routing`;
 //! every role decision in Canopy mode is the real
-//! [`decide`](canopy_common::proto::election::decide) at arrival and the
+//! [`decide`] at arrival and the
 //! real [`Election`] state machine afterwards. The simulator only supplies
 //! what a real node would learn from the network (neighbour lists, the free
 //! slots of a few supernodes, the time) and carries out the actions.

@@ -534,7 +534,7 @@ fn describe(entry: &Entry) -> serde_json::Value {
 }
 
 /// A file name safe to create: the last path component, without control
-/// characters or a leading dot, at most [`MAX_NAME`] bytes; the hash if
+/// characters or a leading dot, at most `MAX_NAME` bytes; the hash if
 /// nothing is left.
 pub fn sanitise_name(name: &str, hash: &ContentHash) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");

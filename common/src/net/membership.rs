@@ -3,7 +3,7 @@
 //! An endpoint bound to a [`Network`] offers only that network's ALPN id,
 //! so outsiders fail the TLS handshake. Right after the handshake both sides
 //! prove the key over the TLS exporter on the connection's first stream
-//! ([`prove_as_client`], [`check_as_server`]); a node accepts no request on
+//! ([`Membership::prove_as_client`], [`Membership::check_as_server`]); a node accepts no request on
 //! a connection until that proof checks, and closes it with
 //! [`NOT_A_MEMBER`] otherwise. The bytes are in `proto::network`.
 //!

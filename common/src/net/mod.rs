@@ -1,7 +1,7 @@
 //! The QUIC layer: the only code in Canopy that opens sockets.
 //!
 //! * [`identity`] — the node's long-term Ed25519 key on disk; its public half
-//!   is the node's [`PeerId`](crate::proto::PeerId).
+//!   is the node's [`PeerId`].
 //! * [`tls`] — rustls configs for mutual authentication with RFC 7250 raw
 //!   public keys: no certificates, no authorities, the key *is* the identity.
 //! * [`endpoint`] — one quinn endpoint per node, for dialing and accepting.

@@ -13,7 +13,7 @@
 //!    folding (tantivy's `RemoveLongFilter::limit(40)`);
 //! 3. lower-case character by character (tantivy's `LowerCaser`, which
 //!    ignores the final-sigma rule);
-//! 4. fold to ASCII with the index's own table ([`fold_table`], generated
+//! 4. fold to ASCII with the index's own table (`fold_table`, generated
 //!    from tantivy's `AsciiFoldingFilter`).
 //!
 //! Routing adds one rule of its own: words shorter than [`MIN_WORD_CHARS`]

@@ -3,11 +3,11 @@
 //! A [`Download`] fetches one file by content hash from every source it
 //! knows at once:
 //!
-//! * each source runs its own task ([`source`]) that pulls block ranges from
+//! * each source runs its own task (`source`) that pulls block ranges from
 //!   the shared [`Scheduler`], sized by that source's measured speed, with
 //!   several requests in flight;
 //! * every block is verified against the file's BLAKE3 tree before it is
-//!   handed to the [`part`] writer, so no unverified byte reaches the disk,
+//!   handed to the `part` writer, so no unverified byte reaches the disk,
 //!   and a source that sends a bad block is banned for this download;
 //! * sources may join at any time ([`Download::add_source`], or learned
 //!   from other sources by source exchange); a source that fails, stalls or

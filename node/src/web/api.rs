@@ -1,5 +1,5 @@
 //! The desktop app's HTTP side: the page and its JSON API (documented in
-//! `docs/API.md`). Every request is checked first ([`App::admit`]): a
+//! `docs/API.md`). Every request is checked first (`App::admit`): a
 //! loopback client naming a loopback host, or anyone with the password
 //! when remote access is configured; then every `/api` request must carry
 //! the API key.
