@@ -206,6 +206,7 @@ fn search_download_pause_resume_and_share_in_a_browser() {
         "resumed",
         "shared",
         "searchable",
+        "settings",
     ] {
         assert!(
             stdout.contains(&format!("{{\"step\":\"{step}\"")),
@@ -218,6 +219,12 @@ fn search_download_pause_resume_and_share_in_a_browser() {
     // The app keeps its choices: the new folder is in the saved list.
     let saved = std::fs::read_to_string(temp.path().join("app/shared-folders.json")).unwrap();
     assert!(saved.contains("later"), "{saved}");
+    // Saving the download cap saved that alone: no port or role pinned.
+    let settings = std::fs::read_to_string(temp.path().join("app/ui-settings.toml")).unwrap();
+    assert!(settings.contains("max-download-rate = 50000000"), "{settings}");
+    for pinned in ["listen", "role"] {
+        assert!(!settings.contains(pinned), "{pinned} was saved too:\n{settings}");
+    }
     drop((supernode, leaf, app));
 }
 

@@ -3,7 +3,8 @@
 //   2. a second (rate-capped) download is paused mid-way, stays put while
 //      paused, is resumed and finishes;
 //   3. a folder added on the Shares tab gets hashed and its file becomes
-//      searchable.
+//      searchable;
+//   4. saving one setting (the download cap) saves only that one.
 // Run by node/tests/web_ui.rs, which starts the nodes, passes their
 // details in the environment and checks the files on disk afterwards.
 // Prints one JSON line per step; exits non-zero on the first failure.
@@ -104,6 +105,18 @@ try {
   }
   if (!found) throw new Error('the newly shared file never became searchable');
   step('searchable', { name: 'late-comet.txt' });
+
+  await page.click('nav button[data-tab=settings]');
+  const cap = page.locator('#settings-form input[name=max-download-rate]');
+  await page.waitForFunction(() => document.querySelector('#settings-form input[name=listen]').value !== '');
+  await cap.fill('50000000');
+  await page.click('#settings-form button[type=submit]');
+  const settingsState = page.locator('#settings-state');
+  await settingsState.filter({ hasText: 'Saved' }).waitFor();
+  const said = await settingsState.textContent();
+  if (/listen|role|gateway/.test(said)) throw new Error('saving the cap touched other settings: ' + said);
+  if ((await settingsState.getAttribute('class')) === 'error') throw new Error('a saved setting is shown as an error');
+  step('settings', { said });
 
   if (pageErrors.length) throw new Error('errors in the page: ' + pageErrors.join('; '));
 } catch (error) {

@@ -259,18 +259,29 @@ function renderStatus(s) {
   }));
 }
 
-// Settings.
+// Settings. Only the fields the user changed are sent: saving one cap
+// must not pin the others (a saved port that is taken at the next start
+// stops the node, where an unset one falls back to a free port).
+let shownSettings = {};
+
+function showSettingsState(text, isError) {
+  $('#settings-state').textContent = text;
+  $('#settings-state').className = isError ? 'error' : '';
+}
+
 async function loadSettings() {
   try {
     const settings = await api('GET', 'settings');
     const values = Object.assign({}, settings.in_force, settings.saved);
+    shownSettings = {};
     for (const input of $('#settings-form').elements) {
       if (!input.name) continue;
       const value = values[input.name];
       input.value = value == null ? '' : value;
+      shownSettings[input.name] = input.value.trim();
     }
   } catch (error) {
-    $('#settings-state').textContent = error.message;
+    showSettingsState(error.message, true);
   }
 }
 
@@ -280,18 +291,25 @@ $('#settings-form').addEventListener('submit', async (event) => {
   for (const input of event.target.elements) {
     if (!input.name) continue;
     const text = input.value.trim();
+    if (text === shownSettings[input.name]) continue;
     if (input.type === 'number') change[input.name] = text ? Number(text) : null;
     else change[input.name] = text || null;
   }
-  if (!change['download-dir']) delete change['download-dir'];
+  if ('download-dir' in change && !change['download-dir']) delete change['download-dir'];
+  if (!Object.keys(change).length) {
+    showSettingsState('Nothing changed.', false);
+    return;
+  }
   try {
     const answer = await api('PUT', 'settings', change);
-    $('#settings-state').textContent = answer.restart_needed.length
+    for (const input of event.target.elements) {
+      if (input.name && input.name in change) shownSettings[input.name] = input.value.trim();
+    }
+    showSettingsState(answer.restart_needed.length
       ? 'Saved. Takes effect at the next start: ' + answer.restart_needed.join(', ') + '.'
-      : 'Saved.';
+      : 'Saved.', false);
   } catch (error) {
-    $('#settings-state').textContent = error.message;
-    $('#settings-state').className = 'error';
+    showSettingsState(error.message, true);
   }
 });
 
