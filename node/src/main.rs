@@ -492,6 +492,13 @@ fn main() -> ExitCode {
         Err(error) if error.downcast_ref::<NothingFound>().is_some() => ExitCode::from(exit::OTHER),
         Err(error) => {
             eprintln!("canopy: {}", render_error(&error));
+            let resumable = error
+                .downcast_ref::<DownloadError>()
+                .and_then(DownloadError::kept_part)
+                .is_some();
+            if resumable {
+                eprintln!("canopy: run the same command again to resume");
+            }
             ExitCode::from(exit_code(&error))
         }
     }

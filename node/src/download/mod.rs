@@ -124,10 +124,7 @@ fn describe_failures(failures: &[(PeerAddr, SourceFailure)]) -> String {
 
 fn describe_part(part: &Option<PathBuf>) -> String {
     match part {
-        Some(part) => format!(
-            "; verified data is kept in {} and the same command resumes it",
-            part.display()
-        ),
+        Some(part) => format!("; verified data is kept in {}", part.display()),
         None => String::new(),
     }
 }
@@ -150,6 +147,14 @@ impl DownloadError {
             }
             DownloadError::Output { .. } | DownloadError::DiskCheck { .. } => exit::LOCAL_IO,
             DownloadError::Paused => exit::INTERRUPTED,
+        }
+    }
+
+    /// The part file holding verified data, when there is one to resume.
+    pub fn kept_part(&self) -> Option<&std::path::Path> {
+        match self {
+            DownloadError::NoSources { part, .. } => part.as_deref(),
+            _ => None,
         }
     }
 }

@@ -35,6 +35,11 @@ function act(promise) {
   promise.catch((error) => toast(error.message, true));
 }
 
+// "1 file", "2 files".
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 function bytes(n) {
   if (n == null) return '?';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -221,7 +226,7 @@ function renderShares(shares) {
   $('#hashing').textContent = shares.scanning
     ? (h.files_to_hash ? `Hashing ${h.files_hashed} of ${h.files_to_hash} files (${bytes(h.bytes_hashed)} of ${bytes(h.bytes_to_hash)})…` : 'Scanning…')
     : '';
-  $('#shares-total').textContent = `${shares.files} files shared, ${bytes(shares.bytes)} (downloads included).`;
+  $('#shares-total').textContent = `${count(shares.files, 'file')} shared, ${bytes(shares.bytes)} (downloads included).`;
 }
 
 // Status.
@@ -251,7 +256,7 @@ function renderStatus(s) {
   }
   const peers = s.role === 'supernode'
     ? s.neighbours.map((n) => 'neighbour supernode ' + n)
-    : s.supernodes.map((n) => `supernode ${n.address} (${n.published} files published)`);
+    : s.supernodes.map((n) => `supernode ${n.address} (${count(n.published, 'file')} published)`);
   $('#peers').replaceChildren(...(peers.length ? peers : ['none yet']).map((text) => {
     const li = document.createElement('li');
     li.textContent = text;
