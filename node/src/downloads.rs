@@ -43,7 +43,7 @@ const WAIT_FOR_SOURCES: Duration = Duration::from_secs(20);
 pub enum DownloadsError {
     #[error("no download of {0}")]
     Unknown(ContentHash),
-    #[error("{0} is already in the list")]
+    #[error("that file is already in Downloads ({0})")]
     Exists(ContentHash),
     #[error("the download list is full ({MAX_DOWNLOADS}); clear finished downloads first")]
     Full,

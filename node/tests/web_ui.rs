@@ -512,6 +512,18 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
         "{saved}"
     );
     assert_eq!(put("{\"role\": \"king\"}").0, 400);
+    // A bad value is refused naming its field, so the form can say which.
+    for (body, field) in [
+        (
+            "{\"max-download-rate\": 1000, \"listen\": \"not an address\"}",
+            "listen:",
+        ),
+        ("{\"max-upload-rate\": 0}", "max-upload-rate:"),
+    ] {
+        let (status, answer) = put(body);
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains(field), "{body} -> {answer}");
+    }
     // Still serving after all that.
     assert_eq!(
         get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n")).0,

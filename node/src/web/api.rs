@@ -513,8 +513,30 @@ struct FolderBody {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, Response> {
-    serde_json::from_slice(&request.body)
-        .map_err(|error| Response::error(400, "Bad Request", format!("bad JSON body: {error}")))
+    serde_json::from_slice(&request.body).map_err(|error| {
+        let reason = match field_at_fault::<T>(&request.body) {
+            Some((key, error)) => format!("{key}: {error}"),
+            None => format!("bad JSON body: {error}"),
+        };
+        Response::error(400, "Bad Request", reason)
+    })
+}
+
+/// For a JSON object that does not parse as `T`, the first key that does
+/// not parse on its own, and why: a form can then say which field is wrong
+/// rather than at which column.
+fn field_at_fault<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<(String, serde_json::Error)> {
+    let serde_json::Value::Object(fields) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    fields.into_iter().find_map(|(key, value)| {
+        let alone = serde_json::Value::Object([(key.clone(), value)].into_iter().collect());
+        // Alone, a key may only lack its siblings: that is not its fault.
+        serde_json::from_value::<T>(alone)
+            .err()
+            .filter(|error| !error.to_string().starts_with("missing field"))
+            .map(|error| (key, error))
+    })
 }
 
 fn parse_hash(text: &str) -> Result<ContentHash, Response> {

@@ -82,6 +82,17 @@ where
 impl Change {
     /// Checks the values; returns the keys that need a restart.
     pub fn validate(&self) -> Result<Vec<&'static str>, SettingsError> {
+        for (key, rate) in [
+            ("max-upload-rate", &self.max_upload_rate),
+            ("max-download-rate", &self.max_download_rate),
+        ] {
+            if let Some(Some(0)) = rate {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: "must be at least 1 byte/s (null, or an empty field, for no cap)".into(),
+                });
+            }
+        }
         if let Some(Some(role)) = &self.role {
             if !["auto", "leaf", "supernode"].contains(&role.as_str()) {
                 return Err(SettingsError::Invalid {

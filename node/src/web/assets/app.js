@@ -109,7 +109,10 @@ function searchDone(e) {
 $('#search-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const text = $('#search-text').value.trim();
-  if (!text) return;
+  if (!text) {
+    $('#search-state').textContent = 'Type a few words of a file name to search for.';
+    return;
+  }
   $('#results tbody').replaceChildren();
   shownHits.clear();
   $('#search-state').textContent = 'Searching…';
