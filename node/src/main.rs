@@ -128,46 +128,7 @@ enum Command {
     /// Fetch a file by content hash or canopy: link from every source at
     /// once, verifying every block. Interrupted downloads resume.
     #[command(after_help = GET_HELP)]
-    Get {
-        /// What to fetch: a content hash (64 hex characters, as b3sum
-        /// prints) or a canopy: link (its sources are used too).
-        #[arg(value_parser = parse_target)]
-        target: Link,
-        /// A peer to fetch from, as PEERID@HOST:PORT; repeat for several.
-        /// The connection is refused unless the peer proves it holds
-        /// PEERID's key. More sources are learned from these as they
-        /// are found.
-        #[arg(long = "source", visible_alias = "from", value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
-        sources: Vec<PeerAddr>,
-        /// Where to write the file (default: the link's name, else the hash,
-        /// in the current folder). Data goes to PATH.part until the whole
-        /// file is verified.
-        #[arg(short, long, value_name = "PATH")]
-        output: Option<PathBuf>,
-        /// Sources connected at once.
-        #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
-        max_sources: usize,
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// UDP address to use (default: any port). Other downloaders may
-        /// fetch verified blocks from it while the download runs.
-        #[arg(long, value_name = "HOST:PORT")]
-        listen: Option<SocketAddr>,
-        /// Print progress and the result as JSON lines on stdout.
-        #[arg(long, conflicts_with = "quiet")]
-        json: bool,
-        /// Print nothing but errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Replace PATH if it exists and is a different file (otherwise
-        /// canopy refuses, to never destroy a file by accident).
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        upload: TransferArgs,
-        #[command(flatten)]
-        data: DataDir,
-    },
+    Get(GetCommand),
 }
 
 #[derive(Subcommand)]
@@ -653,34 +614,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Get {
-            target,
-            sources,
-            output,
-            max_sources,
-            network,
-            listen,
-            json,
-            quiet,
-            force,
-            upload,
-            data,
-        } => {
-            let json_errors = json;
-            let result = get_command(GetCommand {
-                target,
-                sources,
-                output,
-                max_sources,
-                network,
-                listen,
-                json,
-                quiet,
-                force,
-                upload,
-                data,
-            })
-            .await;
+        Command::Get(args) => {
+            let json_errors = args.json;
+            let result = get_command(args).await;
             if json_errors {
                 if let Err(error) = &result {
                     // Scripts read one JSON object per line; the last says why and how it ends.
@@ -695,18 +631,46 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// `canopy get`'s arguments, as parsed.
+/// `canopy get`'s arguments.
+#[derive(Args)]
 struct GetCommand {
+    /// What to fetch: a content hash (64 hex characters, as b3sum
+    /// prints) or a canopy: link (its sources are used too).
+    #[arg(value_parser = parse_target)]
     target: Link,
+    /// A peer to fetch from, as PEERID@HOST:PORT; repeat for several.
+    /// The connection is refused unless the peer proves it holds
+    /// PEERID's key. More sources are learned from these as they
+    /// are found.
+    #[arg(long = "source", visible_alias = "from", value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
     sources: Vec<PeerAddr>,
+    /// Where to write the file (default: the link's name, else the hash,
+    /// in the current folder). Data goes to PATH.part until the whole
+    /// file is verified.
+    #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
+    /// Sources connected at once.
+    #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
     max_sources: usize,
+    #[command(flatten)]
     network: NetworkArgs,
+    /// UDP address to use (default: any port). Other downloaders may
+    /// fetch verified blocks from it while the download runs.
+    #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
+    /// Print progress and the result as JSON lines on stdout.
+    #[arg(long, conflicts_with = "quiet")]
     json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
     quiet: bool,
+    /// Replace PATH if it exists and is a different file (otherwise
+    /// canopy refuses, to never destroy a file by accident).
+    #[arg(long)]
     force: bool,
+    #[command(flatten)]
     upload: TransferArgs,
+    #[command(flatten)]
     data: DataDir,
 }
 

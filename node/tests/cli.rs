@@ -122,31 +122,23 @@ fn get_fetches_from_a_running_node_and_reports_failures_by_exit_code() {
     assert_eq!(std::fs::read(&precious).unwrap(), content);
 
     let unknown = blake3::hash(b"nobody has this").to_hex().to_string();
-    let missing = canopy(&[
+    let missing_output = root.path().join("missing.ogg");
+    let missing_args = [
         "get",
         &unknown,
         "--from",
         &node.address,
         "-o",
-        root.path().join("missing.ogg").to_str().unwrap(),
+        missing_output.to_str().unwrap(),
         "--data-dir",
         client_data,
-    ]);
+    ];
+    let missing = canopy(&missing_args);
     assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
     assert!(text(&missing.stderr).contains("does not share"));
     // With --json the last line says the same, with the exit code the
     // process ends with; so does an error before any download starts.
-    let missing_json = canopy(&[
-        "get",
-        &unknown,
-        "--from",
-        &node.address,
-        "-o",
-        root.path().join("missing.ogg").to_str().unwrap(),
-        "--data-dir",
-        client_data,
-        "--json",
-    ]);
+    let missing_json = canopy(&[&missing_args[..], &["--json"]].concat());
     std::fs::write(root.path().join("mine.txt"), b"not the song").unwrap();
     let precious_json = canopy(&[
         "get",
