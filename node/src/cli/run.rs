@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use canopy_common::net::NetError;
 use canopy_common::proto::election::{ElectionConfig, Role};
 use canopy_common::proto::{Link, PeerAddr};
 use canopy_supernode::SupernodeConfig;
 
 use super::config::{RoleChoice, RunSettings};
-use crate::node::ElectionSettings;
+use crate::node::{ElectionSettings, NodeError};
 use crate::serve::TransferLimits;
 use crate::units::human_bytes;
 use crate::web::settings::Shown;
@@ -162,8 +163,19 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if role == Role::Supernode {
         config.supernode = Some(supernode);
     }
+    let mut started = Node::start(config.clone()).await;
+    if let Err(NodeError::Net(NetError::Bind { source, .. })) = &started {
+        // The election probed on a free port and closed it; another program
+        // may have taken it before the node opened it again. Asked for any
+        // port, the node takes another one.
+        if source.kind() == std::io::ErrorKind::AddrInUse && settings.listen.port() == 0 {
+            tracing::info!(probed = %config.listen, "the probed port was taken meanwhile; using another");
+            config.listen = settings.listen;
+            started = Node::start(config.clone()).await;
+        }
+    }
     let base = config.clone();
-    let node = Node::start(config).await.context("cannot start the node")?;
+    let node = started.context("cannot start the node")?;
     match &settings.network {
         Some(choice) => println!("private network {}: members only", choice.name),
         None => println!("public network"),
