@@ -203,7 +203,8 @@ async fn every_source_gone_keeps_the_part_file_and_a_later_run_resumes() {
         "{error}"
     );
     assert_eq!(error.exit_code(), 4);
-    assert!(error.to_string().contains("resumes"), "{error}");
+    assert!(error.to_string().contains("verified data is kept"), "{error}");
+    assert_eq!(error.kept_part(), Some(part_path(&output).as_path()));
     assert!(part_path(&output).exists() && state_path(&output).exists());
 
     let fresh = start_peers(&library, 1, Default::default()).await;
