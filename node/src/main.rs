@@ -693,16 +693,16 @@ async fn get_command(command: GetCommand) -> anyhow::Result<()> {
         (_, true) => cli::get::Output::Quiet,
         _ => cli::get::Output::Human,
     };
-    // The same command after it finished: nothing to fetch, even with every
-    // source gone (as aria2c, which reports it complete).
+    // Settled before asking anyone: the same command after it finished
+    // has nothing to fetch, even with every source gone (as aria2c reports
+    // it complete), and another file in the way fails at once. Only a name
+    // learned from the network below can change where the file goes.
     let planned = output
         .clone()
-        .unwrap_or_else(|| PathBuf::from(target.file_name().unwrap_or_else(|| target.hash.to_hex())));
-    if !force {
-        if let Some(complete) = cli::get::already_complete(&planned, &target) {
-            complete.report(mode);
-            return Ok(());
-        }
+        .unwrap_or_else(|| PathBuf::from(cli::get::default_name(&target)));
+    if let cli::get::Settled::Complete(complete) = cli::get::settle_output(&planned, &target, force)? {
+        complete.report(mode);
+        return Ok(());
     }
     let place = network.place(data.resolve()?)?;
     let data_dir = place.data_dir.clone();
@@ -738,8 +738,7 @@ async fn get_command(command: GetCommand) -> anyhow::Result<()> {
         }
         return Err(NoSources(link.hash).into());
     }
-    let output =
-        output.unwrap_or_else(|| PathBuf::from(link.file_name().unwrap_or_else(|| link.hash.to_hex())));
+    let output = output.unwrap_or_else(|| PathBuf::from(cli::get::default_name(&link)));
     let listen = listen.unwrap_or_else(|| match link.sources.first().map(|s| s.addr) {
         Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
         _ => SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -950,20 +950,20 @@ impl Overlay {
         write_frame(send, &Response::EndOfHits).await
     }
 
-    /// Our neighbours as a dynamic query sees them.
-    /// Nearest round trip first: among neighbours whose tables put a match
-    /// equally near, the query asks them in this order.
+    /// Our neighbours as a dynamic query sees them, nearest round trip
+    /// first: among neighbours whose tables put a match equally near, the
+    /// query asks them in this order.
     fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
-        let mut degrees: Vec<(PeerId, u16, Duration)> = self
+        let mut linked: Vec<(PeerId, u16, Duration)> = self
             .neighbours
             .lock()
             .expect("neighbours lock")
             .iter()
             .map(|(id, n)| (*id, n.degree, n.connection.rtt()))
             .collect();
-        degrees.sort_by_key(|&(_, _, rtt)| rtt);
+        linked.sort_by_key(|&(_, _, rtt)| rtt);
         let horizon = self.index.horizon().lock().expect("horizon lock");
-        degrees
+        linked
             .into_iter()
             .map(|(peer, degree, _)| dynamic::Neighbour {
                 peer,

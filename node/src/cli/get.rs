@@ -48,7 +48,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         options,
         mode,
     } = args;
-    let output = match settle_output(output, &link, force)? {
+    let output = match settle_output(&output, &link, force)? {
         Settled::Fetch(output) => output,
         Settled::Complete(complete) => {
             complete.report(mode);
@@ -106,7 +106,7 @@ pub struct Interrupted(pub PathBuf);
 pub struct OutputExists(pub PathBuf);
 
 /// Where a download goes, or that it is already there.
-enum Settled {
+pub enum Settled {
     Fetch(PathBuf),
     Complete(Complete),
 }
@@ -149,19 +149,24 @@ impl Complete {
     }
 }
 
+/// The name a download of `link` gets when no path says otherwise: the
+/// link's name, else the hash.
+pub fn default_name(link: &Link) -> String {
+    link.file_name().unwrap_or_else(|| link.hash.to_hex())
+}
+
 /// Where `link` would be saved given `output` (a file, or a folder to put
 /// it in).
 fn output_path(output: &Path, link: &Link) -> PathBuf {
     if output.is_dir() {
-        output.join(link.file_name().unwrap_or_else(|| link.hash.to_hex()))
+        output.join(default_name(link))
     } else {
         output.to_path_buf()
     }
 }
 
-/// The file `link` names, if it is already at `output` (hashed to be sure).
-pub fn already_complete(output: &Path, link: &Link) -> Option<Complete> {
-    let path = output_path(output, link);
+/// The file `link` names, if it is already at `path` (hashed to be sure).
+fn already_complete(path: PathBuf, link: &Link) -> Option<Complete> {
     let size = std::fs::metadata(&path).ok().filter(|meta| meta.is_file())?.len();
     let hashes = crate::share::hash_file(&path, size).ok()?;
     (hashes.root() == link.hash).then_some(Complete {
@@ -172,11 +177,11 @@ pub fn already_complete(output: &Path, link: &Link) -> Option<Complete> {
 }
 
 /// Where the file goes: into `output` if it is a folder; never over an
-/// existing different file unless `force`.
-fn settle_output(output: PathBuf, link: &Link, force: bool) -> anyhow::Result<Settled> {
-    let path = output_path(&output, link);
+/// existing different file unless `force`; nowhere if it is already there.
+pub fn settle_output(output: &Path, link: &Link, force: bool) -> anyhow::Result<Settled> {
+    let path = output_path(output, link);
     if path.exists() && !force {
-        return match already_complete(&path, link) {
+        return match already_complete(path.clone(), link) {
             Some(complete) => Ok(Settled::Complete(complete)),
             None => Err(OutputExists(path).into()),
         };

@@ -174,7 +174,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             started = Node::start(config.clone()).await;
         }
     }
-    let base = config.clone();
+    let base = config;
     let node = started.context("cannot start the node")?;
     match &settings.network {
         Some(choice) => println!("private network {}: members only", choice.name),
