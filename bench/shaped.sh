@@ -249,9 +249,8 @@ run_one() { # tool scenario round
     kill -0 "$cpid" 2>/dev/null || late[$scen,$tool]+="$round "
     if [ "$tool" = aria2c ]; then victim_pid=${nginx_pid[$victim]}; else victim_pid=${canopy_pid[$victim]}; fi
     [ "$scen" != vanish ] || ip -n "$(sns "$victim")" link set "vs$victim" down
-    kill -KILL "$victim_pid" 2>/dev/null || true
-    at_kill=$(link_counters "$victim")
     kill_server "$victim_pid"
+    at_kill=$(link_counters "$victim")
   fi
   wait "$cpid" || rc=$?
   end=$(date +%s.%N)
