@@ -529,6 +529,7 @@ fn describe(entry: &Entry) -> serde_json::Value {
         "active_sources": active,
         "known_sources": saved.sources.len() + saved.relayed.len(),
         "sources": sources,
+        "stalled": progress.as_ref().and_then(|p| p.stalled.clone()),
         "error": saved.error,
     })
 }

@@ -262,6 +262,12 @@ PATH.part.state. Run the same command again after an interruption (even
 kill -9) and it continues where it stopped; blocks already on disk are
 verified again before they are trusted.
 
+Stalls: after 10 s without a verified byte the progress bar says
+'stalled' and what the download waits for (sources busy, connecting,
+without the missing blocks). A download that stops moving is re-planned
+within seconds (its books checked, every source asked again); it never
+waits silently.
+
 Exit codes:
   0  the file was fetched and verified
   1  other error
@@ -281,8 +287,10 @@ reported done with nothing fetched, exit 0, sources or not.
 --json prints one object per line on stdout:
   {\"event\":\"progress\", hash, size (null until proved), verified, resumed,
    received (bytes, the block layer and duplicates included),
-   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?}]}
-   every 0.5 s;
+   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?}],
+   stalled?: {seconds, reason}} every 0.5 s; stalled appears once no
+   verified byte has arrived for 10 s, with what the download waits for
+   (a source state is queued, connecting, active, idle, busy, done or failed);
   {\"event\":\"banned\", peer, reason} when a source sends a bad block;
   last, {\"event\":\"done\", hash, path, size, seconds, rate, resumed,
    received, sources[, already_complete]} or

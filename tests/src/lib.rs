@@ -295,6 +295,28 @@ pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
 /// Forwards UDP between one client and `target`, holding every datagram
 /// `delay` each way: a supernode on a long path, on loopback.
 pub async fn slow_path_to(target: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    relay(target, delay, open).await
+}
+
+/// A path to `target` that can be cut: while the returned switch is
+/// `false`, every datagram either way is dropped (a source whose link went
+/// dead without a word).
+pub async fn cuttable_path_to(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    (relay(target, std::time::Duration::ZERO, open.clone()).await, open)
+}
+
+async fn relay(
+    target: std::net::SocketAddr,
+    delay: std::time::Duration,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
     let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let address = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -313,6 +335,9 @@ pub async fn slow_path_to(target: std::net::SocketAddr, delay: std::time::Durati
                 client = Some(from);
                 target
             };
+            if !open.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
             let (socket, datagram) = (socket.clone(), buffer[..len].to_vec());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use canopy_common::proto::ContentHash;
+use canopy_common::proto::{ContentHash, PeerAddr};
 use canopy_node::download::{
     part_path, state_path, DownloadError, DownloadOptions, SourceFailure, SourceState,
 };
-use canopy_tests::{capped, patterned, start_downloader, start_peers, uploaded, Library};
+use canopy_tests::{capped, cuttable_path_to, patterned, start_downloader, start_peers, uploaded, Library};
 
 const MIB: usize = 1 << 20;
 
@@ -289,4 +289,35 @@ async fn a_source_without_the_file_is_reported_as_such() {
     };
     assert_eq!(failures[0].1, SourceFailure::NotFound);
     assert!(part.is_none(), "nothing was written, so nothing is claimed kept");
+}
+
+/// A source whose link goes dead without a word: once no verified byte has
+/// arrived for a while the download says it is stalled and why, instead of
+/// showing a frozen bar (issue 25).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_whose_source_goes_silent_is_shown_stalled_with_the_reason() {
+    let data = patterned(8 * MIB);
+    let hash = ContentHash::of(&data);
+    let library = Library::with_file("f.bin", &data);
+    let peers = start_peers(&library, 1, capped(1_000_000)).await;
+    let (path, open) = cuttable_path_to(peers[0].node.peer_addr().addr).await;
+    let source = PeerAddr::new(peers[0].node.peer_addr().id, path);
+    let downloader = start_downloader().await;
+    let options = DownloadOptions {
+        wait_for_sources: Duration::from_secs(60),
+        ..DownloadOptions::default()
+    };
+    let download = downloader
+        .node
+        .download(hash, &downloader.path("f.bin"), vec![source], options);
+    until(|| download.progress().verified > MIB as u64).await;
+    assert!(download.progress().stalled.is_none());
+    open.store(false, std::sync::atomic::Ordering::Relaxed);
+    until(|| download.progress().stalled.is_some()).await;
+    let progress = download.progress();
+    let stall = progress.stalled.expect("stalled");
+    assert!(stall.seconds >= 10, "{stall:?}");
+    assert_eq!(stall.reason, "the only source failed; looking for more");
+    download.pause();
+    assert!(matches!(download.finished().await, Err(DownloadError::Paused)));
 }

@@ -194,6 +194,8 @@ struct Reporter {
     terminal: bool,
     bar: Option<ProgressBar>,
     reported_failures: HashSet<String>,
+    /// A stall was reported on its own line (no bar to show it on).
+    stall_reported: bool,
 }
 
 impl Reporter {
@@ -203,6 +205,7 @@ impl Reporter {
             terminal: std::io::stderr().is_terminal(),
             bar: None,
             reported_failures: HashSet::new(),
+            stall_reported: false,
         }
     }
 
@@ -260,10 +263,26 @@ impl Reporter {
                 println!("{line}");
             }
             Output::Human => {
-                if let (true, Some(size)) = (self.terminal, progress.size) {
-                    let bar = self.bar(size, progress.verified);
-                    bar.set_position(progress.verified);
-                    bar.set_message(sources_summary(progress));
+                let message = match &progress.stalled {
+                    Some(stall) => format!("stalled {} s: {}", stall.seconds, stall.reason),
+                    None => sources_summary(progress),
+                };
+                match (self.terminal, progress.size) {
+                    (true, Some(size)) => {
+                        let bar = self.bar(size, progress.verified);
+                        bar.set_position(progress.verified);
+                        bar.set_message(message);
+                    }
+                    // No bar to show it on (piped, or the size is not known
+                    // yet): a stall gets a line of its own, once per spell.
+                    _ if progress.stalled.is_some() && !self.stall_reported => {
+                        self.stall_reported = true;
+                        self.say(&format!("canopy: {message}"));
+                    }
+                    _ => {}
+                }
+                if progress.stalled.is_none() {
+                    self.stall_reported = false;
                 }
             }
             Output::Quiet => {}

@@ -18,9 +18,13 @@
 //! block, which together prove the file's size; until then nothing is
 //! written.
 
+mod ledger;
+#[cfg(test)]
+mod model_tests;
 mod part;
 mod scheduler;
 mod source;
+mod watchdog;
 
 pub use part::{part_path, state_path, CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};
 pub use scheduler::{Scheduler, SourceId};
@@ -39,8 +43,10 @@ use tokio::task::AbortHandle;
 
 use crate::serve::ServeContext;
 use crate::share::{PartialFile, SharedFile};
+use ledger::Ledger;
 use part::{WriteCommand, Writer};
 use scheduler::RequestId;
+use watchdog::{Reading, Verdict, Watchdog};
 
 /// Tuning for one download.
 #[derive(Debug, Clone)]
@@ -199,9 +205,14 @@ impl DownloadReport {
 #[serde(rename_all = "snake_case")]
 pub enum SourceState {
     Queued,
+    /// Connecting, or waiting for the first source to prove the file's size.
     Connecting,
     Active,
+    /// Connected, with nothing to fetch from it right now (it holds none of
+    /// the missing blocks, or the others are fetching them).
     Idle,
+    /// It asked us to come back later (its upload slots are full).
+    Busy,
     Done,
     Failed,
 }
@@ -230,6 +241,18 @@ pub struct Progress {
     /// Blocks requested but not yet delivered.
     pub in_flight_blocks: u32,
     pub sources: Vec<SourceProgress>,
+    /// Set when no verified byte has arrived for a while.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<Stall>,
+}
+
+/// A download that has not moved for a while, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stall {
+    /// Seconds since the last verified byte (or the start).
+    pub seconds: u64,
+    /// What the download is waiting for, in words a user can act on.
+    pub reason: String,
 }
 
 impl Progress {
@@ -303,28 +326,32 @@ struct Shared {
     /// about our sources through it.
     context: Arc<ServeContext>,
     options: DownloadOptions,
-    hashes: OnceLock<Arc<BlockHashes>>,
-    /// Becomes `true` once the part file is open and the scheduler exists.
+    /// Exists once the first source has proved the file's size and the
+    /// part file is open.
+    ledger: OnceLock<Ledger>,
+    /// Becomes `true` when the ledger exists.
     ready: watch::Receiver<bool>,
     /// Becomes `true` when sources should stop (complete or failed).
     stop: watch::Receiver<bool>,
-    scheduler: Mutex<Option<Scheduler>>,
     /// Something changed that may give an idle source work.
     changed: Notify,
-    writer: OnceLock<Writer>,
     requests: Mutex<HashMap<RequestId, AbortHandle>>,
     /// The source fetching the block layer right now, if any.
     layer_claim: Mutex<Option<SourceId>>,
     slots: Mutex<HashMap<SourceId, SourceSlot>>,
     events: mpsc::UnboundedSender<Event>,
-    verified: AtomicU64,
-    resumed: AtomicU64,
     received: AtomicU64,
+    /// When the download went quiet, once the watchdog shows it as stalled.
+    stalled_since: Mutex<Option<Instant>>,
 }
 
 impl Shared {
     fn with_scheduler<T>(&self, f: impl FnOnce(&mut Scheduler) -> T) -> Option<T> {
-        self.scheduler.lock().expect("scheduler lock").as_mut().map(f)
+        self.ledger.get().map(|ledger| f(ledger.book().scheduler()))
+    }
+
+    fn hashes(&self) -> Option<&Arc<BlockHashes>> {
+        self.ledger.get().map(Ledger::hashes)
     }
 
     /// Abandons request `id` wherever it is, returning its blocks to the pool.
@@ -371,19 +398,16 @@ impl Download {
             endpoint,
             context,
             options,
-            hashes: OnceLock::new(),
+            ledger: OnceLock::new(),
             ready,
             stop,
-            scheduler: Mutex::new(None),
             changed: Notify::new(),
-            writer: OnceLock::new(),
             requests: Mutex::new(HashMap::new()),
             layer_claim: Mutex::new(None),
             slots: Mutex::new(HashMap::new()),
             events: events_tx,
-            verified: AtomicU64::new(0),
-            resumed: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            stalled_since: Mutex::new(None),
         });
         let coordinator = Coordinator {
             shared: shared.clone(),
@@ -465,15 +489,65 @@ fn progress_of(shared: &Shared) -> Progress {
         })
         .collect();
     sources.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+    let ledger = shared.ledger.get();
+    let since = *shared.stalled_since.lock().expect("stall lock");
+    let stalled = since.map(|since| Stall {
+        seconds: since.elapsed().as_secs(),
+        reason: stall_reason(ledger.is_some(), &sources),
+    });
     Progress {
         hash: shared.hash.to_hex(),
-        size: shared.hashes.get().map(|h| h.layout().size()),
-        verified: shared.verified.load(Ordering::Relaxed),
-        resumed: shared.resumed.load(Ordering::Relaxed),
+        size: ledger.map(|l| l.hashes().layout().size()),
+        verified: ledger.map_or(0, Ledger::verified),
+        resumed: ledger.map_or(0, Ledger::resumed),
         received: shared.received.load(Ordering::Relaxed),
         in_flight_blocks: shared.with_scheduler(|s| s.outstanding_blocks()).unwrap_or(0),
         sources,
+        stalled,
     }
+}
+
+/// Why a download with these sources is not moving, as the user would ask
+/// it: which sources there are and what each is doing.
+fn stall_reason(size_known: bool, sources: &[SourceProgress]) -> String {
+    let count = |state: SourceState| sources.iter().filter(|s| s.state == state).count();
+    let (connecting, active, idle, busy, queued) = (
+        count(SourceState::Connecting),
+        count(SourceState::Active),
+        count(SourceState::Idle),
+        count(SourceState::Busy),
+        count(SourceState::Queued),
+    );
+    let live = connecting + active + idle + busy + queued;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if live == 0 {
+        let failed = count(SourceState::Failed);
+        return match failed {
+            0 => "no sources yet; looking for some".into(),
+            1 => "the only source failed; looking for more".into(),
+            _ => format!("all {failed} sources failed; looking for more"),
+        };
+    }
+    if !size_known {
+        return format!(
+            "waiting for one of {live} source{} to send the file's size",
+            plural(live)
+        );
+    }
+    let mut parts = Vec::new();
+    if active > 0 {
+        parts.push(format!("{active} sending nothing"));
+    }
+    if busy > 0 {
+        parts.push(format!("{busy} busy (retrying)"));
+    }
+    if idle > 0 {
+        parts.push(format!("{idle} without the missing blocks"));
+    }
+    if connecting + queued > 0 {
+        parts.push(format!("{} connecting", connecting + queued));
+    }
+    format!("{live} source{}: {}", plural(live), parts.join(", "))
 }
 
 /// Owns the download's life cycle: sources in and out, the part file, the
@@ -505,7 +579,7 @@ impl Coordinator {
         }
         if result.is_err() {
             // Keep every verified block for the next attempt.
-            if let Some(writer) = self.shared.writer.get() {
+            if let Some(writer) = self.shared.ledger.get().map(Ledger::writer) {
                 let (reply, flushed) = oneshot::channel();
                 if writer.send(WriteCommand::Flush(reply)).await.is_ok() {
                     let _ = flushed.await;
@@ -561,12 +635,13 @@ impl Coordinator {
     async fn drive(&mut self) -> Result<DownloadReport, DownloadError> {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         let mut idle_since: Option<Instant> = None;
+        let mut watchdog = Watchdog::new(Instant::now());
         loop {
             if self.is_complete() {
                 return self.finish().await;
             }
-            if let Some(writer) = self.shared.writer.get() {
-                if writer.is_stopped() {
+            if let Some(ledger) = self.shared.ledger.get() {
+                if ledger.writer().is_stopped() {
                     return Err(self.writer_error());
                 }
             }
@@ -589,22 +664,95 @@ impl Coordinator {
                     self.handle(event).await?;
                 }
                 _ = tick.tick() => {
-                    if let Some(writer) = self.shared.writer.get() {
-                        let _ = writer.send(WriteCommand::Tick).await;
+                    if let Some(ledger) = self.shared.ledger.get() {
+                        let _ = ledger.writer().send(WriteCommand::Tick).await;
                     }
+                    self.watch(&mut watchdog);
                 }
             }
         }
     }
 
-    /// Every block verified *and* handed to the writer (a block is marked
-    /// done in the scheduler just before it is queued for writing).
+    /// Every block verified *and* handed to the writer.
     fn is_complete(&self) -> bool {
-        let Some(size) = self.shared.hashes.get().map(|h| h.layout().size()) else {
-            return false;
+        self.shared.ledger.get().is_some_and(Ledger::is_complete)
+    }
+
+    /// The tick's checks: the ledger's invariant (every block the scheduler
+    /// counts as done was handed to the writer), and the watchdog's
+    /// (progress, or a re-plan).
+    fn watch(&mut self, watchdog: &mut Watchdog) {
+        let now = Instant::now();
+        let ledger = self.shared.ledger.get();
+        if let Some(ledger) = ledger {
+            let lost = ledger.book().lost();
+            if !lost.is_empty() {
+                tracing::warn!(
+                    hash = %self.shared.hash,
+                    blocks = ?&lost[..lost.len().min(8)],
+                    count = lost.len(),
+                    "blocks marked done were never written; fetching them again (a bug: please report it)"
+                );
+                self.replan();
+            }
+        }
+        let reading = Reading {
+            verified: ledger.map_or(0, Ledger::verified),
+            complete: self.is_complete(),
+            in_flight: self
+                .shared
+                .with_scheduler(|s| s.outstanding_blocks())
+                .unwrap_or(0),
+            live_sources: self.active,
         };
-        self.shared.with_scheduler(|s| s.is_complete()).unwrap_or(false)
-            && self.shared.verified.load(Ordering::Relaxed) == size
+        if watchdog.observe(now, reading) == Verdict::Replan {
+            let progress = progress_of(&self.shared);
+            let missing = ledger.map(|l| {
+                let book = l.book();
+                let done = book.scheduler_ref().done();
+                (done.len() - done.count(), done.ones().count() as u32, done.len())
+            });
+            tracing::warn!(
+                hash = %self.shared.hash,
+                verified = reading.verified,
+                size = ?progress.size,
+                blocks = ?missing.map(|(missing, _, total)| format!("{missing} of {total} missing")),
+                in_flight = reading.in_flight,
+                sources = ?progress.sources.iter().map(|s| format!("{} {:?}", s.peer, s.state)).collect::<Vec<_>>(),
+                "no progress for a while; re-planning the download"
+            );
+            self.replan();
+        }
+        *self.shared.stalled_since.lock().expect("stall lock") =
+            watchdog.stalled_for(now).map(|quiet| now - quiet);
+    }
+
+    /// Puts the download's books right and wakes every source: blocks
+    /// marked done but never written go back to the pool, the scheduler's
+    /// counts are recomputed, and requests whose task is gone are released.
+    fn replan(&self) {
+        if let Some(ledger) = self.shared.ledger.get() {
+            let (lost, wrong) = ledger.book().repair();
+            let orphans: Vec<RequestId> = {
+                let tasks = self.shared.requests.lock().expect("requests lock");
+                let ids = ledger.book().scheduler_ref().request_ids();
+                ids.into_iter()
+                    .filter(|id| tasks.get(id).is_none_or(AbortHandle::is_finished))
+                    .collect()
+            };
+            for &id in &orphans {
+                self.shared.cancel_request(id);
+            }
+            if !lost.is_empty() || wrong > 0 || !orphans.is_empty() {
+                tracing::warn!(
+                    lost = lost.len(),
+                    wrong_counts = wrong,
+                    orphaned_requests = orphans.len(),
+                    "re-plan put the download's books right"
+                );
+            }
+        }
+        self.shared.changed.notify_waiters();
     }
 
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
@@ -650,7 +798,7 @@ impl Coordinator {
                 self.start_queued();
             }
             Event::Layer { hashes, tail, source } => {
-                if self.shared.hashes.get().is_none() {
+                if self.shared.ledger.get().is_none() {
                     self.open_part(hashes, tail, source).await?;
                 }
             }
@@ -677,37 +825,22 @@ impl Coordinator {
             path: part_path(&self.output),
             source,
         })?;
-        let layout = hashes.layout();
-        let resumed: u64 = done.ones().map(|b| layout.block_len(b)).sum();
-        if resumed > 0 {
-            tracing::info!(
-                bytes = resumed,
-                blocks = done.count(),
-                "resuming from the part file"
-            );
-        }
-        self.shared.resumed.store(resumed, Ordering::Relaxed);
-        self.shared.verified.store(resumed, Ordering::Relaxed);
-
         let have = Arc::new(RwLock::new(done.clone()));
         let writer = Writer::start(&self.output, file, hashes.clone(), done.clone(), have.clone());
-        let last = layout.block_count() - 1;
-        let mut scheduler = Scheduler::new(done);
-        if !scheduler.is_done(last) {
-            let bytes = tail.len() as u64;
-            scheduler.mark_done(last);
-            let _ = writer
-                .send(WriteCommand::Block {
-                    index: last,
-                    data: tail,
-                })
-                .await;
-            self.shared.verified.fetch_add(bytes, Ordering::Relaxed);
-            self.shared.update_slot(source, |slot| slot.bytes += bytes);
+        let ledger = Ledger::new(hashes.clone(), done, writer);
+        if ledger.resumed() > 0 {
+            tracing::info!(bytes = ledger.resumed(), "resuming from the part file");
         }
-        let _ = self.shared.hashes.set(hashes.clone());
-        let _ = self.shared.writer.set(writer);
-        *self.shared.scheduler.lock().expect("scheduler lock") = Some(scheduler);
+        let last = hashes.layout().block_count() - 1;
+        let bytes = tail.len() as u64;
+        match ledger.deliver(None, last, tail).await {
+            Ok(scheduler::Received::Fresh { .. }) => {
+                self.shared.update_slot(source, |slot| slot.bytes += bytes);
+            }
+            Ok(scheduler::Received::Duplicate) => {}
+            Err(ledger::WriterStopped) => {}
+        }
+        let _ = self.shared.ledger.set(ledger);
         self.shared.context.shares.insert_partial(PartialFile {
             part: part_path(&self.output),
             hashes,
@@ -721,9 +854,9 @@ impl Coordinator {
     fn writer_error(&self) -> DownloadError {
         let source = self
             .shared
-            .writer
+            .ledger
             .get()
-            .and_then(Writer::error)
+            .and_then(|ledger| ledger.writer().error())
             .unwrap_or_else(|| std::io::Error::other("the part file writer stopped"));
         DownloadError::Output {
             path: part_path(&self.output),
@@ -733,7 +866,8 @@ impl Coordinator {
 
     async fn finish(&mut self) -> Result<DownloadReport, DownloadError> {
         let _ = self.stop.send(true);
-        let writer = self.shared.writer.get().expect("complete implies a writer");
+        let ledger = self.shared.ledger.get().expect("complete implies a ledger");
+        let writer = ledger.writer();
         let (reply, result) = oneshot::channel();
         let sent = writer.send(WriteCommand::Finish(reply)).await;
         let outcome = match sent {
@@ -742,7 +876,7 @@ impl Coordinator {
                 .unwrap_or_else(|_| Err(std::io::Error::other("writer stopped"))),
             Err(()) => Err(std::io::Error::other("writer stopped")),
         };
-        let hashes = self.shared.hashes.get().expect("complete implies hashes").clone();
+        let hashes = ledger.hashes().clone();
         match outcome {
             Ok(true) => {}
             Ok(false) => {

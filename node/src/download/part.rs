@@ -185,6 +185,23 @@ impl Writer {
         self.commands.send(command).await.map_err(|_| ())
     }
 
+    /// Waits for room in the writer's queue. The returned slot sends
+    /// without waiting, so whoever holds one can record a block as handed
+    /// over and hand it over in one step, with no await (no point where the
+    /// task can be cancelled) in between. `Err`: the writer stopped.
+    pub async fn reserve(&self) -> Result<WriteSlot<'_>, ()> {
+        self.commands.reserve().await.map(WriteSlot).map_err(|_| ())
+    }
+
+    /// A writer with no thread behind it, for tests that need to control
+    /// when the queue drains: the caller reads the commands.
+    #[cfg(test)]
+    pub fn detached(queue: usize) -> (Writer, mpsc::Receiver<WriteCommand>) {
+        let (commands, receiver) = mpsc::channel(queue);
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        (Writer { commands, failure }, receiver)
+    }
+
     /// Whether the writer thread has stopped (normally only after an error).
     pub fn is_stopped(&self) -> bool {
         self.commands.is_closed()
@@ -193,6 +210,16 @@ impl Writer {
     /// The error that stopped the writer, if any.
     pub fn error(&self) -> Option<std::io::Error> {
         self.failure.lock().expect("failure lock").take()
+    }
+}
+
+/// Room for one command in the writer's queue (see [`Writer::reserve`]).
+pub struct WriteSlot<'a>(mpsc::Permit<'a, WriteCommand>);
+
+impl WriteSlot<'_> {
+    /// Queues `command` at once; never waits.
+    pub fn send(self, command: WriteCommand) {
+        self.0.send(command);
     }
 }
 

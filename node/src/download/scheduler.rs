@@ -159,6 +159,28 @@ impl Scheduler {
         }
     }
 
+    /// The next request for `source`, which has `in_flight` requests open
+    /// and could take `max_blocks` at its measured pace: the rules every
+    /// source follows when it has room for another request.
+    ///
+    /// * In the endgame (nothing unclaimed) a source races one block at a
+    ///   time: every duplicate that loses is wasted bandwidth.
+    /// * Near the end no source takes more than its share of what is left,
+    ///   so a slow one cannot hold the last blocks; once paces are known, no
+    ///   more than its share of the time left, so the sources finish together.
+    pub fn plan(&mut self, source: SourceId, in_flight: usize, max_blocks: u32) -> Option<Assignment> {
+        if self.unclaimed == 0 && in_flight > 0 {
+            return None;
+        }
+        let share = (self.unclaimed as usize).div_ceil(self.sources().max(1)).max(1) as u32;
+        let fair = match self.fair_allowance(source) {
+            Some(0) if in_flight > 0 => return None,
+            Some(allowance) => allowance.max(1),
+            None => u32::MAX,
+        };
+        self.next_request(source, max_blocks.min(share).min(fair))
+    }
+
     /// The next range for `source`, at most `max_blocks` long, or `None` if
     /// it has nothing useful to fetch right now.
     pub fn next_request(&mut self, source: SourceId, max_blocks: u32) -> Option<Assignment> {
@@ -287,6 +309,39 @@ impl Scheduler {
             .map(|(&id, _)| id)
             .collect();
         Received::Fresh { cancel }
+    }
+
+    /// Takes back a block marked done that never reached the disk, so it is
+    /// fetched again (see `ledger`).
+    pub fn forget(&mut self, block: u32) {
+        self.update(block, |s| s.done.clear(block));
+    }
+
+    /// The requests still open.
+    pub fn request_ids(&self) -> Vec<RequestId> {
+        self.requests.keys().copied().collect()
+    }
+
+    /// Checks the scheduler's own books — each block's owner count is the
+    /// number of open requests holding it, and the unclaimed count is the
+    /// number of missing blocks nobody holds — and puts right whatever
+    /// disagrees, returning how many figures were wrong. A count that is too
+    /// high would keep a block from ever being asked for again.
+    pub fn audit(&mut self) -> u32 {
+        let mut owners = vec![0u8; self.owners.len()];
+        for request in self.requests.values() {
+            for block in request.next..request.end {
+                owners[block as usize] = owners[block as usize].saturating_add(1);
+            }
+        }
+        let mut wrong = owners.iter().zip(&self.owners).filter(|(a, b)| a != b).count() as u32;
+        self.owners = owners;
+        let unclaimed = (0..self.block_count()).filter(|&b| self.is_unclaimed(b)).count() as u32;
+        if unclaimed != self.unclaimed {
+            wrong += 1;
+            self.unclaimed = unclaimed;
+        }
+        wrong
     }
 
     /// Ends request `id` early (failure, stall or cancellation): its

@@ -11,7 +11,6 @@ use canopy_common::proto::content::BlockHashes;
 use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use tokio::task::JoinSet;
 
-use super::part::WriteCommand;
 use super::scheduler::{Assignment, Received, RequestId, SourceId};
 use super::{Event, Shared, SourceFailure, SourceSpec, SourceState};
 
@@ -176,11 +175,17 @@ impl Source {
 
     async fn serve_download(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
         // One source at a time fetches the block layer and the size-proving
-        // last block; the others wait, and take over if it fails.
+        // last block; the others wait, and take over if it fails. A source
+        // that could not send the last block (busy, or a fellow downloader
+        // without it yet) tries again later itself: if it is the only
+        // source, nobody else will (issue 25: waiting on `ready` alone, such
+        // a download waited forever).
         let mut ready = self.shared.ready.clone();
         let mut stop = self.shared.stop.clone();
-        while self.shared.hashes.get().is_none() && !*ready.borrow() && !*stop.borrow() {
-            let claimed = {
+        let mut retry_at: Option<Instant> = None;
+        while self.shared.ledger.get().is_none() && !*ready.borrow() && !*stop.borrow() {
+            let may_claim = retry_at.is_none_or(|at| Instant::now() >= at);
+            let claimed = may_claim && {
                 let mut claim = self.shared.layer_claim.lock().expect("claim lock");
                 claim.is_none().then(|| *claim = Some(self.id)).is_some()
             };
@@ -190,8 +195,18 @@ impl Source {
                     .unwrap_or(Err(SourceFailure::Stalled));
                 *self.shared.layer_claim.lock().expect("claim lock") = None;
                 self.shared.changed.notify_waiters();
-                offered?;
-                break;
+                match offered? {
+                    LayerOffer::Sent => break,
+                    LayerOffer::NotYet(wait) => {
+                        let state = if wait == HAVE_REFRESH {
+                            SourceState::Idle
+                        } else {
+                            SourceState::Busy
+                        };
+                        self.shared.update_slot(self.id, |slot| slot.state = state);
+                        retry_at = Some(Instant::now() + wait);
+                    }
+                }
             }
             let changed = self.shared.changed.notified();
             tokio::select! {
@@ -204,7 +219,7 @@ impl Source {
         if !self.wait_until_ready().await {
             return Ok(());
         }
-        let hashes = self.shared.hashes.get().expect("ready implies hashes").clone();
+        let hashes = self.shared.hashes().expect("ready implies a ledger").clone();
         let partial = self.refresh_have(connection, &hashes).await?;
         self.exchange_sources(connection).await;
         self.shared
@@ -233,7 +248,9 @@ impl Source {
                 self.fill(&mut requests, connection, &hashes);
             }
             self.shared.update_slot(self.id, |slot| {
-                slot.state = if requests.is_empty() {
+                slot.state = if busy_until.is_some() {
+                    SourceState::Busy
+                } else if requests.is_empty() {
                     SourceState::Idle
                 } else {
                     SourceState::Active
@@ -306,25 +323,10 @@ impl Source {
                 // hoard blocks before we know it is slow.
                 1
             };
-            // Near the end, no source takes more than its share of what is
-            // left, so a slow one cannot hold the last blocks.
             let in_flight = requests.len();
-            let assignment = self.shared.with_scheduler(|s| {
-                // In the endgame a source races one block at a time: every
-                // duplicate that loses is wasted bandwidth.
-                if s.unclaimed() == 0 && in_flight > 0 {
-                    return None;
-                }
-                let share = (s.unclaimed() as usize).div_ceil(s.sources().max(1)).max(1) as u32;
-                // Once paces are known: no more than this source's share of
-                // the time left, so the sources finish together.
-                let fair = match s.fair_allowance(self.id) {
-                    Some(0) if in_flight > 0 => return None,
-                    Some(allowance) => allowance.max(1),
-                    None => u32::MAX,
-                };
-                s.next_request(self.id, max_blocks.min(share).min(fair))
-            });
+            let assignment = self
+                .shared
+                .with_scheduler(|s| s.plan(self.id, in_flight, max_blocks));
             let Some(Some(assignment)) = assignment else {
                 break;
             };
@@ -378,7 +380,7 @@ impl Source {
 
     /// Fetches and verifies the block layer and the last block, which
     /// together prove the file's size, and offers them to the coordinator.
-    async fn offer_layer(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
+    async fn offer_layer(&mut self, connection: &quinn::Connection) -> Result<LayerOffer, SourceFailure> {
         let ask = Ask::new(connection, Duration::from_secs(10));
         let hash = self.shared.hash;
         let (response, mut recv) = ask.send(&Request::BlockLayer { hash }).await.map_err(terminal)?;
@@ -411,9 +413,14 @@ impl Source {
             .map_err(terminal)?;
         match response {
             Response::Blocks { first, count } if first == last && count == 1 => {}
-            // A fellow downloader without the last block yet: another source
-            // will have to prove the size; this one can still help after.
-            Response::Have { .. } | Response::Busy { .. } => return Ok(()),
+            // A fellow downloader without the last block yet, or a source
+            // with no free upload slot: another source may prove the size,
+            // else this one tries again later.
+            Response::Have { .. } => return Ok(LayerOffer::NotYet(HAVE_REFRESH)),
+            Response::Busy { retry_after_ms } => {
+                let wait = u64::from(retry_after_ms.clamp(100, 60_000));
+                return Ok(LayerOffer::NotYet(Duration::from_millis(wait)));
+            }
             other => {
                 return Err(SourceFailure::Protocol(format!(
                     "asked for the last block, got {other:?}"
@@ -435,7 +442,7 @@ impl Source {
             tail,
             source: self.id,
         });
-        Ok(())
+        Ok(LayerOffer::Sent)
     }
 
     fn count_received(&self, bytes: usize) {
@@ -499,6 +506,14 @@ impl Source {
             }
         }
     }
+}
+
+/// What became of a source's turn at proving the file's size.
+enum LayerOffer {
+    /// The layer and the last block are with the coordinator.
+    Sent,
+    /// It could not send the last block now; try again after this long.
+    NotYet(Duration),
 }
 
 fn terminal(error: RequestError) -> SourceFailure {
@@ -604,16 +619,16 @@ impl RangeFetch {
                     .verify_block(index, &block)
                     .map_err(|error| RequestError::Corrupt(error.to_string()))?;
             }
-            let outcome = self.shared.with_scheduler(|s| s.received(id, index));
-            if let Some(Received::Fresh { cancel }) = outcome {
-                let writer = self.shared.writer.get().ok_or(RequestError::Output)?;
-                writer
-                    .send(WriteCommand::Block { index, data: block })
-                    .await
-                    .map_err(|()| RequestError::Output)?;
-                self.shared.verified.fetch_add(len, Ordering::Relaxed);
+            // Marking the block done and handing it to the writer are one
+            // step (see `ledger`): this task may be cancelled at any await.
+            let ledger = self.shared.ledger.get().ok_or(RequestError::Output)?;
+            let outcome = ledger
+                .deliver(Some(id), index, block)
+                .await
+                .map_err(|_| RequestError::Output)?;
+            if let Received::Fresh { cancel } = outcome {
                 self.shared.update_slot(self.source, |slot| slot.bytes += len);
-                if self.shared.with_scheduler(|s| s.is_complete()) == Some(true) {
+                if ledger.is_complete() {
                     let _ = self.shared.events.send(Event::Complete);
                 }
                 for other in cancel.into_iter().filter(|&other| other != id) {

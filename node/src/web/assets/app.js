@@ -166,6 +166,14 @@ function renderDownloads(list) {
       why.textContent = d.error;
       name.append(why);
     }
+    const stalled = d.state === 'running' && d.stalled;
+    if (stalled) {
+      const why = document.createElement('div');
+      why.className = 'stall';
+      why.textContent = `No data for ${duration(d.stalled.seconds)}: ${d.stalled.reason}`;
+      name.append(why);
+      row.dataset.stalled = 'true';
+    }
     const progress = document.createElement('td');
     const bar = document.createElement('div');
     bar.className = 'bar';
@@ -173,7 +181,8 @@ function renderDownloads(list) {
     fill.style.width = percent + '%';
     const label = document.createElement('em');
     label.className = 'percent';
-    label.textContent = d.state === 'done' ? 'done · 100 %' : `${d.state} · ${percent} % of ${bytes(d.size)}`;
+    const shown = stalled ? 'stalled' : d.state;
+    label.textContent = d.state === 'done' ? 'done · 100 %' : `${shown} · ${percent} % of ${bytes(d.size)}`;
     bar.append(fill, label);
     progress.append(bar);
     const sources = d.state === 'running' ? `${d.active_sources} / ${d.sources.length}` : String(d.known_sources);
