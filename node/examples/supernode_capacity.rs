@@ -28,7 +28,7 @@ use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Query, Request, SessionNotice,
 };
-use canopy_node::cli::search::ask;
+use canopy_node::searcher::Searcher;
 use canopy_supernode::FileIndex;
 
 const VOCABULARY: usize = 20_000;
@@ -458,4 +458,16 @@ async fn main() -> anyhow::Result<()> {
     let churn_seconds = args.get(2).copied().unwrap_or(20) as u64;
     part_one(leaves, files_per_leaf);
     part_two(leaves, files_per_leaf, churn_seconds).await
+}
+
+/// Asks `supernodes` from `endpoint`; the hits and who answered.
+async fn ask(
+    endpoint: &canopy_common::net::Endpoint,
+    supernodes: &[PeerAddr],
+    query: &Query,
+) -> anyhow::Result<(Vec<canopy_common::proto::Hit>, Option<PeerAddr>)> {
+    let answer = Searcher::one_shot(endpoint.clone(), supernodes.to_vec())
+        .search(query, &mut |_| {})
+        .await?;
+    Ok((answer.hits, answer.answered))
 }

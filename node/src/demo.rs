@@ -14,9 +14,9 @@ use anyhow::{ensure, Context};
 use canopy_common::proto::{ContentHash, Hit, Query};
 use canopy_supernode::SupernodeConfig;
 
-use crate::cli::search::ask;
 use crate::download::{DownloadOptions, DownloadReport};
 use crate::leaf::LeafStatus;
+use crate::searcher::Searcher;
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
@@ -115,9 +115,10 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
     let searcher = Node::start(NodeConfig::new(root.join("searcher"), loopback)).await?;
     let query = Query::words("demo film");
     let entry = supernodes[0].peer_addr();
+    let asker = Searcher::one_shot(searcher.endpoint().clone(), vec![entry]);
     let mut hits = Vec::new();
     for _ in 0..40 {
-        hits = ask(searcher.endpoint(), &[entry], &query).await?.0;
+        hits = asker.search(&query, &mut |_| {}).await?.hits;
         if hits.first().is_some_and(|hit| hit.sources.len() >= HOLDERS) {
             break;
         }
@@ -130,9 +131,10 @@ pub async fn run(size: u64) -> anyhow::Result<DemoReport> {
         human_bytes(hit.size),
         hit.sources.len()
     ));
-    let notes = ask(searcher.endpoint(), &[entry], &Query::words("field notes"))
+    let notes = asker
+        .search(&Query::words("field notes"), &mut |_| {})
         .await?
-        .0;
+        .hits;
     step(format!(
         "searched \"field notes\": {} files from {} leaves",
         notes.len(),

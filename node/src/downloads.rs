@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use canopy_common::net::Endpoint;
-use canopy_common::proto::{ContentHash, Hit, PeerAddr, PeerId, Query};
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, PeerId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::download::{part_path, state_path, Download, DownloadError, DownloadOptions, SourceSpec};
 use crate::fileio::write_atomically;
-use crate::searching::Searcher;
+use crate::searcher::Searcher;
 use crate::serve::ServeContext;
 
 /// File name of the saved list inside the data folder.
@@ -474,15 +474,13 @@ impl Downloads {
     }
 }
 
-/// Asks the network for more sources of `hash` and hands them to `download`.
+/// Asks the network for more sources of `hash`, relayed ones included, and
+/// hands them to `download`.
 async fn find_sources(searcher: Searcher, hash: ContentHash, download: Arc<Download>) {
-    let query = Query::for_hash(hash);
-    match searcher.search(&query, &mut |_| {}).await {
-        Ok(hits) => {
-            for hit in hits.into_iter().filter(|hit| hit.hash == hash) {
-                for source in hit.sources {
-                    download.add_source(source);
-                }
+    match searcher.sources_of(hash).await {
+        Ok(found) => {
+            for source in found.sources {
+                download.add(source);
             }
         }
         Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),

@@ -161,6 +161,17 @@ pub struct LeafSettings {
     pub links: SessionLinks,
 }
 
+impl LeafSettings {
+    /// These settings, joining `supernodes`; `None` when there is nothing
+    /// to join or no session is wanted.
+    pub fn joining(&self, supernodes: Vec<PeerAddr>) -> Option<LeafSettings> {
+        (!supernodes.is_empty() && self.sessions > 0).then(|| LeafSettings {
+            supernodes,
+            ..self.clone()
+        })
+    }
+}
+
 /// Keeps `settings.sessions` supernode sessions up (two by default: if one
 /// supernode dies, the leaf is still reachable through the other while it
 /// finds a replacement). Runs until dropped.

@@ -4,9 +4,12 @@
 //! * [`serve`] — answering peers' requests for content.
 //! * [`download`] — multi-source, verified, resumable downloads by hash.
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
+//! * [`role`] — playing a role and re-deciding it (the election at run time).
 //! * [`network`] — a private network's key and allow-list, re-read live.
+//! * [`searcher`] — asking the network: searches and sources by hash.
 //! * [`downloads`] — the desktop app's download manager (list, pause, resume).
 //! * [`folders`] — shared folders, changeable while the node runs.
+//! * [`groups`] — private groups on disk (key, allow-list, settings).
 //! * [`web`] — the local web UI, its API, metrics and the HTTP gateway.
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
@@ -17,13 +20,15 @@ pub mod download;
 pub mod downloads;
 pub mod fileio;
 pub mod folders;
+pub mod groups;
 pub mod hostcache;
 pub mod leaf;
 pub mod network;
 pub mod node;
 pub mod probe;
 pub mod ratelimit;
-pub mod searching;
+pub mod role;
+pub mod searcher;
 pub mod serve;
 pub mod share;
 pub mod swarm;

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
 use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
-use canopy_node::cli::search::ask;
 use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
 use canopy_node::leaf::LeafStatus;
+use canopy_node::searcher::{SearchError, Searcher};
 use canopy_node::serve::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 
@@ -179,12 +179,25 @@ pub async fn start_leaf(supernode: PeerAddr, sessions: usize, files: &[(&str, &[
     Peer { node, _data: data }
 }
 
+/// Asks the first of `supernodes` that answers, from `endpoint`; returns
+/// its hits and who answered.
+pub async fn ask(
+    endpoint: &Endpoint,
+    supernodes: &[PeerAddr],
+    query: &Query,
+) -> Result<(Vec<Hit>, Option<PeerAddr>), SearchError> {
+    let answer = Searcher::one_shot(endpoint.clone(), supernodes.to_vec())
+        .search(query, &mut |_| {})
+        .await?;
+    Ok((answer.hits, answer.answered))
+}
+
 /// Searches through `supernode` until `accept` holds (index commits are
 /// batched, floods take a moment); fails the test after about 10 s.
 pub async fn search_until(supernode: PeerAddr, query: &Query, accept: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
-    let asker = client();
+    let asker = Searcher::one_shot(client(), vec![supernode]);
     for _ in 0..100 {
-        let (hits, _) = ask(&asker, &[supernode], query).await.unwrap();
+        let hits = asker.search(query, &mut |_| {}).await.unwrap().hits;
         if accept(&hits) {
             return hits;
         }
@@ -262,8 +275,10 @@ pub async fn search_from_until(
     query: &Query,
     accept: impl Fn(&[Hit]) -> bool,
 ) -> Vec<Hit> {
+    let asker = Searcher::one_shot(endpoint.clone(), vec![supernode]);
     for _ in 0..100 {
-        if let Ok((hits, _)) = ask(endpoint, &[supernode], query).await {
+        if let Ok(answer) = asker.search(query, &mut |_| {}).await {
+            let hits = answer.hits;
             if accept(&hits) {
                 return hits;
             }

@@ -14,10 +14,10 @@ use std::time::Duration;
 use canopy_common::net::{tls, Endpoint, EndpointConfig, NetError, Network, NodeKey, NOT_A_MEMBER};
 use canopy_common::proto::network::{alpn, Invite, NetworkKey};
 use canopy_common::proto::{ContentHash, PeerAddr, Query};
-use canopy_node::cli::group::{self, GroupOptions};
-use canopy_node::cli::search::ask;
 use canopy_node::download::DownloadOptions;
+use canopy_node::groups::{self as group, GroupOptions};
 use canopy_node::{Node, NodeConfig};
+use canopy_tests::ask;
 use canopy_tests::{
     client, network, new_key_file, search_from_until, start_member, wait_published, Member, LOOPBACK,
 };

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use canopy_common::proto::dynamic::Reach;
 use canopy_common::proto::{Hit, PeerAddr, Query};
-use canopy_node::cli::search::ask;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::overlay::OverlayStats;
 use canopy_supernode::{OverlayConfig, SupernodeConfig};
+use canopy_tests::ask;
 use canopy_tests::{client, search_until, start_leaf, until, LOOPBACK};
 
 const SUPERNODES: usize = 12;

@@ -202,7 +202,7 @@ async fn every_source_gone_keeps_the_part_file_and_a_later_run_resumes() {
         matches!(error, DownloadError::NoSources { part: Some(_), .. }),
         "{error}"
     );
-    assert_eq!(error.exit_code(), 4);
+    assert_eq!(canopy_node::cli::exit::of_download(&error), 4);
     assert!(error.to_string().contains("verified data is kept"), "{error}");
     assert_eq!(error.kept_part(), Some(part_path(&output).as_path()));
     assert!(part_path(&output).exists() && state_path(&output).exists());

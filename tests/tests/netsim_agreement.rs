@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_common::proto::{PeerAddr, Query};
-use canopy_node::cli::search::ask;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{Overlay, OverlayConfig, SupernodeConfig};
+use canopy_tests::ask;
 use canopy_tests::{client, until, LOOPBACK};
 
 const NODES: u32 = 7;

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use canopy_common::proto::{Hit, PeerAddr, Query};
-use canopy_node::cli::search::ask;
 use canopy_node::download::SourceSpec;
 use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::{OverlayConfig, SupernodeConfig};
+use canopy_tests::ask;
 use canopy_tests::{client, search_until, start_leaf as leaf, until, LOOPBACK};
 
 struct Running {
@@ -352,7 +352,7 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
         )
         .await
         .unwrap_err();
-    assert_eq!(error.exit_code(), 4, "{error}");
+    assert_eq!(canopy_node::cli::exit::of_download(&error), 4, "{error}");
 
     // ...but a push gets the file.
     let downloader = canopy_tests::start_downloader().await;
@@ -367,6 +367,54 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
         .sources
         .iter()
         .any(|s| s.bytes > 0 && s.peer.starts_with(&hidden.peer_addr().id.to_string())));
+}
+
+/// The desktop app finds a firewalled leaf's file by its hash alone (no
+/// search result to start from) and fetches it through a push: the app and
+/// `canopy get` share one way of finding sources, relayed ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desktop_app_downloads_from_a_firewalled_leaf() {
+    let sn = supernode(vec![], 1, 8).await;
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 249) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("hidden.bin"), &content).unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
+    config.bootstrap = vec![sn.node.peer_addr()];
+    config.accept_inbound = false;
+    let hidden = Node::start(config).await.unwrap();
+    let mut status = hidden.leaf_status();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s: &LeafStatus| s.published(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let hash = canopy_common::proto::ContentHash::of(&content);
+    search_until(sn.node.peer_addr(), &Query::for_hash(hash), |hits| {
+        hits.first().is_some_and(|hit| hit.relayed.len() == 1)
+    })
+    .await;
+
+    let app_dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(app_dir.path().join("data"), LOOPBACK);
+    config.bootstrap = vec![sn.node.peer_addr()];
+    let app = Node::start(config).await.unwrap();
+    let services = canopy_node::web::ServicesConfig {
+        downloads: Some(app_dir.path().join("Downloads")),
+        ..Default::default()
+    };
+    let services = canopy_node::web::Services::attach(&app, services).await.unwrap();
+    let downloads = services.downloads().expect("the app's downloads");
+    downloads.add(hash, Some("hidden.bin"), None).unwrap();
+    until("the app's download to finish", || {
+        downloads.get(&hash).is_some_and(|d| d["state"] == "done")
+    })
+    .await;
+    let path = app_dir.path().join("Downloads").join("hidden.bin");
+    assert_eq!(std::fs::read(&path).unwrap(), content);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,10 +7,10 @@ use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Query, Request, SessionNotice,
 };
-use canopy_node::cli::search::ask;
 use canopy_node::download::DownloadOptions;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
+use canopy_tests::ask;
 use canopy_tests::{client, search_until, start_downloader, start_leaf, LOOPBACK};
 
 async fn start_supernode(max_leaves: usize, max_files: usize) -> (Node, tempfile::TempDir) {

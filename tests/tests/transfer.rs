@@ -72,7 +72,7 @@ async fn a_wrong_peer_id_is_refused_at_the_handshake() {
         matches!(&failures[0].1, SourceFailure::Unreachable(reason) if reason.contains("handshake")),
         "{error}"
     );
-    assert_eq!(error.exit_code(), 4);
+    assert_eq!(canopy_node::cli::exit::of_download(&error), 4);
     assert!(
         !file_names(downloader.dir.path())
             .iter()
@@ -97,7 +97,7 @@ async fn an_unknown_hash_is_a_clear_error() {
         .unwrap_err();
     assert!(error.to_string().contains(&unknown.to_hex()), "{error}");
     assert!(error.to_string().contains("does not share"), "{error}");
-    assert_eq!(error.exit_code(), 3);
+    assert_eq!(canopy_node::cli::exit::of_download(&error), 3);
 }
 
 /// A source whose file changed on disk behind its back (same size, same
@@ -137,7 +137,7 @@ async fn altered_bytes_are_caught_and_never_written() {
         matches!(&failures[0].1, SourceFailure::Banned(reason) if reason.contains("block 5")),
         "{error}"
     );
-    assert_eq!(error.exit_code(), 5);
+    assert_eq!(canopy_node::cli::exit::of_download(&error), 5);
     assert!(error.to_string().contains("banned"), "{error}");
     let output = downloader.path("a.bin");
     assert!(!output.exists(), "no final file from a corrupt source");

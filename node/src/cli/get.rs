@@ -5,19 +5,24 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
-use canopy_common::proto::search::RelayedSource;
-use canopy_common::proto::Link;
+use canopy_common::proto::{ContentHash, Link, PeerAddr};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use super::args::{parse_peer_addr, DataDir, NetworkArgs, TransferArgs};
+use super::exit::{self, NoSources};
 use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
+use crate::searcher::Searcher;
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+enum Output {
     /// A progress bar on a terminal, or only the summary when piped.
     Human,
     /// One JSON object per line on stdout.
@@ -26,42 +31,199 @@ pub enum Output {
     Quiet,
 }
 
+/// `canopy get`'s arguments.
+#[derive(Args)]
 pub struct GetArgs {
-    pub link: Link,
-    /// Replace an existing output file.
-    pub force: bool,
-    /// Firewalled sources, reached by push through their supernodes.
-    pub relayed: Vec<RelayedSource>,
-    pub output: PathBuf,
-    pub node: NodeConfig,
-    pub options: DownloadOptions,
-    pub mode: Output,
+    /// What to fetch: a content hash (64 hex characters, as b3sum
+    /// prints) or a canopy: link (its sources are used too).
+    #[arg(value_parser = parse_target)]
+    target: Link,
+    /// A peer to fetch from, as PEERID@HOST:PORT; repeat for several.
+    /// The connection is refused unless the peer proves it holds
+    /// PEERID's key. More sources are learned from these as they
+    /// are found.
+    #[arg(long = "source", visible_alias = "from", value_name = "PEERID@HOST:PORT", value_parser = parse_peer_addr)]
+    sources: Vec<PeerAddr>,
+    /// Where to write the file (default: the link's name, else the hash,
+    /// in the current folder). Data goes to PATH.part until the whole
+    /// file is verified.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Sources connected at once.
+    #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
+    max_sources: usize,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// UDP address to use (default: any port). Other downloaders may
+    /// fetch verified blocks from it while the download runs.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+    /// Print progress and the result as JSON lines on stdout.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Replace PATH if it exists and is a different file (otherwise
+    /// canopy refuses, to never destroy a file by accident).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    upload: TransferArgs,
+    #[command(flatten)]
+    data: DataDir,
 }
 
-pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let GetArgs {
-        link,
-        force,
-        relayed,
-        output,
-        node,
-        options,
-        mode,
-    } = args;
-    let output = match settle_output(&output, &link, force)? {
+pub const HELP: &str = "\
+Resuming: data goes to PATH.part and the verified blocks are recorded in
+PATH.part.state. Run the same command again after an interruption (even
+kill -9) and it continues where it stopped; blocks already on disk are
+verified again before they are trusted.
+
+Stalls: after 10 s without a verified byte the progress bar says
+'stalled' and what the download waits for (sources busy, connecting,
+without the missing blocks). A download that stops moving is re-planned
+within seconds (its books checked, every source asked again); it never
+waits silently.
+
+Exit codes:
+  0  the file was fetched and verified
+  1  other error
+  2  bad command line
+  3  no source shares that hash
+  4  network: sources unreachable, not who PEERID says, or gone before the end
+     (partial data is kept; run again to resume)
+  5  every source sent data that failed verification and was banned
+     (nothing unverified was written)
+  6  local: the output could not be written (permissions, disk full), or
+     PATH exists and is another file (see --force)
+  130 interrupted (Ctrl-C or SIGTERM); run the same command to resume
+
+A file already complete at PATH (an earlier run finished) is verified and
+reported done with nothing fetched, exit 0, sources or not.
+
+--json prints one object per line on stdout:
+  {\"event\":\"progress\", hash, size (null until proved), verified, resumed,
+   received (bytes, the block layer and duplicates included),
+   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?}],
+   stalled?: {seconds, reason}} every 0.5 s; stalled appears once no
+   verified byte has arrived for 10 s, with what the download waits for
+   (a source state is queued, connecting, active, idle, busy, done or failed);
+  {\"event\":\"banned\", peer, reason} when a source sends a bad block;
+  last, {\"event\":\"done\", hash, path, size, seconds, rate, resumed,
+   received, sources[, already_complete]} or
+  {\"event\":\"error\", exit_code, message}, exit_code being the process's.";
+
+/// A bare hash or a `canopy:` link.
+fn parse_target(target: &str) -> Result<Link, String> {
+    if target.starts_with(canopy_common::proto::link::SCHEME) {
+        return target
+            .parse()
+            .map_err(|e: canopy_common::proto::LinkError| e.to_string());
+    }
+    let hash: ContentHash = target
+        .parse()
+        .map_err(|e: canopy_common::proto::IdError| e.to_string())?;
+    Ok(Link::new(hash))
+}
+
+pub async fn run(args: GetArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let result = get(args).await;
+    if let (true, Err(error)) = (json, &result) {
+        // Scripts read one JSON object per line; the last says why and how it ends.
+        println!(
+            "{}",
+            json!({"event": "error", "exit_code": exit::of(error), "message": exit::render(error)})
+        );
+    }
+    result
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let mode = match (args.json, args.quiet) {
+        (true, _) => Output::Json,
+        (_, true) => Output::Quiet,
+        _ => Output::Human,
+    };
+    // Settled before asking anyone: the same command after it finished
+    // has nothing to fetch, even with every source gone (as aria2c reports
+    // it complete), and another file in the way fails at once. Only a name
+    // learned from the network below can change where the file goes.
+    let planned = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_name(&args.target)));
+    let mut output = match settle_output(&planned, &args.target, args.force)? {
         Settled::Fetch(output) => output,
         Settled::Complete(complete) => {
             complete.report(mode);
             return Ok(());
         }
     };
-    let node = Node::start(node).await.context("cannot start the local node")?;
+    let place = args.network.place(args.data.resolve()?)?;
+    let mut link = args.target;
+    link.sources.extend(args.sources);
+    let listen = args.listen.unwrap_or_else(|| {
+        let first = link.sources.first().or(place.supernodes.first());
+        match first.map(|peer| peer.addr) {
+            Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    });
+    // One node for the whole command: it asks the supernodes, fetches, and
+    // serves its verified blocks to other downloaders meanwhile. It joins
+    // no supernode: they need not log and count a leaf per command.
+    let mut config = NodeConfig::new(place.data_dir.clone(), listen);
+    config.leaf_sessions = 0;
+    config.upload = args.upload.limits();
+    config.network = place.network.clone();
+    let node = Node::start(config).await.context("cannot start the local node")?;
     let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
-    sources.extend(
-        relayed
-            .iter()
-            .map(|source| SourceSpec::relayed(source.leaf, source.via)),
-    );
+    if !place.supernodes.is_empty() {
+        // Ask the network who has it, too.
+        let asker = Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone());
+        match asker.sources_of(link.hash).await {
+            Ok(found) => {
+                if let Some(answered) = found.answered {
+                    crate::hostcache::remember(&place.data_dir, answered);
+                }
+                sources.extend(found.sources);
+                if link.name.is_none() {
+                    link.name = found.name;
+                }
+            }
+            Err(error) => tracing::warn!("cannot ask for sources: {error:#}"),
+        }
+    }
+    if sources.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+        if place.supernodes.is_empty() {
+            anyhow::bail!(
+                "no sources for {}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask",
+                link.hash
+            );
+        }
+        return Err(NoSources(link.hash).into());
+    }
+    if args.output.is_none() {
+        let named = PathBuf::from(default_name(&link));
+        if named != planned {
+            // The network named the file: settle that place instead.
+            output = match settle_output(&named, &link, args.force)? {
+                Settled::Fetch(output) => output,
+                Settled::Complete(complete) => {
+                    complete.report(mode);
+                    let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                    return Ok(());
+                }
+            };
+        }
+    }
+    let options = DownloadOptions {
+        max_sources: args.max_sources,
+        ..DownloadOptions::default()
+    };
     let download = node.download_from(link.hash, &output, sources, options);
     let mut reporter = Reporter::new(mode);
     let mut ticker = tokio::time::interval(reporter.interval());
@@ -106,14 +268,14 @@ pub struct Interrupted(pub PathBuf);
 pub struct OutputExists(pub PathBuf);
 
 /// Where a download goes, or that it is already there.
-pub enum Settled {
+enum Settled {
     Fetch(PathBuf),
     Complete(Complete),
 }
 
 /// The file already at the output path, verified by hashing it again: an
 /// earlier run finished.
-pub struct Complete {
+struct Complete {
     hash: canopy_common::proto::ContentHash,
     path: PathBuf,
     size: u64,
@@ -121,7 +283,7 @@ pub struct Complete {
 
 impl Complete {
     /// Says so as a finished download would, with nothing fetched.
-    pub fn report(&self, mode: Output) {
+    fn report(&self, mode: Output) {
         match mode {
             Output::Json => println!(
                 "{}",
@@ -151,7 +313,7 @@ impl Complete {
 
 /// The name a download of `link` gets when no path says otherwise: the
 /// link's name, else the hash.
-pub fn default_name(link: &Link) -> String {
+fn default_name(link: &Link) -> String {
     link.file_name().unwrap_or_else(|| link.hash.to_hex())
 }
 
@@ -178,7 +340,7 @@ fn already_complete(path: PathBuf, link: &Link) -> Option<Complete> {
 
 /// Where the file goes: into `output` if it is a folder; never over an
 /// existing different file unless `force`; nowhere if it is already there.
-pub fn settle_output(output: &Path, link: &Link, force: bool) -> anyhow::Result<Settled> {
+fn settle_output(output: &Path, link: &Link, force: bool) -> anyhow::Result<Settled> {
     let path = output_path(output, link);
     if path.exists() && !force {
         return match already_complete(path.clone(), link) {

@@ -1,451 +1,174 @@
-//! `canopy group new|invite|join|list`: private groups set up in a minute.
-//!
-//! A group lives in its own folder, `DATA_DIR/networks/NAME/`:
-//!
-//! | file | what |
-//! |---|---|
-//! | `network.key` | the group's secret, 64 hex characters (mode 0600) |
-//! | `allow.txt` | optional: peer ids admitted, one per line (then the key alone is not enough) |
-//! | `group.toml` | the port, the folders shared with the group, the role, members to join through |
-//! | `node.key`, caches, index | this node's identity and state *in this group*, apart from the public network's |
-//!
-//! `canopy run` starts one node per group folder next to the public one,
-//! each on its own port with its own identity: nothing is shared between
-//! them, so nothing can cross. Editing `network.key` or `allow.txt` takes
-//! effect while the node runs.
+//! `canopy group new|invite|join|rekey|list`: private groups set up in a
+//! minute. Files on disk only, no network; the groups themselves are
+//! [`crate::groups`].
 
-use std::fs;
-use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use canopy_common::net::NodeKey;
-use canopy_common::proto::network::{Invite, NetworkKey, NetworkName};
-use canopy_common::proto::PeerAddr;
+use canopy_common::proto::network::{Invite, NetworkError, NetworkName};
+use clap::{Args, Subcommand};
 
-use super::config::RoleChoice;
-use crate::network::NetworkSettings;
-use crate::NodeConfig;
-use canopy_supernode::SupernodeConfig;
+use super::args::{parse_group_name, DataDir};
+use crate::groups;
 
-/// Folder of the groups inside a data folder.
-pub const NETWORKS_DIR: &str = "networks";
-/// A group's key file.
-pub const KEY_FILE: &str = "network.key";
-/// A group's optional allow-list.
-pub const ALLOW_FILE: &str = "allow.txt";
-/// A group's settings.
-pub const GROUP_FILE: &str = "group.toml";
-/// The folder shared with a group unless told otherwise.
-pub const SHARED_DIR: &str = "shared";
-/// First port tried for a group (4663 is the public node, 4664 the app,
-/// 4665 the gateway in the example config).
-pub const FIRST_GROUP_PORT: u16 = 4670;
-
-/// What `group.toml` holds.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct GroupSettings {
-    /// UDP address this node listens on in the group.
-    pub listen: SocketAddr,
-    /// Folders shared with the group (and nobody else).
-    #[serde(default)]
-    pub share: Vec<PathBuf>,
-    /// Role in the group.
-    pub role: RoleChoice,
-    /// Members to join through, as PEERID@IP:PORT.
-    #[serde(default)]
-    pub bootstrap: Vec<String>,
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// Create a group with a fresh secret key, this node as its first
+    /// supernode, and print the invite to send to the members.
+    New {
+        /// The group's name: 1 to 32 of a-z, 0-9 and '-'.
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print again the invite to a group this node is in, to send to
+    /// another member.
+    Invite {
+        /// The group's name, as `canopy group list` shows it.
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Join a group from the invite a member sent (a canopy-group: text).
+    /// `canopy run` then runs it beside the public network.
+    Join {
+        /// The invite, in quotes: canopy-group:NAME?key=…&peer=…
+        #[arg(value_parser = parse_invite)]
+        invite: Invite,
+        #[command(flatten)]
+        place: GroupPlace,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Give a group a fresh key, to cut off whoever held the old one, and
+    /// print the new invite for the members who stay. Running nodes switch
+    /// within seconds; until a member has joined with the new invite, it is
+    /// refused.
+    Rekey {
+        /// The group's name, as `canopy group list` shows it.
+        #[arg(value_parser = parse_group_name)]
+        name: NetworkName,
+        /// The IP address other members reach this machine at [default:
+        /// the address of the route to the internet].
+        #[arg(long, value_name = "IP")]
+        host: Option<std::net::IpAddr>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List the groups this node is in, with their port and shared folders.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
-impl GroupSettings {
-    fn to_toml(&self) -> String {
-        let quote = |text: &str| format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
-        let list = |items: Vec<String>| items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", ");
-        let role = match self.role {
-            RoleChoice::Auto => "auto",
-            RoleChoice::Leaf => "leaf",
-            RoleChoice::Supernode => "supernode",
-        };
-        format!(
-            "# This node's settings in one private group (see `canopy group --help`).\n\
-             # UDP address for the group's traffic: its own port, apart from the public network.\n\
-             listen = {}\n\
-             # Folders shared with the group, and only with it.\n\
-             share = [{}]\n\
-             # leaf, supernode or auto. A group needs at least one supernode online.\n\
-             role = {}\n\
-             # Members to join through, PEERID@IP:PORT (from the invite).\n\
-             bootstrap = [{}]\n",
-            quote(&self.listen.to_string()),
-            list(self.share.iter().map(|p| p.display().to_string()).collect()),
-            quote(role),
-            list(self.bootstrap.clone()),
-        )
-    }
-
-    /// The bootstrap members that parse (a bad line is reported, not fatal).
-    pub fn members(&self) -> Vec<PeerAddr> {
-        self.bootstrap
-            .iter()
-            .filter_map(|text| match text.parse() {
-                Ok(addr) => Some(addr),
-                Err(error) => {
-                    tracing::warn!(%text, %error, "ignoring a bad bootstrap entry in group.toml");
-                    None
-                }
-            })
-            .collect()
-    }
+/// Where a group's traffic and files go.
+#[derive(Args)]
+pub struct GroupPlace {
+    /// UDP port for the group's traffic [default: the first free one from 4670].
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// A folder to share with the group; repeat for several [default:
+    /// DATA_DIR/networks/NAME/shared].
+    #[arg(long = "share", value_name = "DIR")]
+    share: Vec<PathBuf>,
+    /// The IP address other members reach this machine at, for the invite
+    /// [default: the address of the route to the internet].
+    #[arg(long, value_name = "IP")]
+    host: Option<std::net::IpAddr>,
 }
 
-/// A group this node belongs to, as found on disk.
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub name: NetworkName,
-    /// `DATA_DIR/networks/NAME`: this node's data folder in the group.
-    pub dir: PathBuf,
-    pub settings: GroupSettings,
-}
-
-impl Group {
-    /// The folders shared with the group, for people: "a, b".
-    pub fn shared_folders(&self) -> String {
-        self.settings
-            .share
-            .iter()
-            .map(|path| path.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Where the group's membership comes from: the key file (if there is
-    /// one) and `allow.txt` (if there is one), re-read while running.
-    pub fn network_settings(&self) -> NetworkSettings {
-        let key_file = self.dir.join(KEY_FILE);
-        let allow_file = self.dir.join(ALLOW_FILE);
-        NetworkSettings {
-            name: self.name.clone(),
-            key_file: key_file.exists().then_some(key_file),
-            allow: Vec::new(),
-            allow_file: allow_file.exists().then_some(allow_file),
-            reload_every: crate::network::RELOAD_EVERY,
+impl GroupPlace {
+    fn options(&self) -> groups::GroupOptions {
+        groups::GroupOptions {
+            port: self.port,
+            share: self.share.clone(),
         }
     }
+}
 
-    /// The node that runs this group: `base`'s limits and habits, with the
-    /// group's own folder, port, shares, members and membership. Role
-    /// `auto` means a supernode while it knows no member to join, else a
-    /// leaf (groups are small: no election).
-    pub fn node_config(&self, base: &NodeConfig) -> NodeConfig {
-        let mut config = NodeConfig::new(self.dir.clone(), self.settings.listen);
-        config.share = self
-            .settings
-            .share
-            .iter()
-            .filter(|dir| dir.is_dir())
-            .cloned()
-            .collect();
-        config.bootstrap = self.settings.members();
-        config.endpoint = base.endpoint.clone();
-        config.upload = base.upload.clone();
-        config.accept_inbound = base.accept_inbound;
-        config.leaf_sessions = base.leaf_sessions;
-        config.rescan_interval = base.rescan_interval;
-        config.connection_limits = base.connection_limits;
-        config.network = Some(self.network_settings());
-        let supernode = match self.settings.role {
-            RoleChoice::Supernode => true,
-            RoleChoice::Leaf => false,
-            RoleChoice::Auto => config.bootstrap.is_empty(),
-        };
-        if supernode {
-            config.supernode = Some(SupernodeConfig::for_this_machine(Some(self.dir.join("index"))));
+pub const HELP: &str = "\
+A group in one minute:
+  alice$ canopy group new family        # prints an invite: canopy-group:family?key=…
+  bob$   canopy group join 'canopy-group:family?key=…&peer=…'
+  both$  canopy run                     # public network + every joined group
+Put files in the shared folder each command prints. Members see only each
+other's group files; outsiders cannot connect to the group's port at all.
+The invite holds the key: send it only to members, over a channel you trust.
+To cut someone off: `canopy group rekey NAME`, and send the new invite to
+the members who stay (`canopy group join` it again). Running nodes pick up
+the new key within seconds. Or list the admitted peer ids in
+DATA_DIR/networks/NAME/allow.txt (also re-read while running).";
+
+fn parse_invite(text: &str) -> Result<Invite, String> {
+    text.parse().map_err(|e: NetworkError| e.to_string())
+}
+
+fn print_invite(group: &groups::Group, host: Option<std::net::IpAddr>) -> anyhow::Result<()> {
+    let host = host.unwrap_or_else(groups::likely_host);
+    let invite = group.invite(host)?;
+    println!("group {}: this node is {}", group.name, invite.members[0]);
+    println!("shared with the group: {}", group.shared_folders());
+    println!("invite (send it to members only; it holds the key):");
+    println!("{invite}");
+    if host.is_loopback() {
+        println!("note: {host} reaches this machine only from itself; pass --host YOUR_IP for others");
+    }
+    Ok(())
+}
+
+/// `canopy group …`: files on disk only, no network.
+pub fn run(command: GroupCommand) -> anyhow::Result<()> {
+    match command {
+        GroupCommand::New { name, place, data } => {
+            let group = groups::create(&data.resolve()?, &name, &place.options())?;
+            print_invite(&group, place.host)?;
+            println!("run `canopy run` to start sharing with the group");
         }
-        config
-    }
-
-    /// This node's address in the group, as members elsewhere reach it.
-    pub fn own_address(&self, host: IpAddr) -> anyhow::Result<PeerAddr> {
-        let key = NodeKey::load_or_create(&self.dir)?;
-        Ok(PeerAddr::new(
-            key.peer_id(),
-            SocketAddr::new(host, self.settings.listen.port()),
-        ))
-    }
-
-    /// An invite to this group: its name, key, and this node plus the
-    /// members it joins through.
-    pub fn invite(&self, host: IpAddr) -> anyhow::Result<Invite> {
-        let key_file = self.dir.join(KEY_FILE);
-        let text = fs::read_to_string(&key_file)
-            .with_context(|| format!("group {} has no key ({})", self.name, key_file.display()))?;
-        let key = NetworkKey::from_file_text(&text).with_context(|| format!("{}", key_file.display()))?;
-        let mut members = vec![self.own_address(host)?];
-        for member in self.settings.members() {
-            if !members.iter().any(|m| m.id == member.id) {
-                members.push(member);
+        GroupCommand::Invite { name, host, data } => {
+            print_invite(&groups::open(&data.resolve()?, &name)?, host)?;
+        }
+        GroupCommand::Rekey { name, host, data } => {
+            let group = groups::rekey(&data.resolve()?, &name)?;
+            println!("group {name} has a new key; whoever holds only the old one is cut off");
+            print_invite(&group, host)?;
+        }
+        GroupCommand::Join { invite, place, data } => {
+            let group = groups::join(&data.resolve()?, &invite, &place.options())?;
+            let members = invite.members.len();
+            println!(
+                "joined group {} through {members} member{}; this node listens for it on port {}",
+                group.name,
+                if members == 1 { "" } else { "s" },
+                group.settings.listen.port()
+            );
+            println!("shared with the group: {}", group.shared_folders());
+            println!("run (or restart) `canopy run` to start sharing with the group");
+        }
+        GroupCommand::List { data } => {
+            let groups = groups::list(&data.resolve()?);
+            if groups.is_empty() {
+                println!(
+                    "no groups: `canopy group new NAME` makes one, `canopy group join INVITE` joins one"
+                );
+            }
+            for group in groups {
+                println!(
+                    "{}  port {}  {}  sharing {}",
+                    group.name,
+                    group.settings.listen.port(),
+                    format!("{:?}", group.settings.role).to_lowercase(),
+                    group.shared_folders()
+                );
             }
         }
-        members.truncate(canopy_common::proto::network::MAX_INVITE_MEMBERS);
-        Ok(Invite {
-            name: self.name.clone(),
-            key,
-            members,
-        })
     }
-}
-
-fn group_dir(data_dir: &Path, name: &NetworkName) -> PathBuf {
-    data_dir.join(NETWORKS_DIR).join(name.as_str())
-}
-
-/// Loads group `name` from `data_dir`.
-pub fn open(data_dir: &Path, name: &NetworkName) -> anyhow::Result<Group> {
-    let dir = group_dir(data_dir, name);
-    let path = dir.join(GROUP_FILE);
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "this node is not in group {name} (no {}); `canopy group new {name}` makes it, \
-             `canopy group join INVITE` joins it",
-            path.display()
-        )
-    })?;
-    let settings: GroupSettings =
-        toml::from_str(&text).map_err(|error| anyhow::anyhow!("bad {}: {error}", path.display()))?;
-    Ok(Group {
-        name: name.clone(),
-        dir,
-        settings,
-    })
-}
-
-/// Every group this node belongs to, by name. A damaged group folder is
-/// reported and skipped.
-pub fn list(data_dir: &Path) -> Vec<Group> {
-    let Ok(entries) = fs::read_dir(data_dir.join(NETWORKS_DIR)) else {
-        return Vec::new();
-    };
-    let mut groups: Vec<Group> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<NetworkName>().ok())
-        .filter_map(|name| match open(data_dir, &name) {
-            Ok(group) => Some(group),
-            Err(error) => {
-                tracing::warn!(%name, error = %format!("{error:#}"), "skipping a group");
-                None
-            }
-        })
-        .collect();
-    groups.sort_by(|a, b| a.name.cmp(&b.name));
-    groups
-}
-
-/// Options for creating or joining a group.
-#[derive(Debug, Clone, Default)]
-pub struct GroupOptions {
-    /// UDP port for the group (`None`: the first free one from 4670 among
-    /// this node's groups).
-    pub port: Option<u16>,
-    /// Folders to share with the group (`None`: `DATA_DIR/networks/NAME/shared`).
-    pub share: Vec<PathBuf>,
-}
-
-fn next_port(data_dir: &Path) -> u16 {
-    let taken: Vec<u16> = list(data_dir).iter().map(|g| g.settings.listen.port()).collect();
-    (FIRST_GROUP_PORT..u16::MAX)
-        .find(|port| !taken.contains(port))
-        .unwrap_or(FIRST_GROUP_PORT)
-}
-
-fn write_group(
-    data_dir: &Path,
-    name: &NetworkName,
-    key: &NetworkKey,
-    options: &GroupOptions,
-    role: RoleChoice,
-    bootstrap: Vec<PeerAddr>,
-) -> anyhow::Result<Group> {
-    let dir = group_dir(data_dir, name);
-    let port = options.port.unwrap_or_else(|| next_port(data_dir));
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let share = if options.share.is_empty() {
-        let shared = dir.join(SHARED_DIR);
-        fs::create_dir_all(&shared).with_context(|| format!("cannot create {}", shared.display()))?;
-        vec![shared]
-    } else {
-        options.share.clone()
-    };
-    write_private(&dir.join(KEY_FILE), &format!("{}\n", key.to_hex()))?;
-    // This node's identity in the group, apart from its public one.
-    NodeKey::load_or_create(&dir)?;
-    let settings = GroupSettings {
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-        share,
-        role,
-        bootstrap: bootstrap.iter().map(ToString::to_string).collect(),
-    };
-    let path = dir.join(GROUP_FILE);
-    fs::write(&path, settings.to_toml()).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(Group {
-        name: name.clone(),
-        dir,
-        settings,
-    })
-}
-
-/// `canopy group new NAME`: a fresh key, this node as the group's first
-/// supernode. Refuses to overwrite a group that exists.
-pub fn create(data_dir: &Path, name: &NetworkName, options: &GroupOptions) -> anyhow::Result<Group> {
-    if group_dir(data_dir, name).join(KEY_FILE).exists() {
-        bail!("group {name} exists already; `canopy group invite {name}` prints its invite");
-    }
-    let key = NetworkKey(canopy_common::net::random_bytes());
-    write_group(data_dir, name, &key, options, RoleChoice::Supernode, Vec::new())
-}
-
-/// `canopy group rekey NAME`: a fresh key for a group this node is in, to
-/// cut off whoever held the old one. Running nodes switch within seconds;
-/// members get the new key from the new invite.
-pub fn rekey(data_dir: &Path, name: &NetworkName) -> anyhow::Result<Group> {
-    let group = open(data_dir, name)?;
-    let key = NetworkKey(canopy_common::net::random_bytes());
-    write_private(&group.dir.join(KEY_FILE), &format!("{}\n", key.to_hex()))?;
-    Ok(group)
-}
-
-/// `canopy group join INVITE`: stores the key and the members to join
-/// through, so that `canopy run` joins the group as a leaf. Joining again
-/// (with a newer invite) replaces the key and the members and keeps the
-/// rest.
-pub fn join(data_dir: &Path, invite: &Invite, options: &GroupOptions) -> anyhow::Result<Group> {
-    let mut options = options.clone();
-    let mut role = RoleChoice::Leaf;
-    if let Ok(existing) = open(data_dir, &invite.name) {
-        options.port = options.port.or(Some(existing.settings.listen.port()));
-        if options.share.is_empty() {
-            options.share = existing.settings.share;
-        }
-        role = existing.settings.role;
-    }
-    write_group(
-        data_dir,
-        &invite.name,
-        &invite.key,
-        &options,
-        role,
-        invite.members.clone(),
-    )
-}
-
-/// Writes a secret readable by its owner only (mode 0600 from creation).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let write = || -> std::io::Result<()> {
-        let mut file = options.open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// The address other machines most likely reach this one at: the source
-/// address the routing table picks for the outside world. Connecting a
-/// UDP socket sends nothing; it only asks the kernel for a route. Falls
-/// back on loopback when there is no route.
-pub fn likely_host() -> IpAddr {
-    let routed = || -> std::io::Result<IpAddr> {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        // A documentation address (RFC 5737): only the route matters.
-        socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
-        Ok(socket.local_addr()?.ip())
-    };
-    routed()
-        .ok()
-        .filter(|ip| !ip.is_unspecified())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_invite_join_round_trip_on_disk() {
-        let alice = tempfile::tempdir().unwrap();
-        let bob = tempfile::tempdir().unwrap();
-        let name: NetworkName = "family".parse().unwrap();
-        let group = create(alice.path(), &name, &GroupOptions::default()).unwrap();
-        assert_eq!(group.settings.listen.port(), FIRST_GROUP_PORT);
-        assert_eq!(group.settings.role, RoleChoice::Supernode);
-        assert!(group.settings.share[0].is_dir());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(group.dir.join(KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        assert!(create(alice.path(), &name, &GroupOptions::default()).is_err());
-
-        let host: IpAddr = "192.0.2.7".parse().unwrap();
-        let invite = open(alice.path(), &name).unwrap().invite(host).unwrap();
-        let text = invite.to_string();
-        let invite: Invite = text.parse().unwrap();
-        assert_eq!(invite.members.len(), 1);
-        assert_eq!(invite.members[0].addr, SocketAddr::new(host, FIRST_GROUP_PORT));
-
-        let joined = join(bob.path(), &invite, &GroupOptions::default()).unwrap();
-        assert_eq!(joined.settings.role, RoleChoice::Leaf);
-        assert_eq!(joined.settings.members(), invite.members);
-        let alices = open(alice.path(), &name)
-            .unwrap()
-            .network_settings()
-            .load()
-            .unwrap();
-        let bobs = list(bob.path())[0].network_settings().load().unwrap();
-        assert_eq!(alices, bobs, "both hold the same key");
-        // Bob is a different node in the group than Alice.
-        assert_ne!(
-            NodeKey::load_or_create(&joined.dir).unwrap().peer_id(),
-            invite.members[0].id
-        );
-        // A new key replaces the old one for this node only.
-        let before = open(alice.path(), &name)
-            .unwrap()
-            .network_settings()
-            .load()
-            .unwrap();
-        rekey(alice.path(), &name).unwrap();
-        let after = open(alice.path(), &name)
-            .unwrap()
-            .network_settings()
-            .load()
-            .unwrap();
-        assert_ne!(before.key, after.key);
-        assert_eq!(bobs.key, before.key);
-        // A second group takes the next port.
-        let other: NetworkName = "work".parse().unwrap();
-        let second = create(alice.path(), &other, &GroupOptions::default()).unwrap();
-        assert_eq!(second.settings.listen.port(), FIRST_GROUP_PORT + 1);
-        assert_eq!(list(alice.path()).len(), 2);
-    }
-
-    #[test]
-    fn a_missing_group_says_how_to_make_one() {
-        let data = tempfile::tempdir().unwrap();
-        let error = open(data.path(), &"x".parse().unwrap()).unwrap_err().to_string();
-        assert!(error.contains("canopy group new x"), "{error}");
-    }
+    Ok(())
 }

@@ -1,7 +1,13 @@
-//! The `canopy` command line: argument definitions live in `main.rs`, what
-//! each command does lives here, one file per command.
+//! The `canopy` command line. `main.rs` parses it; each command lives here,
+//! one file per command, and only parses and prints: the work is done by
+//! the library (model: mini-redis's `bin/cli.rs` over `client.rs`, ripgrep's
+//! `main.rs` over `flags/`). Argument groups several commands share are in
+//! [`args`]; exit codes in [`exit`].
 
+pub mod args;
 pub mod config;
+pub mod demo;
+pub mod exit;
 pub mod get;
 pub mod group;
 pub mod probe;
@@ -9,23 +15,7 @@ pub mod run;
 pub mod search;
 pub mod status;
 
-use std::net::ToSocketAddrs;
-
-use canopy_common::proto::PeerAddr;
-
-/// Parses `PEERID@HOST:PORT`, resolving HOST if it is a name.
-pub fn parse_peer_addr(text: &str) -> Result<PeerAddr, String> {
-    let (id, host_port) = PeerAddr::split(text).map_err(|e| e.to_string())?;
-    if !host_port.contains(':') {
-        return Err(format!("{host_port:?} has no port: write PEERID@HOST:PORT"));
-    }
-    let addr = host_port
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host_port:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host_port:?} resolves to no address"))?;
-    Ok(PeerAddr::new(id, addr))
-}
+pub use args::parse_peer_addr;
 
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

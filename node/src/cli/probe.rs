@@ -7,9 +7,47 @@ use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
 use canopy_common::proto::election::{decide, Decision, Profile, Thresholds};
 use canopy_common::proto::PeerAddr;
 
+use super::args::{DataDir, ElectionArgs, NetworkArgs};
 use crate::probe::{machine, measure, Measured};
 use crate::ratelimit::RateLimiter;
 use crate::units::human_bytes;
+
+/// `canopy probe`'s arguments.
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Count our upload as capped at this rate (as `run` would).
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_bytes)]
+    max_upload_rate: Option<u64>,
+    #[command(flatten)]
+    election: ElectionArgs,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+/// Measures and prints which role this machine would take, and why.
+pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.network.network.is_none(),
+        "canopy probe measures against the public network; --network is not for it"
+    );
+    let data_dir = args.data.resolve()?;
+    let peers = args.network.supernodes(&data_dir);
+    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (profile, measured, decision, _) = elect(
+        &data_dir,
+        listen,
+        &peers,
+        args.max_upload_rate,
+        &args.election.thresholds(),
+        args.election.never_supernode,
+        None,
+    )
+    .await?;
+    print(&profile, &measured, &decision, "would be");
+    Ok(())
+}
 
 /// Measures this machine and its links from `listen` (the address the
 /// node will use, so reachability is tested where it matters), and decides

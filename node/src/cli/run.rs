@@ -13,7 +13,7 @@ use crate::node::{ElectionSettings, NodeError};
 use crate::serve::TransferLimits;
 use crate::units::human_bytes;
 use crate::web::settings::Shown;
-use crate::web::UiConfig;
+use crate::web::{Services, ServicesConfig, UiConfig};
 use crate::{Node, NodeConfig};
 
 /// Files one indexed entry costs, in memory and on disk together (measured
@@ -35,12 +35,22 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.accept_inbound = !settings.no_inbound;
     config.leaf_sessions = settings.supernodes;
     config.rescan_interval = settings.rescan_interval;
-    config.control = Some(settings.metrics.unwrap_or(crate::web::control::DEFAULT_ADDR));
     config.connection_limits.per_address = settings.max_connections_per_address;
-    config.downloads = Some(settings.download_dir.clone());
-    config.gateway = settings.gateway;
+    // The desktop app may change the shared folders.
+    config.editable_folders = true;
     config.network = settings.network_settings.clone();
     config
+}
+
+/// What is served beside the node, before the election.
+fn services_config(settings: &RunSettings) -> ServicesConfig {
+    ServicesConfig {
+        control: Some(settings.metrics.unwrap_or(crate::web::control::DEFAULT_ADDR)),
+        profile: None,
+        downloads: Some(settings.download_dir.clone()),
+        ui: None,
+        gateway: settings.gateway,
+    }
 }
 
 /// How the desktop app is served (`None` with --no-ui).
@@ -98,7 +108,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             choose_network(&mut settings, &choice)?;
             Vec::new()
         }
-        None => super::group::list(&settings.data_dir),
+        None => crate::groups::list(&settings.data_dir),
     };
     // A mistake in the folders is reported before any probing.
     for folder in &settings.share {
@@ -109,6 +119,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         );
     }
     let mut config = node_config(&settings);
+    let mut services = services_config(&settings);
     let supernode = supernode_config(&settings);
     let never_supernode = settings.never_supernode || settings.no_inbound;
     let role_reason;
@@ -134,7 +145,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             super::probe::print(&profile, &measured, &decision, "starts as");
             tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
             role_reason = format!("{}: {}", role_name(decision.role), decision.reason);
-            config.profile = Some(profile.clone());
+            services.profile = Some(profile.clone());
             if !never_supernode {
                 // Keep re-deciding: a leaf promotes if supernodes run short,
                 // a supernode steps down if it is not needed.
@@ -159,7 +170,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             Role::Supernode
         }
     };
-    config.ui = ui_config(&settings, role_reason);
+    services.ui = ui_config(&settings, role_reason);
     if role == Role::Supernode {
         config.supernode = Some(supernode);
     }
@@ -176,6 +187,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     }
     let base = config;
     let node = started.context("cannot start the node")?;
+    let services = Services::attach(&node, services).await?;
     match &settings.network {
         Some(choice) => println!("private network {}: members only", choice.name),
         None => println!("public network"),
@@ -186,7 +198,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let me = if listening.addr.ip().is_unspecified() {
         PeerAddr::new(
             listening.id,
-            std::net::SocketAddr::new(super::group::likely_host(), listening.addr.port()),
+            std::net::SocketAddr::new(crate::groups::likely_host(), listening.addr.port()),
         )
     } else {
         listening
@@ -230,13 +242,13 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if let Some(file) = files.first() {
         println!("fetch with: canopy get {} --source {me}", file.hash());
     }
-    if let Some(control) = node.control_addr() {
+    if let Some(control) = services.control_addr() {
         println!("status and metrics on http://{control}/metrics (canopy status reads them)");
     }
-    if let Some(gateway) = node.gateway_addr() {
+    if let Some(gateway) = services.gateway_addr() {
         println!("HTTP gateway: shared files at http://{gateway}/content/HASH");
     }
-    if let Some(ui) = node.ui_addr() {
+    if let Some(ui) = services.ui_addr() {
         let url = format!("http://{}/", loopback_view(ui));
         println!("desktop app: open {url} in your browser");
         if settings.open {
@@ -282,6 +294,8 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     } else {
         println!("shutting down");
     }
+    // Part files up to date first, so the next start resumes with nothing lost.
+    services.shut_down().await;
     for group_node in group_nodes {
         group_node.leave().await;
     }
@@ -293,20 +307,23 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
 /// key, allow-list, members and shares stored by `canopy group` unless the
 /// settings name others.
 fn choose_network(settings: &mut RunSettings, choice: &super::config::NetworkChoice) -> anyhow::Result<()> {
-    let joined = super::group::open(&settings.data_dir, &choice.name).ok();
+    let joined = crate::groups::open(&settings.data_dir, &choice.name).ok();
     let dir = settings
         .data_dir
-        .join(super::group::NETWORKS_DIR)
+        .join(crate::groups::NETWORKS_DIR)
         .join(choice.name.as_str());
     let stored = |file: &str| Some(dir.join(file)).filter(|path| path.exists());
     let network = crate::network::NetworkSettings {
         name: choice.name.clone(),
-        key_file: choice.key_file.clone().or_else(|| stored(super::group::KEY_FILE)),
+        key_file: choice
+            .key_file
+            .clone()
+            .or_else(|| stored(crate::groups::KEY_FILE)),
         allow: choice.allow.clone(),
         allow_file: choice
             .allow_file
             .clone()
-            .or_else(|| stored(super::group::ALLOW_FILE)),
+            .or_else(|| stored(crate::groups::ALLOW_FILE)),
         reload_every: crate::network::RELOAD_EVERY,
     };
     // Fail now, with the reason, rather than after probing.

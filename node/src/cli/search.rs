@@ -1,206 +1,91 @@
-//! `canopy search`: ask a supernode, print what it knows, exit.
+//! `canopy search`: ask a supernode, print what it finds as it arrives, exit.
 
-use std::path::Path;
-use std::time::Duration;
-
-use anyhow::{bail, Context};
-use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NodeKey};
-use canopy_common::proto::frame::MAX_CONTROL_FRAME;
-use canopy_common::proto::{Hit, Link, PeerAddr, Query, Request, Response};
+use canopy_common::proto::{FileKind, Hit, Link, Query};
+use clap::Args;
 use serde_json::json;
 
-use crate::units::human_bytes;
+use super::args::{DataDir, NetworkArgs};
+use super::exit::NothingFound;
+use crate::searcher::{self, Searcher};
+use crate::units::{human_bytes, parse_bytes};
 
-/// How long one supernode may take to answer.
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Asks the first supernode that answers among `supernodes`; returns its
-/// hits and who answered.
-pub async fn ask(
-    endpoint: &Endpoint,
-    supernodes: &[PeerAddr],
-    query: &Query,
-) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
-    ask_streaming(endpoint, supernodes, query, &mut |_| {}).await
+/// `canopy search`'s arguments.
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Words to find in file names and tags (all must match; case and
+    /// accents do not matter).
+    #[arg(required = true)]
+    words: Vec<String>,
+    /// Only files of this type: audio, video, image, document, archive,
+    /// software or other.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<FileKind>,
+    /// Only files of at least this size (K, M, G suffixes allowed).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    min_size: Option<u64>,
+    /// Only files of at most this size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_size: Option<u64>,
+    /// Most results to show (1 to 200).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=200))]
+    limit: u16,
+    /// Supernode hops the search may travel (the supernode caps it; by
+    /// default it picks).
+    #[arg(long)]
+    ttl: Option<u8>,
+    /// One JSON object per result on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    data: DataDir,
 }
 
-/// Like [`ask`], calling `on_new` for each result the moment it first
-/// arrives, and stopping once `query.max_hits` distinct results are in.
-pub async fn ask_streaming(
-    endpoint: &Endpoint,
-    supernodes: &[PeerAddr],
-    query: &Query,
-    on_new: &mut (dyn FnMut(&Hit) + Send),
-) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
-    let ways: Vec<Way> = supernodes.iter().copied().map(Way::Dial).collect();
-    ask_first(endpoint, ways, query, on_new).await
-}
+pub const HELP: &str = "\
+Exit codes:
+  0  results were found
+  1  nothing matched (or another error)
+  2  bad command line
+  4  no supernode could be asked";
 
-/// How to reach a supernode to ask it.
-pub enum Way {
-    /// Dial it for this search.
-    Dial(PeerAddr),
-    /// Over a connection already up (a leaf's session), which stays up.
-    Over(PeerAddr, quinn::Connection),
-}
-
-impl Way {
-    fn supernode(&self) -> PeerAddr {
-        match self {
-            Way::Dial(supernode) | Way::Over(supernode, _) => *supernode,
-        }
-    }
-}
-
-/// [`ask_streaming`] over `ways`, tried in order until one answers.
-pub async fn ask_first(
-    endpoint: &Endpoint,
-    ways: Vec<Way>,
-    query: &Query,
-    on_new: &mut (dyn FnMut(&Hit) + Send),
-) -> anyhow::Result<(Vec<Hit>, PeerAddr)> {
-    if ways.is_empty() {
-        bail!(NoSupernode(
-            "no supernode known: pass --bootstrap PEERID@HOST:PORT".into()
-        ));
-    }
-    let mut errors = Vec::new();
-    for way in ways {
-        let supernode = way.supernode();
-        let asked = match &way {
-            Way::Dial(_) => {
-                tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, &supernode, query, on_new)).await
-            }
-            Way::Over(_, connection) => {
-                tokio::time::timeout(SEARCH_TIMEOUT, ask_on(connection, &supernode, query, on_new)).await
-            }
-        };
-        match asked {
-            Ok(Ok(hits)) => return Ok((hits, supernode)),
-            Ok(Err(error)) => errors.push(format!("{} at {}: {error}", supernode.id.short(), supernode.addr)),
-            Err(_) => errors.push(format!(
-                "{} at {}: no answer within {SEARCH_TIMEOUT:?}",
-                supernode.id.short(),
-                supernode.addr
-            )),
-        }
-    }
-    bail!(NoSupernode(format!(
-        "no supernode ran the search ({})",
-        errors.join("; ")
-    )))
-}
-
-/// No supernode could be asked; the CLI maps it to the network exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NoSupernode(pub String);
-
-async fn ask_one(
-    endpoint: &Endpoint,
-    supernode: &PeerAddr,
-    query: &Query,
-    on_new: &mut (dyn FnMut(&Hit) + Send),
-) -> anyhow::Result<Vec<Hit>> {
-    let connection = endpoint.connect(supernode).await?;
-    let hits = ask_on(&connection, supernode, query, on_new).await;
-    connection.close(0u32.into(), b"done");
-    hits
-}
-
-/// Asks `supernode` over a connection that is already up (and stays up).
-async fn ask_on(
-    connection: &quinn::Connection,
-    supernode: &PeerAddr,
-    query: &Query,
-    on_new: &mut (dyn FnMut(&Hit) + Send),
-) -> anyhow::Result<Vec<Hit>> {
-    let (mut send, mut recv) = connection.open_bi().await?;
-    write_frame(&mut send, &Request::Search(query.clone())).await?;
-    send.finish()?;
-    let wanted = usize::from(query.max_hits.clamp(1, canopy_common::proto::search::MAX_HITS));
-    let mut hits: Vec<Hit> = Vec::new();
-    let mut received = 0;
-    while hits.len() < wanted {
-        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
-            Response::Hits { hits: mut more } => {
-                received += more.len();
-                for hit in &mut more {
-                    reachable_sources(hit, supernode);
-                }
-                if received > usize::from(canopy_common::proto::search::MAX_HITS) * 4 {
-                    bail!("the supernode sent far more hits than asked for");
-                }
-                for hit in &more {
-                    if hits.len() < wanted && !hits.iter().any(|known| known.hash == hit.hash) {
-                        on_new(hit);
-                    }
-                }
-                merge(&mut hits, more);
-                hits.truncate(wanted);
-            }
-            Response::EndOfHits => break,
-            Response::NotSupernode { .. } => bail!("not a supernode"),
-            Response::BadRequest { reason } => bail!("search refused: {reason}"),
-            other => bail!("unexpected answer {other:?}"),
-        }
-    }
-    Ok(hits)
-}
-
-/// A supernode lists its own files, and offers itself as relay, at the
-/// address it is bound to, which is unspecified (`0.0.0.0`) by default and
-/// cannot be dialed (PROTOCOL.md, open question 4). For the supernode we
-/// asked, we know better: the address we reached it at.
-fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
-    let fix = |addr: &mut PeerAddr| {
-        if addr.id == supernode.id && addr.addr.ip().is_unspecified() {
-            addr.addr.set_ip(supernode.addr.ip());
-        }
+pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let place = args.network.place(args.data.resolve()?)?;
+    let query = Query {
+        text: args.words.join(" "),
+        hash: None,
+        kind: args.kind,
+        min_size: args.min_size,
+        max_size: args.max_size,
+        max_hits: args.limit,
+        ttl: args.ttl,
     };
-    hit.sources.iter_mut().for_each(fix);
-    hit.relayed.iter_mut().for_each(|relayed| fix(&mut relayed.via));
-}
-
-/// Adds hits arriving from another part of the network: the same content
-/// found through two supernodes becomes one hit with the sources of both.
-pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
-    for hit in more {
-        match hits.iter_mut().find(|known| known.hash == hit.hash) {
-            Some(known) => {
-                for source in hit.sources {
-                    if !known.sources.iter().any(|s| s.id == source.id) {
-                        known.sources.push(source);
-                    }
-                }
-                known.source_count = known
-                    .source_count
-                    .max(hit.source_count)
-                    .max(known.sources.len() as u32);
-            }
-            None => hits.push(hit),
+    query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
+    let endpoint = searcher::endpoint(&place.data_dir, place.membership()?)?;
+    let asker = Searcher::one_shot(endpoint.clone(), place.supernodes.clone());
+    // Results are shown as they arrive from across the network.
+    let json = args.json;
+    let mut first = true;
+    let mut show = |hit: &Hit| {
+        if first && !json {
+            print_header();
         }
+        first = false;
+        print_hit(hit, json);
+    };
+    let result = asker.search(&query, &mut show).await;
+    endpoint.shutdown().await;
+    let answer = result?;
+    if let Some(answered) = answer.answered {
+        crate::hostcache::remember(&place.data_dir, answered);
     }
-}
-
-/// A one-shot endpoint for asking, with this node's identity.
-pub fn endpoint(data_dir: &Path) -> anyhow::Result<Endpoint> {
-    endpoint_in(data_dir, None)
-}
-
-/// Like [`endpoint`], in a private network (`None`: the public one).
-pub fn endpoint_in(
-    data_dir: &Path,
-    network: Option<canopy_common::net::Network>,
-) -> anyhow::Result<Endpoint> {
-    let key = NodeKey::load_or_create(data_dir)?;
-    Endpoint::bind_in(
-        key,
-        "0.0.0.0:0".parse().expect("valid"),
-        &EndpointConfig::default(),
-        network,
-    )
-    .context("cannot open a UDP socket")
+    if answer.hits.is_empty() {
+        if !json {
+            eprintln!("canopy: nothing found for {:?}", query.text);
+        }
+        return Err(NothingFound.into());
+    }
+    Ok(())
 }
 
 /// The link printed for a hit: hash, size, name and a few sources.
@@ -217,7 +102,7 @@ pub fn link_of(hit: &Hit) -> Link {
 const NAME_WIDTH: usize = 40;
 
 /// The table header, printed before the first row.
-pub fn print_header() {
+fn print_header() {
     println!(
         "{:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}  LINK",
         "NAME", "SIZE", "TYPE", "SOURCES"
@@ -225,7 +110,7 @@ pub fn print_header() {
 }
 
 /// One result, as a table row or a JSON line.
-pub fn print_hit(hit: &Hit, json: bool) {
+fn print_hit(hit: &Hit, json: bool) {
     if json {
         println!(
             "{}",

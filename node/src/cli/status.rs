@@ -7,7 +7,21 @@ use std::path::Path;
 use crate::units::human_bytes;
 use crate::web::control::{fetch_metrics, parse_metrics};
 
-pub async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+/// `canopy status`'s arguments.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print every metric as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: super::args::DataDir,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    status(&args.data.resolve()?, args.json).await
+}
+
+async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     let metrics: BTreeMap<String, f64> = parse_metrics(&fetch_metrics(data_dir).await?)
         .into_iter()
         .collect();

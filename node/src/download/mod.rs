@@ -136,26 +136,6 @@ fn describe_part(part: &Option<PathBuf>) -> String {
 }
 
 impl DownloadError {
-    /// The process exit code `canopy get` uses for this failure.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            DownloadError::NoSources { failures, .. } => {
-                let all = |f: fn(&SourceFailure) -> bool| {
-                    !failures.is_empty() && failures.iter().all(|(_, x)| f(x))
-                };
-                if all(|f| matches!(f, SourceFailure::NotFound)) {
-                    exit::NOT_FOUND
-                } else if all(|f| matches!(f, SourceFailure::Banned(_) | SourceFailure::Protocol(_))) {
-                    exit::VERIFICATION
-                } else {
-                    exit::NETWORK
-                }
-            }
-            DownloadError::Output { .. } | DownloadError::DiskCheck { .. } => exit::LOCAL_IO,
-            DownloadError::Paused => exit::INTERRUPTED,
-        }
-    }
-
     /// The part file holding verified data, when there is one to resume.
     pub fn kept_part(&self) -> Option<&std::path::Path> {
         match self {
@@ -163,19 +143,6 @@ impl DownloadError {
             _ => None,
         }
     }
-}
-
-/// Exit codes of `canopy get`.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const OTHER: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const NOT_FOUND: u8 = 3;
-    pub const NETWORK: u8 = 4;
-    pub const VERIFICATION: u8 = 5;
-    pub const LOCAL_IO: u8 = 6;
-    /// Ctrl-C or SIGTERM, as shells report a SIGINT.
-    pub const INTERRUPTED: u8 = 130;
 }
 
 /// A finished download.
@@ -433,10 +400,12 @@ impl Download {
 
     /// Adds a source while the download runs.
     pub fn add_source(&self, peer: PeerAddr) {
-        let _ = self
-            .shared
-            .events
-            .send(Event::Add(SourceSpec { peer, via: None }));
+        self.add(SourceSpec::from(peer));
+    }
+
+    /// Adds a source, direct or relayed, while the download runs.
+    pub fn add(&self, source: SourceSpec) {
+        let _ = self.shared.events.send(Event::Add(source));
     }
 
     pub fn progress(&self) -> Progress {

@@ -26,7 +26,7 @@ use super::settings::{self, Change, Shown};
 use crate::downloads::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
 use crate::leaf::LeafStatus;
-use crate::searching::Searcher;
+use crate::searcher::Searcher;
 use crate::serve::ServeContext;
 
 /// Searches running at once.

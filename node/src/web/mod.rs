@@ -6,6 +6,8 @@
 //! * **metrics** ([`control`]): Prometheus text for monitoring and `canopy status`;
 //! * the **gateway** ([`gateway`]): shared content by hash over plain HTTP,
 //!   off unless configured.
+//!
+//! [`Services`] attaches them to a running node.
 
 pub mod api;
 pub mod assets;
@@ -15,7 +17,10 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod open;
+pub mod services;
 pub mod settings;
+
+pub use services::{Services, ServicesConfig, ServicesError};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

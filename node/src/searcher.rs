@@ -1,0 +1,419 @@
+//! Asking the network: searches, and "who has this hash?", for the command
+//! line and the desktop app alike (the CLI only parses and prints).
+//!
+//! A [`Searcher`] knows how to reach supernodes. A one-shot command dials
+//! the supernodes it was given; a running node asks over its leaf sessions
+//! first (no handshake to wait for), and a supernode answers from its own
+//! index before asking a neighbour, which floods the query on. Either way
+//! the first supernode that answers runs the search; the rest are only
+//! tried if it fails.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NetError, Network, NodeKey};
+use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::search::MAX_HITS;
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query, Request, Response};
+use tokio::sync::watch;
+
+use crate::download::SourceSpec;
+use crate::leaf::{LeafStatus, SessionLinks};
+use crate::serve::ServeContext;
+
+/// How long one supernode may take to answer.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no supernode ran a search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("no supernode known: pass --bootstrap PEERID@HOST:PORT")]
+    NoSupernodeKnown,
+    #[error("no supernode ran the search ({})", describe(.0))]
+    NoneAnswered(Vec<(PeerAddr, AskError)>),
+}
+
+fn describe(failures: &[(PeerAddr, AskError)]) -> String {
+    failures
+        .iter()
+        .map(|(supernode, error)| format!("{} at {}: {error}", supernode.id.short(), supernode.addr))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why one supernode did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("no answer within {SEARCH_TIMEOUT:?}")]
+    Timeout,
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("the supernode sent far more hits than asked for")]
+    TooManyHits,
+    #[error("not a supernode")]
+    NotSupernode,
+    #[error("search refused: {0}")]
+    Refused(String),
+    #[error("unexpected answer {0}")]
+    Unexpected(String),
+}
+
+/// What a search found, and which supernode ran it.
+#[derive(Debug)]
+pub struct Answer {
+    pub hits: Vec<Hit>,
+    /// `None` when only this node's own index answered.
+    pub answered: Option<PeerAddr>,
+}
+
+/// Who has a file: every source a hash search found, relayed ones (leaves
+/// that accept no connections, reached through their supernode) included.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub sources: Vec<SourceSpec>,
+    /// The file's name, as the first hit gives it.
+    pub name: Option<String>,
+    pub answered: Option<PeerAddr>,
+}
+
+/// A running node's side of searching: its own index (if it is a
+/// supernode) and its leaf sessions.
+#[derive(Clone)]
+pub struct NodeSide {
+    pub context: Arc<ServeContext>,
+    pub leaf_status: watch::Receiver<LeafStatus>,
+    /// The leaf's live sessions, asked first, nearest first.
+    pub links: SessionLinks,
+}
+
+/// Asks the network on behalf of a command or a running node.
+#[derive(Clone)]
+pub struct Searcher {
+    endpoint: Endpoint,
+    node: Option<NodeSide>,
+    /// Supernodes to dial when no session is up.
+    known: Vec<PeerAddr>,
+}
+
+impl Searcher {
+    /// For a one-shot command: dials `supernodes`, first to answer wins.
+    pub fn one_shot(endpoint: Endpoint, supernodes: Vec<PeerAddr>) -> Self {
+        Searcher {
+            endpoint,
+            node: None,
+            known: supernodes,
+        }
+    }
+
+    /// For a running node; `known` are the supernodes known at start (flags
+    /// and host cache), dialled when no session is up.
+    pub fn of_node(endpoint: Endpoint, node: NodeSide, known: Vec<PeerAddr>) -> Self {
+        Searcher {
+            endpoint,
+            node: Some(node),
+            known,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Runs `query`, calling `on_new` with each result (by content hash) as
+    /// it first arrives; returns every result, sources merged.
+    pub async fn search(
+        &self,
+        query: &Query,
+        on_new: &mut (dyn FnMut(&Hit) + Send),
+    ) -> Result<Answer, SearchError> {
+        let mut hits: Vec<Hit> = Vec::new();
+        let ways: Vec<Way> = match self.node.as_ref().and_then(|node| node.context.supernode()) {
+            Some(supernode) => {
+                let local = supernode.search(query.clone()).await;
+                for hit in &local {
+                    on_new(hit);
+                }
+                merge(&mut hits, local);
+                let neighbours = supernode.overlay().map(|o| o.neighbours()).unwrap_or_default();
+                if neighbours.is_empty() {
+                    return Ok(Answer { hits, answered: None });
+                }
+                neighbours.into_iter().map(Way::Dial).collect()
+            }
+            None => self.leaf_ways(),
+        };
+        let seen: Vec<_> = hits.iter().map(|hit| hit.hash).collect();
+        let mut fresh = |hit: &Hit| {
+            if !seen.contains(&hit.hash) {
+                on_new(hit)
+            }
+        };
+        match ask_first(&self.endpoint, ways, query, &mut fresh).await {
+            Ok((more, answered)) => {
+                merge(&mut hits, more);
+                Ok(Answer {
+                    hits,
+                    answered: Some(answered),
+                })
+            }
+            // What our own index found still counts.
+            Err(error) if !hits.is_empty() => {
+                tracing::debug!(%error, "neighbours did not answer");
+                Ok(Answer { hits, answered: None })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every source the network knows for `hash`.
+    pub async fn sources_of(&self, hash: ContentHash) -> Result<Found, SearchError> {
+        let answer = self.search(&Query::for_hash(hash), &mut |_| {}).await?;
+        let mut found = Found {
+            answered: answer.answered,
+            ..Found::default()
+        };
+        for hit in answer.hits.into_iter().filter(|hit| hit.hash == hash) {
+            found
+                .sources
+                .extend(hit.sources.into_iter().map(SourceSpec::from));
+            found.sources.extend(
+                hit.relayed
+                    .into_iter()
+                    .map(|relayed| SourceSpec::relayed(relayed.leaf, relayed.via)),
+            );
+            found.name.get_or_insert(hit.name);
+        }
+        Ok(found)
+    }
+
+    /// A leaf (or a one-shot command) asks over its live sessions first,
+    /// nearest first, then dials the supernodes it is joined to (or, with
+    /// none, those it knew at start).
+    fn leaf_ways(&self) -> Vec<Way> {
+        let Some(node) = &self.node else {
+            return self.known.iter().copied().map(Way::Dial).collect();
+        };
+        let joined = node.leaf_status.borrow().supernodes();
+        let dial = if joined.is_empty() {
+            self.known.clone()
+        } else {
+            joined
+        };
+        node.links
+            .nearest_first()
+            .into_iter()
+            .map(|(supernode, connection)| Way::Over(supernode, connection))
+            .chain(dial.into_iter().map(Way::Dial))
+            .collect()
+    }
+}
+
+/// How to reach a supernode to ask it.
+enum Way {
+    /// Dial it for this search.
+    Dial(PeerAddr),
+    /// Over a connection already up (a leaf's session), which stays up.
+    Over(PeerAddr, quinn::Connection),
+}
+
+impl Way {
+    fn supernode(&self) -> PeerAddr {
+        match self {
+            Way::Dial(supernode) | Way::Over(supernode, _) => *supernode,
+        }
+    }
+}
+
+/// Asks over `ways`, in order, until one supernode answers; returns its
+/// hits and who it was.
+async fn ask_first(
+    endpoint: &Endpoint,
+    ways: Vec<Way>,
+    query: &Query,
+    on_new: &mut (dyn FnMut(&Hit) + Send),
+) -> Result<(Vec<Hit>, PeerAddr), SearchError> {
+    if ways.is_empty() {
+        return Err(SearchError::NoSupernodeKnown);
+    }
+    let mut failures = Vec::new();
+    for way in ways {
+        let supernode = way.supernode();
+        let asked = match &way {
+            Way::Dial(_) => {
+                tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, &supernode, query, on_new)).await
+            }
+            Way::Over(_, connection) => {
+                tokio::time::timeout(SEARCH_TIMEOUT, ask_on(connection, &supernode, query, on_new)).await
+            }
+        };
+        match asked {
+            Ok(Ok(hits)) => return Ok((hits, supernode)),
+            Ok(Err(error)) => failures.push((supernode, error)),
+            Err(_) => failures.push((supernode, AskError::Timeout)),
+        }
+    }
+    Err(SearchError::NoneAnswered(failures))
+}
+
+async fn ask_one(
+    endpoint: &Endpoint,
+    supernode: &PeerAddr,
+    query: &Query,
+    on_new: &mut (dyn FnMut(&Hit) + Send),
+) -> Result<Vec<Hit>, AskError> {
+    let connection = endpoint.connect(supernode).await?;
+    let hits = ask_on(&connection, supernode, query, on_new).await;
+    connection.close(0u32.into(), b"done");
+    hits
+}
+
+/// Asks `supernode` over a connection that is already up (and stays up).
+async fn ask_on(
+    connection: &quinn::Connection,
+    supernode: &PeerAddr,
+    query: &Query,
+    on_new: &mut (dyn FnMut(&Hit) + Send),
+) -> Result<Vec<Hit>, AskError> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    write_frame(&mut send, &Request::Search(query.clone())).await?;
+    send.finish()?;
+    let wanted = usize::from(query.max_hits.clamp(1, MAX_HITS));
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut received = 0;
+    while hits.len() < wanted {
+        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
+            Response::Hits { hits: mut more } => {
+                received += more.len();
+                for hit in &mut more {
+                    reachable_sources(hit, supernode);
+                }
+                if received > usize::from(MAX_HITS) * 4 {
+                    return Err(AskError::TooManyHits);
+                }
+                for hit in &more {
+                    if hits.len() < wanted && !hits.iter().any(|known| known.hash == hit.hash) {
+                        on_new(hit);
+                    }
+                }
+                merge(&mut hits, more);
+                hits.truncate(wanted);
+            }
+            Response::EndOfHits => break,
+            Response::NotSupernode { .. } => return Err(AskError::NotSupernode),
+            Response::BadRequest { reason } => return Err(AskError::Refused(reason)),
+            other => return Err(AskError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(hits)
+}
+
+/// A supernode lists its own files, and offers itself as relay, at the
+/// address it is bound to, which is unspecified (`0.0.0.0`) by default and
+/// cannot be dialed (PROTOCOL.md, open question 4). For the supernode we
+/// asked, we know better: the address we reached it at.
+fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
+    let fix = |addr: &mut PeerAddr| {
+        if addr.id == supernode.id && addr.addr.ip().is_unspecified() {
+            addr.addr.set_ip(supernode.addr.ip());
+        }
+    };
+    hit.sources.iter_mut().for_each(fix);
+    hit.relayed.iter_mut().for_each(|relayed| fix(&mut relayed.via));
+}
+
+/// Adds hits arriving from another part of the network: the same content
+/// found through two supernodes becomes one hit with the sources (direct
+/// and relayed) of both.
+pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
+    for hit in more {
+        match hits.iter_mut().find(|known| known.hash == hit.hash) {
+            Some(known) => {
+                for source in hit.sources {
+                    if !known.sources.iter().any(|s| s.id == source.id) {
+                        known.sources.push(source);
+                    }
+                }
+                for relayed in hit.relayed {
+                    if !known.relayed.iter().any(|r| r.leaf == relayed.leaf) {
+                        known.relayed.push(relayed);
+                    }
+                }
+                known.source_count = known
+                    .source_count
+                    .max(hit.source_count)
+                    .max((known.sources.len() + known.relayed.len()) as u32);
+            }
+            None => hits.push(hit),
+        }
+    }
+}
+
+/// A one-shot endpoint with this node's identity, in a private network
+/// (`None`: the public one).
+pub fn endpoint(data_dir: &Path, network: Option<Network>) -> Result<Endpoint, EndpointError> {
+    let key = NodeKey::load_or_create(data_dir).map_err(EndpointError::Key)?;
+    Endpoint::bind_in(
+        key,
+        "0.0.0.0:0".parse().expect("valid"),
+        &EndpointConfig::default(),
+        network,
+    )
+    .map_err(EndpointError::Bind)
+}
+
+/// Why a one-shot endpoint could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot load this node's key")]
+    Key(#[source] NetError),
+    #[error("cannot open a UDP socket")]
+    Bind(#[source] NetError),
+}
+
+#[cfg(test)]
+mod tests {
+    use canopy_common::proto::search::RelayedSource;
+    use canopy_common::proto::FileKind;
+
+    use super::*;
+
+    fn hit(sources: Vec<PeerAddr>, relayed: Vec<RelayedSource>) -> Hit {
+        Hit {
+            hash: ContentHash::of(b"x"),
+            name: "x".into(),
+            size: 1,
+            kind: FileKind::Other,
+            source_count: (sources.len() + relayed.len()) as u32,
+            sources,
+            relayed,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_relayed_sources_from_both_sides() {
+        let peer = |n: u8| {
+            PeerAddr::new(
+                canopy_common::proto::PeerId([n; 32]),
+                "10.0.0.1:1".parse().unwrap(),
+            )
+        };
+        let relayed = |n: u8| RelayedSource {
+            leaf: peer(n).id,
+            via: peer(100 + n),
+        };
+        let mut hits = vec![hit(vec![peer(1)], vec![relayed(2)])];
+        merge(
+            &mut hits,
+            vec![hit(vec![peer(1), peer(3)], vec![relayed(2), relayed(4)])],
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].sources.len(), 2);
+        assert_eq!(hits[0].relayed.len(), 2);
+        assert_eq!(hits[0].source_count, 4);
+    }
+}
