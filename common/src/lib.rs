@@ -7,8 +7,10 @@
 //! * [`net`] (cargo feature `net`, on by default) is the one place that opens
 //!   QUIC: node identity on disk, mutually authenticated rustls configs, the
 //!   quinn endpoint and frame I/O over streams.
+//! * [`sync`]: locks that outlive a panic elsewhere.
 
 pub mod proto;
+pub mod sync;
 
 #[cfg(feature = "net")]
 pub mod net;

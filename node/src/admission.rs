@@ -4,6 +4,7 @@
 //! connections, tasks and memory, while a whole office behind one NAT still
 //! fits under the address cap.
 
+use canopy_common::sync::Lock;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -48,7 +49,7 @@ pub struct Admitted<K: Eq + Hash + Copy> {
 
 impl<K: Eq + Hash + Copy> Drop for Admitted<K> {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().expect("admission lock");
+        let mut counts = self.counts.locked();
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
@@ -63,7 +64,7 @@ fn admit<K: Eq + Hash + Copy>(
     key: K,
     cap: usize,
 ) -> Option<Admitted<K>> {
-    let mut map = counts.lock().expect("admission lock");
+    let mut map = counts.locked();
     let count = map.entry(key).or_insert(0);
     if *count >= cap {
         return None;

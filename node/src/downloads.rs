@@ -14,6 +14,7 @@
 //! of state, so a restarted node shows the same list and resumes what was
 //! running.
 
+use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 use crate::download::{part_path, state_path, Download, DownloadError, DownloadOptions, SourceSpec};
 use crate::fileio::write_atomically;
 use crate::searcher::Searcher;
-use crate::serve::ServeContext;
+use crate::state::NodeState;
 
 /// File name of the saved list inside the data folder.
 pub const DOWNLOADS_FILE: &str = "downloads.json";
@@ -112,7 +113,7 @@ struct Entry {
 
 struct Inner {
     endpoint: Endpoint,
-    context: Arc<ServeContext>,
+    context: Arc<NodeState>,
     searcher: Searcher,
     file: PathBuf,
     folder: RwLock<PathBuf>,
@@ -132,7 +133,7 @@ impl Downloads {
     /// Loads the saved list from `data_dir` and resumes what was running.
     pub fn start(
         endpoint: Endpoint,
-        context: Arc<ServeContext>,
+        context: Arc<NodeState>,
         searcher: Searcher,
         data_dir: &Path,
         folder: PathBuf,
@@ -162,7 +163,7 @@ impl Downloads {
             let hash = saved.hash;
             downloads.insert(saved);
             if resume {
-                let mut entries = downloads.inner.entries.lock().expect("downloads lock");
+                let mut entries = downloads.inner.entries.locked();
                 if let Some(entry) = entries.get_mut(&hash) {
                     downloads.launch(hash, entry);
                 }
@@ -173,7 +174,7 @@ impl Downloads {
 
     /// Where new downloads go.
     pub fn folder(&self) -> PathBuf {
-        self.inner.folder.read().expect("folder lock").clone()
+        self.inner.folder.read_locked().clone()
     }
 
     /// Sends new downloads to `folder` (an absolute path; created if missing).
@@ -181,7 +182,7 @@ impl Downloads {
         if !folder.is_absolute() || std::fs::create_dir_all(&folder).is_err() || !folder.is_dir() {
             return Err(DownloadsError::BadFolder(folder));
         }
-        *self.inner.folder.write().expect("folder lock") = folder;
+        *self.inner.folder.write_locked() = folder;
         Ok(())
     }
 
@@ -213,7 +214,7 @@ impl Downloads {
             verified: 0,
         };
         {
-            let mut entries = self.inner.entries.lock().expect("downloads lock");
+            let mut entries = self.inner.entries.locked();
             if entries.contains_key(&hash) {
                 return Err(DownloadsError::Exists(hash));
             }
@@ -229,7 +230,7 @@ impl Downloads {
 
     /// Stops a running download, keeping what it verified.
     pub fn pause(&self, hash: &ContentHash) -> Result<(), DownloadsError> {
-        let entries = self.inner.entries.lock().expect("downloads lock");
+        let entries = self.inner.entries.locked();
         let entry = entries.get(hash).ok_or(DownloadsError::Unknown(*hash))?;
         match &entry.running {
             Some(download) => {
@@ -245,7 +246,7 @@ impl Downloads {
 
     /// Starts a paused or failed download again from its part file.
     pub fn resume(&self, hash: &ContentHash) -> Result<(), DownloadsError> {
-        let mut entries = self.inner.entries.lock().expect("downloads lock");
+        let mut entries = self.inner.entries.locked();
         let entry = entries.get_mut(hash).ok_or(DownloadsError::Unknown(*hash))?;
         if entry.running.is_some() || entry.saved.state == State::Done {
             return Err(DownloadsError::WrongState {
@@ -262,7 +263,7 @@ impl Downloads {
     /// Removes a download from the list. One not finished stops and its
     /// part file is deleted; a finished file stays on disk.
     pub fn cancel(&self, hash: &ContentHash) -> Result<(), DownloadsError> {
-        let mut entries = self.inner.entries.lock().expect("downloads lock");
+        let mut entries = self.inner.entries.locked();
         let entry = entries.get_mut(hash).ok_or(DownloadsError::Unknown(*hash))?;
         if let Some(download) = &entry.running {
             // The finish handler deletes the part file once the writer has stopped.
@@ -282,7 +283,7 @@ impl Downloads {
     /// Opens the folder holding a download in the desktop's file manager.
     pub fn open_folder(&self, hash: &ContentHash) -> Result<(), DownloadsError> {
         let path = {
-            let entries = self.inner.entries.lock().expect("downloads lock");
+            let entries = self.inner.entries.locked();
             let entry = entries.get(hash).ok_or(DownloadsError::Unknown(*hash))?;
             entry.saved.path.clone()
         };
@@ -293,7 +294,7 @@ impl Downloads {
 
     /// Every download, oldest first, with live progress.
     pub fn list(&self) -> Vec<serde_json::Value> {
-        let entries = self.inner.entries.lock().expect("downloads lock");
+        let entries = self.inner.entries.locked();
         let mut sorted: Vec<&Entry> = entries.values().collect();
         sorted.sort_by_key(|entry| entry.order);
         sorted.into_iter().map(describe).collect()
@@ -301,13 +302,13 @@ impl Downloads {
 
     /// One download, with live progress.
     pub fn get(&self, hash: &ContentHash) -> Option<serde_json::Value> {
-        let entries = self.inner.entries.lock().expect("downloads lock");
+        let entries = self.inner.entries.locked();
         entries.get(hash).map(describe)
     }
 
     /// Whether any download is running.
     pub fn any_running(&self) -> bool {
-        let entries = self.inner.entries.lock().expect("downloads lock");
+        let entries = self.inner.entries.locked();
         entries.values().any(|entry| entry.running.is_some())
     }
 
@@ -316,7 +317,7 @@ impl Downloads {
     /// the next start resumes them.
     pub async fn shut_down(&self) {
         let running: Vec<Arc<Download>> = {
-            let mut entries = self.inner.entries.lock().expect("downloads lock");
+            let mut entries = self.inner.entries.locked();
             entries
                 .values_mut()
                 .filter_map(|entry| {
@@ -341,16 +342,12 @@ impl Downloads {
     fn insert(&self, saved: Saved) {
         let entry = self.entry(saved);
         let hash = entry.saved.hash;
-        self.inner
-            .entries
-            .lock()
-            .expect("downloads lock")
-            .insert(hash, entry);
+        self.inner.entries.locked().insert(hash, entry);
     }
 
     /// A new, stopped entry, last in the list.
     fn entry(&self, saved: Saved) -> Entry {
-        let mut order = self.inner.next_order.lock().expect("order lock");
+        let mut order = self.inner.next_order.locked();
         *order += 1;
         Entry {
             saved,
@@ -418,7 +415,7 @@ impl Downloads {
         verified: u64,
     ) {
         let cancelled_path = {
-            let mut entries = self.inner.entries.lock().expect("downloads lock");
+            let mut entries = self.inner.entries.locked();
             let Some(entry) = entries.get_mut(&hash) else {
                 return;
             };
@@ -461,7 +458,7 @@ impl Downloads {
     /// Saves the list and tells subscribers.
     fn changed(&self) {
         let saved: Vec<Saved> = {
-            let entries = self.inner.entries.lock().expect("downloads lock");
+            let entries = self.inner.entries.locked();
             let mut sorted: Vec<&Entry> = entries.values().collect();
             sorted.sort_by_key(|entry| entry.order);
             sorted.into_iter().map(|entry| entry.saved.clone()).collect()

@@ -9,6 +9,7 @@
 //! removed after a restart even if the settings still name it, and adding
 //! it again undoes that.
 
+use canopy_common::sync::ReadWrite;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -92,7 +93,7 @@ impl Folders {
 
     /// The folders shared now, in a stable order.
     pub fn list(&self) -> Vec<PathBuf> {
-        let choices = self.choices.read().expect("folders lock");
+        let choices = self.choices.read_locked();
         let mut folders: Vec<PathBuf> = Vec::new();
         for folder in self.configured.iter().chain(&choices.added) {
             if !choices.removed.contains(folder) && !folders.contains(folder) {
@@ -154,7 +155,7 @@ impl Folders {
     }
 
     fn update(&self, change: impl FnOnce(&mut Choices)) -> Result<(), FolderError> {
-        let mut choices = self.choices.write().expect("folders lock");
+        let mut choices = self.choices.write_locked();
         let mut next = choices.clone();
         change(&mut next);
         if let Some(file) = &self.file {

@@ -15,6 +15,7 @@
 //! query's first hit two supernode hops away at best, the leaf's own hop is
 //! the one part of its wait it can choose.
 
+use canopy_common::sync::Lock;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,8 +29,9 @@ use canopy_common::proto::{
 };
 use tokio::sync::watch;
 
-use crate::serve::{serve_connection, ServeContext};
+use crate::serve::serve_connection;
 use crate::share::{SharedFile, Shares};
+use crate::state::NodeState;
 
 /// How often the shares are compared with what the supernode was told.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -104,22 +106,18 @@ pub struct SessionLinks(Arc<Mutex<HashMap<PeerId, (PeerAddr, quinn::Connection)>
 
 impl SessionLinks {
     fn insert(&self, supernode: PeerAddr, connection: quinn::Connection) {
-        self.0
-            .lock()
-            .expect("links lock")
-            .insert(supernode.id, (supernode, connection));
+        self.0.locked().insert(supernode.id, (supernode, connection));
     }
 
     fn remove(&self, supernode: &PeerId) {
-        self.0.lock().expect("links lock").remove(supernode);
+        self.0.locked().remove(supernode);
     }
 
     /// Live sessions, shortest round trip first.
     pub fn nearest_first(&self) -> Vec<(PeerAddr, quinn::Connection)> {
         let mut links: Vec<_> = self
             .0
-            .lock()
-            .expect("links lock")
+            .locked()
             .values()
             .filter(|(_, connection)| connection.close_reason().is_none())
             .cloned()
@@ -177,7 +175,7 @@ impl LeafSettings {
 /// finds a replacement). Runs until dropped.
 pub async fn run(
     endpoint: Endpoint,
-    context: Arc<ServeContext>,
+    context: Arc<NodeState>,
     settings: LeafSettings,
     status: Arc<watch::Sender<LeafStatus>>,
 ) {
@@ -198,7 +196,7 @@ pub async fn run(
         );
         slots.spawn(async move {
             loop {
-                let candidates = pool.lock().expect("pool lock").take(SIZE_UP);
+                let candidates = pool.locked().take(SIZE_UP);
                 if candidates.is_empty() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -220,7 +218,7 @@ pub async fn run(
                 status.send_modify(|s| {
                     s.joined.remove(&supernode.id);
                 });
-                let mut pool = pool.lock().expect("pool lock");
+                let mut pool = pool.locked();
                 pool.in_use.remove(&supernode.id);
                 pool.failed.insert(supernode.id, Instant::now());
                 match outcome {
@@ -249,7 +247,7 @@ async fn nearest(
     let found = endpoint
         .connect_nearest(candidates, 1, Duration::from_secs(10))
         .await;
-    let mut pool = pool.lock().expect("pool lock");
+    let mut pool = pool.locked();
     for farther in &found.farther {
         pool.release(&farther.id, false);
     }
@@ -274,7 +272,7 @@ async fn nearest(
 /// One session over `connection`; returns when it ends.
 async fn session(
     endpoint: &Endpoint,
-    context: &Arc<ServeContext>,
+    context: &Arc<NodeState>,
     supernode: PeerAddr,
     connection: quinn::Connection,
     settings: &LeafSettings,
@@ -326,7 +324,7 @@ async fn session(
 /// A session after the welcome.
 struct Joined<'a> {
     endpoint: &'a Endpoint,
-    context: &'a Arc<ServeContext>,
+    context: &'a Arc<NodeState>,
     supernode: PeerAddr,
     status: &'a watch::Sender<LeafStatus>,
     pool: &'a Mutex<Pool>,
@@ -353,10 +351,7 @@ impl Joined<'_> {
                     Ok(SessionNotice::Supernodes { others }) => {
                         // Fallbacks for when this supernode goes, and for a
                         // second session.
-                        self.pool
-                            .lock()
-                            .expect("pool lock")
-                            .add(others.into_iter().take(16));
+                        self.pool.locked().add(others.into_iter().take(16));
                     }
                     Ok(SessionNotice::Push { requester }) => self.push_to(requester),
                     Ok(SessionNotice::Refused { reason }) => {

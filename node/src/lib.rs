@@ -1,7 +1,8 @@
 //! The Canopy node: the program people run.
 //!
 //! * [`share`] — shared folders, hashing and the hash cache.
-//! * [`serve`] — answering peers' requests for content.
+//! * [`state`] — what one node's connections, downloads and services share.
+//! * [`serve`] — answering peers: one dispatch over every request family.
 //! * [`download`] — multi-source, verified, resumable downloads by hash.
 //! * [`node`] — a running node: identity, endpoint, shares, accept loop.
 //! * [`role`] — playing a role and re-deciding it (the election at run time).
@@ -31,6 +32,7 @@ pub mod role;
 pub mod searcher;
 pub mod serve;
 pub mod share;
+pub mod state;
 pub mod swarm;
 pub mod tags;
 pub mod units;

@@ -8,6 +8,7 @@
 //! ([`crate::web::Services`], from `canopy run`), through the accessors
 //! here.
 
+use canopy_common::sync::Lock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use crate::hostcache;
 use crate::leaf::{self, LeafSettings, LeafStatus};
 use crate::role::{take_supernode_role, Playing, RoleKeeper, HAND_OVER_GRACE};
 use crate::searcher::{NodeSide, Searcher};
-use crate::serve::{serve_connection, ServeContext, ServeStats, TransferLimits};
+use crate::serve::serve_connection;
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
+use crate::state::{NodeState, ServeStats, TransferLimits};
 
 pub use crate::role::ElectionSettings;
 
@@ -110,7 +112,7 @@ pub enum NodeError {
 /// A node that is serving.
 pub struct Node {
     endpoint: Endpoint,
-    context: Arc<ServeContext>,
+    context: Arc<NodeState>,
     data_dir: PathBuf,
     scan: ScanStats,
     leaf_status: watch::Receiver<LeafStatus>,
@@ -154,11 +156,7 @@ impl Node {
             Some(settings) => Some(Supernode::start(settings)?),
             None => None,
         };
-        let context = Arc::new(ServeContext::new(
-            shares.clone(),
-            &config.upload,
-            supernode.clone(),
-        ));
+        let context = Arc::new(NodeState::new(shares.clone(), &config.upload, supernode.clone()));
         if let Some(membership) = endpoint.membership() {
             let _ = context.membership.set(membership.clone());
         }
@@ -298,7 +296,7 @@ impl Node {
 
     /// What the node shares and serves, and how it stands: what services
     /// attached beside it read.
-    pub fn context(&self) -> &Arc<ServeContext> {
+    pub fn context(&self) -> &Arc<NodeState> {
         &self.context
     }
 
@@ -394,7 +392,7 @@ impl Node {
         for task in &self.tasks {
             task.abort();
         }
-        for task in self.later_tasks.lock().expect("tasks lock").iter() {
+        for task in self.later_tasks.locked().iter() {
             task.abort();
         }
         if let Some(supernode) = self.context.set_supernode(None) {
@@ -410,7 +408,7 @@ impl Node {
         for task in &self.tasks {
             task.abort();
         }
-        for task in self.later_tasks.lock().expect("tasks lock").iter() {
+        for task in self.later_tasks.locked().iter() {
             task.abort();
         }
         self.endpoint.shutdown().await;
@@ -419,7 +417,7 @@ impl Node {
 
 async fn accept_loop(
     endpoint: Endpoint,
-    context: Arc<ServeContext>,
+    context: Arc<NodeState>,
     accept_inbound: bool,
     admission: Arc<Admission>,
 ) {

@@ -5,6 +5,7 @@
 //! Serving probes costs bandwidth, so a node answers one probe at a time
 //! and each peer at most once per [`PROBE_COOLDOWN`].
 
+use canopy_common::sync::Lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -51,7 +52,7 @@ impl ProbeGate {
     /// Whether `peer` may run probe `kind` now; records the attempt.
     fn admit(&self, peer: PeerId, kind: u8) -> Option<tokio::sync::SemaphorePermit<'_>> {
         let now = Instant::now();
-        let mut last = self.last.lock().expect("probe lock");
+        let mut last = self.last.locked();
         last.retain(|_, when| now.duration_since(*when) < PROBE_COOLDOWN);
         if last.contains_key(&(peer, kind)) {
             return None;

@@ -2,6 +2,7 @@
 //! (join the overlay, index our own files), and for a node whose role was
 //! elected, re-deciding as the network changes ([`RoleKeeper`]).
 
+use canopy_common::sync::Lock;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::leaf::{self, LeafSettings, LeafStatus};
-use crate::serve::ServeContext;
 use crate::share::Shares;
+use crate::state::NodeState;
 
 /// Keeps a supernode's own shares in its index, as leaf 0.
 async fn index_own_files(supernode: Arc<Supernode>, me: PeerAddr, shares: Arc<Shares>) {
@@ -81,7 +82,7 @@ pub struct RoleKeeper {
     /// Where tasks started on a change of role are kept, to stop with the node.
     pub later_tasks: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
     pub endpoint: Endpoint,
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
     pub shares: Arc<Shares>,
     pub data_dir: PathBuf,
     /// Supernodes given at start, linked to after a promotion.
@@ -200,10 +201,7 @@ impl RoleKeeper {
             &self.shares,
         )
         .abort_handle();
-        self.later_tasks
-            .lock()
-            .expect("tasks lock")
-            .push(own_files.clone());
+        self.later_tasks.locked().push(own_files.clone());
         Some(Playing::Supernode { supernode, own_files })
     }
 
@@ -241,7 +239,7 @@ impl RoleKeeper {
             self.leaf_status.clone(),
         ))
         .abort_handle();
-        self.later_tasks.lock().expect("tasks lock").push(session.clone());
+        self.later_tasks.locked().push(session.clone());
         Some(session)
     }
 }

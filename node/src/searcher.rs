@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::download::SourceSpec;
 use crate::leaf::{LeafStatus, SessionLinks};
-use crate::serve::ServeContext;
+use crate::state::NodeState;
 
 /// How long one supernode may take to answer.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,7 @@ pub struct Found {
 /// supernode) and its leaf sessions.
 #[derive(Clone)]
 pub struct NodeSide {
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
     pub leaf_status: watch::Receiver<LeafStatus>,
     /// The leaf's live sessions, asked first, nearest first.
     pub links: SessionLinks,

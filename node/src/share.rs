@@ -10,6 +10,7 @@
 //! [`Shares`] table maps hashes to the files we chose to share, and nothing
 //! else on disk is reachable through it.
 
+use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
@@ -105,7 +106,7 @@ impl Content {
         match self {
             Content::Complete(_) => true,
             Content::Partial(file) => {
-                let have = file.have.read().expect("have lock");
+                let have = file.have.read_locked();
                 (first..first + count).all(|index| have.get(index))
             }
         }
@@ -151,14 +152,14 @@ impl ScanProgress {
 
 impl Shares {
     pub fn get(&self, hash: &ContentHash) -> Option<SharedFile> {
-        let scanned = self.files.read().expect("shares lock").get(hash).cloned();
-        scanned.or_else(|| self.downloaded.read().expect("shares lock").get(hash).cloned())
+        let scanned = self.files.read_locked().get(hash).cloned();
+        scanned.or_else(|| self.downloaded.read_locked().get(hash).cloned())
     }
 
     /// Makes `files` the set shared from the folders.
     pub fn replace_scanned(&self, files: Vec<SharedFile>) {
         let files = files.into_iter().map(|file| (file.hash(), file)).collect();
-        *self.files.write().expect("shares lock") = files;
+        *self.files.write_locked() = files;
     }
 
     /// What we can serve for `hash`: the complete file if it is still as we
@@ -167,25 +168,22 @@ impl Shares {
         if let Some(file) = self.get(hash).filter(SharedFile::unchanged_on_disk) {
             return Some(Content::Complete(file));
         }
-        let partial = self.partial.read().expect("shares lock");
+        let partial = self.partial.read_locked();
         partial.get(hash).cloned().map(Content::Partial)
     }
 
     pub fn insert_partial(&self, file: PartialFile) {
         let hash = file.hashes.root();
-        self.partial.write().expect("shares lock").insert(hash, file);
+        self.partial.write_locked().insert(hash, file);
     }
 
     pub fn remove_partial(&self, hash: &ContentHash) {
-        self.partial.write().expect("shares lock").remove(hash);
+        self.partial.write_locked().remove(hash);
     }
 
     /// Shares a file this node downloaded.
     pub fn insert_downloaded(&self, file: SharedFile) {
-        self.downloaded
-            .write()
-            .expect("shares lock")
-            .insert(file.hash(), file);
+        self.downloaded.write_locked().insert(file.hash(), file);
     }
 
     /// Number of complete files shared.
@@ -205,9 +203,8 @@ impl Shares {
 
     /// Every complete shared file (one per hash), sorted by path.
     pub fn list(&self) -> Vec<SharedFile> {
-        let mut by_hash: HashMap<ContentHash, SharedFile> =
-            self.downloaded.read().expect("shares lock").clone();
-        by_hash.extend(self.files.read().expect("shares lock").clone());
+        let mut by_hash: HashMap<ContentHash, SharedFile> = self.downloaded.read_locked().clone();
+        by_hash.extend(self.files.read_locked().clone());
         let mut files: Vec<_> = by_hash.into_values().collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files
@@ -410,7 +407,7 @@ fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>, progress: &ScanP
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
-                let Some((path, size, modified)) = queue.lock().expect("queue").pop() else {
+                let Some((path, size, modified)) = queue.locked().pop() else {
                     break;
                 };
                 let outcome = hash_file(&path, size)
@@ -423,7 +420,7 @@ fn hash_in_parallel(mut queue: Vec<(PathBuf, u64, SystemTime)>, progress: &ScanP
                     })
                     .map_err(|error| (path, error));
                 progress.hashed(size);
-                results.lock().expect("results").push((outcome, modified));
+                results.locked().push((outcome, modified));
             });
         }
     });

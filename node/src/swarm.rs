@@ -6,6 +6,7 @@
 //! listening, so the address a peer dials us from is the address it can be
 //! reached at.
 
+use canopy_common::sync::Lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub struct SwarmDirectory {
 impl SwarmDirectory {
     /// Notes that `peer` is fetching `hash`.
     pub fn record(&self, hash: ContentHash, peer: PeerAddr, now: Instant) {
-        let mut files = self.files.lock().expect("swarm lock");
+        let mut files = self.files.locked();
         if !files.contains_key(&hash) && files.len() >= MAX_FILES {
             let stalest = files
                 .iter()
@@ -46,7 +47,7 @@ impl SwarmDirectory {
 
     /// Recent peers for `hash`, newest first, excluding `asker`.
     pub fn peers(&self, hash: &ContentHash, asker: PeerId, now: Instant) -> Vec<PeerAddr> {
-        let files = self.files.lock().expect("swarm lock");
+        let files = self.files.locked();
         let Some(peers) = files.get(hash) else {
             return Vec::new();
         };

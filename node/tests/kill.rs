@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use canopy_node::serve::TransferLimits;
+use canopy_node::state::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 use support::{run_node, RunningNode, CANOPY};
 

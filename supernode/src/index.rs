@@ -12,6 +12,7 @@
 //! from the in-memory table immediately and deleted from tantivy at the
 //! next commit.
 
+use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -218,7 +219,7 @@ impl FileIndex {
     /// Registers a leaf; a `firewalled` one is offered to searchers as a
     /// source to reach through this supernode (see [`FileIndex::set_relay_address`]).
     pub fn add_leaf_with(&self, leaf: LeafId, peer: PeerAddr, firewalled: bool) {
-        self.catalog.write().expect("catalog lock").leaves.insert(
+        self.catalog.write_locked().leaves.insert(
             leaf,
             LeafRecord {
                 peer,
@@ -231,23 +232,23 @@ impl FileIndex {
 
     /// The address searchers should send push requests to (this supernode's).
     pub fn set_relay_address(&self, address: PeerAddr) {
-        *self.relay.write().expect("relay lock") = Some(address);
+        *self.relay.write_locked() = Some(address);
     }
 
     /// Number of files `leaf` has published.
     pub fn leaf_files(&self, leaf: LeafId) -> usize {
-        let catalog = self.catalog.read().expect("catalog lock");
+        let catalog = self.catalog.read_locked();
         catalog.leaves.get(&leaf).map_or(0, |record| record.files.len())
     }
 
     /// Adds files for `leaf`. Entries must already be checked.
     pub fn add_files(&self, leaf: LeafId, files: &[FileEntry]) {
-        let mut catalog = self.catalog.write().expect("catalog lock");
-        let writer = self.writer.lock().expect("writer lock");
+        let mut catalog = self.catalog.write_locked();
+        let writer = self.writer.locked();
         let Some(record) = catalog.leaves.get_mut(&leaf) else {
             return;
         };
-        let mut horizon = self.horizon.lock().expect("horizon lock");
+        let mut horizon = self.horizon.locked();
         let mut new_docs = Vec::new();
         for file in files {
             if record.files.contains_key(&file.hash) {
@@ -294,8 +295,8 @@ impl FileIndex {
 
     /// Removes files of `leaf`.
     pub fn remove_files(&self, leaf: LeafId, hashes: &[ContentHash]) {
-        let mut catalog = self.catalog.write().expect("catalog lock");
-        let writer = self.writer.lock().expect("writer lock");
+        let mut catalog = self.catalog.write_locked();
+        let writer = self.writer.locked();
         let Some(record) = catalog.leaves.get_mut(&leaf) else {
             return;
         };
@@ -303,7 +304,7 @@ impl FileIndex {
             .iter()
             .filter_map(|hash| record.files.remove(hash))
             .collect();
-        let mut horizon = self.horizon.lock().expect("horizon lock");
+        let mut horizon = self.horizon.locked();
         for &key in &keys {
             writer.delete_term(Term::from_field_u64(self.fields.key, key));
             if let Some(doc) = catalog.docs.remove(&key) {
@@ -318,11 +319,11 @@ impl FileIndex {
 
     /// Forgets a leaf and everything it published; it is gone from hits at once.
     pub fn remove_leaf(&self, leaf: LeafId) {
-        let mut catalog = self.catalog.write().expect("catalog lock");
+        let mut catalog = self.catalog.write_locked();
         let Some(record) = catalog.leaves.remove(&leaf) else {
             return;
         };
-        let mut horizon = self.horizon.lock().expect("horizon lock");
+        let mut horizon = self.horizon.locked();
         for key in record.files.values() {
             if let Some(doc) = catalog.docs.remove(key) {
                 horizon.remove_file(&doc.words);
@@ -334,8 +335,7 @@ impl FileIndex {
             .fetch_sub(record.files.len() as u64, Ordering::Relaxed);
         drop(catalog);
         self.writer
-            .lock()
-            .expect("writer lock")
+            .locked()
             .delete_term(Term::from_field_u64(self.fields.leaf, u64::from(leaf)));
         self.dirty.store(true, Ordering::Release);
     }
@@ -353,7 +353,7 @@ impl FileIndex {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        self.writer.lock().expect("writer lock").commit()?;
+        self.writer.locked().commit()?;
         self.reader.reload()?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(true)
@@ -362,7 +362,7 @@ impl FileIndex {
     /// Runs a search: hits grouped by content, best first.
     pub fn search(&self, query: &Query) -> Result<Vec<Hit>, IndexError> {
         let max_hits = usize::from(query.max_hits.clamp(1, canopy_common::proto::search::MAX_HITS));
-        let catalog = self.catalog.read().expect("catalog lock");
+        let catalog = self.catalog.read_locked();
         let mut groups: HashMap<ContentHash, Group> = HashMap::new();
         if let Some(hash) = query.hash.filter(|_| query.text.trim().is_empty()) {
             // Sources for a known hash: straight from memory.
@@ -425,7 +425,7 @@ impl FileIndex {
                     .map(|record| record.peer)
                     .take(MAX_SOURCES_PER_HIT)
                     .collect(),
-                relayed: match *self.relay.read().expect("relay lock") {
+                relayed: match *self.relay.read_locked() {
                     Some(via) => group
                         .leaves
                         .iter()
@@ -480,7 +480,7 @@ impl FileIndex {
 
     /// Documents currently indexed (live leaves only).
     pub fn len(&self) -> usize {
-        self.catalog.read().expect("catalog lock").docs.len()
+        self.catalog.read_locked().docs.len()
     }
 
     pub fn is_empty(&self) -> bool {

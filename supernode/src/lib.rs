@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod index;
 pub mod overlay;
 
+use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
 use canopy_common::proto::frame::batches;
-use canopy_common::proto::search::MAX_HITS;
+use canopy_common::proto::search::{PublishError, MAX_HITS};
 use canopy_common::proto::wire::{LinkNotice, LinkOffer};
 use canopy_common::proto::{
     Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
@@ -84,6 +85,17 @@ impl SupernodeConfig {
 pub enum SupernodeError {
     #[error(transparent)]
     Index(#[from] IndexError),
+}
+
+/// Why a leaf's session ended, other than the leaf leaving.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("handed on: this supernode is stepping down")]
+    SteppingDown,
+    #[error("publish refused: {0}")]
+    Refused(PublishError),
 }
 
 /// A running supernode.
@@ -166,16 +178,16 @@ impl Supernode {
     }
 
     pub fn leaf_count(&self) -> usize {
-        self.sessions.lock().expect("sessions lock").len()
+        self.sessions.locked().len()
     }
 
     /// Sets the supernodes offered to leaves when we are full.
     pub fn set_referrals(&self, others: Vec<PeerAddr>) {
-        *self.referrals.write().expect("referrals lock") = others;
+        *self.referrals.write_locked() = others;
     }
 
     fn referrals(&self) -> Vec<PeerAddr> {
-        let mut others = self.referrals.read().expect("referrals lock").clone();
+        let mut others = self.referrals.read_locked().clone();
         if let Some(overlay) = self.overlay.get() {
             for other in overlay.referrals(MAX_REFERRALS) {
                 if !others.iter().any(|o| o.id == other.id) {
@@ -249,7 +261,7 @@ impl Supernode {
     /// Whether `asker` may search now (5 a second, bursts of 10).
     fn may_search(&self, asker: PeerId) -> bool {
         let now = Instant::now();
-        let mut budgets = self.search_budgets.lock().expect("budgets lock");
+        let mut budgets = self.search_budgets.locked();
         if budgets.len() > 100_000 {
             budgets.retain(|_, budget| now.duration_since(budget.updated) < Duration::from_secs(10));
         }
@@ -275,7 +287,7 @@ impl Supernode {
     pub async fn serve_leaf(&self, peer: PeerAddr, hello: Hello, mut send: SendStream, mut recv: RecvStream) {
         let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
         let admitted = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut sessions = self.sessions.locked();
             let full = (sessions.len() >= self.config.max_leaves
                 || self.index.len() >= self.config.max_indexed_files)
                 && !sessions.contains_key(&peer.id);
@@ -312,7 +324,7 @@ impl Supernode {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
             Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
         }
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let mut sessions = self.sessions.locked();
         if sessions.get(&peer.id).is_some_and(|session| session.leaf == leaf) {
             sessions.remove(&peer.id);
         }
@@ -323,7 +335,7 @@ impl Supernode {
     /// Asks our leaf `leaf` to connect out to `requester`, which cannot
     /// connect to it. `false` if no such leaf is joined here.
     pub fn push(&self, leaf: PeerId, requester: PeerAddr) -> bool {
-        let sessions = self.sessions.lock().expect("sessions lock");
+        let sessions = self.sessions.locked();
         match sessions.get(&leaf) {
             Some(session) => session.pushes.try_send(requester).is_ok(),
             None => false,
@@ -336,7 +348,7 @@ impl Supernode {
         send: &mut SendStream,
         recv: &mut RecvStream,
         push_requests: &mut mpsc::Receiver<PeerAddr>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionEnd> {
         let max_files = self.config.max_files_per_leaf;
         write_frame(
             send,
@@ -344,8 +356,7 @@ impl Supernode {
                 max_files: max_files as u32,
             },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let mut tell_others = tokio::time::interval(TELL_LEAVES_EVERY);
         let mut told: Vec<PeerAddr> = Vec::new();
         let mut stepping_down = self.stepping_down.subscribe();
@@ -361,58 +372,45 @@ impl Supernode {
                         // Leaves keep a second supernode and a fallback list.
                         let others = self.referrals();
                         if !others.is_empty() && others != told {
-                            write_frame(send, &SessionNotice::Supernodes { others: others.clone() })
-                                .await
-                                .map_err(|e| e.to_string())?;
+                            write_frame(send, &SessionNotice::Supernodes { others: others.clone() }).await?;
                             told = others;
                         }
                     }
                     Some(requester) = push_requests.recv() => {
-                        write_frame(send, &SessionNotice::Push { requester }).await.map_err(|e| e.to_string())?;
+                        write_frame(send, &SessionNotice::Push { requester }).await?;
                     }
                     _ = stepped_down(&mut stepping_down) => {
                         let others = self.referrals();
                         let _ = write_frame(send, &SessionNotice::Leaving { others }).await;
                         let _ = send.finish();
-                        return Err("handed on: this supernode is stepping down".into());
+                        return Err(SessionEnd::SteppingDown);
                     }
                 }
             };
             let update = match update {
                 Ok(update) => update,
                 Err(NetError::Truncated) => return Ok(()),
-                Err(NetError::Read(quinn::ReadError::ConnectionLost(error))) => return Err(error.to_string()),
-                Err(error) => return Err(error.to_string()),
+                Err(error) => return Err(SessionEnd::Net(error)),
             };
             match update {
                 LeafUpdate::Add { files } => {
                     let total = self.index.leaf_files(leaf) + files.len();
                     let indexed = self.index.len() + files.len();
                     let refusal = if total > max_files {
-                        Some(format!(
-                            "{total} files is over this supernode's limit of {max_files} per leaf"
-                        ))
+                        Some(PublishError::TooManyFiles {
+                            count: total,
+                            max: max_files,
+                        })
                     } else if indexed > self.config.max_indexed_files {
-                        Some(format!(
-                            "this supernode's index is full ({} files at most)",
-                            self.config.max_indexed_files
-                        ))
+                        Some(PublishError::IndexFull(self.config.max_indexed_files))
                     } else {
-                        files
-                            .iter()
-                            .find_map(|file| file.check().err())
-                            .map(|e| e.to_string())
+                        files.iter().find_map(|file| file.check().err())
                     };
-                    if let Some(reason) = refusal {
-                        let _ = write_frame(
-                            send,
-                            &SessionNotice::Refused {
-                                reason: reason.clone(),
-                            },
-                        )
-                        .await;
+                    if let Some(refusal) = refusal {
+                        let reason = refusal.to_string();
+                        let _ = write_frame(send, &SessionNotice::Refused { reason }).await;
                         let _ = send.finish();
-                        return Err(format!("publish refused: {reason}"));
+                        return Err(SessionEnd::Refused(refusal));
                     }
                     self.index.add_files(leaf, &files);
                 }
@@ -428,8 +426,8 @@ impl Supernode {
         query: Query,
         send: &mut SendStream,
     ) -> Result<(), NetError> {
-        if let Err(reason) = query.check() {
-            write_frame(send, &Response::bad_request(reason)).await?;
+        if let Err(refusal) = query.check() {
+            write_frame(send, &Response::bad_request(refusal.to_string())).await?;
             return Ok(());
         }
         if !self.may_search(asker) {

@@ -14,6 +14,7 @@
 //! lie within its reach, and our own leaves' searches run as a
 //! [`DynamicQuery`] that widens only as far as the results require.
 
+use canopy_common::sync::Lock;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,7 @@ use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::qrp::horizon::MAX_LEVELS;
 use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
 use canopy_common::proto::routing::{Action, FloodQuery, Forwarding, Origin, QueryId, Router, RouterConfig};
-use canopy_common::proto::search::MAX_HITS;
+use canopy_common::proto::search::{HitError, QueryError, MAX_HITS};
 use canopy_common::proto::wire::{
     LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, MAX_HOSTS_PER_MESSAGE,
 };
@@ -178,6 +179,21 @@ pub struct OverlayStats {
     pub table_updates_refused: AtomicU64,
 }
 
+/// What a neighbour sent that breaks the caps; its link is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum Misbehaviour {
+    #[error("bad query: {0}")]
+    Query(#[from] QueryError),
+    #[error("{0} hits in one message, over {MAX_HITS}")]
+    TooManyHits(usize),
+    #[error("bad hit: {0}")]
+    Hit(#[from] HitError),
+    #[error("{0} on a link without keyword tables")]
+    NoTablesAgreed(&'static str),
+    #[error("keyword tables over {TABLE_BYTES_PER_SECOND} bytes a second")]
+    TablesTooFast,
+}
+
 pub struct Overlay {
     config: OverlayConfig,
     endpoint: Endpoint,
@@ -212,11 +228,7 @@ impl Overlay {
             hosts.saw(addr, 0);
         }
         let burst = f64::from(config.max_forwarded_per_second.max(1));
-        index
-            .horizon()
-            .lock()
-            .expect("horizon lock")
-            .set_levels(config.table_levels);
+        index.horizon().locked().set_levels(config.table_levels);
         let overlay = Arc::new(Overlay {
             router: Mutex::new(Router::new(config.router.clone())),
             config,
@@ -252,12 +264,10 @@ impl Overlay {
     pub async fn stop(&self) {
         self.stopping.send_replace(true);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.neighbours.lock().expect("neighbours lock").is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
+        while !self.neighbours.locked().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.hosts.lock().expect("hosts lock").save();
+        self.hosts.locked().save();
     }
 
     fn is_stopping(&self) -> bool {
@@ -266,27 +276,17 @@ impl Overlay {
 
     /// Current neighbours.
     pub fn neighbours(&self) -> Vec<PeerAddr> {
-        self.neighbours
-            .lock()
-            .expect("neighbours lock")
-            .values()
-            .map(|n| n.addr)
-            .collect()
+        self.neighbours.locked().values().map(|n| n.addr).collect()
     }
 
     fn neighbour_ids(&self) -> Vec<PeerId> {
-        self.neighbours
-            .lock()
-            .expect("neighbours lock")
-            .keys()
-            .copied()
-            .collect()
+        self.neighbours.locked().keys().copied().collect()
     }
 
     /// Other supernodes a leaf could fall back on: neighbours first.
     pub fn referrals(&self, count: usize) -> Vec<PeerAddr> {
         let mut others = self.neighbours();
-        for addr in self.hosts.lock().expect("hosts lock").freshest() {
+        for addr in self.hosts.locked().freshest() {
             if others.len() >= count {
                 break;
             }
@@ -308,7 +308,7 @@ impl Overlay {
     }
 
     fn degree(&self) -> u16 {
-        let count = self.neighbours.lock().expect("neighbours lock").len();
+        let count = self.neighbours.locked().len();
         u16::try_from(count).unwrap_or(u16::MAX)
     }
 
@@ -323,7 +323,7 @@ impl Overlay {
         recv: RecvStream,
     ) {
         let full = {
-            let neighbours = self.neighbours.lock().expect("neighbours lock");
+            let neighbours = self.neighbours.locked();
             neighbours.len() >= self.config.max_neighbours && !neighbours.contains_key(&peer.id)
         };
         if full || self.is_stopping() {
@@ -359,12 +359,9 @@ impl Overlay {
             .await;
         for (addr, reason) in &found.failed {
             tracing::debug!(peer = ?addr, %reason, "no link");
-            self.failures
-                .lock()
-                .expect("failures lock")
-                .insert(addr.id, Instant::now());
+            self.failures.locked().insert(addr.id, Instant::now());
         }
-        let mut connecting = self.connecting.lock().expect("connecting lock");
+        let mut connecting = self.connecting.locked();
         for addr in found.failed.iter().map(|(addr, _)| addr).chain(&found.farther) {
             connecting.remove(&addr.id);
         }
@@ -406,7 +403,7 @@ impl Overlay {
                     Ok((connection, send, recv, features & self.features(), degree))
                 }
                 Ok(LinkNotice::Full { others }) => {
-                    let mut hosts = self.hosts.lock().expect("hosts lock");
+                    let mut hosts = self.hosts.locked();
                     for other in others.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
                         if other.id != self.me().id {
                             hosts.saw(other, 60);
@@ -418,7 +415,7 @@ impl Overlay {
             }
         }
         .await;
-        self.connecting.lock().expect("connecting lock").remove(&addr.id);
+        self.connecting.locked().remove(&addr.id);
         match outcome {
             // In a private network, a change of membership that drops
             // this neighbour closes the link's connection.
@@ -428,10 +425,7 @@ impl Overlay {
             }
             Err(reason) => {
                 tracing::debug!(peer = ?addr, %reason, "no link");
-                self.failures
-                    .lock()
-                    .expect("failures lock")
-                    .insert(addr.id, Instant::now());
+                self.failures.locked().insert(addr.id, Instant::now());
             }
         }
     }
@@ -450,7 +444,7 @@ impl Overlay {
         let tables = features & FEATURE_KEYWORD_TABLES != 0;
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         {
-            let mut neighbours = self.neighbours.lock().expect("neighbours lock");
+            let mut neighbours = self.neighbours.locked();
             if let Some(existing) = neighbours.get(&peer.id) {
                 // Both sides linked at once. Each end keeps the link opened
                 // by the smaller peer id, so both keep the same one.
@@ -475,7 +469,7 @@ impl Overlay {
             );
             // Under the neighbours lock, so link ups and downs of one peer
             // reach the horizon in the order the links replace each other.
-            let mut horizon = self.index.horizon().lock().expect("horizon lock");
+            let mut horizon = self.index.horizon().locked();
             if tables {
                 if let Err(error) = horizon.link_up(peer.id) {
                     tracing::debug!(neighbour = ?peer, %error, "no keyword tables on this link");
@@ -484,7 +478,7 @@ impl Overlay {
                 horizon.link_down(&peer.id);
             }
         }
-        self.hosts.lock().expect("hosts lock").saw(peer, 0);
+        self.hosts.locked().saw(peer, 0);
         tracing::info!(neighbour = ?peer, "linked to supernode");
         let _ = outbox.try_send(OverlayMessage::Supernodes {
             entries: self.host_message(),
@@ -523,14 +517,10 @@ impl Overlay {
             }
         };
         {
-            let mut neighbours = self.neighbours.lock().expect("neighbours lock");
+            let mut neighbours = self.neighbours.locked();
             if neighbours.get(&peer.id).is_some_and(|n| n.link == link) {
                 neighbours.remove(&peer.id);
-                self.index
-                    .horizon()
-                    .lock()
-                    .expect("horizon lock")
-                    .link_down(&peer.id);
+                self.index.horizon().locked().link_down(&peer.id);
                 tracing::info!(neighbour = ?peer, "unlinked from supernode");
             }
         }
@@ -551,7 +541,7 @@ impl Overlay {
 
     fn host_message(&self) -> Vec<canopy_common::proto::wire::HostEntry> {
         let me = self.me();
-        let mut entries = self.hosts.lock().expect("hosts lock").message(me);
+        let mut entries = self.hosts.locked().message(me);
         if me.addr.ip().is_unspecified() {
             // Neighbours know us by the address our link came from.
             entries.retain(|entry| entry.addr.id != me.id);
@@ -566,15 +556,12 @@ impl Overlay {
         from: PeerAddr,
         link: u64,
         message: OverlayMessage,
-    ) -> Result<(), String> {
+    ) -> Result<(), Misbehaviour> {
         let now = self.now();
         match message {
             OverlayMessage::Query(query) => {
                 self.stats.queries_received.fetch_add(1, Ordering::Relaxed);
-                query
-                    .query
-                    .check()
-                    .map_err(|reason| format!("bad query: {reason}"))?;
+                query.query.check()?;
                 let actions = self.route_query(Origin::Neighbour(from.id), query, now);
                 if actions.is_empty() {
                     self.stats.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
@@ -583,21 +570,17 @@ impl Overlay {
             }
             OverlayMessage::Hits { id, hits } => {
                 if hits.len() > usize::from(MAX_HITS) {
-                    return Err(format!("{} hits in one message, over {MAX_HITS}", hits.len()));
+                    return Err(Misbehaviour::TooManyHits(hits.len()));
                 }
                 for hit in &hits {
-                    hit.check().map_err(|reason| format!("bad hit: {reason}"))?;
+                    hit.check()?;
                 }
-                let actions = self
-                    .router
-                    .lock()
-                    .expect("router lock")
-                    .on_hits(from.id, id, hits, now);
+                let actions = self.router.locked().on_hits(from.id, id, hits, now);
                 self.execute(actions);
             }
             OverlayMessage::Supernodes { entries } => {
                 let me = self.me().id;
-                let mut hosts = self.hosts.lock().expect("hosts lock");
+                let mut hosts = self.hosts.locked();
                 for entry in entries.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
                     if entry.addr.id != me && !entry.addr.addr.ip().is_unspecified() {
                         hosts.saw(entry.addr, u64::from(entry.age_secs));
@@ -611,7 +594,7 @@ impl Overlay {
                 self.stats
                     .table_bytes_received
                     .fetch_add(bytes, Ordering::Relaxed);
-                let mut horizon = self.index.horizon().lock().expect("horizon lock");
+                let mut horizon = self.index.horizon().locked();
                 if let Err(error) = horizon.on_update(from.id, level, &update, more) {
                     // Its tables are forgotten: it is flooded, never pruned.
                     tracing::debug!(neighbour = ?from, %error, "refused a keyword table update");
@@ -619,13 +602,13 @@ impl Overlay {
                 }
             }
             OverlayMessage::Degree { neighbours } => {
-                let mut all = self.neighbours.lock().expect("neighbours lock");
+                let mut all = self.neighbours.locked();
                 match all.get_mut(&from.id) {
                     Some(neighbour) if neighbour.link == link && neighbour.tables => {
                         neighbour.degree = neighbours.min(MAX_DEGREE);
                     }
                     Some(neighbour) if neighbour.link == link => {
-                        return Err("a degree on a link without keyword tables".into());
+                        return Err(Misbehaviour::NoTablesAgreed("a degree"));
                     }
                     _ => {}
                 }
@@ -638,13 +621,13 @@ impl Overlay {
     /// tables on a link that did not agree to them, is an error (the link
     /// closes). Updates from a superseded link of the same peer are not
     /// charged here and are refused by the horizon if they do not fit.
-    fn spend_table_budget(&self, from: PeerId, link: u64, cost: usize) -> Result<(), String> {
-        let mut all = self.neighbours.lock().expect("neighbours lock");
+    fn spend_table_budget(&self, from: PeerId, link: u64, cost: usize) -> Result<(), Misbehaviour> {
+        let mut all = self.neighbours.locked();
         let Some(neighbour) = all.get_mut(&from).filter(|n| n.link == link) else {
             return Ok(());
         };
         if !neighbour.tables {
-            return Err("a keyword table on a link without keyword tables".into());
+            return Err(Misbehaviour::NoTablesAgreed("a keyword table"));
         }
         let (tokens, refilled) = &mut neighbour.table_budget;
         let now = Instant::now();
@@ -653,9 +636,7 @@ impl Overlay {
         *refilled = now;
         *tokens -= cost as f64;
         if *tokens < 0.0 {
-            return Err(format!(
-                "keyword tables over {TABLE_BYTES_PER_SECOND} bytes a second"
-            ));
+            return Err(Misbehaviour::TablesTooFast);
         }
         Ok(())
     }
@@ -664,9 +645,9 @@ impl Overlay {
     /// copy when keyword routing is on.
     fn route_query(&self, from: Origin, query: FloodQuery, now: Duration) -> Vec<Action> {
         let neighbours = self.neighbour_ids();
-        let mut router = self.router.lock().expect("router lock");
+        let mut router = self.router.locked();
         let actions = if self.config.keyword_routing {
-            let horizon = self.index.horizon().lock().expect("horizon lock");
+            let horizon = self.index.horizon().locked();
             let decide = |to: PeerId, query: &Query, ttl: u8| horizon.decide(to, query, ttl);
             router.on_query_with(from, query, &neighbours, Some(&decide), now)
         } else {
@@ -685,7 +666,7 @@ impl Overlay {
 
     /// Router counts of query copies by how they were chosen.
     pub fn forwarding(&self) -> Forwarding {
-        self.router.lock().expect("router lock").forwarding()
+        self.router.locked().forwarding()
     }
 
     /// Sends neighbours what changed in our tables, and our degree if it
@@ -695,12 +676,7 @@ impl Overlay {
         if !self.config.keyword_routing {
             return;
         }
-        let updates = self
-            .index
-            .horizon()
-            .lock()
-            .expect("horizon lock")
-            .updates_to_send();
+        let updates = self.index.horizon().locked().updates_to_send();
         let mut lost = HashSet::new();
         for (to, level, update, more) in updates {
             if lost.contains(&to) {
@@ -715,13 +691,13 @@ impl Overlay {
             }
         }
         if !lost.is_empty() {
-            let mut horizon = self.index.horizon().lock().expect("horizon lock");
+            let mut horizon = self.index.horizon().locked();
             for peer in &lost {
                 horizon.resend(peer);
             }
         }
         let degree = self.degree();
-        let mut neighbours = self.neighbours.lock().expect("neighbours lock");
+        let mut neighbours = self.neighbours.locked();
         for neighbour in neighbours.values_mut() {
             if neighbour.tables
                 && neighbour.degree_sent != degree
@@ -738,7 +714,7 @@ impl Overlay {
     /// Whether one more query may be passed on now.
     fn may_forward(&self) -> bool {
         let rate = f64::from(self.config.max_forwarded_per_second.max(1));
-        let mut bucket = self.forwarding.lock().expect("forwarding lock");
+        let mut bucket = self.forwarding.locked();
         let (tokens, refilled) = &mut *bucket;
         let now = Instant::now();
         *tokens = (*tokens + now.duration_since(*refilled).as_secs_f64() * rate).min(rate);
@@ -777,11 +753,7 @@ impl Overlay {
                             .stats
                             .hits_found
                             .fetch_add(hits.len() as u64, Ordering::Relaxed);
-                        let actions = overlay.router.lock().expect("router lock").on_local_hits(
-                            id,
-                            hits,
-                            overlay.now(),
-                        );
+                        let actions = overlay.router.locked().on_local_hits(id, hits, overlay.now());
                         overlay.execute(actions);
                     });
                 }
@@ -802,7 +774,7 @@ impl Overlay {
                     hits,
                     ..
                 } => {
-                    let search = self.searches.lock().expect("searches lock").get(&handle).cloned();
+                    let search = self.searches.locked().get(&handle).cloned();
                     if let Some(search) = search {
                         let _ = search.try_send(hits);
                     }
@@ -814,12 +786,7 @@ impl Overlay {
     /// Queues a message for a neighbour; false if it could not be (no
     /// such neighbour, or its outbox is full).
     fn send_to(&self, peer: PeerId, message: OverlayMessage) -> bool {
-        let outbox = self
-            .neighbours
-            .lock()
-            .expect("neighbours lock")
-            .get(&peer)
-            .map(|n| n.outbox.clone());
+        let outbox = self.neighbours.locked().get(&peer).map(|n| n.outbox.clone());
         // A neighbour that cannot keep up loses messages, not our memory.
         outbox.is_some_and(|outbox| outbox.try_send(message).is_ok())
     }
@@ -832,13 +799,13 @@ impl Overlay {
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         let handle = self.next_search.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
-        self.searches.lock().expect("searches lock").insert(handle, tx);
+        self.searches.locked().insert(handle, tx);
         let result = if self.config.keyword_routing && query.ttl.is_none() {
             self.dynamic_search(handle, query, rx, send).await
         } else {
             self.flood_search(handle, query, rx, send).await
         };
-        self.searches.lock().expect("searches lock").remove(&handle);
+        self.searches.locked().remove(&handle);
         result
     }
 
@@ -894,7 +861,7 @@ impl Overlay {
         let id = QueryId(random_bytes());
         let started = tokio::time::Instant::now();
         let now = self.now();
-        let actions = self.router.lock().expect("router lock").on_local_query(
+        let actions = self.router.locked().on_local_query(
             handle,
             id,
             Query {
@@ -956,13 +923,12 @@ impl Overlay {
     fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
         let mut linked: Vec<(PeerId, u16, Duration)> = self
             .neighbours
-            .lock()
-            .expect("neighbours lock")
+            .locked()
             .iter()
             .map(|(id, n)| (*id, n.degree, n.connection.rtt()))
             .collect();
         linked.sort_by_key(|&(_, _, rtt)| rtt);
-        let horizon = self.index.horizon().lock().expect("horizon lock");
+        let horizon = self.index.horizon().locked();
         linked
             .into_iter()
             .map(|(peer, degree, _)| dynamic::Neighbour {
@@ -1019,12 +985,11 @@ impl Overlay {
     fn candidates(&self, wanted: usize) -> Vec<PeerAddr> {
         let me = self.me().id;
         let neighbours = self.neighbour_ids();
-        let connecting = self.connecting.lock().expect("connecting lock").clone();
-        let mut failures = self.failures.lock().expect("failures lock");
+        let connecting = self.connecting.locked().clone();
+        let mut failures = self.failures.locked();
         failures.retain(|_, when| when.elapsed() < RETRY_AFTER);
         self.hosts
-            .lock()
-            .expect("hosts lock")
+            .locked()
             .freshest()
             .into_iter()
             .filter(|addr| {
@@ -1090,8 +1055,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
         if overlay.is_stopping() {
             return;
         }
-        let have = overlay.neighbours.lock().expect("neighbours lock").len()
-            + overlay.connecting.lock().expect("connecting lock").len();
+        let have = overlay.neighbours.locked().len() + overlay.connecting.locked().len();
         if have < overlay.config.target_neighbours {
             // Size up several supernodes per link wanted and keep the
             // nearest: a query's first hit is a few supernode hops away,
@@ -1099,7 +1063,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             let wanted = (overlay.config.target_neighbours - have).min(MAX_SIZING_UP / SIZE_UP);
             let candidates = overlay.candidates(wanted * SIZE_UP);
             if !candidates.is_empty() {
-                let mut connecting = overlay.connecting.lock().expect("connecting lock");
+                let mut connecting = overlay.connecting.locked();
                 connecting.extend(candidates.iter().map(|addr| addr.id));
                 drop(connecting);
                 tokio::spawn(overlay.clone().link_nearest(candidates, wanted));
@@ -1117,7 +1081,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             for id in overlay.neighbour_ids() {
                 overlay.send_to(id, message.clone());
             }
-            overlay.hosts.lock().expect("hosts lock").save();
+            overlay.hosts.locked().save();
         }
     }
 }

@@ -9,7 +9,7 @@ use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
 use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
 use canopy_node::leaf::LeafStatus;
 use canopy_node::searcher::{SearchError, Searcher};
-use canopy_node::serve::TransferLimits;
+use canopy_node::state::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 
 pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);

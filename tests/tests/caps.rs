@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use canopy_common::net::{read_frame, write_frame};
 use canopy_common::proto::{PeerAddr, Query, Request, Response, MAX_CONTROL_FRAME};
 use canopy_node::download::DownloadOptions;
-use canopy_node::serve::TransferLimits;
+use canopy_node::state::TransferLimits;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
 use canopy_tests::{capped, patterned, start_leaf, start_sharer, start_sharer_with, uploaded, LOOPBACK};

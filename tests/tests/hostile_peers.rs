@@ -67,10 +67,10 @@ async fn a_peer_that_never_reads_cannot_take_every_upload_slot() {
     }
     assert_eq!(
         held.len(),
-        canopy_node::serve::SLOTS_PER_PEER,
+        canopy_node::state::SLOTS_PER_PEER,
         "one peer gets its share of slots"
     );
-    assert_eq!(busy, 40 - canopy_node::serve::SLOTS_PER_PEER);
+    assert_eq!(busy, 40 - canopy_node::state::SLOTS_PER_PEER);
 
     // An honest downloader is served in full meanwhile.
     let honest = start_downloader().await;

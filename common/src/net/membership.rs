@@ -12,6 +12,7 @@
 //! under the old key, or with peers dropped from the allow-list, are
 //! closed by whoever holds them through [`Membership::revoked`].
 
+use crate::sync::ReadWrite;
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -76,13 +77,13 @@ impl Membership {
     }
 
     pub fn current(&self) -> Arc<Network> {
-        self.current.read().expect("membership lock").clone()
+        self.current.read_locked().clone()
     }
 
     /// Replaces the network's key and allow-list (the name stays). Returns
     /// whether anything changed.
     pub fn set(&self, network: Network) -> bool {
-        let mut current = self.current.write().expect("membership lock");
+        let mut current = self.current.write_locked();
         if **current == network {
             return false;
         }

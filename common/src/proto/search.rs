@@ -124,6 +124,8 @@ pub enum PublishError {
     PairTooLong(String),
     #[error("{count} files is over this supernode's limit of {max} per leaf")]
     TooManyFiles { count: usize, max: usize },
+    #[error("this supernode's index is full ({0} files at most)")]
+    IndexFull(usize),
 }
 
 impl FileEntry {
@@ -224,15 +226,33 @@ impl Query {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), QueryError> {
         if self.text.len() > MAX_QUERY_LEN {
-            return Err(format!("search text over {MAX_QUERY_LEN} bytes"));
+            return Err(QueryError::TooLong(self.text.len()));
         }
         if self.text.trim().is_empty() && self.hash.is_none() {
-            return Err("empty search".into());
+            return Err(QueryError::Empty);
         }
         Ok(())
     }
+}
+
+/// Why a query was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("search text of {0} bytes is over {MAX_QUERY_LEN} bytes")]
+    TooLong(usize),
+    #[error("empty search")]
+    Empty,
+}
+
+/// Why a hit from another supernode was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HitError {
+    #[error("hit name of {0} bytes is over {MAX_NAME_LEN} bytes")]
+    NameTooLong(usize),
+    #[error("hit with {0} sources, over {MAX_SOURCES_PER_HIT}")]
+    TooManySources(usize),
 }
 
 /// One file found, with the peers that share it. Hits arrive best first.
@@ -254,12 +274,13 @@ pub struct Hit {
 impl Hit {
     /// Checks a hit from another supernode against the caps our own hits
     /// keep, so a neighbour cannot pass oversized hits on to our leaves.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), HitError> {
         if self.name.len() > MAX_NAME_LEN {
-            return Err(format!("hit name over {MAX_NAME_LEN} bytes"));
+            return Err(HitError::NameTooLong(self.name.len()));
         }
-        if self.sources.len() > MAX_SOURCES_PER_HIT || self.relayed.len() > MAX_SOURCES_PER_HIT {
-            return Err(format!("hit with over {MAX_SOURCES_PER_HIT} sources"));
+        let most = self.sources.len().max(self.relayed.len());
+        if most > MAX_SOURCES_PER_HIT {
+            return Err(HitError::TooManySources(most));
         }
         Ok(())
     }

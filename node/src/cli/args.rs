@@ -10,7 +10,7 @@ use canopy_common::proto::network::{NetworkError, NetworkName};
 use canopy_common::proto::PeerAddr;
 use clap::Args;
 
-use crate::serve::TransferLimits;
+use crate::state::TransferLimits;
 use crate::units::parse_bytes;
 
 /// Parses `PEERID@HOST:PORT`, resolving HOST if it is a name.

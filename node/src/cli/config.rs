@@ -501,7 +501,7 @@ impl RunSettings {
             upload_slots: args
                 .upload_slots
                 .or(file.upload_slots)
-                .unwrap_or(crate::serve::TransferLimits::default().upload_slots)
+                .unwrap_or(crate::state::TransferLimits::default().upload_slots)
                 .max(1),
             max_connections_per_address: args
                 .max_connections_per_address

@@ -405,7 +405,7 @@ impl Reporter {
             let Some(failure) = &source.failure else {
                 continue;
             };
-            if !failure.starts_with("banned") || !self.reported_failures.insert(source.peer.clone()) {
+            if !source.banned || !self.reported_failures.insert(source.peer.clone()) {
                 continue;
             }
             match self.mode {

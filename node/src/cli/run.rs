@@ -10,7 +10,7 @@ use canopy_supernode::SupernodeConfig;
 
 use super::config::{RoleChoice, RunSettings};
 use crate::node::{ElectionSettings, NodeError};
-use crate::serve::TransferLimits;
+use crate::state::TransferLimits;
 use crate::units::human_bytes;
 use crate::web::settings::Shown;
 use crate::web::{Services, ServicesConfig, UiConfig};

@@ -19,6 +19,7 @@
 //! scheduler plus the set of blocks actually handed to the writer, which
 //! the coordinator's watchdog compares against the scheduler's `done`.
 
+use canopy_common::sync::Lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -133,7 +134,7 @@ impl Ledger {
     }
 
     pub fn book(&self) -> MutexGuard<'_, Book> {
-        self.book.lock().expect("ledger lock")
+        self.book.locked()
     }
 
     pub fn verified(&self) -> u64 {

@@ -29,6 +29,7 @@ mod watchdog;
 pub use part::{part_path, state_path, CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};
 pub use scheduler::{Scheduler, SourceId};
 
+use canopy_common::sync::Lock;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +42,8 @@ use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 
-use crate::serve::ServeContext;
 use crate::share::{PartialFile, SharedFile};
+use crate::state::NodeState;
 use ledger::Ledger;
 use part::{WriteCommand, Writer};
 use scheduler::RequestId;
@@ -194,6 +195,10 @@ pub struct SourceProgress {
     pub rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// It sent data that failed verification and is banned from this
+    /// download (`failure` says what).
+    #[serde(skip)]
+    pub banned: bool,
 }
 
 /// A snapshot of a download.
@@ -291,7 +296,7 @@ struct Shared {
     endpoint: Endpoint,
     /// The node's upload side: we serve our verified blocks and tell others
     /// about our sources through it.
-    context: Arc<ServeContext>,
+    context: Arc<NodeState>,
     options: DownloadOptions,
     /// Exists once the first source has proved the file's size and the
     /// part file is open.
@@ -324,14 +329,14 @@ impl Shared {
     /// Abandons request `id` wherever it is, returning its blocks to the pool.
     fn cancel_request(&self, id: RequestId) {
         self.with_scheduler(|s| s.release(id));
-        if let Some(handle) = self.requests.lock().expect("requests lock").remove(&id) {
+        if let Some(handle) = self.requests.locked().remove(&id) {
             handle.abort();
         }
         self.changed.notify_waiters();
     }
 
     fn update_slot(&self, id: SourceId, f: impl FnOnce(&mut SourceSlot)) {
-        if let Some(slot) = self.slots.lock().expect("slots lock").get_mut(&id) {
+        if let Some(slot) = self.slots.locked().get_mut(&id) {
             f(slot);
         }
     }
@@ -351,7 +356,7 @@ impl Download {
     /// file is shared.
     pub fn start(
         endpoint: Endpoint,
-        context: Arc<ServeContext>,
+        context: Arc<NodeState>,
         hash: ContentHash,
         output: &Path,
         sources: Vec<SourceSpec>,
@@ -446,8 +451,7 @@ impl Download {
 fn progress_of(shared: &Shared) -> Progress {
     let mut sources: Vec<SourceProgress> = shared
         .slots
-        .lock()
-        .expect("slots lock")
+        .locked()
         .values()
         .map(|slot| SourceProgress {
             peer: slot.peer.to_string(),
@@ -455,11 +459,12 @@ fn progress_of(shared: &Shared) -> Progress {
             bytes: slot.bytes,
             rate: slot.rate,
             failure: slot.failure.as_ref().map(ToString::to_string),
+            banned: matches!(slot.failure, Some(SourceFailure::Banned(_))),
         })
         .collect();
     sources.sort_by_key(|s| std::cmp::Reverse(s.bytes));
     let ledger = shared.ledger.get();
-    let since = *shared.stalled_since.lock().expect("stall lock");
+    let since = *shared.stalled_since.locked();
     let stalled = since.map(|since| Stall {
         seconds: since.elapsed().as_secs(),
         reason: stall_reason(ledger.is_some(), &sources),
@@ -543,7 +548,7 @@ impl Coordinator {
         }
         let result = self.drive().await;
         let _ = self.stop.send(true);
-        for (_, handle) in self.shared.requests.lock().expect("requests lock").drain() {
+        for (_, handle) in self.shared.requests.locked().drain() {
             handle.abort();
         }
         if result.is_err() {
@@ -587,7 +592,7 @@ impl Coordinator {
             let id = self.next_id;
             self.next_id += 1;
             self.active += 1;
-            self.shared.slots.lock().expect("slots lock").insert(
+            self.shared.slots.locked().insert(
                 id,
                 SourceSlot {
                     peer,
@@ -692,8 +697,7 @@ impl Coordinator {
             );
             self.replan();
         }
-        *self.shared.stalled_since.lock().expect("stall lock") =
-            watchdog.stalled_for(now).map(|quiet| now - quiet);
+        *self.shared.stalled_since.locked() = watchdog.stalled_for(now).map(|quiet| now - quiet);
     }
 
     /// Puts the download's books right and wakes every source: blocks
@@ -703,7 +707,7 @@ impl Coordinator {
         if let Some(ledger) = self.shared.ledger.get() {
             let (lost, wrong) = ledger.book().repair();
             let orphans: Vec<RequestId> = {
-                let tasks = self.shared.requests.lock().expect("requests lock");
+                let tasks = self.shared.requests.locked();
                 let ids = ledger.book().scheduler_ref().request_ids();
                 ids.into_iter()
                     .filter(|id| tasks.get(id).is_none_or(AbortHandle::is_finished))
@@ -736,13 +740,7 @@ impl Coordinator {
             }
             Event::Ended { id, failure } => {
                 self.active -= 1;
-                let peer = self
-                    .shared
-                    .slots
-                    .lock()
-                    .expect("slots lock")
-                    .get(&id)
-                    .map(|slot| slot.peer);
+                let peer = self.shared.slots.locked().get(&id).map(|slot| slot.peer);
                 if let Some(failure) = failure {
                     match &failure {
                         SourceFailure::Banned(reason) => {

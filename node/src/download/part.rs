@@ -11,6 +11,7 @@
 //! before they are trusted; with no usable state file every block of an
 //! existing part file is checked, so nothing verified is ever thrown away.
 
+use canopy_common::sync::{Lock, ReadWrite};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -173,7 +174,7 @@ impl Writer {
             .spawn(move || {
                 if let Err(error) = state.run(receiver) {
                     tracing::warn!(%error, "part file writer stopped");
-                    *failure_slot.lock().expect("failure lock") = Some(error);
+                    *failure_slot.locked() = Some(error);
                 }
             })
             .expect("spawn writer thread");
@@ -209,7 +210,7 @@ impl Writer {
 
     /// The error that stopped the writer, if any.
     pub fn error(&self) -> Option<std::io::Error> {
-        self.failure.lock().expect("failure lock").take()
+        self.failure.locked().take()
     }
 }
 
@@ -241,7 +242,7 @@ impl WriterState {
                 WriteCommand::Block { index, data } => {
                     let offset = self.hashes.layout().block_range(index).start;
                     write_all_at(&self.file, &data, offset)?;
-                    self.have.write().expect("have lock").set(index);
+                    self.have.write_locked().set(index);
                     self.pending.push(index);
                     self.pending_bytes += data.len() as u64;
                     if self.pending_bytes >= CHECKPOINT_BYTES

@@ -2,6 +2,7 @@
 //! several block requests in flight until the file is complete, the source
 //! fails, or it has nothing more to give.
 
+use canopy_common::sync::Lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub(super) async fn run(shared: Arc<Shared>, id: SourceId, spec: SourceSpec) {
     let failure = source.run().await.err();
     let released = shared.with_scheduler(|s| s.remove_source(id)).unwrap_or_default();
     {
-        let mut requests = shared.requests.lock().expect("requests lock");
+        let mut requests = shared.requests.locked();
         for request in released {
             if let Some(handle) = requests.remove(&request) {
                 handle.abort();
@@ -186,14 +187,14 @@ impl Source {
         while self.shared.ledger.get().is_none() && !*ready.borrow() && !*stop.borrow() {
             let may_claim = retry_at.is_none_or(|at| Instant::now() >= at);
             let claimed = may_claim && {
-                let mut claim = self.shared.layer_claim.lock().expect("claim lock");
+                let mut claim = self.shared.layer_claim.locked();
                 claim.is_none().then(|| *claim = Some(self.id)).is_some()
             };
             if claimed {
                 let offered = tokio::time::timeout(LAYER_TIMEOUT, self.offer_layer(connection))
                     .await
                     .unwrap_or(Err(SourceFailure::Stalled));
-                *self.shared.layer_claim.lock().expect("claim lock") = None;
+                *self.shared.layer_claim.locked() = None;
                 self.shared.changed.notify_waiters();
                 match offered? {
                     LayerOffer::Sent => break,
@@ -261,7 +262,7 @@ impl Source {
                 Some(joined) = requests.join_next(), if !requests.is_empty() => {
                     // A cancelled request was already released by whoever cancelled it.
                     let Ok((id, result)) = joined else { continue };
-                    self.shared.requests.lock().expect("requests lock").remove(&id);
+                    self.shared.requests.locked().remove(&id);
                     self.shared.with_scheduler(|s| s.release(id));
                     match result {
                         Ok(()) => strikes = 0,
@@ -352,11 +353,7 @@ impl Source {
                 source: self.id,
             };
             let handle = requests.spawn(async move { (assignment.id, fetch.run().await) });
-            self.shared
-                .requests
-                .lock()
-                .expect("requests lock")
-                .insert(assignment.id, handle);
+            self.shared.requests.locked().insert(assignment.id, handle);
         }
     }
 

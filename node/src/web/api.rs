@@ -4,6 +4,7 @@
 //! when remote access is configured; then every `/api` request must carry
 //! the API key.
 
+use canopy_common::sync::Lock;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use crate::downloads::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
 use crate::leaf::LeafStatus;
 use crate::searcher::Searcher;
-use crate::serve::ServeContext;
+use crate::state::NodeState;
 
 /// Searches running at once.
 const MAX_SEARCHES: usize = 4;
@@ -41,7 +42,7 @@ pub struct App {
     pub key: String,
     /// Remote access password (`None`: loopback only).
     pub password: Option<String>,
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
     pub leaf_status: watch::Receiver<LeafStatus>,
     pub peer: PeerAddr,
     pub started: Instant,
@@ -74,7 +75,7 @@ struct Traffic {
 pub struct AppParts {
     pub key: String,
     pub password: Option<String>,
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
     pub leaf_status: watch::Receiver<LeafStatus>,
     pub peer: PeerAddr,
     pub role_reason: String,
@@ -215,7 +216,7 @@ impl App {
             stats.bytes_received.load(Ordering::Relaxed),
         );
         let (up, down) = {
-            let mut traffic = self.traffic.lock().expect("traffic lock");
+            let mut traffic = self.traffic.locked();
             let elapsed = traffic.at.elapsed().as_secs_f64();
             if elapsed >= 0.9 {
                 traffic.up = sent.saturating_sub(traffic.sent) as f64 / elapsed;
@@ -377,7 +378,7 @@ impl App {
     }
 
     fn remember(&self, hit: &Hit) {
-        let mut recent = self.recent.lock().expect("recent lock");
+        let mut recent = self.recent.locked();
         recent.retain(|known| known.hash != hit.hash);
         if recent.len() >= RECENT_HITS {
             recent.pop_front();
@@ -389,7 +390,7 @@ impl App {
         let body: DownloadBody = parse_body(request)?;
         let hash = parse_hash(&body.hash)?;
         let hit = {
-            let recent = self.recent.lock().expect("recent lock");
+            let recent = self.recent.locked();
             recent.iter().find(|hit| hit.hash == hash).cloned()
         };
         self.downloads

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::http::{self, Handler, Limits, Request, Response};
 use crate::leaf::LeafStatus;
-use crate::serve::ServeContext;
+use crate::state::NodeState;
 
 /// Loopback, any free port.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
@@ -31,7 +31,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// What the metrics describe: read-only handles on the running node.
 #[derive(Clone)]
 pub struct NodeView {
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
     pub leaf_status: watch::Receiver<LeafStatus>,
     /// What the start-up probe measured, if the role was elected.
     pub profile: Option<Profile>,

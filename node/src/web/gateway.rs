@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::http::{status_line, Handler, Request, Response};
-use crate::serve::ServeContext;
+use crate::state::NodeState;
 
 /// Bytes read from disk per write.
 const CHUNK: usize = 64 * 1024;
@@ -31,7 +31,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves shared content by hash.
 pub struct Gateway {
-    pub context: Arc<ServeContext>,
+    pub context: Arc<NodeState>,
 }
 
 impl Handler for Gateway {

@@ -1,0 +1,186 @@
+//! Content by hash: the block layer, blocks, what we hold of a file, and
+//! who else has it. Uploads share a node-wide rate cap fairly (see
+//! [`RateLimiter`]) and a fixed number of upload slots; a request that
+//! finds every slot taken is told [`Response::Busy`] rather than queued
+//! without bound.
+
+use canopy_common::sync::ReadWrite;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use canopy_common::net::write_frame;
+use canopy_common::proto::wire::MAX_BLOCKS_PER_REQUEST;
+use canopy_common::proto::{ContentHash, PeerAddr, Response};
+use quinn::SendStream;
+
+use super::AnswerError;
+use crate::fileio::read_exact_at;
+use crate::ratelimit::RateLimiter;
+use crate::share::Content;
+use crate::state::NodeState;
+
+/// How long one chunk of an answer may wait for the peer to read. A peer
+/// that asks and never reads would otherwise hold an upload slot forever.
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(15);
+/// Bytes read from disk per write to the stream when no cap applies.
+const READ_CHUNK: usize = 1 << 20;
+/// What a busy node suggests as a retry delay.
+const BUSY_RETRY_MS: u32 = 1000;
+
+/// The file's content, or `NotFound` already answered.
+async fn find(
+    hash: ContentHash,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<Option<Content>, AnswerError> {
+    let content = state.shares.content(&hash);
+    if content.is_none() {
+        write_frame(send, &Response::NotFound { hash }).await?;
+    }
+    Ok(content)
+}
+
+/// The block layer: the size, then every block's chaining value.
+pub(super) async fn block_layer(
+    peer: PeerAddr,
+    hash: ContentHash,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let Some(content) = find(hash, send, state).await? else {
+        return Ok(());
+    };
+    state.swarm.record(hash, peer, Instant::now());
+    let hashes = content.hashes();
+    let size = hashes.layout().size();
+    write_frame(send, &Response::BlockLayer { size }).await?;
+    send.write_all(&hashes.layer_bytes()).await?;
+    Ok(())
+}
+
+/// Which blocks we hold: all, or (while we are still downloading) a bitfield.
+pub(super) async fn have(
+    peer: PeerAddr,
+    hash: ContentHash,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let Some(content) = find(hash, send, state).await? else {
+        return Ok(());
+    };
+    state.swarm.record(hash, peer, Instant::now());
+    let response = match &content {
+        Content::Complete(_) => Response::HaveAll,
+        Content::Partial(file) => Response::Have {
+            blocks: file.have.read_locked().to_wire(),
+        },
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
+
+/// Other peers fetching or holding the file (source exchange).
+pub(super) async fn sources(
+    peer: PeerAddr,
+    hash: ContentHash,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let peers = state.swarm.peers(&hash, peer.id, Instant::now());
+    write_frame(send, &Response::Sources { peers }).await?;
+    Ok(())
+}
+
+/// Blocks `first..first + count`, within an upload slot of the peer's own
+/// share and one of the node's.
+pub(super) async fn blocks(
+    peer: PeerAddr,
+    hash: ContentHash,
+    first: u32,
+    count: u32,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let Some(content) = find(hash, send, state).await? else {
+        return Ok(());
+    };
+    let layout = content.hashes().layout();
+    let end = u64::from(first) + u64::from(count);
+    if count == 0 || count > MAX_BLOCKS_PER_REQUEST || end > u64::from(layout.block_count()) {
+        let reason = format!(
+            "blocks {first}..{end} not in 0..{} (at most {MAX_BLOCKS_PER_REQUEST} per request)",
+            layout.block_count()
+        );
+        write_frame(send, &Response::bad_request(reason)).await?;
+        return Ok(());
+    }
+    if let (false, Content::Partial(file)) = (content.has_blocks(first, count), &content) {
+        // Still downloading those: answer with what we do have.
+        let blocks = file.have.read_locked().to_wire();
+        write_frame(send, &Response::Have { blocks }).await?;
+        return Ok(());
+    }
+    let slots = state
+        .peer_slot(peer.id)
+        .and_then(|peer_slot| Some((peer_slot, state.slots.try_acquire().ok()?)));
+    let Some(_slots) = slots else {
+        state.stats.busy.fetch_add(1, Ordering::Relaxed);
+        let busy = Response::Busy {
+            retry_after_ms: BUSY_RETRY_MS,
+        };
+        write_frame(send, &busy).await?;
+        return Ok(());
+    };
+    write_frame(send, &Response::Blocks { first, count }).await?;
+    let range = layout.blocks_range(first, count);
+    send_file_range(send, &content, range.start, range.end, state).await
+}
+
+/// Streams bytes `start..end` of a file, reading the next chunk from disk
+/// while the current one is being sent, within the upload rate cap.
+async fn send_file_range(
+    send: &mut SendStream,
+    content: &Content,
+    start: u64,
+    end: u64,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let chunk_size = state.limiter.active().map_or(READ_CHUNK, RateLimiter::chunk);
+    let path = content.path().to_path_buf();
+    let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        let result = (|| -> std::io::Result<()> {
+            let file = std::fs::File::open(&path)?;
+            let mut offset = start;
+            while offset < end {
+                let len = ((end - offset) as usize).min(chunk_size);
+                let mut buffer = vec![0u8; len];
+                read_exact_at(&file, &mut buffer, offset)?;
+                offset += len as u64;
+                if chunks_tx.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                    return Ok(()); // the sender gave up; nothing to report
+                }
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            let _ = chunks_tx.blocking_send(Err(error));
+        }
+    });
+    while let Some(chunk) = chunks_rx.recv().await {
+        let chunk = chunk?;
+        let len = chunk.len() as u64;
+        if let Some(limiter) = state.limiter.active() {
+            limiter.acquire(chunk.len()).await;
+        }
+        match tokio::time::timeout(WRITE_STALL, send.write_chunk(chunk)).await {
+            Ok(written) => written?,
+            Err(_) => return Err(AnswerError::Stalled),
+        }
+        state.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+    }
+    drop(chunks_rx);
+    let _ = reader.await;
+    Ok(())
+}
