@@ -304,6 +304,9 @@ impl Default for Latency {
 pub struct RouterSettings {
     /// The router's `entry_lifetime`, seconds.
     pub entry_lifetime_s: f64,
+    /// The router's forwarding cap, queries a second (`None`: no cap), as
+    /// a real supernode keeps it.
+    pub max_forwarded_per_second: Option<u32>,
     /// The router's `max_entries`.
     pub max_entries: usize,
     /// Keyword routing on the last hop ([`canopy_common::proto::qrp`]),
@@ -338,6 +341,7 @@ impl Default for RouterSettings {
     fn default() -> Self {
         RouterSettings {
             entry_lifetime_s: 60.0,
+            max_forwarded_per_second: Some(canopy_common::proto::routing::DEFAULT_MAX_FORWARDED_PER_SECOND),
             max_entries: 100_000,
             keyword_tables: false,
             table_log2_bits: 20,

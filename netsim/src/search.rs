@@ -12,6 +12,7 @@
 //! rate; a message that would wait longer than `max_queue_s` is dropped
 //! (Gia's model of an overloaded peer). Hits are forwarded without queueing.
 
+use canopy_common::proto::budget::{Budgets, MAX_SEARCHERS, SEARCHES_PER_SECOND, SEARCH_BURST};
 use canopy_common::proto::dynamic::DynamicQuery;
 use canopy_common::proto::frame::{encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::id::{ContentHash, PeerAddr, PeerId};
@@ -299,6 +300,15 @@ impl Sim {
             self.queries[q as usize].outcome.dropped += 1;
             return;
         };
+        // The searcher's budget at this supernode, as a real one keeps it.
+        let budgets = self
+            .search_budgets
+            .entry(router)
+            .or_insert_with(|| Budgets::new(SEARCHES_PER_SECOND, SEARCH_BURST, MAX_SEARCHERS));
+        if !budgets.take(searcher, 1.0, crate::clock::as_duration(done)) {
+            self.queries[q as usize].outcome.dropped += 1;
+            return;
+        }
         let Some(mut state_router) = self.routers[router as usize].take() else {
             return;
         };
@@ -319,7 +329,13 @@ impl Sim {
             crate::clock::as_duration(done),
         );
         if dynamic {
-            self.start_dynamic(q, router, done);
+            // The forwarding cap, as a supernode applies it to a dynamic
+            // query: one token at its first copy; refused, the search is
+            // answered from this router's index only.
+            let alone = self.neighbours[router as usize].is_empty();
+            if alone || state_router.may_forward(crate::clock::as_duration(done)) {
+                self.start_dynamic(q, router, done);
+            }
         }
         self.carry_out(q, router, 0, actions, &mut state_router, done);
         self.routers[router as usize] = Some(state_router);

@@ -11,6 +11,7 @@
 //! Searching (queries, floods, hits) lives in [`crate::search`]; this file
 //! is the population and the overlay.
 
+use canopy_common::proto::budget::Budgets;
 use canopy_common::proto::election::{decide, disqualified, Change, Election, ElectionConfig};
 use canopy_common::proto::election::{NetworkHints, Observation, Role};
 use canopy_common::proto::id::PeerId;
@@ -97,6 +98,9 @@ pub struct Sim {
     pub(crate) queue: EventQueue<Event>,
     pub(crate) state: Vec<State>,
     pub(crate) routers: Vec<Option<Box<Router>>>,
+    /// Each router's per-searcher search budgets, as a supernode keeps
+    /// them (made on a router's first search).
+    pub(crate) search_budgets: std::collections::HashMap<u32, Budgets<u32>>,
     pub(crate) elections: Vec<Option<Box<Election>>>,
     pub(crate) neighbours: Vec<Vec<u32>>,
     /// A supernode's leaves.
@@ -167,6 +171,7 @@ impl Sim {
             default_ttl: scenario.topology.ttl,
             max_entries: scenario.router.max_entries,
             entry_lifetime: as_duration(seconds(scenario.router.entry_lifetime_s)),
+            max_forwarded_per_second: scenario.router.max_forwarded_per_second,
         };
         let scale = scenario.supernodes.election_timer_scale;
         let defaults = ElectionConfig::default();
@@ -184,6 +189,7 @@ impl Sim {
             queue: EventQueue::default(),
             state: vec![State::Offline; n],
             routers: (0..n).map(|_| None).collect(),
+            search_budgets: std::collections::HashMap::new(),
             elections: (0..n).map(|_| None).collect(),
             neighbours: vec![Vec::new(); n],
             leaves: vec![Vec::new(); n],
@@ -561,6 +567,7 @@ impl Sim {
             self.routing_since[i] = NEVER;
         }
         self.routers[i] = None;
+        self.search_budgets.remove(&node);
     }
 
     fn drop_sessions(&mut self, node: u32, now: Time) {

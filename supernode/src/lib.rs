@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::budget::{Budgets, MAX_SEARCHERS, SEARCHES_PER_SECOND, SEARCH_BURST};
 use canopy_common::proto::frame::batches;
 use canopy_common::proto::search::{PublishError, MAX_HITS};
 use canopy_common::proto::wire::{LinkNotice, LinkOffer};
@@ -108,7 +109,9 @@ pub struct Supernode {
     referrals: RwLock<Vec<PeerAddr>>,
     overlay: OnceLock<Arc<Overlay>>,
     /// Searches per leaf, so one leaf's storm cannot starve the others.
-    search_budgets: Mutex<HashMap<PeerId, Budget>>,
+    search_budgets: Mutex<Budgets<PeerId>>,
+    /// The clock the budgets run on.
+    started: Instant,
     committer: tokio::task::JoinHandle<()>,
     /// Set when the supernode steps down: sessions hand their leaves on
     /// and end, links close.
@@ -120,17 +123,6 @@ struct Session {
     leaf: LeafId,
     pushes: mpsc::Sender<PeerAddr>,
 }
-
-/// A token bucket of searches for one asker.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    tokens: f64,
-    updated: Instant,
-}
-
-/// Searches one asker may run per second, and in a burst.
-const SEARCHES_PER_SECOND: f64 = 5.0;
-const SEARCH_BURST: f64 = 10.0;
 
 impl std::fmt::Debug for Supernode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,7 +154,8 @@ impl Supernode {
             next_leaf: AtomicU32::new(1),
             referrals: RwLock::new(Vec::new()),
             overlay: OnceLock::new(),
-            search_budgets: Mutex::new(HashMap::new()),
+            search_budgets: Mutex::new(Budgets::new(SEARCHES_PER_SECOND, SEARCH_BURST, MAX_SEARCHERS)),
+            started: Instant::now(),
             committer,
             stepping_down: watch::channel(false).0,
         }))
@@ -260,25 +253,9 @@ impl Supernode {
 
     /// Whether `asker` may search now (5 a second, bursts of 10).
     fn may_search(&self, asker: PeerId) -> bool {
-        let now = Instant::now();
-        let mut budgets = self.search_budgets.locked();
-        if budgets.len() > 100_000 {
-            budgets.retain(|_, budget| now.duration_since(budget.updated) < Duration::from_secs(10));
-        }
-        let budget = budgets.entry(asker).or_insert(Budget {
-            tokens: SEARCH_BURST,
-            updated: now,
-        });
-        budget.tokens = (budget.tokens
-            + now.duration_since(budget.updated).as_secs_f64() * SEARCHES_PER_SECOND)
-            .min(SEARCH_BURST);
-        budget.updated = now;
-        if budget.tokens >= 1.0 {
-            budget.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.search_budgets
+            .locked()
+            .take(asker, 1.0, self.started.elapsed())
     }
 
     /// Runs one leaf's session until the leaf leaves, breaks a limit or

@@ -22,11 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
+use canopy_common::proto::budget::TokenBucket;
 use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Step};
 use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
 use canopy_common::proto::qrp::horizon::MAX_LEVELS;
 use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
-use canopy_common::proto::routing::{Action, FloodQuery, Forwarding, Origin, QueryId, Router, RouterConfig};
+use canopy_common::proto::routing::{
+    Action, Dropped, FloodQuery, Forwarding, Origin, QueryId, Router, RouterConfig,
+};
 use canopy_common::proto::search::{HitError, QueryError, MAX_HITS};
 use canopy_common::proto::wire::{
     LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, MAX_HOSTS_PER_MESSAGE,
@@ -50,9 +53,6 @@ pub struct OverlayConfig {
     pub search_window: Duration,
     /// Where the host cache is kept (`None`: memory only).
     pub hosts_path: Option<PathBuf>,
-    /// Queries passed on to neighbours per second at most (bursts of a
-    /// second's worth); beyond it a query is answered from our index only.
-    pub max_forwarded_per_second: u32,
     /// Exchange keyword tables with neighbours that speak them, route
     /// query copies by them, and run our leaves' searches as dynamic
     /// queries. Off: plain flooding, as before.
@@ -95,7 +95,6 @@ impl Default for OverlayConfig {
             router: RouterConfig::default(),
             search_window: Duration::from_secs(2),
             hosts_path: None,
-            max_forwarded_per_second: 200,
             keyword_routing: true,
             table_levels: canopy_common::proto::qrp::horizon::DEFAULT_LEVELS,
             table_interval: Duration::from_secs(2),
@@ -142,7 +141,7 @@ struct Neighbour {
     /// Our degree as we last told it.
     degree_sent: u16,
     /// Table bytes it may still send now, and when that was worked out.
-    table_budget: (f64, Instant),
+    table_budget: TokenBucket,
 }
 
 /// Counters for operators and tests.
@@ -157,7 +156,7 @@ pub struct OverlayStats {
     /// Queries passed on (once each, however many neighbours got them;
     /// a leaf's dynamic search once it sends its first copy).
     pub queries_forwarded: AtomicU64,
-    /// Queries not passed on because of `max_forwarded_per_second`.
+    /// Queries not passed on because of the router's `max_forwarded_per_second`.
     pub queries_capped: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     /// Hits our index produced.
@@ -209,8 +208,6 @@ pub struct Overlay {
     next_link: AtomicU64,
     /// Set by [`Overlay::stop`]: links close, no new ones are made.
     stopping: watch::Sender<bool>,
-    /// Tokens for forwarding queries: (tokens, last refill).
-    forwarding: Mutex<(f64, Instant)>,
     pub stats: OverlayStats,
 }
 
@@ -227,7 +224,6 @@ impl Overlay {
         for &addr in bootstrap {
             hosts.saw(addr, 0);
         }
-        let burst = f64::from(config.max_forwarded_per_second.max(1));
         index.horizon().locked().set_levels(config.table_levels);
         let overlay = Arc::new(Overlay {
             router: Mutex::new(Router::new(config.router.clone())),
@@ -243,7 +239,6 @@ impl Overlay {
             next_search: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
             stopping: watch::channel(false).0,
-            forwarding: Mutex::new((burst, Instant::now())),
             stats: OverlayStats::default(),
         });
         tokio::spawn(maintain(Arc::downgrade(&overlay)));
@@ -464,7 +459,7 @@ impl Overlay {
                     tables,
                     degree: degree.min(MAX_DEGREE),
                     degree_sent: 0,
-                    table_budget: (TABLE_BURST, Instant::now()),
+                    table_budget: TokenBucket::full(TABLE_BYTES_PER_SECOND, TABLE_BURST, self.now()),
                 },
             );
             // Under the neighbours lock, so link ups and downs of one peer
@@ -629,13 +624,7 @@ impl Overlay {
         if !neighbour.tables {
             return Err(Misbehaviour::NoTablesAgreed("a keyword table"));
         }
-        let (tokens, refilled) = &mut neighbour.table_budget;
-        let now = Instant::now();
-        *tokens =
-            (*tokens + now.duration_since(*refilled).as_secs_f64() * TABLE_BYTES_PER_SECOND).min(TABLE_BURST);
-        *refilled = now;
-        *tokens -= cost as f64;
-        if *tokens < 0.0 {
+        if !neighbour.table_budget.take(cost as f64, self.now()) {
             return Err(Misbehaviour::TablesTooFast);
         }
         Ok(())
@@ -653,6 +642,9 @@ impl Overlay {
         } else {
             router.on_query(from, query, &neighbours, now)
         };
+        self.stats
+            .queries_capped
+            .store(router.dropped(Dropped::Capped), Ordering::Relaxed);
         let Forwarding {
             broadcast,
             routed,
@@ -711,31 +703,21 @@ impl Overlay {
         }
     }
 
-    /// Whether one more query may be passed on now.
+    /// Whether one more query may be passed on now (the router's cap).
     fn may_forward(&self) -> bool {
-        let rate = f64::from(self.config.max_forwarded_per_second.max(1));
-        let mut bucket = self.forwarding.locked();
-        let (tokens, refilled) = &mut *bucket;
-        let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*refilled).as_secs_f64() * rate).min(rate);
-        *refilled = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let mut router = self.router.locked();
+        let may = router.may_forward(self.now());
+        self.stats
+            .queries_capped
+            .store(router.dropped(Dropped::Capped), Ordering::Relaxed);
+        may
     }
 
-    /// Carries out the router's decisions.
-    fn execute(self: &Arc<Self>, mut actions: Vec<Action>) {
+    /// Carries out the router's decisions (the forwarding cap already
+    /// applied by the router).
+    fn execute(self: &Arc<Self>, actions: Vec<Action>) {
         if actions.iter().any(|a| matches!(a, Action::Forward { .. })) {
-            if self.may_forward() {
-                self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.queries_capped.fetch_add(1, Ordering::Relaxed);
-                actions.retain(|a| !matches!(a, Action::Forward { .. }));
-            }
+            self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
         }
         for action in actions {
             match action {
@@ -950,12 +932,9 @@ impl Overlay {
                 Step::Probe { to, ttl } => {
                     let may = *allowed.get_or_insert_with(|| {
                         let may = self.may_forward();
-                        let counter = if may {
-                            &self.stats.queries_forwarded
-                        } else {
-                            &self.stats.queries_capped
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
+                        if may {
+                            self.stats.queries_forwarded.fetch_add(1, Ordering::Relaxed);
+                        }
                         may
                     });
                     if !may {

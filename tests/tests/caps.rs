@@ -90,7 +90,7 @@ async fn supernode(settings: SupernodeConfig, bootstrap: Vec<PeerAddr>) -> (Node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_and_index_caps_are_enforced() {
     let mut capped_settings = SupernodeConfig::for_this_machine(None);
-    capped_settings.overlay.max_forwarded_per_second = 2;
+    capped_settings.overlay.router.max_forwarded_per_second = Some(2);
     capped_settings.max_indexed_files = 4;
     let (hub, _hub_dir) = supernode(capped_settings, Vec::new()).await;
     let (edge, _edge_dir) = supernode(SupernodeConfig::for_this_machine(None), vec![hub.peer_addr()]).await;

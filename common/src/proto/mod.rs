@@ -2,6 +2,7 @@
 //! verified. Nothing in here performs I/O.
 
 pub mod bitfield;
+pub mod budget;
 pub mod content;
 pub mod dynamic;
 pub mod election;

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::TokenBucket;
 use super::id::PeerId;
 use super::search::{Hit, Query};
 
@@ -71,6 +72,8 @@ pub enum Dropped {
     Duplicate,
     UnknownRoute,
     SeenCacheFull,
+    /// Not passed on: over the forwarding cap (answered locally only).
+    Capped,
 }
 
 /// Decides whether a last-hop copy of a query goes to a neighbour.
@@ -112,7 +115,14 @@ pub struct RouterConfig {
     pub max_entries: usize,
     /// How long a query id is remembered, and its hits routed back.
     pub entry_lifetime: Duration,
+    /// Queries passed on to neighbours per second at most, in bursts of a
+    /// second's worth; beyond it a query is answered locally only, so a
+    /// storm cannot make us flood the overlay. `None`: no cap.
+    pub max_forwarded_per_second: Option<u32>,
 }
+
+/// The forwarding cap a supernode keeps unless told otherwise.
+pub const DEFAULT_MAX_FORWARDED_PER_SECOND: u32 = 200;
 
 impl Default for RouterConfig {
     fn default() -> Self {
@@ -121,6 +131,7 @@ impl Default for RouterConfig {
             default_ttl: 4,
             max_entries: 100_000,
             entry_lifetime: Duration::from_secs(60),
+            max_forwarded_per_second: Some(DEFAULT_MAX_FORWARDED_PER_SECOND),
         }
     }
 }
@@ -140,17 +151,37 @@ pub struct Router {
     order: VecDeque<(Duration, QueryId)>,
     dropped: HashMap<Dropped, u64>,
     forwarding: Forwarding,
+    /// The forwarding cap's budget (`None`: no cap).
+    cap: Option<TokenBucket>,
 }
 
 impl Router {
+    /// A router whose clock starts at zero.
     pub fn new(config: RouterConfig) -> Self {
+        let cap = config.max_forwarded_per_second.map(|rate| {
+            let rate = f64::from(rate.max(1));
+            TokenBucket::full(rate, rate, Duration::ZERO)
+        });
         Router {
             config,
             entries: HashMap::new(),
             order: VecDeque::new(),
             dropped: HashMap::new(),
             forwarding: Forwarding::default(),
+            cap,
         }
+    }
+
+    /// Whether one more query may be passed on now, under the forwarding
+    /// cap; a refusal is counted as [`Dropped::Capped`]. Flooded queries
+    /// are checked here by [`Router::on_query_with`]; a dynamic query asks
+    /// once, at its first copy.
+    pub fn may_forward(&mut self, now: Duration) -> bool {
+        let allowed = self.cap.as_mut().is_none_or(|cap| cap.take(1.0, now));
+        if !allowed {
+            self.count(Dropped::Capped);
+        }
+        allowed
     }
 
     pub fn config(&self) -> &RouterConfig {
@@ -254,20 +285,27 @@ impl Router {
                 hops: query.hops.saturating_add(1),
                 ..query
             };
-            for &neighbour in neighbours {
-                if Origin::Neighbour(neighbour) == from {
-                    continue;
-                }
-                let decision = filter.map_or(Forward::Broadcast, |decide| {
-                    decide(neighbour, &forwarded.query, forwarded.ttl)
-                });
+            let decisions: Vec<(PeerId, Forward)> = neighbours
+                .iter()
+                .filter(|&&neighbour| Origin::Neighbour(neighbour) != from)
+                .map(|&neighbour| {
+                    let decision = filter.map_or(Forward::Broadcast, |decide| {
+                        decide(neighbour, &forwarded.query, forwarded.ttl)
+                    });
+                    (neighbour, decision)
+                })
+                .collect();
+            let pruned = decisions.iter().filter(|(_, d)| *d == Forward::Pruned).count();
+            self.forwarding.pruned += pruned as u64;
+            let sends = decisions.len() > pruned;
+            if sends && !self.may_forward(now) {
+                return actions;
+            }
+            for (neighbour, decision) in decisions {
                 match decision {
                     Forward::Broadcast => self.forwarding.broadcast += 1,
                     Forward::Routed => self.forwarding.routed += 1,
-                    Forward::Pruned => {
-                        self.forwarding.pruned += 1;
-                        continue;
-                    }
+                    Forward::Pruned => continue,
                 }
                 actions.push(Action::Forward {
                     to: neighbour,

@@ -90,7 +90,7 @@ fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
     supernode.max_indexed_files = (settings.index_budget / BYTES_PER_INDEXED_FILE) as usize;
     supernode.overlay.target_neighbours = settings.neighbours;
     supernode.overlay.max_neighbours = settings.max_neighbours.max(settings.neighbours);
-    supernode.overlay.max_forwarded_per_second = settings.max_queries_forwarded;
+    supernode.overlay.router.max_forwarded_per_second = Some(settings.max_queries_forwarded);
     supernode.overlay.keyword_routing = settings.keyword_routing;
     supernode.overlay.dynamic.target_results = settings.search_target;
     supernode.overlay.table_levels = settings.table_levels;
