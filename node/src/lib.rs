@@ -8,7 +8,8 @@
 //! * [`role`] — playing a role and re-deciding it (the election at run time).
 //! * [`network`] — a private network's key and allow-list, re-read live.
 //! * [`searcher`] — asking the network: searches and sources by hash.
-//! * [`downloads`] — the desktop app's download manager (list, pause, resume).
+//! * [`download_manager`] — the desktop app's downloads (list, pause, resume).
+//! * [`measure`] — the election's measurements: machine, bandwidth, reachability.
 //! * [`folders`] — shared folders, changeable while the node runs.
 //! * [`groups`] — private groups on disk (key, allow-list, settings).
 //! * [`web`] — the local web UI, its API, metrics and the HTTP gateway.
@@ -18,15 +19,15 @@ pub mod admission;
 pub mod cli;
 pub mod demo;
 pub mod download;
-pub mod downloads;
+pub mod download_manager;
 pub mod fileio;
 pub mod folders;
 pub mod groups;
 pub mod hostcache;
 pub mod leaf;
+pub mod measure;
 pub mod network;
 pub mod node;
-pub mod probe;
 pub mod ratelimit;
 pub mod role;
 pub mod searcher;

@@ -158,7 +158,7 @@ impl RoleKeeper {
         self.known.truncate(KNOWN_KEPT);
         let mut seen = Observation::default();
         for supernode in self.known.iter().take(STATUS_ASKED) {
-            match crate::probe::status(&self.endpoint, supernode).await {
+            match crate::measure::status(&self.endpoint, supernode).await {
                 Some((leaves, max_leaves)) => {
                     seen.hints.supernodes += 1;
                     seen.hints.total_slots += u64::from(max_leaves);

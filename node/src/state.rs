@@ -24,7 +24,7 @@ pub const SLOTS_PER_PEER: usize = 8;
 pub struct TransferLimits {
     /// Total upload rate in bytes per second (`None`: unlimited).
     pub max_upload_rate: Option<u64>,
-    /// Block requests served at once; more get [`Response::Busy`].
+    /// Block requests served at once; more get [`Response::Busy`](canopy_common::proto::Response::Busy).
     pub upload_slots: usize,
     /// Total download rate in bytes per second, over all of the node's
     /// downloads (`None`: unlimited).
@@ -63,7 +63,7 @@ pub struct NodeState {
     /// promotion until a demotion).
     supernode: std::sync::RwLock<Option<Arc<Supernode>>>,
     /// Admission for bandwidth and reachability probes we serve.
-    pub probes: crate::probe::ProbeGate,
+    pub probes: crate::measure::ProbeGate,
     /// Downloads waiting for a firewalled source to connect to us.
     awaited_pushes: Mutex<HashMap<PeerId, Vec<oneshot::Sender<quinn::Connection>>>>,
     pub(crate) limiter: RateLimiter,

@@ -167,6 +167,6 @@ async fn an_idle_supernode_hands_its_leaves_on_and_becomes_a_leaf_for_good() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(idle.supernode().is_none(), "the demoted node stayed a leaf");
     let status = canopy_tests::client();
-    let answer = canopy_node::probe::status(&status, &idle.peer_addr()).await;
+    let answer = canopy_node::measure::status(&status, &idle.peer_addr()).await;
     assert_eq!(answer, None, "a leaf reports no supernode room");
 }

@@ -1,15 +1,13 @@
-//! `canopy probe`, and the start-up election behind `canopy run --role auto`.
+//! `canopy probe`: which role this machine would take, and why (the
+//! measuring is [`crate::measure::elect`], which `canopy run --role auto`
+//! runs too).
 
 use std::net::SocketAddr;
 
-use anyhow::Context;
-use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
-use canopy_common::proto::election::{decide, Decision, Profile, Thresholds};
-use canopy_common::proto::PeerAddr;
+use canopy_common::proto::election::{Decision, Profile};
 
 use super::args::{DataDir, ElectionArgs, NetworkArgs};
-use crate::probe::{machine, measure, Measured};
-use crate::ratelimit::RateLimiter;
+use crate::measure::Measured;
 use crate::units::human_bytes;
 
 /// `canopy probe`'s arguments.
@@ -35,7 +33,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let data_dir = args.data.resolve()?;
     let peers = args.network.supernodes(&data_dir);
     let listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    let (profile, measured, decision, _) = elect(
+    let (profile, measured, decision, _) = crate::measure::elect(
         &data_dir,
         listen,
         &peers,
@@ -47,53 +45,6 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     .await?;
     print(&profile, &measured, &decision, "would be");
     Ok(())
-}
-
-/// Measures this machine and its links from `listen` (the address the
-/// node will use, so reachability is tested where it matters), and decides
-/// its role. In a private network (`network`), the peers probed are
-/// members and the probes prove membership like any connection.
-pub async fn elect(
-    data_dir: &std::path::Path,
-    listen: SocketAddr,
-    peers: &[PeerAddr],
-    max_upload_rate: Option<u64>,
-    thresholds: &Thresholds,
-    never_supernode: bool,
-    network: Option<canopy_common::net::Network>,
-) -> anyhow::Result<(Profile, Measured, Decision, SocketAddr)> {
-    let key = NodeKey::load_or_create(data_dir)?;
-    let endpoint = Endpoint::bind_in(key, listen, &EndpointConfig::default(), network)
-        .context("cannot open the node's UDP port")?;
-    // Keep the port that was picked, so the node itself gets the same one.
-    let bound = endpoint.local_addr();
-    // Complete the handshakes of peers dialing back to test reachability.
-    let answering = {
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                let endpoint = endpoint.clone();
-                tokio::spawn(async move {
-                    if let Ok(connection) = incoming.await {
-                        if endpoint.admit(&connection).await.is_ok() {
-                            let _ = connection.closed().await;
-                        }
-                    }
-                });
-            }
-        })
-    };
-    let limiter = max_upload_rate.map(RateLimiter::new);
-    let measured = measure(&endpoint, peers, limiter.as_ref()).await;
-    answering.abort();
-    endpoint.shutdown().await;
-    drop(endpoint);
-    let mut profile = machine();
-    profile.upload = measured.upload;
-    profile.download = measured.download;
-    profile.reachable = measured.reachable;
-    let decision = decide(&profile, &measured.hints, thresholds, never_supernode);
-    Ok((profile, measured, decision, bound))
 }
 
 fn rate(bytes_per_second: Option<u64>) -> String {

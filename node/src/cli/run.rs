@@ -131,7 +131,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     peers.push(known);
                 }
             }
-            let (profile, measured, decision, bound) = super::probe::elect(
+            let (profile, measured, decision, bound) = crate::measure::elect(
                 &settings.data_dir,
                 settings.listen,
                 &peers,

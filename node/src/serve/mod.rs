@@ -5,12 +5,12 @@
 //! connection and every other stream carry on. One match hands each request
 //! family to its owner:
 //!
-//! * content ([`content`]): block layers, blocks, what we hold, who else
+//! * content (`content.rs`): block layers, blocks, what we hold, who else
 //!   has it — found by hash in the node's shares only, never by a path
 //!   from the network;
-//! * the supernode side ([`supernode`]): leaf sessions, links from
+//! * the supernode side (`supernode.rs`): leaf sessions, links from
 //!   neighbour supernodes, searches, pushes, status;
-//! * probes ([`crate::probe`]): bandwidth and reachability measurements.
+//! * probes ([`crate::measure`]): bandwidth and reachability measurements.
 
 mod content;
 mod supernode;
@@ -136,7 +136,7 @@ async fn serve_stream(
         }
         // Probes read the rest of the stream themselves.
         probe @ (Request::ProbeDown { .. } | Request::ProbeUp { .. } | Request::DialBack) => {
-            crate::probe::serve(
+            crate::measure::serve(
                 peer,
                 &probe,
                 &mut send,

@@ -24,7 +24,7 @@ use super::auth::{basic_auth_matches, is_loopback_host, same_secret};
 use super::events::{Event, Events};
 use super::http::{Handler, Request, Response};
 use super::settings::{self, Change, Shown};
-use crate::downloads::{Downloads, DownloadsError};
+use crate::download_manager::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
 use crate::leaf::LeafStatus;
 use crate::searcher::Searcher;

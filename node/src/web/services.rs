@@ -12,7 +12,7 @@ use std::time::Instant;
 use canopy_common::proto::election::Profile;
 
 use super::{api, auth, control, gateway, serve_app, serve_gateway, Served, UiConfig, WebError};
-use crate::downloads::Downloads;
+use crate::download_manager::Downloads;
 use crate::Node;
 
 /// Which services to attach.

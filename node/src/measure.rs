@@ -369,3 +369,67 @@ pub async fn status(endpoint: &Endpoint, peer: &PeerAddr) -> Option<(u32, u32)> 
         .ok()
         .flatten()
 }
+/// Measures this machine and its links from `listen` (the address the
+/// node will use, so reachability is tested where it matters), and decides
+/// its role. In a private network (`network`), the peers probed are
+/// members and the probes prove membership like any connection.
+pub async fn elect(
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+    peers: &[PeerAddr],
+    max_upload_rate: Option<u64>,
+    thresholds: &canopy_common::proto::election::Thresholds,
+    never_supernode: bool,
+    network: Option<canopy_common::net::Network>,
+) -> Result<
+    (
+        Profile,
+        Measured,
+        canopy_common::proto::election::Decision,
+        SocketAddr,
+    ),
+    ElectError,
+> {
+    let key = NodeKey::load_or_create(data_dir).map_err(ElectError::Key)?;
+    let endpoint =
+        Endpoint::bind_in(key, listen, &EndpointConfig::default(), network).map_err(ElectError::Bind)?;
+    // Keep the port that was picked, so the node itself gets the same one.
+    let bound = endpoint.local_addr();
+    // Complete the handshakes of peers dialing back to test reachability.
+    let answering = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        if endpoint.admit(&connection).await.is_ok() {
+                            let _ = connection.closed().await;
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let limiter = max_upload_rate.map(RateLimiter::new);
+    let measured = measure(&endpoint, peers, limiter.as_ref()).await;
+    answering.abort();
+    endpoint.shutdown().await;
+    drop(endpoint);
+    let mut profile = machine();
+    profile.upload = measured.upload;
+    profile.download = measured.download;
+    profile.reachable = measured.reachable;
+    let decision =
+        canopy_common::proto::election::decide(&profile, &measured.hints, thresholds, never_supernode);
+    Ok((profile, measured, decision, bound))
+}
+
+/// Why the election could not measure.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectError {
+    #[error("cannot load the node's key")]
+    Key(#[source] NetError),
+    #[error("cannot open the node's UDP port")]
+    Bind(#[source] NetError),
+}
