@@ -15,6 +15,7 @@ use canopy_common::proto::budget::Budgets;
 use canopy_common::proto::election::{decide, disqualified, Change, Election, ElectionConfig};
 use canopy_common::proto::election::{NetworkHints, Observation, Role};
 use canopy_common::proto::id::PeerId;
+use canopy_common::proto::nearest::keep_nearest;
 use canopy_common::proto::routing::{Router, RouterConfig};
 
 use crate::clock::{as_duration, millis, seconds, EventQueue, Time, NEVER};
@@ -462,6 +463,7 @@ impl Sim {
                 continue;
             }
             // Size up more candidates with room; keep the nearest.
+            let mut sized_up = vec![(other, self.latency(node, other))];
             for _ in 1..self.scenario.topology.closest_of {
                 let Some(candidate) = self.routing.pick(&mut self.topology_rng) else {
                     break;
@@ -469,10 +471,11 @@ impl Sim {
                 let usable = candidate != node
                     && !self.neighbours[node as usize].contains(&candidate)
                     && self.neighbours[candidate as usize].len() < max;
-                if usable && self.latency(node, candidate) < self.latency(node, other) {
-                    other = candidate;
+                if usable {
+                    sized_up.push((candidate, self.latency(node, candidate)));
                 }
             }
+            other = keep_nearest(sized_up, 1).0[0].0;
             if self.neighbours[other as usize].len() < max {
                 self.link(node, other, now);
                 continue;
@@ -604,9 +607,8 @@ impl Sim {
             }
             tries -= 1;
             // Size up to `closest_of` supernodes with room; join the nearest.
-            let mut best: Option<u32> = None;
-            let mut sized_up = 0;
-            while sized_up < self.scenario.supernodes.closest_of.max(1) {
+            let mut sized_up: Vec<(u32, Time)> = Vec::new();
+            while sized_up.len() < self.scenario.supernodes.closest_of.max(1) as usize {
                 let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
                     break;
                 };
@@ -621,12 +623,9 @@ impl Sim {
                     }
                     continue;
                 }
-                sized_up += 1;
-                if best.is_none_or(|b| self.latency(node, sn) < self.latency(node, b)) {
-                    best = Some(sn);
-                }
+                sized_up.push((sn, self.latency(node, sn)));
             }
-            let Some(sn) = best else {
+            let Some(&(sn, _)) = keep_nearest(sized_up, 1).0.first() else {
                 continue;
             };
             let place = self.sessions[node as usize].iter().position(|&s| s == NONE);

@@ -96,9 +96,6 @@ impl Pool {
     }
 }
 
-/// Supernodes sized up at once when a session slot is free.
-const SIZE_UP: usize = 16;
-
 /// The leaf's live session connections, by supernode: searches go over
 /// them, nearest first.
 #[derive(Clone, Default)]
@@ -196,7 +193,7 @@ pub async fn run(
         );
         slots.spawn(async move {
             loop {
-                let candidates = pool.locked().take(SIZE_UP);
+                let candidates = pool.locked().take(canopy_common::proto::nearest::SIZE_UP);
                 if candidates.is_empty() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;

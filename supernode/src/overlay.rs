@@ -25,6 +25,7 @@ use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetErr
 use canopy_common::proto::budget::TokenBucket;
 use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Step};
 use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
+use canopy_common::proto::nearest::sizing_up;
 use canopy_common::proto::qrp::horizon::MAX_LEVELS;
 use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
 use canopy_common::proto::routing::{
@@ -108,11 +109,6 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
 /// A supernode we failed to link to is left alone this long.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// Supernodes dialled for each link wanted; the nearest are kept.
-const SIZE_UP: usize = 16;
-/// Supernodes dialled at once at most: a new supernode wanting all its
-/// links sizes them up a few at a time rather than in one burst.
-const MAX_SIZING_UP: usize = 32;
 /// Messages queued per neighbour before we drop rather than wait.
 const OUTBOX: usize = 256;
 /// Table update bytes (by [`canopy_common::proto::qrp::TableUpdate::cost`])
@@ -1039,8 +1035,8 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             // Size up several supernodes per link wanted and keep the
             // nearest: a query's first hit is a few supernode hops away,
             // and each hop costs a round trip.
-            let wanted = (overlay.config.target_neighbours - have).min(MAX_SIZING_UP / SIZE_UP);
-            let candidates = overlay.candidates(wanted * SIZE_UP);
+            let (wanted, sized_up) = sizing_up(overlay.config.target_neighbours - have);
+            let candidates = overlay.candidates(sized_up);
             if !candidates.is_empty() {
                 let mut connecting = overlay.connecting.locked();
                 connecting.extend(candidates.iter().map(|addr| addr.id));

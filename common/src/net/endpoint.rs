@@ -297,15 +297,17 @@ impl Endpoint {
             });
         }
         let mut nearest = Nearest::default();
+        let mut measured = Vec::new();
         while let Some(done) = dials.join_next().await {
             let Ok((candidate, outcome)) = done else { continue };
             match outcome {
-                Ok(connection) => nearest.kept.push((candidate, connection)),
+                Ok(connection) => measured.push(((candidate, connection.clone()), connection.rtt())),
                 Err(reason) => nearest.failed.push((candidate, reason)),
             }
         }
-        nearest.kept.sort_by_key(|(_, connection)| connection.rtt());
-        for (candidate, connection) in nearest.kept.split_off(keep.min(nearest.kept.len())) {
+        let (kept, farther) = crate::proto::nearest::keep_nearest(measured, keep);
+        nearest.kept = kept.into_iter().map(|(kept, _)| kept).collect();
+        for ((candidate, connection), _) in farther {
             connection.close(0u32.into(), b"another peer is nearer");
             nearest.farther.push(candidate);
         }

@@ -174,18 +174,50 @@ impl Source {
         Ok(connection)
     }
 
+    /// A source's life once connected, as a sequence: the file's size
+    /// proved (by this source or another), what it holds asked, then
+    /// fetching until the download ends.
     async fn serve_download(&mut self, connection: &quinn::Connection) -> Result<(), SourceFailure> {
-        // One source at a time fetches the block layer and the size-proving
-        // last block; the others wait, and take over if it fails. A source
-        // that could not send the last block (busy, or a fellow downloader
-        // without it yet) tries again later itself: if it is the only
-        // source, nobody else will (issue 25: waiting on `ready` alone, such
-        // a download waited forever).
-        let mut ready = self.shared.ready.clone();
-        let mut stop = self.shared.stop.clone();
-        let mut retry_at: Option<Instant> = None;
-        while self.shared.ledger.get().is_none() && !*ready.borrow() && !*stop.borrow() {
-            let may_claim = retry_at.is_none_or(|at| Instant::now() >= at);
+        let Some(hashes) = self.await_size(connection).await? else {
+            return Ok(());
+        };
+        let partial = self.refresh_have(connection, &hashes).await?;
+        self.exchange_sources(connection).await;
+        self.shared
+            .update_slot(self.id, |slot| slot.state = SourceState::Active);
+        self.fetch(connection, hashes, partial).await
+    }
+
+    /// Waits until the file's size is proved and the part file is open;
+    /// `None` if the download stopped first.
+    ///
+    /// One source at a time fetches the block layer and the size-proving
+    /// last block; the others wait, and take over if it fails. A source
+    /// that could not send the last block (busy, or a fellow downloader
+    /// without it yet) tries again later itself: if it is the only source,
+    /// nobody else will (issue 25: waiting on `ready` alone, such a
+    /// download waited forever). Every wait here ends on an event or a
+    /// timer that is armed: no polling.
+    async fn await_size(
+        &mut self,
+        connection: &quinn::Connection,
+    ) -> Result<Option<Arc<BlockHashes>>, SourceFailure> {
+        let shared = self.shared.clone();
+        let mut ready = shared.ready.clone();
+        let mut stop = shared.stop.clone();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            // Listening before looking: a change between the two is not lost.
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if *stop.borrow() {
+                return Ok(None);
+            }
+            if let Some(hashes) = self.shared.hashes() {
+                return Ok(Some(hashes.clone()));
+            }
+            let may_claim = retry_at.is_none_or(|at| tokio::time::Instant::now() >= at);
             let claimed = may_claim && {
                 let mut claim = self.shared.layer_claim.locked();
                 claim.is_none().then(|| *claim = Some(self.id)).is_some()
@@ -197,7 +229,8 @@ impl Source {
                 *self.shared.layer_claim.locked() = None;
                 self.shared.changed.notify_waiters();
                 match offered? {
-                    LayerOffer::Sent => break,
+                    // The coordinator opens the part file and says `ready`.
+                    LayerOffer::Sent => retry_at = None,
                     LayerOffer::NotYet(wait) => {
                         let state = if wait == HAVE_REFRESH {
                             SourceState::Idle
@@ -205,27 +238,37 @@ impl Source {
                             SourceState::Busy
                         };
                         self.shared.update_slot(self.id, |slot| slot.state = state);
-                        retry_at = Some(Instant::now() + wait);
+                        retry_at = Some(tokio::time::Instant::now() + wait);
                     }
                 }
+                continue;
             }
-            let changed = self.shared.changed.notified();
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = ready.changed() => {}
                 _ = stop.changed() => {}
                 _ = changed => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = retry => {}
             }
         }
-        if !self.wait_until_ready().await {
-            return Ok(());
-        }
-        let hashes = self.shared.hashes().expect("ready implies a ledger").clone();
-        let partial = self.refresh_have(connection, &hashes).await?;
-        self.exchange_sources(connection).await;
-        self.shared
-            .update_slot(self.id, |slot| slot.state = SourceState::Active);
+    }
 
+    /// Keeps requests in flight until the download ends or this source
+    /// fails. Wakes on: a request ending, a change elsewhere that may give
+    /// it work (blocks released, holdings learned), the end of a busy wait,
+    /// and its timers (holdings, source exchange, pace).
+    async fn fetch(
+        &mut self,
+        connection: &quinn::Connection,
+        hashes: Arc<BlockHashes>,
+        partial: bool,
+    ) -> Result<(), SourceFailure> {
+        let shared = self.shared.clone();
         let mut requests: JoinSet<(RequestId, Result<(), RequestError>)> = JoinSet::new();
         let mut strikes = 0;
         let mut busy_until: Option<Instant> = None;
@@ -245,6 +288,9 @@ impl Source {
             if busy_until.is_some_and(|until| Instant::now() >= until) {
                 busy_until = None;
             }
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if busy_until.is_none() {
                 self.fill(&mut requests, connection, &hashes);
             }
@@ -257,7 +303,12 @@ impl Source {
                     SourceState::Active
                 };
             });
-            let notified = self.shared.changed.notified();
+            let busy = async {
+                match busy_until {
+                    Some(until) => tokio::time::sleep_until(until.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(joined) = requests.join_next(), if !requests.is_empty() => {
                     // A cancelled request was already released by whoever cancelled it.
@@ -282,8 +333,8 @@ impl Source {
                     }
                     self.shared.changed.notify_waiters();
                 }
-                _ = notified => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = changed => {}
+                _ = busy => {}
                 _ = stop.changed() => return Ok(()),
                 _ = have_refresh.tick(), if partial => {
                     self.refresh_have(connection, &hashes).await?;
@@ -354,24 +405,6 @@ impl Source {
             };
             let handle = requests.spawn(async move { (assignment.id, fetch.run().await) });
             self.shared.requests.locked().insert(assignment.id, handle);
-        }
-    }
-
-    /// Waits until the part file is open; `false` if the download stopped.
-    async fn wait_until_ready(&self) -> bool {
-        let mut ready = self.shared.ready.clone();
-        let mut stop = self.shared.stop.clone();
-        loop {
-            if *stop.borrow() {
-                return false;
-            }
-            if *ready.borrow() {
-                return true;
-            }
-            tokio::select! {
-                _ = ready.changed() => {}
-                _ = stop.changed() => {}
-            }
         }
     }
 
