@@ -307,18 +307,15 @@ async fn a_search_storm_is_rate_limited_without_starving_others() {
     assert_eq!(hits.len(), 1);
 }
 
-/// A leaf that accepts no connections is listed as a relayed source; a
-/// downloader asks its supernode for a push and the leaf calls it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_firewalled_leaf_is_downloadable_through_a_push() {
-    let sn = supernode(vec![], 1, 8).await;
-    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+/// A leaf of `supernode` that accepts no connections, sharing `content`
+/// as `name`, once it has published it.
+async fn firewalled_leaf(supernode: PeerAddr, name: &str, content: &[u8]) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("behind the wall.bin"), &content).unwrap();
+    std::fs::write(share.join(name), content).unwrap();
     let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
-    config.bootstrap = vec![sn.node.peer_addr()];
+    config.bootstrap = vec![supernode];
     config.accept_inbound = false;
     let hidden = Node::start(config).await.unwrap();
     let mut status = hidden.leaf_status();
@@ -329,6 +326,16 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
     .await
     .unwrap()
     .unwrap();
+    (hidden, dir)
+}
+
+/// A leaf that accepts no connections is listed as a relayed source; a
+/// downloader asks its supernode for a push and the leaf calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewalled_leaf_is_downloadable_through_a_push() {
+    let sn = supernode(vec![], 1, 8).await;
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (hidden, _dir) = firewalled_leaf(sn.node.peer_addr(), "behind the wall.bin", &content).await;
 
     let hits = search_until(sn.node.peer_addr(), &query("behind wall", None), |hits| {
         !hits.is_empty()
@@ -376,22 +383,7 @@ async fn a_firewalled_leaf_is_downloadable_through_a_push() {
 async fn the_desktop_app_downloads_from_a_firewalled_leaf() {
     let sn = supernode(vec![], 1, 8).await;
     let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 249) as u8).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("hidden.bin"), &content).unwrap();
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK).sharing(share);
-    config.bootstrap = vec![sn.node.peer_addr()];
-    config.accept_inbound = false;
-    let hidden = Node::start(config).await.unwrap();
-    let mut status = hidden.leaf_status();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s: &LeafStatus| s.published(1)),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (_hidden, _dir) = firewalled_leaf(sn.node.peer_addr(), "hidden.bin", &content).await;
     let hash = canopy_common::proto::ContentHash::of(&content);
     search_until(sn.node.peer_addr(), &Query::for_hash(hash), |hits| {
         hits.first().is_some_and(|hit| hit.relayed.len() == 1)

@@ -41,6 +41,21 @@ async fn find(
     Ok(content)
 }
 
+/// Like [`find`], for a peer starting to fetch the file: it is recorded as
+/// a fellow downloader, to be offered to others by source exchange.
+async fn find_for(
+    peer: PeerAddr,
+    hash: ContentHash,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<Option<Content>, AnswerError> {
+    let content = find(hash, send, state).await?;
+    if content.is_some() {
+        state.swarm.record(hash, peer, Instant::now());
+    }
+    Ok(content)
+}
+
 /// The block layer: the size, then every block's chaining value.
 pub(super) async fn block_layer(
     peer: PeerAddr,
@@ -48,10 +63,9 @@ pub(super) async fn block_layer(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let Some(content) = find(hash, send, state).await? else {
+    let Some(content) = find_for(peer, hash, send, state).await? else {
         return Ok(());
     };
-    state.swarm.record(hash, peer, Instant::now());
     let hashes = content.hashes();
     let size = hashes.layout().size();
     write_frame(send, &Response::BlockLayer { size }).await?;
@@ -66,10 +80,9 @@ pub(super) async fn have(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let Some(content) = find(hash, send, state).await? else {
+    let Some(content) = find_for(peer, hash, send, state).await? else {
         return Ok(());
     };
-    state.swarm.record(hash, peer, Instant::now());
     let response = match &content {
         Content::Complete(_) => Response::HaveAll,
         Content::Partial(file) => Response::Have {
