@@ -151,6 +151,8 @@ impl Group {
         config.endpoint = base.endpoint.clone();
         config.upload = base.upload.clone();
         config.accept_inbound = base.accept_inbound;
+        // Behind the same router as the public node's port.
+        config.reachable = base.reachable;
         config.leaf_sessions = base.leaf_sessions;
         config.rescan_interval = base.rescan_interval;
         config.connection_limits = base.connection_limits;

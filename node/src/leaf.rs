@@ -151,7 +151,7 @@ pub struct LeafSettings {
     pub data_dir: PathBuf,
     /// Whether peers can connect to us; if not, they ask our supernode to
     /// have us connect to them (a push).
-    pub accept_inbound: bool,
+    pub reachable: bool,
     /// Where the live session connections are kept for searches.
     pub links: SessionLinks,
 }
@@ -279,7 +279,7 @@ async fn session(
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Hello {
         listen: vec![endpoint.local_addr()],
-        accepts_inbound: settings.accept_inbound,
+        accepts_inbound: settings.reachable,
         agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
     };
     write_frame(&mut send, &Request::Join(hello))

@@ -52,9 +52,15 @@ pub struct NodeConfig {
     /// Supernodes a leaf stays joined to at once (0: none; a one-shot
     /// `canopy get` needs no session to fetch or to serve what it has).
     pub leaf_sessions: usize,
-    /// Whether peers can connect to us. A node that cannot (behind a NAT or
-    /// firewall it cannot open) says so, and is reached by push instead.
+    /// Whether to accept incoming connections at all; `false` behaves as a
+    /// node behind a firewall that drops them (`--no-inbound`, tests).
     pub accept_inbound: bool,
+    /// Whether peers can connect to this node directly. If not (behind a
+    /// home router, as the election's dial-back found), its leaf sessions
+    /// say so: it is listed as a relayed source and downloaders ask its
+    /// supernode for a push (it connects out to them). It still accepts
+    /// the connections that reach it.
+    pub reachable: bool,
     /// For a node whose role was elected: keep re-deciding as the network
     /// changes (a leaf promotes when supernodes run short of slots; a
     /// supernode with few leaves and enough neighbours steps down).
@@ -84,6 +90,7 @@ impl NodeConfig {
             rescan_interval: Some(Duration::from_secs(60)),
             leaf_sessions: 2,
             accept_inbound: true,
+            reachable: true,
             election: None,
             connection_limits: Default::default(),
             editable_folders: false,
@@ -195,7 +202,7 @@ impl Node {
             supernodes: Vec::new(),
             sessions: config.leaf_sessions,
             data_dir: config.data_dir.clone(),
-            accept_inbound: config.accept_inbound,
+            reachable: config.reachable && config.accept_inbound,
             links: links.clone(),
         };
         let playing = match &supernode {

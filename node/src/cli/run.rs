@@ -33,6 +33,7 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     };
     config.bootstrap = settings.bootstrap.clone();
     config.accept_inbound = !settings.no_inbound;
+    config.reachable = !settings.no_inbound;
     config.leaf_sessions = settings.supernodes;
     config.rescan_interval = settings.rescan_interval;
     config.connection_limits.per_address = settings.max_connections_per_address;
@@ -142,6 +143,11 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             )
             .await?;
             config.listen = bound;
+            if profile.reachable == Some(false) {
+                // Behind a home router or firewall: say so in our sessions,
+                // so downloaders ask our supernode for a push.
+                config.reachable = false;
+            }
             super::probe::print(&profile, &measured, &decision, "starts as");
             tracing::info!(role = ?decision.role, reason = %decision.reason, "election");
             role_reason = format!("{}: {}", role_name(decision.role), decision.reason);
@@ -204,8 +210,19 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         listening
     };
     let scan = node.scan_stats();
+    // A node nobody can dial (behind a home router) is not offered at its
+    // own address, which others could not use (and may be private).
+    let dialable = base.reachable && base.accept_inbound;
     println!("canopy node {}", me.id);
-    println!("listening on {} (peers reach this node as {me})", listening.addr);
+    if dialable {
+        println!("listening on {} (peers reach this node as {me})", listening.addr);
+    } else {
+        println!(
+            "listening on {} (peers cannot connect to this node: they reach it through its \
+             supernode, which asks it to connect out to them)",
+            listening.addr
+        );
+    }
     println!(
         "sharing {} file{}, {} ({} hashed now, {} from cache)",
         scan.files,
@@ -228,7 +245,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 .path
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned()),
-            sources: vec![me],
+            sources: if dialable { vec![me] } else { Vec::new() },
         };
         println!(
             "  {:>10}  {}  {link}",
@@ -240,7 +257,14 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         println!("  … and {} more", files.len() - 20);
     }
     if let Some(file) = files.first() {
-        println!("fetch with: canopy get {} --source {me}", file.hash());
+        if dialable {
+            println!("fetch with: canopy get {} --source {me}", file.hash());
+        } else {
+            println!(
+                "fetch with: canopy get {} (its supernode knows this node)",
+                file.hash()
+            );
+        }
     }
     if let Some(control) = services.control_addr() {
         println!("status and metrics on http://{control}/metrics (canopy status reads them)");

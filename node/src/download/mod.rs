@@ -503,10 +503,10 @@ fn stall_reason(size_known: bool, sources: &[SourceProgress]) -> String {
         };
     }
     if !size_known {
-        return format!(
-            "waiting for one of {live} source{} to send the file's size",
-            plural(live)
-        );
+        return match live {
+            1 => "waiting for the source to send the file's size".into(),
+            _ => format!("waiting for one of {live} sources to send the file's size"),
+        };
     }
     let mut parts = Vec::new();
     if active > 0 {
@@ -670,6 +670,18 @@ impl Coordinator {
                 self.replan();
             }
         }
+        // Sources that could be asked for blocks right now: connected, the
+        // size known, neither busy (a timer is armed) nor still connecting.
+        let askable = match ledger {
+            Some(_) => self
+                .shared
+                .slots
+                .locked()
+                .values()
+                .filter(|slot| matches!(slot.state, SourceState::Active | SourceState::Idle))
+                .count(),
+            None => 0,
+        };
         let reading = Reading {
             verified: ledger.map_or(0, Ledger::verified),
             complete: self.is_complete(),
@@ -677,7 +689,7 @@ impl Coordinator {
                 .shared
                 .with_scheduler(|s| s.outstanding_blocks())
                 .unwrap_or(0),
-            live_sources: self.active,
+            live_sources: askable,
         };
         if watchdog.observe(now, reading) == Verdict::Replan {
             let progress = progress_of(&self.shared);

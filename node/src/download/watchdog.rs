@@ -3,8 +3,8 @@
 //!
 //! Two jobs. For the user: a download with no new verified bytes for
 //! [`SHOW_STALLED`] is shown as stalled, with the reason, instead of a frozen
-//! bar. For robustness: a download that is incomplete, has a live source and
-//! has not moved for a while is **re-planned** (the ledger and the
+//! bar. For robustness: a download that is incomplete, has a source it could
+//! ask and has not moved for a while is **re-planned** (the ledger and the
 //! scheduler's books checked and put right, orphaned requests released,
 //! every source woken), so even a bug nobody has found yet costs seconds,
 //! not forever. Re-planning a download that was only waiting is harmless.
@@ -32,7 +32,8 @@ pub struct Reading {
     pub complete: bool,
     /// Blocks requested and not yet delivered.
     pub in_flight: u32,
-    /// Sources connected or connecting.
+    /// Sources that could be asked for blocks now: connected, the size
+    /// known, neither busy (their retry timer is armed) nor connecting.
     pub live_sources: usize,
 }
 

@@ -1,0 +1,284 @@
+//! Behind home routers (issue 19), in the NAT test bed of network
+//! namespaces (`bench/nat.sh`): real `canopy` processes, a public
+//! supernode, a public peer, and a home machine behind a router that drops
+//! whatever nobody inside asked for. Needs root, as CI runs.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use canopy_common::proto::ContentHash;
+use support::{text, CANOPY};
+
+const BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/nat.sh");
+/// This test's own namespaces, apart from a bed someone runs by hand.
+const PREFIX: &str = "cnt-";
+const SUPERNODE: &str = "10.77.0.2:4663";
+
+/// The test bed, taken down when dropped.
+struct Bed;
+
+impl Bed {
+    fn up(kinds: &[&str]) -> Bed {
+        assert!(
+            Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| text(&o.stdout).trim() == "0")
+                .unwrap_or(false),
+            "the NAT test bed needs root (network namespaces); CI runs as root"
+        );
+        let output = Command::new("bash")
+            .arg(BED)
+            .arg("up")
+            .args(kinds)
+            .env("CANOPY_NETNS_PREFIX", PREFIX)
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "bench/nat.sh up failed: {}",
+            text(&output.stderr)
+        );
+        Bed
+    }
+
+    /// `canopy ARGS` on machine `name`.
+    fn canopy(&self, name: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &format!("{PREFIX}{name}"), CANOPY]);
+        command
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(BED)
+            .arg("down")
+            .env("CANOPY_NETNS_PREFIX", PREFIX)
+            .output();
+    }
+}
+
+/// A `canopy run` in the bed, killed when dropped, with its banner.
+struct Running {
+    child: Child,
+    banner: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(bed: &Bed, machine: &str, args: &[&str], data: &Path) -> Running {
+    let stderr_path = data.with_extension("stderr");
+    let mut child = bed
+        .canopy(machine)
+        .arg("run")
+        .args(args)
+        .args(["--no-ui", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("canopy run starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    while !banner.iter().any(|line: &String| line.starts_with("role:")) {
+        let Some(line) = lines.next() else {
+            let status = child.wait().unwrap();
+            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("canopy run on {machine} ended ({status}) before its banner: {banner:?}\n{stderr}");
+        };
+        banner.push(line.unwrap());
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Running { child, banner }
+}
+
+fn wait_output(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+/// A home machine behind a router that drops unsolicited traffic: the
+/// election finds it unreachable, it says so to its supernode instead of
+/// offering a private address, and a public peer fetches its file through
+/// a push (it connects out). It also fetches from the public peer.
+#[test]
+fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
+    let bed = Bed::up(&["cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let supernode = run(
+        &bed,
+        "sn",
+        &["--role", "supernode", "--listen", SUPERNODE],
+        &dir("sn"),
+    );
+    let line = supernode
+        .banner
+        .iter()
+        .find_map(|line| line.split("peers reach this node as ").nth(1))
+        .expect("the supernode says where it is reached")
+        .trim_end_matches(')')
+        .to_string();
+    let supernode_addr = line;
+
+    let content = patterned(3_000_000);
+    let hash = ContentHash::of(&content);
+    let share = dir("home-share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("behind the router.bin"), &content).unwrap();
+    let share_arg = share.to_string_lossy().into_owned();
+    let home = run(
+        &bed,
+        "h1",
+        &[
+            "--share",
+            &share_arg,
+            "--bootstrap",
+            &supernode_addr,
+            "--listen",
+            "0.0.0.0:4663",
+        ],
+        &dir("home"),
+    );
+    let banner = home.banner.join("\n");
+    assert!(
+        banner.contains("reachable no"),
+        "the election saw the router:\n{banner}"
+    );
+    assert!(banner.contains("peers cannot connect to this node"), "{banner}");
+    assert!(
+        !banner.contains("192.168.1.2:4663"),
+        "a private address was offered:\n{banner}"
+    );
+    assert!(banner.contains("role: leaf"), "{banner}");
+
+    // Wait until the supernode lists the file, as a relayed source.
+    let started = Instant::now();
+    loop {
+        let mut search = bed.canopy("pub");
+        search
+            .args([
+                "search",
+                "behind router",
+                "--json",
+                "--bootstrap",
+                &supernode_addr,
+                "--data-dir",
+            ])
+            .arg(dir("pub-search"));
+        let output = wait_output(search, Duration::from_secs(20));
+        if text(&output.stdout).contains(&hash.to_hex()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the home machine's file never reached the supernode: {}",
+            text(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let output_path = dir("fetched.bin");
+    let mut get = bed.canopy("pub");
+    get.args([
+        "get",
+        &hash.to_hex(),
+        "--bootstrap",
+        &supernode_addr,
+        "--quiet",
+        "-o",
+    ])
+    .arg(&output_path)
+    .arg("--data-dir")
+    .arg(dir("pub"));
+    let fetched = wait_output(get, Duration::from_secs(60));
+    assert!(
+        fetched.status.success(),
+        "the public peer could not fetch from the home machine ({}): {}",
+        fetched.status,
+        text(&fetched.stderr)
+    );
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+
+    // The other way: the home machine fetches a public peer's file.
+    let public_content = patterned(1_000_000);
+    let public_hash = ContentHash::of(&public_content);
+    let public_share = dir("pub-share");
+    std::fs::create_dir_all(&public_share).unwrap();
+    std::fs::write(public_share.join("public.bin"), &public_content).unwrap();
+    let public_share_arg = public_share.to_string_lossy().into_owned();
+    let _public = run(
+        &bed,
+        "pub",
+        &[
+            "--role",
+            "leaf",
+            "--share",
+            &public_share_arg,
+            "--bootstrap",
+            &supernode_addr,
+            "--listen",
+            "10.77.0.3:4663",
+        ],
+        &dir("pub-node"),
+    );
+    let home_output = dir("home-fetched.bin");
+    let started = Instant::now();
+    loop {
+        let mut get = bed.canopy("h1");
+        get.args([
+            "get",
+            &public_hash.to_hex(),
+            "--bootstrap",
+            &supernode_addr,
+            "--quiet",
+            "-o",
+        ])
+        .arg(&home_output)
+        .arg("--data-dir")
+        .arg(dir("home-get"));
+        let fetched = wait_output(get, Duration::from_secs(60));
+        if fetched.status.success() {
+            break;
+        }
+        // The public node's files reach the supernode within a moment.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the home machine could not fetch from the public peer: {}",
+            text(&fetched.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(std::fs::read(&home_output).unwrap() == public_content);
+    drop(home);
+    drop(supernode);
+}
