@@ -1,0 +1,386 @@
+//! The supernode overlay: links to neighbour supernodes, query flooding
+//! over them, and the host cache that lets the network start and heal
+//! without any central server.
+//!
+//! Every link is one QUIC stream opened with [`Request::LinkWith`] (or, to
+//! an older supernode, [`Request::Link`]); both ends then send
+//! [`OverlayMessage`]s on it. Routing decisions are the sans-IO
+//! [`Router`]'s; this module only carries its actions out.
+//!
+//! With keyword routing on (the default), neighbours that both speak
+//! [`FEATURE_KEYWORD_TABLES`] exchange horizon tables
+//! ([`canopy_common::proto::qrp::horizon`]) every [`OverlayConfig::table_interval`]:
+//! a copy of a query goes only to neighbours whose tables say a match may
+//! lie within its reach, and our own leaves' searches run as a
+//! [`DynamicQuery`] that widens only as far as the results require.
+
+mod link;
+mod search;
+mod tables;
+
+use canopy_common::sync::Lock;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
+use canopy_common::proto::budget::TokenBucket;
+use canopy_common::proto::dynamic::{self, DynamicConfig, DynamicQuery, Step};
+use canopy_common::proto::frame::{batches, encode, MAX_CONTROL_FRAME};
+use canopy_common::proto::nearest::sizing_up;
+use canopy_common::proto::qrp::horizon::MAX_LEVELS;
+use canopy_common::proto::qrp::MAX_NEIGHBOUR_TABLES;
+use canopy_common::proto::routing::{
+    Action, Dropped, FloodQuery, Forward, Forwarding, Origin, QueryId, Router, RouterConfig,
+};
+use canopy_common::proto::search::{HitError, QueryError, MAX_HITS};
+use canopy_common::proto::wire::{
+    LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, MAX_HOSTS_PER_MESSAGE,
+};
+use canopy_common::proto::{Hit, PeerAddr, PeerId, Query, Request, Response};
+use quinn::{RecvStream, SendStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::hosts::HostCache;
+use crate::index::FileIndex;
+
+/// How the overlay behaves.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// Neighbours we try to keep.
+    pub target_neighbours: usize,
+    /// Neighbours we accept at most (others link to us too).
+    pub max_neighbours: usize,
+    pub router: RouterConfig,
+    /// How long a leaf's search collects hits from the rest of the network.
+    pub search_window: Duration,
+    /// Where the host cache is kept (`None`: memory only).
+    pub hosts_path: Option<PathBuf>,
+    /// Exchange keyword tables with neighbours that speak them, route
+    /// query copies by them, and run our leaves' searches as dynamic
+    /// queries. Off: plain flooding, as before.
+    pub keyword_routing: bool,
+    /// Levels of keyword tables (1 to 8): copies arriving with a TTL below
+    /// this are routed by tables, others broadcast.
+    pub table_levels: u8,
+    /// How often changed tables are sent to neighbours.
+    pub table_interval: Duration,
+    /// How our leaves' searches widen (its `target_results` is
+    /// `--search-target`). Used only with `keyword_routing` and for
+    /// queries that do not set a TTL themselves.
+    pub dynamic: DynamicConfig,
+}
+
+/// How our leaves' searches widen by default. The time limit stays under
+/// the 10 s a reference client waits for a supernode; a hop out and back
+/// is given 500 ms (the simulator's 1.2 s models a slower internet).
+pub fn default_dynamic() -> DynamicConfig {
+    DynamicConfig {
+        target_results: 150,
+        time_limit: Duration::from_secs(8),
+        probe_fanout: 3,
+        probe_ttl: 1,
+        // As far as a supernode lets a copy go: past what the tables
+        // cover only while nothing is found (`broadcast_past_tables`).
+        max_ttl: RouterConfig::default().max_ttl,
+        wait_per_hop: Duration::from_millis(500),
+        assumed_degree: 4,
+        max_widening_ttl: 2,
+        broadcast_past_tables: 1,
+    }
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        OverlayConfig {
+            target_neighbours: 4,
+            max_neighbours: 8,
+            router: RouterConfig::default(),
+            search_window: Duration::from_secs(2),
+            hosts_path: None,
+            keyword_routing: true,
+            table_levels: canopy_common::proto::qrp::horizon::DEFAULT_LEVELS,
+            table_interval: Duration::from_secs(2),
+            dynamic: default_dynamic(),
+        }
+    }
+}
+
+/// How often neighbours are topped up and host caches exchanged.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
+const EXCHANGE_EVERY: Duration = Duration::from_secs(20);
+/// A supernode we failed to link to is left alone this long.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Messages queued per neighbour before we drop rather than wait.
+const OUTBOX: usize = 256;
+/// Table update bytes (by [`canopy_common::proto::qrp::TableUpdate::cost`])
+/// a neighbour may send in a burst: every level of a 2^20-bit table
+/// from scratch, twice over.
+const TABLE_BURST: f64 = (2 * MAX_LEVELS as usize * (128 << 10)) as f64;
+/// ... and per second after that. A neighbour over it loses its link.
+const TABLE_BYTES_PER_SECOND: f64 = (256 << 10) as f64;
+/// Largest degree we believe a neighbour has.
+const MAX_DEGREE: u16 = MAX_NEIGHBOUR_TABLES as u16;
+
+struct Neighbour {
+    addr: PeerAddr,
+    /// The link's connection, for its round trip time.
+    connection: quinn::Connection,
+    outbox: mpsc::Sender<OverlayMessage>,
+    /// Which link this is, so a superseded link's end does not remove its
+    /// successor.
+    link: u64,
+    /// Who opened it.
+    initiator: PeerId,
+    /// Both sides speak keyword tables on this link.
+    tables: bool,
+    /// Its number of supernode neighbours, as it last told us (0: unknown).
+    degree: u16,
+    /// Our degree as we last told it.
+    degree_sent: u16,
+    /// Table bytes it may still send now, and when that was worked out.
+    table_budget: TokenBucket,
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Default)]
+pub struct OverlayStats {
+    /// Searches our own leaves started.
+    pub searches: AtomicU64,
+    /// Queries that arrived from neighbours (duplicates included).
+    pub queries_received: AtomicU64,
+    /// Queries answered from our index (local and from neighbours).
+    pub queries_answered: AtomicU64,
+    /// Queries passed on (once each, however many neighbours got them;
+    /// a leaf's dynamic search once it sends its first copy).
+    pub queries_forwarded: AtomicU64,
+    /// Queries not passed on because of the router's `max_forwarded_per_second`.
+    pub queries_capped: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    /// Hits our index produced.
+    pub hits_found: AtomicU64,
+    /// Messages from neighbours that broke the caps (each closed its link).
+    pub bad_messages: AtomicU64,
+    /// Query copies sent to neighbours without a table check.
+    pub copies_broadcast: AtomicU64,
+    /// Query copies sent because a neighbour's table may match in reach.
+    pub copies_routed: AtomicU64,
+    /// Query copies not sent: the neighbour's table ruled them out.
+    pub copies_pruned: AtomicU64,
+    /// Copies our leaves' dynamic searches sent (probes, not counted above).
+    pub probes_sent: AtomicU64,
+    /// Keyword table messages sent and received, in encoded bytes.
+    pub table_bytes_sent: AtomicU64,
+    pub table_bytes_received: AtomicU64,
+    /// Table updates refused (the sender's tables were forgotten).
+    pub table_updates_refused: AtomicU64,
+}
+
+/// What a neighbour sent that breaks the caps; its link is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum Misbehaviour {
+    #[error("bad query: {0}")]
+    Query(#[from] QueryError),
+    #[error("{0} hits in one message, over {MAX_HITS}")]
+    TooManyHits(usize),
+    #[error("bad hit: {0}")]
+    Hit(#[from] HitError),
+    #[error("{0} on a link without keyword tables")]
+    NoTablesAgreed(&'static str),
+    #[error("keyword tables over {TABLE_BYTES_PER_SECOND} bytes a second")]
+    TablesTooFast,
+}
+
+/// A supernode's overlay: its links, its router and its host cache.
+///
+/// Locks: each is taken alone, except one order kept everywhere:
+/// `neighbours`, then the index's horizon (a link's up and down must reach
+/// the horizon in the order links replace each other). Nothing takes
+/// `neighbours` while holding the horizon.
+pub struct Overlay {
+    config: OverlayConfig,
+    endpoint: Endpoint,
+    index: Arc<FileIndex>,
+    router: Mutex<Router>,
+    started: Instant,
+    neighbours: Mutex<HashMap<PeerId, Neighbour>>,
+    connecting: Mutex<HashSet<PeerId>>,
+    failures: Mutex<HashMap<PeerId, Instant>>,
+    hosts: Mutex<HostCache>,
+    searches: Mutex<HashMap<u64, mpsc::Sender<Vec<Hit>>>>,
+    next_search: AtomicU64,
+    next_link: AtomicU64,
+    /// Set by [`Overlay::stop`]: links close, no new ones are made.
+    stopping: watch::Sender<bool>,
+    pub stats: OverlayStats,
+}
+
+impl Overlay {
+    /// Starts keeping neighbours, beginning with `bootstrap` and the
+    /// persisted host cache. Call inside a tokio runtime.
+    pub fn start(
+        config: OverlayConfig,
+        endpoint: Endpoint,
+        index: Arc<FileIndex>,
+        bootstrap: &[PeerAddr],
+    ) -> Arc<Overlay> {
+        let mut hosts = HostCache::open(config.hosts_path.clone());
+        for &addr in bootstrap {
+            hosts.saw(addr, 0);
+        }
+        index.horizon().locked().set_levels(config.table_levels);
+        let overlay = Arc::new(Overlay {
+            router: Mutex::new(Router::new(config.router.clone())),
+            config,
+            endpoint,
+            index,
+            started: Instant::now(),
+            neighbours: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
+            failures: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(hosts),
+            searches: Mutex::new(HashMap::new()),
+            next_search: AtomicU64::new(1),
+            next_link: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
+            stats: OverlayStats::default(),
+        });
+        tokio::spawn(maintain(Arc::downgrade(&overlay)));
+        overlay
+    }
+
+    fn me(&self) -> PeerAddr {
+        self.endpoint.peer_addr()
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Leaves the overlay: every link is finished (neighbours see it end
+    /// at once and replace it), no new links are made or accepted, and the
+    /// host cache is saved for next time.
+    pub async fn stop(&self) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.neighbours.locked().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.hosts.locked().save();
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Current neighbours.
+    pub fn neighbours(&self) -> Vec<PeerAddr> {
+        self.neighbours.locked().values().map(|n| n.addr).collect()
+    }
+
+    fn neighbour_ids(&self) -> Vec<PeerId> {
+        self.neighbours.locked().keys().copied().collect()
+    }
+
+    /// Other supernodes a leaf could fall back on: neighbours first.
+    pub fn referrals(&self, count: usize) -> Vec<PeerAddr> {
+        let mut others = self.neighbours();
+        for addr in self.hosts.locked().freshest() {
+            if others.len() >= count {
+                break;
+            }
+            if addr.id != self.me().id && !others.iter().any(|o| o.id == addr.id) {
+                others.push(addr);
+            }
+        }
+        others.truncate(count);
+        others
+    }
+
+    /// The overlay features we speak.
+    fn features(&self) -> u32 {
+        if self.config.keyword_routing {
+            FEATURE_KEYWORD_TABLES
+        } else {
+            0
+        }
+    }
+
+    fn degree(&self) -> u16 {
+        let count = self.neighbours.locked().len();
+        u16::try_from(count).unwrap_or(u16::MAX)
+    }
+
+    fn candidates(&self, wanted: usize) -> Vec<PeerAddr> {
+        let me = self.me().id;
+        let neighbours = self.neighbour_ids();
+        let connecting = self.connecting.locked().clone();
+        let failed: HashSet<PeerId> = {
+            let mut failures = self.failures.locked();
+            failures.retain(|_, when| when.elapsed() < RETRY_AFTER);
+            failures.keys().copied().collect()
+        };
+        let freshest = self.hosts.locked().freshest();
+        freshest
+            .into_iter()
+            .filter(|addr| {
+                addr.id != me
+                    && !neighbours.contains(&addr.id)
+                    && !connecting.contains(&addr.id)
+                    && !failed.contains(&addr.id)
+            })
+            .take(wanted)
+            .collect()
+    }
+}
+
+/// A message's size on the wire, frame length prefix included.
+fn encoded_len<T: serde::Serialize>(message: &T) -> u64 {
+    encode(message, usize::MAX).map_or(0, |frame| frame.len() as u64)
+}
+
+/// Keeps the neighbour count up, shares host caches and keyword tables,
+/// until the overlay is dropped.
+async fn maintain(overlay: std::sync::Weak<Overlay>) {
+    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+    let mut last_exchange = Instant::now();
+    let mut last_tables: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let Some(overlay) = overlay.upgrade() else { return };
+        if overlay.is_stopping() {
+            return;
+        }
+        let linked = overlay.neighbours.locked().len();
+        let have = linked + overlay.connecting.locked().len();
+        if have < overlay.config.target_neighbours {
+            // Size up several supernodes per link wanted and keep the
+            // nearest: a query's first hit is a few supernode hops away,
+            // and each hop costs a round trip.
+            let (wanted, sized_up) = sizing_up(overlay.config.target_neighbours - have);
+            let candidates = overlay.candidates(sized_up);
+            if !candidates.is_empty() {
+                let mut connecting = overlay.connecting.locked();
+                connecting.extend(candidates.iter().map(|addr| addr.id));
+                drop(connecting);
+                tokio::spawn(overlay.clone().link_nearest(candidates, wanted));
+            }
+        }
+        if last_tables.is_none_or(|at| at.elapsed() >= overlay.config.table_interval) {
+            last_tables = Some(Instant::now());
+            overlay.send_tables();
+        }
+        if last_exchange.elapsed() >= EXCHANGE_EVERY {
+            last_exchange = Instant::now();
+            let message = OverlayMessage::Supernodes {
+                entries: overlay.host_message(),
+            };
+            for id in overlay.neighbour_ids() {
+                overlay.send_to(id, message.clone());
+            }
+            overlay.hosts.locked().save();
+        }
+    }
+}
