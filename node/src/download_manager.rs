@@ -474,12 +474,11 @@ impl Downloads {
 /// Asks the network for more sources of `hash`, relayed ones included, and
 /// hands them to `download`.
 async fn find_sources(searcher: Searcher, hash: ContentHash, download: Arc<Download>) {
+    // While we look, a download with no source left waits for us.
+    let finder = download.finder();
+    drop(download);
     match searcher.sources_of(hash).await {
-        Ok(found) => {
-            for source in found.sources {
-                download.add(source);
-            }
-        }
+        Ok(found) => found.sources.into_iter().for_each(|source| finder.add(source)),
         Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),
     }
 }

@@ -229,8 +229,16 @@ impl Way {
     }
 }
 
-/// Asks over `ways`, in order, until one supernode answers; returns its
-/// hits and who it was.
+/// How long an ask may go unanswered before the next supernode is asked
+/// as well (the idea of Happy Eyeballs, RFC 8305): a supernode that is gone
+/// costs this much, not a whole timeout. A live one answers well within it
+/// (a handshake and a search: a few round trips).
+const ASK_NEXT_AFTER: Duration = Duration::from_millis(1000);
+
+/// Asks over `ways` until one supernode answers; returns its hits and who
+/// it was. The first is asked at once and each next one when the asks
+/// under way have failed or stayed silent for [`ASK_NEXT_AFTER`]; hits
+/// reach `on_new` (once per file) from whichever ask brings them first.
 async fn ask_first(
     endpoint: &Endpoint,
     ways: Vec<Way>,
@@ -240,24 +248,69 @@ async fn ask_first(
     if ways.is_empty() {
         return Err(SearchError::NoSupernodeKnown);
     }
+    let (hits_tx, mut hits_rx) = tokio::sync::mpsc::unbounded_channel::<Hit>();
+    let mut waiting = ways.into_iter();
+    let mut asks = tokio::task::JoinSet::new();
+    let start = |asks: &mut tokio::task::JoinSet<_>, way: Way| {
+        let (endpoint, query, hits) = (endpoint.clone(), query.clone(), hits_tx.clone());
+        asks.spawn(async move {
+            let supernode = way.supernode();
+            let mut forward = |hit: &Hit| {
+                let _ = hits.send(hit.clone());
+            };
+            let asked = match &way {
+                Way::Dial(_) => {
+                    let ask = ask_one(&endpoint, &supernode, &query, &mut forward);
+                    tokio::time::timeout(SEARCH_TIMEOUT, ask).await
+                }
+                Way::Over(_, connection) => {
+                    let ask = ask_on(connection, &supernode, &query, &mut forward);
+                    tokio::time::timeout(SEARCH_TIMEOUT, ask).await
+                }
+            };
+            (supernode, asked.unwrap_or(Err(AskError::Timeout)))
+        });
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut show = |hit: Hit, on_new: &mut (dyn FnMut(&Hit) + Send)| {
+        if seen.insert(hit.hash) {
+            on_new(&hit);
+        }
+    };
     let mut failures = Vec::new();
-    for way in ways {
-        let supernode = way.supernode();
-        let asked = match &way {
-            Way::Dial(_) => {
-                tokio::time::timeout(SEARCH_TIMEOUT, ask_one(endpoint, &supernode, query, on_new)).await
+    if let Some(way) = waiting.next() {
+        start(&mut asks, way);
+    }
+    loop {
+        let next_after = tokio::time::sleep(ASK_NEXT_AFTER);
+        tokio::select! {
+            Some(hit) = hits_rx.recv() => show(hit, on_new),
+            Some(joined) = asks.join_next() => {
+                // (An ask that panicked counts as one that failed.)
+                if let Ok((supernode, asked)) = joined {
+                    match asked {
+                        Ok(hits) => {
+                            while let Ok(hit) = hits_rx.try_recv() {
+                                show(hit, on_new);
+                            }
+                            return Ok((hits, supernode));
+                        }
+                        Err(error) => failures.push((supernode, error)),
+                    }
+                }
+                match waiting.next() {
+                    Some(way) => start(&mut asks, way),
+                    None if asks.is_empty() => return Err(SearchError::NoneAnswered(failures)),
+                    None => {}
+                }
             }
-            Way::Over(_, connection) => {
-                tokio::time::timeout(SEARCH_TIMEOUT, ask_on(connection, &supernode, query, on_new)).await
+            _ = next_after, if waiting.len() > 0 => {
+                if let Some(way) = waiting.next() {
+                    start(&mut asks, way);
+                }
             }
-        };
-        match asked {
-            Ok(Ok(hits)) => return Ok((hits, supernode)),
-            Ok(Err(error)) => failures.push((supernode, error)),
-            Err(_) => failures.push((supernode, AskError::Timeout)),
         }
     }
-    Err(SearchError::NoneAnswered(failures))
 }
 
 async fn ask_one(

@@ -297,3 +297,89 @@ fn demo_shares_fetches_and_verifies() {
     let out = text(&demo.stdout);
     assert!(out.contains("verified yes"), "{out}");
 }
+
+/// Supernodes remembered from earlier runs that are gone (their packets
+/// vanish) must not hold up a download from a source given by hand: it
+/// starts at once, and the supernodes are asked meanwhile (issue 20).
+#[test]
+fn dead_remembered_supernodes_do_not_delay_a_download_from_a_given_source() {
+    let data = tempfile::tempdir().unwrap();
+    let share = data.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(share.join("f.bin"), &content).unwrap();
+    let node = run_node(&["--share", share.to_str().unwrap()], &data.path().join("sharer"));
+    let hash = canopy_common::proto::ContentHash::of(&content).to_hex();
+
+    // Four supernodes that never answer: sockets that read nothing.
+    let client = data.path().join("client");
+    let black_holes: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (n, hole) in black_holes.iter().enumerate() {
+        let id = canopy_common::proto::PeerId([n as u8 + 1; 32]);
+        let gone = canopy_common::proto::PeerAddr::new(id, hole.local_addr().unwrap());
+        canopy_node::hostcache::remember(&client, gone);
+    }
+    let started = std::time::Instant::now();
+    let fetched = canopy(&[
+        "get",
+        &hash,
+        "--source",
+        &node.address,
+        "-o",
+        data.path().join("out.bin").to_str().unwrap(),
+        "--data-dir",
+        client.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    eprintln!("fetched in {took:?} with 4 dead supernodes remembered");
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert!(std::fs::read(data.path().join("out.bin")).unwrap() == content);
+    // Before, each dead supernode was waited out in turn (~20 s in all).
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+/// The exit codes of a `get` with nothing to fetch from, one by one.
+#[test]
+fn a_get_with_no_source_says_why_by_its_exit_code() {
+    let data = tempfile::tempdir().unwrap();
+    let hash = canopy_common::proto::ContentHash::of(b"nowhere").to_hex();
+    let dir = |name: &str| data.path().join(name).to_string_lossy().into_owned();
+
+    // No --source and no supernode known: a usage error.
+    let alone = canopy(&["get", &hash, "--data-dir", &dir("alone")]);
+    assert_eq!(alone.status.code(), Some(2), "{}", text(&alone.stderr));
+    assert!(
+        text(&alone.stderr).contains("--bootstrap"),
+        "{}",
+        text(&alone.stderr)
+    );
+
+    // The only supernode is gone: a network failure, not "nobody has it".
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gone = format!(
+        "{}@{}",
+        canopy_common::proto::PeerId([9; 32]),
+        hole.local_addr().unwrap()
+    );
+    let down = canopy(&["get", &hash, "--bootstrap", &gone, "--data-dir", &dir("down")]);
+    assert_eq!(down.status.code(), Some(4), "{}", text(&down.stderr));
+    assert!(
+        text(&down.stderr).contains("no supernode ran the search"),
+        "{}",
+        text(&down.stderr)
+    );
+
+    // A supernode answers that nobody has it.
+    let supernode = run_node(&["--role", "supernode"], &data.path().join("sn"));
+    let missing = canopy(&[
+        "get",
+        &hash,
+        "--bootstrap",
+        &supernode.address,
+        "--data-dir",
+        &dir("asker"),
+    ]);
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
+}

@@ -22,6 +22,11 @@ pub const INTERRUPTED: u8 = 130;
 #[error("no source shares {0}: the supernodes asked know of none")]
 pub struct NoSources(pub canopy_common::proto::ContentHash);
 
+/// No source was given and no supernode is known to ask: a usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("no sources for {0}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask")]
+pub struct NothingToAsk(pub canopy_common::proto::ContentHash);
+
 /// `canopy search` found nothing: exit 1, like grep, with no message.
 #[derive(Debug, thiserror::Error)]
 #[error("nothing found")]
@@ -58,6 +63,8 @@ pub fn of(error: &anyhow::Error) -> u8 {
         INTERRUPTED
     } else if error.downcast_ref::<NoSources>().is_some() {
         NOT_FOUND
+    } else if error.downcast_ref::<NothingToAsk>().is_some() {
+        USAGE
     } else {
         OTHER
     }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::args::{parse_peer_addr, DataDir, NetworkArgs, TransferArgs};
-use super::exit::{self, NoSources};
+use super::exit::{self, NoSources, NothingToAsk};
 use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
 use crate::searcher::Searcher;
 use crate::units::human_bytes;
@@ -80,6 +80,11 @@ PATH.part.state. Run the same command again after an interruption (even
 kill -9) and it continues where it stopped; blocks already on disk are
 verified again before they are trusted.
 
+Sources: those given (--source, a link's) start at once; the supernodes
+(--bootstrap, then those remembered) are asked meanwhile, and the sources
+they know join the running download. A supernode that does not answer
+within a second costs no more: the next is asked too.
+
 Stalls: after 10 s without a verified byte the progress bar says
 'stalled' and what the download waits for (sources busy, connecting,
 without the missing blocks). A download that stops moving is re-planned
@@ -89,9 +94,10 @@ waits silently.
 Exit codes:
   0  the file was fetched and verified
   1  other error
-  2  bad command line
-  3  no source shares that hash
-  4  network: sources unreachable, not who PEERID says, or gone before the end
+  2  bad command line, or no --source given and no supernode known to ask
+  3  no source shares that hash (the supernodes asked know of none)
+  4  network: no supernode could be asked, sources unreachable, not who
+     PEERID says, or gone before the end
      (partial data is kept; run again to resume)
   5  every source sent data that failed verification and was banned
      (nothing unverified was written)
@@ -179,52 +185,80 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     config.upload = args.upload.limits();
     config.network = place.network.clone();
     let node = Node::start(config).await.context("cannot start the local node")?;
-    let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
-    if !place.supernodes.is_empty() {
-        // Ask the network who has it, too.
-        let asker = Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone());
-        match asker.sources_of(link.hash).await {
-            Ok(found) => {
-                if let Some(answered) = found.answered {
-                    crate::hostcache::remember(&place.data_dir, answered);
-                }
-                sources.extend(found.sources);
-                if link.name.is_none() {
-                    link.name = found.name;
-                }
-            }
-            Err(error) => tracing::warn!("cannot ask for sources: {error:#}"),
-        }
-    }
-    if sources.is_empty() {
-        let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
-        if place.supernodes.is_empty() {
-            anyhow::bail!(
-                "no sources for {}: pass --source PEERID@HOST:PORT, or --bootstrap a supernode to ask",
-                link.hash
-            );
-        }
-        return Err(NoSources(link.hash).into());
-    }
-    if args.output.is_none() {
-        let named = PathBuf::from(default_name(&link));
-        if named != planned {
-            // The network named the file: settle that place instead.
-            output = match settle_output(&named, &link, args.force)? {
-                Settled::Fetch(output) => output,
-                Settled::Complete(complete) => {
-                    complete.report(mode);
-                    let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
-                    return Ok(());
-                }
-            };
-        }
-    }
+    let asker = (!place.supernodes.is_empty())
+        .then(|| Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone()));
     let options = DownloadOptions {
         max_sources: args.max_sources,
         ..DownloadOptions::default()
     };
-    let download = node.download_from(link.hash, &output, sources, options);
+    let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
+    let mut finding = None;
+    let download = match asker {
+        // Sources in hand and the file's place known: start at once; what
+        // the network knows joins the running download as it is found, so
+        // a supernode that is gone never delays the first byte.
+        Some(asker) if !sources.is_empty() && (args.output.is_some() || link.name.is_some()) => {
+            let download = node.download_from(link.hash, &output, sources, options);
+            let finder = download.finder();
+            let (hash, data_dir) = (link.hash, place.data_dir.clone());
+            finding = Some(tokio::spawn(async move {
+                match asker.sources_of(hash).await {
+                    Ok(found) => {
+                        if let Some(answered) = found.answered {
+                            crate::hostcache::remember(&data_dir, answered);
+                        }
+                        found.sources.into_iter().for_each(|source| finder.add(source));
+                    }
+                    Err(error) => tracing::info!("cannot ask for more sources: {error}"),
+                }
+            }));
+            download
+        }
+        // Nothing to start with, or the file's name to learn: ask first.
+        asker => {
+            if let Some(asker) = asker {
+                match asker.sources_of(link.hash).await {
+                    Ok(found) => {
+                        if let Some(answered) = found.answered {
+                            crate::hostcache::remember(&place.data_dir, answered);
+                        }
+                        sources.extend(found.sources);
+                        if link.name.is_none() {
+                            link.name = found.name;
+                        }
+                    }
+                    // With nothing else to go on, that is the answer.
+                    Err(error) if sources.is_empty() => {
+                        let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                        return Err(error.into());
+                    }
+                    Err(error) => tracing::warn!("cannot ask for sources: {error}"),
+                }
+            }
+            if sources.is_empty() {
+                let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                if place.supernodes.is_empty() {
+                    return Err(NothingToAsk(link.hash).into());
+                }
+                return Err(NoSources(link.hash).into());
+            }
+            if args.output.is_none() {
+                let named = PathBuf::from(default_name(&link));
+                if named != planned {
+                    // The network named the file: settle that place instead.
+                    output = match settle_output(&named, &link, args.force)? {
+                        Settled::Fetch(output) => output,
+                        Settled::Complete(complete) => {
+                            complete.report(mode);
+                            let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                            return Ok(());
+                        }
+                    };
+                }
+            }
+            node.download_from(link.hash, &output, sources, options)
+        }
+    };
     let mut reporter = Reporter::new(mode);
     let mut ticker = tokio::time::interval(reporter.interval());
     let interrupted = super::shutdown_signal();
@@ -249,6 +283,9 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         Err(_) => reporter.failed(),
     }
     drop(download);
+    if let Some(finding) = finding {
+        finding.abort();
+    }
     // Long enough for the close frames to leave (peers that miss them time
     // out within seconds anyway); a script waits for our exit, not for them.
     // The download's own connections were closed when it completed, before

@@ -274,6 +274,10 @@ enum Event {
     },
     /// Someone added a source by hand.
     Add(SourceSpec),
+    /// Someone started looking for sources ([`Download::finder`]).
+    Looking,
+    /// A [`SourceFinder`] is done.
+    Found,
     /// Stop, keeping every verified block (see [`Download::pause`]).
     Pause,
     /// The last missing block was verified and handed to the writer: finish
@@ -394,6 +398,7 @@ impl Download {
             failures: Vec::new(),
             started: Instant::now(),
             have: None,
+            finders: 0,
         };
         let task = tokio::spawn(coordinator.run(sources));
         Download {
@@ -411,6 +416,16 @@ impl Download {
     /// Adds a source, direct or relayed, while the download runs.
     pub fn add(&self, source: SourceSpec) {
         let _ = self.shared.events.send(Event::Add(source));
+    }
+
+    /// A handle for whoever is looking for more sources (a search by
+    /// hash). While one is held, a download with no source left waits for
+    /// it rather than giving up; dropping it says the search is over.
+    pub fn finder(&self) -> SourceFinder {
+        let _ = self.shared.events.send(Event::Looking);
+        SourceFinder {
+            events: self.shared.events.clone(),
+        }
     }
 
     pub fn progress(&self) -> Progress {
@@ -445,6 +460,23 @@ impl Download {
     /// (blocks since the last checkpoint may be fetched again).
     pub fn abort(&self) {
         self.abort.abort();
+    }
+}
+
+/// Hands sources found to a running download; see [`Download::finder`].
+pub struct SourceFinder {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl SourceFinder {
+    pub fn add(&self, source: SourceSpec) {
+        let _ = self.events.send(Event::Add(source));
+    }
+}
+
+impl Drop for SourceFinder {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::Found);
     }
 }
 
@@ -539,6 +571,8 @@ struct Coordinator {
     failures: Vec<(PeerAddr, SourceFailure)>,
     started: Instant,
     have: Option<Arc<RwLock<canopy_common::proto::Bitfield>>>,
+    /// Searches for sources still under way: an idle download waits for them.
+    finders: usize,
 }
 
 impl Coordinator {
@@ -619,7 +653,7 @@ impl Coordinator {
                     return Err(self.writer_error());
                 }
             }
-            if self.active == 0 && self.queue.is_empty() {
+            if self.active == 0 && self.queue.is_empty() && self.finders == 0 {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.shared.options.wait_for_sources {
                     let part = part_path(&self.output);
@@ -743,6 +777,8 @@ impl Coordinator {
     async fn handle(&mut self, event: Event) -> Result<(), DownloadError> {
         match event {
             Event::Add(spec) => self.offer_spec(spec),
+            Event::Looking => self.finders += 1,
+            Event::Found => self.finders = self.finders.saturating_sub(1),
             Event::Pause => return Err(DownloadError::Paused),
             Event::Complete => {}
             Event::Learned(peers) => {
