@@ -11,12 +11,14 @@
 //! * [`download_manager`] — the desktop app's downloads (list, pause, resume).
 //! * [`measure`] — the election's measurements: machine, bandwidth, reachability.
 //! * [`folders`] — shared folders, changeable while the node runs.
+//! * [`datalock`] — one running node per data folder.
 //! * [`groups`] — private groups on disk (key, allow-list, settings).
 //! * [`web`] — the local web UI, its API, metrics and the HTTP gateway.
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
 pub mod admission;
 pub mod cli;
+pub mod datalock;
 pub mod demo;
 pub mod download;
 pub mod download_manager;

@@ -383,3 +383,26 @@ fn a_get_with_no_source_says_why_by_its_exit_code() {
     ]);
     assert_eq!(missing.status.code(), Some(3), "{}", text(&missing.stderr));
 }
+
+/// Two nodes on one data folder would share an identity and undo each
+/// other's files: the second is refused, told which process has it.
+#[test]
+fn a_second_node_on_a_data_folder_is_refused_naming_the_first() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("node");
+    let first = run_node(&[], &folder);
+    let second = canopy(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-ui",
+        "--data-dir",
+        folder.to_str().unwrap(),
+    ]);
+    assert!(!second.status.success());
+    let said = text(&second.stderr);
+    assert!(said.contains(&format!("process {}", first.child.id())), "{said}");
+    assert!(said.contains("--data-dir"), "{said}");
+    // The first keeps running, and its files are still there.
+    assert!(folder.join("control.addr").exists());
+}

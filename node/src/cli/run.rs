@@ -102,6 +102,8 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if let Some(file) = &settings.config_file {
         tracing::info!(file = %file.display(), "settings read");
     }
+    // Before anything in the folder is touched: one node per data folder.
+    let _held = crate::datalock::lock(&settings.data_dir)?;
     // Groups joined with `canopy group join`, run beside the public node;
     // with --network, only that network runs, from its own data folder.
     let groups = match settings.network.clone() {

@@ -472,7 +472,7 @@ pub async fn publish_loop(app: Arc<App>) {
         if changed || app.downloads.any_running() {
             app.events.publish("downloads", &json!(app.downloads.list()));
         }
-        if count % 2 == 0 || folders_changed {
+        if count.is_multiple_of(2) || folders_changed {
             app.events.publish("status", &app.status());
             app.events.publish("shares", &app.shares());
             folders_changed = false;

@@ -85,7 +85,7 @@ pub fn basic_auth_matches(header: Option<&str>, password: &str) -> bool {
 /// Standard base64 with padding; `None` for anything else.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if text.len() % 4 != 0 || text.len() > 4096 {
+    if !text.len().is_multiple_of(4) || text.len() > 4096 {
         return None;
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
