@@ -381,6 +381,9 @@ impl Downloads {
         }
         let options = DownloadOptions {
             wait_for_sources: WAIT_FOR_SOURCES,
+            // The app waits for sources that come back, however long.
+            source_tries: u32::MAX,
+            retry_unproven_sources: true,
             ..DownloadOptions::default()
         };
         let download = Arc::new(Download::start(

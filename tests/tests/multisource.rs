@@ -84,7 +84,13 @@ async fn the_connection_cap_holds_and_queued_sources_take_over() {
         let connected = progress
             .sources
             .iter()
-            .filter(|s| !matches!(s.state, SourceState::Done | SourceState::Failed))
+            // Queued: waiting for room, or to be tried again after failing.
+            .filter(|s| {
+                !matches!(
+                    s.state,
+                    SourceState::Done | SourceState::Failed | SourceState::Queued
+                )
+            })
             .count();
         most_active = most_active.max(connected);
         if !left && progress.verified > MIB as u64 {
@@ -190,9 +196,12 @@ async fn every_source_gone_keeps_the_part_file_and_a_later_run_resumes() {
     let downloader = start_downloader().await;
     let output = downloader.path("f.bin");
     let sources: Vec<_> = peers.iter().map(|p| p.node.peer_addr()).collect();
-    let download = downloader
-        .node
-        .download(hash, &output, sources, DownloadOptions::default());
+    // Gone for good: no second try of a source that served us.
+    let options = DownloadOptions {
+        source_tries: 1,
+        ..DownloadOptions::default()
+    };
+    let download = downloader.node.download(hash, &output, sources, options);
     until(|| download.progress().verified > 2 * MIB as u64).await;
     for peer in peers.drain(..) {
         peer.node.shutdown().await;
@@ -303,8 +312,10 @@ async fn a_download_whose_source_goes_silent_is_shown_stalled_with_the_reason() 
     let (path, open) = cuttable_path_to(peers[0].node.peer_addr().addr).await;
     let source = PeerAddr::new(peers[0].node.peer_addr().id, path);
     let downloader = start_downloader().await;
+    // One try: a source is not retried here, so the reason is fixed.
     let options = DownloadOptions {
         wait_for_sources: Duration::from_secs(60),
+        source_tries: 1,
         ..DownloadOptions::default()
     };
     let download = downloader

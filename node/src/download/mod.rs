@@ -62,7 +62,23 @@ pub struct DownloadOptions {
     /// How long to wait for a first or new source once none is left before
     /// giving up. Zero: give up as soon as every known source is gone.
     pub wait_for_sources: Duration,
+    /// How many times in all a source that has served us is tried when it
+    /// fails (connection lost, stalled, unreachable), waiting
+    /// [`FIRST_RETRY`] and then twice as long each time, up to
+    /// [`LONGEST_RETRY`]: a source that froze for a while, or a link that
+    /// broke, is not given up for good. A source that sent bad data is
+    /// never tried again.
+    pub source_tries: u32,
+    /// Try again, in the same way, sources that never served us (not
+    /// reachable yet, or still hashing the file): a desktop app waits for
+    /// them; a command fails fast.
+    pub retry_unproven_sources: bool,
 }
+
+/// The wait before a failed source is tried again the first time.
+pub const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between two tries of one source.
+pub const LONGEST_RETRY: Duration = Duration::from_secs(60);
 
 impl Default for DownloadOptions {
     fn default() -> Self {
@@ -71,6 +87,9 @@ impl Default for DownloadOptions {
             requests_per_source: 4,
             stall_timeout: Duration::from_secs(3),
             wait_for_sources: Duration::ZERO,
+            // As aria2c's --max-tries.
+            source_tries: 5,
+            retry_unproven_sources: false,
         }
     }
 }
@@ -399,6 +418,8 @@ impl Download {
             started: Instant::now(),
             have: None,
             finders: 0,
+            specs: HashMap::new(),
+            retries: Vec::new(),
         };
         let task = tokio::spawn(coordinator.run(sources));
         Download {
@@ -517,14 +538,19 @@ fn progress_of(shared: &Shared) -> Progress {
 /// it: which sources there are and what each is doing.
 fn stall_reason(size_known: bool, sources: &[SourceProgress]) -> String {
     let count = |state: SourceState| sources.iter().filter(|s| s.state == state).count();
+    // A queued source with a failure waits to be tried again.
+    let retrying = sources
+        .iter()
+        .filter(|s| s.state == SourceState::Queued && s.failure.is_some())
+        .count();
     let (connecting, active, idle, busy, queued) = (
         count(SourceState::Connecting),
         count(SourceState::Active),
         count(SourceState::Idle),
         count(SourceState::Busy),
-        count(SourceState::Queued),
+        count(SourceState::Queued) - retrying,
     );
-    let live = connecting + active + idle + busy + queued;
+    let live = connecting + active + idle + busy + queued + retrying;
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     if live == 0 {
         let failed = count(SourceState::Failed);
@@ -553,6 +579,9 @@ fn stall_reason(size_known: bool, sources: &[SourceProgress]) -> String {
     if connecting + queued > 0 {
         parts.push(format!("{} connecting", connecting + queued));
     }
+    if retrying > 0 {
+        parts.push(format!("{retrying} failed, to be tried again"));
+    }
     format!("{live} source{}: {}", plural(live), parts.join(", "))
 }
 
@@ -573,6 +602,10 @@ struct Coordinator {
     have: Option<Arc<RwLock<canopy_common::proto::Bitfield>>>,
     /// Searches for sources still under way: an idle download waits for them.
     finders: usize,
+    /// How each source was given, and how often it has been tried.
+    specs: HashMap<SourceId, (SourceSpec, u32)>,
+    /// Failed sources to try again, and when.
+    retries: Vec<(Instant, SourceId)>,
 }
 
 impl Coordinator {
@@ -626,6 +659,7 @@ impl Coordinator {
             let id = self.next_id;
             self.next_id += 1;
             self.active += 1;
+            self.specs.insert(id, (spec, 1));
             self.shared.slots.locked().insert(
                 id,
                 SourceSlot {
@@ -636,6 +670,26 @@ impl Coordinator {
                     failure: None,
                 },
             );
+            tokio::spawn(source::run(self.shared.clone(), id, spec));
+        }
+    }
+
+    /// Starts again the failed sources whose wait is over, as room allows.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        while self.active < self.shared.options.max_sources {
+            let Some(at) = self.retries.iter().position(|&(due, _)| due <= now) else {
+                break;
+            };
+            let (_, id) = self.retries.swap_remove(at);
+            let Some((spec, tries)) = self.specs.get_mut(&id) else {
+                continue;
+            };
+            *tries += 1;
+            let spec = *spec;
+            self.active += 1;
+            self.shared
+                .update_slot(id, |slot| slot.state = SourceState::Connecting);
             tokio::spawn(source::run(self.shared.clone(), id, spec));
         }
     }
@@ -653,7 +707,7 @@ impl Coordinator {
                     return Err(self.writer_error());
                 }
             }
-            if self.active == 0 && self.queue.is_empty() && self.finders == 0 {
+            if self.active == 0 && self.queue.is_empty() && self.finders == 0 && self.retries.is_empty() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.shared.options.wait_for_sources {
                     let part = part_path(&self.output);
@@ -676,6 +730,7 @@ impl Coordinator {
                         let _ = ledger.writer().send(WriteCommand::Tick).await;
                     }
                     self.watch(&mut watchdog);
+                    self.retry_due();
                 }
             }
         }
@@ -790,17 +845,40 @@ impl Coordinator {
                 self.active -= 1;
                 let peer = self.shared.slots.locked().get(&id).map(|slot| slot.peer);
                 if let Some(failure) = failure {
+                    let tries = self.specs.get(&id).map_or(u32::MAX, |&(_, tries)| tries);
+                    let served = self
+                        .shared
+                        .slots
+                        .locked()
+                        .get(&id)
+                        .is_some_and(|slot| slot.bytes > 0);
+                    let again = !matches!(failure, SourceFailure::Banned(_) | SourceFailure::Protocol(_))
+                        && (served || self.shared.options.retry_unproven_sources)
+                        && tries < self.shared.options.source_tries
+                        && !self.is_complete();
                     match &failure {
                         SourceFailure::Banned(reason) => {
                             tracing::info!(source = ?peer, %reason, "banned source for this download")
                         }
+                        other if again => {
+                            tracing::debug!(source = ?peer, reason = %other, tries, "source failed; trying it again later")
+                        }
                         other => tracing::debug!(source = ?peer, reason = %other, "source dropped"),
                     }
-                    if let Some(peer) = peer {
+                    if again {
+                        let wait = FIRST_RETRY
+                            .saturating_mul(1 << (tries - 1).min(8))
+                            .min(LONGEST_RETRY);
+                        self.retries.push((Instant::now() + wait, id));
+                    } else if let Some(peer) = peer {
                         self.failures.push((peer, failure.clone()));
                     }
                     self.shared.update_slot(id, |slot| {
-                        slot.state = SourceState::Failed;
+                        slot.state = if again {
+                            SourceState::Queued
+                        } else {
+                            SourceState::Failed
+                        };
                         slot.failure = Some(failure);
                         slot.rate = 0.0;
                     });

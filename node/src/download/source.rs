@@ -271,6 +271,7 @@ impl Source {
         let shared = self.shared.clone();
         let mut requests: JoinSet<(RequestId, Result<(), RequestError>)> = JoinSet::new();
         let mut strikes = 0;
+        let mut last_strike: Option<Instant> = None;
         let mut busy_until: Option<Instant> = None;
         let mut stop = self.shared.stop.clone();
         let mut have_refresh = tokio::time::interval(HAVE_REFRESH);
@@ -321,7 +322,13 @@ impl Source {
                         Err(RequestError::Have(have)) => {
                             self.shared.with_scheduler(|s| s.set_have(self.id, Some(have)));
                         }
+                        // Requests that stall together (the source froze) are
+                        // one strike, not one each.
+                        Err(RequestError::Stalled) if last_strike.is_some_and(|at: Instant| {
+                            at.elapsed() < self.shared.options.stall_timeout
+                        }) => {}
                         Err(RequestError::Stalled) => {
+                            last_strike = Some(Instant::now());
                             strikes += 1;
                             tracing::debug!(source = ?self.peer, strikes, "request stalled; blocks reassigned");
                             if strikes >= MAX_STRIKES {
