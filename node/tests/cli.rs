@@ -355,6 +355,14 @@ fn a_get_with_no_source_says_why_by_its_exit_code() {
         "{}",
         text(&alone.stderr)
     );
+    // The same for search.
+    let lost = canopy(&["search", "anything", "--data-dir", &dir("alone")]);
+    assert_eq!(lost.status.code(), Some(2), "{}", text(&lost.stderr));
+    assert!(
+        text(&lost.stderr).contains("--bootstrap"),
+        "{}",
+        text(&lost.stderr)
+    );
 
     // The only supernode is gone: a network failure, not "nobody has it".
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

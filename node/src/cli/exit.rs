@@ -55,8 +55,12 @@ pub fn of_download(error: &DownloadError) -> u8 {
 pub fn of(error: &anyhow::Error) -> u8 {
     if let Some(error) = error.downcast_ref::<DownloadError>() {
         of_download(error)
-    } else if error.downcast_ref::<SearchError>().is_some() {
-        NETWORK
+    } else if let Some(error) = error.downcast_ref::<SearchError>() {
+        match error {
+            // Nothing to ask: the command line must say where (as for get).
+            SearchError::NoSupernodeKnown => USAGE,
+            SearchError::NoneAnswered(_) => NETWORK,
+        }
     } else if error.downcast_ref::<super::get::OutputExists>().is_some() {
         LOCAL_IO
     } else if error.downcast_ref::<super::get::Interrupted>().is_some() {

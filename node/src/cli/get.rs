@@ -83,7 +83,9 @@ verified again before they are trusted.
 Sources: those given (--source, a link's) start at once; the supernodes
 (--bootstrap, then those remembered) are asked meanwhile, and the sources
 they know join the running download. A supernode that does not answer
-within a second costs no more: the next is asked too.
+within a second costs no more: the next is asked too. A source that served
+data and then broke off (a lost link, a frozen peer) is tried again up to 5
+times, after 2 s and then twice as long each time.
 
 Stalls: after 10 s without a verified byte the progress bar says
 'stalled' and what the download waits for (sources busy, connecting,

@@ -46,7 +46,7 @@ pub const HELP: &str = "\
 Exit codes:
   0  results were found
   1  nothing matched (or another error)
-  2  bad command line
+  2  bad command line, or no supernode known to ask (pass --bootstrap)
   4  no supernode could be asked";
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
