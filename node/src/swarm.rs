@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use canopy_common::proto::wire::MAX_SOURCES_PER_REPLY;
 use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
 
-/// How long a peer stays listed after it last asked.
-const FRESH_FOR: Duration = Duration::from_secs(600);
+/// How long a peer stays listed after it last asked. A downloader asks for
+/// blocks all along (each request refreshes it), so one that stopped, or a
+/// one-shot `get` that exited, drops out within a minute.
+const FRESH_FOR: Duration = Duration::from_secs(60);
 /// Files tracked at once; the least recently asked-about is forgotten first.
 const MAX_FILES: usize = 1024;
 

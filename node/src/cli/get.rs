@@ -421,7 +421,7 @@ impl Reporter {
             bar.set_position(verified);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix} {msg}",
                 )
                 .expect("valid template")
                 .progress_chars("█▌ "),
@@ -472,6 +472,7 @@ impl Reporter {
                     (true, Some(size)) => {
                         let bar = self.bar(size, progress.verified);
                         bar.set_position(progress.verified);
+                        bar.set_prefix(eta(size.saturating_sub(progress.verified), progress.rate()));
                         bar.set_message(message);
                     }
                     // No bar to show it on (piped, or the size is not known
@@ -546,6 +547,20 @@ impl Reporter {
     }
 }
 
+/// "ETA 1m05s" at the sources' current rate; a dash while nothing flows
+/// (a bar's own estimate would say "0s" before the first byte).
+fn eta(left: u64, rate: f64) -> String {
+    if rate < 1.0 {
+        return "ETA -".into();
+    }
+    let seconds = (left as f64 / rate).ceil() as u64;
+    match seconds {
+        0..=59 => format!("ETA {seconds}s"),
+        60..=3599 => format!("ETA {}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("ETA {}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
 fn sources_summary(progress: &Progress) -> String {
     let active: Vec<_> = progress
         .sources
@@ -569,4 +584,17 @@ fn sources_summary(progress: &Progress) -> String {
         if active.len() == 1 { "" } else { "s" },
         top.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eta;
+
+    #[test]
+    fn the_eta_is_a_dash_until_bytes_flow() {
+        assert_eq!(eta(1 << 20, 0.0), "ETA -");
+        assert_eq!(eta(1000, 100.0), "ETA 10s");
+        assert_eq!(eta(65_000, 1000.0), "ETA 1m05s");
+        assert_eq!(eta(7_200_000, 1000.0), "ETA 2h00m");
+    }
 }

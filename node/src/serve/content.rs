@@ -115,7 +115,7 @@ pub(super) async fn blocks(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let Some(content) = find(hash, send, state).await? else {
+    let Some(content) = find_for(peer, hash, send, state).await? else {
         return Ok(());
     };
     let layout = content.hashes().layout();
