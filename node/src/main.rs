@@ -75,7 +75,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return bad_command_line(error),
+    };
     // One-shot commands report through their own output; a node that runs
     // for a long time logs what it does, as its settings say.
     let outcome = match cli.command {
@@ -93,6 +96,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(error) => exit::report(&error),
     }
+}
+
+/// Reports a command line clap refused. `get --json` promises scripts a
+/// JSON error line as its last word, even for a bad argument.
+fn bad_command_line(error: clap::Error) -> ExitCode {
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let json_get = words.iter().any(|word| word == "get") && words.iter().any(|word| word == "--json");
+    if json_get && error.use_stderr() {
+        let message = error.kind().as_str().unwrap_or("bad command line");
+        let detail = error.to_string();
+        let line = serde_json::json!({
+            "event": "error",
+            "exit_code": exit::USAGE,
+            "message": detail.lines().next().unwrap_or(message).trim_start_matches("error: "),
+        });
+        println!("{line}");
+    }
+    error.exit()
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

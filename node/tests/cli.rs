@@ -414,3 +414,16 @@ fn a_second_node_on_a_data_folder_is_refused_naming_the_first() {
     // The first keeps running, and its files are still there.
     assert!(folder.join("control.addr").exists());
 }
+
+/// `get --json` ends with a JSON error line even when the command line
+/// itself is refused.
+#[test]
+fn a_bad_argument_to_get_json_still_ends_with_a_json_error_line() {
+    let bad = canopy(&["get", "zzz", "--json"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let last = text(&bad.stdout).lines().last().unwrap_or_default().to_string();
+    let line: serde_json::Value = serde_json::from_str(&last).expect("a JSON line");
+    assert_eq!(line["event"], "error");
+    assert_eq!(line["exit_code"], 2);
+    assert!(line["message"].as_str().unwrap().contains("64 hex"), "{line}");
+}
