@@ -24,8 +24,8 @@ use canopy_common::net::NodeKey;
 use canopy_common::proto::network::{Invite, NetworkKey, NetworkName};
 use canopy_common::proto::PeerAddr;
 
-use crate::cli::config::RoleChoice;
 use crate::network::NetworkSettings;
+use crate::role::RoleChoice;
 use crate::NodeConfig;
 use canopy_supernode::SupernodeConfig;
 

@@ -253,13 +253,7 @@ impl Node {
                 known,
                 leaf: Some(leaf),
                 leaf_status: status,
-                supernode_settings: config
-                    .supernode
-                    .clone()
-                    .or_else(|| election.supernode.clone())
-                    .unwrap_or_else(|| {
-                        SupernodeConfig::for_this_machine(Some(config.data_dir.join("index")))
-                    }),
+                supernode_settings: config.supernode.clone().or_else(|| election.supernode.clone()),
             };
             tasks.push(tokio::spawn(keeper.keep(election, playing)));
         }

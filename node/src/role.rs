@@ -18,6 +18,18 @@ use crate::leaf::{self, LeafSettings, LeafStatus};
 use crate::share::Shares;
 use crate::state::NodeState;
 
+/// Which role a node takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleChoice {
+    /// Measure this machine and its links, and let the election decide.
+    Auto,
+    /// Join supernodes and publish the shared files to them.
+    Leaf,
+    /// Index leaves' files, answer and flood searches.
+    Supernode,
+}
+
 /// Keeps a supernode's own shares in its index, as leaf 0.
 async fn index_own_files(supernode: Arc<Supernode>, me: PeerAddr, shares: Arc<Shares>) {
     const OWN: canopy_supernode::LeafId = 0;
@@ -92,8 +104,9 @@ pub struct RoleKeeper {
     /// How the leaf sessions run (`None`: this node keeps none).
     pub leaf: Option<LeafSettings>,
     pub leaf_status: Arc<watch::Sender<LeafStatus>>,
-    /// How to run as a supernode after a promotion.
-    pub supernode_settings: SupernodeConfig,
+    /// How to run as a supernode after a promotion (`None`: sized to this
+    /// machine when it happens).
+    pub supernode_settings: Option<SupernodeConfig>,
 }
 
 /// Supernodes asked for their room at each observation.
@@ -172,7 +185,10 @@ impl RoleKeeper {
 
     /// Becomes a supernode; `None` (still a leaf) if the index cannot start.
     fn promote(&mut self, leaf_session: Option<AbortHandle>) -> Option<Playing> {
-        let settings = self.supernode_settings.clone();
+        let settings = self
+            .supernode_settings
+            .clone()
+            .unwrap_or_else(|| SupernodeConfig::for_this_machine(Some(self.data_dir.join("index"))));
         let supernode = match Supernode::start(settings.clone()) {
             Ok(supernode) => supernode,
             Err(error) => {

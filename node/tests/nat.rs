@@ -120,6 +120,27 @@ fn wait_output(mut command: Command, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Tries `attempt` until it succeeds, for at most 30 s; fails the test with
+/// the last attempt's error.
+fn retry(what: &str, mut attempt: impl FnMut() -> Result<(), String>) {
+    let started = Instant::now();
+    loop {
+        match attempt() {
+            Ok(()) => return,
+            Err(error) if started.elapsed() > Duration::from_secs(30) => panic!("{what}: {error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+/// A folder under `root` sharing `content` as `name`; its path as an argument.
+fn share(root: &Path, name: &str, content: &[u8]) -> String {
+    let folder = root.join(format!("{name}.share"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(name), content).unwrap();
+    folder.to_string_lossy().into_owned()
+}
+
 fn patterned(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
@@ -141,21 +162,17 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
         &["--role", "supernode", "--listen", SUPERNODE],
         &dir("sn"),
     );
-    let line = supernode
+    let supernode_addr = supernode
         .banner
         .iter()
         .find_map(|line| line.split("peers reach this node as ").nth(1))
         .expect("the supernode says where it is reached")
         .trim_end_matches(')')
         .to_string();
-    let supernode_addr = line;
 
     let content = patterned(3_000_000);
     let hash = ContentHash::of(&content);
-    let share = dir("home-share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("behind the router.bin"), &content).unwrap();
-    let share_arg = share.to_string_lossy().into_owned();
+    let share_arg = share(root.path(), "behind the router.bin", &content);
     let home = run(
         &bed,
         "h1",
@@ -182,8 +199,7 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     assert!(banner.contains("role: leaf"), "{banner}");
 
     // Wait until the supernode lists the file, as a relayed source.
-    let started = Instant::now();
-    loop {
+    retry("the home machine's file never reached the supernode", || {
         let mut search = bed.canopy("pub");
         search
             .args([
@@ -196,16 +212,11 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
             ])
             .arg(dir("pub-search"));
         let output = wait_output(search, Duration::from_secs(20));
-        if text(&output.stdout).contains(&hash.to_hex()) {
-            break;
+        match text(&output.stdout).contains(&hash.to_hex()) {
+            true => Ok(()),
+            false => Err(text(&output.stderr)),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the home machine's file never reached the supernode: {}",
-            text(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    });
 
     let output_path = dir("fetched.bin");
     let mut get = bed.canopy("pub");
@@ -232,10 +243,7 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     // The other way: the home machine fetches a public peer's file.
     let public_content = patterned(1_000_000);
     let public_hash = ContentHash::of(&public_content);
-    let public_share = dir("pub-share");
-    std::fs::create_dir_all(&public_share).unwrap();
-    std::fs::write(public_share.join("public.bin"), &public_content).unwrap();
-    let public_share_arg = public_share.to_string_lossy().into_owned();
+    let public_share_arg = share(root.path(), "public.bin", &public_content);
     let _public = run(
         &bed,
         "pub",
@@ -252,8 +260,8 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
         &dir("pub-node"),
     );
     let home_output = dir("home-fetched.bin");
-    let started = Instant::now();
-    loop {
+    // The public node's files reach the supernode within a moment.
+    retry("the home machine could not fetch from the public peer", || {
         let mut get = bed.canopy("h1");
         get.args([
             "get",
@@ -267,18 +275,10 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
         .arg("--data-dir")
         .arg(dir("home-get"));
         let fetched = wait_output(get, Duration::from_secs(60));
-        if fetched.status.success() {
-            break;
+        match fetched.status.success() {
+            true => Ok(()),
+            false => Err(text(&fetched.stderr)),
         }
-        // The public node's files reach the supernode within a moment.
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the home machine could not fetch from the public peer: {}",
-            text(&fetched.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    });
     assert!(std::fs::read(&home_output).unwrap() == public_content);
-    drop(home);
-    drop(supernode);
 }

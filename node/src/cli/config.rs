@@ -19,22 +19,11 @@ use canopy_common::proto::network::NetworkName;
 use canopy_common::proto::{PeerAddr, PeerId};
 use serde::{Deserialize, Deserializer};
 
+use crate::role::RoleChoice;
 use crate::units::parse_bytes;
 
 /// The port a node listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 4663;
-
-/// Which role a node takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RoleChoice {
-    /// Measure this machine and its links, and let the election decide.
-    Auto,
-    /// Join supernodes and publish the shared files to them.
-    Leaf,
-    /// Index leaves' files, answer and flood searches.
-    Supernode,
-}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -586,6 +575,22 @@ fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, 
 
 #[cfg(test)]
 mod tests {
+    /// What the desktop app saves is a config layer `canopy run` reads.
+    #[test]
+    fn the_apps_saved_settings_parse_as_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::web::settings::SETTINGS_FILE);
+        let change: crate::web::settings::Change = serde_json::from_str(
+            r#"{"download-dir": "/tmp/dl \"x\"", "max-upload-rate": 1000, "role": "leaf", "gateway": "127.0.0.1:8080"}"#,
+        )
+        .unwrap();
+        let mut saved = crate::web::settings::Shown::default();
+        change.apply(&mut saved);
+        crate::web::settings::save(&path, &saved).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        FileSettings::parse(&text, &path).expect("a valid config layer");
+    }
+
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<FileSettings> {

@@ -231,14 +231,14 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                     }
                     // With nothing else to go on, that is the answer.
                     Err(error) if sources.is_empty() => {
-                        let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                        hang_up(node).await;
                         return Err(error.into());
                     }
                     Err(error) => tracing::warn!("cannot ask for sources: {error}"),
                 }
             }
             if sources.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                hang_up(node).await;
                 if place.supernodes.is_empty() {
                     return Err(NothingToAsk(link.hash).into());
                 }
@@ -252,7 +252,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                         Settled::Fetch(output) => output,
                         Settled::Complete(complete) => {
                             complete.report(mode);
-                            let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+                            hang_up(node).await;
                             return Ok(());
                         }
                     };
@@ -288,12 +288,17 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     if let Some(finding) = finding {
         finding.abort();
     }
-    // Long enough for the close frames to leave (peers that miss them time
-    // out within seconds anyway); a script waits for our exit, not for them.
     // The download's own connections were closed when it completed, before
     // the final check and the report.
-    let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
+    hang_up(node).await;
     result.map(|_| ())
+}
+
+/// Shuts the command's node down, waiting long enough for the close frames
+/// to leave (peers that miss them time out within seconds anyway): a script
+/// waits for our exit, not for them.
+async fn hang_up(node: Node) {
+    let _ = tokio::time::timeout(Duration::from_millis(10), node.shutdown()).await;
 }
 
 /// Ctrl-C or SIGTERM during a download.

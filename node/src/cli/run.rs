@@ -8,8 +8,9 @@ use canopy_common::proto::election::{ElectionConfig, Role};
 use canopy_common::proto::{Link, PeerAddr};
 use canopy_supernode::SupernodeConfig;
 
-use super::config::{RoleChoice, RunSettings};
+use super::config::RunSettings;
 use crate::node::{ElectionSettings, NodeError};
+use crate::role::RoleChoice;
 use crate::state::TransferLimits;
 use crate::units::human_bytes;
 use crate::web::settings::Shown;

@@ -416,7 +416,6 @@ impl Download {
             next_id: 0,
             failures: Vec::new(),
             started: Instant::now(),
-            have: None,
             finders: 0,
             specs: HashMap::new(),
             retries: Vec::new(),
@@ -431,12 +430,7 @@ impl Download {
 
     /// Adds a source while the download runs.
     pub fn add_source(&self, peer: PeerAddr) {
-        self.add(SourceSpec::from(peer));
-    }
-
-    /// Adds a source, direct or relayed, while the download runs.
-    pub fn add(&self, source: SourceSpec) {
-        let _ = self.shared.events.send(Event::Add(source));
+        let _ = self.shared.events.send(Event::Add(SourceSpec::from(peer)));
     }
 
     /// A handle for whoever is looking for more sources (a search by
@@ -599,7 +593,6 @@ struct Coordinator {
     next_id: SourceId,
     failures: Vec<(PeerAddr, SourceFailure)>,
     started: Instant,
-    have: Option<Arc<RwLock<canopy_common::proto::Bitfield>>>,
     /// Searches for sources still under way: an idle download waits for them.
     finders: usize,
     /// How each source was given, and how often it has been tried.
@@ -785,13 +778,13 @@ impl Coordinator {
             let missing = ledger.map(|l| {
                 let book = l.book();
                 let done = book.scheduler_ref().done();
-                (done.len() - done.count(), done.ones().count() as u32, done.len())
+                (done.len() - done.count(), done.len())
             });
             tracing::warn!(
                 hash = %self.shared.hash,
                 verified = reading.verified,
                 size = ?progress.size,
-                blocks = ?missing.map(|(missing, _, total)| format!("{missing} of {total} missing")),
+                blocks = ?missing.map(|(missing, total)| format!("{missing} of {total} missing")),
                 in_flight = reading.in_flight,
                 sources = ?progress.sources.iter().map(|s| format!("{} {:?}", s.peer, s.state)).collect::<Vec<_>>(),
                 "no progress for a while; re-planning the download"
@@ -939,7 +932,6 @@ impl Coordinator {
             hashes,
             have: have.clone(),
         });
-        self.have = Some(have);
         let _ = self.ready.send(true);
         Ok(())
     }

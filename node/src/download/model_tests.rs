@@ -146,19 +146,16 @@ impl Model {
         let sources = starts
             .iter()
             .enumerate()
-            .map(|(index, &(live, mask))| {
-                Source {
-                    live: false,
-                    have: mask.filter(|_| index > 0).map(|mask| {
-                        let mut have = Bitfield::new(BLOCKS);
-                        for block in (0..BLOCKS).filter(|b| mask & (1 << b) != 0) {
-                            have.set(block);
-                        }
-                        have
-                    }),
-                    requests: Vec::new(),
-                }
-                .with_live(live)
+            .map(|(index, &(live, mask))| Source {
+                live,
+                have: mask.filter(|_| index > 0).map(|mask| {
+                    let mut have = Bitfield::new(BLOCKS);
+                    for block in (0..BLOCKS).filter(|b| mask & (1 << b) != 0) {
+                        have.set(block);
+                    }
+                    have
+                }),
+                requests: Vec::new(),
             })
             .collect();
         let mut model = Model {
@@ -408,13 +405,6 @@ impl Model {
         if let WriteCommand::Block { index, .. } = command {
             self.written.set(index);
         }
-    }
-}
-
-impl Source {
-    fn with_live(mut self, live: bool) -> Self {
-        self.live = live;
-        self
     }
 }
 
