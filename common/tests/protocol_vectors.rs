@@ -583,6 +583,16 @@ fn request_vectors() -> Vec<Vector> {
                 degree: 3,
             }),
         ),
+        r(
+            "punch",
+            "variant 13: arrange a hole punch with your firewalled leaf (an older node resets the stream: ask Push)",
+            Request::Punch { leaf: peer_a() },
+        ),
+        r(
+            "observe",
+            "variant 14: what address do you see me at? (an older node resets the stream)",
+            Request::Observe,
+        ),
     ]
 }
 
@@ -691,6 +701,16 @@ fn response_vectors() -> Vec<Vector> {
                 max_leaves: 200,
                 neighbours: 4,
             },
+        ),
+        r(
+            "punch_ready",
+            "variant 17: send punching packets to the leaf at 192.0.2.1:4000; you are seen at [2001:db8::1]:4001",
+            Response::PunchReady { leaf: v4(), you: v6() },
+        ),
+        r(
+            "observed",
+            "variant 18: your packets come from 192.0.2.1:4000",
+            Response::Observed { addr: v4() },
         ),
     ]
 }

@@ -14,15 +14,17 @@ use canopy_common::proto::ContentHash;
 use support::{text, CANOPY};
 
 const BED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/nat.sh");
-/// This test's own namespaces, apart from a bed someone runs by hand.
-const PREFIX: &str = "cnt-";
+/// Each test's own namespaces begin with "cnt" and a letter, apart from
+/// each other (tests run at once) and from a bed someone runs by hand.
 const SUPERNODE: &str = "10.77.0.2:4663";
 
 /// The test bed, taken down when dropped.
-struct Bed;
+struct Bed {
+    prefix: &'static str,
+}
 
 impl Bed {
-    fn up(kinds: &[&str]) -> Bed {
+    fn up(prefix: &'static str, kinds: &[&str]) -> Bed {
         assert!(
             Command::new("id")
                 .arg("-u")
@@ -35,7 +37,7 @@ impl Bed {
             .arg(BED)
             .arg("up")
             .args(kinds)
-            .env("CANOPY_NETNS_PREFIX", PREFIX)
+            .env("CANOPY_NETNS_PREFIX", prefix)
             .output()
             .expect("bash runs");
         assert!(
@@ -43,13 +45,13 @@ impl Bed {
             "bench/nat.sh up failed: {}",
             text(&output.stderr)
         );
-        Bed
+        Bed { prefix }
     }
 
     /// `canopy ARGS` on machine `name`.
     fn canopy(&self, name: &str) -> Command {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &format!("{PREFIX}{name}"), CANOPY]);
+        command.args(["netns", "exec", &format!("{}{name}", self.prefix), CANOPY]);
         command
     }
 }
@@ -59,7 +61,7 @@ impl Drop for Bed {
         let _ = Command::new("bash")
             .arg(BED)
             .arg("down")
-            .env("CANOPY_NETNS_PREFIX", PREFIX)
+            .env("CANOPY_NETNS_PREFIX", self.prefix)
             .output();
     }
 }
@@ -133,6 +135,34 @@ fn retry(what: &str, mut attempt: impl FnMut() -> Result<(), String>) {
     }
 }
 
+/// A supernode on the wan at [`SUPERNODE`], and the address to bootstrap from.
+fn public_supernode(bed: &Bed, data: &Path) -> (Running, String) {
+    let supernode = run(bed, "sn", &["--role", "supernode", "--listen", SUPERNODE], data);
+    let addr = supernode
+        .banner
+        .iter()
+        .find_map(|line| line.split("peers reach this node as ").nth(1))
+        .expect("the supernode says where it is reached")
+        .trim_end_matches(')')
+        .to_string();
+    (supernode, addr)
+}
+
+/// Waits until a search for `words` from `machine` finds `hash`.
+fn await_listed(bed: &Bed, machine: &str, words: &str, hash: ContentHash, supernode: &str, data: &Path) {
+    retry("the file never reached the supernode", || {
+        let mut search = bed.canopy(machine);
+        search
+            .args(["search", words, "--json", "--bootstrap", supernode, "--data-dir"])
+            .arg(data);
+        let output = wait_output(search, Duration::from_secs(20));
+        match text(&output.stdout).contains(&hash.to_hex()) {
+            true => Ok(()),
+            false => Err(text(&output.stderr)),
+        }
+    });
+}
+
 /// A folder under `root` sharing `content` as `name`; its path as an argument.
 fn share(root: &Path, name: &str, content: &[u8]) -> String {
     let folder = root.join(format!("{name}.share"));
@@ -153,22 +183,10 @@ fn patterned(len: usize) -> Vec<u8> {
 /// a push (it connects out). It also fetches from the public peer.
 #[test]
 fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
-    let bed = Bed::up(&["cone"]);
+    let bed = Bed::up("cnta-", &["cone"]);
     let root = tempfile::tempdir().unwrap();
     let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let supernode = run(
-        &bed,
-        "sn",
-        &["--role", "supernode", "--listen", SUPERNODE],
-        &dir("sn"),
-    );
-    let supernode_addr = supernode
-        .banner
-        .iter()
-        .find_map(|line| line.split("peers reach this node as ").nth(1))
-        .expect("the supernode says where it is reached")
-        .trim_end_matches(')')
-        .to_string();
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
 
     let content = patterned(3_000_000);
     let hash = ContentHash::of(&content);
@@ -199,24 +217,14 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     assert!(banner.contains("role: leaf"), "{banner}");
 
     // Wait until the supernode lists the file, as a relayed source.
-    retry("the home machine's file never reached the supernode", || {
-        let mut search = bed.canopy("pub");
-        search
-            .args([
-                "search",
-                "behind router",
-                "--json",
-                "--bootstrap",
-                &supernode_addr,
-                "--data-dir",
-            ])
-            .arg(dir("pub-search"));
-        let output = wait_output(search, Duration::from_secs(20));
-        match text(&output.stdout).contains(&hash.to_hex()) {
-            true => Ok(()),
-            false => Err(text(&output.stderr)),
-        }
-    });
+    await_listed(
+        &bed,
+        "pub",
+        "behind router",
+        hash,
+        &supernode_addr,
+        &dir("pub-search"),
+    );
 
     let output_path = dir("fetched.bin");
     let mut get = bed.canopy("pub");
@@ -281,4 +289,75 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
         }
     });
     assert!(std::fs::read(&home_output).unwrap() == public_content);
+}
+
+/// Two home machines, each behind a router that keeps a machine's outside
+/// port towards every peer (a "cone" router) and drops what nobody inside
+/// asked for: neither can take the other's call, yet one fetches the
+/// other's file directly. The source's supernode tells the downloader where
+/// the source's packets come from; the downloader sends a few packets
+/// there, which opens its own router; the source, told to push, dials in.
+#[test]
+fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
+    let bed = Bed::up("cntb-", &["cone", "cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let content = patterned(2_000_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "across the street.bin", &content);
+    let _sharer = run(
+        &bed,
+        "h1",
+        &[
+            "--share",
+            &share_arg,
+            "--bootstrap",
+            &supernode_addr,
+            "--listen",
+            "0.0.0.0:4663",
+        ],
+        &dir("h1"),
+    );
+    await_listed(
+        &bed,
+        "h2",
+        "across street",
+        hash,
+        &supernode_addr,
+        &dir("h2-search"),
+    );
+
+    let output_path = dir("fetched.bin");
+    let mut get = bed.canopy("h2");
+    get.args([
+        "get",
+        &hash.to_hex(),
+        "--bootstrap",
+        &supernode_addr,
+        "--json",
+        "-o",
+    ])
+    .arg(&output_path)
+    .arg("--data-dir")
+    .arg(dir("h2"))
+    .env("RUST_LOG", "canopy_node::download::source=debug");
+    let fetched = wait_output(get, Duration::from_secs(60));
+    let log = text(&fetched.stderr);
+    assert!(
+        fetched.status.success(),
+        "one home machine could not fetch from the other ({}): {log}",
+        fetched.status
+    );
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    assert!(
+        log.contains("firewalled source connected") && log.contains("punched=true"),
+        "the source came in through a punched hole: {log}"
+    );
+    // It came from the sharer's router, never from a private address.
+    assert!(
+        text(&fetched.stdout).contains("10.77.0.11:4663"),
+        "{}",
+        text(&fetched.stdout)
+    );
 }

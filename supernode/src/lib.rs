@@ -11,13 +11,16 @@ pub mod overlay;
 
 use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
-use canopy_common::proto::budget::{Budgets, MAX_SEARCHERS, SEARCHES_PER_SECOND, SEARCH_BURST};
+use canopy_common::proto::budget::{
+    Budgets, MAX_PUNCHERS, MAX_SEARCHERS, PUNCHES_PER_SECOND, PUNCH_BURST, SEARCHES_PER_SECOND, SEARCH_BURST,
+};
 use canopy_common::proto::frame::batches;
 use canopy_common::proto::search::{PublishError, MAX_HITS};
 use canopy_common::proto::wire::{LinkNotice, LinkOffer};
@@ -110,6 +113,8 @@ pub struct Supernode {
     overlay: OnceLock<Arc<Overlay>>,
     /// Searches per leaf, so one leaf's storm cannot starve the others.
     search_budgets: Mutex<Budgets<PeerId>>,
+    /// Pushes and punches per asker: each one makes a leaf dial out.
+    punch_budgets: Mutex<Budgets<PeerId>>,
     /// The clock the budgets run on.
     started: Instant,
     committer: tokio::task::JoinHandle<()>,
@@ -121,6 +126,9 @@ pub struct Supernode {
 /// One joined leaf, and how to ask it to push.
 struct Session {
     leaf: LeafId,
+    /// Where the leaf's packets come from, as we see them: behind a router,
+    /// the router's address and the port it gave the leaf towards us.
+    addr: SocketAddr,
     pushes: mpsc::Sender<PeerAddr>,
 }
 
@@ -155,6 +163,7 @@ impl Supernode {
             referrals: RwLock::new(Vec::new()),
             overlay: OnceLock::new(),
             search_budgets: Mutex::new(Budgets::new(SEARCHES_PER_SECOND, SEARCH_BURST, MAX_SEARCHERS)),
+            punch_budgets: Mutex::new(Budgets::new(PUNCHES_PER_SECOND, PUNCH_BURST, MAX_PUNCHERS)),
             started: Instant::now(),
             committer,
             stepping_down: watch::channel(false).0,
@@ -273,7 +282,14 @@ impl Supernode {
             } else {
                 let leaf = self.next_leaf.fetch_add(1, Ordering::Relaxed);
                 // A reconnecting leaf replaces its old session.
-                if let Some(old) = sessions.insert(peer.id, Session { leaf, pushes }) {
+                if let Some(old) = sessions.insert(
+                    peer.id,
+                    Session {
+                        leaf,
+                        addr: peer.addr,
+                        pushes,
+                    },
+                ) {
                     self.index.remove_leaf(old.leaf);
                 }
                 Some(leaf)
@@ -317,6 +333,21 @@ impl Supernode {
             Some(session) => session.pushes.try_send(requester).is_ok(),
             None => false,
         }
+    }
+
+    /// Whether `asker` may have a leaf pushed or punched now (2 a second,
+    /// bursts of 5).
+    pub fn may_push(&self, asker: PeerId) -> bool {
+        self.punch_budgets
+            .locked()
+            .take(asker, 1.0, self.started.elapsed())
+    }
+
+    /// Where leaf `leaf`'s packets come from as we see them, if it is
+    /// joined here: the only address a hole punch is ever aimed at, so a
+    /// peer cannot make others send packets to a third party.
+    pub fn leaf_addr(&self, leaf: PeerId) -> Option<SocketAddr> {
+        self.sessions.locked().get(&leaf).map(|session| session.addr)
     }
 
     async fn run_session(

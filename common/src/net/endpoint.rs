@@ -97,7 +97,17 @@ pub struct Endpoint {
     transport: Arc<TransportConfig>,
     /// `None`: the public network.
     membership: Option<Arc<Membership>>,
+    /// A second handle on the listening socket, for hole punching: the
+    /// packets must leave from the port our peers know.
+    punch_socket: Arc<std::net::UdpSocket>,
 }
+
+/// What a hole-punching packet carries. Nothing reads it: it only opens
+/// the sender's router towards the peer. It stays under 22 bytes, so a
+/// QUIC endpoint that receives it drops it without answering (quinn sends
+/// a stateless reset only to datagrams of 22 bytes or more, and version
+/// negotiation only to 1,200 or more).
+pub const PUNCH_PAYLOAD: &[u8] = b"canopy punch";
 
 fn server_config(
     key: &NodeKey,
@@ -133,6 +143,11 @@ impl Endpoint {
 
         let socket = udp_socket(listen, config.udp_buffer_bytes)
             .map_err(|source| NetError::Bind { addr: listen, source })?;
+        let punch_socket = Arc::new(
+            socket
+                .try_clone()
+                .map_err(|source| NetError::Bind { addr: listen, source })?,
+        );
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config.cid_generator(|| Box::new(ShortConnectionIds));
         let inner = quinn::Endpoint::new(
@@ -147,7 +162,15 @@ impl Endpoint {
             key,
             transport,
             membership,
+            punch_socket,
         })
+    }
+
+    /// Sends one hole-punching packet to `to` from the listening port. A
+    /// router that forwards only what its machine asked for then lets
+    /// `to`'s packets to that port through: `to` can connect to us.
+    pub fn punch(&self, to: SocketAddr) -> std::io::Result<()> {
+        self.punch_socket.send_to(PUNCH_PAYLOAD, to).map(drop)
     }
 
     /// The private network this endpoint is in (`None`: the public one).

@@ -16,6 +16,15 @@ pub const SEARCH_BURST: f64 = 10.0;
 /// Searchers whose budgets a supernode keeps at once.
 pub const MAX_SEARCHERS: usize = 100_000;
 
+/// Pushes and hole punches one peer may ask of one supernode per second,
+/// and in a burst: each makes a leaf dial out (and, for a punch, makes the
+/// asker's packets meet it), so a flood from one peer must not turn the
+/// supernode's leaves into a cannon. A download asks once per source.
+pub const PUNCHES_PER_SECOND: f64 = 2.0;
+pub const PUNCH_BURST: f64 = 5.0;
+/// Askers whose punch budgets a supernode keeps at once.
+pub const MAX_PUNCHERS: usize = 10_000;
+
 /// A token bucket: refills at `rate` tokens a second up to `burst`; a cost
 /// is taken only when the bucket holds it.
 #[derive(Debug, Clone)]

@@ -76,6 +76,19 @@ pub enum Request {
     /// does not know this variant resets the stream (a bad request); the
     /// asker then links again with a plain [`Request::Link`].
     LinkWith(LinkOffer),
+    /// Ask a supernode to arrange a hole punch with one of its firewalled
+    /// leaves (appended after version 0). Answered by
+    /// [`Response::PunchReady`], then, a moment later, the supernode tells
+    /// the leaf to connect to us (as for [`Request::Push`]); meanwhile we
+    /// send a few tiny UDP packets from our listening port to the leaf's
+    /// address, which opens our own router for the leaf's connection. Also
+    /// [`Response::UnknownLeaf`], [`Response::Busy`] or
+    /// [`Response::NotSupernode`]. A node that does not know this variant
+    /// resets the stream: the asker falls back to [`Request::Push`].
+    Punch { leaf: super::id::PeerId },
+    /// What address do you see me at? Answered by [`Response::Observed`]
+    /// (appended after version 0; an older node resets the stream).
+    Observe,
 }
 
 /// What a supernode says when it asks to link.
@@ -226,6 +239,17 @@ pub enum Response {
         max_leaves: u32,
         neighbours: u32,
     },
+    /// The answer to [`Request::Punch`]: the leaf's address as this
+    /// supernode sees it (send the punching packets there), and yours.
+    PunchReady {
+        leaf: std::net::SocketAddr,
+        you: std::net::SocketAddr,
+    },
+    /// The answer to [`Request::Observe`]: the address the asker's
+    /// packets come from, as the answerer sees it.
+    Observed {
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -274,6 +298,10 @@ mod tests {
             }),
             any_hash().prop_map(|hash| Request::Have { hash }),
             any_hash().prop_map(|hash| Request::Sources { hash }),
+            any::<[u8; 32]>().prop_map(|id| Request::Punch {
+                leaf: crate::proto::PeerId(id)
+            }),
+            Just(Request::Observe),
         ]
     }
 
@@ -290,6 +318,9 @@ mod tests {
             proptest::collection::vec(any_peer(), 0..MAX_SOURCES_PER_REPLY)
                 .prop_map(|peers| Response::Sources { peers }),
             any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
+            (any::<std::net::SocketAddr>(), any::<std::net::SocketAddr>())
+                .prop_map(|(leaf, you)| Response::PunchReady { leaf, you }),
+            any::<std::net::SocketAddr>().prop_map(|addr| Response::Observed { addr }),
         ]
     }
 

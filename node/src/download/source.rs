@@ -21,6 +21,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const LAYER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a firewalled source may take to call back after a push request.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hole-punching packets go out at once, then after 10, 20, 40 … ms, then
+/// every 200 ms until the source's connection arrives: the first ones meet
+/// a quick peer, the later ones keep the router's door open (a UDP mapping
+/// lives for 30 s on Linux) for a slow one, at most ~55 packets.
+const PUNCH_FIRST_GAP: Duration = Duration::from_millis(10);
+const PUNCH_MAX_GAP: Duration = Duration::from_millis(200);
 /// How often a partial source (a fellow downloader) is asked what it has now.
 const HAVE_REFRESH: Duration = Duration::from_secs(2);
 /// How often sources are asked for other sources.
@@ -132,8 +138,13 @@ impl Source {
         result
     }
 
-    /// Asks `via` to have our firewalled source connect to us, and waits
-    /// for it to.
+    /// Asks `via`, our firewalled source's supernode, to have the source
+    /// connect to us, and waits for it to. Behind a router ourselves, we
+    /// punch a hole for it: the supernode tells us where the source's
+    /// packets come from, and we send a few tiny packets there from our
+    /// listening port while the source dials us, so our router takes its
+    /// connection for an answer. A supernode from before hole punching
+    /// gets a plain push request.
     async fn pushed(&mut self, via: PeerAddr) -> Result<quinn::Connection, SourceFailure> {
         let leaf = self.peer.id;
         let arrival = self.shared.context.await_push(leaf);
@@ -141,33 +152,60 @@ impl Source {
             .await
             .map_err(|_| SourceFailure::Unreachable(format!("its supernode {via:?} did not answer")))?
             .map_err(|error| SourceFailure::Unreachable(format!("its supernode {via:?}: {error}")))?;
-        let (response, _) = Ask::new(&relay, CONNECT_TIMEOUT)
-            .send(&Request::Push { leaf })
-            .await
-            .map_err(terminal)?;
+        let ask = Ask::new(&relay, CONNECT_TIMEOUT);
+        let answer = match ask.send(&Request::Punch { leaf }).await {
+            Err(RequestError::Stalled) => Err(SourceFailure::Stalled),
+            // Reset as a bad request: a supernode from before punching.
+            Err(_) => ask.send(&Request::Push { leaf }).await.map_err(terminal),
+            Ok(answer) => Ok(answer),
+        };
         relay.close(0u32.into(), b"done");
-        match response {
-            Response::PushSent => {}
+        let punch_to = match answer?.0 {
+            Response::PunchReady { leaf, .. } => Some(leaf),
+            Response::PushSent => None,
             Response::UnknownLeaf => {
                 return Err(SourceFailure::Unreachable(
                     "its supernode no longer has it".into(),
                 ))
             }
+            Response::Busy { .. } => {
+                return Err(SourceFailure::Unreachable(
+                    "its supernode is busy with our earlier requests".into(),
+                ))
+            }
             other => {
                 return Err(SourceFailure::Protocol(format!(
-                    "asked for a push, got {other:?}"
+                    "asked for a punch, got {other:?}"
                 )))
             }
-        }
-        let connection = tokio::time::timeout(PUSH_TIMEOUT, arrival)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| {
-                SourceFailure::Unreachable(
-                    "it accepts no connections and did not call back (are we unreachable too?)".into(),
-                )
-            })?;
+        };
+        let endpoint = self.shared.endpoint.clone();
+        let punching = async move {
+            let Some(to) = punch_to else {
+                return std::future::pending::<std::convert::Infallible>().await;
+            };
+            let mut gap = PUNCH_FIRST_GAP;
+            loop {
+                if let Err(error) = endpoint.punch(to) {
+                    tracing::debug!(%to, %error, "punching packet not sent");
+                }
+                tokio::time::sleep(gap).await;
+                gap = (gap * 2).min(PUNCH_MAX_GAP);
+            }
+        };
+        let connection = tokio::select! {
+            arrived = tokio::time::timeout(PUSH_TIMEOUT, arrival) => arrived.ok().and_then(Result::ok),
+            never = punching => match never {},
+        };
+        let connection = connection.ok_or_else(|| {
+            SourceFailure::Unreachable(match punch_to {
+                Some(to) => format!(
+                    "it did not get through to us (punched towards {to}; are both behind strict routers?)"
+                ),
+                None => "it accepts no connections and did not call back (are we unreachable too?)".into(),
+            })
+        })?;
+        tracing::debug!(source = ?leaf, punched = punch_to.is_some(), "firewalled source connected");
         self.peer = PeerAddr::new(leaf, connection.remote_address());
         let peer = self.peer;
         self.shared.update_slot(self.id, |slot| slot.peer = peer);

@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy_common::net::{read_frame, remote_peer_id, NetError};
-use canopy_common::proto::{PeerAddr, Request, MAX_CONTROL_FRAME};
+use canopy_common::net::{read_frame, remote_peer_id, write_frame, NetError};
+use canopy_common::proto::{PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use quinn::{RecvStream, SendStream, VarInt};
 
 use crate::state::NodeState;
@@ -129,6 +129,16 @@ async fn serve_stream(
         Request::Push { leaf } => {
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::push(peer, leaf, &mut send, state).await
+        }
+        Request::Punch { leaf } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::punch(peer, connection, leaf, &mut send, state).await
+        }
+        Request::Observe => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            write_frame(&mut send, &Response::Observed { addr: peer.addr })
+                .await
+                .map_err(AnswerError::from)
         }
         Request::Status => {
             let _ = recv.stop(VarInt::from_u32(0));

@@ -1,8 +1,11 @@
 //! What a node answers as a supernode: leaf sessions, links from
-//! neighbour supernodes, searches, pushes and its status. A node that is
+//! neighbour supernodes, searches, pushes, hole punches and its status. A node that is
 //! not a supernode (now) says so, and the stream ends.
 
+use std::time::Duration;
+
 use canopy_common::net::write_frame;
+use canopy_common::proto::budget::PUNCHES_PER_SECOND;
 use canopy_common::proto::wire::LinkOffer;
 use canopy_common::proto::{Hello, PeerAddr, PeerId, Query, Response};
 use quinn::{RecvStream, SendStream};
@@ -71,12 +74,60 @@ pub(super) async fn push(
     state: &NodeState,
 ) -> Result<(), AnswerError> {
     let response = match state.supernode() {
+        Some(supernode) if !supernode.may_push(peer.id) => busy(),
         Some(supernode) if supernode.push(leaf, peer) => Response::PushSent,
         Some(_) => Response::UnknownLeaf,
         None => not_supernode(),
     };
     write_frame(send, &response).await?;
     Ok(())
+}
+
+/// Arranges a hole punch between the asker and our firewalled leaf `leaf`:
+/// each learns the other's address as we see it (the asker now, the leaf
+/// in the push notice), the asker starts sending to the leaf's, and the
+/// leaf dials the asker's. We pair only addresses we observed ourselves.
+///
+/// The push waits half the asker's round trip (plus a little): about when
+/// the answer reaches the asker and its first punching packet leaves. A
+/// leaf's packet that reached the asker's router before that one would be
+/// dropped there, and QUIC would resend it only after a timeout.
+pub(super) async fn punch(
+    peer: PeerAddr,
+    connection: &quinn::Connection,
+    leaf: PeerId,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let supernode = state.supernode();
+    let response = match (&supernode, supernode.as_ref().and_then(|s| s.leaf_addr(leaf))) {
+        (None, _) => not_supernode(),
+        (Some(supernode), _) if !supernode.may_push(peer.id) => busy(),
+        (Some(_), None) => Response::UnknownLeaf,
+        (Some(_), Some(leaf_addr)) => Response::PunchReady {
+            leaf: leaf_addr,
+            you: peer.addr,
+        },
+    };
+    write_frame(send, &response).await?;
+    if let (Some(supernode), Response::PunchReady { .. }) = (supernode, response) {
+        let _ = send.finish();
+        tokio::time::sleep(connection.rtt().min(PUNCH_WAIT_CAP) / 2 + PUNCH_MARGIN).await;
+        supernode.push(leaf, peer);
+    }
+    Ok(())
+}
+
+/// The most a punch's push waits for the asker's first packet; a longer
+/// round trip is a bad estimate (QUIC's first guess is 333 ms).
+const PUNCH_WAIT_CAP: Duration = Duration::from_secs(1);
+/// Slack for the asker's scheduling before its first punching packet.
+const PUNCH_MARGIN: Duration = Duration::from_millis(10);
+
+fn busy() -> Response {
+    Response::Busy {
+        retry_after_ms: (1000.0 / PUNCHES_PER_SECOND) as u32,
+    }
 }
 
 /// How full we are, for leaves deciding whether to promote themselves.
