@@ -280,12 +280,13 @@ mod tests {
         any::<[u8; 32]>().prop_map(ContentHash)
     }
 
+    /// Only IP and port travel (no IPv6 scope or flow label).
+    fn any_addr() -> impl Strategy<Value = std::net::SocketAddr> {
+        any::<std::net::SocketAddr>().prop_map(|addr| std::net::SocketAddr::new(addr.ip(), addr.port()))
+    }
+
     fn any_peer() -> impl Strategy<Value = PeerAddr> {
-        (any::<[u8; 32]>(), any::<std::net::SocketAddr>()).prop_map(|(id, addr)| {
-            // Only IP and port travel (no IPv6 scope or flow label).
-            let addr = std::net::SocketAddr::new(addr.ip(), addr.port());
-            PeerAddr::new(crate::proto::PeerId(id), addr)
-        })
+        (any::<[u8; 32]>(), any_addr()).prop_map(|(id, addr)| PeerAddr::new(crate::proto::PeerId(id), addr))
     }
 
     fn any_request() -> impl Strategy<Value = Request> {
@@ -318,9 +319,8 @@ mod tests {
             proptest::collection::vec(any_peer(), 0..MAX_SOURCES_PER_REPLY)
                 .prop_map(|peers| Response::Sources { peers }),
             any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
-            (any::<std::net::SocketAddr>(), any::<std::net::SocketAddr>())
-                .prop_map(|(leaf, you)| Response::PunchReady { leaf, you }),
-            any::<std::net::SocketAddr>().prop_map(|addr| Response::Observed { addr }),
+            (any_addr(), any_addr()).prop_map(|(leaf, you)| Response::PunchReady { leaf, you }),
+            any_addr().prop_map(|addr| Response::Observed { addr }),
         ]
     }
 
