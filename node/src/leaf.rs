@@ -24,8 +24,9 @@ use std::time::Instant;
 
 use canopy_common::net::{read_frame, write_frame, Endpoint};
 use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
+use canopy_common::proto::nat;
 use canopy_common::proto::{
-    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, SessionNotice,
+    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, Response, SessionNotice,
 };
 use tokio::sync::watch;
 
@@ -266,6 +267,25 @@ async fn nearest(
     }
 }
 
+/// Asks the supernode where it sees us, and records it; a new outside
+/// address is logged (our router or network changed). A supernode from
+/// before `Observe` resets the stream, which costs nothing.
+async fn observe_through(endpoint: &Endpoint, context: &NodeState, connection: &quinn::Connection) {
+    let asked = async {
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        write_frame(&mut send, &Request::Observe).await.ok()?;
+        send.finish().ok()?;
+        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()? {
+            Response::Observed { addr } => Some(addr),
+            _ => None,
+        }
+    };
+    if let Ok(Some(seen)) = tokio::time::timeout(Duration::from_secs(5), asked).await {
+        let observation = crate::measure::observation(connection, endpoint, seen);
+        context.reach.locked().observe(observation);
+    }
+}
+
 /// One session over `connection`; returns when it ends.
 async fn session(
     endpoint: &Endpoint,
@@ -276,9 +296,16 @@ async fn session(
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
+    observe_through(endpoint, context, &connection).await;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    // A private or unspecified address means nothing to a supernode
+    // outside our network: it indexes us where it sees us instead.
+    let listen = Some(endpoint.local_addr())
+        .filter(|addr| nat::publishable(*addr, supernode.addr.ip()))
+        .into_iter()
+        .collect();
     let hello = Hello {
-        listen: vec![endpoint.local_addr()],
+        listen,
         accepts_inbound: settings.reachable,
         agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
     };

@@ -31,6 +31,7 @@ pub mod measure;
 pub mod network;
 pub mod node;
 pub mod ratelimit;
+pub mod reach;
 pub mod role;
 pub mod searcher;
 pub mod serve;

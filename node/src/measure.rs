@@ -15,6 +15,7 @@ use bytes::Bytes;
 use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NetError, NodeKey};
 use canopy_common::proto::election::{NetworkHints, Profile};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
+use canopy_common::proto::nat::Observation;
 use canopy_common::proto::wire::MAX_PROBE_BYTES;
 use canopy_common::proto::{PeerAddr, PeerId, Request, Response};
 use quinn::{RecvStream, SendStream};
@@ -203,6 +204,8 @@ pub struct Measured {
     pub download: Option<u64>,
     pub reachable: Option<bool>,
     pub hints: NetworkHints,
+    /// Where the peers probed saw our packets come from.
+    pub observations: canopy_common::proto::nat::Observations,
     /// Per peer: who, and what it measured or what went wrong.
     pub peers: Vec<(PeerAddr, PeerProbe)>,
 }
@@ -270,6 +273,16 @@ async fn probe_one(
         measured.hints.supernodes += 1;
         measured.hints.total_slots += u64::from(max_leaves);
         measured.hints.free_slots += u64::from(max_leaves.saturating_sub(leaves));
+    }
+
+    // Where this peer sees us: with two peers, what our router does. A
+    // node from before `Observe` resets the stream; that costs nothing.
+    let (mut send, mut recv) = ask(Request::Observe).await?;
+    send.finish().map_err(|e| e.to_string())?;
+    if let Ok(Response::Observed { addr }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
+        measured
+            .observations
+            .add(observation(&connection, endpoint, addr));
     }
 
     // Reachability, once, while the link is idle (a handshake queued behind
@@ -423,6 +436,21 @@ pub async fn elect(
     let decision =
         canopy_common::proto::election::decide(&profile, &measured.hints, thresholds, never_supernode);
     Ok((profile, measured, decision, bound))
+}
+
+/// A peer's report of where our packets come from (`seen`), over
+/// `connection` from `endpoint`.
+pub fn observation(connection: &quinn::Connection, endpoint: &Endpoint, seen: SocketAddr) -> Observation {
+    let port = endpoint.local_addr().port();
+    let ip = connection.local_ip().unwrap_or(match seen {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    });
+    Observation {
+        observer: connection.remote_address().ip(),
+        seen,
+        local: SocketAddr::new(ip, port),
+    }
 }
 
 /// Why the election could not measure.

@@ -61,6 +61,9 @@ pub struct NodeConfig {
     /// supernode for a push (it connects out to them). It still accepts
     /// the connections that reach it.
     pub reachable: bool,
+    /// What the election learned of how peers reach this node (dial-back,
+    /// the addresses peers saw); the node adds what it learns later.
+    pub reachability: crate::reach::Reachability,
     /// For a node whose role was elected: keep re-deciding as the network
     /// changes (a leaf promotes when supernodes run short of slots; a
     /// supernode with few leaves and enough neighbours steps down).
@@ -91,6 +94,7 @@ impl NodeConfig {
             leaf_sessions: 2,
             accept_inbound: true,
             reachable: true,
+            reachability: Default::default(),
             election: None,
             connection_limits: Default::default(),
             editable_folders: false,
@@ -167,6 +171,7 @@ impl Node {
         if let Some(membership) = endpoint.membership() {
             let _ = context.membership.set(membership.clone());
         }
+        *context.reach.locked() = config.reachability.clone();
         let admission = Arc::new(Admission::new(config.connection_limits));
         let mut tasks = vec![tokio::spawn(accept_loop(
             endpoint.clone(),

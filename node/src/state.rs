@@ -74,6 +74,8 @@ pub struct NodeState {
     peer_slots: Arc<Mutex<HashMap<PeerId, usize>>>,
     /// The private network this node is in (unset: the public network).
     pub membership: std::sync::OnceLock<Arc<canopy_common::net::Membership>>,
+    /// How peers reach this node, as far as it knows.
+    pub reach: Mutex<crate::reach::Reachability>,
 }
 
 impl NodeState {
@@ -90,6 +92,7 @@ impl NodeState {
             slots: Semaphore::new(limits.upload_slots.max(1)),
             peer_slots: Arc::default(),
             membership: Default::default(),
+            reach: Mutex::default(),
         }
     }
 

@@ -361,3 +361,113 @@ fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
         text(&fetched.stdout)
     );
 }
+
+/// What the election learns of the routers: two peers' views of a home
+/// machine tell a router that keeps one outside port towards every peer
+/// ("cone") from one with a new port per peer ("symmetric"), and the
+/// banner and `canopy status` say how the machine is reached. A public
+/// peer still fetches from the symmetric home, which connects out to it.
+#[test]
+fn the_election_tells_cone_from_symmetric_routers() {
+    let bed = Bed::up("cntc-", &["cone", "sym"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let observer = run(
+        &bed,
+        "pub",
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            &supernode_addr,
+            "--listen",
+            "10.77.0.3:4663",
+        ],
+        &dir("pub"),
+    );
+    let observer_addr = observer
+        .banner
+        .iter()
+        .find_map(|line| line.split("peers reach this node as ").nth(1))
+        .expect("the public peer says where it is reached")
+        .trim_end_matches(')')
+        .to_string();
+    let content = patterned(1_500_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "from the tower block.bin", &content);
+    let home = |machine: &str, share: Option<&str>| {
+        let mut args = vec![
+            "--bootstrap",
+            &supernode_addr,
+            "--bootstrap",
+            &observer_addr,
+            "--listen",
+            "0.0.0.0:4663",
+        ];
+        if let Some(folder) = share {
+            args.extend(["--share", folder]);
+        }
+        run(&bed, machine, &args, &dir(machine))
+    };
+    let cone = home("h1", None);
+    let symmetric = home("h2", Some(&share_arg));
+    let said = |home: &Running| home.banner.join("\n");
+    assert!(
+        said(&cone).contains("cone NAT") && said(&cone).contains("seen as 10.77.0.11:4663 by 2 peers"),
+        "{}",
+        said(&cone)
+    );
+    assert!(
+        said(&cone).contains("reached   by hole punching"),
+        "{}",
+        said(&cone)
+    );
+    assert!(said(&symmetric).contains("symmetric NAT"), "{}", said(&symmetric));
+    for home in [&cone, &symmetric] {
+        assert!(
+            !said(home).contains("192.168.1.2"),
+            "a private address: {}",
+            said(home)
+        );
+    }
+    let mut status = bed.canopy("h2");
+    status.arg("status").arg("--data-dir").arg(dir("h2"));
+    let status = wait_output(status, Duration::from_secs(20));
+    assert!(
+        text(&status.stdout).contains("router: symmetric NAT"),
+        "{}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+
+    await_listed(
+        &bed,
+        "pub",
+        "tower block",
+        hash,
+        &supernode_addr,
+        &dir("pub-search"),
+    );
+    let output_path = dir("fetched.bin");
+    let mut get = bed.canopy("pub");
+    get.args([
+        "get",
+        &hash.to_hex(),
+        "--bootstrap",
+        &supernode_addr,
+        "--quiet",
+        "-o",
+    ])
+    .arg(&output_path)
+    .arg("--data-dir")
+    .arg(dir("pub-get"));
+    let fetched = wait_output(get, Duration::from_secs(60));
+    assert!(
+        fetched.status.success(),
+        "the public peer could not fetch from the symmetric home ({}): {}",
+        fetched.status,
+        text(&fetched.stderr)
+    );
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+}

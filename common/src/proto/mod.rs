@@ -10,6 +10,7 @@ pub mod frame;
 pub mod id;
 pub mod keywords;
 pub mod link;
+pub mod nat;
 pub mod nearest;
 pub mod network;
 pub mod qrp;

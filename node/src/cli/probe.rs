@@ -86,6 +86,11 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdic
             None => "unknown (no peer to ask)",
         }
     );
+    let reachability = crate::reach::Reachability {
+        dial_back: profile.reachable,
+        observations: measured.observations.clone(),
+    };
+    println!("reached   {}", reachability.describe());
     println!(
         "network   {} supernode(s) answered, {} of {} leaf slots free",
         measured.hints.supernodes, measured.hints.free_slots, measured.hints.total_slots

@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::Context;
 use canopy_common::net::NetError;
 use canopy_common::proto::election::{ElectionConfig, Role};
+use canopy_common::proto::nat::Reach;
 use canopy_common::proto::{Link, PeerAddr};
+use canopy_common::sync::Lock;
 use canopy_supernode::SupernodeConfig;
 
 use super::config::RunSettings;
@@ -146,6 +148,10 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             )
             .await?;
             config.listen = bound;
+            config.reachability = crate::reach::Reachability {
+                dial_back: profile.reachable,
+                observations: measured.observations.clone(),
+            };
             if profile.reachable == Some(false) {
                 // Behind a home router or firewall: say so in our sessions,
                 // so downloaders ask our supernode for a push.
@@ -220,9 +226,13 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     if dialable {
         println!("listening on {} (peers reach this node as {me})", listening.addr);
     } else {
+        let through = match node.context().reach.locked().reach() {
+            Reach::PushOnly => "which asks it to connect out to them",
+            _ => "which arranges a hole punch: it connects out while they open their routers",
+        };
         println!(
             "listening on {} (peers cannot connect to this node: they reach it through its \
-             supernode, which asks it to connect out to them)",
+             supernode, {through})",
             listening.addr
         );
     }

@@ -60,6 +60,28 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     } else {
         println!("supernodes  {} joined", value("canopy_supernodes_joined"));
     }
+    if let Some(how) = labelled(&metrics, "canopy_reach", "how") {
+        let nat = labelled(&metrics, "canopy_nat", "kind").unwrap_or_else(|| "unknown".into());
+        let outside: Vec<String> = metrics
+            .keys()
+            .filter_map(|series| series.strip_prefix("canopy_outside_address{addr=\""))
+            .map(|rest| rest.trim_end_matches("\"}").to_string())
+            .collect();
+        let reached = match how.as_str() {
+            "direct" => "directly",
+            "punch" => "by hole punching (its supernode arranges it)",
+            "push" => "only by peers that accept connections (push)",
+            _ => "not known yet",
+        };
+        println!("reached     {reached}; router: {nat} NAT");
+        if !outside.is_empty() {
+            println!(
+                "seen as     {} (by {} peers)",
+                outside.join(", "),
+                value("canopy_address_observers")
+            );
+        }
+    }
     println!(
         "traffic     {} up, {} down",
         human_bytes(value("canopy_uploaded_bytes_total") as u64),
@@ -69,6 +91,16 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("memory      {}", human_bytes(*memory as u64));
     }
     Ok(())
+}
+
+/// The label value of the series of `family` that is 1 (a one-hot gauge).
+fn labelled(metrics: &BTreeMap<String, f64>, family: &str, label: &str) -> Option<String> {
+    let prefix = format!("{family}{{{label}=\"");
+    metrics
+        .iter()
+        .filter(|(_, value)| **value == 1.0)
+        .find_map(|(series, _)| series.strip_prefix(&prefix))
+        .map(|rest| rest.trim_end_matches("\"}").to_string())
 }
 
 fn duration(seconds: f64) -> String {

@@ -161,7 +161,11 @@ impl Source {
         };
         relay.close(0u32.into(), b"done");
         let punch_to = match answer?.0 {
-            Response::PunchReady { leaf, .. } => Some(leaf),
+            Response::PunchReady { leaf, you } => {
+                let seen = crate::measure::observation(&relay, &self.shared.endpoint, you);
+                self.shared.context.reach.locked().observe(seen);
+                Some(leaf)
+            }
             Response::PushSent => None,
             Response::UnknownLeaf => {
                 return Err(SourceFailure::Unreachable(

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy_common::proto::election::Profile;
+use canopy_common::proto::nat::Reach;
+use canopy_common::sync::Lock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -109,6 +111,44 @@ pub fn metrics(view: &NodeView) -> String {
         "canopy_uptime_seconds",
         "Seconds since the node started.",
         &[("", view.started.elapsed().as_secs_f64())],
+    );
+    let reachability = context.reach.locked().clone();
+    let reaches = [Reach::Direct, Reach::Punch, Reach::PushOnly, Reach::Unknown].map(|how| {
+        (
+            format!("how=\"{}\"", how.label()),
+            (reachability.reach() == how) as u64 as f64,
+        )
+    });
+    let samples: Vec<(&str, f64)> = reaches
+        .iter()
+        .map(|(label, value)| (label.as_str(), *value))
+        .collect();
+    out.gauge(
+        "canopy_reach",
+        "How peers reach this node (1): directly, by a hole punch its supernode arranges, only by push, or not known yet.",
+        &samples,
+    );
+    let kind = format!("kind=\"{}\"", reachability.kind().label());
+    out.gauge(
+        "canopy_nat",
+        "The router in front of this node as peers' observations tell: none, cone, symmetric or unknown.",
+        &[(kind.as_str(), 1.0)],
+    );
+    let outside: Vec<String> = reachability
+        .outside()
+        .iter()
+        .map(|addr| format!("addr=\"{addr}\""))
+        .collect();
+    let outside: Vec<(&str, f64)> = outside.iter().map(|label| (label.as_str(), 1.0)).collect();
+    out.gauge(
+        "canopy_outside_address",
+        "Addresses peers see this node's packets come from, newest first (1 each).",
+        &outside,
+    );
+    out.gauge(
+        "canopy_address_observers",
+        "Peers that told this node where they see it.",
+        &[("", reachability.observations.observers() as f64)],
     );
     let (files, bytes) = context.shares.totals();
     out.gauge(

@@ -1,0 +1,338 @@
+//! How other peers reach a node that may sit behind a home router: what
+//! they see of it, what kind of router that tells, and which of its
+//! addresses may be told to whom. Pure: the node feeds it what it learns
+//! (`Response::Observed`, `Response::PunchReady`, the election's dial-back),
+//! and reads back one verdict for its banner, `canopy status` and the app.
+//!
+//! The terms are RFC 4787's. A router *maps* a machine's private address
+//! and port to an outside one. With **endpoint-independent mapping** (EIM,
+//! loosely "cone") the outside port is the same towards every peer, so the
+//! port one peer sees is the port every peer will see, and a hole punched
+//! towards a peer's address meets that peer's packets. With
+//! **endpoint-dependent mapping** (EDM, "symmetric") every peer sees a
+//! different port: a punch aimed at the port the supernode saw misses.
+//! iroh decides the same way, from two reports that differ
+//! (`net_report::Report::update`, `mapping_varies_by_dest`).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+/// Observations kept: the newest win. A handful of observers decides the
+/// router's kind; more only repeat it.
+pub const MAX_OBSERVATIONS: usize = 16;
+
+/// One peer's view of us: where our packets come from as it sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// The observer's address (its IP tells observers apart).
+    pub observer: IpAddr,
+    /// Our address as it sees it.
+    pub seen: SocketAddr,
+    /// Our own end of that connection, when the socket knows it (with an
+    /// unspecified IP when it does not).
+    pub local: SocketAddr,
+}
+
+/// What lies between this node and the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// Not enough observations to tell: none, or one observer only.
+    Unknown,
+    /// Peers see our own address: no router rewrites it.
+    None,
+    /// Endpoint-independent mapping ("cone"): one outside port towards
+    /// every peer. Hole punching works.
+    EndpointIndependent,
+    /// Endpoint-dependent mapping ("symmetric"): a new outside port per
+    /// peer. Punching by address alone fails.
+    EndpointDependent,
+}
+
+impl NatKind {
+    /// A short name for people and metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            NatKind::Unknown => "unknown",
+            NatKind::None => "none",
+            NatKind::EndpointIndependent => "cone",
+            NatKind::EndpointDependent => "symmetric",
+        }
+    }
+}
+
+/// How other peers get a connection to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Nothing measured yet (no peer to ask).
+    Unknown,
+    /// They dial it: a stranger's fresh port got through.
+    Direct,
+    /// Its supernode arranges a hole punch: the downloader opens its own
+    /// router towards this node while this node dials it.
+    Punch,
+    /// Only peers that accept connections reach it (by push): its router
+    /// gives every peer another port, so punching misses, and no relay
+    /// carries its traffic yet.
+    PushOnly,
+}
+
+impl Reach {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reach::Unknown => "unknown",
+            Reach::Direct => "direct",
+            Reach::Punch => "punch",
+            Reach::PushOnly => "push",
+        }
+    }
+}
+
+/// What peers have told this node about its address, newest last.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    list: VecDeque<Observation>,
+}
+
+impl Observations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one observation. Returns whether the outside addresses
+    /// changed (a new one appeared): the node then checks its reachability
+    /// again, as its router may have restarted or its network changed.
+    pub fn add(&mut self, observation: Observation) -> bool {
+        let new = !self.list.iter().any(|o| o.seen == observation.seen);
+        // One entry per observer: its latest view is the one that counts.
+        self.list.retain(|o| o.observer != observation.observer);
+        if self.list.len() == MAX_OBSERVATIONS {
+            self.list.pop_front();
+        }
+        self.list.push_back(observation);
+        new
+    }
+
+    /// How many different peers have said where they see us.
+    pub fn observers(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Our outside addresses as peers see them, newest first, each once.
+    pub fn outside(&self) -> Vec<SocketAddr> {
+        let mut seen: Vec<SocketAddr> = Vec::new();
+        for observation in self.list.iter().rev() {
+            if !seen.contains(&observation.seen) {
+                seen.push(observation.seen);
+            }
+        }
+        seen
+    }
+
+    /// The router's kind, as far as the observations tell.
+    pub fn kind(&self) -> NatKind {
+        let Some(newest) = self.list.back() else {
+            return NatKind::Unknown;
+        };
+        let own = |o: &Observation| !o.local.ip().is_unspecified() && o.seen == o.local;
+        if own(newest) {
+            return NatKind::None;
+        }
+        // Only observations made from the same local port compare: a port
+        // chosen anew (a restart) says nothing about the router.
+        let same_socket: Vec<&Observation> = self
+            .list
+            .iter()
+            .filter(|o| o.local.port() == newest.local.port())
+            .collect();
+        if same_socket.len() < 2 {
+            return NatKind::Unknown;
+        }
+        match same_socket.iter().all(|o| o.seen.port() == newest.seen.port()) {
+            true => NatKind::EndpointIndependent,
+            false => NatKind::EndpointDependent,
+        }
+    }
+}
+
+/// How peers reach this node, from the dial-back test (`Some(true)`: a
+/// stranger's fresh port got through) and the router's kind. A node whose
+/// router's kind is unknown is offered for punching: most home routers map
+/// endpoint-independently, and a failed punch costs one push's wait.
+pub fn reach(dial_back: Option<bool>, kind: NatKind) -> Reach {
+    match (dial_back, kind) {
+        (Some(true), _) => Reach::Direct,
+        (None, NatKind::Unknown) => Reach::Unknown,
+        (_, NatKind::EndpointDependent) => Reach::PushOnly,
+        (_, _) => Reach::Punch,
+    }
+}
+
+/// Whether `ip` means the same machine to anyone on the internet: not
+/// private, loopback, link-local, shared (CGNAT), documentation or
+/// unspecified.
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b); // RFC 6598, carrier-grade NAT
+            let benchmarking = a == 198 && (b == 18 || b == 19); // RFC 2544
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || shared
+                || benchmarking
+                || a == 0
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
+            let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
+            let documentation = first == 0x2001 && v6.segments()[1] == 0x0db8;
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || unique_local
+                || link_local
+                || documentation)
+        }
+    }
+}
+
+/// Whether our address `addr` may be told to a peer at `to`. An address
+/// that only means something inside a home (or on this machine) is never
+/// told to a peer outside it: at best useless, at worst it points the
+/// peer at another machine that happens to use the same private range. A
+/// peer that is itself at such an address is on the same local network
+/// (or a test bed), where it works.
+pub fn publishable(addr: SocketAddr, to: IpAddr) -> bool {
+    !addr.ip().is_unspecified() && (is_global(addr.ip()) || !is_global(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn observed(observer: &str, seen: &str, local: &str) -> Observation {
+        Observation {
+            observer: observer.parse().unwrap(),
+            seen: at(seen),
+            local: at(local),
+        }
+    }
+
+    #[test]
+    fn one_outside_port_towards_two_peers_is_a_cone() {
+        let mut seen = Observations::new();
+        assert!(seen.add(observed("10.77.0.2", "10.77.0.11:4663", "192.168.1.2:4663")));
+        assert_eq!(seen.kind(), NatKind::Unknown, "one observer cannot tell");
+        assert!(!seen.add(observed("10.77.0.3", "10.77.0.11:4663", "192.168.1.2:4663")));
+        assert_eq!(seen.kind(), NatKind::EndpointIndependent);
+        assert_eq!(seen.outside(), vec![at("10.77.0.11:4663")]);
+        assert_eq!(reach(Some(false), seen.kind()), Reach::Punch);
+    }
+
+    #[test]
+    fn a_new_port_per_peer_is_symmetric() {
+        let mut seen = Observations::new();
+        seen.add(observed("10.77.0.2", "10.77.0.11:31000", "0.0.0.0:4663"));
+        assert!(seen.add(observed("10.77.0.3", "10.77.0.11:52011", "0.0.0.0:4663")));
+        assert_eq!(seen.kind(), NatKind::EndpointDependent);
+        assert_eq!(seen.outside().len(), 2);
+        assert_eq!(reach(Some(false), seen.kind()), Reach::PushOnly);
+    }
+
+    #[test]
+    fn seen_at_our_own_address_is_no_nat() {
+        let mut seen = Observations::new();
+        seen.add(observed("203.0.113.9", "198.51.100.7:4663", "198.51.100.7:4663"));
+        assert_eq!(seen.kind(), NatKind::None);
+        assert_eq!(reach(Some(true), seen.kind()), Reach::Direct);
+    }
+
+    #[test]
+    fn a_restart_on_another_port_starts_the_comparison_over() {
+        let mut seen = Observations::new();
+        seen.add(observed("10.77.0.2", "10.77.0.11:31000", "0.0.0.0:4663"));
+        seen.add(observed("10.77.0.3", "10.77.0.11:40000", "0.0.0.0:5000"));
+        assert_eq!(seen.kind(), NatKind::Unknown);
+    }
+
+    #[test]
+    fn an_observer_counts_once_and_the_list_stays_bounded() {
+        let mut seen = Observations::new();
+        for port in 0..100u16 {
+            seen.add(observed(
+                "10.77.0.2",
+                &format!("10.77.0.11:{}", 1000 + port),
+                "0.0.0.0:4663",
+            ));
+        }
+        assert_eq!(seen.observers(), 1);
+        for host in 0..100u8 {
+            seen.add(observed(
+                &format!("10.1.0.{host}"),
+                "10.77.0.11:4663",
+                "0.0.0.0:4663",
+            ));
+        }
+        assert_eq!(seen.observers(), MAX_OBSERVATIONS);
+    }
+
+    #[test]
+    fn private_addresses_stay_home() {
+        let home = at("192.168.1.2:4663");
+        assert!(!publishable(home, "8.8.8.8".parse().unwrap()));
+        assert!(publishable(home, "192.168.1.7".parse().unwrap()), "same home");
+        assert!(
+            publishable(at("127.0.0.1:4663"), "127.0.0.1".parse().unwrap()),
+            "tests on loopback"
+        );
+        assert!(!publishable(at("0.0.0.0:4663"), "127.0.0.1".parse().unwrap()));
+        assert!(
+            !publishable(at("100.64.3.4:4663"), "8.8.8.8".parse().unwrap()),
+            "CGNAT"
+        );
+        assert!(!publishable(at("[fe80::1]:4663"), "2a00::1".parse().unwrap()));
+        assert!(!publishable(
+            at("[::ffff:10.0.0.1]:4663"),
+            "8.8.8.8".parse().unwrap()
+        ));
+        assert!(publishable(at("8.8.4.4:4663"), "8.8.8.8".parse().unwrap()));
+        assert!(publishable(at("[2a00:1450::1]:4663"), "2a00::1".parse().unwrap()));
+    }
+
+    proptest! {
+        /// Whatever the addresses, a non-global one never goes to a global peer.
+        #[test]
+        fn no_private_address_reaches_a_global_peer(addr in any::<SocketAddr>(), to in any::<IpAddr>()) {
+            if publishable(addr, to) && is_global(to) {
+                prop_assert!(is_global(addr.ip()));
+            }
+        }
+
+        /// The verdict never panics and the list never outgrows its bound.
+        #[test]
+        fn observations_stay_bounded(list in proptest::collection::vec(
+            (any::<IpAddr>(), any::<SocketAddr>(), any::<SocketAddr>()), 0..64)) {
+            let mut seen = Observations::new();
+            for (observer, seen_at, local) in list {
+                seen.add(Observation { observer, seen: seen_at, local });
+                prop_assert!(seen.observers() <= MAX_OBSERVATIONS);
+                let _ = reach(Some(false), seen.kind());
+            }
+        }
+    }
+}

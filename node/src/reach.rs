@@ -1,0 +1,89 @@
+//! How other peers reach this node, as far as it knows: the election's
+//! dial-back test, and what peers told it of its address (`Observe`, and
+//! the `you` of every `PunchReady`). One verdict, said the same way in the
+//! banner, `canopy probe`, `canopy status` and the app.
+
+use std::net::SocketAddr;
+
+use canopy_common::proto::nat::{self, NatKind, Observation, Observations, Reach};
+
+/// What this node has learned about how it is reached.
+#[derive(Debug, Clone, Default)]
+pub struct Reachability {
+    /// `Some(true)`: a stranger's fresh port connected to us.
+    pub dial_back: Option<bool>,
+    pub observations: Observations,
+}
+
+impl Reachability {
+    /// Records one peer's view of our address; whether our outside address
+    /// is new.
+    pub fn observe(&mut self, observation: Observation) -> bool {
+        let new = self.observations.add(observation);
+        if new && self.observations.observers() > 1 {
+            tracing::info!(seen = %observation.seen, by = %observation.observer, "a peer sees this node at a new address");
+        }
+        new
+    }
+
+    pub fn kind(&self) -> NatKind {
+        self.observations.kind()
+    }
+
+    pub fn reach(&self) -> Reach {
+        nat::reach(self.dial_back, self.kind())
+    }
+
+    /// Our outside addresses as peers see them, newest first.
+    pub fn outside(&self) -> Vec<SocketAddr> {
+        self.observations.outside()
+    }
+
+    /// One line for people: how peers reach this node, and why.
+    pub fn describe(&self) -> String {
+        let how = match self.reach() {
+            Reach::Unknown => "not known yet (no peer to ask)",
+            Reach::Direct => "directly (a stranger's fresh port connected back)",
+            Reach::Punch => "by hole punching, arranged by its supernode (a stranger could not connect back)",
+            Reach::PushOnly => {
+                "only by peers that accept connections (its router gives each peer another port, \
+                 so hole punching misses; no relay yet)"
+            }
+        };
+        let router = match self.kind() {
+            NatKind::Unknown if self.observations.observers() < 2 => {
+                "router kind unknown: it takes two peers to tell".to_string()
+            }
+            NatKind::Unknown => "router kind unknown".to_string(),
+            NatKind::None => "no router rewrites its address".to_string(),
+            NatKind::EndpointIndependent => {
+                "behind a router that keeps one port towards every peer (cone NAT)".into()
+            }
+            NatKind::EndpointDependent => "behind a router with a new port per peer (symmetric NAT)".into(),
+        };
+        let outside = self.outside();
+        let seen = match outside.as_slice() {
+            [] => String::new(),
+            [one] => format!(
+                "; seen as {one} by {} peer{}",
+                self.observations.observers(),
+                plural(self.observations.observers())
+            ),
+            [newest, ..] => format!(
+                "; seen as {newest} and {} other address{} by {} peers",
+                outside.len() - 1,
+                if outside.len() == 2 { "" } else { "es" },
+                self.observations.observers()
+            ),
+        };
+        format!("{how}; {router}{seen}")
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
