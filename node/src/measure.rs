@@ -32,10 +32,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Each direction is timed for at most this long.
 const PROBE_TIME: Duration = Duration::from_secs(3);
 
+/// Dial-backs served at once.
+const MAX_DIAL_BACKS: usize = 8;
+/// The probe kind of a dial-back in [`ProbeGate`]'s records.
+const DIAL_BACK: u8 = 2;
+
 /// Admission for probes we serve.
 #[derive(Debug)]
 pub struct ProbeGate {
+    /// Bandwidth probes, one at a time: two at once would each measure half.
     running: Semaphore,
+    /// Dial-backs at once. They move no bulk data, so they do not wait for
+    /// a bandwidth probe (a refused dial-back leaves a node not knowing
+    /// whether it is reachable); each one opens a throwaway endpoint,
+    /// hence a bound.
+    dial_backs: Semaphore,
     /// When each peer last ran each kind of probe.
     last: Mutex<HashMap<(PeerId, u8), Instant>>,
 }
@@ -44,6 +55,7 @@ impl Default for ProbeGate {
     fn default() -> Self {
         ProbeGate {
             running: Semaphore::new(1),
+            dial_backs: Semaphore::new(MAX_DIAL_BACKS),
             last: Mutex::default(),
         }
     }
@@ -58,7 +70,11 @@ impl ProbeGate {
         if last.contains_key(&(peer, kind)) {
             return None;
         }
-        let permit = self.running.try_acquire().ok()?;
+        let gate = match kind {
+            DIAL_BACK => &self.dial_backs,
+            _ => &self.running,
+        };
+        let permit = gate.try_acquire().ok()?;
         last.insert((peer, kind), now);
         Some(permit)
     }
@@ -77,7 +93,7 @@ pub async fn serve(
     let kind = match request {
         Request::ProbeDown { .. } => 0,
         Request::ProbeUp { .. } => 1,
-        _ => 2,
+        _ => DIAL_BACK,
     };
     let Some(_permit) = gate.admit(peer.id, kind) else {
         return write_frame(
@@ -441,16 +457,32 @@ pub async fn elect(
 /// A peer's report of where our packets come from (`seen`), over
 /// `connection` from `endpoint`.
 pub fn observation(connection: &quinn::Connection, endpoint: &Endpoint, seen: SocketAddr) -> Observation {
-    let port = endpoint.local_addr().port();
-    let ip = connection.local_ip().unwrap_or(match seen {
-        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    });
+    let bound = endpoint.local_addr();
+    let remote = connection.remote_address();
+    // quinn knows the local IP of accepted connections only; for ours, the
+    // bound IP, or the one the kernel picks towards the peer.
+    let ip = connection
+        .local_ip()
+        .or_else(|| Some(bound.ip()).filter(|ip| !ip.is_unspecified()))
+        .or_else(|| source_ip_towards(remote))
+        .unwrap_or(bound.ip());
     Observation {
-        observer: connection.remote_address().ip(),
+        observer: remote.ip(),
         seen,
-        local: SocketAddr::new(ip, port),
+        local: SocketAddr::new(ip, bound.port()),
     }
+}
+
+/// The source IP the kernel would use to send to `remote` (a connected
+/// UDP socket sends nothing until asked to).
+fn source_ip_towards(remote: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = match remote {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(remote).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 /// Why the election could not measure.

@@ -43,7 +43,13 @@ impl Reachability {
     pub fn describe(&self) -> String {
         let how = match self.reach() {
             Reach::Unknown => "not known yet (no peer to ask)",
+            Reach::Direct if self.dial_back.is_none() => {
+                "directly, it seems (no router rewrites its address; no peer could test)"
+            }
             Reach::Direct => "directly (a stranger's fresh port connected back)",
+            Reach::Punch if self.dial_back.is_none() => {
+                "by hole punching, arranged by its supernode (no peer could test a direct connection)"
+            }
             Reach::Punch => "by hole punching, arranged by its supernode (a stranger could not connect back)",
             Reach::PushOnly => {
                 "only by peers that accept connections (its router gives each peer another port, \
@@ -51,10 +57,11 @@ impl Reachability {
             }
         };
         let router = match self.kind() {
-            NatKind::Unknown if self.observations.observers() < 2 => {
-                "router kind unknown: it takes two peers to tell".to_string()
+            NatKind::Unknown if self.observations.observers() == 0 => {
+                "no peer has said where it sees this node".to_string()
             }
-            NatKind::Unknown => "router kind unknown".to_string(),
+            NatKind::Unknown => "router kind unknown (it takes two peers to tell)".to_string(),
+            NatKind::Translated => "behind a router (its kind takes two peers to tell)".to_string(),
             NatKind::None => "no router rewrites its address".to_string(),
             NatKind::EndpointIndependent => {
                 "behind a router that keeps one port towards every peer (cone NAT)".into()

@@ -36,8 +36,11 @@ pub struct Observation {
 /// What lies between this node and the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatKind {
-    /// Not enough observations to tell: none, or one observer only.
+    /// No observation yet.
     Unknown,
+    /// A router rewrites our address, but it takes two observers to tell
+    /// how it maps.
+    Translated,
     /// Peers see our own address: no router rewrites it.
     None,
     /// Endpoint-independent mapping ("cone"): one outside port towards
@@ -53,6 +56,7 @@ impl NatKind {
     pub fn label(self) -> &'static str {
         match self {
             NatKind::Unknown => "unknown",
+            NatKind::Translated => "unknown-kind",
             NatKind::None => "none",
             NatKind::EndpointIndependent => "cone",
             NatKind::EndpointDependent => "symmetric",
@@ -145,7 +149,10 @@ impl Observations {
             .filter(|o| o.local.port() == newest.local.port())
             .collect();
         if same_socket.len() < 2 {
-            return NatKind::Unknown;
+            return match newest.local.ip().is_unspecified() {
+                true => NatKind::Unknown,
+                false => NatKind::Translated,
+            };
         }
         match same_socket.iter().all(|o| o.seen.port() == newest.seen.port()) {
             true => NatKind::EndpointIndependent,
@@ -155,15 +162,19 @@ impl Observations {
 }
 
 /// How peers reach this node, from the dial-back test (`Some(true)`: a
-/// stranger's fresh port got through) and the router's kind. A node whose
-/// router's kind is unknown is offered for punching: most home routers map
-/// endpoint-independently, and a failed punch costs one push's wait.
+/// stranger's fresh port got through; `None`: no peer could run it) and
+/// the router's kind. A node whose router's kind is unknown is offered for
+/// punching: most home routers map endpoint-independently, and a failed
+/// punch costs one push's wait. Without a dial-back, a router that
+/// rewrites our address is taken to filter too, as home routers do: better
+/// a punch that was not needed than a source nobody can reach.
 pub fn reach(dial_back: Option<bool>, kind: NatKind) -> Reach {
     match (dial_back, kind) {
         (Some(true), _) => Reach::Direct,
-        (None, NatKind::Unknown) => Reach::Unknown,
         (_, NatKind::EndpointDependent) => Reach::PushOnly,
-        (_, _) => Reach::Punch,
+        (Some(false), _) | (None, NatKind::Translated | NatKind::EndpointIndependent) => Reach::Punch,
+        (None, NatKind::None) => Reach::Direct,
+        (None, NatKind::Unknown) => Reach::Unknown,
     }
 }
 
@@ -237,7 +248,16 @@ mod tests {
     fn one_outside_port_towards_two_peers_is_a_cone() {
         let mut seen = Observations::new();
         assert!(seen.add(observed("10.77.0.2", "10.77.0.11:4663", "192.168.1.2:4663")));
-        assert_eq!(seen.kind(), NatKind::Unknown, "one observer cannot tell");
+        assert_eq!(
+            seen.kind(),
+            NatKind::Translated,
+            "one observer cannot tell the kind"
+        );
+        assert_eq!(
+            reach(None, seen.kind()),
+            Reach::Punch,
+            "no dial-back, but a router"
+        );
         assert!(!seen.add(observed("10.77.0.3", "10.77.0.11:4663", "192.168.1.2:4663")));
         assert_eq!(seen.kind(), NatKind::EndpointIndependent);
         assert_eq!(seen.outside(), vec![at("10.77.0.11:4663")]);

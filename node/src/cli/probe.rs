@@ -83,7 +83,7 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdic
         match profile.reachable {
             Some(true) => "yes (a peer connected back from a fresh port)",
             Some(false) => "no (a peer could not connect back)",
-            None => "unknown (no peer to ask)",
+            None => "unknown (no peer ran the test)",
         }
     );
     let reachability = crate::reach::Reachability {

@@ -152,7 +152,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 dial_back: profile.reachable,
                 observations: measured.observations.clone(),
             };
-            if profile.reachable == Some(false) {
+            if matches!(config.reachability.reach(), Reach::Punch | Reach::PushOnly) {
                 // Behind a home router or firewall: say so in our sessions,
                 // so downloaders ask our supernode for a push.
                 config.reachable = false;
