@@ -593,6 +593,11 @@ fn request_vectors() -> Vec<Vector> {
             "variant 14: what address do you see me at? (an older node resets the stream)",
             Request::Observe,
         ),
+        r(
+            "relay",
+            "variant 15: relay between me and your firewalled leaf (an older node resets the stream)",
+            Request::Relay { leaf: peer_a() },
+        ),
     ]
 }
 
@@ -711,6 +716,14 @@ fn response_vectors() -> Vec<Vector> {
             "observed",
             "variant 18: your packets come from 192.0.2.1:4000",
             Response::Observed { addr: v4() },
+        ),
+        r(
+            "relay_ready",
+            "variant 19: send bind packets (CRB0 + this token) to port 40000 of the supernode's address",
+            Response::RelayReady {
+                port: 40_000,
+                token: *b"0123456789abcdef",
+            },
         ),
     ]
 }

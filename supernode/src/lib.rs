@@ -8,10 +8,11 @@
 pub mod hosts;
 pub mod index;
 pub mod overlay;
+pub mod relay;
 
 use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -57,6 +58,8 @@ pub struct SupernodeConfig {
     pub commit_interval: Duration,
     /// Links to other supernodes and query flooding.
     pub overlay: OverlayConfig,
+    /// Forwarding for pairs of peers that cannot reach each other.
+    pub relay: relay::RelayConfig,
 }
 
 impl SupernodeConfig {
@@ -80,6 +83,7 @@ impl SupernodeConfig {
             writer_memory: 64 << 20,
             commit_interval: Duration::from_millis(250),
             overlay: OverlayConfig::default(),
+            relay: relay::RelayConfig::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ pub struct Supernode {
     punch_budgets: Mutex<Budgets<PeerId>>,
     /// The clock the budgets run on.
     started: Instant,
+    relay: relay::Relay,
     committer: tokio::task::JoinHandle<()>,
     /// Set when the supernode steps down: sessions hand their leaves on
     /// and end, links close.
@@ -129,6 +134,9 @@ struct Session {
     /// Where the leaf's packets come from, as we see them: behind a router,
     /// the router's address and the port it gave the leaf towards us.
     addr: SocketAddr,
+    /// Our address as the leaf reached it (`None`: the socket cannot
+    /// tell): where a relayed peer's address must point for the leaf.
+    local_ip: Option<IpAddr>,
     pushes: mpsc::Sender<PeerAddr>,
 }
 
@@ -156,6 +164,7 @@ impl Supernode {
         });
         let committer = tokio::spawn(commit_loop(index.clone(), config.commit_interval));
         Ok(Arc::new(Supernode {
+            relay: relay::Relay::new(config.relay.clone()),
             config,
             index,
             sessions: Mutex::new(HashMap::new()),
@@ -270,7 +279,16 @@ impl Supernode {
     /// Runs one leaf's session until the leaf leaves, breaks a limit or
     /// goes silent (the connection's idle timeout). Its files are dropped
     /// from hits the moment the session ends.
-    pub async fn serve_leaf(&self, peer: PeerAddr, hello: Hello, mut send: SendStream, mut recv: RecvStream) {
+    ///
+    /// `local_ip` is our address as the leaf reached it, if known.
+    pub async fn serve_leaf(
+        &self,
+        peer: PeerAddr,
+        local_ip: Option<IpAddr>,
+        hello: Hello,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
         let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
         let admitted = {
             let mut sessions = self.sessions.locked();
@@ -287,6 +305,7 @@ impl Supernode {
                     Session {
                         leaf,
                         addr: peer.addr,
+                        local_ip,
                         pushes,
                     },
                 ) {
@@ -348,6 +367,19 @@ impl Supernode {
     /// peer cannot make others send packets to a third party.
     pub fn leaf_addr(&self, leaf: PeerId) -> Option<SocketAddr> {
         self.sessions.locked().get(&leaf).map(|session| session.addr)
+    }
+
+    /// Where leaf `leaf`'s packets come from, and our IP as it reached us.
+    pub fn leaf_route(&self, leaf: PeerId) -> Option<(SocketAddr, Option<IpAddr>)> {
+        self.sessions
+            .locked()
+            .get(&leaf)
+            .map(|session| (session.addr, session.local_ip))
+    }
+
+    /// The relay for leaves that nothing else reaches.
+    pub fn relay(&self) -> &relay::Relay {
+        &self.relay
     }
 
     async fn run_session(

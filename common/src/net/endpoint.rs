@@ -173,6 +173,17 @@ impl Endpoint {
         self.punch_socket.send_to(PUNCH_PAYLOAD, to).map(drop)
     }
 
+    /// Sends a relay's bind packet to `to` from the listening port: the
+    /// relay learns where our router maps that port, and the router lets
+    /// the relay's datagrams back in.
+    pub fn bind_relay(
+        &self,
+        to: SocketAddr,
+        packet: &[u8; crate::proto::relay::BIND_LEN],
+    ) -> std::io::Result<()> {
+        self.punch_socket.send_to(packet, to).map(drop)
+    }
+
     /// The private network this endpoint is in (`None`: the public one).
     pub fn membership(&self) -> Option<&Arc<Membership>> {
         self.membership.as_ref()

@@ -14,6 +14,7 @@ pub mod nat;
 pub mod nearest;
 pub mod network;
 pub mod qrp;
+pub mod relay;
 pub mod resume;
 pub mod routing;
 pub mod search;

@@ -89,6 +89,16 @@ pub enum Request {
     /// What address do you see me at? Answered by [`Response::Observed`]
     /// (appended after version 0; an older node resets the stream).
     Observe,
+    /// Ask a supernode to relay between us and one of its firewalled
+    /// leaves, the last resort when a hole punch cannot work (both behind
+    /// routers that give every peer a new port). Answered by
+    /// [`Response::RelayReady`]; we then send bind packets
+    /// ([`crate::proto::relay`]) to that port, and the supernode has the
+    /// leaf dial the port as if it were us. Also [`Response::BadRequest`]
+    /// (relaying off or full, with the reason), [`Response::UnknownLeaf`],
+    /// [`Response::Busy`] or [`Response::NotSupernode`]. Appended after
+    /// version 0; an older node resets the stream.
+    Relay { leaf: super::id::PeerId },
 }
 
 /// What a supernode says when it asks to link.
@@ -250,6 +260,12 @@ pub enum Response {
     Observed {
         addr: std::net::SocketAddr,
     },
+    /// The answer to [`Request::Relay`]: the pair's UDP port on the
+    /// supernode's address, and the token for the bind packets.
+    RelayReady {
+        port: u16,
+        token: super::relay::Token,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -303,6 +319,9 @@ mod tests {
                 leaf: crate::proto::PeerId(id)
             }),
             Just(Request::Observe),
+            any::<[u8; 32]>().prop_map(|id| Request::Relay {
+                leaf: crate::proto::PeerId(id)
+            }),
         ]
     }
 
@@ -321,6 +340,7 @@ mod tests {
             any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
             (any_addr(), any_addr()).prop_map(|(leaf, you)| Response::PunchReady { leaf, you }),
             any_addr().prop_map(|addr| Response::Observed { addr }),
+            (any::<u16>(), any::<[u8; 16]>()).prop_map(|(port, token)| Response::RelayReady { port, token }),
         ]
     }
 

@@ -103,6 +103,21 @@ pub struct RunArgs {
     /// per file indexed); publishes beyond it are refused [default: 1G].
     #[arg(long, env = "CANOPY_INDEX_BUDGET", value_name = "SIZE", value_parser = parse_bytes)]
     pub index_budget: Option<u64>,
+    /// As a supernode: never relay for pairs of peers that cannot reach
+    /// each other (both behind routers that give every peer a new port).
+    /// Relaying costs the supernode's bandwidth; the peers' connection
+    /// stays encrypted end to end.
+    #[arg(long, env = "CANOPY_NO_RELAY")]
+    pub no_relay: bool,
+    /// As a supernode: pairs relayed at once; more are refused, with the
+    /// reason [default: 64].
+    #[arg(long, env = "CANOPY_MAX_RELAY_PAIRS", value_name = "N")]
+    pub max_relay_pairs: Option<usize>,
+    /// As a supernode: relayed bytes per second over all pairs, shared
+    /// evenly between them; K, M and G as for --max-upload-rate [default:
+    /// none].
+    #[arg(long, env = "CANOPY_MAX_RELAY_RATE", value_name = "RATE", value_parser = parse_bytes)]
+    pub max_relay_rate: Option<u64>,
     /// As a leaf: supernodes to stay joined to at once [default: 2].
     #[arg(long, env = "CANOPY_SUPERNODES", value_name = "N")]
     pub supernodes: Option<usize>,
@@ -235,6 +250,10 @@ pub struct FileSettings {
     pub table_levels: Option<u8>,
     #[serde(default, deserialize_with = "byte_size")]
     pub index_budget: Option<u64>,
+    pub no_relay: Option<bool>,
+    pub max_relay_pairs: Option<usize>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub max_relay_rate: Option<u64>,
     pub supernodes: Option<usize>,
     pub never_supernode: Option<bool>,
     pub no_inbound: Option<bool>,
@@ -284,6 +303,9 @@ impl FileSettings {
             search_target: over.search_target.or(self.search_target),
             table_levels: over.table_levels.or(self.table_levels),
             index_budget: over.index_budget.or(self.index_budget),
+            no_relay: over.no_relay.or(self.no_relay),
+            max_relay_pairs: over.max_relay_pairs.or(self.max_relay_pairs),
+            max_relay_rate: over.max_relay_rate.or(self.max_relay_rate),
             supernodes: over.supernodes.or(self.supernodes),
             never_supernode: over.never_supernode.or(self.never_supernode),
             no_inbound: over.no_inbound.or(self.no_inbound),
@@ -378,6 +400,9 @@ pub struct RunSettings {
     pub search_target: u32,
     pub table_levels: u8,
     pub index_budget: u64,
+    pub no_relay: bool,
+    pub max_relay_pairs: usize,
+    pub max_relay_rate: Option<u64>,
     pub supernodes: usize,
     pub never_supernode: bool,
     pub no_inbound: bool,
@@ -480,6 +505,9 @@ impl RunSettings {
             search_target: args.search_target.or(file.search_target).unwrap_or(150).max(1),
             table_levels: args.table_levels.or(file.table_levels).unwrap_or(5).clamp(1, 8),
             index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
+            no_relay: args.no_relay || file.no_relay.unwrap_or(false),
+            max_relay_pairs: args.max_relay_pairs.or(file.max_relay_pairs).unwrap_or(64),
+            max_relay_rate: args.max_relay_rate.or(file.max_relay_rate),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),
             never_supernode: args.never_supernode || file.never_supernode.unwrap_or(false),
             no_inbound: args.no_inbound || file.no_inbound.unwrap_or(false),

@@ -98,6 +98,9 @@ fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
     supernode.overlay.keyword_routing = settings.keyword_routing;
     supernode.overlay.dynamic.target_results = settings.search_target;
     supernode.overlay.table_levels = settings.table_levels;
+    supernode.relay.enabled = !settings.no_relay;
+    supernode.relay.max_pairs = settings.max_relay_pairs;
+    supernode.relay.max_rate = settings.max_relay_rate;
     supernode
 }
 

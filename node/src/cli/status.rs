@@ -50,6 +50,12 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("neighbours  {}", value("canopy_neighbours"));
         println!("index       {} files", value("canopy_index_documents"));
         println!(
+            "relay       {} pairs now, {} relayed, {} refused",
+            value("canopy_relay_pairs"),
+            human_bytes(value("canopy_relay_bytes_total") as u64),
+            value("canopy_relay_refused_total")
+        );
+        println!(
             "queries     {} from leaves, {} from neighbours, {} passed on ({} over the cap), {} hits",
             value("canopy_searches_total"),
             value("canopy_queries_received_total"),

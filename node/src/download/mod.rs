@@ -214,6 +214,9 @@ pub struct SourceProgress {
     pub rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// How we got the connection, once connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<SourcePath>,
     /// It sent data that failed verification and is banned from this
     /// download (`failure` says what).
     #[serde(skip)]
@@ -311,6 +314,21 @@ struct SourceSlot {
     bytes: u64,
     rate: f64,
     failure: Option<SourceFailure>,
+    path: Option<SourcePath>,
+}
+
+/// How a download reached one of its sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourcePath {
+    /// We dialed it.
+    Direct,
+    /// It dialed us, asked by its supernode (we accept connections).
+    Pushed,
+    /// It dialed us through a hole our packets opened in our router.
+    Punched,
+    /// Its supernode forwards the datagrams between us.
+    Relayed,
 }
 
 /// What the coordinator and every source task share.
@@ -506,6 +524,7 @@ fn progress_of(shared: &Shared) -> Progress {
             bytes: slot.bytes,
             rate: slot.rate,
             failure: slot.failure.as_ref().map(ToString::to_string),
+            path: slot.path,
             banned: matches!(slot.failure, Some(SourceFailure::Banned(_))),
         })
         .collect();
@@ -661,6 +680,7 @@ impl Coordinator {
                     bytes: 0,
                     rate: 0.0,
                     failure: None,
+                    path: None,
                 },
             );
             tokio::spawn(source::run(self.shared.clone(), id, spec));

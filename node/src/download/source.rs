@@ -3,17 +3,20 @@
 //! fails, or it has nothing more to give.
 
 use canopy_common::sync::Lock;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
 use canopy_common::proto::content::BlockHashes;
+use canopy_common::proto::nat::NatKind;
+use canopy_common::proto::relay::bind_packet;
 use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use tokio::task::JoinSet;
 
 use super::scheduler::{Assignment, Received, RequestId, SourceId};
-use super::{Event, Shared, SourceFailure, SourceSpec, SourceState};
+use super::{Event, Shared, SourceFailure, SourcePath, SourceSpec, SourceState};
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +30,13 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// lives for 30 s on Linux) for a slow one, at most ~55 packets.
 const PUNCH_FIRST_GAP: Duration = Duration::from_millis(10);
 const PUNCH_MAX_GAP: Duration = Duration::from_millis(200);
+/// How long a punched source has to come through before we ask for a
+/// relay: its push arrives within a round trip, and a first packet that
+/// met our router still closed is resent after QUIC's first timeout
+/// (~1 s at quinn's initial RTT guess of 333 ms). Three seconds covers two.
+const PUNCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bind packets to a relay: at once, then 50 ms, 100 ms, then every 200 ms.
+const RELAY_BIND_GAP: Duration = Duration::from_millis(50);
 /// How often a partial source (a fellow downloader) is asked what it has now.
 const HAVE_REFRESH: Duration = Duration::from_secs(2);
 /// How often sources are asked for other sources.
@@ -112,10 +122,18 @@ struct Source {
 impl Source {
     async fn run(&mut self) -> Result<(), SourceFailure> {
         let connection = match self.via {
-            None => tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
-                .await
-                .map_err(|_| SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-                .map_err(|error| SourceFailure::Unreachable(error.to_string()))?,
+            None => {
+                let connection =
+                    tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
+                        .await
+                        .map_err(|_| {
+                            SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))
+                        })?
+                        .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
+                self.shared
+                    .update_slot(self.id, |slot| slot.path = Some(SourcePath::Direct));
+                connection
+            }
             Some(via) => self.pushed(via).await?,
         };
         // In a private network, a change of membership that drops this
@@ -138,82 +156,98 @@ impl Source {
         result
     }
 
-    /// Asks `via`, our firewalled source's supernode, to have the source
-    /// connect to us, and waits for it to. Behind a router ourselves, we
-    /// punch a hole for it: the supernode tells us where the source's
-    /// packets come from, and we send a few tiny packets there from our
-    /// listening port while the source dials us, so our router takes its
-    /// connection for an answer. A supernode from before hole punching
-    /// gets a plain push request.
+    /// Gets a connection from our firewalled source through its supernode
+    /// `via`, trying the ways in order. A hole punch: the supernode tells
+    /// us where the source's packets come from, we send a few tiny packets
+    /// there from our listening port while the source dials us, so our
+    /// router takes its connection for an answer. If that does not get
+    /// through (or our router gives every peer a new port, so it cannot),
+    /// a relay: the supernode forwards between us. A supernode from before
+    /// punching gets a plain push request (the source dials us).
     async fn pushed(&mut self, via: PeerAddr) -> Result<quinn::Connection, SourceFailure> {
         let leaf = self.peer.id;
-        let arrival = self.shared.context.await_push(leaf);
-        let relay = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&via))
+        let supernode = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&via))
             .await
             .map_err(|_| SourceFailure::Unreachable(format!("its supernode {via:?} did not answer")))?
             .map_err(|error| SourceFailure::Unreachable(format!("its supernode {via:?}: {error}")))?;
-        let ask = Ask::new(&relay, CONNECT_TIMEOUT);
-        let answer = match ask.send(&Request::Punch { leaf }).await {
-            Err(RequestError::Stalled) => Err(SourceFailure::Stalled),
-            // Reset as a bad request: a supernode from before punching.
-            Err(_) => ask.send(&Request::Push { leaf }).await.map_err(terminal),
-            Ok(answer) => Ok(answer),
-        };
-        relay.close(0u32.into(), b"done");
-        let punch_to = match answer?.0 {
-            Response::PunchReady { leaf, you } => {
-                let seen = crate::measure::observation(&relay, &self.shared.endpoint, you);
-                self.shared.context.reach.locked().observe(seen);
-                Some(leaf)
+        let outcome = self.through(&supernode, via).await;
+        supernode.close(0u32.into(), b"done");
+        let (connection, path) = outcome?;
+        tracing::debug!(source = ?leaf, ?path, "firewalled source connected");
+        self.peer = PeerAddr::new(leaf, connection.remote_address());
+        let peer = self.peer;
+        self.shared.update_slot(self.id, |slot| {
+            slot.peer = peer;
+            slot.path = Some(path);
+        });
+        Ok(connection)
+    }
+
+    async fn through(
+        &self,
+        supernode: &quinn::Connection,
+        via: PeerAddr,
+    ) -> Result<(quinn::Connection, SourcePath), SourceFailure> {
+        let leaf = self.peer.id;
+        let ask = Ask::new(supernode, CONNECT_TIMEOUT);
+        let symmetric = self.shared.context.reach.locked().kind() == NatKind::EndpointDependent;
+        let mut punched_towards = None;
+        if !symmetric {
+            let arrival = self.shared.context.await_push(leaf);
+            let answer = match ask.send(&Request::Punch { leaf }).await {
+                Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
+                // Reset as a bad request: a supernode from before punching.
+                Err(_) => ask.send(&Request::Push { leaf }).await.map_err(terminal)?,
+                Ok(answer) => answer,
+            };
+            match answer.0 {
+                Response::PunchReady { leaf: to, you } => {
+                    let seen = crate::measure::observation(supernode, &self.shared.endpoint, you);
+                    self.shared.context.reach.locked().observe(seen);
+                    let endpoint = self.shared.endpoint.clone();
+                    let sending = paced(move || endpoint.punch(to), PUNCH_FIRST_GAP);
+                    if let Some(connection) = until(arrival, PUNCH_TIMEOUT, sending).await {
+                        return Ok((connection, SourcePath::Punched));
+                    }
+                    punched_towards = Some(to);
+                }
+                Response::PushSent => {
+                    return match tokio::time::timeout(PUSH_TIMEOUT, arrival).await {
+                        Ok(Ok(connection)) => Ok((connection, SourcePath::Pushed)),
+                        _ => Err(SourceFailure::Unreachable(
+                            "it accepts no connections and did not call back (are we unreachable too?)"
+                                .into(),
+                        )),
+                    };
+                }
+                other => return Err(refused("a punch", other)),
             }
-            Response::PushSent => None,
-            Response::UnknownLeaf => {
-                return Err(SourceFailure::Unreachable(
-                    "its supernode no longer has it".into(),
-                ))
-            }
-            Response::Busy { .. } => {
-                return Err(SourceFailure::Unreachable(
-                    "its supernode is busy with our earlier requests".into(),
-                ))
-            }
-            other => {
-                return Err(SourceFailure::Protocol(format!(
-                    "asked for a punch, got {other:?}"
+        }
+        let arrival = self.shared.context.await_push(leaf);
+        let (port, token) = match ask.send(&Request::Relay { leaf }).await {
+            Ok((Response::RelayReady { port, token }, _)) => (port, token),
+            Ok((other, _)) => return Err(refused("a relay", other)),
+            Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
+            Err(_) => {
+                return Err(SourceFailure::Unreachable(format!(
+                    "{}; its supernode cannot relay (an older version)",
+                    match punched_towards {
+                        Some(to) => format!("a hole punch towards {to} did not get through"),
+                        None => "no way through our router without a relay".into(),
+                    }
                 )))
             }
         };
+        let relay = SocketAddr::new(via.addr.ip(), port);
+        let packet = bind_packet(&token);
         let endpoint = self.shared.endpoint.clone();
-        let punching = async move {
-            let Some(to) = punch_to else {
-                return std::future::pending::<std::convert::Infallible>().await;
-            };
-            let mut gap = PUNCH_FIRST_GAP;
-            loop {
-                if let Err(error) = endpoint.punch(to) {
-                    tracing::debug!(%to, %error, "punching packet not sent");
-                }
-                tokio::time::sleep(gap).await;
-                gap = (gap * 2).min(PUNCH_MAX_GAP);
-            }
-        };
-        let connection = tokio::select! {
-            arrived = tokio::time::timeout(PUSH_TIMEOUT, arrival) => arrived.ok().and_then(Result::ok),
-            never = punching => match never {},
-        };
-        let connection = connection.ok_or_else(|| {
-            SourceFailure::Unreachable(match punch_to {
-                Some(to) => format!(
-                    "it did not get through to us (punched towards {to}; are both behind strict routers?)"
-                ),
-                None => "it accepts no connections and did not call back (are we unreachable too?)".into(),
-            })
-        })?;
-        tracing::debug!(source = ?leaf, punched = punch_to.is_some(), "firewalled source connected");
-        self.peer = PeerAddr::new(leaf, connection.remote_address());
-        let peer = self.peer;
-        self.shared.update_slot(self.id, |slot| slot.peer = peer);
-        Ok(connection)
+        let binding = paced(move || endpoint.bind_relay(relay, &packet), RELAY_BIND_GAP);
+        match until(arrival, PUSH_TIMEOUT, binding).await {
+            Some(connection) => Ok((connection, SourcePath::Relayed)),
+            None => Err(SourceFailure::Unreachable(format!(
+                "it did not come through its supernode's relay at {relay}"
+            ))),
+        }
     }
 
     /// A source's life once connected, as a sequence: the file's size
@@ -599,6 +633,47 @@ fn terminal(error: RequestError) -> SourceFailure {
     error
         .into_failure()
         .unwrap_or_else(|| SourceFailure::Protocol("unexpected answer".into()))
+}
+
+/// Why a supernode did not arrange a punch or a relay, for the user.
+fn refused(what: &str, answer: Response) -> SourceFailure {
+    match answer {
+        Response::UnknownLeaf => SourceFailure::Unreachable("its supernode no longer has it".into()),
+        Response::Busy { .. } => {
+            SourceFailure::Unreachable("its supernode is busy with our earlier requests".into())
+        }
+        Response::BadRequest { reason } => {
+            SourceFailure::Unreachable(format!("its supernode refused {what}: {reason}"))
+        }
+        Response::NotSupernode { .. } => SourceFailure::Unreachable("its supernode is no longer one".into()),
+        other => SourceFailure::Protocol(format!("asked for {what}, got {other:?}")),
+    }
+}
+
+/// Sends with `send` at once, then after `first`, twice that, … up to
+/// every 200 ms, forever: for racing against an arrival. A send that fails
+/// is logged and the pace kept.
+async fn paced(send: impl Fn() -> std::io::Result<()>, first: Duration) -> std::convert::Infallible {
+    let mut gap = first;
+    loop {
+        if let Err(error) = send() {
+            tracing::debug!(%error, "punching or bind packet not sent");
+        }
+        tokio::time::sleep(gap).await;
+        gap = (gap * 2).min(PUNCH_MAX_GAP);
+    }
+}
+
+/// The connection `arrival` delivers within `limit`, while `sending` runs.
+async fn until(
+    arrival: tokio::sync::oneshot::Receiver<quinn::Connection>,
+    limit: Duration,
+    sending: impl std::future::Future<Output = std::convert::Infallible>,
+) -> Option<quinn::Connection> {
+    tokio::select! {
+        arrived = tokio::time::timeout(limit, arrival) => arrived.ok().and_then(Result::ok),
+        never = sending => match never {},
+    }
 }
 
 /// One request/response exchange on a fresh stream.

@@ -117,7 +117,9 @@ async fn serve_stream(
         }
         // A leaf's session and a neighbour's link keep the stream open for
         // as long as they last.
-        Request::Join(hello) => return supernode::join(peer, hello, send, recv, state).await,
+        Request::Join(hello) => {
+            return supernode::join(peer, connection.local_ip(), hello, send, recv, state).await
+        }
         Request::Link(_) => return supernode::link(peer, connection, None, send, recv, state).await,
         Request::LinkWith(offer) => {
             return supernode::link(peer, connection, Some(offer), send, recv, state).await
@@ -133,6 +135,10 @@ async fn serve_stream(
         Request::Punch { leaf } => {
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::punch(peer, connection, leaf, &mut send, state).await
+        }
+        Request::Relay { leaf } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::relay(peer, connection, leaf, &mut send, state).await
         }
         Request::Observe => {
             let _ = recv.stop(VarInt::from_u32(0));

@@ -20,13 +20,14 @@ fn not_supernode() -> Response {
 /// A leaf's session: the stream stays open for as long as the leaf stays.
 pub(super) async fn join(
     peer: PeerAddr,
+    local_ip: Option<std::net::IpAddr>,
     hello: Hello,
     mut send: SendStream,
     recv: RecvStream,
     state: &NodeState,
 ) {
     match state.supernode() {
-        Some(supernode) => supernode.serve_leaf(peer, hello, send, recv).await,
+        Some(supernode) => supernode.serve_leaf(peer, local_ip, hello, send, recv).await,
         None => {
             let _ = write_frame(&mut send, &not_supernode()).await;
             let _ = send.finish();
@@ -117,6 +118,73 @@ pub(super) async fn punch(
     }
     Ok(())
 }
+
+/// Relays between the asker and our firewalled leaf `leaf`, when nothing
+/// else can connect them: we open a UDP port for the pair and answer with
+/// it and a token; once the asker's bind packet arrives (it now knows its
+/// way through its router to us), we have the leaf dial that port as if it
+/// were the asker. The relay forwards their datagrams; the QUIC connection
+/// and its keys stay theirs.
+pub(super) async fn relay(
+    peer: PeerAddr,
+    connection: &quinn::Connection,
+    leaf: PeerId,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let Some(supernode) = state.supernode() else {
+        write_frame(send, &not_supernode()).await?;
+        return Ok(());
+    };
+    if !supernode.may_push(peer.id) {
+        write_frame(send, &busy()).await?;
+        return Ok(());
+    }
+    let Some((leaf_addr, leaf_reached_us_at)) = supernode.leaf_route(leaf) else {
+        write_frame(send, &Response::UnknownLeaf).await?;
+        return Ok(());
+    };
+    // The leaf must dial an address of ours it can reach: the one its
+    // session came to.
+    let Some(our_ip) = leaf_reached_us_at.or(connection.local_ip()) else {
+        write_frame(
+            send,
+            &Response::bad_request("cannot relay: our own address is unknown"),
+        )
+        .await?;
+        return Ok(());
+    };
+    let any: std::net::IpAddr = match our_ip {
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let allocation = match supernode.relay().open(any, peer.addr.ip(), leaf_addr.ip()).await {
+        Ok(allocation) => allocation,
+        Err(refusal) => {
+            tracing::info!(asker = ?peer, leaf = ?leaf, %refusal, "relay refused");
+            write_frame(send, &Response::bad_request(refusal.to_string())).await?;
+            return Ok(());
+        }
+    };
+    let port = allocation.port;
+    write_frame(
+        send,
+        &Response::RelayReady {
+            port,
+            token: allocation.token,
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    if let Ok(Ok(())) = tokio::time::timeout(RELAY_BIND_WAIT, allocation.bound).await {
+        let via_relay = PeerAddr::new(peer.id, std::net::SocketAddr::new(our_ip, port));
+        supernode.push(leaf, via_relay);
+    }
+    Ok(())
+}
+
+/// How long the asker has to send its first bind packet.
+const RELAY_BIND_WAIT: Duration = Duration::from_secs(5);
 
 /// The most a punch's push waits for the asker's first packet; a longer
 /// round trip is a bad estimate (QUIC's first guess is 333 ms).

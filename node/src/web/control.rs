@@ -224,6 +224,34 @@ pub fn metrics(view: &NodeView) -> String {
         "Files in this supernode's index.",
         &[("", documents as f64)],
     );
+    let relay = supernode.as_ref().map(|s| s.relay().stats());
+    let relayed =
+        |pick: fn(&canopy_supernode::relay::RelayStats) -> u64| relay.map_or(0.0, |r| pick(r) as f64);
+    out.gauge(
+        "canopy_relay_pairs",
+        "Pairs of peers this supernode relays for now.",
+        &[("", relayed(|r| r.open.load(Ordering::Relaxed) as u64))],
+    );
+    out.counter(
+        "canopy_relay_pairs_total",
+        "Relay pairs opened.",
+        relayed(|r| r.opened.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_relay_refused_total",
+        "Relay requests refused (relaying off, or all pairs taken).",
+        relayed(|r| r.refused.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_relay_bytes_total",
+        "Bytes forwarded between relayed peers.",
+        relayed(|r| r.bytes.load(Ordering::Relaxed)),
+    );
+    out.counter(
+        "canopy_relay_dropped_total",
+        "Datagrams the relay did not forward: strangers, over the rate cap, or early.",
+        relayed(|r| r.dropped.load(Ordering::Relaxed)),
+    );
     let overlay = supernode.as_ref().and_then(|s| s.overlay().cloned());
     type Counter = fn(&canopy_supernode::overlay::OverlayStats) -> &AtomicU64;
     let overlay_counters: [(&str, &str, Counter); 14] = [
