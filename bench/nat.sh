@@ -21,6 +21,15 @@
 # Usage: bench/nat.sh up [KIND...]   homes 1, 2, … of these kinds (default: cone sym)
 #        bench/nat.sh down
 #        bench/nat.sh list
+#        RATE=20mbit bench/nat.sh up|matrix …   homes' uplinks shaped (tc tbf)
+#        bench/nat.sh matrix [RUNS=5] [SIZE_KIB=1024]
+#            every pair of (public, cone home, symmetric home) as downloader
+#            and source: `canopy get --json` of a fresh file each run, the
+#            bytes checked, and per pair the path taken (direct, pushed,
+#            punched, relayed), the median time from start to the first
+#            verified block and to the end. One Markdown table for
+#            docs/BENCHMARKS.md. Uses $CANOPY, else target/release/canopy,
+#            else target/debug/canopy.
 # CANOPY_NETNS_PREFIX sets P (default "cn-"), to run beside another bed.
 # Needs root, iproute2 and nftables (installed if missing).
 set -euo pipefail
@@ -87,6 +96,11 @@ table inet filter {
   }
 }
 NFT
+  if [ -n "${RATE:-}" ]; then
+    # The home's uplink: what its machine sends to the internet, as a DSL
+    # or cable line caps it (tbf: a 32 KiB bucket, ~50 ms of queue).
+    in_ns "$router" tc qdisc add dev wan0 root tbf rate "$RATE" burst 32kb latency 50ms
+  fi
   echo "home $k: $kind router $(ns "$router") at 10.77.0.1$k, machine $(ns "$host") at 192.168.1.2"
 }
 
@@ -110,9 +124,90 @@ up() {
   done
 }
 
+# The matrix: sources pub (public), h1 (cone), h3 (symmetric) run
+# `canopy run --share`; downloaders sn's machine (public), h2 (cone) and h4
+# (symmetric) run `canopy get`. Every downloader fetches from every source.
+matrix() {
+  local runs=${1:-5} size_kib=${2:-1024}
+  [[ $runs =~ ^[0-9]+$ && $runs -ge 1 && $size_kib =~ ^[0-9]+$ && $size_kib -ge 1 ]] ||
+    { echo "usage: bench/nat.sh matrix [RUNS=5] [SIZE_KIB=1024]" >&2; exit 2; }
+  local here canopy
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  canopy=${CANOPY:-}
+  [ -n "$canopy" ] || for candidate in "${CARGO_TARGET_DIR:-$here/target}"/{release,debug}/canopy; do
+    [ -x "$candidate" ] && { canopy=$candidate; break; }
+  done
+  [ -x "$canopy" ] || { echo "no canopy binary: cargo build --release -p canopy-node" >&2; exit 1; }
+  command -v b3sum >/dev/null || { echo "needs b3sum (apt-get install b3sum)" >&2; exit 1; }
+  up cone cone sym sym >/dev/null
+  # Global: the exit trap reads it after this function has returned.
+  work=$(mktemp -d /tmp/canopy-nat-matrix.XXXXXX)
+  trap 'pkill -f "$work/" 2>/dev/null; down; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+  in_ns sn "$canopy" run --role supernode --listen 10.77.0.2:4663 --no-ui --data-dir "$work/sn" \
+    >"$work/sn.out" 2>"$work/sn.err" &
+  local sn="" waited=0
+  while [ -z "$sn" ] && [ $waited -lt 100 ]; do
+    sleep 0.2; waited=$((waited + 1))
+    sn=$(grep -o "as [a-z0-9]*@10.77.0.2:4663" "$work/sn.out" 2>/dev/null | head -1 | cut -c4- || true)
+  done
+  [ -n "$sn" ] || { echo "the supernode did not start: $(cat "$work/sn.err")" >&2; exit 1; }
+  # Sources: one shared folder each, refilled with fresh files per run.
+  local source listen
+  for source in pub h1 h3; do
+    mkdir -p "$work/share-$source"
+    listen=0.0.0.0:4663
+    [ $source = pub ] && listen=10.77.0.3:4663
+    in_ns $source "$canopy" run --share "$work/share-$source" --bootstrap "$sn" --listen $listen \
+      --no-ui --rescan-interval 1 --data-dir "$work/node-$source" >"$work/$source.out" 2>"$work/$source.err" &
+  done
+  local name
+  declare -A kind=([pub]=public [h1]=cone [h3]=symmetric [sn]=public [h2]=cone [h4]=symmetric)
+  echo "| downloader → source | runs ok | path | first block, median | whole file, median | rate |"
+  echo "|---|---|---|---|---|---|"
+  local downloader
+  for downloader in sn h2 h4; do
+    for source in pub h1 h3; do
+      local ok=0 paths="" firsts=() totals=()
+      for ((run = 1; run <= runs; run++)); do
+        name="$downloader-$source-$run.bin"
+        head -c $((size_kib * 1024)) /dev/urandom >"$work/$name.tmp"
+        mv "$work/$name.tmp" "$work/share-$source/$name"
+        local hash
+        hash=$(b3sum --no-names "$work/share-$source/$name")
+        # Wait until the source has published it (its rescan runs every second).
+        local listed=0 tries=0
+        while [ $listed = 0 ] && [ $tries -lt 40 ]; do
+          tries=$((tries + 1))
+          in_ns "$downloader" "$canopy" search "$name" --json --bootstrap "$sn" \
+            --data-dir "$work/search-$downloader" 2>/dev/null | grep -q "$hash" && listed=1 || sleep 0.5
+        done
+        local out="$work/got-$name" line
+        line=$(in_ns "$downloader" timeout 60 "$canopy" get "$hash" --bootstrap "$sn" --json -o "$out" \
+          --data-dir "$work/get-$downloader-$run-$source" 2>>"$work/get.err" | tail -n 1 || true)
+        if [[ $line == *'"event":"done"'* ]] && [ "$(b3sum --no-names "$out")" = "$hash" ]; then
+          ok=$((ok + 1))
+          paths+=" $(grep -o '"path":"[a-z]*","peer"' <<<"$line" | head -1 | cut -d'"' -f4)"
+          firsts+=("$(grep -o '"first_block_seconds":[0-9.e-]*' <<<"$line" | cut -d: -f2)")
+          totals+=("$(grep -o '"seconds":[0-9.e-]*' <<<"$line" | cut -d: -f2)")
+        fi
+        rm -f "$out"
+      done
+      local path median_first median_total
+      path=$(tr ' ' '\n' <<<"$paths" | grep . | sort | uniq -c | awk '{printf "%s%s ×%s", sep, $2, $1; sep=", "}')
+      median_first=$(printf '%s\n' "${firsts[@]:-}" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.2f s", a[int((NR+1)/2)]; else print "-"}')
+      median_total=$(printf '%s\n' "${totals[@]:-}" | grep . | sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.2f s", a[int((NR+1)/2)]; else print "-"}')
+      local rate="-"
+      [ "$median_total" != "-" ] && rate=$(awk -v kib="$size_kib" -v s="${median_total% s}" \
+        'BEGIN { if (s > 0) printf "%.1f Mbit/s", kib * 1024 * 8 / s / 1e6; else print "-" }')
+      echo "| ${kind[$downloader]} → ${kind[$source]} | $ok of $runs | ${path:--} | $median_first | $median_total | $rate |"
+    done
+  done
+}
+
 case ${1:-} in
   up) shift; up "$@" ;;
   down) down ;;
   list) ip netns list | grep "^$P" || true ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  matrix) shift; matrix "$@" ;;
+  *) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -113,13 +113,18 @@ reported done with nothing fetched, exit 0, sources or not.
 --json prints one object per line on stdout:
   {\"event\":\"progress\", hash, size (null until proved), verified, resumed,
    received (bytes, the block layer and duplicates included),
-   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?}],
+   in_flight_blocks, rate, sources: [{peer, state, rate, bytes, failure?,
+   path?}],
    stalled?: {seconds, reason}} every 0.5 s; stalled appears once no
    verified byte has arrived for 10 s, with what the download waits for
-   (a source state is queued, connecting, active, idle, busy, done or failed);
+   (a source state is queued, connecting, active, idle, busy, done or failed;
+   its path, once connected: direct, pushed (it dialed us), punched (through
+   a hole our packets opened in our router) or relayed (its supernode
+   forwards the encrypted datagrams));
   {\"event\":\"banned\", peer, reason} when a source sends a bad block;
-  last, {\"event\":\"done\", hash, path, size, seconds, rate, resumed,
-   received, sources[, already_complete]} or
+  last, {\"event\":\"done\", hash, path, size, seconds, first_block_seconds
+   (null if nothing was fetched), rate, resumed, received,
+   sources[, already_complete]} or
   {\"event\":\"error\", exit_code, message}, exit_code being the process's.";
 
 /// A bare hash or a `canopy:` link.
@@ -516,6 +521,7 @@ impl Reporter {
                     "path": report.path,
                     "size": report.size,
                     "seconds": report.elapsed.as_secs_f64(),
+                    "first_block_seconds": report.first_block.map(|d| d.as_secs_f64()),
                     "rate": report.bytes_per_second(),
                     "resumed": report.resumed_bytes,
                     "received": report.received_bytes,

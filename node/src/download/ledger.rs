@@ -110,9 +110,16 @@ pub struct Ledger {
     /// Bytes verified: resumed from the part file plus handed to the writer.
     verified: AtomicU64,
     resumed: u64,
+    /// When the first block of this run was verified.
+    first_block: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Ledger {
+    /// When the first block of this run was verified, if one was.
+    pub fn first_block(&self) -> Option<std::time::Instant> {
+        self.first_block.get().copied()
+    }
+
     pub fn new(hashes: Arc<BlockHashes>, done: Bitfield, writer: Writer) -> Self {
         let layout = hashes.layout();
         let resumed = done.ones().map(|block| layout.block_len(block)).sum();
@@ -122,6 +129,7 @@ impl Ledger {
             writer,
             verified: AtomicU64::new(resumed),
             resumed,
+            first_block: std::sync::OnceLock::new(),
         }
     }
 
@@ -169,6 +177,7 @@ impl Ledger {
         let mut book = self.book();
         let received = book.commit(request, index);
         if matches!(received, Received::Fresh { .. }) {
+            self.first_block.get_or_init(std::time::Instant::now);
             self.verified.fetch_add(data.len() as u64, Ordering::Relaxed);
             slot.send(WriteCommand::Block { index, data });
             book.handed_over(index);

@@ -172,6 +172,9 @@ pub struct DownloadReport {
     pub size: u64,
     pub path: PathBuf,
     pub elapsed: Duration,
+    /// From the start to the first verified block of this run (`None`:
+    /// nothing was fetched, all was resumed).
+    pub first_block: Option<Duration>,
     /// Bytes that were already verified in the part file at start.
     pub resumed_bytes: u64,
     /// Bytes received over the network in this run (including duplicates
@@ -1014,6 +1017,12 @@ impl Coordinator {
             size: hashes.layout().size(),
             path: self.output.clone(),
             elapsed: self.started.elapsed(),
+            first_block: self
+                .shared
+                .ledger
+                .get()
+                .and_then(|ledger| ledger.first_block())
+                .map(|at| at.saturating_duration_since(self.started)),
             resumed_bytes: progress.resumed,
             received_bytes: progress.received,
             sources: progress.sources,

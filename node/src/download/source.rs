@@ -30,11 +30,8 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// lives for 30 s on Linux) for a slow one, at most ~55 packets.
 const PUNCH_FIRST_GAP: Duration = Duration::from_millis(10);
 const PUNCH_MAX_GAP: Duration = Duration::from_millis(200);
-/// How long a punched source has to come through before we ask for a
-/// relay: its push arrives within a round trip, and a first packet that
-/// met our router still closed is resent after QUIC's first timeout
-/// (~1 s at quinn's initial RTT guess of 333 ms). Three seconds covers two.
-const PUNCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a punched source has alone before we ask for a relay as well.
+const RELAY_AFTER: Duration = Duration::from_secs(1);
 /// Bind packets to a relay: at once, then 50 ms, 100 ms, then every 200 ms.
 const RELAY_BIND_GAP: Duration = Duration::from_millis(50);
 /// How often a partial source (a fellow downloader) is asked what it has now.
@@ -183,6 +180,12 @@ impl Source {
         Ok(connection)
     }
 
+    /// The punch, then, if the source has not come through within a
+    /// second, the relay as well, the punch's packets still going: the
+    /// first connection to arrive wins (RFC 8305's "happy eyeballs",
+    /// staggered by a second: a punch that works comes through in about a
+    /// round trip, and its first packet, if it met our router still closed,
+    /// is resent after QUIC's first timeout).
     async fn through(
         &self,
         supernode: &quinn::Connection,
@@ -191,7 +194,10 @@ impl Source {
         let leaf = self.peer.id;
         let ask = Ask::new(supernode, CONNECT_TIMEOUT);
         let symmetric = self.shared.context.reach.locked().kind() == NatKind::EndpointDependent;
-        let mut punched_towards = None;
+        let mut punch_to = None;
+        // Whether our own address is what the supernode sees: then the
+        // source's call is an ordinary push, not a punched one.
+        let mut no_router = false;
         if !symmetric {
             let arrival = self.shared.context.await_push(leaf);
             let answer = match ask.send(&Request::Punch { leaf }).await {
@@ -203,13 +209,14 @@ impl Source {
             match answer.0 {
                 Response::PunchReady { leaf: to, you } => {
                     let seen = crate::measure::observation(supernode, &self.shared.endpoint, you);
+                    no_router = seen.seen == seen.local;
                     self.shared.context.reach.locked().observe(seen);
                     let endpoint = self.shared.endpoint.clone();
-                    let sending = paced(move || endpoint.punch(to), PUNCH_FIRST_GAP);
-                    if let Some(connection) = until(arrival, PUNCH_TIMEOUT, sending).await {
-                        return Ok((connection, SourcePath::Punched));
+                    let punching = paced(move || endpoint.punch(to), PUNCH_FIRST_GAP);
+                    if let Some(connection) = until(arrival, RELAY_AFTER, punching).await {
+                        return Ok((connection, punched(no_router)));
                     }
-                    punched_towards = Some(to);
+                    punch_to = Some(to);
                 }
                 Response::PushSent => {
                     return match tokio::time::timeout(PUSH_TIMEOUT, arrival).await {
@@ -224,28 +231,51 @@ impl Source {
             }
         }
         let arrival = self.shared.context.await_push(leaf);
+        let endpoint = self.shared.endpoint.clone();
+        let punching = async move {
+            match punch_to {
+                Some(to) => paced(move || endpoint.punch(to), PUNCH_MAX_GAP).await,
+                None => std::future::pending().await,
+            }
+        };
         let (port, token) = match ask.send(&Request::Relay { leaf }).await {
             Ok((Response::RelayReady { port, token }, _)) => (port, token),
             Ok((other, _)) => return Err(refused("a relay", other)),
             Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
             Err(_) => {
-                return Err(SourceFailure::Unreachable(format!(
-                    "{}; its supernode cannot relay (an older version)",
-                    match punched_towards {
-                        Some(to) => format!("a hole punch towards {to} did not get through"),
-                        None => "no way through our router without a relay".into(),
-                    }
-                )))
+                // No relay here: the punch alone, for the rest of its time.
+                let late = match punch_to {
+                    Some(_) => until(arrival, PUSH_TIMEOUT - RELAY_AFTER, punching).await,
+                    None => None,
+                };
+                return match late {
+                    Some(connection) => Ok((connection, punched(no_router))),
+                    None => Err(SourceFailure::Unreachable(match punch_to {
+                        Some(to) => format!(
+                            "a hole punch towards {to} did not get through, and its supernode cannot relay \
+                             (an older version)"
+                        ),
+                        None => {
+                            "no way through our router, and its supernode cannot relay (an older version)"
+                                .into()
+                        }
+                    })),
+                };
             }
         };
         let relay = SocketAddr::new(via.addr.ip(), port);
         let packet = bind_packet(&token);
         let endpoint = self.shared.endpoint.clone();
         let binding = paced(move || endpoint.bind_relay(relay, &packet), RELAY_BIND_GAP);
-        match until(arrival, PUSH_TIMEOUT, binding).await {
-            Some(connection) => Ok((connection, SourcePath::Relayed)),
+        let both = async {
+            let (never, _) = tokio::join!(binding, punching);
+            never
+        };
+        match until(arrival, PUSH_TIMEOUT, both).await {
+            Some(connection) if connection.remote_address() == relay => Ok((connection, SourcePath::Relayed)),
+            Some(connection) => Ok((connection, punched(no_router))),
             None => Err(SourceFailure::Unreachable(format!(
-                "it did not come through its supernode's relay at {relay}"
+                "it came through neither a hole punch nor its supernode's relay at {relay}"
             ))),
         }
     }
@@ -633,6 +663,15 @@ fn terminal(error: RequestError) -> SourceFailure {
     error
         .into_failure()
         .unwrap_or_else(|| SourceFailure::Protocol("unexpected answer".into()))
+}
+
+/// How a source that dialed us after a punch came: with no router on our
+/// side, as an ordinary push.
+fn punched(no_router: bool) -> SourcePath {
+    match no_router {
+        true => SourcePath::Pushed,
+        false => SourcePath::Punched,
+    }
 }
 
 /// Why a supernode did not arrange a punch or a relay, for the user.
