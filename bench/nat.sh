@@ -15,15 +15,17 @@
 #
 # Router kinds: cone (plain masquerade: the same outside port towards every
 # peer while it is free, "endpoint-independent mapping") and sym
-# (masquerade random: a new port per peer, "symmetric"). Both filter by the
-# exact peer address and port, like most home routers.
+# (masquerade random: a new port per peer, "symmetric"), and upnp (cone,
+# with miniupnpd answering NAT-PMP, PCP and UPnP-IGD for its home: see
+# upnp_router below). All filter by the exact peer address and port, like
+# most home routers.
 #
 # Usage: bench/nat.sh up [KIND...]   homes 1, 2, … of these kinds (default: cone sym)
 #        bench/nat.sh down
 #        bench/nat.sh list
 #        RATE=20mbit bench/nat.sh up|matrix …   homes' uplinks shaped (tc tbf)
 #        bench/nat.sh matrix [RUNS=5] [SIZE_KIB=1024]
-#            every pair of (public, cone home, symmetric home) as downloader
+#            every pair of (public, cone, symmetric, upnp home) as downloader
 #            and source: `canopy get --json` of a fresh file each run, the
 #            bytes checked, and per pair the path taken (direct, pushed,
 #            punched, relayed), the median time from start to the first
@@ -39,6 +41,7 @@ ns() { echo "$P$1"; }
 in_ns() { local name=$1; shift; ip netns exec "$(ns "$name")" "$@"; }
 
 down() {
+  upnp_stop
   for name in $(ip netns list | awk '{print $1}' | grep "^$P" || true); do
     ip netns pids "$name" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$name"
@@ -63,7 +66,8 @@ home() {
   case $kind in
     cone) ;;
     sym) random=" random" ;;
-    *) echo "unknown router kind $kind (cone or sym)" >&2; exit 2 ;;
+    upnp) ;;
+    *) echo "unknown router kind $kind (cone, sym or upnp)" >&2; exit 2 ;;
   esac
   wan_member "$router" "10.77.0.1$k"
   ip netns add "$(ns "$host")"
@@ -75,6 +79,9 @@ home() {
   in_ns "$host" ip link set eth0 up
   in_ns "$host" ip route add default via 192.168.1.1
   in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
+  if [ "$kind" = upnp ]; then
+    upnp_router "$k"
+  else
   in_ns "$router" nft -f - <<NFT
 table ip nat {
   chain postrouting {
@@ -96,12 +103,160 @@ table inet filter {
   }
 }
 NFT
+  fi
   if [ -n "${RATE:-}" ]; then
     # The home's uplink: what its machine sends to the internet, as a DSL
     # or cable line caps it (tbf: a 32 KiB bucket, ~50 ms of queue).
     in_ns "$router" tc qdisc add dev wan0 root tbf rate "$RATE" burst 32kb latency 50ms
   fi
   echo "home $k: $kind router $(ns "$router") at 10.77.0.1$k, machine $(ns "$host") at 192.168.1.2"
+}
+
+# Kind "upnp": the cone router plus miniupnpd (Debian bookworm: packages
+# miniupnpd + miniupnpd-nftables, 2.3.1) answering NAT-PMP and PCP on
+# 192.168.1.1:5351 (and UPnP-IGD) for its home. miniupnpd's nftables backend
+# only works on inet-family tables, so this router's NAT lives in
+# `table inet nat` (not `ip nat`); its three chains must exist before it
+# starts, it only adds and deletes rules inside them.
+#
+# miniupnpd 2.3.1 will not map while its external address is private (and
+# 10.77.x is RFC 1918): ext_ip= refuses private addresses and there is no
+# ext_allow_private_ipv4 yet. Two ways round it (UPNP_EXT):
+#   stun (default) miniupnpd's ext_perform_stun test against a STUN server
+#                  on the wan (${P}stun, 10.77.0.4 and 10.77.0.5: the test
+#                  needs answers from a second address and port); it then
+#                  reports the true 10.77.0.1K.
+#   fake           ext_ip=11.77.0.1K, a stand-in public address: no STUN
+#                  server, mapping works the same (the DNAT rules match only
+#                  interface and port) but NAT-PMP/PCP report 11.77.0.1K.
+UPNP_DIR=${UPNP_DIR:-/tmp/${P}upnp}
+UPNP_EXT=${UPNP_EXT:-stun}
+
+# A STUN server (RFC 5780 CHANGE-REQUEST) on the wan, for miniupnpd's test.
+upnp_stun_server() {
+  mkdir -p "$UPNP_DIR"
+  cat >"$UPNP_DIR/stunserver.py" <<'PY'
+import select, socket, struct, sys
+ips = sys.argv[1:3]; ports = [3478, 3479]; socks = {}
+for i in range(2):
+    for j in range(2):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((ips[i], ports[j])); socks[(i, j)] = s
+where = {s: k for k, s in socks.items()}
+print("ready", flush=True)
+while True:
+    for s in select.select(list(socks.values()), [], [])[0]:
+        req, (ip, port) = s.recvfrom(2048)
+        if len(req) < 20 or req[:2] != b"\x00\x01":  # Binding Request only
+            continue
+        change, at = 0, 20
+        while at + 4 <= len(req):
+            t, l = struct.unpack("!HH", req[at:at + 4])
+            if t == 3 and l == 4:  # CHANGE-REQUEST: 4 = other address, 2 = other port
+                change = req[at + 7]
+            at += 4 + (l + 3) // 4 * 4
+        i, j = where[s]
+        a = socket.inet_aton(ip)
+        xa = bytes(x ^ y for x, y in zip(a, req[4:8]))
+        attrs = struct.pack("!HHBBH4s", 1, 8, 0, 1, port, a) + struct.pack("!HHBBH4s", 0x20, 8, 0, 1, port ^ 0x2112, xa)
+        socks[(i ^ bool(change & 4), j ^ bool(change & 2))].sendto(
+            struct.pack("!HH", 0x0101, len(attrs)) + req[4:20] + attrs, (ip, port))
+PY
+  wan_member stun 10.77.0.4
+  ip -n "$(ns stun)" addr add 10.77.0.5/24 dev wan0
+  in_ns stun python3 "$UPNP_DIR/stunserver.py" 10.77.0.4 10.77.0.5 >"$UPNP_DIR/stun.log" 2>&1 &
+  local waited=0
+  until grep -q ready "$UPNP_DIR/stun.log" 2>/dev/null; do
+    sleep 0.1; waited=$((waited + 1))
+    [ $waited -lt 50 ] || { echo "the STUN server did not start: $(cat "$UPNP_DIR/stun.log")" >&2; exit 1; }
+  done
+  echo "wan: $(ns stun) at 10.77.0.4 and 10.77.0.5, a STUN server for the upnp routers"
+}
+
+upnp_router() {
+  local k=$1 router="r$1"
+  in_ns "$router" nft -f - <<NFT
+table inet nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "wan0" jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    jump postrouting_miniupnpd
+    oifname "wan0" masquerade
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+table inet filter {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iifname "lo" accept
+    ct state established,related accept
+    iifname "lan0" accept
+    iifname "wan0" ip saddr { 10.77.0.4, 10.77.0.5 } udp sport { 3478, 3479 } accept
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan0" oifname "wan0" accept
+    iifname "wan0" oifname "lan0" jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+}
+NFT
+  local ext="ext_perform_stun=yes
+ext_stun_host=10.77.0.4
+ext_stun_port=3478"
+  [ "$UPNP_EXT" = fake ] && ext="ext_ip=11.77.0.1$k"
+  mkdir -p "$UPNP_DIR"
+  cat >"$UPNP_DIR/$router.conf" <<CONF
+ext_ifname=wan0
+$ext
+listening_ip=lan0
+http_port=0
+enable_natpmp=yes
+enable_upnp=yes
+ipv6_disable=yes
+secure_mode=yes
+min_lifetime=120
+max_lifetime=86400
+uuid=3d3cec3a-8cf0-11e0-98ee-0000000000$(printf %02d "$k")
+upnp_table_name=filter
+upnp_nat_table_name=nat
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 192.168.1.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+CONF
+  # -d: foreground, logs to stderr. Its own pid file: the pid namespace is
+  # shared, and miniupnpd refuses to start while its pid file's pid lives.
+  rm -f "$UPNP_DIR/$router.pid"
+  in_ns "$router" miniupnpd -f "$UPNP_DIR/$router.conf" -P "$UPNP_DIR/$router.pid" -d \
+    >"$UPNP_DIR/$router.log" 2>&1 &
+  local waited=0
+  until grep -q "Listening for NAT-PMP/PCP" "$UPNP_DIR/$router.log" 2>/dev/null; do
+    sleep 0.1; waited=$((waited + 1))
+    [ $waited -lt 100 ] || { echo "miniupnpd in $(ns "$router") did not start:" >&2; cat "$UPNP_DIR/$router.log" >&2; exit 1; }
+  done
+  grep -q "Port forwarding is impossible\|does not support port forwarding" "$UPNP_DIR/$router.log" &&
+    { echo "miniupnpd in $(ns "$router") will not map:" >&2; cat "$UPNP_DIR/$router.log" >&2; exit 1; }
+  return 0
+}
+
+# Stop every miniupnpd of this bed (SIGTERM: it deletes its rules, exits).
+upnp_stop() {
+  local f
+  for f in "$UPNP_DIR"/*.pid; do
+    [ -e "$f" ] || continue
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
 }
 
 up() {
@@ -117,6 +272,10 @@ up() {
   wan_member sn 10.77.0.2
   wan_member pub 10.77.0.3
   echo "wan: $(ns sn) at 10.77.0.2, $(ns pub) at 10.77.0.3"
+  if [[ " ${kinds[*]} " == *" upnp "* ]]; then
+    command -v miniupnpd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables >/dev/null; }
+    [ "$UPNP_EXT" = fake ] || upnp_stun_server
+  fi
   local k=1
   for kind in "${kinds[@]}"; do
     home "$k" "$kind"
@@ -124,9 +283,10 @@ up() {
   done
 }
 
-# The matrix: sources pub (public), h1 (cone), h3 (symmetric) run
-# `canopy run --share`; downloaders sn's machine (public), h2 (cone) and h4
-# (symmetric) run `canopy get`. Every downloader fetches from every source.
+# The matrix: sources pub (public), h1 (cone), h3 (symmetric), h5 (upnp)
+# run `canopy run --share`; downloaders sn's machine (public), h2 (cone),
+# h4 (symmetric) and h6 (upnp) run `canopy get`. Every downloader fetches
+# from every source.
 matrix() {
   local runs=${1:-5} size_kib=${2:-1024}
   [[ $runs =~ ^[0-9]+$ && $runs -ge 1 && $size_kib =~ ^[0-9]+$ && $size_kib -ge 1 ]] ||
@@ -139,7 +299,7 @@ matrix() {
   done
   [ -x "$canopy" ] || { echo "no canopy binary: cargo build --release -p canopy-node" >&2; exit 1; }
   command -v b3sum >/dev/null || { echo "needs b3sum (apt-get install b3sum)" >&2; exit 1; }
-  up cone cone sym sym >/dev/null
+  up cone cone sym sym upnp upnp >/dev/null
   # Global: the exit trap reads it after this function has returned.
   work=$(mktemp -d /tmp/canopy-nat-matrix.XXXXXX)
   trap 'pkill -f "$work/" 2>/dev/null; down; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
@@ -153,7 +313,7 @@ matrix() {
   [ -n "$sn" ] || { echo "the supernode did not start: $(cat "$work/sn.err")" >&2; exit 1; }
   # Sources: one shared folder each, refilled with fresh files per run.
   local source listen
-  for source in pub h1 h3; do
+  for source in pub h1 h3 h5; do
     mkdir -p "$work/share-$source"
     listen=0.0.0.0:4663
     [ $source = pub ] && listen=10.77.0.3:4663
@@ -161,12 +321,12 @@ matrix() {
       --no-ui --rescan-interval 1 --data-dir "$work/node-$source" >"$work/$source.out" 2>"$work/$source.err" &
   done
   local name
-  declare -A kind=([pub]=public [h1]=cone [h3]=symmetric [sn]=public [h2]=cone [h4]=symmetric)
+  declare -A kind=([pub]=public [h1]=cone [h3]=symmetric [h5]=upnp [sn]=public [h2]=cone [h4]=symmetric [h6]=upnp)
   echo "| downloader → source | runs ok | path | first block, median | whole file, median | rate |"
   echo "|---|---|---|---|---|---|"
   local downloader
-  for downloader in sn h2 h4; do
-    for source in pub h1 h3; do
+  for downloader in sn h2 h4 h6; do
+    for source in pub h1 h3 h5; do
       local ok=0 paths="" firsts=() totals=()
       for ((run = 1; run <= runs; run++)); do
         name="$downloader-$source-$run.bin"
@@ -209,5 +369,5 @@ case ${1:-} in
   down) down ;;
   list) ip netns list | grep "^$P" || true ;;
   matrix) shift; matrix "$@" ;;
-  *) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -30,6 +30,7 @@ pub mod leaf;
 pub mod measure;
 pub mod network;
 pub mod node;
+pub mod portmap;
 pub mod ratelimit;
 pub mod reach;
 pub mod role;

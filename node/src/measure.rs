@@ -222,6 +222,9 @@ pub struct Measured {
     pub hints: NetworkHints,
     /// Where the peers probed saw our packets come from.
     pub observations: canopy_common::proto::nat::Observations,
+    /// The port our router forwards to us, or why there is none (`None`:
+    /// not asked: we have a global address).
+    pub mapping: Option<Result<crate::portmap::Mapping, String>>,
     /// Per peer: who, and what it measured or what went wrong.
     pub peers: Vec<(PeerAddr, PeerProbe)>,
 }
@@ -440,8 +443,22 @@ pub async fn elect(
             }
         })
     };
+    // Behind a router, ask it to forward our port first, so the dial-back
+    // tests the mapping.
+    let mapping = match canopy_common::proto::nat::is_global(bound.ip()) {
+        true => None,
+        false => Some(
+            crate::portmap::map(bound.port())
+                .await
+                .map_err(|error| error.to_string()),
+        ),
+    };
+    if let Some(Ok(mapping)) = &mapping {
+        tracing::info!(external = %mapping.external, "the router forwards our port");
+    }
     let limiter = max_upload_rate.map(RateLimiter::new);
-    let measured = measure(&endpoint, peers, limiter.as_ref()).await;
+    let mut measured = measure(&endpoint, peers, limiter.as_ref()).await;
+    measured.mapping = mapping;
     answering.abort();
     endpoint.shutdown().await;
     drop(endpoint);

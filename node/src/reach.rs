@@ -13,6 +13,8 @@ pub struct Reachability {
     /// `Some(true)`: a stranger's fresh port connected to us.
     pub dial_back: Option<bool>,
     pub observations: Observations,
+    /// The port our router forwards to us, if we asked for one and got it.
+    pub mapped: Option<SocketAddr>,
 }
 
 impl Reachability {
@@ -31,7 +33,10 @@ impl Reachability {
     }
 
     pub fn reach(&self) -> Reach {
-        nat::reach(self.dial_back, self.kind())
+        match nat::reach(self.dial_back, self.kind()) {
+            Reach::Direct if self.mapped.is_some() && self.dial_back == Some(true) => Reach::Mapped,
+            reach => reach,
+        }
     }
 
     /// Our outside addresses as peers see them, newest first.
@@ -47,6 +52,9 @@ impl Reachability {
                 "directly, it seems (no router rewrites its address; no peer could test)"
             }
             Reach::Direct => "directly (a stranger's fresh port connected back)",
+            Reach::Mapped => {
+                "directly, on the port its router forwards (NAT-PMP; a stranger's fresh port connected back)"
+            }
             Reach::Punch if self.dial_back.is_none() => {
                 "by hole punching, arranged by its supernode (no peer could test a direct connection)"
             }

@@ -531,3 +531,109 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
         "the relay forwarded {relayed} bytes"
     );
 }
+
+/// A home behind a router that forwards ports on request (miniupnpd,
+/// speaking NAT-PMP): the node asks for its port at start, the dial-back
+/// then gets through, and peers dial it directly, on the router's address.
+/// When it stops, it gives the port back.
+#[test]
+fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
+    let bed = Bed::up("cnte-", &["upnp"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let content = patterned(800_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "forwarded port.bin", &content);
+    let started = Instant::now();
+    let home = run(
+        &bed,
+        "h1",
+        &[
+            "--share",
+            &share_arg,
+            "--bootstrap",
+            &supernode_addr,
+            "--listen",
+            "0.0.0.0:4663",
+        ],
+        &dir("h1"),
+    );
+    let banner = home.banner.join("\n");
+    assert!(
+        banner.contains("port map  10.77.0.11:4663 forwarded to port 4663"),
+        "{banner}"
+    );
+    assert!(banner.contains("reachable yes"), "{banner}");
+    assert!(
+        banner.contains("reached   directly, on the port its router forwards"),
+        "{banner}"
+    );
+    // The election (bandwidth probes included) is what takes the time.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let mapped = || {
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "cnte-r1",
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "nat",
+                "prerouting_miniupnpd",
+            ])
+            .output()
+            .unwrap();
+        text(&output.stdout).contains("dport 4663")
+    };
+    assert!(mapped(), "the router forwards the port");
+
+    await_listed(
+        &bed,
+        "pub",
+        "forwarded port",
+        hash,
+        &supernode_addr,
+        &dir("pub-search"),
+    );
+    let output_path = dir("fetched.bin");
+    let mut get = bed.canopy("pub");
+    get.args([
+        "get",
+        &hash.to_hex(),
+        "--bootstrap",
+        &supernode_addr,
+        "--json",
+        "-o",
+    ])
+    .arg(&output_path)
+    .arg("--data-dir")
+    .arg(dir("pub-get"));
+    let fetched = wait_output(get, Duration::from_secs(60));
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    let events = text(&fetched.stdout);
+    let done = events.lines().last().unwrap_or_default();
+    assert!(
+        done.contains("\"path\":\"direct\"") && done.contains("@10.77.0.11:4663"),
+        "{done}"
+    );
+
+    // A clean stop gives the port back.
+    let status = Command::new("kill")
+        .args(["-TERM", &home.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopping = Instant::now();
+    while mapped() && stopping.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!mapped(), "the mapping outlived the node");
+}

@@ -13,6 +13,7 @@ pub mod link;
 pub mod nat;
 pub mod nearest;
 pub mod network;
+pub mod portmap;
 pub mod qrp;
 pub mod relay;
 pub mod resume;

@@ -71,6 +71,9 @@ pub enum Reach {
     Unknown,
     /// They dial it: a stranger's fresh port got through.
     Direct,
+    /// They dial it, on a port its router forwards (NAT-PMP), and a
+    /// stranger's fresh port got through.
+    Mapped,
     /// Its supernode arranges a hole punch: the downloader opens its own
     /// router towards this node while this node dials it.
     Punch,
@@ -85,6 +88,7 @@ impl Reach {
         match self {
             Reach::Unknown => "unknown",
             Reach::Direct => "direct",
+            Reach::Mapped => "mapped",
             Reach::Punch => "punch",
             Reach::PushOnly => "push",
         }

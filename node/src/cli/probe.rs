@@ -44,7 +44,19 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     )
     .await?;
     print(&profile, &measured, &decision, "would be");
+    if let Some(Ok(mapping)) = measured.mapping {
+        // Only a probe: give the port back.
+        crate::portmap::Kept::new(mapping).release().await;
+    }
     Ok(())
+}
+
+/// The forwarded address the election got, if any.
+pub fn mapped(measured: &Measured) -> Option<SocketAddr> {
+    match &measured.mapping {
+        Some(Ok(mapping)) => Some(SocketAddr::V4(mapping.external)),
+        _ => None,
+    }
 }
 
 fn rate(bytes_per_second: Option<u64>) -> String {
@@ -86,9 +98,20 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdic
             None => "unknown (no peer ran the test)",
         }
     );
+    match &measured.mapping {
+        Some(Ok(mapping)) => println!(
+            "port map  {} forwarded to port {} by the router (NAT-PMP, {} min lease)",
+            mapping.external,
+            mapping.internal_port,
+            mapping.lifetime.as_secs() / 60
+        ),
+        Some(Err(why)) => println!("port map  none: {why}"),
+        None => {}
+    }
     let reachability = crate::reach::Reachability {
         dial_back: profile.reachable,
         observations: measured.observations.clone(),
+        mapped: mapped(measured),
     };
     println!("reached   {}", reachability.describe());
     println!(

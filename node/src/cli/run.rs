@@ -131,6 +131,9 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     let mut services = services_config(&settings);
     let supernode = supernode_config(&settings);
     let never_supernode = settings.never_supernode || settings.no_inbound;
+    // The port our router forwards to us, if the election got one: renewed
+    // while we run, given back when we stop.
+    let mut forwarded: Option<crate::portmap::Kept> = None;
     let role_reason;
     let role = match settings.role {
         RoleChoice::Auto => {
@@ -154,7 +157,11 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             config.reachability = crate::reach::Reachability {
                 dial_back: profile.reachable,
                 observations: measured.observations.clone(),
+                mapped: super::probe::mapped(&measured),
             };
+            if let Some(Ok(mapping)) = measured.mapping {
+                forwarded = Some(crate::portmap::Kept::new(mapping));
+            }
             if matches!(config.reachability.reach(), Reach::Punch | Reach::PushOnly) {
                 // Behind a home router or firewall: say so in our sessions,
                 // so downloaders ask our supernode for a push.
@@ -340,6 +347,9 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         group_node.leave().await;
     }
     node.leave().await;
+    if let Some(forwarded) = forwarded {
+        forwarded.release().await;
+    }
     Ok(())
 }
 

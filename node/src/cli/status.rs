@@ -75,6 +75,7 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             .collect();
         let reached = match how.as_str() {
             "direct" => "directly",
+            "mapped" => "directly, on the port its router forwards (NAT-PMP)",
             "punch" => "by hole punching (its supernode arranges it)",
             "push" => "only by peers that accept connections (push)",
             _ => "not known yet",

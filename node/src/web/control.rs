@@ -113,7 +113,14 @@ pub fn metrics(view: &NodeView) -> String {
         &[("", view.started.elapsed().as_secs_f64())],
     );
     let reachability = context.reach.locked().clone();
-    let reaches = [Reach::Direct, Reach::Punch, Reach::PushOnly, Reach::Unknown].map(|how| {
+    let reaches = [
+        Reach::Direct,
+        Reach::Mapped,
+        Reach::Punch,
+        Reach::PushOnly,
+        Reach::Unknown,
+    ]
+    .map(|how| {
         (
             format!("how=\"{}\"", how.label()),
             (reachability.reach() == how) as u64 as f64,
