@@ -231,6 +231,19 @@ pub fn publishable(addr: SocketAddr, to: IpAddr) -> bool {
     !addr.ip().is_unspecified() && (is_global(addr.ip()) || !is_global(to))
 }
 
+/// Our address `addr` as it may be told to a peer at `to`: itself where
+/// [`publishable`], else only its port (with the unspecified address; the
+/// peer knows our IP from our packets).
+pub fn shown_to(addr: SocketAddr, to: IpAddr) -> SocketAddr {
+    match publishable(addr, to) {
+        true => addr,
+        false => match addr {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port())),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port())),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +349,8 @@ mod tests {
         ));
         assert!(publishable(at("8.8.4.4:4663"), "8.8.8.8".parse().unwrap()));
         assert!(publishable(at("[2a00:1450::1]:4663"), "2a00::1".parse().unwrap()));
+        assert_eq!(shown_to(home, "8.8.8.8".parse().unwrap()), at("0.0.0.0:4663"));
+        assert_eq!(shown_to(home, "192.168.1.7".parse().unwrap()), home);
     }
 
     proptest! {

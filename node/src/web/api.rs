@@ -249,8 +249,16 @@ impl App {
                 self.role_reason
             )
         };
+        let reachability = self.context.reach.locked().clone();
         json!({
             "peer_id": self.peer.id.to_string(),
+            "reach": {
+                "how": reachability.reach().label(),
+                "nat": reachability.kind().label(),
+                "outside": reachability.outside().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mapped": reachability.mapped.map(|addr| addr.to_string()),
+                "text": reachability.describe(),
+            },
             "address": self.peer.to_string(),
             "version": env!("CARGO_PKG_VERSION"),
             "role": role,
@@ -548,7 +556,9 @@ fn parse_hash(text: &str) -> Result<ContentHash, Response> {
 fn downloads_error(error: DownloadsError) -> Response {
     let (status, reason) = match &error {
         DownloadsError::Unknown(_) => (404, "Not Found"),
-        DownloadsError::Exists(_) | DownloadsError::WrongState { .. } => (409, "Conflict"),
+        DownloadsError::Exists(_) | DownloadsError::AlreadyHave(_) | DownloadsError::WrongState { .. } => {
+            (409, "Conflict")
+        }
         DownloadsError::Full => (507, "Insufficient Storage"),
         DownloadsError::BadFolder(_) => (400, "Bad Request"),
         DownloadsError::Open { .. } => (500, "Internal Server Error"),

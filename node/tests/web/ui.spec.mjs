@@ -1,4 +1,5 @@
 // Drives the desktop app in headless Chromium, as a user would:
+//   0. the Status tab says how peers reach this node;
 //   1. search → click Download → the row reaches 100 % and "done";
 //   2. a second (rate-capped) download is paused mid-way, stays put while
 //      paused, is resumed and finishes;
@@ -39,6 +40,13 @@ try {
   await page.goto(URL);
   await page.locator('#connection.live').waitFor();
   step('loaded');
+
+  // 0. The status tab says how peers reach this node: here, on loopback,
+  // its supernode sees it at its own address, so directly.
+  await page.click('nav button[data-tab=status]');
+  const reached = page.locator('#status dt', { hasText: 'Reached' }).locator('xpath=following-sibling::dd[1]');
+  await reached.filter({ hasText: 'directly' }).waitFor();
+  step('reached', { text: await reached.textContent() });
 
   const search = async (text) => {
     await page.click('nav button[data-tab=search]');

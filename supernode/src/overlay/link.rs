@@ -3,6 +3,7 @@
 //! neighbour sends against the caps: a neighbour breaking them loses its link.
 
 use super::*;
+use canopy_common::proto::nat;
 
 impl Overlay {
     /// Answers another supernode's [`Request::Link`] (`offer` is `None`)
@@ -70,7 +71,7 @@ impl Overlay {
         let outcome = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
             let offer = LinkOffer {
-                listen: self.me().addr,
+                listen: nat::shown_to(self.me().addr, addr.addr.ip()),
                 features: self.features(),
                 degree: self.degree(),
             };
@@ -83,7 +84,7 @@ impl Overlay {
                 // a bad request; ask again the old way on a new stream.
                 (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
                 let hello = LinkHello {
-                    listen: self.me().addr,
+                    listen: nat::shown_to(self.me().addr, addr.addr.ip()),
                 };
                 write_frame(&mut send, &Request::Link(hello))
                     .await

@@ -247,6 +247,7 @@ function renderStatus(s) {
     ['Role', s.role],
     ['Why', s.role_reason],
     ['Peer address', s.address],
+    ['Reached', s.reach.text],
     ['Uptime', duration(s.uptime_seconds)],
     ['Sharing', `${s.shared.files} files, ${bytes(s.shared.bytes)}`],
     ['Upload', `${bytes(s.traffic.upload_rate)}/s (${bytes(s.traffic.uploaded)} in all)`],
