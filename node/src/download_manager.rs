@@ -46,6 +46,8 @@ pub enum DownloadsError {
     Unknown(ContentHash),
     #[error("that file is already in Downloads ({0})")]
     Exists(ContentHash),
+    #[error("you already have this file: {}", .0.display())]
+    AlreadyHave(PathBuf),
     #[error("the download list is full ({MAX_DOWNLOADS}); clear finished downloads first")]
     Full,
     #[error("cannot {action} a download that is {state}")]
@@ -199,6 +201,11 @@ impl Downloads {
         name: Option<&str>,
         hit: Option<&Hit>,
     ) -> Result<(), DownloadsError> {
+        // A file we share (from a folder, or downloaded before) is not
+        // fetched again: the user is pointed at it instead.
+        if let Some(have) = self.inner.context.shares.get(&hash).filter(|f| f.unchanged_on_disk()) {
+            return Err(DownloadsError::AlreadyHave(have.path));
+        }
         let name = sanitise_name(name.or(hit.map(|h| h.name.as_str())).unwrap_or(""), &hash);
         let saved = Saved {
             hash,

@@ -155,9 +155,17 @@ impl Node {
         let scan = {
             let (folders, data_dir, shares) =
                 (folders.list_for_scan(), config.data_dir.clone(), shares.clone());
+            let keep_downloads = config.editable_folders;
             tokio::task::spawn_blocking(move || {
                 let mut cache = HashCache::open(&data_dir);
-                share::scan(&folders, &mut cache, &shares)
+                let scanned = share::scan(&folders, &mut cache, &shares);
+                if keep_downloads {
+                    let restored = share::restore_downloaded(&data_dir, &shares);
+                    if restored > 0 {
+                        tracing::info!(restored, "sharing again what this node downloaded before");
+                    }
+                }
+                scanned
             })
             .await
             .expect("scan task panicked")?

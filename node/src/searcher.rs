@@ -15,7 +15,7 @@ use std::time::Duration;
 use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NetError, Network, NodeKey};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::search::MAX_HITS;
-use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query, Request, Response};
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, PeerId, Query, Request, Response};
 use tokio::sync::watch;
 
 use crate::download::SourceSpec;
@@ -127,6 +127,20 @@ impl Searcher {
     /// Runs `query`, calling `on_new` with each result (by content hash) as
     /// it first arrives; returns every result, sources merged.
     pub async fn search(
+        &self,
+        query: &Query,
+        on_new: &mut (dyn FnMut(&Hit) + Send),
+    ) -> Result<Answer, SearchError> {
+        // We are no source for ourselves: a file we share comes back from
+        // our supernode with us among its sources.
+        let me = self.endpoint.peer_id();
+        let on_new = &mut |hit: &Hit| on_new(&without_source(hit.clone(), me));
+        let mut answer = self.search_all(query, on_new).await?;
+        answer.hits = answer.hits.into_iter().map(|hit| without_source(hit, me)).collect();
+        Ok(answer)
+    }
+
+    async fn search_all(
         &self,
         query: &Query,
         on_new: &mut (dyn FnMut(&Hit) + Send),
@@ -382,6 +396,17 @@ fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
 /// Adds hits arriving from another part of the network: the same content
 /// found through two supernodes becomes one hit with the sources (direct
 /// and relayed) of both.
+/// `hit` without `peer` among its sources (and its count one less if it
+/// was there).
+fn without_source(mut hit: Hit, peer: PeerId) -> Hit {
+    let before = hit.sources.len() + hit.relayed.len();
+    hit.sources.retain(|source| source.id != peer);
+    hit.relayed.retain(|relayed| relayed.leaf != peer);
+    let removed = before - (hit.sources.len() + hit.relayed.len());
+    hit.source_count = hit.source_count.saturating_sub(removed as u32);
+    hit
+}
+
 pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
     for hit in more {
         match hits.iter_mut().find(|known| known.hash == hit.hash) {
@@ -451,7 +476,7 @@ mod tests {
     fn merging_keeps_relayed_sources_from_both_sides() {
         let peer = |n: u8| {
             PeerAddr::new(
-                canopy_common::proto::PeerId([n; 32]),
+                PeerId([n; 32]),
                 "10.0.0.1:1".parse().unwrap(),
             )
         };

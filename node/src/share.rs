@@ -29,6 +29,8 @@ use crate::fileio::write_atomically;
 const CACHE_FILE: &str = "hashcache.bin";
 /// Folder for block layers inside the data directory.
 const LAYER_DIR: &str = "layers";
+/// The files this node downloaded (their paths), shared again at start.
+const DOWNLOADED_FILE: &str = "downloaded.list";
 /// Suffix of incomplete downloads, which are never shared as whole files.
 pub const PART_SUFFIX: &str = ".part";
 
@@ -121,6 +123,10 @@ pub struct Shares {
     /// Files this node downloaded (shared wherever they were saved).
     downloaded: RwLock<HashMap<ContentHash, SharedFile>>,
     partial: RwLock<HashMap<ContentHash, PartialFile>>,
+    /// Where the list of downloaded files is kept, so they stay shared
+    /// across restarts (unset: a one-shot `canopy get`, which shares what
+    /// it fetched only while it runs).
+    downloaded_list: std::sync::OnceLock<PathBuf>,
     /// How far the running scan has got.
     pub progress: ScanProgress,
 }
@@ -181,9 +187,21 @@ impl Shares {
         self.partial.write_locked().remove(hash);
     }
 
-    /// Shares a file this node downloaded.
+    /// Shares a file this node downloaded, and remembers it if
+    /// [`Shares::keep_downloaded_in`] was called.
     pub fn insert_downloaded(&self, file: SharedFile) {
-        self.downloaded.write_locked().insert(file.hash(), file);
+        let mut downloaded = self.downloaded.write_locked();
+        downloaded.insert(file.hash(), file);
+        if let Some(list) = self.downloaded_list.get() {
+            if let Err(error) = save_downloaded(list, downloaded.values()) {
+                tracing::warn!(list = %list.display(), %error, "cannot save the list of downloaded files");
+            }
+        }
+    }
+
+    /// From now on, keeps the list of downloaded files in `data_dir`.
+    pub fn keep_downloaded_in(&self, data_dir: &Path) {
+        let _ = self.downloaded_list.set(data_dir.join(DOWNLOADED_FILE));
     }
 
     /// Number of complete files shared.
@@ -313,6 +331,92 @@ impl HashCache {
 /// Whether a file of `size` bytes has a block layer worth storing.
 fn needs_layer(size: u64) -> bool {
     BlockLayout::for_size(size).layer_len() > 0
+}
+
+/// Shares again the files this node downloaded before (the list
+/// [`Shares::insert_downloaded`] keeps in `data_dir`), those still on disk
+/// and unchanged since they were verified: by the hash cache, else hashed
+/// again and checked against the hash they were downloaded as. Returns how
+/// many; from now on the list is kept up to date.
+pub fn restore_downloaded(data_dir: &Path, shares: &Shares) -> usize {
+    shares.keep_downloaded_in(data_dir);
+    let list = data_dir.join(DOWNLOADED_FILE);
+    let entries: Vec<DownloadedEntry> = match fs::read(&list) {
+        Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(list = %list.display(), %error, "the list of downloaded files is damaged");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
+    let layers = data_dir.join(LAYER_DIR);
+    let mut restored = Vec::new();
+    for entry in entries {
+        let path = path_from_key(entry.path);
+        let Ok(meta) = fs::metadata(&path) else { continue };
+        let (size, Ok(modified)) = (meta.len(), meta.modified()) else { continue };
+        let unchanged = size == entry.size && nanos(modified) == entry.modified_nanos;
+        let kept = unchanged
+            .then(|| {
+                let layer = match needs_layer(size) {
+                    true => fs::read(layers.join(entry.hash.to_hex())).ok()?,
+                    false => Vec::new(),
+                };
+                BlockHashes::verify(entry.hash, size, &layer).ok()
+            })
+            .flatten();
+        // Touched, or its layer lost: hash it again; it must still be the
+        // file that was downloaded.
+        let Some(hashes) = kept.or_else(|| hash_file(&path, size).ok()) else { continue };
+        if hashes.root() != entry.hash {
+            continue;
+        }
+        restored.push(SharedFile {
+            meta: crate::tags::read(&path),
+            path,
+            size,
+            modified,
+            hashes: Arc::new(hashes),
+        });
+    }
+    let count = restored.len();
+    for file in restored {
+        shares.insert_downloaded(file);
+    }
+    count
+}
+
+/// One downloaded file as the list keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct DownloadedEntry {
+    path: Vec<u8>,
+    hash: ContentHash,
+    size: u64,
+    modified_nanos: u128,
+}
+
+/// Writes the list of downloaded files, and the block layers (beside the
+/// hash cache's, in `layers/`) that let the next start share them without
+/// hashing them again.
+fn save_downloaded<'a>(list: &Path, files: impl Iterator<Item = &'a SharedFile>) -> std::io::Result<()> {
+    let layers = list.parent().unwrap_or(Path::new(".")).join(LAYER_DIR);
+    let mut entries = Vec::new();
+    for file in files {
+        if needs_layer(file.size) {
+            let layer = layers.join(file.hash().to_hex());
+            if !layer.exists() {
+                fs::create_dir_all(&layers)?;
+                crate::fileio::write_atomically(&layer, &file.hashes.layer_bytes())?;
+            }
+        }
+        entries.push(DownloadedEntry {
+            path: path_key(&file.path),
+            hash: file.hash(),
+            size: file.size,
+            modified_nanos: nanos(file.modified),
+        });
+    }
+    let bytes = postcard::to_allocvec(&entries).map_err(std::io::Error::other)?;
+    crate::fileio::write_atomically(list, &bytes)
 }
 
 /// Scans `folders` recursively, hashing what the cache does not know, and
@@ -490,6 +594,17 @@ fn path_key(path: &Path) -> Vec<u8> {
 #[cfg(not(unix))]
 fn path_key(path: &Path) -> Vec<u8> {
     path.to_string_lossy().as_bytes().to_vec()
+}
+
+#[cfg(unix)]
+fn path_from_key(key: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(key))
+}
+
+#[cfg(not(unix))]
+fn path_from_key(key: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&key).into_owned())
 }
 
 #[cfg(test)]

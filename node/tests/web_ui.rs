@@ -381,6 +381,10 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
     let downloads = temp.path().join("downloads");
+    let shared = temp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let have = b"a file this node already shares".to_vec();
+    std::fs::write(shared.join("have.txt"), &have).unwrap();
     let mut node = Process::start(
         &[
             "--role",
@@ -389,6 +393,8 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
             "127.0.0.1:0",
             "--download-dir",
             downloads.to_str().unwrap(),
+            "--share",
+            shared.to_str().unwrap(),
         ],
         &data,
     );
@@ -473,6 +479,11 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
     };
     assert_eq!(post("/api/downloads", "{\"hash\": \"zz\"}").0, 400);
     assert_eq!(post("/api/downloads", "not json").0, 400);
+    // What the node already has is not fetched again: it says where it is.
+    let hash = canopy_common::proto::ContentHash::of(&have).to_hex();
+    let (status, body) = post("/api/downloads", &format!("{{\"hash\": \"{hash}\"}}"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("you already have this file") && body.contains("have.txt"), "{body}");
     assert_eq!(post("/api/shares", "{\"path\": \"relative/dir\"}").0, 400);
     assert_eq!(
         post("/api/search", &format!("{{\"text\": \"{}\"}}", "x".repeat(5000))).0,

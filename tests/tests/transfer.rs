@@ -7,7 +7,8 @@ use std::io::Write;
 use canopy_common::proto::content::MIN_BLOCK_SIZE;
 use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
 use canopy_node::download::{part_path, DownloadError, DownloadOptions, SourceFailure};
-use canopy_tests::{file_names, patterned, start_downloader, start_sharer};
+use canopy_node::{Node, NodeConfig};
+use canopy_tests::{file_names, patterned, start_downloader, start_sharer, LOOPBACK};
 
 const BLOCK: usize = MIN_BLOCK_SIZE as usize;
 
@@ -157,4 +158,44 @@ async fn altered_bytes_are_caught_and_never_written() {
             "block {index} is neither empty nor verified"
         );
     }
+}
+
+/// What a node downloaded stays shared when it starts again (as eMule and
+/// BitTorrent clients do), for a node whose shares are its own to keep
+/// (`canopy run`, the app); a file changed since is not shared as the
+/// downloaded one.
+#[tokio::test]
+async fn downloads_stay_shared_across_a_restart() {
+    let (kept, touched) = (patterned(300_000), patterned(70_000));
+    let sharer = start_sharer(&[("kept.bin", kept.clone()), ("touched.bin", touched.clone())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
+        config.editable_folders = true;
+        config
+    };
+    let node = Node::start(config()).await.unwrap();
+    for (name, bytes) in [("kept.bin", &kept), ("touched.bin", &touched)] {
+        let output = dir.path().join(name);
+        node.download(ContentHash::of(bytes), &output, vec![sharer.node.peer_addr()], Default::default())
+            .wait()
+            .await
+            .expect("downloaded");
+    }
+    assert_eq!(node.shares().len(), 2, "shared once downloaded");
+    node.shutdown().await;
+    // One file changes while the node is down.
+    std::fs::write(dir.path().join("touched.bin"), b"something else now").unwrap();
+
+    let node = Node::start(config()).await.unwrap();
+    let shared: Vec<ContentHash> = node.shares().list().iter().map(|f| f.hash()).collect();
+    assert_eq!(shared, vec![ContentHash::of(&kept)], "the unchanged download is shared again");
+    // And it is served: another node fetches it from the restarted one.
+    let other = start_downloader().await;
+    let report = other
+        .fetch(ContentHash::of(&kept), vec![node.peer_addr()], "again.bin", Default::default())
+        .await
+        .expect("served after the restart");
+    assert_eq!(report.size, kept.len() as u64);
+    assert_eq!(std::fs::read(other.path("again.bin")).unwrap(), kept);
 }
