@@ -203,7 +203,13 @@ impl Downloads {
     ) -> Result<(), DownloadsError> {
         // A file we share (from a folder, or downloaded before) is not
         // fetched again: the user is pointed at it instead.
-        if let Some(have) = self.inner.context.shares.get(&hash).filter(|f| f.unchanged_on_disk()) {
+        if let Some(have) = self
+            .inner
+            .context
+            .shares
+            .get(&hash)
+            .filter(|f| f.unchanged_on_disk())
+        {
             return Err(DownloadsError::AlreadyHave(have.path));
         }
         let name = sanitise_name(name.or(hit.map(|h| h.name.as_str())).unwrap_or(""), &hash);

@@ -59,6 +59,8 @@ pub enum AskError {
     NotSupernode,
     #[error("search refused: {0}")]
     Refused(String),
+    #[error("too many searches at once; the supernode asks us to wait {0:?}")]
+    Busy(Duration),
     #[error("unexpected answer {0}")]
     Unexpected(String),
 }
@@ -135,8 +137,29 @@ impl Searcher {
         // our supernode with us among its sources.
         let me = self.endpoint.peer_id();
         let on_new = &mut |hit: &Hit| on_new(&without_source(hit.clone(), me));
-        let mut answer = self.search_all(query, on_new).await?;
-        answer.hits = answer.hits.into_iter().map(|hit| without_source(hit, me)).collect();
+        let mut waited = 0;
+        let mut answer = loop {
+            match self.search_all(query, on_new).await {
+                // Every supernode asked says we search too often (its
+                // budget per asker): wait as long as it asks, a few times.
+                Err(SearchError::NoneAnswered(failures)) if waited < BUSY_RETRIES => {
+                    let Some(wait) = all_busy(&failures) else {
+                        return Err(SearchError::NoneAnswered(failures));
+                    };
+                    waited += 1;
+                    tracing::warn!(
+                        "too many searches at once: the supernode asks us to wait {wait:?}; asking again"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other?,
+            }
+        };
+        answer.hits = answer
+            .hits
+            .into_iter()
+            .map(|hit| without_source(hit, me))
+            .collect();
         Ok(answer)
     }
 
@@ -372,7 +395,14 @@ async fn ask_on(
             }
             Response::EndOfHits => break,
             Response::NotSupernode { .. } => return Err(AskError::NotSupernode),
+            // How supernodes before `Busy` said it.
+            Response::BadRequest { reason } if reason.starts_with("too many searches") => {
+                return Err(AskError::Busy(Duration::from_millis(200)))
+            }
             Response::BadRequest { reason } => return Err(AskError::Refused(reason)),
+            Response::Busy { retry_after_ms } => {
+                return Err(AskError::Busy(Duration::from_millis(u64::from(retry_after_ms))))
+            }
             other => return Err(AskError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -396,6 +426,25 @@ fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
 /// Adds hits arriving from another part of the network: the same content
 /// found through two supernodes becomes one hit with the sources (direct
 /// and relayed) of both.
+/// How often a search refused as too frequent is asked again.
+const BUSY_RETRIES: u32 = 3;
+
+/// The longest wait asked for, if every failure is a supernode busy with
+/// our earlier searches (capped at 5 s).
+fn all_busy(failures: &[(PeerAddr, AskError)]) -> Option<Duration> {
+    let waits: Option<Vec<Duration>> = failures
+        .iter()
+        .map(|(_, error)| match error {
+            AskError::Busy(wait) => Some(*wait),
+            _ => None,
+        })
+        .collect();
+    waits?
+        .into_iter()
+        .max()
+        .map(|wait| wait.clamp(Duration::from_millis(50), Duration::from_secs(5)))
+}
+
 /// `hit` without `peer` among its sources (and its count one less if it
 /// was there).
 fn without_source(mut hit: Hit, peer: PeerId) -> Hit {
@@ -474,12 +523,7 @@ mod tests {
 
     #[test]
     fn merging_keeps_relayed_sources_from_both_sides() {
-        let peer = |n: u8| {
-            PeerAddr::new(
-                PeerId([n; 32]),
-                "10.0.0.1:1".parse().unwrap(),
-            )
-        };
+        let peer = |n: u8| PeerAddr::new(PeerId([n; 32]), "10.0.0.1:1".parse().unwrap());
         let relayed = |n: u8| RelayedSource {
             leaf: peer(n).id,
             via: peer(100 + n),
@@ -493,5 +537,22 @@ mod tests {
         assert_eq!(hits[0].sources.len(), 2);
         assert_eq!(hits[0].relayed.len(), 2);
         assert_eq!(hits[0].source_count, 4);
+    }
+
+    #[test]
+    fn this_node_is_no_source_of_its_own_results() {
+        let peer = |n: u8| PeerAddr::new(PeerId([n; 32]), "10.0.0.1:1".parse().unwrap());
+        let relayed = RelayedSource {
+            leaf: peer(1).id,
+            via: peer(9),
+        };
+        let mut counted = hit(vec![peer(1), peer(2)], vec![relayed]);
+        counted.source_count = 7;
+        let shown = without_source(counted, peer(1).id);
+        assert_eq!(shown.sources, vec![peer(2)]);
+        assert!(shown.relayed.is_empty());
+        assert_eq!(shown.source_count, 5, "both of our entries taken off the count");
+        let untouched = without_source(hit(vec![peer(2)], vec![]), peer(1).id);
+        assert_eq!(untouched.source_count, 1);
     }
 }

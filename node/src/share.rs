@@ -353,7 +353,9 @@ pub fn restore_downloaded(data_dir: &Path, shares: &Shares) -> usize {
     for entry in entries {
         let path = path_from_key(entry.path);
         let Ok(meta) = fs::metadata(&path) else { continue };
-        let (size, Ok(modified)) = (meta.len(), meta.modified()) else { continue };
+        let (size, Ok(modified)) = (meta.len(), meta.modified()) else {
+            continue;
+        };
         let unchanged = size == entry.size && nanos(modified) == entry.modified_nanos;
         let kept = unchanged
             .then(|| {
@@ -366,7 +368,9 @@ pub fn restore_downloaded(data_dir: &Path, shares: &Shares) -> usize {
             .flatten();
         // Touched, or its layer lost: hash it again; it must still be the
         // file that was downloaded.
-        let Some(hashes) = kept.or_else(|| hash_file(&path, size).ok()) else { continue };
+        let Some(hashes) = kept.or_else(|| hash_file(&path, size).ok()) else {
+            continue;
+        };
         if hashes.root() != entry.hash {
             continue;
         }

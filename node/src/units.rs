@@ -16,6 +16,31 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Parses a duration as people write it on a command line: `90` or `90s`
+/// (seconds), `15m`, `2h`, `1d`, `1.5h`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let trimmed = text.trim();
+    let (number, unit) = match trimmed.char_indices().last() {
+        Some((index, unit)) if unit.is_ascii_alphabetic() => (&trimmed[..index], unit),
+        _ => (trimmed, 's'),
+    };
+    let seconds = match unit.to_ascii_lowercase() {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86_400.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 90s, 15m, 2h)"))?;
+    if !value.is_finite() || value < 0.0 || value * seconds > 365.0 * 86_400.0 {
+        return Err(format!("{text:?}: a duration from 0 to a year"));
+    }
+    Ok(std::time::Duration::from_secs_f64(value * seconds))
+}
+
 /// Parses a byte count with an optional binary suffix, as aria2 and curl
 /// take them: `500K`, `2M`, `1.5G`, `1048576`.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -52,6 +77,20 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_written() {
+        let secs = |text: &str| parse_duration(text).map(|d| d.as_secs_f64());
+        assert_eq!(secs("90"), Ok(90.0));
+        assert_eq!(secs("90s"), Ok(90.0));
+        assert_eq!(secs("15m"), Ok(900.0));
+        assert_eq!(secs("1.5h"), Ok(5400.0));
+        assert_eq!(secs("2d"), Ok(172_800.0));
+        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1m").is_err());
+        assert!(parse_duration("400d").is_err(), "a year at most");
+    }
 
     #[test]
     fn sizes_read_and_print() {

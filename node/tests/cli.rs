@@ -427,3 +427,70 @@ fn a_bad_argument_to_get_json_still_ends_with_a_json_error_line() {
     assert_eq!(line["exit_code"], 2);
     assert!(line["message"].as_str().unwrap().contains("64 hex"), "{line}");
 }
+
+/// `get --wait` keeps asking while the network knows no source: a sharer
+/// that comes online a few seconds later is found, and the file arrives.
+/// Without `--wait` the same get gives up at once with exit code 3.
+#[test]
+fn get_wait_keeps_asking_until_a_source_appears() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = |name: &str| data.path().join(name);
+    let content = b"worth waiting for, a file that comes online late".repeat(2000);
+    let hash = canopy_common::proto::ContentHash::of(&content).to_hex();
+    let supernode = run_node(&["--role", "supernode", "--no-ui"], &dir("sn"));
+    let output = dir("late.bin");
+    let impatient = canopy(&[
+        "get",
+        &hash,
+        "--bootstrap",
+        &supernode.address,
+        "-o",
+        output.to_str().unwrap(),
+        "--data-dir",
+        dir("impatient").to_str().unwrap(),
+    ]);
+    assert_eq!(impatient.status.code(), Some(3), "{}", text(&impatient.stderr));
+
+    let waiting = std::process::Command::new(support::CANOPY)
+        .args([
+            "get",
+            &hash,
+            "--bootstrap",
+            &supernode.address,
+            "--wait",
+            "60s",
+            "--json",
+            "-o",
+        ])
+        .arg(&output)
+        .arg("--data-dir")
+        .arg(dir("patient"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let share = dir("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("late.bin"), &content).unwrap();
+    let _sharer = run_node(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &supernode.address,
+            "--share",
+            share.to_str().unwrap(),
+        ],
+        &dir("sharer"),
+    );
+    let done = waiting.wait_with_output().unwrap();
+    let events = text(&done.stdout);
+    assert!(done.status.success(), "{events}\n{}", text(&done.stderr));
+    assert!(
+        events.contains("\"event\":\"waiting\""),
+        "it said it was waiting: {events}"
+    );
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+}

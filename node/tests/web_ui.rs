@@ -483,7 +483,10 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
     let hash = canopy_common::proto::ContentHash::of(&have).to_hex();
     let (status, body) = post("/api/downloads", &format!("{{\"hash\": \"{hash}\"}}"));
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("you already have this file") && body.contains("have.txt"), "{body}");
+    assert!(
+        body.contains("you already have this file") && body.contains("have.txt"),
+        "{body}"
+    );
     assert_eq!(post("/api/shares", "{\"path\": \"relative/dir\"}").0, 400);
     assert_eq!(
         post("/api/search", &format!("{{\"text\": \"{}\"}}", "x".repeat(5000))).0,

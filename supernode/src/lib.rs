@@ -471,11 +471,9 @@ impl Supernode {
             return Ok(());
         }
         if !self.may_search(asker) {
-            write_frame(
-                send,
-                &Response::bad_request("too many searches; at most 5 a second"),
-            )
-            .await?;
+            // Busy, not refused: the asker waits a budget's refill and asks again.
+            let retry_after_ms = (1000.0 / SEARCHES_PER_SECOND) as u32;
+            write_frame(send, &Response::Busy { retry_after_ms }).await?;
             return Ok(());
         }
         if let Some(overlay) = self.overlay.get() {

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use canopy_common::proto::{Hit, PeerAddr, Query};
+use canopy_common::net::{read_frame, write_frame};
+use canopy_common::proto::{Hit, PeerAddr, Query, Request, Response, MAX_CONTROL_FRAME};
 use canopy_node::download::SourceSpec;
 use canopy_node::leaf::LeafStatus;
 use canopy_node::{Node, NodeConfig};
@@ -292,19 +293,52 @@ async fn a_search_storm_is_rate_limited_without_starving_others() {
     let address = sn.node.peer_addr();
     search_until(address, &query("calm", None), |hits| hits.len() == 1).await;
 
+    // The storm, by hand (the searcher would wait as told): one
+    // connection, 40 searches as fast as they go.
     let stormer = client();
-    let mut refused = 0;
+    let connection = stormer.connect(&address).await.unwrap();
+    let mut told_to_wait = 0;
     for _ in 0..40 {
-        if let Err(error) = ask(&stormer, &[address], &query("calm", None)).await {
-            assert!(error.to_string().contains("too many searches"), "{error:#}");
-            refused += 1;
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        write_frame(&mut send, &Request::Search(query("calm", None)))
+            .await
+            .unwrap();
+        let _ = send.finish();
+        if let Response::Busy { retry_after_ms } = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
+            .await
+            .unwrap()
+        {
+            assert_eq!(retry_after_ms, 200, "a fifth of a second: the budget's refill");
+            told_to_wait += 1;
         }
     }
-    assert!(refused >= 25, "only {refused} of 40 storm searches were refused");
+    assert!(
+        told_to_wait >= 25,
+        "only {told_to_wait} of 40 storm searches were held back"
+    );
     let (hits, _) = ask(&client(), &[address], &query("calm", None))
         .await
         .expect("a calm leaf is served");
     assert_eq!(hits.len(), 1);
+}
+
+/// A searcher over its budget is told to wait, not refused: it waits as
+/// asked and is served, every time (the CLI and the app search this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_searcher_over_its_budget_waits_and_is_served() {
+    let sn = supernode(vec![], 1, 8).await;
+    let _holder = leaf(sn.node.peer_addr(), 1, &[("patient reader.txt", b"patience")]).await;
+    let address = sn.node.peer_addr();
+    search_until(address, &query("patient", None), |hits| hits.len() == 1).await;
+
+    let searcher = canopy_node::searcher::Searcher::one_shot(client(), vec![address]);
+    for round in 0..25 {
+        let answer = searcher
+            .search(&query("patient", None), &mut |_| {})
+            .await
+            .unwrap_or_else(|error| panic!("search {round} failed: {error}"));
+        assert_eq!(answer.hits.len(), 1, "search {round}");
+    }
 }
 
 /// A leaf of `supernode` that accepts no connections, sharing `content`

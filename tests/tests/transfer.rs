@@ -177,10 +177,15 @@ async fn downloads_stay_shared_across_a_restart() {
     let node = Node::start(config()).await.unwrap();
     for (name, bytes) in [("kept.bin", &kept), ("touched.bin", &touched)] {
         let output = dir.path().join(name);
-        node.download(ContentHash::of(bytes), &output, vec![sharer.node.peer_addr()], Default::default())
-            .wait()
-            .await
-            .expect("downloaded");
+        node.download(
+            ContentHash::of(bytes),
+            &output,
+            vec![sharer.node.peer_addr()],
+            Default::default(),
+        )
+        .wait()
+        .await
+        .expect("downloaded");
     }
     assert_eq!(node.shares().len(), 2, "shared once downloaded");
     node.shutdown().await;
@@ -189,11 +194,20 @@ async fn downloads_stay_shared_across_a_restart() {
 
     let node = Node::start(config()).await.unwrap();
     let shared: Vec<ContentHash> = node.shares().list().iter().map(|f| f.hash()).collect();
-    assert_eq!(shared, vec![ContentHash::of(&kept)], "the unchanged download is shared again");
+    assert_eq!(
+        shared,
+        vec![ContentHash::of(&kept)],
+        "the unchanged download is shared again"
+    );
     // And it is served: another node fetches it from the restarted one.
     let other = start_downloader().await;
     let report = other
-        .fetch(ContentHash::of(&kept), vec![node.peer_addr()], "again.bin", Default::default())
+        .fetch(
+            ContentHash::of(&kept),
+            vec![node.peer_addr()],
+            "again.bin",
+            Default::default(),
+        )
         .await
         .expect("served after the restart");
     assert_eq!(report.size, kept.len() as u64);

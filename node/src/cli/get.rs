@@ -20,6 +20,12 @@ use crate::searcher::Searcher;
 use crate::units::human_bytes;
 use crate::{Node, NodeConfig};
 
+/// With --wait, the first pause before asking again for sources; it
+/// doubles up to the second (a minute: a source that appears is found
+/// within about a minute, and a supernode is asked at most once a minute).
+const WAIT_FIRST_RETRY: Duration = Duration::from_secs(2);
+const WAIT_MAX_RETRY: Duration = Duration::from_secs(60);
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Output {
@@ -52,6 +58,11 @@ pub struct GetArgs {
     /// Sources connected at once.
     #[arg(long, default_value_t = DownloadOptions::default().max_sources)]
     max_sources: usize,
+    /// When the network knows no source yet, keep asking this long
+    /// (90s, 15m, 2h) before giving up with exit code 3; by default
+    /// canopy gives up at once, as aria2c does.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    wait: Option<Duration>,
     #[command(flatten)]
     network: NetworkArgs,
     /// UDP address to use (default: any port). Other downloaders may
@@ -122,6 +133,8 @@ reported done with nothing fetched, exit 0, sources or not.
    a hole our packets opened in our router) or relayed (its supernode
    forwards the encrypted datagrams));
   {\"event\":\"banned\", peer, reason} when a source sends a bad block;
+  {\"event\":\"waiting\", hash, retry_in_seconds} with --wait, while no
+   source is known yet;
   last, {\"event\":\"done\", hash, path, size, seconds, first_block_seconds
    (null if nothing was fetched), rate, resumed, received,
    sources[, already_complete]} or
@@ -224,22 +237,49 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         // Nothing to start with, or the file's name to learn: ask first.
         asker => {
             if let Some(asker) = asker {
-                match asker.sources_of(link.hash).await {
-                    Ok(found) => {
-                        if let Some(answered) = found.answered {
-                            crate::hostcache::remember(&place.data_dir, answered);
+                let give_up_at = args.wait.map(|wait| tokio::time::Instant::now() + wait);
+                let mut again_in = WAIT_FIRST_RETRY;
+                loop {
+                    match asker.sources_of(link.hash).await {
+                        Ok(found) => {
+                            if let Some(answered) = found.answered {
+                                crate::hostcache::remember(&place.data_dir, answered);
+                            }
+                            sources.extend(found.sources);
+                            if link.name.is_none() {
+                                link.name = found.name;
+                            }
                         }
-                        sources.extend(found.sources);
-                        if link.name.is_none() {
-                            link.name = found.name;
+                        // With nothing else to go on, that is the answer.
+                        Err(error) if sources.is_empty() && give_up_at.is_none() => {
+                            hang_up(node).await;
+                            return Err(error.into());
                         }
+                        Err(error) => tracing::warn!("cannot ask for sources: {error}"),
                     }
-                    // With nothing else to go on, that is the answer.
-                    Err(error) if sources.is_empty() => {
-                        hang_up(node).await;
-                        return Err(error.into());
+                    // --wait: no source yet, so ask again later, less and
+                    // less often, until the time is up.
+                    let Some(give_up_at) = give_up_at.filter(|_| sources.is_empty()) else {
+                        break;
+                    };
+                    let now = tokio::time::Instant::now();
+                    if now >= give_up_at {
+                        break;
                     }
-                    Err(error) => tracing::warn!("cannot ask for sources: {error}"),
+                    let pause = again_in.min(give_up_at - now);
+                    if mode == Output::Json {
+                        println!(
+                            "{}",
+                            json!({"event": "waiting", "hash": link.hash.to_hex(), "retry_in_seconds": pause.as_secs_f64()})
+                        );
+                    } else if mode == Output::Human {
+                        eprintln!(
+                            "no source yet; asking again in {:.0} s",
+                            pause.as_secs_f64().ceil()
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                    again_in = (again_in * 2).min(WAIT_MAX_RETRY);
                 }
             }
             if sources.is_empty() {
