@@ -414,7 +414,8 @@ impl Downloads {
         let generation = entry.generation;
         let this = self.clone();
         tokio::spawn(async move {
-            let finder = tokio::spawn(find_sources(this.inner.searcher.clone(), hash, download.clone()));
+            let (searcher, watch) = (this.inner.searcher.clone(), download.watch());
+            let finder = tokio::spawn(async move { searcher.keep_finding(hash, watch, None).await });
             let result = download.finished().await;
             finder.abort();
             let verified = download.progress().verified;
@@ -484,18 +485,6 @@ impl Downloads {
             tracing::warn!(file = %self.inner.file.display(), %error, "cannot save the download list");
         }
         self.inner.version.send_modify(|version| *version += 1);
-    }
-}
-
-/// Asks the network for more sources of `hash`, relayed ones included, and
-/// hands them to `download`.
-async fn find_sources(searcher: Searcher, hash: ContentHash, download: Arc<Download>) {
-    // While we look, a download with no source left waits for us.
-    let finder = download.finder();
-    drop(download);
-    match searcher.sources_of(hash).await {
-        Ok(found) => found.sources.into_iter().for_each(|source| finder.add(source)),
-        Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),
     }
 }
 

@@ -8,7 +8,7 @@
 //! the first supernode that answers runs the search; the rest are only
 //! tried if it fails.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use canopy_common::proto::search::MAX_HITS;
 use canopy_common::proto::{ContentHash, Hit, PeerAddr, PeerId, Query, Request, Response};
 use tokio::sync::watch;
 
-use crate::download::SourceSpec;
+use crate::download::{SourceSpec, SourceWatch};
 use crate::leaf::{LeafStatus, SessionLinks};
 use crate::state::NodeState;
 
@@ -204,6 +204,40 @@ impl Searcher {
                 Ok(Answer { hits, answered: None })
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Looks for sources of `hash` for as long as `watch`'s download runs:
+    /// at once, then again whenever it is short of sources or stalled,
+    /// 5 s after the last look and doubling to a minute (a supernode is
+    /// asked at most about once a minute by a download that goes well).
+    /// One path for the CLI and the app; the caller aborts it, or it ends
+    /// with the download. A supernode that answers is remembered in
+    /// `host_cache_in`'s host cache, if given.
+    pub async fn keep_finding(&self, hash: ContentHash, watch: SourceWatch, host_cache_in: Option<PathBuf>) {
+        let mut pause = FIND_AGAIN_FIRST;
+        loop {
+            // While we look, a download with no source left waits for us.
+            let Some(finder) = watch.finder() else { return };
+            match self.sources_of(hash).await {
+                Ok(found) => {
+                    if let (Some(data_dir), Some(answered)) = (&host_cache_in, found.answered) {
+                        crate::hostcache::remember(data_dir, answered);
+                    }
+                    found.sources.into_iter().for_each(|source| finder.add(source));
+                }
+                Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),
+            }
+            drop(finder);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(FIND_AGAIN_MAX);
+                match watch.wants_more() {
+                    None => return,
+                    Some(true) => break,
+                    Some(false) => {}
+                }
+            }
         }
     }
 
@@ -426,6 +460,11 @@ fn reachable_sources(hit: &mut Hit, supernode: &PeerAddr) {
 /// Adds hits arriving from another part of the network: the same content
 /// found through two supernodes becomes one hit with the sources (direct
 /// and relayed) of both.
+/// A running download short of sources asks the network again after this
+/// long, doubling up to the second.
+const FIND_AGAIN_FIRST: Duration = Duration::from_secs(5);
+const FIND_AGAIN_MAX: Duration = Duration::from_secs(60);
+
 /// How often a search refused as too frequent is asked again.
 const BUSY_RETRIES: u32 = 3;
 

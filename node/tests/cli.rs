@@ -494,3 +494,81 @@ fn get_wait_keeps_asking_until_a_source_appears() {
     );
     assert_eq!(std::fs::read(&output).unwrap(), content);
 }
+
+/// A running download keeps looking while it is short of sources: a
+/// sharer that comes online after the download started joins it and
+/// delivers part of the file (here the first source is slow on purpose).
+#[test]
+fn a_source_that_appears_after_the_start_joins_the_download() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = |name: &str| data.path().join(name);
+    let content: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let hash = canopy_common::proto::ContentHash::of(&content).to_hex();
+    for folder in ["slow-share", "late-share"] {
+        std::fs::create_dir_all(dir(folder)).unwrap();
+        std::fs::write(dir(folder).join("joined.bin"), &content).unwrap();
+    }
+    let supernode = run_node(&["--role", "supernode", "--no-ui"], &dir("sn"));
+    // Known only by the command line, and capped at 100 KiB/s: alone, it
+    // would take half a minute.
+    let slow = run_node(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--max-upload-rate",
+            "100K",
+            "--share",
+            dir("slow-share").to_str().unwrap(),
+        ],
+        &dir("slow"),
+    );
+    let output = dir("joined.bin");
+    let get = std::process::Command::new(support::CANOPY)
+        .args([
+            "get",
+            &hash,
+            "--source",
+            &slow.address,
+            "--bootstrap",
+            &supernode.address,
+            "--json",
+            "-o",
+        ])
+        .arg(&output)
+        .arg("--data-dir")
+        .arg(dir("getter"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let late = run_node(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &supernode.address,
+            "--share",
+            dir("late-share").to_str().unwrap(),
+        ],
+        &dir("late"),
+    );
+    let done = get.wait_with_output().unwrap();
+    let events = text(&done.stdout);
+    assert!(done.status.success(), "{events}\n{}", text(&done.stderr));
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    let late_id = late.address.split('@').next().unwrap();
+    let delivered = last["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|source| source["peer"].as_str().unwrap_or_default().starts_with(late_id))
+        .and_then(|source| source["bytes"].as_u64())
+        .unwrap_or(0);
+    assert!(delivered > 0, "the late sharer delivered nothing: {last}");
+}

@@ -163,6 +163,44 @@ fn await_listed(bed: &Bed, machine: &str, words: &str, hash: ContentHash, supern
     });
 }
 
+/// `canopy run --share FOLDER --bootstrap SUPERNODE` on home `machine`,
+/// listening on every interface, as a desktop user would run it.
+fn sharing_home(bed: &Bed, machine: &str, share: &str, supernode: &str, data: &Path) -> Running {
+    run(
+        bed,
+        machine,
+        &[
+            "--share",
+            share,
+            "--bootstrap",
+            supernode,
+            "--listen",
+            "0.0.0.0:4663",
+        ],
+        data,
+    )
+}
+
+/// `canopy get HASH --bootstrap SUPERNODE --json -o OUTPUT` on `machine`,
+/// for at most a minute.
+fn fetch(bed: &Bed, machine: &str, hash: ContentHash, supernode: &str, output: &Path, data: &Path) -> Output {
+    let mut get = bed.canopy(machine);
+    get.args(["get", &hash.to_hex(), "--bootstrap", supernode, "--json", "-o"])
+        .arg(output)
+        .arg("--data-dir")
+        .arg(data);
+    wait_output(get, Duration::from_secs(60))
+}
+
+/// The last line `get --json` printed: its done (or error) event.
+fn done_event(fetched: &Output) -> String {
+    text(&fetched.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A folder under `root` sharing `content` as `name`; its path as an argument.
 fn share(root: &Path, name: &str, content: &[u8]) -> String {
     let folder = root.join(format!("{name}.share"));
@@ -191,19 +229,7 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     let content = patterned(3_000_000);
     let hash = ContentHash::of(&content);
     let share_arg = share(root.path(), "behind the router.bin", &content);
-    let home = run(
-        &bed,
-        "h1",
-        &[
-            "--share",
-            &share_arg,
-            "--bootstrap",
-            &supernode_addr,
-            "--listen",
-            "0.0.0.0:4663",
-        ],
-        &dir("home"),
-    );
+    let home = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("home"));
     let banner = home.banner.join("\n");
     assert!(
         banner.contains("reachable no"),
@@ -227,19 +253,7 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     );
 
     let output_path = dir("fetched.bin");
-    let mut get = bed.canopy("pub");
-    get.args([
-        "get",
-        &hash.to_hex(),
-        "--bootstrap",
-        &supernode_addr,
-        "--quiet",
-        "-o",
-    ])
-    .arg(&output_path)
-    .arg("--data-dir")
-    .arg(dir("pub"));
-    let fetched = wait_output(get, Duration::from_secs(60));
+    let fetched = fetch(&bed, "pub", hash, &supernode_addr, &output_path, &dir("pub"));
     assert!(
         fetched.status.success(),
         "the public peer could not fetch from the home machine ({}): {}",
@@ -270,19 +284,14 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
     let home_output = dir("home-fetched.bin");
     // The public node's files reach the supernode within a moment.
     retry("the home machine could not fetch from the public peer", || {
-        let mut get = bed.canopy("h1");
-        get.args([
-            "get",
-            &public_hash.to_hex(),
-            "--bootstrap",
+        let fetched = fetch(
+            &bed,
+            "h1",
+            public_hash,
             &supernode_addr,
-            "--quiet",
-            "-o",
-        ])
-        .arg(&home_output)
-        .arg("--data-dir")
-        .arg(dir("home-get"));
-        let fetched = wait_output(get, Duration::from_secs(60));
+            &home_output,
+            &dir("home-get"),
+        );
         match fetched.status.success() {
             true => Ok(()),
             false => Err(text(&fetched.stderr)),
@@ -306,19 +315,7 @@ fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
     let content = patterned(2_000_000);
     let hash = ContentHash::of(&content);
     let share_arg = share(root.path(), "across the street.bin", &content);
-    let _sharer = run(
-        &bed,
-        "h1",
-        &[
-            "--share",
-            &share_arg,
-            "--bootstrap",
-            &supernode_addr,
-            "--listen",
-            "0.0.0.0:4663",
-        ],
-        &dir("h1"),
-    );
+    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
     await_listed(
         &bed,
         "h2",
@@ -329,20 +326,7 @@ fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
     );
 
     let output_path = dir("fetched.bin");
-    let mut get = bed.canopy("h2");
-    get.args([
-        "get",
-        &hash.to_hex(),
-        "--bootstrap",
-        &supernode_addr,
-        "--json",
-        "-o",
-    ])
-    .arg(&output_path)
-    .arg("--data-dir")
-    .arg(dir("h2"))
-    .env("RUST_LOG", "canopy_node::download::source=debug");
-    let fetched = wait_output(get, Duration::from_secs(60));
+    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
     let log = text(&fetched.stderr);
     assert!(
         fetched.status.success(),
@@ -352,8 +336,7 @@ fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
     assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
     // It came through the punched hole, from the sharer's router, never
     // from a private address.
-    let events = text(&fetched.stdout);
-    let done = events.lines().last().unwrap_or_default();
+    let done = done_event(&fetched);
     assert!(done.contains("\"path\":\"punched\""), "{done}\n{log}");
     assert!(done.contains("@10.77.0.11:4663"), "{done}");
 }
@@ -446,19 +429,7 @@ fn the_election_tells_cone_from_symmetric_routers() {
         &dir("pub-search"),
     );
     let output_path = dir("fetched.bin");
-    let mut get = bed.canopy("pub");
-    get.args([
-        "get",
-        &hash.to_hex(),
-        "--bootstrap",
-        &supernode_addr,
-        "--quiet",
-        "-o",
-    ])
-    .arg(&output_path)
-    .arg("--data-dir")
-    .arg(dir("pub-get"));
-    let fetched = wait_output(get, Duration::from_secs(60));
+    let fetched = fetch(&bed, "pub", hash, &supernode_addr, &output_path, &dir("pub-get"));
     assert!(
         fetched.status.success(),
         "the public peer could not fetch from the symmetric home ({}): {}",
@@ -481,35 +452,11 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
     let content = patterned(1_200_000);
     let hash = ContentHash::of(&content);
     let share_arg = share(root.path(), "far apart.bin", &content);
-    let _sharer = run(
-        &bed,
-        "h1",
-        &[
-            "--share",
-            &share_arg,
-            "--bootstrap",
-            &supernode_addr,
-            "--listen",
-            "0.0.0.0:4663",
-        ],
-        &dir("h1"),
-    );
+    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
     await_listed(&bed, "h2", "far apart", hash, &supernode_addr, &dir("h2-search"));
 
     let output_path = dir("fetched.bin");
-    let mut get = bed.canopy("h2");
-    get.args([
-        "get",
-        &hash.to_hex(),
-        "--bootstrap",
-        &supernode_addr,
-        "--json",
-        "-o",
-    ])
-    .arg(&output_path)
-    .arg("--data-dir")
-    .arg(dir("h2"));
-    let fetched = wait_output(get, Duration::from_secs(60));
+    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
     assert!(
         fetched.status.success(),
         "the homes could not connect even through the relay ({}): {}",
@@ -517,8 +464,7 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
         text(&fetched.stderr)
     );
     assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
-    let events = text(&fetched.stdout);
-    let done = events.lines().last().unwrap_or_default();
+    let done = done_event(&fetched);
     assert!(done.contains("\"path\":\"relayed\""), "{done}");
 
     let mut status = bed.canopy("sn");
@@ -546,19 +492,7 @@ fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
     let hash = ContentHash::of(&content);
     let share_arg = share(root.path(), "forwarded port.bin", &content);
     let started = Instant::now();
-    let home = run(
-        &bed,
-        "h1",
-        &[
-            "--share",
-            &share_arg,
-            "--bootstrap",
-            &supernode_addr,
-            "--listen",
-            "0.0.0.0:4663",
-        ],
-        &dir("h1"),
-    );
+    let home = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
     let banner = home.banner.join("\n");
     assert!(
         banner.contains("port map  10.77.0.11:4663 forwarded to port 4663"),
@@ -603,23 +537,10 @@ fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
         &dir("pub-search"),
     );
     let output_path = dir("fetched.bin");
-    let mut get = bed.canopy("pub");
-    get.args([
-        "get",
-        &hash.to_hex(),
-        "--bootstrap",
-        &supernode_addr,
-        "--json",
-        "-o",
-    ])
-    .arg(&output_path)
-    .arg("--data-dir")
-    .arg(dir("pub-get"));
-    let fetched = wait_output(get, Duration::from_secs(60));
+    let fetched = fetch(&bed, "pub", hash, &supernode_addr, &output_path, &dir("pub-get"));
     assert!(fetched.status.success(), "{}", text(&fetched.stderr));
     assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
-    let events = text(&fetched.stdout);
-    let done = events.lines().last().unwrap_or_default();
+    let done = done_event(&fetched);
     assert!(
         done.contains("\"path\":\"direct\"") && done.contains("@10.77.0.11:4663"),
         "{done}"

@@ -219,18 +219,9 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         // a supernode that is gone never delays the first byte.
         Some(asker) if !sources.is_empty() && (args.output.is_some() || link.name.is_some()) => {
             let download = node.download_from(link.hash, &output, sources, options);
-            let finder = download.finder();
-            let (hash, data_dir) = (link.hash, place.data_dir.clone());
+            let (hash, watch, data_dir) = (link.hash, download.watch(), place.data_dir.clone());
             finding = Some(tokio::spawn(async move {
-                match asker.sources_of(hash).await {
-                    Ok(found) => {
-                        if let Some(answered) = found.answered {
-                            crate::hostcache::remember(&data_dir, answered);
-                        }
-                        found.sources.into_iter().for_each(|source| finder.add(source));
-                    }
-                    Err(error) => tracing::info!("cannot ask for more sources: {error}"),
-                }
+                asker.keep_finding(hash, watch, Some(data_dir)).await
             }));
             download
         }

@@ -468,6 +468,15 @@ impl Download {
         progress_of(&self.shared)
     }
 
+    /// A handle for whoever keeps looking for sources while the download
+    /// runs ([`crate::searcher::Searcher::keep_finding`]); it does not keep
+    /// the download alive.
+    pub fn watch(&self) -> SourceWatch {
+        SourceWatch {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Waits for the download to finish.
     pub async fn wait(self) -> Result<DownloadReport, DownloadError> {
         self.finished().await
@@ -496,6 +505,43 @@ impl Download {
     /// (blocks since the last checkpoint may be fetched again).
     pub fn abort(&self) {
         self.abort.abort();
+    }
+}
+
+/// Whether a download could use more sources, and a way to hand them over;
+/// see [`Download::watch`].
+#[derive(Clone)]
+pub struct SourceWatch {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl SourceWatch {
+    /// A finder for one round of looking (`None`: the download is over).
+    pub fn finder(&self) -> Option<SourceFinder> {
+        let shared = self.shared.upgrade()?;
+        if shared.events.send(Event::Looking).is_err() {
+            return None;
+        }
+        Some(SourceFinder {
+            events: shared.events.clone(),
+        })
+    }
+
+    /// Whether the download is short of sources (fewer usable ones than it
+    /// would connect at once) or stalled; `None` once it is over.
+    pub fn wants_more(&self) -> Option<bool> {
+        let shared = self.shared.upgrade()?;
+        if shared.events.is_closed() {
+            return None;
+        }
+        let usable = shared
+            .slots
+            .locked()
+            .values()
+            .filter(|slot| !matches!(slot.state, SourceState::Done | SourceState::Failed))
+            .count();
+        let stalled = shared.stalled_since.locked().is_some();
+        Some(stalled || usable < shared.options.max_sources)
     }
 }
 
