@@ -508,6 +508,12 @@ impl Download {
     }
 }
 
+/// Sources enough for a download not to ask the network for more (unless
+/// it stalls): a few fast ones fill a home link, and every ask costs a
+/// supernode a search. eMule asks every 20 minutes per file; we ask while
+/// short, at most once a minute.
+pub const ENOUGH_SOURCES: usize = 8;
+
 /// Whether a download could use more sources, and a way to hand them over;
 /// see [`Download::watch`].
 #[derive(Clone)]
@@ -527,8 +533,9 @@ impl SourceWatch {
         })
     }
 
-    /// Whether the download is short of sources (fewer usable ones than it
-    /// would connect at once) or stalled; `None` once it is over.
+    /// Whether the download is short of sources (fewer usable ones than
+    /// [`ENOUGH_SOURCES`], or than it would connect at once) or stalled;
+    /// `None` once it is over.
     pub fn wants_more(&self) -> Option<bool> {
         let shared = self.shared.upgrade()?;
         if shared.events.is_closed() {
@@ -541,7 +548,7 @@ impl SourceWatch {
             .filter(|slot| !matches!(slot.state, SourceState::Done | SourceState::Failed))
             .count();
         let stalled = shared.stalled_since.locked().is_some();
-        Some(stalled || usable < shared.options.max_sources)
+        Some(stalled || usable < shared.options.max_sources.min(ENOUGH_SOURCES))
     }
 }
 
