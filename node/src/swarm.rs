@@ -15,8 +15,9 @@ use canopy_common::proto::wire::MAX_SOURCES_PER_REPLY;
 use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
 
 /// How long a peer stays listed after it last asked. A downloader asks for
-/// blocks all along (each request refreshes it), so one that stopped, or a
-/// one-shot `get` that exited, drops out within a minute.
+/// blocks all along (each request refreshes it), so one that stopped drops
+/// out within a minute; one whose connection ends (a one-shot `get` that
+/// exited) is forgotten at once.
 const FRESH_FOR: Duration = Duration::from_secs(60);
 /// Files tracked at once; the least recently asked-about is forgotten first.
 const MAX_FILES: usize = 1024;
@@ -45,6 +46,17 @@ impl SwarmDirectory {
         if peers.len() > MAX_SOURCES_PER_REPLY {
             peers.remove(0);
         }
+    }
+
+    /// Forgets `peer` everywhere: its connection to us ended (a one-shot
+    /// `get` that exited, a download that finished or gave up), so others
+    /// should not be sent to it.
+    pub fn forget(&self, peer: PeerId) {
+        let mut files = self.files.locked();
+        for peers in files.values_mut() {
+            peers.retain(|(known, _)| known.id != peer);
+        }
+        files.retain(|_, peers| !peers.is_empty());
     }
 
     /// Recent peers for `hash`, newest first, excluding `asker`.
@@ -85,5 +97,18 @@ mod tests {
         assert!(!listed.contains(&peer(39)));
         assert_eq!(listed[0], peer(38));
         assert!(swarm.peers(&hash, peer(0).id, now + FRESH_FOR).is_empty());
+    }
+
+    #[test]
+    fn a_peer_whose_connection_ended_is_no_longer_offered() {
+        let swarm = SwarmDirectory::default();
+        let (one, other) = (ContentHash([1; 32]), ContentHash([2; 32]));
+        let now = Instant::now();
+        swarm.record(one, peer(1), now);
+        swarm.record(one, peer(2), now);
+        swarm.record(other, peer(1), now);
+        swarm.forget(peer(1).id);
+        assert_eq!(swarm.peers(&one, peer(9).id, now), vec![peer(2)]);
+        assert!(swarm.peers(&other, peer(9).id, now).is_empty());
     }
 }

@@ -53,6 +53,8 @@ pub async fn serve_connection(connection: quinn::Connection, state: Arc<NodeStat
             Ok(streams) => streams,
             Err(error) => {
                 tracing::debug!(peer = ?peer, %error, "peer gone");
+                // Gone: not a fellow downloader to offer any more.
+                state.swarm.forget(peer.id);
                 return;
             }
         };
