@@ -37,8 +37,10 @@ pub const DOWNLOADS_FILE: &str = "downloads.json";
 pub const MAX_DOWNLOADS: usize = 1000;
 /// Bytes of a file name kept (names come from the network).
 const MAX_NAME: usize = 200;
-/// How long a download waits for a source before it fails.
-const WAIT_FOR_SOURCES: Duration = Duration::from_secs(20);
+/// How long a download waits for a source before it fails: never. The app
+/// keeps looking (less and less often) until a source turns up or the user
+/// cancels; meanwhile the download shows as waiting for sources.
+const WAIT_FOR_SOURCES: Duration = Duration::MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadsError {
@@ -503,6 +505,17 @@ fn describe(entry: &Entry) -> serde_json::Value {
         Some(size) if rate > 1.0 && size > verified => Some(((size - verified) as f64 / rate).ceil() as u64),
         _ => None,
     };
+    let usable = progress.as_ref().map_or(0, |p| {
+        p.sources
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s.state,
+                    crate::download::SourceState::Done | crate::download::SourceState::Failed
+                )
+            })
+            .count()
+    });
     let (active, sources) = match &progress {
         Some(progress) => (
             progress
@@ -529,6 +542,10 @@ fn describe(entry: &Entry) -> serde_json::Value {
         "known_sources": saved.sources.len() + saved.relayed.len(),
         "sources": sources,
         "stalled": progress.as_ref().and_then(|p| p.stalled.clone()),
+        // Running with no source that could deliver: not an error, a wait.
+        "waiting": (saved.state == State::Running && usable == 0).then(|| json!({
+            "next_look_seconds": progress.as_ref().and_then(|p| p.next_look_seconds),
+        })),
         "error": saved.error,
     })
 }

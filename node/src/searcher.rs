@@ -230,6 +230,7 @@ impl Searcher {
             }
             drop(finder);
             loop {
+                watch.looking_again_at(std::time::Instant::now() + pause);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(FIND_AGAIN_MAX);
                 match watch.wants_more() {

@@ -206,6 +206,7 @@ fn search_download_pause_resume_and_share_in_a_browser() {
         "resumed",
         "shared",
         "searchable",
+        "waiting",
         "settings",
     ] {
         assert!(
@@ -709,4 +710,77 @@ fn a_killed_app_resumes_its_downloads_after_a_restart() {
     wait_for_download(&addr, &key, "finished", |d| d["state"] == "done");
     assert_eq!(blake3_of(&downloads.join("restart-me.bin")), hash);
     drop((supernode, leaf));
+}
+
+/// The app never gives up on a download by itself: with no source
+/// anywhere it waits, says so and when it looks again, well past the
+/// 20 s after which it used to fail; a sharer that turns up is found and
+/// the download finishes with no click.
+#[test]
+fn an_app_download_with_no_source_waits_and_finishes_when_one_appears() {
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    let downloads = temp.path().join("downloads");
+    std::fs::create_dir_all(&shared).unwrap();
+    let staged = temp.path().join("staged.bin");
+    let hash = random_file(&staged, 500_000, 7);
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
+    let bootstrap = supernode.peer_address();
+    let app_data = temp.path().join("app");
+    let mut app = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            &bootstrap,
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &app_data,
+    );
+    let addr = app.app_address();
+    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
+    let (status, answer) = call(
+        &addr,
+        &key,
+        "POST",
+        "/api/downloads",
+        &format!("{{\"hash\": \"{hash}\", \"name\": \"patience.bin\"}}"),
+    );
+    assert_eq!(status, 201, "{answer}");
+    wait_for_download(&addr, &key, "waiting with a next look", |d| {
+        d["waiting"]["next_look_seconds"].as_u64().is_some()
+    });
+    std::thread::sleep(Duration::from_secs(22));
+    let still = wait_for_download(&addr, &key, "still waiting", |d| d["waiting"].is_object());
+    assert_eq!(still["state"], "running", "{still}");
+
+    // A sharer comes online: the next look finds it (at most a minute).
+    std::fs::rename(&staged, shared.join("patience.bin")).unwrap();
+    let mut sharer = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &bootstrap,
+            "--share",
+            shared.to_str().unwrap(),
+        ],
+        &temp.path().join("sharer"),
+    );
+    sharer.wait_for("role:");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, list) = call(&addr, &key, "GET", "/api/downloads", "");
+        if list[0]["state"] == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never finished: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(blake3_of(&downloads.join("patience.bin")), hash);
+    drop((supernode, sharer));
 }

@@ -241,6 +241,10 @@ pub struct Progress {
     /// Set when no verified byte has arrived for a while.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stalled: Option<Stall>,
+    /// Seconds until the network is asked for sources again, while someone
+    /// keeps looking ([`SourceWatch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_look_seconds: Option<u64>,
 }
 
 /// A download that has not moved for a while, and why.
@@ -359,6 +363,9 @@ struct Shared {
     received: AtomicU64,
     /// When the download went quiet, once the watchdog shows it as stalled.
     stalled_since: Mutex<Option<Instant>>,
+    /// When whoever looks for sources ([`SourceWatch`]) asks the network
+    /// next.
+    next_look: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -424,6 +431,7 @@ impl Download {
             events: events_tx,
             received: AtomicU64::new(0),
             stalled_since: Mutex::new(None),
+            next_look: Mutex::new(None),
         });
         let coordinator = Coordinator {
             shared: shared.clone(),
@@ -533,6 +541,13 @@ impl SourceWatch {
         })
     }
 
+    /// Says when the network will be asked again, for progress reports.
+    pub fn looking_again_at(&self, at: Instant) {
+        if let Some(shared) = self.shared.upgrade() {
+            *shared.next_look.locked() = Some(at);
+        }
+    }
+
     /// Whether the download is short of sources (fewer usable ones than
     /// [`ENOUGH_SOURCES`], or than it would connect at once) or stalled;
     /// `None` once it is over.
@@ -600,6 +615,11 @@ fn progress_of(shared: &Shared) -> Progress {
         in_flight_blocks: shared.with_scheduler(|s| s.outstanding_blocks()).unwrap_or(0),
         sources,
         stalled,
+        next_look_seconds: shared
+            .next_look
+            .locked()
+            .and_then(|at| at.checked_duration_since(Instant::now()))
+            .map(|wait| wait.as_secs_f64().ceil() as u64),
     }
 }
 

@@ -5,7 +5,8 @@
 //      paused, is resumed and finishes;
 //   3. a folder added on the Shares tab gets hashed and its file becomes
 //      searchable;
-//   4. saving one setting (the download cap) saves only that one.
+//   4. saving one setting (the download cap) saves only that one;
+//   5. a download nobody can serve shows as waiting for sources.
 // Run by node/tests/web_ui.rs, which starts the nodes, passes their
 // details in the environment and checks the files on disk afterwards.
 // Prints one JSON line per step; exits non-zero on the first failure.
@@ -113,6 +114,21 @@ try {
   }
   if (!found) throw new Error('the newly shared file never became searchable');
   step('searchable', { name: 'late-comet.txt' });
+
+  // 5. A download nobody can serve waits, and the row says so.
+  await page.evaluate(async (hash) => {
+    const key = document.querySelector('meta[name=canopy-key]').content;
+    const response = await fetch('/api/downloads', {
+      method: 'POST',
+      headers: { 'X-API-Key': key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ hash, name: 'nowhere.bin' }),
+    });
+    if (response.status !== 201) throw new Error('POST /api/downloads answered ' + response.status);
+  }, 'ab'.repeat(32));
+  await page.click('nav button[data-tab=downloads]');
+  const nowhere = page.locator('#downloads tr.download[data-waiting=true]', { hasText: 'nowhere.bin' });
+  await nowhere.locator('em.percent', { hasText: 'waiting for sources' }).waitFor();
+  step('waiting', { said: await nowhere.locator('.stall').textContent() });
 
   await page.click('nav button[data-tab=settings]');
   const cap = page.locator('#settings-form input[name=max-download-rate]');

@@ -166,7 +166,17 @@ function renderDownloads(list) {
       why.textContent = d.error;
       name.append(why);
     }
-    const stalled = d.state === 'running' && d.stalled;
+    const waiting = d.state === 'running' && d.waiting;
+    if (waiting) {
+      const why = document.createElement('div');
+      why.className = 'stall';
+      const next = d.waiting.next_look_seconds;
+      why.textContent = 'No source has this file right now' +
+        (next == null ? '; looking…' : `; looking again in ${duration(next)}`);
+      name.append(why);
+      row.dataset.waiting = 'true';
+    }
+    const stalled = !waiting && d.state === 'running' && d.stalled;
     if (stalled) {
       const why = document.createElement('div');
       why.className = 'stall';
@@ -181,7 +191,7 @@ function renderDownloads(list) {
     fill.style.width = percent + '%';
     const label = document.createElement('em');
     label.className = 'percent';
-    const shown = stalled ? 'stalled' : d.state;
+    const shown = waiting ? 'waiting for sources' : stalled ? 'stalled' : d.state;
     label.textContent = d.state === 'done' ? 'done · 100 %' : `${shown} · ${percent} % of ${bytes(d.size)}`;
     bar.append(fill, label);
     progress.append(bar);
