@@ -784,3 +784,83 @@ fn an_app_download_with_no_source_waits_and_finishes_when_one_appears() {
     assert_eq!(blake3_of(&downloads.join("patience.bin")), hash);
     drop((supernode, sharer));
 }
+
+/// A source that freezes for longer than a connection lives (SIGSTOP for
+/// 25 s: its connections time out) and then comes back: the app keeps the
+/// download, tries the source again, and finishes with no click.
+#[test]
+fn an_app_download_survives_its_only_source_freezing() {
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    let downloads = temp.path().join("downloads");
+    std::fs::create_dir_all(&shared).unwrap();
+    let hash = random_file(&shared.join("frozen.bin"), 4_000_000, 11);
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
+    let bootstrap = supernode.peer_address();
+    let mut sharer = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--bootstrap",
+            &bootstrap,
+            "--share",
+            shared.to_str().unwrap(),
+            "--max-upload-rate",
+            "500K",
+        ],
+        &temp.path().join("sharer"),
+    );
+    sharer.wait_for("role:");
+    let app_data = temp.path().join("app");
+    let mut app = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            &bootstrap,
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &app_data,
+    );
+    let addr = app.app_address();
+    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
+    let (status, answer) = call(
+        &addr,
+        &key,
+        "POST",
+        "/api/downloads",
+        &format!("{{\"hash\": \"{hash}\", \"name\": \"frozen.bin\"}}"),
+    );
+    assert_eq!(status, 201, "{answer}");
+    wait_for_download(&addr, &key, "under way", |d| {
+        d["verified"].as_u64().unwrap_or(0) > 500_000
+    });
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &sharer.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(25));
+    let frozen = wait_for_download(&addr, &key, "kept", |_| true);
+    assert_eq!(frozen["state"], "running", "the app gave up: {frozen}");
+    assert!(frozen["size"].as_u64().is_some(), "the size is kept: {frozen}");
+    signal("-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, list) = call(&addr, &key, "GET", "/api/downloads", "");
+        if list[0]["state"] == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never finished: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(blake3_of(&downloads.join("frozen.bin")), hash);
+    drop((supernode, sharer));
+}
