@@ -572,3 +572,78 @@ fn a_source_that_appears_after_the_start_joins_the_download() {
         .unwrap_or(0);
     assert!(delivered > 0, "the late sharer delivered nothing: {last}");
 }
+
+/// Ctrl-C during a download: exit code 130, the verified part kept, and
+/// the same command run again resumes it and finishes.
+#[test]
+fn an_interrupted_get_exits_130_and_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = |name: &str| data.path().join(name);
+    let content: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let hash = canopy_common::proto::ContentHash::of(&content).to_hex();
+    std::fs::create_dir_all(dir("share")).unwrap();
+    std::fs::write(dir("share").join("cut.bin"), &content).unwrap();
+    // Slow enough to interrupt mid-way.
+    let source = run_node(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--max-upload-rate",
+            "300K",
+            "--share",
+            dir("share").to_str().unwrap(),
+        ],
+        &dir("source"),
+    );
+    let output = dir("cut.bin");
+    let args = |json: bool| {
+        let mut command = std::process::Command::new(support::CANOPY);
+        command
+            .args(["get", &hash, "--source", &source.address, "-o"])
+            .arg(&output)
+            .arg("--data-dir")
+            .arg(dir("getter"));
+        if json {
+            command.arg("--json");
+        }
+        command
+    };
+    let mut first = args(false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = dir("cut.bin.part");
+    let started = std::time::Instant::now();
+    while !part.exists() && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let interrupted = first.wait_with_output().unwrap();
+    assert_eq!(
+        interrupted.status.code(),
+        Some(130),
+        "{}",
+        text(&interrupted.stderr)
+    );
+    assert!(
+        text(&interrupted.stderr).contains("resume"),
+        "{}",
+        text(&interrupted.stderr)
+    );
+    assert!(part.exists(), "the verified part is kept");
+
+    let again = args(true).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let last: serde_json::Value = serde_json::from_str(text(&again.stdout).lines().last().unwrap()).unwrap();
+    assert!(last["resumed"].as_u64().unwrap_or(0) > 0, "it resumed: {last}");
+    assert_eq!(std::fs::read(&output).unwrap(), content);
+}

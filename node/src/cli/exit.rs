@@ -104,3 +104,43 @@ pub fn render(error: &anyhow::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_common::proto::{ContentHash, PeerAddr, PeerId};
+
+    fn failed(failures: Vec<SourceFailure>) -> DownloadError {
+        let peer = PeerAddr::new(PeerId([1; 32]), "127.0.0.1:1".parse().unwrap());
+        DownloadError::NoSources {
+            hash: ContentHash::of(b"x"),
+            part: None,
+            failures: failures.into_iter().map(|failure| (peer, failure)).collect(),
+        }
+    }
+
+    /// The README's table, for the failures a process test cannot easily
+    /// stage (every source lying needs a malicious peer).
+    #[test]
+    fn download_failures_map_to_the_documented_codes() {
+        assert_eq!(of_download(&failed(vec![SourceFailure::NotFound])), NOT_FOUND);
+        assert_eq!(
+            of_download(&failed(vec![
+                SourceFailure::Banned("block 3 does not match".into()),
+                SourceFailure::Protocol("a frame too long".into()),
+            ])),
+            VERIFICATION
+        );
+        assert_eq!(
+            of_download(&failed(vec![
+                SourceFailure::Banned("block 3 does not match".into()),
+                SourceFailure::Unreachable("timed out".into()),
+            ])),
+            NETWORK,
+            "not every source lied: the network is to blame"
+        );
+        assert_eq!(of_download(&failed(vec![])), NETWORK);
+        assert_eq!(of_download(&DownloadError::Paused), INTERRUPTED);
+        assert_eq!(INTERRUPTED, 130, "128 + SIGINT, as shells report it");
+    }
+}
