@@ -611,7 +611,7 @@ fn an_interrupted_get_exits_130_and_resumes() {
         }
         command
     };
-    let mut first = args(false)
+    let first = args(false)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
