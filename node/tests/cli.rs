@@ -451,24 +451,19 @@ fn get_wait_keeps_asking_until_a_source_appears() {
     ]);
     assert_eq!(impatient.status.code(), Some(3), "{}", text(&impatient.stderr));
 
-    let waiting = std::process::Command::new(support::CANOPY)
-        .args([
-            "get",
-            &hash,
-            "--bootstrap",
-            &supernode.address,
-            "--wait",
-            "60s",
-            "--json",
-            "-o",
-        ])
-        .arg(&output)
-        .arg("--data-dir")
-        .arg(dir("patient"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = support::spawn_canopy(&[
+        "get",
+        &hash,
+        "--bootstrap",
+        &supernode.address,
+        "--wait",
+        "60s",
+        "--json",
+        "-o",
+        output.to_str().unwrap(),
+        "--data-dir",
+        dir("patient").to_str().unwrap(),
+    ]);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let share = dir("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -526,24 +521,19 @@ fn a_source_that_appears_after_the_start_joins_the_download() {
         &dir("slow"),
     );
     let output = dir("joined.bin");
-    let get = std::process::Command::new(support::CANOPY)
-        .args([
-            "get",
-            &hash,
-            "--source",
-            &slow.address,
-            "--bootstrap",
-            &supernode.address,
-            "--json",
-            "-o",
-        ])
-        .arg(&output)
-        .arg("--data-dir")
-        .arg(dir("getter"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let get = support::spawn_canopy(&[
+        "get",
+        &hash,
+        "--source",
+        &slow.address,
+        "--bootstrap",
+        &supernode.address,
+        "--json",
+        "-o",
+        output.to_str().unwrap(),
+        "--data-dir",
+        dir("getter").to_str().unwrap(),
+    ]);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let late = run_node(
         &[

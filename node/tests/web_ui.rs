@@ -652,51 +652,16 @@ fn a_killed_app_resumes_its_downloads_after_a_restart() {
 
     let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
     let bootstrap = supernode.peer_address();
-    let mut leaf = Process::start(
-        &[
-            "--role",
-            "leaf",
-            "--no-ui",
-            "--bootstrap",
-            &bootstrap,
-            "--share",
-            shared.to_str().unwrap(),
-            "--max-upload-rate",
-            "1M",
-        ],
+    let leaf = sharing_leaf(
+        &bootstrap,
+        &shared,
+        &["--max-upload-rate", "1M"],
         &temp.path().join("leaf"),
     );
-    leaf.wait_for("role:");
     let app_data = temp.path().join("app");
-    let start_app = || {
-        let mut app = Process::start(
-            &[
-                "--role",
-                "leaf",
-                "--bootstrap",
-                &bootstrap,
-                "--ui-listen",
-                "127.0.0.1:0",
-                "--download-dir",
-                downloads.to_str().unwrap(),
-            ],
-            &app_data,
-        );
-        let addr = app.app_address();
-        (app, addr)
-    };
-    let (app, addr) = start_app();
-    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
-    // By hash alone: the sources come from a hash search.
-    let (status, answer) = call(
-        &addr,
-        &key,
-        "POST",
-        "/api/downloads",
-        &format!("{{\"hash\": \"{hash}\", \"name\": \"restart-me.bin\"}}"),
-    );
-    assert_eq!(status, 201, "{answer}");
-    wait_for_download(&addr, &key, "a quarter downloaded", |d| {
+    let app = start_app(&bootstrap, &downloads, &app_data);
+    app.download(&hash, "restart-me.bin");
+    wait_for_download(&app.addr, &app.key, "a quarter downloaded", |d| {
         d["verified"].as_u64().unwrap_or(0) > 1_500_000
     });
     // Killed outright: no chance to tidy up.
@@ -704,12 +669,84 @@ fn a_killed_app_resumes_its_downloads_after_a_restart() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(downloads.join("restart-me.bin.part").exists());
 
-    let (_app, addr) = start_app();
-    let download = wait_for_download(&addr, &key, "resumed", |d| d["resumed"].as_u64().unwrap_or(0) > 0);
+    let app = start_app(&bootstrap, &downloads, &app_data);
+    let download = wait_for_download(&app.addr, &app.key, "resumed", |d| {
+        d["resumed"].as_u64().unwrap_or(0) > 0
+    });
     assert_eq!(download["state"], "running");
-    wait_for_download(&addr, &key, "finished", |d| d["state"] == "done");
+    wait_for_download(&app.addr, &app.key, "finished", |d| d["state"] == "done");
     assert_eq!(blake3_of(&downloads.join("restart-me.bin")), hash);
     drop((supernode, leaf));
+}
+
+/// The desktop app as tests drive it: `canopy run` as a leaf of
+/// `bootstrap`, its web UI on a free port, downloads saved in `downloads`.
+struct App {
+    _process: Process,
+    addr: String,
+    key: String,
+}
+
+fn start_app(bootstrap: &str, downloads: &Path, data: &Path) -> App {
+    let mut process = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            bootstrap,
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        data,
+    );
+    let addr = process.app_address();
+    let key = std::fs::read_to_string(data.join("api-key")).unwrap();
+    App {
+        _process: process,
+        addr,
+        key,
+    }
+}
+
+impl App {
+    /// Adds a download by hash alone (sources come from a hash search).
+    fn download(&self, hash: &str, name: &str) {
+        let body = format!("{{\"hash\": \"{hash}\", \"name\": \"{name}\"}}");
+        let (status, answer) = call(&self.addr, &self.key, "POST", "/api/downloads", &body);
+        assert_eq!(status, 201, "{answer}");
+    }
+
+    /// Waits until the first download is done, for at most `limit`.
+    fn wait_done(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let (_, list) = call(&self.addr, &self.key, "GET", "/api/downloads", "");
+            if list[0]["state"] == "done" {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never finished: {list}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A leaf of `bootstrap` sharing `folder`, without UI; `extra` flags too.
+fn sharing_leaf(bootstrap: &str, folder: &Path, extra: &[&str], data: &Path) -> Process {
+    let mut args = vec![
+        "--role",
+        "leaf",
+        "--no-ui",
+        "--bootstrap",
+        bootstrap,
+        "--share",
+        folder.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut sharer = Process::start(&args, data);
+    sharer.wait_for("role:");
+    sharer
 }
 
 /// The app never gives up on a download by itself: with no source
@@ -726,61 +763,19 @@ fn an_app_download_with_no_source_waits_and_finishes_when_one_appears() {
     let hash = random_file(&staged, 500_000, 7);
     let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
     let bootstrap = supernode.peer_address();
-    let app_data = temp.path().join("app");
-    let mut app = Process::start(
-        &[
-            "--role",
-            "leaf",
-            "--bootstrap",
-            &bootstrap,
-            "--ui-listen",
-            "127.0.0.1:0",
-            "--download-dir",
-            downloads.to_str().unwrap(),
-        ],
-        &app_data,
-    );
-    let addr = app.app_address();
-    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
-    let (status, answer) = call(
-        &addr,
-        &key,
-        "POST",
-        "/api/downloads",
-        &format!("{{\"hash\": \"{hash}\", \"name\": \"patience.bin\"}}"),
-    );
-    assert_eq!(status, 201, "{answer}");
-    wait_for_download(&addr, &key, "waiting with a next look", |d| {
+    let app = start_app(&bootstrap, &downloads, &temp.path().join("app"));
+    app.download(&hash, "patience.bin");
+    wait_for_download(&app.addr, &app.key, "waiting with a next look", |d| {
         d["waiting"]["next_look_seconds"].as_u64().is_some()
     });
     std::thread::sleep(Duration::from_secs(22));
-    let still = wait_for_download(&addr, &key, "still waiting", |d| d["waiting"].is_object());
+    let still = wait_for_download(&app.addr, &app.key, "still waiting", |d| d["waiting"].is_object());
     assert_eq!(still["state"], "running", "{still}");
 
     // A sharer comes online: the next look finds it (at most a minute).
     std::fs::rename(&staged, shared.join("patience.bin")).unwrap();
-    let mut sharer = Process::start(
-        &[
-            "--role",
-            "leaf",
-            "--no-ui",
-            "--bootstrap",
-            &bootstrap,
-            "--share",
-            shared.to_str().unwrap(),
-        ],
-        &temp.path().join("sharer"),
-    );
-    sharer.wait_for("role:");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, list) = call(&addr, &key, "GET", "/api/downloads", "");
-        if list[0]["state"] == "done" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never finished: {list}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let sharer = sharing_leaf(&bootstrap, &shared, &[], &temp.path().join("sharer"));
+    app.wait_done(Duration::from_secs(90));
     assert_eq!(blake3_of(&downloads.join("patience.bin")), hash);
     drop((supernode, sharer));
 }
@@ -797,46 +792,15 @@ fn an_app_download_survives_its_only_source_freezing() {
     let hash = random_file(&shared.join("frozen.bin"), 4_000_000, 11);
     let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
     let bootstrap = supernode.peer_address();
-    let mut sharer = Process::start(
-        &[
-            "--role",
-            "leaf",
-            "--no-ui",
-            "--bootstrap",
-            &bootstrap,
-            "--share",
-            shared.to_str().unwrap(),
-            "--max-upload-rate",
-            "500K",
-        ],
+    let sharer = sharing_leaf(
+        &bootstrap,
+        &shared,
+        &["--max-upload-rate", "500K"],
         &temp.path().join("sharer"),
     );
-    sharer.wait_for("role:");
-    let app_data = temp.path().join("app");
-    let mut app = Process::start(
-        &[
-            "--role",
-            "leaf",
-            "--bootstrap",
-            &bootstrap,
-            "--ui-listen",
-            "127.0.0.1:0",
-            "--download-dir",
-            downloads.to_str().unwrap(),
-        ],
-        &app_data,
-    );
-    let addr = app.app_address();
-    let key = std::fs::read_to_string(app_data.join("api-key")).unwrap();
-    let (status, answer) = call(
-        &addr,
-        &key,
-        "POST",
-        "/api/downloads",
-        &format!("{{\"hash\": \"{hash}\", \"name\": \"frozen.bin\"}}"),
-    );
-    assert_eq!(status, 201, "{answer}");
-    wait_for_download(&addr, &key, "under way", |d| {
+    let app = start_app(&bootstrap, &downloads, &temp.path().join("app"));
+    app.download(&hash, "frozen.bin");
+    wait_for_download(&app.addr, &app.key, "under way", |d| {
         d["verified"].as_u64().unwrap_or(0) > 500_000
     });
     let signal = |name: &str| {
@@ -848,19 +812,11 @@ fn an_app_download_survives_its_only_source_freezing() {
     };
     signal("-STOP");
     std::thread::sleep(Duration::from_secs(25));
-    let frozen = wait_for_download(&addr, &key, "kept", |_| true);
+    let frozen = wait_for_download(&app.addr, &app.key, "kept", |_| true);
     assert_eq!(frozen["state"], "running", "the app gave up: {frozen}");
     assert!(frozen["size"].as_u64().is_some(), "the size is kept: {frozen}");
     signal("-CONT");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, list) = call(&addr, &key, "GET", "/api/downloads", "");
-        if list[0]["state"] == "done" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never finished: {list}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    app.wait_done(Duration::from_secs(120));
     assert_eq!(blake3_of(&downloads.join("frozen.bin")), hash);
     drop((supernode, sharer));
 }

@@ -362,14 +362,10 @@ impl Supernode {
             .take(asker, 1.0, self.started.elapsed())
     }
 
-    /// Where leaf `leaf`'s packets come from as we see them, if it is
-    /// joined here: the only address a hole punch is ever aimed at, so a
-    /// peer cannot make others send packets to a third party.
-    pub fn leaf_addr(&self, leaf: PeerId) -> Option<SocketAddr> {
-        self.sessions.locked().get(&leaf).map(|session| session.addr)
-    }
-
-    /// Where leaf `leaf`'s packets come from, and our IP as it reached us.
+    /// Where leaf `leaf`'s packets come from as we see them, and our IP as
+    /// it reached us, if it is joined here: the only address a hole punch
+    /// or a relay is ever aimed at, so a peer cannot make others send
+    /// packets to a third party.
     pub fn leaf_route(&self, leaf: PeerId) -> Option<(SocketAddr, Option<IpAddr>)> {
         self.sessions
             .locked()

@@ -66,6 +66,30 @@ pub(super) async fn search(
     Ok(())
 }
 
+/// What a push, punch or relay for `leaf` asked by `peer` needs: this
+/// node a supernode, the asker within its budget, the leaf joined here.
+/// Else the answer that says which is not so.
+struct Route {
+    supernode: std::sync::Arc<canopy_supernode::Supernode>,
+    /// Where the leaf's packets come from, as we see them.
+    leaf_addr: std::net::SocketAddr,
+    /// Our address as the leaf reached it, if known.
+    leaf_reached_us_at: Option<std::net::IpAddr>,
+}
+
+fn route(state: &NodeState, peer: PeerAddr, leaf: PeerId) -> Result<Route, Response> {
+    let supernode = state.supernode().ok_or_else(not_supernode)?;
+    if !supernode.may_push(peer.id) {
+        return Err(busy());
+    }
+    let (leaf_addr, leaf_reached_us_at) = supernode.leaf_route(leaf).ok_or(Response::UnknownLeaf)?;
+    Ok(Route {
+        supernode,
+        leaf_addr,
+        leaf_reached_us_at,
+    })
+}
+
 /// Asks our firewalled leaf `leaf` to connect to the requester, telling it
 /// the address we see the requester at.
 pub(super) async fn push(
@@ -74,11 +98,11 @@ pub(super) async fn push(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let response = match state.supernode() {
-        Some(supernode) if !supernode.may_push(peer.id) => busy(),
-        Some(supernode) if supernode.push(leaf, peer) => Response::PushSent,
-        Some(_) => Response::UnknownLeaf,
-        None => not_supernode(),
+    let response = match route(state, peer, leaf) {
+        Ok(route) if route.supernode.push(leaf, peer) => Response::PushSent,
+        // Joined, but its queue of pushes is full.
+        Ok(_) => Response::UnknownLeaf,
+        Err(refusal) => refusal,
     };
     write_frame(send, &response).await?;
     Ok(())
@@ -100,22 +124,21 @@ pub(super) async fn punch(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let supernode = state.supernode();
-    let response = match (&supernode, supernode.as_ref().and_then(|s| s.leaf_addr(leaf))) {
-        (None, _) => not_supernode(),
-        (Some(supernode), _) if !supernode.may_push(peer.id) => busy(),
-        (Some(_), None) => Response::UnknownLeaf,
-        (Some(_), Some(leaf_addr)) => Response::PunchReady {
-            leaf: leaf_addr,
-            you: peer.addr,
-        },
+    let route = match route(state, peer, leaf) {
+        Ok(route) => route,
+        Err(refusal) => {
+            write_frame(send, &refusal).await?;
+            return Ok(());
+        }
     };
-    write_frame(send, &response).await?;
-    if let (Some(supernode), Response::PunchReady { .. }) = (supernode, response) {
-        let _ = send.finish();
-        tokio::time::sleep(connection.rtt().min(PUNCH_WAIT_CAP) / 2 + PUNCH_MARGIN).await;
-        supernode.push(leaf, peer);
-    }
+    let ready = Response::PunchReady {
+        leaf: route.leaf_addr,
+        you: peer.addr,
+    };
+    write_frame(send, &ready).await?;
+    let _ = send.finish();
+    tokio::time::sleep(connection.rtt().min(PUNCH_WAIT_CAP) / 2 + PUNCH_MARGIN).await;
+    route.supernode.push(leaf, peer);
     Ok(())
 }
 
@@ -132,17 +155,16 @@ pub(super) async fn relay(
     send: &mut SendStream,
     state: &NodeState,
 ) -> Result<(), AnswerError> {
-    let Some(supernode) = state.supernode() else {
-        write_frame(send, &not_supernode()).await?;
-        return Ok(());
-    };
-    if !supernode.may_push(peer.id) {
-        write_frame(send, &busy()).await?;
-        return Ok(());
-    }
-    let Some((leaf_addr, leaf_reached_us_at)) = supernode.leaf_route(leaf) else {
-        write_frame(send, &Response::UnknownLeaf).await?;
-        return Ok(());
+    let Route {
+        supernode,
+        leaf_addr,
+        leaf_reached_us_at,
+    } = match route(state, peer, leaf) {
+        Ok(route) => route,
+        Err(refusal) => {
+            write_frame(send, &refusal).await?;
+            return Ok(());
+        }
     };
     // The leaf must dial an address of ours it can reach: the one its
     // session came to.

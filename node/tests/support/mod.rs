@@ -14,6 +14,17 @@ pub fn canopy(args: &[&str]) -> Output {
     Command::new(CANOPY).args(args).output().expect("canopy runs")
 }
 
+/// Starts `canopy ARGS` with its output captured, for commands a test
+/// waits on while doing something else.
+pub fn spawn_canopy(args: &[&str]) -> Child {
+    Command::new(CANOPY)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("canopy runs")
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
