@@ -417,7 +417,7 @@ impl Downloads {
         let this = self.clone();
         tokio::spawn(async move {
             let (searcher, watch) = (this.inner.searcher.clone(), download.watch());
-            let finder = tokio::spawn(async move { searcher.keep_finding(hash, watch, None).await });
+            let finder = tokio::spawn(async move { searcher.keep_finding(hash, watch, false, None).await });
             let result = download.finished().await;
             finder.abort();
             let verified = download.progress().verified;

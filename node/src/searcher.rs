@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::download::{SourceSpec, SourceWatch};
 use crate::leaf::{LeafStatus, SessionLinks};
 use crate::state::NodeState;
+use crate::units::Backoff;
 
 /// How long one supernode may take to answer.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,37 +209,43 @@ impl Searcher {
     }
 
     /// Looks for sources of `hash` for as long as `watch`'s download runs:
-    /// at once, then again whenever it is short of sources or stalled,
-    /// 5 s after the last look and doubling to a minute (a supernode is
-    /// asked at most about once a minute by a download that goes well).
-    /// One path for the CLI and the app; the caller aborts it, or it ends
-    /// with the download. A supernode that answers is remembered in
-    /// `host_cache_in`'s host cache, if given.
-    pub async fn keep_finding(&self, hash: ContentHash, watch: SourceWatch, host_cache_in: Option<PathBuf>) {
-        let mut pause = FIND_AGAIN_FIRST;
+    /// at once (or, if `asked` already, after the first pause), then again
+    /// whenever it is short of sources or stalled, 5 s after the last look
+    /// and doubling to a minute (a supernode is asked at most about once a
+    /// minute by a download that goes well). One path for the CLI and the
+    /// app; the caller aborts it, or it ends with the download. A
+    /// supernode that answers is remembered in `host_cache_in`'s host
+    /// cache, if given.
+    pub async fn keep_finding(
+        &self,
+        hash: ContentHash,
+        watch: SourceWatch,
+        asked: bool,
+        host_cache_in: Option<PathBuf>,
+    ) {
+        let mut pauses = Backoff::new(FIND_AGAIN_FIRST, FIND_AGAIN_MAX);
+        let mut look = !asked;
         loop {
-            // While we look, a download with no source left waits for us.
-            let Some(finder) = watch.finder() else { return };
-            match self.sources_of(hash).await {
-                Ok(found) => {
-                    if let (Some(data_dir), Some(answered)) = (&host_cache_in, found.answered) {
-                        crate::hostcache::remember(data_dir, answered);
+            if look {
+                // While we look, a download with no source left waits for us.
+                let Some(finder) = watch.finder() else { return };
+                match self.sources_of(hash).await {
+                    Ok(found) => {
+                        if let (Some(data_dir), Some(answered)) = (&host_cache_in, found.answered) {
+                            crate::hostcache::remember(data_dir, answered);
+                        }
+                        found.sources.into_iter().for_each(|source| finder.add(source));
                     }
-                    found.sources.into_iter().for_each(|source| finder.add(source));
-                }
-                Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),
-            }
-            drop(finder);
-            loop {
-                watch.looking_again_at(std::time::Instant::now() + pause);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(FIND_AGAIN_MAX);
-                match watch.wants_more() {
-                    None => return,
-                    Some(true) => break,
-                    Some(false) => {}
+                    Err(error) => tracing::debug!(%hash, %error, "no sources found by hash"),
                 }
             }
+            let pause = pauses.take();
+            watch.looking_again_at(std::time::Instant::now() + pause);
+            tokio::time::sleep(pause).await;
+            look = match watch.wants_more() {
+                None => return,
+                Some(more) => more,
+            };
         }
     }
 

@@ -16,6 +16,27 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// A wait that doubles each time it is taken, up to a cap: how often to
+/// look again for something that is not there yet.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    next: std::time::Duration,
+    cap: std::time::Duration,
+}
+
+impl Backoff {
+    pub fn new(first: std::time::Duration, cap: std::time::Duration) -> Self {
+        Backoff { next: first, cap }
+    }
+
+    /// The wait to take now; the one after is twice as long (at most the cap).
+    pub fn take(&mut self) -> std::time::Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        now
+    }
+}
+
 /// Parses a duration as people write it on a command line: `90` or `90s`
 /// (seconds), `15m`, `2h`, `1d`, `1.5h`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -77,6 +98,14 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backoff_doubles_up_to_its_cap() {
+        let ms = std::time::Duration::from_millis;
+        let mut backoff = Backoff::new(ms(10), ms(50));
+        let waits: Vec<_> = (0..5).map(|_| backoff.take()).collect();
+        assert_eq!(waits, [ms(10), ms(20), ms(40), ms(50), ms(50)]);
+    }
 
     #[test]
     fn durations_read_as_written() {

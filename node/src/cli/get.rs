@@ -17,7 +17,7 @@ use super::args::{parse_peer_addr, DataDir, NetworkArgs, TransferArgs};
 use super::exit::{self, NoSources, NothingToAsk};
 use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
 use crate::searcher::Searcher;
-use crate::units::human_bytes;
+use crate::units::{human_bytes, Backoff};
 use crate::{Node, NodeConfig};
 
 /// With --wait, the first pause before asking again for sources; it
@@ -209,27 +209,23 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
         .then(|| Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone()));
     let options = DownloadOptions {
         max_sources: args.max_sources,
+        // With --wait, a download whose sources all went also waits that
+        // long for new ones (found by the search below).
+        wait_for_sources: args.wait.unwrap_or_default(),
         ..DownloadOptions::default()
     };
     let mut sources: Vec<SourceSpec> = link.sources.iter().copied().map(SourceSpec::from).collect();
-    let mut finding = None;
-    let download = match asker {
-        // Sources in hand and the file's place known: start at once; what
-        // the network knows joins the running download as it is found, so
-        // a supernode that is gone never delays the first byte.
-        Some(asker) if !sources.is_empty() && (args.output.is_some() || link.name.is_some()) => {
-            let download = node.download_from(link.hash, &output, sources, options);
-            let (hash, watch, data_dir) = (link.hash, download.watch(), place.data_dir.clone());
-            finding = Some(tokio::spawn(async move {
-                asker.keep_finding(hash, watch, Some(data_dir)).await
-            }));
-            download
-        }
-        // Nothing to start with, or the file's name to learn: ask first.
+    // Sources in hand and the file's place known: start at once; what the
+    // network knows joins the running download as it is found, so a
+    // supernode that is gone never delays the first byte. Otherwise (nothing
+    // to start with, or the file's name to learn) ask first.
+    let start_at_once = !sources.is_empty() && (args.output.is_some() || link.name.is_some());
+    let download = match &asker {
+        Some(_) if start_at_once => node.download_from(link.hash, &output, sources, options),
         asker => {
             if let Some(asker) = asker {
                 let give_up_at = args.wait.map(|wait| tokio::time::Instant::now() + wait);
-                let mut again_in = WAIT_FIRST_RETRY;
+                let mut pauses = Backoff::new(WAIT_FIRST_RETRY, WAIT_MAX_RETRY);
                 loop {
                     match asker.sources_of(link.hash).await {
                         Ok(found) => {
@@ -257,7 +253,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                     if now >= give_up_at {
                         break;
                     }
-                    let pause = again_in.min(give_up_at - now);
+                    let pause = pauses.take().min(give_up_at - now);
                     if mode == Output::Json {
                         println!(
                             "{}",
@@ -270,7 +266,6 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                         );
                     }
                     tokio::time::sleep(pause).await;
-                    again_in = (again_in * 2).min(WAIT_MAX_RETRY);
                 }
             }
             if sources.is_empty() {
@@ -297,6 +292,16 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
             node.download_from(link.hash, &output, sources, options)
         }
     };
+    // Either way, the network is asked again while the download is short
+    // of sources or stalled (at once if it was not asked yet).
+    let finding = asker.map(|asker| {
+        let (hash, watch, data_dir) = (link.hash, download.watch(), place.data_dir.clone());
+        tokio::spawn(async move {
+            asker
+                .keep_finding(hash, watch, !start_at_once, Some(data_dir))
+                .await
+        })
+    });
     let mut reporter = Reporter::new(mode);
     let mut ticker = tokio::time::interval(reporter.interval());
     let interrupted = super::shutdown_signal();

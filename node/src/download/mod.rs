@@ -303,7 +303,7 @@ enum Event {
     },
     /// Someone added a source by hand.
     Add(SourceSpec),
-    /// Someone started looking for sources ([`Download::finder`]).
+    /// Someone started looking for sources ([`SourceWatch::finder`]).
     Looking,
     /// A [`SourceFinder`] is done.
     Found,
@@ -462,16 +462,6 @@ impl Download {
         let _ = self.shared.events.send(Event::Add(SourceSpec::from(peer)));
     }
 
-    /// A handle for whoever is looking for more sources (a search by
-    /// hash). While one is held, a download with no source left waits for
-    /// it rather than giving up; dropping it says the search is over.
-    pub fn finder(&self) -> SourceFinder {
-        let _ = self.shared.events.send(Event::Looking);
-        SourceFinder {
-            events: self.shared.events.clone(),
-        }
-    }
-
     pub fn progress(&self) -> Progress {
         progress_of(&self.shared)
     }
@@ -531,6 +521,8 @@ pub struct SourceWatch {
 
 impl SourceWatch {
     /// A finder for one round of looking (`None`: the download is over).
+    /// While one is held, a download with no source left waits for it
+    /// rather than giving up; dropping it says the search is over.
     pub fn finder(&self) -> Option<SourceFinder> {
         let shared = self.shared.upgrade()?;
         if shared.events.send(Event::Looking).is_err() {
@@ -567,7 +559,7 @@ impl SourceWatch {
     }
 }
 
-/// Hands sources found to a running download; see [`Download::finder`].
+/// Hands sources found to a running download; see [`SourceWatch::finder`].
 pub struct SourceFinder {
     events: mpsc::UnboundedSender<Event>,
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::scheduler::{Assignment, Received, RequestId, SourceId};
 use super::{Event, Shared, SourceFailure, SourcePath, SourceSpec, SourceState};
+use crate::units::Backoff;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -693,13 +694,12 @@ fn refused(what: &str, answer: Response) -> SourceFailure {
 /// every 200 ms, forever: for racing against an arrival. A send that fails
 /// is logged and the pace kept.
 async fn paced(send: impl Fn() -> std::io::Result<()>, first: Duration) -> std::convert::Infallible {
-    let mut gap = first;
+    let mut gaps = Backoff::new(first, PUNCH_MAX_GAP);
     loop {
         if let Err(error) = send() {
             tracing::debug!(%error, "punching or bind packet not sent");
         }
-        tokio::time::sleep(gap).await;
-        gap = (gap * 2).min(PUNCH_MAX_GAP);
+        tokio::time::sleep(gaps.take()).await;
     }
 }
 

@@ -126,10 +126,7 @@ pub(super) async fn punch(
 ) -> Result<(), AnswerError> {
     let route = match route(state, peer, leaf) {
         Ok(route) => route,
-        Err(refusal) => {
-            write_frame(send, &refusal).await?;
-            return Ok(());
-        }
+        Err(refusal) => return Ok(write_frame(send, &refusal).await?),
     };
     let ready = Response::PunchReady {
         leaf: route.leaf_addr,
@@ -161,10 +158,7 @@ pub(super) async fn relay(
         leaf_reached_us_at,
     } = match route(state, peer, leaf) {
         Ok(route) => route,
-        Err(refusal) => {
-            write_frame(send, &refusal).await?;
-            return Ok(());
-        }
+        Err(refusal) => return Ok(write_frame(send, &refusal).await?),
     };
     // The leaf must dial an address of ours it can reach: the one its
     // session came to.

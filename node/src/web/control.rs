@@ -113,6 +113,7 @@ pub fn metrics(view: &NodeView) -> String {
         &[("", view.started.elapsed().as_secs_f64())],
     );
     let reachability = context.reach.locked().clone();
+    let reached = reachability.reach();
     let reaches = [
         Reach::Direct,
         Reach::Mapped,
@@ -120,12 +121,7 @@ pub fn metrics(view: &NodeView) -> String {
         Reach::PushOnly,
         Reach::Unknown,
     ]
-    .map(|how| {
-        (
-            format!("how=\"{}\"", how.label()),
-            (reachability.reach() == how) as u64 as f64,
-        )
-    });
+    .map(|how| (format!("how=\"{}\"", how.label()), (reached == how) as u64 as f64));
     let samples: Vec<(&str, f64)> = reaches
         .iter()
         .map(|(label, value)| (label.as_str(), *value))
