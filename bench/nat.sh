@@ -15,9 +15,9 @@
 #
 # Router kinds: cone (plain masquerade: the same outside port towards every
 # peer while it is free, "endpoint-independent mapping") and sym
-# (masquerade random: a new port per peer, "symmetric"), and upnp (cone,
+# (masquerade random: a new port per peer, "symmetric"), upnp (cone,
 # with miniupnpd answering NAT-PMP, PCP and UPnP-IGD for its home: see
-# upnp_router below). All filter by the exact peer address and port, like
+# upnp_router below) and igd (the same, UPnP-IGD only). All filter by the exact peer address and port, like
 # most home routers.
 #
 # Usage: bench/nat.sh up [KIND...]   homes 1, 2, … of these kinds (default: cone sym)
@@ -66,8 +66,8 @@ home() {
   case $kind in
     cone) ;;
     sym) random=" random" ;;
-    upnp) ;;
-    *) echo "unknown router kind $kind (cone, sym or upnp)" >&2; exit 2 ;;
+    upnp|igd) ;;
+    *) echo "unknown router kind $kind (cone, sym, upnp or igd)" >&2; exit 2 ;;
   esac
   wan_member "$router" "10.77.0.1$k"
   ip netns add "$(ns "$host")"
@@ -79,8 +79,8 @@ home() {
   in_ns "$host" ip link set eth0 up
   in_ns "$host" ip route add default via 192.168.1.1
   in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
-  if [ "$kind" = upnp ]; then
-    upnp_router "$k"
+  if [ "$kind" = upnp ] || [ "$kind" = igd ]; then
+    upnp_router "$k" "$kind"
   else
   in_ns "$router" nft -f - <<NFT
 table ip nat {
@@ -114,7 +114,8 @@ NFT
 
 # Kind "upnp": the cone router plus miniupnpd (Debian bookworm: packages
 # miniupnpd + miniupnpd-nftables, 2.3.1) answering NAT-PMP and PCP on
-# 192.168.1.1:5351 (and UPnP-IGD) for its home. miniupnpd's nftables backend
+# 192.168.1.1:5351 (and UPnP-IGD) for its home. Kind "igd": the same
+# miniupnpd with NAT-PMP and PCP off, answering UPnP-IGD only. miniupnpd's nftables backend
 # only works on inet-family tables, so this router's NAT lives in
 # `table inet nat` (not `ip nat`); its three chains must exist before it
 # starts, it only adds and deletes rules inside them.
@@ -174,7 +175,10 @@ PY
 }
 
 upnp_router() {
-  local k=$1 router="r$1"
+  local k=$1 router="r$1" natpmp=yes listening="Listening for NAT-PMP/PCP"
+  # Kind "igd": UPnP-IGD only, like the many home routers that speak
+  # nothing else.
+  [ "${2:-upnp}" = igd ] && { natpmp=no; listening="HTTP listening on port"; }
   in_ns "$router" nft -f - <<NFT
 table inet nat {
   chain prerouting {
@@ -219,7 +223,7 @@ ext_ifname=wan0
 $ext
 listening_ip=lan0
 http_port=0
-enable_natpmp=yes
+enable_natpmp=$natpmp
 enable_upnp=yes
 ipv6_disable=yes
 secure_mode=yes
@@ -240,7 +244,7 @@ CONF
   in_ns "$router" miniupnpd -f "$UPNP_DIR/$router.conf" -P "$UPNP_DIR/$router.pid" -d \
     >"$UPNP_DIR/$router.log" 2>&1 &
   local waited=0
-  until grep -q "Listening for NAT-PMP/PCP" "$UPNP_DIR/$router.log" 2>/dev/null; do
+  until grep -q "$listening" "$UPNP_DIR/$router.log" 2>/dev/null; do
     sleep 0.1; waited=$((waited + 1))
     [ $waited -lt 100 ] || { echo "miniupnpd in $(ns "$router") did not start:" >&2; cat "$UPNP_DIR/$router.log" >&2; exit 1; }
   done
@@ -272,7 +276,7 @@ up() {
   wan_member sn 10.77.0.2
   wan_member pub 10.77.0.3
   echo "wan: $(ns sn) at 10.77.0.2, $(ns pub) at 10.77.0.3"
-  if [[ " ${kinds[*]} " == *" upnp "* ]]; then
+  if [[ " ${kinds[*]} " == *" upnp "* ]] || [[ " ${kinds[*]} " == *" igd "* ]]; then
     command -v miniupnpd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables >/dev/null; }
     [ "$UPNP_EXT" = fake ] || upnp_stun_server
   fi

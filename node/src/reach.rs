@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use canopy_common::proto::nat::{self, NatKind, Observation, Observations, Reach};
+use canopy_common::proto::portmap::Protocol;
 
 /// What this node has learned about how it is reached.
 #[derive(Debug, Clone, Default)]
@@ -14,7 +15,14 @@ pub struct Reachability {
     pub dial_back: Option<bool>,
     pub observations: Observations,
     /// The port our router forwards to us, if we asked for one and got it.
-    pub mapped: Option<SocketAddr>,
+    pub mapped: Option<Forwarded>,
+}
+
+/// A port the router forwards to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub external: SocketAddr,
+    pub protocol: Protocol,
 }
 
 impl Reachability {
@@ -46,6 +54,7 @@ impl Reachability {
 
     /// One line for people: how peers reach this node, and why.
     pub fn describe(&self) -> String {
+        let mapped;
         let how = match self.reach() {
             Reach::Unknown => "not known yet (no peer to ask)",
             Reach::Direct if self.dial_back.is_none() => {
@@ -53,15 +62,19 @@ impl Reachability {
             }
             Reach::Direct => "directly (a stranger's fresh port connected back)",
             Reach::Mapped => {
-                "directly, on the port its router forwards (NAT-PMP; a stranger's fresh port connected back)"
+                let by = self.mapped.map_or("", |forwarded| forwarded.protocol.label());
+                mapped = format!(
+                    "directly, on the port its router forwards ({by}; a stranger's fresh port connected back)"
+                );
+                &mapped
             }
             Reach::Punch if self.dial_back.is_none() => {
                 "by hole punching, arranged by its supernode (no peer could test a direct connection)"
             }
             Reach::Punch => "by hole punching, arranged by its supernode (a stranger could not connect back)",
             Reach::PushOnly => {
-                "only by peers that accept connections (its router gives each peer another port, \
-                 so hole punching misses; no relay yet)"
+                "by peers that accept connections, others through its supernode's relay (its router \
+                 gives each peer another port, so hole punching misses)"
             }
         };
         let router = match self.kind() {

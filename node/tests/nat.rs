@@ -478,29 +478,43 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
     );
 }
 
-/// A home behind a router that forwards ports on request (miniupnpd,
-/// speaking NAT-PMP): the node asks for its port at start, the dial-back
-/// then gets through, and peers dial it directly, on the router's address.
-/// When it stops, it gives the port back.
+/// Homes behind routers that forward ports on request (miniupnpd): one
+/// speaking PCP and NAT-PMP besides UPnP-IGD (PCP is chosen), one speaking
+/// UPnP-IGD only, as many home routers do. Each node asks for its port at
+/// start, the dial-back then gets through, and peers dial it directly, on
+/// the router's address. When it stops, it gives the port back.
 #[test]
-fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
-    let bed = Bed::up("cnte-", &["upnp"]);
+fn homes_behind_port_mapping_routers_are_dialed_directly() {
+    let bed = Bed::up("cnte-", &["upnp", "igd"]);
     let root = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
-    let content = patterned(800_000);
+    let (_supernode, supernode_addr) = public_supernode(&bed, &root.path().join("sn"));
+    for (k, protocol) in [(1, "PCP"), (2, "UPnP-IGD")] {
+        a_mapped_home_is_dialed_directly(&bed, k, protocol, &supernode_addr, root.path());
+    }
+}
+
+fn a_mapped_home_is_dialed_directly(bed: &Bed, k: usize, protocol: &str, supernode_addr: &str, root: &Path) {
+    let dir = |name: &str| -> PathBuf { root.join(format!("{name}-{k}")) };
+    let content = patterned(800_000 + k);
     let hash = ContentHash::of(&content);
-    let share_arg = share(root.path(), "forwarded port.bin", &content);
+    let words = format!("forwarded port {protocol}");
+    let share_arg = share(&dir("share"), &format!("{words}.bin"), &content);
     let started = Instant::now();
-    let home = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
+    let machine = format!("h{k}");
+    let home = sharing_home(bed, &machine, &share_arg, supernode_addr, &dir("home"));
     let banner = home.banner.join("\n");
+    let outside = format!("10.77.0.1{k}:4663");
     assert!(
-        banner.contains("port map  10.77.0.11:4663 forwarded to port 4663"),
+        banner.contains(&format!(
+            "port map  {outside} forwarded to port 4663 by the router ({protocol}, 120 min lease)"
+        )),
         "{banner}"
     );
     assert!(banner.contains("reachable yes"), "{banner}");
     assert!(
-        banner.contains("reached   directly, on the port its router forwards"),
+        banner.contains(&format!(
+            "reached   directly, on the port its router forwards ({protocol};"
+        )),
         "{banner}"
     );
     // The election (bandwidth probes included) is what takes the time.
@@ -509,12 +523,13 @@ fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
         "{:?}",
         started.elapsed()
     );
+    let router = format!("cnte-r{k}");
     let mapped = || {
         let output = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                "cnte-r1",
+                &router,
                 "nft",
                 "list",
                 "chain",
@@ -528,21 +543,14 @@ fn a_home_behind_a_port_mapping_router_is_dialed_directly() {
     };
     assert!(mapped(), "the router forwards the port");
 
-    await_listed(
-        &bed,
-        "pub",
-        "forwarded port",
-        hash,
-        &supernode_addr,
-        &dir("pub-search"),
-    );
+    await_listed(bed, "pub", &words, hash, supernode_addr, &dir("pub-search"));
     let output_path = dir("fetched.bin");
-    let fetched = fetch(&bed, "pub", hash, &supernode_addr, &output_path, &dir("pub-get"));
+    let fetched = fetch(bed, "pub", hash, supernode_addr, &output_path, &dir("pub-get"));
     assert!(fetched.status.success(), "{}", text(&fetched.stderr));
     assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
     let done = done_event(&fetched);
     assert!(
-        done.contains("\"path\":\"direct\"") && done.contains("@10.77.0.11:4663"),
+        done.contains("\"path\":\"direct\"") && done.contains(&format!("@{outside}")),
         "{done}"
     );
 

@@ -8,6 +8,7 @@ use canopy_common::proto::election::{Decision, Profile};
 
 use super::args::{DataDir, ElectionArgs, NetworkArgs};
 use crate::measure::Measured;
+use crate::reach::Forwarded;
 use crate::units::human_bytes;
 
 /// `canopy probe`'s arguments.
@@ -51,10 +52,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The forwarded address the election got, if any.
-pub fn mapped(measured: &Measured) -> Option<SocketAddr> {
+/// The forwarded address the election got, if any, and how.
+pub fn mapped(measured: &Measured) -> Option<Forwarded> {
     match &measured.mapping {
-        Some(Ok(mapping)) => Some(SocketAddr::V4(mapping.external)),
+        Some(Ok(mapping)) => Some(Forwarded {
+            external: SocketAddr::V4(mapping.external),
+            protocol: mapping.protocol(),
+        }),
         _ => None,
     }
 }
@@ -100,9 +104,10 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdic
     );
     match &measured.mapping {
         Some(Ok(mapping)) => println!(
-            "port map  {} forwarded to port {} by the router (NAT-PMP, {} min lease)",
+            "port map  {} forwarded to port {} by the router ({}, {} min lease)",
             mapping.external,
             mapping.internal_port,
+            mapping.protocol(),
             mapping.lifetime.as_secs() / 60
         ),
         Some(Err(why)) => println!("port map  none: {why}"),

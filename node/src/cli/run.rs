@@ -159,8 +159,8 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                 observations: measured.observations.clone(),
                 mapped: super::probe::mapped(&measured),
             };
-            if let Some(Ok(mapping)) = measured.mapping {
-                forwarded = Some(crate::portmap::Kept::new(mapping));
+            if let Some(Ok(mapping)) = &measured.mapping {
+                forwarded = Some(crate::portmap::Kept::new(mapping.clone()));
             }
             if matches!(config.reachability.reach(), Reach::Punch | Reach::PushOnly) {
                 // Behind a home router or firewall: say so in our sessions,

@@ -73,12 +73,16 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             .filter_map(|series| series.strip_prefix("canopy_outside_address{addr=\""))
             .map(|rest| rest.trim_end_matches("\"}").to_string())
             .collect();
+        let mapped_by = labelled(&metrics, "canopy_port_mapped", "via");
         let reached = match how.as_str() {
-            "direct" => "directly",
-            "mapped" => "directly, on the port its router forwards (NAT-PMP)",
-            "punch" => "by hole punching (its supernode arranges it)",
-            "push" => "only by peers that accept connections (push)",
-            _ => "not known yet",
+            "direct" => "directly".to_string(),
+            "mapped" => format!(
+                "directly, on the port its router forwards ({})",
+                mapped_by.as_deref().unwrap_or("port mapping")
+            ),
+            "punch" => "by hole punching (its supernode arranges it)".into(),
+            "push" => "by peers that accept connections (push), others through a relay".into(),
+            _ => "not known yet".into(),
         };
         println!("reached     {reached}; router: {nat} NAT");
         if !outside.is_empty() {
@@ -107,7 +111,7 @@ fn labelled(metrics: &BTreeMap<String, f64>, family: &str, label: &str) -> Optio
         .iter()
         .filter(|(_, value)| **value == 1.0)
         .find_map(|(series, _)| series.strip_prefix(&prefix))
-        .map(|rest| rest.trim_end_matches("\"}").to_string())
+        .map(|rest| rest.split('"').next().unwrap_or_default().to_string())
 }
 
 fn duration(seconds: f64) -> String {

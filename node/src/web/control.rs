@@ -128,9 +128,21 @@ pub fn metrics(view: &NodeView) -> String {
         .collect();
     out.gauge(
         "canopy_reach",
-        "How peers reach this node (1): directly, by a hole punch its supernode arranges, only by push, or not known yet.",
+        "How peers reach this node (1): directly, on a port its router forwards, by a hole punch its supernode arranges, only by push (or relay), or not known yet.",
         &samples,
     );
+    if let Some(forwarded) = reachability.mapped {
+        let label = format!(
+            "via=\"{}\",addr=\"{}\"",
+            forwarded.protocol.label(),
+            forwarded.external
+        );
+        out.gauge(
+            "canopy_port_mapped",
+            "The port the router forwards to this node (1), and the protocol it answered: PCP, NAT-PMP or UPnP-IGD.",
+            &[(label.as_str(), 1.0)],
+        );
+    }
     let kind = format!("kind=\"{}\"", reachability.kind().label());
     out.gauge(
         "canopy_nat",

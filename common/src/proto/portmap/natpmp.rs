@@ -1,23 +1,13 @@
-//! Asking the home router to forward a port to us: NAT-PMP (RFC 6886),
-//! the small binary protocol Apple's routers, miniupnpd (OpenWrt,
-//! pfSense, many others) and PCP servers' fallbacks answer on UDP port
-//! 5351 of the default gateway. With a port forwarded, a node behind a
-//! router is reachable like a public one: peers dial it, and it may serve
-//! as a supernode. qBittorrent and iroh map ports the same way.
+//! NAT-PMP (RFC 6886): the small binary protocol Apple's routers,
+//! miniupnpd (OpenWrt, pfSense, many others) and PCP servers' fallbacks
+//! answer on UDP port 5351 of the default gateway. A mapping takes two
+//! requests: one for the outside address, one for the port.
 //!
-//! Pure: the bytes of the requests and what an answer means. The gateway
-//! is remote input (anything on the LAN can answer from its address), so
-//! answers are parsed strictly: exact sizes, version 0, the opcode we
+//! Answers are parsed strictly: exact sizes, version 0, the opcode we
 //! asked, the result code checked.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
-
-/// The gateway's NAT-PMP port.
-pub const NATPMP_PORT: u16 = 5351;
-/// How long we ask a mapping to last; renewed at half-life. RFC 6886
-/// recommends two hours.
-pub const LIFETIME: Duration = Duration::from_secs(7200);
 
 const VERSION: u8 = 0;
 const OP_EXTERNAL_ADDRESS: u8 = 0;
@@ -119,6 +109,7 @@ pub fn parse_answer(bytes: &[u8]) -> Result<Answer, AnswerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::portmap::LIFETIME;
     use proptest::prelude::*;
 
     #[test]
