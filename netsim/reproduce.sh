@@ -50,6 +50,10 @@ run canopy-horizon-100000-load --scenario $s/canopy-horizon.toml --nodes 100000 
 run canopy-horizon-1000000 --scenario $s/canopy-horizon.toml --nodes 1000000 --queries 10000
 run canopy-horizon-rtt-1000000 --scenario $s/canopy-horizon-rtt.toml --nodes 1000000 --queries 10000
 run fasttrack-rtt-1000000 --scenario $s/fasttrack-rtt.toml --nodes 1000000 --queries 1000
+# NAT traversal (issue 19): home routers, and which way each download's
+# sources get through them; one download per search, one search per user
+# every ~11 min (docs/NAT.md, "In the simulator").
+run canopy-nat-100000-load --scenario $s/canopy-nat.toml --nodes 100000 --queries 30000 --rate 150
 for name in canopy-horizon-100000 canopy-horizon-100000-load canopy-horizon-small-tables-100000 \
     canopy-horizon-rtt-100000 fasttrack-rtt-100000 canopy-tables-100000 canopy-qrp-100000 \
     canopy-qrp-ttl5-100000 canopy-qrp-ttl4-100000 canopy-horizon-1000000 \

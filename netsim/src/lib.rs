@@ -11,6 +11,8 @@
 //! * [`sim`]: the overlay, churn and the election;
 //! * [`search`]: queries, floods and hits through the real routers;
 //! * [`qrp`]: keyword routing on the last hop and dynamic querying;
+//! * [`traversal`]: home routers, and which way each download gets to its
+//!   sources through them (the real `nat::path`);
 //! * [`metrics`], [`chart`]: figures, CSV and SVG;
 //! * [`probe`]: flood one query over a given graph (tests, agreement with
 //!   the real network).
@@ -29,10 +31,12 @@ pub mod rng;
 pub mod scenario;
 pub mod search;
 pub mod sim;
+pub mod traversal;
 
 pub use metrics::Summary;
 pub use scenario::Scenario;
 pub use sim::Sim;
+pub use traversal::TraversalSummary;
 
 /// Runs a scenario with a seed and returns the simulator (for its CSV) and
 /// its summary.

@@ -5,7 +5,9 @@
 //! ```
 //! (`--queries` and `--rate` override the file's query count and rate)
 //! prints a summary table, and writes `summary.csv`, `queries.csv`,
-//! `routers.csv`, `timeline.csv` and three SVG charts into `--out`.
+//! `routers.csv`, `timeline.csv` and three SVG charts into `--out`; a
+//! scenario with home routers (`[nat]`) adds the NAT traversal figures
+//! (`traversal.csv`, `traversal_pairs.csv`, `relays.csv`).
 //! `--cluster-sizes 10,20,50` instead runs the scenario once per fixed
 //! cluster size (FastTrack-style selection) and charts load against it.
 
@@ -18,7 +20,7 @@ use clap::Parser;
 use canopy_netsim::chart::{Chart, Series};
 use canopy_netsim::metrics::{peak_rss, router_loads, write_csv};
 use canopy_netsim::scenario::Selection;
-use canopy_netsim::{Scenario, Sim, Summary};
+use canopy_netsim::{Scenario, Sim, Summary, TraversalSummary};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,8 +92,13 @@ fn run_one(scenario: Scenario, out: &Path) -> Result<()> {
     sim.run();
     let wall = started.elapsed();
     let summary = Summary::of(&sim);
+    let traversal = TraversalSummary::of(&sim);
     let peak = peak_rss();
-    print!("{}", summary.table());
+    let mut table = summary.table();
+    if let Some(traversal) = &traversal {
+        table.push_str(&traversal.table());
+    }
+    print!("{table}");
     let footer = format!(
         "wall time {:.1} s (population {:.1} s), peak memory {}",
         wall.as_secs_f64(),
@@ -103,7 +110,12 @@ fn run_one(scenario: Scenario, out: &Path) -> Result<()> {
     );
     println!("{footer}");
     write_csv(&sim, &summary, out).with_context(|| format!("writing CSV into {}", out.display()))?;
-    std::fs::write(out.join("run.txt"), format!("{}{footer}\n", summary.table()))?;
+    if let Some(traversal) = &traversal {
+        traversal
+            .write_csv(&sim, out)
+            .with_context(|| format!("writing CSV into {}", out.display()))?;
+    }
+    std::fs::write(out.join("run.txt"), format!("{table}{footer}\n"))?;
     write_charts(&sim, &summary, out)?;
     println!("figures in {}", out.display());
     Ok(())

@@ -10,25 +10,31 @@
 //!   stationary network shows), the rest arrive as a Poisson process whose
 //!   rate keeps the population steady (Little's law: N / mean session);
 //! * files in a Zipf catalogue with a chosen replication rule, plus rare
-//!   files held by one node each.
+//!   files held by one node each;
+//! * with a `[nat]` section, the kind of home router each node sits
+//!   behind, which then decides who is firewalled.
 
 use std::time::Duration;
 
 use canopy_common::proto::election::Profile;
+use canopy_common::proto::nat::RouterKind;
 
 use crate::clock::{seconds, Time, NEVER};
 use crate::rng::{Rng, Zipf};
-use crate::scenario::{Replication, Scenario, SessionModel};
+use crate::scenario::{Nat, Replication, Scenario, SessionModel};
 
-/// One node, as drawn. Seven bytes of traits plus two times.
+/// One node, as drawn. A few bytes of traits plus two times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeSpec {
     pub arrive: Time,
     pub depart: Time,
     /// Index into the capacity ladder.
     pub level: u8,
+    /// Fails the election's dial-back: nobody can connect to it unasked.
     pub firewalled: bool,
     pub sharer: bool,
+    /// The home router it sits behind, when the scenario models them.
+    pub router: Option<RouterKind>,
 }
 
 /// Everyone, in order of arrival, and what they share.
@@ -210,6 +216,7 @@ impl Population {
                 level,
                 firewalled,
                 sharer,
+                router: None,
             });
         }
         let rate = scenario.nodes as f64 / sessions.mean();
@@ -228,8 +235,12 @@ impl Population {
                     level,
                     firewalled,
                     sharer,
+                    router: None,
                 });
             }
+        }
+        if let Some(nat) = &scenario.nat {
+            give_routers(&mut nodes, nat, seed);
         }
         // Arrival order is index order, so "node 0" logged on first.
         nodes.sort_by_key(|node| node.arrive);
@@ -280,7 +291,36 @@ impl Population {
     }
 }
 
+/// Draws each node's home router from the scenario's shares, on a stream
+/// of its own (so nothing else drawn changes), and lets the router decide
+/// who is firewalled: only public and mapped homes let a stranger in.
+fn give_routers(nodes: &mut [NodeSpec], nat: &Nat, seed: u64) {
+    let mut rng = Rng::stream(seed, 6);
+    for node in nodes {
+        let kind = nat.kind_at(rng.unit());
+        node.router = Some(kind);
+        node.firewalled = !kind.accepts_connections();
+    }
+}
+
 impl Catalogue {
+    /// A catalogue of popular files held by the given nodes, equally
+    /// likely to be asked for (for networks built by hand).
+    pub fn with_holders(files: &[&[u32]]) -> Self {
+        let mut offsets = vec![0u32];
+        let mut holders = Vec::new();
+        for file in files {
+            holders.extend_from_slice(file);
+            offsets.push(holders.len() as u32);
+        }
+        Catalogue {
+            popular: files.len() as u32,
+            zipf: Zipf::new(files.len().max(1), 0.0),
+            offsets,
+            holders,
+        }
+    }
+
     fn generate(scenario: &Scenario, nodes: &[NodeSpec], rng: &mut Rng) -> Self {
         let files = &scenario.files;
         let sharers: Vec<u32> = (0..nodes.len() as u32)
@@ -392,6 +432,46 @@ mod tests {
         assert!(catalogue.holders(0).len() > 10 * catalogue.holders(999).len());
         let sharer = |n: &u32| population.nodes[*n as usize].sharer;
         assert!(catalogue.holders(0).iter().all(sharer));
+    }
+
+    #[test]
+    fn home_routers_decide_who_is_firewalled_and_change_nothing_else() {
+        let plain = scenario(20_000);
+        let mut homes = plain.clone();
+        homes.nat = Some(Nat::default());
+        let without = Population::generate(&plain, 4);
+        let with = Population::generate(&homes, 4);
+        assert_eq!(without.nodes.len(), with.nodes.len());
+        for (a, b) in without.nodes.iter().zip(&with.nodes) {
+            assert_eq!(
+                (a.arrive, a.depart, a.level, a.sharer),
+                (b.arrive, b.depart, b.level, b.sharer)
+            );
+            assert_eq!(a.router, None);
+            let kind = b.router.expect("every node has a router");
+            assert_eq!(b.firewalled, !kind.accepts_connections());
+        }
+        assert_eq!(without.catalogue.replicas(), with.catalogue.replicas());
+        let n = with.nodes.len() as f64;
+        let nat = Nat::default();
+        for kind in RouterKind::ALL {
+            let share = with.nodes.iter().filter(|s| s.router == Some(kind)).count() as f64 / n;
+            assert!(
+                (share - nat.share(kind)).abs() < 0.01,
+                "{}: {share}",
+                kind.label()
+            );
+        }
+    }
+
+    #[test]
+    fn a_hand_built_catalogue_lists_its_holders() {
+        let catalogue = Catalogue::with_holders(&[&[3, 4], &[], &[1]]);
+        assert_eq!(catalogue.files(), 3);
+        assert_eq!(catalogue.holders(0), &[3, 4]);
+        assert!(catalogue.holders(1).is_empty());
+        assert_eq!(catalogue.holders(2), &[1]);
+        assert!(!catalogue.is_rare(2));
     }
 
     #[test]

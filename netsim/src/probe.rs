@@ -58,6 +58,7 @@ pub fn flood(nodes: u32, edges: &[(u32, u32)], origin: u32, ttl: u8) -> Probe {
                 level: 0,
                 firewalled: false,
                 sharer: false,
+                router: None,
             };
             nodes as usize
         ],

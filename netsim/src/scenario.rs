@@ -4,6 +4,7 @@
 //! different (see `netsim/scenarios/`). Unknown keys are errors: a typo must
 //! not silently fall back to a default.
 
+use canopy_common::proto::nat::RouterKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +23,10 @@ pub struct Scenario {
     pub queries: Queries,
     pub latency: Latency,
     pub router: RouterSettings,
+    /// Home routers and the ways downloads get through them (`[nat]`);
+    /// `None`: not modelled, and `population.firewalled` says who fails
+    /// the election's dial-back.
+    pub nat: Option<Nat>,
 }
 
 impl Default for Scenario {
@@ -39,6 +44,7 @@ impl Default for Scenario {
             queries: Queries::default(),
             latency: Latency::default(),
             router: RouterSettings::default(),
+            nat: None,
         }
     }
 }
@@ -357,6 +363,111 @@ impl Default for RouterSettings {
     }
 }
 
+/// Which kind of home router each node sits behind, and what a download
+/// needs to reach its sources through them ([`crate::traversal`]).
+///
+/// With this section the router decides who passes the election's
+/// dial-back (public and mapped homes do, cone and symmetric ones do not),
+/// in place of `population.firewalled`, so supernodes are always public or
+/// mapped, as the real election makes them. The kinds are drawn from their
+/// own random stream: every other draw of the population is the same as
+/// without the section.
+///
+/// The default shares combine three published measurements; which figure
+/// comes from where, and which are assumptions, is in docs/NAT.md ("In the
+/// simulator"):
+/// * **public 10 %**: Maier, Schneider & Feldmann, "NAT usage in
+///   Residential Broadband Networks", PAM 2011: more than 90 % of 20,000
+///   DSL lines reach the internet through a NAT gateway;
+/// * **symmetric 16 %**: Ford, Srisuresh & Kegel, "Peer-to-Peer
+///   Communication Across Network Address Translators", USENIX ATC 2005:
+///   about 82 % of the NATs tested support UDP hole punching, so 18 % of
+///   the 90 % behind one do not;
+/// * **cone 64 %**: Halkes & Pouwelse, "UDP NAT and Firewall Puncturing in
+///   the Wild", IFIP Networking 2011 (Tribler peers): approximately 64 % of
+///   all peers are behind a NAT or firewall that should allow punching;
+/// * **mapped 10 %**: the remainder, an assumption; a bound is all that
+///   was found (DiCioccio et al., "Probe and Pray", PAM 2012: no UPnP data
+///   at all from most of 120,000 homes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Nat {
+    /// Share of nodes with no router: dialed by anyone.
+    pub public: f64,
+    /// Share behind an endpoint-independent ("cone") router without a
+    /// port mapping: reached by push or a punch.
+    pub cone: f64,
+    /// Share behind an endpoint-dependent ("symmetric") router: reached
+    /// by push, or through a relay.
+    pub symmetric: f64,
+    /// Share behind a router that forwards the node's port on request
+    /// (PCP, NAT-PMP or UPnP-IGD): dialed like a public node.
+    pub mapped: f64,
+    /// Chance that a punch both routers allow gets through (timing, lost
+    /// packets, routers that filter more than they should); a failed one
+    /// falls back to the relay, as the real downloader does after a
+    /// second. Halkes & Pouwelse 2011: more than 80 % of attempts between
+    /// peers whose routers allow it succeed.
+    pub punch_success: f64,
+    /// Size of a downloaded file in bytes, for relayed bytes: an
+    /// assumption, the size of the tagged music file the simulator's hits
+    /// are encoded with (4.5 MiB).
+    pub file_bytes: f64,
+    /// Sources one download connects to at once, the first hits first
+    /// (`DownloadOptions::max_sources` in the node: 32).
+    pub sources_at_once: u32,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat {
+            public: 0.10,
+            cone: 0.64,
+            symmetric: 0.16,
+            mapped: 0.10,
+            punch_success: 0.8,
+            file_bytes: 4_718_592.0,
+            sources_at_once: 32,
+        }
+    }
+}
+
+impl Nat {
+    /// The share of `kind`, normalised so the four add up to one.
+    pub fn share(&self, kind: RouterKind) -> f64 {
+        let total = self.public + self.cone + self.symmetric + self.mapped;
+        let share = match kind {
+            RouterKind::Public => self.public,
+            RouterKind::Cone => self.cone,
+            RouterKind::Symmetric => self.symmetric,
+            RouterKind::Mapped => self.mapped,
+        };
+        if total > 0.0 {
+            share / total
+        } else {
+            0.0
+        }
+    }
+
+    /// One node's router, for a uniform draw `unit` in [0, 1).
+    pub fn kind_at(&self, unit: f64) -> RouterKind {
+        let mut left = unit;
+        for kind in RouterKind::ALL {
+            let share = self.share(kind);
+            if left < share {
+                return kind;
+            }
+            left -= share;
+        }
+        // Rounding, or no shares at all: the last kind with any share.
+        RouterKind::ALL
+            .into_iter()
+            .rev()
+            .find(|&kind| self.share(kind) > 0.0)
+            .unwrap_or(RouterKind::Public)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +485,32 @@ mod tests {
         assert_eq!(scenario.churn.model, SessionModel::None);
         assert!(Scenario::parse("nodez = 5").is_err());
         assert!(Scenario::parse("[topology]\nkind = \"mesh\"").is_err());
+    }
+
+    #[test]
+    fn a_nat_section_turns_home_routers_on_with_its_defaults() {
+        assert_eq!(Scenario::parse("nodes = 5").unwrap().nat, None);
+        let nat = Scenario::parse("[nat]\nsymmetric = 0.5\n").unwrap().nat.unwrap();
+        assert_eq!(nat.symmetric, 0.5);
+        assert_eq!(nat.cone, Nat::default().cone);
+        assert!(Scenario::parse("[nat]\nsymetric = 0.5\n").is_err());
+        // The defaults add up to one, and draws fall in the right kind.
+        let nat = Nat::default();
+        let total: f64 = RouterKind::ALL.iter().map(|&k| nat.share(k)).sum();
+        assert!((total - 1.0).abs() < 1e-12);
+        assert_eq!(nat.kind_at(0.05), RouterKind::Public);
+        assert_eq!(nat.kind_at(0.5), RouterKind::Cone);
+        assert_eq!(nat.kind_at(0.8), RouterKind::Symmetric);
+        assert_eq!(nat.kind_at(0.95), RouterKind::Mapped);
+        let only_cones = Nat {
+            public: 0.0,
+            symmetric: 0.0,
+            mapped: 0.0,
+            ..Nat::default()
+        };
+        assert!([0.0, 0.5, 0.999_999]
+            .iter()
+            .all(|&u| only_cones.kind_at(u) == RouterKind::Cone));
     }
 
     #[test]

@@ -36,9 +36,10 @@ pub struct QueryState {
     flood_bytes: u64,
     /// Routers that index a holder of the file, with how many holders each.
     pub(crate) index: Vec<(u32, u32)>,
-    /// Each live holder's indexing routers, for recall.
-    holders: Vec<[u32; MAX_SESSIONS]>,
-    responders: Vec<u32>,
+    /// Each live holder and its indexing routers, for recall.
+    pub(crate) holders: Vec<(u32, [u32; MAX_SESSIONS])>,
+    /// Routers whose hits reached the searcher, in the order they came.
+    pub(crate) responders: Vec<u32>,
     pub first_hit: Option<Time>,
     pub outcome: Outcome,
     /// Kept only when tracing: (router, hops) in the order reached.
@@ -248,7 +249,7 @@ impl Sim {
             let Some(indexed_by) = self.indexed_by(holder) else {
                 continue;
             };
-            holders.push(indexed_by);
+            holders.push((holder, indexed_by));
             index.extend(indexed_by.iter().filter(|&&r| r != NONE).map(|&r| (r, 1)));
         }
         index.sort_unstable();
@@ -572,6 +573,13 @@ impl Sim {
     /// Counts which live holders were found, and frees the query's lists.
     pub(crate) fn finish_query(&mut self, q: u32) {
         let (start, end) = self.query_phase;
+        let measured = {
+            let issued = self.queries[q as usize].issued;
+            issued >= start && issued <= end && issued != NEVER
+        };
+        if measured && self.scenario.nat.is_some() {
+            self.record_transfers(q);
+        }
         let state = &mut self.queries[q as usize];
         state.responders.sort_unstable();
         state.responders.dedup();
@@ -579,7 +587,7 @@ impl Sim {
         state.outcome.found = state
             .holders
             .iter()
-            .filter(|routers| {
+            .filter(|(_, routers)| {
                 routers
                     .iter()
                     .any(|&r| r != NONE && responders.binary_search(&r).is_ok())
@@ -590,7 +598,7 @@ impl Sim {
         state.near = None;
         state.index = Vec::new();
         state.holders = Vec::new();
-        if state.issued >= start && state.issued <= end && state.issued != NEVER {
+        if measured {
             self.tally.outcomes.push(state.outcome);
         }
     }

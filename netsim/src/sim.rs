@@ -139,6 +139,9 @@ pub struct Sim {
     pub(crate) decisions: Vec<canopy_common::proto::routing::Forward>,
     /// Keyword tables, modelled (`None`: plain flooding).
     pub(crate) tables: Option<crate::qrp::TableModel>,
+    /// With home routers modelled: every (downloader, source) pair of the
+    /// query phase and the way it got through.
+    pub(crate) transfers: Vec<crate::traversal::Transfer>,
 }
 
 /// The simulated node's id: its index in the first four bytes. The router
@@ -217,6 +220,7 @@ impl Sim {
             scratch: Vec::new(),
             decisions: Vec::new(),
             tables: None,
+            transfers: Vec::new(),
             scenario,
         };
         if sim.scenario.router.keyword_tables {
@@ -748,7 +752,7 @@ impl Sim {
     }
 
     /// Closes open routing spells at the end of the run.
-    fn close_books(&mut self) {
+    pub(crate) fn close_books(&mut self) {
         let until = self.query_phase.1.max(self.query_phase.0);
         for i in 0..self.routing_since.len() {
             if self.routing_since[i] != NEVER {
@@ -795,6 +799,7 @@ mod tests {
                 level: 0,
                 firewalled: false,
                 sharer: true,
+                router: None,
             })
             .collect();
         let population = Population {

@@ -375,3 +375,264 @@ mod tests {
         }
     }
 }
+
+// Which way a download reaches its source.
+//
+// The rule below is the one the real downloader follows
+// (`node/src/download/source.rs`, `Source::run` and `Source::through`),
+// written as one pure function of the two routers so the simulator runs
+// it over a whole population (`netsim/src/traversal.rs`), and tested pair
+// by pair against the table in docs/NAT.md.
+
+/// What lies between a machine and the internet, as far as reaching it
+/// goes: the four homes of the test bed (`bench/nat.sh`) and of the
+/// simulator. Every kind with a router filters as home routers do
+/// (RFC 4787 address-and-port-dependent filtering: only an answer to a
+/// packet sent to exactly that address and port gets in); they differ in
+/// how they map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouterKind {
+    /// No router: the machine's own address is global, and anyone may dial it.
+    Public,
+    /// Endpoint-independent mapping (nftables `masquerade`): one outside
+    /// port towards every peer, so a punched hole meets the peer's packets.
+    Cone,
+    /// Endpoint-dependent mapping (`masquerade random`): a new outside
+    /// port per peer, so the port its supernode saw is not the port a
+    /// peer's packets come from or go to.
+    Symmetric,
+    /// A cone whose router forwards the node's port on request (PCP,
+    /// NAT-PMP or UPnP-IGD: `common::proto::portmap`): dialed like a
+    /// public machine.
+    Mapped,
+}
+
+impl RouterKind {
+    /// Every kind, in the order tables list them.
+    pub const ALL: [RouterKind; 4] = [
+        RouterKind::Public,
+        RouterKind::Cone,
+        RouterKind::Symmetric,
+        RouterKind::Mapped,
+    ];
+
+    /// A short name for tables and CSV.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouterKind::Public => "public",
+            RouterKind::Cone => "cone",
+            RouterKind::Symmetric => "symmetric",
+            RouterKind::Mapped => "mapped",
+        }
+    }
+
+    /// Whether a stranger's connection gets in: what the election's
+    /// dial-back finds. Only such a node may be a supernode, and only such
+    /// a source is listed at its address and dialed.
+    pub fn accepts_connections(self) -> bool {
+        matches!(self, RouterKind::Public | RouterKind::Mapped)
+    }
+
+    /// What the node's own observations make of its router
+    /// ([`Observations::kind`] once two peers have said where they see it).
+    pub fn nat_kind(self) -> NatKind {
+        match self {
+            RouterKind::Public => NatKind::None,
+            RouterKind::Cone | RouterKind::Mapped => NatKind::EndpointIndependent,
+            RouterKind::Symmetric => NatKind::EndpointDependent,
+        }
+    }
+
+    /// How the node says peers reach it: [`reach`] of its dial-back and
+    /// its router's kind.
+    pub fn reach(self) -> Reach {
+        reach(Some(self.accepts_connections()), self.nat_kind())
+    }
+}
+
+/// The way a downloader's connection to a source got through (the
+/// `"path"` that `canopy get --json` prints for each source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Path {
+    /// The downloader dialed the source at its listed address.
+    Direct,
+    /// The source dialed the downloader, asked by its supernode; the
+    /// downloader's router (if any) let it in unasked.
+    Pushed,
+    /// The source dialed the downloader through a hole the downloader's
+    /// packets had opened in its own router.
+    Punched,
+    /// The source's supernode forwarded the datagrams between the two.
+    Relayed,
+}
+
+impl Path {
+    /// Every way, cheapest first: the order the downloader tries them in.
+    pub const ALL: [Path; 4] = [Path::Direct, Path::Pushed, Path::Punched, Path::Relayed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Pushed => "pushed",
+            Path::Punched => "punched",
+            Path::Relayed => "relayed",
+        }
+    }
+}
+
+/// Which way a downloader behind `downloader` gets a connection to a
+/// source behind `source`, trying the ways in the real downloader's order:
+///
+/// 1. A source that accepts connections is listed at its address, and
+///    the downloader dials it: **direct**, whatever the downloader's router.
+/// 2. Any other source is listed through its supernode, which has it dial
+///    the downloader's address as the supernode saw it. A downloader that
+///    accepts connections takes that call unasked: **pushed**.
+/// 3. Otherwise the call gets in only through a punched hole, and only
+///    when **both** routers keep one outside port towards every peer: the
+///    downloader's packets leave from the port the supernode saw and open
+///    its router for the port the supernode saw of the source, and the
+///    source's call leaves from that port towards that one: **punched**. A
+///    symmetric router on either side breaks one of the two (the real
+///    downloader, knowing its own router is symmetric, does not even try).
+/// 4. Everything else: the source's supernode **relays**.
+///
+/// Where it differs from the node: a downloader behind a mapped router
+/// asks for a punch (its router is a cone) and `get --json` says
+/// `"punched"` (it tells the two apart by whether the supernode sees its
+/// own address), but the source's call gets in through the forwarded port
+/// whether or not the punch packets went out; here that is **pushed**, the
+/// way that let it in.
+pub fn path(downloader: RouterKind, source: RouterKind) -> Path {
+    let keeps_one_port = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointIndependent;
+    if source.accepts_connections() {
+        Path::Direct
+    } else if downloader.accepts_connections() {
+        Path::Pushed
+    } else if keeps_one_port(downloader) && keeps_one_port(source) {
+        Path::Punched
+    } else {
+        Path::Relayed
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+    use RouterKind::{Cone, Mapped, Public, Symmetric};
+
+    /// docs/NAT.md, "Which pairs transfer today" (measured in the test
+    /// bed), plus the row of a downloader behind a mapped router.
+    #[test]
+    fn every_pair_of_homes_takes_the_documented_way() {
+        use Path::{Direct as D, Punched as X, Pushed as P, Relayed as R};
+        //                      source: public cone symmetric mapped
+        let table = [
+            (Public, [D, P, P, D]),
+            (Cone, [D, X, R, D]),
+            (Symmetric, [D, R, R, D]),
+            (Mapped, [D, P, P, D]),
+        ];
+        for (downloader, row) in table {
+            for (source, expected) in RouterKind::ALL.into_iter().zip(row) {
+                assert_eq!(
+                    path(downloader, source),
+                    expected,
+                    "{} downloading from {}",
+                    downloader.label(),
+                    source.label()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_say_what_the_nodes_own_verdicts_say() {
+        assert_eq!(Public.reach(), Reach::Direct);
+        assert_eq!(Mapped.reach(), Reach::Direct);
+        assert_eq!(Cone.reach(), Reach::Punch);
+        assert_eq!(Symmetric.reach(), Reach::PushOnly);
+        // What a node's observations conclude is what the kind says.
+        let seen_from = |kind: RouterKind| {
+            let mut seen = Observations::new();
+            let local: SocketAddr = match kind {
+                Public => "198.51.100.7:4663",
+                _ => "192.168.1.2:4663",
+            }
+            .parse()
+            .unwrap();
+            for (peer, outside_port) in [("203.0.113.1", 31000), ("203.0.113.2", 52011)] {
+                let port = match kind {
+                    Symmetric => outside_port,
+                    _ => 4663,
+                };
+                seen.add(Observation {
+                    observer: peer.parse().unwrap(),
+                    seen: SocketAddr::new("198.51.100.7".parse().unwrap(), port),
+                    local,
+                });
+            }
+            seen.kind()
+        };
+        for kind in RouterKind::ALL {
+            assert_eq!(seen_from(kind), kind.nat_kind(), "{}", kind.label());
+        }
+    }
+
+    #[test]
+    fn a_source_that_accepts_connections_is_dialed_and_no_other() {
+        for downloader in RouterKind::ALL {
+            for source in RouterKind::ALL {
+                assert_eq!(
+                    path(downloader, source) == Path::Direct,
+                    source.accepts_connections()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn punching_works_both_ways_round_or_not_at_all() {
+        for a in RouterKind::ALL {
+            for b in RouterKind::ALL {
+                assert_eq!(
+                    path(a, b) == Path::Punched,
+                    path(b, a) == Path::Punched,
+                    "{} and {}",
+                    a.label(),
+                    b.label()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_relay_is_needed_exactly_when_a_symmetric_router_meets_a_filtering_one() {
+        for a in RouterKind::ALL {
+            for b in RouterKind::ALL {
+                let neither_accepts = !a.accepts_connections() && !b.accepts_connections();
+                let either_symmetric = a == Symmetric || b == Symmetric;
+                assert_eq!(path(a, b) == Path::Relayed, neither_accepts && either_symmetric);
+            }
+        }
+    }
+
+    /// A better router on either side never makes the way worse: the
+    /// order of [`Path::ALL`] is the order of cost.
+    #[test]
+    fn a_better_router_never_makes_the_way_worse() {
+        let rank = |kind: RouterKind| match kind {
+            Symmetric => 0,
+            Cone => 1,
+            Public | Mapped => 2,
+        };
+        for a in RouterKind::ALL {
+            for b in RouterKind::ALL {
+                for better in RouterKind::ALL.into_iter().filter(|&k| rank(k) >= rank(a)) {
+                    assert!(path(better, b) <= path(a, b));
+                    assert!(path(b, better) <= path(b, a));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! NAT traversal in the simulated network: which way each download gets
+//! to each of its sources, and what the relays cost the supernodes.
+//!
+//! Every search of the query phase is taken to end in a download of the
+//! file it looked for, from the holders whose hits reached the searcher:
+//! the first [`Nat::sources_at_once`] to answer (the downloader connects to
+//! that many at once), never the searcher itself. For each (downloader,
+//! source) pair the way through is the real rule,
+//! [`canopy_common::proto::nat::path`], of the two nodes' home routers. A
+//! punch the routers allow still fails with the scenario's
+//! `1 − punch_success` (a coin per pair); the downloader then takes the
+//! relay, as the real one does after a second.
+//!
+//! A push, a punch and a relay are all asked of the router whose hit
+//! listed the source (its supernode; a source that routes lists itself
+//! and is dialed), so a relayed pair is the load of the **source's**
+//! supernode, whoever the downloader's supernode is.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path as FilePath;
+
+use canopy_common::proto::nat::{path, Path, RouterKind};
+
+use crate::clock::as_seconds;
+use crate::metrics::quantile;
+use crate::rng::splitmix;
+use crate::scenario::Nat;
+use crate::sim::{Sim, NONE};
+
+/// One source of one download, and the way it got through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    pub query: u32,
+    pub downloader: u32,
+    pub source: u32,
+    /// The router whose hit listed the source: its supernode (the one a
+    /// push, punch or relay is asked of), or the source itself if it
+    /// routes.
+    pub via: u32,
+    pub downloader_router: RouterKind,
+    pub source_router: RouterKind,
+    pub path: Path,
+    /// The routers allowed a punch but it failed: relayed instead.
+    pub punch_failed: bool,
+    /// Share of the file this source delivers (the download's sources
+    /// share it evenly).
+    pub share: f64,
+}
+
+impl Sim {
+    /// Every (downloader, source) pair of the download that query `q`
+    /// leads to, while its hits and holders are still at hand.
+    pub(crate) fn record_transfers(&mut self, q: u32) {
+        let Some(nat) = self.scenario.nat.clone() else {
+            return;
+        };
+        let state = &self.queries[q as usize];
+        let downloader = state.origin;
+        // When each responding router's first hit came, by router.
+        let mut arrival: Vec<(u32, u32)> = state
+            .responders
+            .iter()
+            .enumerate()
+            .map(|(rank, &router)| (router, rank as u32))
+            .collect();
+        arrival.sort_unstable();
+        arrival.dedup_by_key(|&mut (router, _)| router);
+        let came = |router: u32| {
+            arrival
+                .binary_search_by_key(&router, |&(r, _)| r)
+                .ok()
+                .map(|at| arrival[at].1)
+        };
+        // Found holders, each with the router whose hit came first.
+        let mut sources: Vec<(u32, u32, u32)> = state
+            .holders
+            .iter()
+            .filter(|&&(holder, _)| holder != downloader)
+            .filter_map(|&(holder, routers)| {
+                routers
+                    .iter()
+                    .filter(|&&router| router != NONE)
+                    .filter_map(|&router| came(router).map(|rank| (rank, holder, router)))
+                    .min()
+            })
+            .collect();
+        sources.sort_unstable();
+        sources.truncate(nat.sources_at_once as usize);
+        let share = 1.0 / sources.len().max(1) as f64;
+        let kind = |node: u32| {
+            self.population.nodes[node as usize]
+                .router
+                .expect("a scenario with [nat] gives every node a router")
+        };
+        let downloader_router = kind(downloader);
+        for (_, source, via) in sources {
+            let source_router = kind(source);
+            let mut way = path(downloader_router, source_router);
+            let punch_failed = way == Path::Punched && !punch_gets_through(&nat, self.seed, q, source);
+            if punch_failed {
+                way = Path::Relayed;
+            }
+            self.transfers.push(Transfer {
+                query: q,
+                downloader,
+                source,
+                via,
+                downloader_router,
+                source_router,
+                path: way,
+                punch_failed,
+                share,
+            });
+        }
+    }
+
+    /// Every (downloader, source) pair of the query phase (empty without
+    /// a `[nat]` section).
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.transfers
+    }
+}
+
+/// The coin of one punch: the same pair in the same run always lands the
+/// same way, whatever order pairs are recorded in.
+fn punch_gets_through(nat: &Nat, seed: u64, query: u32, source: u32) -> bool {
+    let draw = splitmix(seed ^ 0x9c4e_d7a1 ^ splitmix((query as u64) << 32 | source as u64));
+    ((draw >> 11) as f64 / (1u64 << 53) as f64) < nat.punch_success
+}
+
+/// What one supernode relayed over the query phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelayLoad {
+    pub node: u32,
+    /// Seconds it routed during the query phase.
+    pub seconds: f64,
+    pub pairs: u32,
+    /// Bytes of file content it forwarded (each crosses its link twice,
+    /// in and out; counted once).
+    pub bytes: f64,
+}
+
+impl RelayLoad {
+    pub fn pairs_per_hour(&self) -> f64 {
+        self.pairs as f64 * 3600.0 / self.seconds
+    }
+
+    pub fn bytes_per_second(&self) -> f64 {
+        self.bytes / self.seconds
+    }
+}
+
+/// The relay load of every node that routed for at least a minute of the
+/// query phase (as [`crate::metrics::router_loads`] counts routers).
+pub fn relay_loads(sim: &Sim) -> Vec<RelayLoad> {
+    let file_bytes = sim.scenario.nat.as_ref().map_or(0.0, |nat| nat.file_bytes);
+    let mut loads: Vec<RelayLoad> = (0..sim.routing_time.len() as u32)
+        .filter(|&n| sim.routing_time[n as usize] >= 60_000_000)
+        .map(|node| RelayLoad {
+            node,
+            seconds: as_seconds(sim.routing_time[node as usize]),
+            pairs: 0,
+            bytes: 0.0,
+        })
+        .collect();
+    for transfer in sim.transfers.iter().filter(|t| t.path == Path::Relayed) {
+        if let Ok(at) = loads.binary_search_by_key(&transfer.via, |load| load.node) {
+            loads[at].pairs += 1;
+            loads[at].bytes += transfer.share * file_bytes;
+        }
+    }
+    loads
+}
+
+/// Mean, 99th percentile and maximum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub mean: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+        Spread {
+            mean: if values.is_empty() { f64::NAN } else { mean },
+            p99: quantile(&values, 0.99),
+            max: values.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// The traversal figures of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraversalSummary {
+    /// Share of each router kind among all nodes of the run, and among
+    /// the supernodes (nodes that routed at least a minute of the query
+    /// phase), in [`RouterKind::ALL`] order.
+    pub population: [f64; 4],
+    pub supernodes: [f64; 4],
+    pub downloads: u32,
+    pub pairs: u32,
+    /// Share of pairs by the way they got through, in [`Path::ALL`] order.
+    pub by_path: [f64; 4],
+    /// Share of pairs whose punch the routers allowed but which failed.
+    pub punch_failed: f64,
+    /// Share of pairs that transfer with push only (direct + pushed), with
+    /// punching too, and with the relay too.
+    pub push_only: f64,
+    pub with_punching: f64,
+    pub with_relay: f64,
+    /// Share of downloads with at least one source reachable by push only,
+    /// and with punching.
+    pub downloads_push_only: f64,
+    pub downloads_with_punching: f64,
+    /// Share of the downloaded bytes that went through a relay.
+    pub relayed_bytes_share: f64,
+    /// Share of the relayed pairs that belong to downloads with no source
+    /// reachable without a relay: what relays would still carry if a
+    /// downloader asked for one only then (the real one asks per source).
+    pub relayed_unavoidable: f64,
+    /// Pairs and their ways for each (downloader, source) kind, indexed
+    /// `[downloader][source][path]` in the `ALL` orders.
+    pub matrix: [[[u32; 4]; 4]; 4],
+    /// Per supernode: relayed pairs over the phase, per hour, and bytes
+    /// per second.
+    pub relay_pairs: Spread,
+    pub relay_pairs_per_hour: Spread,
+    pub relay_bytes_per_second: Spread,
+    /// Share of supernodes that relayed at least one pair.
+    pub relaying_share: f64,
+}
+
+fn index<T: PartialEq>(all: &[T], item: T) -> usize {
+    all.iter().position(|x| *x == item).expect("listed in ALL")
+}
+
+impl TraversalSummary {
+    /// The figures, or `None` when the scenario does not model routers.
+    pub fn of(sim: &Sim) -> Option<Self> {
+        sim.scenario.nat.as_ref()?;
+        let transfers = &sim.transfers;
+        let kind_shares = |nodes: &mut dyn Iterator<Item = u32>| {
+            let mut counts = [0u32; 4];
+            let mut total = 0;
+            for node in nodes {
+                if let Some(kind) = sim.population.nodes[node as usize].router {
+                    counts[index(&RouterKind::ALL, kind)] += 1;
+                    total += 1;
+                }
+            }
+            counts.map(|c| c as f64 / total.max(1) as f64)
+        };
+        let loads = relay_loads(sim);
+        let population = kind_shares(&mut (0..sim.population.nodes.len() as u32));
+        let supernodes = kind_shares(&mut loads.iter().map(|load| load.node));
+
+        let pairs = transfers.len() as u32;
+        let share_of = |test: &dyn Fn(&Transfer) -> bool| {
+            transfers.iter().filter(|t| test(t)).count() as f64 / pairs.max(1) as f64
+        };
+        let mut by_path = [0.0; 4];
+        for (slot, way) in by_path.iter_mut().zip(Path::ALL) {
+            *slot = share_of(&|t| t.path == way);
+        }
+        let mut matrix = [[[0u32; 4]; 4]; 4];
+        for t in transfers {
+            let d = index(&RouterKind::ALL, t.downloader_router);
+            let s = index(&RouterKind::ALL, t.source_router);
+            matrix[d][s][index(&Path::ALL, t.path)] += 1;
+        }
+
+        // Per download (transfers of one query are recorded together).
+        let (mut downloads, mut push_only, mut with_punching) = (0u32, 0u32, 0u32);
+        let (mut relayed_pairs, mut unavoidable) = (0u32, 0u32);
+        for download in transfers.chunk_by(|a, b| a.query == b.query) {
+            downloads += 1;
+            push_only += download.iter().any(|t| t.path <= Path::Pushed) as u32;
+            let without_relay = download.iter().any(|t| t.path <= Path::Punched);
+            with_punching += without_relay as u32;
+            let relayed = download.iter().filter(|t| t.path == Path::Relayed).count() as u32;
+            relayed_pairs += relayed;
+            if !without_relay {
+                unavoidable += relayed;
+            }
+        }
+        let bytes: f64 = transfers.iter().map(|t| t.share).sum();
+        let relayed: f64 = transfers
+            .iter()
+            .filter(|t| t.path == Path::Relayed)
+            .map(|t| t.share)
+            .sum();
+
+        Some(TraversalSummary {
+            population,
+            supernodes,
+            downloads,
+            pairs,
+            by_path,
+            punch_failed: share_of(&|t| t.punch_failed),
+            push_only: share_of(&|t| t.path <= Path::Pushed),
+            with_punching: share_of(&|t| t.path <= Path::Punched),
+            with_relay: share_of(&|t| t.path <= Path::Relayed),
+            downloads_push_only: push_only as f64 / downloads.max(1) as f64,
+            downloads_with_punching: with_punching as f64 / downloads.max(1) as f64,
+            relayed_bytes_share: relayed / bytes.max(f64::MIN_POSITIVE),
+            relayed_unavoidable: if relayed_pairs == 0 {
+                f64::NAN
+            } else {
+                unavoidable as f64 / relayed_pairs as f64
+            },
+            matrix,
+            relay_pairs: Spread::of(loads.iter().map(|l| l.pairs as f64).collect()),
+            relay_pairs_per_hour: Spread::of(loads.iter().map(RelayLoad::pairs_per_hour).collect()),
+            relay_bytes_per_second: Spread::of(loads.iter().map(RelayLoad::bytes_per_second).collect()),
+            relaying_share: loads.iter().filter(|l| l.pairs > 0).count() as f64 / loads.len().max(1) as f64,
+        })
+    }
+
+    /// Label and value of each figure, for the table and the CSV.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let pct = |v: f64| {
+            if v.is_nan() {
+                "n/a".to_string()
+            } else {
+                format!("{:.1} %", v * 100.0)
+            }
+        };
+        let spread = |s: Spread, places: usize, scale: f64| {
+            format!(
+                "{:.places$} / {:.places$} / {:.places$}",
+                s.mean / scale,
+                s.p99 / scale,
+                s.max / scale
+            )
+        };
+        let kinds = |shares: &[f64; 4]| {
+            let mut text = String::new();
+            for (kind, share) in RouterKind::ALL.iter().zip(shares) {
+                let _ = write!(
+                    text,
+                    "{}{} {}",
+                    if text.is_empty() { "" } else { ", " },
+                    kind.label(),
+                    pct(*share)
+                );
+            }
+            text
+        };
+        let mut rows = vec![
+            ("routers, all nodes".to_string(), kinds(&self.population)),
+            ("routers, supernodes".to_string(), kinds(&self.supernodes)),
+            (
+                "downloads (one per search)".to_string(),
+                self.downloads.to_string(),
+            ),
+            ("(downloader, source) pairs".to_string(), self.pairs.to_string()),
+        ];
+        for (way, share) in Path::ALL.iter().zip(self.by_path) {
+            rows.push((format!("pairs {}", way.label()), pct(share)));
+        }
+        rows.extend([
+            (
+                "  of them relayed after a failed punch".to_string(),
+                pct(self.punch_failed),
+            ),
+            ("pairs that transfer, push only".to_string(), pct(self.push_only)),
+            (
+                "pairs that transfer, + punching".to_string(),
+                pct(self.with_punching),
+            ),
+            ("pairs that transfer, + relay".to_string(), pct(self.with_relay)),
+            (
+                "downloads with a source, push only".to_string(),
+                pct(self.downloads_push_only),
+            ),
+            (
+                "downloads with a source, + punching".to_string(),
+                pct(self.downloads_with_punching),
+            ),
+            ("bytes through a relay".to_string(), pct(self.relayed_bytes_share)),
+            (
+                "relayed pairs with no other way in".to_string(),
+                pct(self.relayed_unavoidable),
+            ),
+            (
+                "relayed pairs / supernode, mean / p99 / max".to_string(),
+                spread(self.relay_pairs, 1, 1.0),
+            ),
+            (
+                "  per hour of routing".to_string(),
+                spread(self.relay_pairs_per_hour, 0, 1.0),
+            ),
+            (
+                "relayed kB/s / supernode, mean / p99 / max".to_string(),
+                spread(self.relay_bytes_per_second, 1, 1e3),
+            ),
+            ("supernodes relaying at all".to_string(), pct(self.relaying_share)),
+        ]);
+        rows
+    }
+
+    /// The ways each pair of kinds took, as a table (downloader in rows,
+    /// source in columns, each cell the share of all pairs and the ways).
+    pub fn matrix_table(&self) -> String {
+        let total = self.pairs.max(1) as f64;
+        let mut out = String::from("downloader \\ source");
+        for kind in RouterKind::ALL {
+            let _ = write!(out, " | {}", kind.label());
+        }
+        out.push('\n');
+        for (d, downloader) in RouterKind::ALL.iter().enumerate() {
+            let _ = write!(out, "{}", downloader.label());
+            for cell in &self.matrix[d] {
+                let pairs: u32 = cell.iter().sum();
+                let ways: Vec<String> = Path::ALL
+                    .iter()
+                    .zip(cell)
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(way, &n)| format!("{} {:.0} %", way.label(), 100.0 * n as f64 / pairs as f64))
+                    .collect();
+                let _ = write!(
+                    out,
+                    " | {:.1} % of pairs: {}",
+                    100.0 * pairs as f64 / total,
+                    if ways.is_empty() {
+                        "none".into()
+                    } else {
+                        ways.join(", ")
+                    }
+                );
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, value) in rows {
+            let _ = writeln!(out, "{key:<width$}  {value}");
+        }
+        out.push_str(&self.matrix_table());
+        out
+    }
+
+    /// Writes `traversal.csv` (every figure), `traversal_pairs.csv` (pairs
+    /// by kinds and way) and `relays.csv` (each supernode's relay load).
+    pub fn write_csv(&self, sim: &Sim, dir: &FilePath) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("traversal.csv"))?);
+        writeln!(out, "figure,value")?;
+        for (key, value) in self.rows() {
+            writeln!(out, "\"{}\",\"{}\"", key.trim(), value)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("traversal_pairs.csv"))?);
+        writeln!(out, "downloader,source,path,pairs")?;
+        for (d, downloader) in RouterKind::ALL.iter().enumerate() {
+            for (s, source) in RouterKind::ALL.iter().enumerate() {
+                for (w, way) in Path::ALL.iter().enumerate() {
+                    let pairs = self.matrix[d][s][w];
+                    if pairs > 0 {
+                        writeln!(
+                            out,
+                            "{},{},{},{pairs}",
+                            downloader.label(),
+                            source.label(),
+                            way.label()
+                        )?;
+                    }
+                }
+            }
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("relays.csv"))?);
+        writeln!(out, "node,seconds_routing,relayed_pairs,relayed_bytes")?;
+        for load in relay_loads(sim) {
+            writeln!(
+                out,
+                "{},{:.0},{},{:.0}",
+                load.node, load.seconds, load.pairs, load.bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{seconds, NEVER};
+    use crate::population::{Catalogue, NodeSpec, Population};
+    use crate::scenario::{Scenario, Selection, SessionModel};
+    use crate::search::QueryState;
+    use crate::sim::{Event, State};
+    use canopy_common::proto::routing::QueryId;
+
+    /// Two supernodes of two leaf slots each, FastTrack selection so who
+    /// routes is fixed by arrival: node 0 (public) routes and takes leaves
+    /// 1 and 2 (symmetric), node 3 (public) routes and takes leaf 4
+    /// (symmetric). Leaves 1 and 2 hold file 0.
+    fn two_clusters() -> Sim {
+        let mut scenario = Scenario {
+            nodes: 5,
+            nat: Some(Nat::default()),
+            ..Scenario::default()
+        };
+        scenario.supernodes.selection = Selection::Capacity;
+        scenario.supernodes.leaves_min = 2;
+        scenario.supernodes.leaves_max = 2;
+        scenario.supernodes.sessions = 1;
+        scenario.supernodes.min_level = 0;
+        scenario.churn.model = SessionModel::None;
+        scenario.queries.count = 1;
+        scenario.queries.rate_per_s = 0.001;
+        scenario.queries.warmup_s = 0.0;
+        let kinds = [
+            RouterKind::Public,
+            RouterKind::Symmetric,
+            RouterKind::Symmetric,
+            RouterKind::Public,
+            RouterKind::Symmetric,
+        ];
+        let nodes = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| NodeSpec {
+                arrive: seconds(i as f64),
+                depart: NEVER,
+                level: 0,
+                firewalled: !kind.accepts_connections(),
+                sharer: true,
+                router: Some(kind),
+            })
+            .collect();
+        let population = Population {
+            nodes,
+            multiples: vec![1000.0],
+            base_upload_kbit: 64.0,
+            base_rate: 10.0,
+            catalogue: Catalogue::with_holders(&[&[1, 2]]),
+        };
+        let mut sim = Sim::with_population(scenario, population, 1);
+        sim.queue.at(0, Event::Arrive(0));
+        sim.run_until(seconds(10.0));
+        sim
+    }
+
+    #[test]
+    fn a_relayed_pair_loads_the_sources_supernode_not_the_downloaders() {
+        let mut sim = two_clusters();
+        assert_eq!(sim.state[0], State::Router);
+        assert_eq!(sim.state[3], State::Router);
+        assert_eq!(sim.sessions[4][0], 3, "leaf 4 joined the second supernode");
+        // Leaf 4 looks for file 0 and downloads it from leaves 1 and 2.
+        sim.queries
+            .push(QueryState::new(0, QueryId([1; 16]), seconds(20.0)));
+        sim.issue(0, 4, seconds(20.0));
+        sim.run_until(seconds(1000.0));
+        sim.close_books();
+        let transfers = sim.transfers();
+        assert_eq!(transfers.len(), 2, "{transfers:?}");
+        for t in transfers {
+            assert_eq!((t.downloader, t.via), (4, 0));
+            assert_eq!(t.path, Path::Relayed);
+            assert_eq!(t.share, 0.5);
+        }
+        let loads = relay_loads(&sim);
+        let load = |node: u32| loads.iter().find(|l| l.node == node).map(|l| l.pairs);
+        assert_eq!(load(0), Some(2), "the sources' supernode relays both");
+        assert_eq!(load(3), Some(0), "the downloader's supernode relays nothing");
+        let summary = TraversalSummary::of(&sim).unwrap();
+        assert_eq!(summary.with_relay, 1.0);
+        assert_eq!(summary.push_only, 0.0);
+        assert_eq!(summary.downloads_with_punching, 0.0);
+        assert_eq!(summary.relayed_bytes_share, 1.0);
+        assert_eq!(summary.relayed_unavoidable, 1.0, "no other way in");
+    }
+
+    #[test]
+    fn the_punch_coin_is_fixed_per_pair_and_follows_the_chance() {
+        let nat = Nat::default();
+        let through = (0..10_000)
+            .filter(|&i| punch_gets_through(&nat, 1, i / 100, i % 100))
+            .count();
+        assert!((7_700..8_300).contains(&through), "{through}");
+        assert_eq!(
+            punch_gets_through(&nat, 1, 5, 6),
+            punch_gets_through(&nat, 1, 5, 6)
+        );
+        let never = Nat {
+            punch_success: 0.0,
+            ..Nat::default()
+        };
+        assert!(!(0..1000).any(|i| punch_gets_through(&never, 1, i, i)));
+    }
+}
