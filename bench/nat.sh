@@ -5,6 +5,7 @@
 #   wan 10.77.0.0/24, a bridge (in namespace ${P}wan); no default routes
 #     ${P}sn   10.77.0.2    a public supernode's machine
 #     ${P}pub  10.77.0.3    a public peer's machine
+#     ${P}sn2  10.77.0.6    a second public supernode's machine (the matrix runs two)
 #     ${P}rK   10.77.0.1K   home router K: NAT (masquerade) for its home,
 #                           dropping (never rejecting: a reject would make
 #                           conntrack pick another port) anything nobody
@@ -275,7 +276,8 @@ up() {
   ip -n "$(ns wan)" link set br0 up
   wan_member sn 10.77.0.2
   wan_member pub 10.77.0.3
-  echo "wan: $(ns sn) at 10.77.0.2, $(ns pub) at 10.77.0.3"
+  wan_member sn2 10.77.0.6
+  echo "wan: $(ns sn) at 10.77.0.2, $(ns pub) at 10.77.0.3, $(ns sn2) at 10.77.0.6"
   if [[ " ${kinds[*]} " == *" upnp "* ]] || [[ " ${kinds[*]} " == *" igd "* ]]; then
     command -v miniupnpd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables >/dev/null; }
     [ "$UPNP_EXT" = fake ] || upnp_stun_server
@@ -307,21 +309,30 @@ matrix() {
   # Global: the exit trap reads it after this function has returned.
   work=$(mktemp -d /tmp/canopy-nat-matrix.XXXXXX)
   trap 'pkill -f "$work/" 2>/dev/null; down; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-  in_ns sn "$canopy" run --role supernode --listen 10.77.0.2:4663 --no-ui --data-dir "$work/sn" \
-    >"$work/sn.out" 2>"$work/sn.err" &
-  local sn="" waited=0
-  while [ -z "$sn" ] && [ $waited -lt 100 ]; do
-    sleep 0.2; waited=$((waited + 1))
-    sn=$(grep -o "as [a-z0-9]*@10.77.0.2:4663" "$work/sn.out" 2>/dev/null | head -1 | cut -c4- || true)
+  # Two supernodes, as a real network has many: what two peers see of a
+  # home tells its router's kind (one port for both, or one per peer),
+  # which decides how a punch is planned.
+  local supernode sn="" address
+  for supernode in sn sn2; do
+    address=10.77.0.2
+    [ $supernode = sn2 ] && address=10.77.0.6
+    in_ns $supernode "$canopy" run --role supernode --listen $address:4663 --no-ui --data-dir "$work/$supernode" \
+      >"$work/$supernode.out" 2>"$work/$supernode.err" &
+    local found="" waited=0
+    while [ -z "$found" ] && [ $waited -lt 100 ]; do
+      sleep 0.2; waited=$((waited + 1))
+      found=$(grep -o "as [a-z0-9]*@$address:4663" "$work/$supernode.out" 2>/dev/null | head -1 | cut -c4- || true)
+    done
+    [ -n "$found" ] || { echo "the supernode $supernode did not start: $(cat "$work/$supernode.err")" >&2; exit 1; }
+    sn+=" --bootstrap $found"
   done
-  [ -n "$sn" ] || { echo "the supernode did not start: $(cat "$work/sn.err")" >&2; exit 1; }
   # Sources: one shared folder each, refilled with fresh files per run.
   local source listen
   for source in pub h1 h3 h5; do
     mkdir -p "$work/share-$source"
     listen=0.0.0.0:4663
     [ $source = pub ] && listen=10.77.0.3:4663
-    in_ns $source "$canopy" run --share "$work/share-$source" --bootstrap "$sn" --listen $listen \
+    in_ns $source "$canopy" run --share "$work/share-$source" $sn --listen $listen \
       --no-ui --rescan-interval 1 --data-dir "$work/node-$source" >"$work/$source.out" 2>"$work/$source.err" &
   done
   local name
@@ -342,11 +353,11 @@ matrix() {
         local listed=0 tries=0
         while [ $listed = 0 ] && [ $tries -lt 40 ]; do
           tries=$((tries + 1))
-          in_ns "$downloader" "$canopy" search "$name" --json --bootstrap "$sn" \
+          in_ns "$downloader" "$canopy" search "$name" --json $sn \
             --data-dir "$work/search-$downloader" 2>/dev/null | grep -q "$hash" && listed=1 || sleep 0.5
         done
         local out="$work/got-$name" line
-        line=$(in_ns "$downloader" timeout 60 "$canopy" get "$hash" --bootstrap "$sn" --json -o "$out" \
+        line=$(in_ns "$downloader" timeout 60 "$canopy" get "$hash" $sn --json -o "$out" \
           --data-dir "$work/get-$downloader-$run-$source" 2>>"$work/get.err" | tail -n 1 || true)
         if [[ $line == *'"event":"done"'* ]] && [ "$(b3sum --no-names "$out")" = "$hash" ]; then
           ok=$((ok + 1))

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use canopy_common::proto::birthday::{Downloader, Plan, Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
 use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
 use canopy_common::proto::network::{
@@ -598,6 +599,25 @@ fn request_vectors() -> Vec<Vector> {
             "variant 15: relay between me and your firewalled leaf (an older node resets the stream)",
             Request::Relay { leaf: peer_a() },
         ),
+        r(
+            "traits",
+            "variant 16: a joined leaf says its router gives every peer a new port, and it speaks birthday punching (an older supernode resets the stream)",
+            Request::Traits(Traits {
+                symmetric: true,
+                features: FEATURE_BIRTHDAY,
+            }),
+        ),
+        r(
+            "traverse",
+            "variant 17: plan a way to your firewalled leaf for me, behind a one-port router, not accepting connections (an older node resets the stream: ask Punch)",
+            Request::Traverse {
+                leaf: peer_a(),
+                downloader: Downloader {
+                    symmetric: false,
+                    accepts: false,
+                },
+            },
+        ),
     ]
 }
 
@@ -725,6 +745,22 @@ fn response_vectors() -> Vec<Vector> {
                 token: *b"0123456789abcdef",
             },
         ),
+        r(
+            "traits_noted",
+            "variant 20: noted; this supernode speaks birthday punching",
+            Response::TraitsNoted {
+                features: FEATURE_BIRTHDAY,
+            },
+        ),
+        r(
+            "traverse_plan",
+            "variant 21: the leaf is at 192.0.2.1:4000, you at [2001:db8::1]:4001; spray probes at random ports of the leaf's IP (plan 1)",
+            Response::TraversePlan {
+                leaf: v4(),
+                you: v6(),
+                plan: Plan::Spray,
+            },
+        ),
     ]
 }
 
@@ -771,6 +807,14 @@ fn session_vectors() -> Vec<Vector> {
             "SessionNotice 5: this supernode steps down; join one of these instead",
             SessionNotice::Leaving {
                 others: vec![addr_b()],
+            },
+        ),
+        n(
+            "birthday",
+            "SessionNotice 6: open ports towards the requester and dial it from the one its probe reaches (spray false)",
+            SessionNotice::Birthday {
+                requester: addr_b(),
+                spray: false,
             },
         ),
         u(
@@ -985,8 +1029,8 @@ fn rejected_vectors() -> Vec<Vector> {
         rejected::<Request>(
             "unknown_variant",
             "Request",
-            "variant index 12 is not a Request (yet)",
-            "000000010c",
+            "variant index 127 is not a Request (yet; 0 to 17 are)",
+            "000000017f",
             "Malformed",
         ),
         rejected::<Response>(

@@ -23,8 +23,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use canopy_common::net::{read_frame, write_frame, Endpoint};
+use canopy_common::proto::birthday::{Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
-use canopy_common::proto::nat;
+use canopy_common::proto::nat::{self, NatKind};
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, Response, SessionNotice,
 };
@@ -267,25 +268,6 @@ async fn nearest(
     }
 }
 
-/// Asks the supernode where it sees us, and records it; a new outside
-/// address is logged (our router or network changed). A supernode from
-/// before `Observe` resets the stream, which costs nothing.
-async fn observe_through(endpoint: &Endpoint, context: &NodeState, connection: &quinn::Connection) {
-    let asked = async {
-        let (mut send, mut recv) = connection.open_bi().await.ok()?;
-        write_frame(&mut send, &Request::Observe).await.ok()?;
-        send.finish().ok()?;
-        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()? {
-            Response::Observed { addr } => Some(addr),
-            _ => None,
-        }
-    };
-    if let Ok(Some(seen)) = tokio::time::timeout(Duration::from_secs(5), asked).await {
-        let observation = crate::measure::observation(connection, endpoint, seen);
-        context.reach.locked().observe(observation);
-    }
-}
-
 /// One session over `connection`; returns when it ends.
 async fn session(
     endpoint: &Endpoint,
@@ -296,7 +278,7 @@ async fn session(
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
-    observe_through(endpoint, context, &connection).await;
+    crate::reach::observe_through(endpoint, context, &connection).await;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     // A private or unspecified address means nothing to a supernode
     // outside our network: it indexes us where it sees us instead.
@@ -319,6 +301,7 @@ async fn session(
             tracing::info!(supernode = ?supernode, "joined supernode");
             crate::hostcache::remember(&settings.data_dir, supernode);
             let joined = Joined {
+                connection: &connection,
                 endpoint,
                 context,
                 supernode,
@@ -338,15 +321,16 @@ async fn session(
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
         Ok(SessionNotice::Leaving { others }) => Ok(Referral(others)),
-        Ok(SessionNotice::Supernodes { .. } | SessionNotice::Push { .. }) => {
-            Err("spoke before welcoming us".into())
-        }
+        Ok(
+            SessionNotice::Supernodes { .. } | SessionNotice::Push { .. } | SessionNotice::Birthday { .. },
+        ) => Err("spoke before welcoming us".into()),
         Err(error) => Err(format!("{supernode:?} did not accept us as a leaf ({error})")),
     }
 }
 
 /// A session after the welcome.
 struct Joined<'a> {
+    connection: &'a quinn::Connection,
     endpoint: &'a Endpoint,
     context: &'a Arc<NodeState>,
     supernode: PeerAddr,
@@ -365,6 +349,9 @@ impl Joined<'_> {
     ) -> Result<Referral, String> {
         let mut published = Published::new(max_files);
         let mut timer = tokio::time::interval(SYNC_INTERVAL);
+        // What we last told the supernode of our router: told at once, and
+        // again whenever what peers see of us changes the verdict.
+        let mut told_symmetric = None;
         let notices = async {
             loop {
                 match read_frame::<SessionNotice>(recv, MAX_CONTROL_FRAME).await {
@@ -378,6 +365,7 @@ impl Joined<'_> {
                         self.pool.locked().add(others.into_iter().take(16));
                     }
                     Ok(SessionNotice::Push { requester }) => self.push_to(requester),
+                    Ok(SessionNotice::Birthday { requester, spray }) => self.birthday(requester, spray),
                     Ok(SessionNotice::Refused { reason }) => {
                         return Err(format!("supernode refused our files: {reason}"))
                     }
@@ -391,6 +379,11 @@ impl Joined<'_> {
             tokio::select! {
                 ended = &mut notices => return ended,
                 _ = timer.tick() => {}
+            }
+            let symmetric = self.context.reach.locked().kind() == NatKind::EndpointDependent;
+            if told_symmetric != Some(symmetric) {
+                told_symmetric = Some(symmetric);
+                tokio::spawn(tell_traits(self.connection.clone(), symmetric));
             }
             let (added, removed) = published.changes(&self.context.shares);
             if !removed.is_empty() {
@@ -425,13 +418,7 @@ impl Joined<'_> {
             match tokio::time::timeout(Duration::from_secs(10), endpoint.connect(&requester)).await {
                 Ok(Ok(connection)) => {
                     tracing::debug!(requester = ?requester, "pushed a connection");
-                    endpoint
-                        .guard(
-                            &connection,
-                            requester.id,
-                            serve_connection(connection.clone(), context),
-                        )
-                        .await;
+                    serve_dialed(&endpoint, context, requester, connection).await;
                 }
                 Ok(Err(error)) => {
                     tracing::info!(requester = ?requester, %error, "cannot push to a requester")
@@ -439,6 +426,64 @@ impl Joined<'_> {
                 Err(_) => tracing::info!(requester = ?requester, "cannot push to a requester: no answer"),
             }
         });
+    }
+
+    /// Our part in a birthday punch for a requester: spray probes at its
+    /// IP (it dials us), or open ports towards it and dial it from the one
+    /// its probe reaches. At most two at once: a supernode cannot make us
+    /// spray without end.
+    fn birthday(&self, requester: PeerAddr, spray: bool) {
+        let Some(running) = crate::birthday::Running::start() else {
+            tracing::info!(requester = ?requester, "declined a birthday punch: two are running");
+            return;
+        };
+        let (endpoint, context) = (self.endpoint.clone(), self.context.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            if spray {
+                crate::birthday::spray(&endpoint, requester.addr.ip()).await;
+            } else if let Some(connection) = crate::birthday::open_and_dial(&endpoint, requester).await {
+                tracing::debug!(requester = ?requester, "birthday punch: dialed from the port a probe reached");
+                serve_dialed(&endpoint, context, requester, connection).await;
+            }
+        });
+    }
+}
+
+/// Serves a requester on a connection we dialed for it, as if it had
+/// called us.
+async fn serve_dialed(
+    endpoint: &Endpoint,
+    context: Arc<NodeState>,
+    requester: PeerAddr,
+    connection: quinn::Connection,
+) {
+    endpoint
+        .guard(
+            &connection,
+            requester.id,
+            serve_connection(connection.clone(), context),
+        )
+        .await;
+}
+
+/// Tells the supernode our router's kind and that we take birthday
+/// orders, so it can plan punches with us. An older supernode resets the
+/// stream; it then keeps sending only the orders it always did.
+async fn tell_traits(connection: quinn::Connection, symmetric: bool) {
+    let asked = async {
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        let traits = Traits {
+            symmetric,
+            features: FEATURE_BIRTHDAY,
+        };
+        write_frame(&mut send, &Request::Traits(traits)).await.ok()?;
+        send.finish().ok()?;
+        read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(5), asked).await {
+        Ok(Some(Response::TraitsNoted { .. })) => tracing::debug!(symmetric, "supernode noted our router"),
+        _ => tracing::debug!("supernode did not note our router (an older version?)"),
     }
 }
 

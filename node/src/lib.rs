@@ -17,6 +17,7 @@
 //! * [`demo`] — the self-contained loopback demo behind `canopy demo`.
 
 pub mod admission;
+pub mod birthday;
 pub mod cli;
 pub mod datalock;
 pub mod demo;

@@ -4,6 +4,13 @@
 //! banner, `canopy probe`, `canopy status` and the app.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use canopy_common::net::{read_frame, write_frame, Endpoint};
+use canopy_common::proto::{PeerAddr, Request, Response, MAX_CONTROL_FRAME};
+use canopy_common::sync::Lock;
+
+use crate::state::NodeState;
 
 use canopy_common::proto::nat::{self, NatKind, Observation, Observations, Reach};
 use canopy_common::proto::portmap::Protocol;
@@ -73,8 +80,9 @@ impl Reachability {
             }
             Reach::Punch => "by hole punching, arranged by its supernode (a stranger could not connect back)",
             Reach::PushOnly => {
-                "by peers that accept connections, others through its supernode's relay (its router \
-                 gives each peer another port, so hole punching misses)"
+                "by peers that accept connections, by birthday punching from peers behind one-port \
+                 routers, and through its supernode's relay from the rest (its router gives each \
+                 peer another port)"
             }
         };
         let router = match self.kind() {
@@ -114,4 +122,47 @@ fn plural(n: usize) -> &'static str {
     } else {
         "s"
     }
+}
+
+/// Asks the peer at the other end of `connection` where it sees us, and
+/// records it; a new outside address is logged (our router or network
+/// changed). A peer from before `Observe` resets the stream, which costs
+/// nothing.
+pub async fn observe_through(endpoint: &Endpoint, context: &NodeState, connection: &quinn::Connection) {
+    let asked = async {
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        write_frame(&mut send, &Request::Observe).await.ok()?;
+        send.finish().ok()?;
+        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()? {
+            Response::Observed { addr } => Some(addr),
+            _ => None,
+        }
+    };
+    if let Ok(Some(seen)) = tokio::time::timeout(OBSERVE_WITHIN, asked).await {
+        let observation = crate::measure::observation(connection, endpoint, seen);
+        context.reach.locked().observe(observation);
+    }
+}
+
+/// How long one peer has to say where it sees us.
+const OBSERVE_WITHIN: Duration = Duration::from_secs(5);
+/// Peers asked by [`learn`]: two tell a cone router from a symmetric one,
+/// a third breaks a tie when one is slow.
+const LEARN_FROM: usize = 3;
+
+/// For a node that runs no election (`canopy get`): asks up to three of
+/// `peers` at once where they see us, so that our router's kind is known
+/// before a download plans a punch. Connections are closed after.
+pub async fn learn(endpoint: &Endpoint, context: &std::sync::Arc<NodeState>, peers: &[PeerAddr]) {
+    let mut asks = tokio::task::JoinSet::new();
+    for &peer in peers.iter().take(LEARN_FROM) {
+        let (endpoint, context) = (endpoint.clone(), context.clone());
+        asks.spawn(async move {
+            if let Ok(Ok(connection)) = tokio::time::timeout(OBSERVE_WITHIN, endpoint.connect(&peer)).await {
+                observe_through(&endpoint, &context, &connection).await;
+                connection.close(0u32.into(), b"observed");
+            }
+        });
+    }
+    while asks.join_next().await.is_some() {}
 }

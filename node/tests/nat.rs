@@ -148,12 +148,22 @@ fn public_supernode(bed: &Bed, data: &Path) -> (Running, String) {
     (supernode, addr)
 }
 
+/// `--bootstrap ADDR` for each of the space-separated `supernodes`.
+fn bootstrap(supernodes: &str) -> Vec<&str> {
+    supernodes
+        .split(' ')
+        .flat_map(|supernode| ["--bootstrap", supernode])
+        .collect()
+}
+
 /// Waits until a search for `words` from `machine` finds `hash`.
 fn await_listed(bed: &Bed, machine: &str, words: &str, hash: ContentHash, supernode: &str, data: &Path) {
     retry("the file never reached the supernode", || {
         let mut search = bed.canopy(machine);
         search
-            .args(["search", words, "--json", "--bootstrap", supernode, "--data-dir"])
+            .args(["search", words, "--json"])
+            .args(bootstrap(supernode))
+            .arg("--data-dir")
             .arg(data);
         let output = wait_output(search, Duration::from_secs(20));
         match text(&output.stdout).contains(&hash.to_hex()) {
@@ -163,29 +173,21 @@ fn await_listed(bed: &Bed, machine: &str, words: &str, hash: ContentHash, supern
     });
 }
 
-/// `canopy run --share FOLDER --bootstrap SUPERNODE` on home `machine`,
+/// `canopy run --share FOLDER --bootstrap SUPERNODE…` on home `machine`,
 /// listening on every interface, as a desktop user would run it.
 fn sharing_home(bed: &Bed, machine: &str, share: &str, supernode: &str, data: &Path) -> Running {
-    run(
-        bed,
-        machine,
-        &[
-            "--share",
-            share,
-            "--bootstrap",
-            supernode,
-            "--listen",
-            "0.0.0.0:4663",
-        ],
-        data,
-    )
+    let mut args = vec!["--share", share, "--listen", "0.0.0.0:4663"];
+    args.extend(bootstrap(supernode));
+    run(bed, machine, &args, data)
 }
 
 /// `canopy get HASH --bootstrap SUPERNODE --json -o OUTPUT` on `machine`,
 /// for at most a minute.
 fn fetch(bed: &Bed, machine: &str, hash: ContentHash, supernode: &str, output: &Path, data: &Path) -> Output {
     let mut get = bed.canopy(machine);
-    get.args(["get", &hash.to_hex(), "--bootstrap", supernode, "--json", "-o"])
+    get.args(["get", &hash.to_hex(), "--json"])
+        .args(bootstrap(supernode))
+        .arg("-o")
         .arg(output)
         .arg("--data-dir")
         .arg(data);
@@ -437,6 +439,80 @@ fn the_election_tells_cone_from_symmetric_routers() {
         text(&fetched.stderr)
     );
     assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+}
+
+/// A home behind a router that keeps one port for every peer and one
+/// behind a router that gives every peer a new port: a plain punch misses,
+/// a birthday punch (the symmetric side opens 256 ports, the cone side
+/// sprays probes at random ports) finds a way, in both directions. Two
+/// supernodes, as in any real network: what both see of a home tells its
+/// router's kind.
+#[test]
+fn cone_and_symmetric_homes_fetch_from_each_other_by_birthday_punching() {
+    let bed = Bed::up("cntf-", &["cone", "sym"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_first, first_addr) = public_supernode(&bed, &dir("sn"));
+    let second = run(
+        &bed,
+        "pub",
+        &["--role", "supernode", "--listen", "10.77.0.3:4663"],
+        &dir("sn2"),
+    );
+    let second_addr = second
+        .banner
+        .iter()
+        .find_map(|line| line.split("peers reach this node as ").nth(1))
+        .expect("the second supernode says where it is reached")
+        .trim_end_matches(')')
+        .to_string();
+    let supernodes = format!("{first_addr} {second_addr}");
+    let homes = [("h1", "cone", 700_001), ("h2", "symmetric", 700_002)];
+    let mut sharers = Vec::new();
+    let mut files = Vec::new();
+    for (machine, kind, len) in homes {
+        let content = patterned(len);
+        let name = format!("behind a {kind} router");
+        let share_arg = share(&dir(machine), &format!("{name}.bin"), &content);
+        let home = sharing_home(&bed, machine, &share_arg, &supernodes, &dir(machine));
+        let banner = home.banner.join("\n");
+        let verdict = match kind {
+            "cone" => "(cone NAT)",
+            _ => "(symmetric NAT)",
+        };
+        assert!(banner.contains(verdict), "{banner}");
+        sharers.push(home);
+        files.push((name, content));
+    }
+    for (downloader, source) in [(1, 0), (0, 1)] {
+        let (machine, kind, _) = homes[downloader];
+        let (name, content) = &files[source];
+        let hash = ContentHash::of(content);
+        await_listed(
+            &bed,
+            machine,
+            name,
+            hash,
+            &supernodes,
+            &dir(&format!("{machine}-search")),
+        );
+        let output_path = dir(&format!("fetched-by-{machine}.bin"));
+        let fetched = fetch(
+            &bed,
+            machine,
+            hash,
+            &supernodes,
+            &output_path,
+            &dir(&format!("{machine}-get")),
+        );
+        assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+        assert!(std::fs::read(&output_path).unwrap() == *content, "bytes differ");
+        let done = done_event(&fetched);
+        assert!(
+            done.contains("\"path\":\"punched\""),
+            "the {kind} home fetched from the other without a direct path: {done}"
+        );
+    }
 }
 
 /// Two homes behind routers that give every peer a new port: a punched

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::birthday::Traits;
 use canopy_common::proto::budget::{
     Budgets, MAX_PUNCHERS, MAX_SEARCHERS, PUNCHES_PER_SECOND, PUNCH_BURST, SEARCHES_PER_SECOND, SEARCH_BURST,
 };
@@ -137,7 +138,11 @@ struct Session {
     /// Our address as the leaf reached it (`None`: the socket cannot
     /// tell): where a relayed peer's address must point for the leaf.
     local_ip: Option<IpAddr>,
-    pushes: mpsc::Sender<PeerAddr>,
+    /// Orders for the leaf (push, birthday punches), written on its
+    /// session stream.
+    orders: mpsc::Sender<SessionNotice>,
+    /// What the leaf said of its router and features, if it did.
+    traits: Option<Traits>,
 }
 
 impl std::fmt::Debug for Supernode {
@@ -289,7 +294,7 @@ impl Supernode {
         mut send: SendStream,
         mut recv: RecvStream,
     ) {
-        let (pushes, mut push_requests) = mpsc::channel::<PeerAddr>(16);
+        let (orders, mut order_queue) = mpsc::channel::<SessionNotice>(16);
         let admitted = {
             let mut sessions = self.sessions.locked();
             let full = (sessions.len() >= self.config.max_leaves
@@ -306,7 +311,8 @@ impl Supernode {
                         leaf,
                         addr: peer.addr,
                         local_ip,
-                        pushes,
+                        orders,
+                        traits: None,
                     },
                 ) {
                     self.index.remove_leaf(old.leaf);
@@ -330,7 +336,7 @@ impl Supernode {
         self.index.add_leaf_with(leaf, peer, !hello.accepts_inbound);
         tracing::info!(leaf = ?peer, agent = %hello.agent, firewalled = !hello.accepts_inbound, "leaf joined");
         let outcome = self
-            .run_session(leaf, &mut send, &mut recv, &mut push_requests)
+            .run_session(leaf, &mut send, &mut recv, &mut order_queue)
             .await;
         match &outcome {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
@@ -347,11 +353,37 @@ impl Supernode {
     /// Asks our leaf `leaf` to connect out to `requester`, which cannot
     /// connect to it. `false` if no such leaf is joined here.
     pub fn push(&self, leaf: PeerId, requester: PeerAddr) -> bool {
+        self.order(leaf, SessionNotice::Push { requester })
+    }
+
+    /// Sends our leaf `leaf` an order on its session. `false` if no such
+    /// leaf is joined here (or its queue is full).
+    pub fn order(&self, leaf: PeerId, notice: SessionNotice) -> bool {
         let sessions = self.sessions.locked();
         match sessions.get(&leaf) {
-            Some(session) => session.pushes.try_send(requester).is_ok(),
+            Some(session) => session.orders.try_send(notice).is_ok(),
             None => false,
         }
+    }
+
+    /// Records what joined leaf `leaf` says of itself. `false` if it is not
+    /// joined here.
+    pub fn note_traits(&self, leaf: PeerId, traits: Traits) -> bool {
+        match self.sessions.locked().get_mut(&leaf) {
+            Some(session) => {
+                session.traits = Some(traits);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What joined leaf `leaf` said of itself, if anything.
+    pub fn leaf_traits(&self, leaf: PeerId) -> Option<Traits> {
+        self.sessions
+            .locked()
+            .get(&leaf)
+            .and_then(|session| session.traits)
     }
 
     /// Whether `asker` may have a leaf pushed or punched now (2 a second,
@@ -383,7 +415,7 @@ impl Supernode {
         leaf: LeafId,
         send: &mut SendStream,
         recv: &mut RecvStream,
-        push_requests: &mut mpsc::Receiver<PeerAddr>,
+        order_queue: &mut mpsc::Receiver<SessionNotice>,
     ) -> Result<(), SessionEnd> {
         let max_files = self.config.max_files_per_leaf;
         write_frame(
@@ -412,8 +444,8 @@ impl Supernode {
                             told = others;
                         }
                     }
-                    Some(requester) = push_requests.recv() => {
-                        write_frame(send, &SessionNotice::Push { requester }).await?;
+                    Some(order) = order_queue.recv() => {
+                        write_frame(send, &order).await?;
                     }
                     _ = stepped_down(&mut stepping_down) => {
                         let others = self.referrals();

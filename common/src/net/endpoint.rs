@@ -273,13 +273,40 @@ impl Endpoint {
     /// Dials `peer`; the handshake fails unless the other side holds the key
     /// of `peer.id`.
     pub async fn connect(&self, peer: &PeerAddr) -> Result<quinn::Connection, NetError> {
+        self.connect_on(&self.inner, peer).await
+    }
+
+    /// Dials `peer` from `socket` rather than the listening port, with our
+    /// identity: the socket a birthday punch found a way through
+    /// ([`crate::proto::birthday`]). The connection keeps its own small
+    /// client-only endpoint alive for as long as it lasts.
+    pub async fn connect_from(
+        &self,
+        socket: std::net::UdpSocket,
+        peer: &PeerAddr,
+    ) -> Result<quinn::Connection, NetError> {
+        let addr = socket.local_addr().map_err(|source| NetError::Bind {
+            addr: peer.addr,
+            source,
+        })?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.cid_generator(|| Box::new(ShortConnectionIds));
+        let inner = quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+            .map_err(|source| NetError::Bind { addr, source })?;
+        self.connect_on(&inner, peer).await
+    }
+
+    async fn connect_on(
+        &self,
+        inner: &quinn::Endpoint,
+        peer: &PeerAddr,
+    ) -> Result<quinn::Connection, NetError> {
         let tls = tls::client_config(&self.key, Some(peer.id), &self.alpn())?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(self.transport.clone());
         // The server name is unused: identity is the pinned key, and SNI is off.
-        let connection = self
-            .inner
+        let connection = inner
             .connect_with(client, peer.addr, "canopy")?
             .await
             .map_err(|error| {

@@ -1,6 +1,7 @@
 //! The pure half of the protocol: what is said on the wire and how content is
 //! verified. Nothing in here performs I/O.
 
+pub mod birthday;
 pub mod bitfield;
 pub mod budget;
 pub mod content;

@@ -183,6 +183,13 @@ pub enum SessionNotice {
     /// This supernode is stepping down (a demotion or a shutdown): the
     /// session ends, and these supernodes can take the leaf instead.
     Leaving { others: Vec<PeerAddr> },
+    /// Someone wants our files and one of our two routers gives every peer
+    /// a new port ([`crate::proto::birthday`]). `spray`: send probes to
+    /// random ports of the requester's IP from our listening port; the
+    /// requester dials us. Otherwise: open sockets towards the requester's
+    /// address, and dial it from the one its probe reaches. Sent only to
+    /// leaves that said they speak it (`Request::Traits`).
+    Birthday { requester: PeerAddr, spray: bool },
 }
 
 /// A search.

@@ -99,6 +99,22 @@ pub enum Request {
     /// [`Response::Busy`] or [`Response::NotSupernode`]. Appended after
     /// version 0; an older node resets the stream.
     Relay { leaf: super::id::PeerId },
+    /// A leaf tells its supernode about its router and what it speaks, so
+    /// punches with it can be planned ([`crate::proto::birthday`]); sent on
+    /// its own stream after joining, and again when it learns more.
+    /// Answered by [`Response::TraitsNoted`]. Appended after version 0; an
+    /// older supernode resets the stream, and the leaf then gets only the
+    /// orders it always had.
+    Traits(super::birthday::Traits),
+    /// Ask a supernode to plan a way to one of its firewalled leaves, for
+    /// a downloader that says what its router is. Answered by
+    /// [`Response::TraversePlan`] (and the leaf told its part), or as
+    /// [`Request::Punch`] is refused. Appended after version 0; an older
+    /// node resets the stream: the asker falls back to `Punch`.
+    Traverse {
+        leaf: super::id::PeerId,
+        downloader: super::birthday::Downloader,
+    },
 }
 
 /// What a supernode says when it asks to link.
@@ -266,6 +282,18 @@ pub enum Response {
         port: u16,
         token: super::relay::Token,
     },
+    /// The answer to [`Request::Traits`]: the `FEATURE_*` bits of
+    /// [`crate::proto::birthday`] the supernode speaks.
+    TraitsNoted {
+        features: u32,
+    },
+    /// The answer to [`Request::Traverse`]: the leaf's address as this
+    /// supernode sees it, the asker's, and the asker's part.
+    TraversePlan {
+        leaf: std::net::SocketAddr,
+        you: std::net::SocketAddr,
+        plan: super::birthday::Plan,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -289,6 +317,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::birthday::Plan;
     use crate::proto::frame::{decode, encode, MAX_CONTROL_FRAME};
     use proptest::prelude::*;
 
@@ -322,6 +351,15 @@ mod tests {
             any::<[u8; 32]>().prop_map(|id| Request::Relay {
                 leaf: crate::proto::PeerId(id)
             }),
+            (any::<bool>(), any::<u32>()).prop_map(|(symmetric, features)| Request::Traits(
+                crate::proto::birthday::Traits { symmetric, features }
+            )),
+            (any::<[u8; 32]>(), any::<bool>(), any::<bool>()).prop_map(|(id, symmetric, accepts)| {
+                Request::Traverse {
+                    leaf: crate::proto::PeerId(id),
+                    downloader: crate::proto::birthday::Downloader { symmetric, accepts },
+                }
+            }),
         ]
     }
 
@@ -341,6 +379,12 @@ mod tests {
             (any_addr(), any_addr()).prop_map(|(leaf, you)| Response::PunchReady { leaf, you }),
             any_addr().prop_map(|addr| Response::Observed { addr }),
             (any::<u16>(), any::<[u8; 16]>()).prop_map(|(port, token)| Response::RelayReady { port, token }),
+            any::<u32>().prop_map(|features| Response::TraitsNoted { features }),
+            (any_addr(), any_addr(), 0..4u8).prop_map(|(leaf, you, plan)| Response::TraversePlan {
+                leaf,
+                you,
+                plan: [Plan::Punch, Plan::Spray, Plan::Open, Plan::Relay][plan as usize]
+            }),
         ]
     }
 

@@ -205,6 +205,14 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     config.upload = args.upload.limits();
     config.network = place.network.clone();
     let node = Node::start(config).await.context("cannot start the local node")?;
+    // Where the supernodes see us, while the search runs: with two
+    // answers, a download knows whether its router gives every peer a new
+    // port, and plans its punches accordingly.
+    tokio::spawn({
+        let (endpoint, context) = (node.endpoint().clone(), node.context().clone());
+        let supernodes = place.supernodes.clone();
+        async move { crate::reach::learn(&endpoint, &context, &supernodes).await }
+    });
     let asker = (!place.supernodes.is_empty())
         .then(|| Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone()));
     let options = DownloadOptions {

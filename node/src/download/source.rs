@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
+use canopy_common::proto::birthday::{Downloader, Plan};
 use canopy_common::proto::content::BlockHashes;
-use canopy_common::proto::nat::NatKind;
+use canopy_common::proto::nat::{NatKind, Reach};
 use canopy_common::proto::relay::bind_packet;
 use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use tokio::task::JoinSet;
@@ -181,8 +182,9 @@ impl Source {
         Ok(connection)
     }
 
-    /// The punch, then, if the source has not come through within a
-    /// second, the relay as well, the punch's packets still going: the
+    /// The way the source's supernode plans (a punch, a birthday punch,
+    /// or the relay alone), then, if the source has not come through
+    /// within a second, the relay as well, the punch still going: the
     /// first connection to arrive wins (RFC 8305's "happy eyeballs",
     /// staggered by a second: a punch that works comes through in about a
     /// round trip, and its first packet, if it met our router still closed,
@@ -194,88 +196,118 @@ impl Source {
     ) -> Result<(quinn::Connection, SourcePath), SourceFailure> {
         let leaf = self.peer.id;
         let ask = Ask::new(supernode, CONNECT_TIMEOUT);
-        let symmetric = self.shared.context.reach.locked().kind() == NatKind::EndpointDependent;
-        let mut punch_to = None;
+        let (symmetric, accepts) = {
+            let reach = self.shared.context.reach.locked();
+            (
+                reach.kind() == NatKind::EndpointDependent,
+                matches!(reach.reach(), Reach::Direct | Reach::Mapped),
+            )
+        };
+        let downloader = Downloader { symmetric, accepts };
+        let mut arrival = self.shared.context.await_push(leaf);
         // Whether our own address is what the supernode sees: then the
         // source's call is an ordinary push, not a punched one.
         let mut no_router = false;
-        if !symmetric {
-            let arrival = self.shared.context.await_push(leaf);
-            let answer = match ask.send(&Request::Punch { leaf }).await {
+        let mut observe = |you| {
+            let seen = crate::measure::observation(supernode, &self.shared.endpoint, you);
+            no_router = seen.seen == seen.local;
+            self.shared.context.reach.locked().observe(seen);
+        };
+        // Older supernodes know Punch but not Traverse, older still only Push.
+        let (plan, to) =
+            match ask.send(&Request::Traverse { leaf, downloader }).await {
                 Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
-                // Reset as a bad request: a supernode from before punching.
-                Err(_) => ask.send(&Request::Push { leaf }).await.map_err(terminal)?,
-                Ok(answer) => answer,
-            };
-            match answer.0 {
-                Response::PunchReady { leaf: to, you } => {
-                    let seen = crate::measure::observation(supernode, &self.shared.endpoint, you);
-                    no_router = seen.seen == seen.local;
-                    self.shared.context.reach.locked().observe(seen);
-                    let endpoint = self.shared.endpoint.clone();
-                    let punching = paced(move || endpoint.punch(to), PUNCH_FIRST_GAP);
-                    if let Some(connection) = until(arrival, RELAY_AFTER, punching).await {
-                        return Ok((connection, punched(no_router)));
+                Ok((Response::TraversePlan { leaf: to, you, plan }, _)) => {
+                    observe(you);
+                    (plan, Some(to))
+                }
+                Ok((other, _)) => return Err(refused("a punch", other)),
+                Err(_) if symmetric => (Plan::Relay, None),
+                Err(_) => match ask.send(&Request::Punch { leaf }).await {
+                    Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
+                    Ok((Response::PunchReady { leaf: to, you }, _)) => {
+                        observe(you);
+                        (Plan::Punch, Some(to))
                     }
-                    punch_to = Some(to);
+                    Ok((other, _)) => return Err(refused("a punch", other)),
+                    Err(_) => return match ask.send(&Request::Push { leaf }).await.map_err(terminal)?.0 {
+                        Response::PushSent => match tokio::time::timeout(PUSH_TIMEOUT, arrival).await {
+                            Ok(Ok(connection)) => Ok((connection, SourcePath::Pushed)),
+                            _ => Err(SourceFailure::Unreachable(
+                                "it accepts no connections and did not call back (are we unreachable too?)"
+                                    .into(),
+                            )),
+                        },
+                        other => Err(refused("a push", other)),
+                    },
+                },
+            };
+        let punched = punched(no_router);
+        // Our part of the plan. Only a birthday punch's hard side dials
+        // (the source's probe shows the way); the other ways end in the
+        // source dialing us, an arrival.
+        let endpoint = self.shared.endpoint.clone();
+        let direct: std::pin::Pin<Box<dyn std::future::Future<Output = Option<quinn::Connection>> + Send>> =
+            match (plan, to) {
+                (Plan::Punch, Some(to)) => {
+                    Box::pin(async move { match paced(move || endpoint.punch(to), PUNCH_FIRST_GAP).await {} })
                 }
-                Response::PushSent => {
-                    return match tokio::time::timeout(PUSH_TIMEOUT, arrival).await {
-                        Ok(Ok(connection)) => Ok((connection, SourcePath::Pushed)),
-                        _ => Err(SourceFailure::Unreachable(
-                            "it accepts no connections and did not call back (are we unreachable too?)"
-                                .into(),
-                        )),
-                    };
-                }
-                other => return Err(refused("a punch", other)),
+                (Plan::Spray, Some(to)) => Box::pin(async move {
+                    crate::birthday::spray(&endpoint, to.ip()).await;
+                    std::future::pending().await
+                }),
+                (Plan::Open, Some(to)) => Box::pin(async move {
+                    match crate::birthday::open_and_dial(&endpoint, PeerAddr::new(leaf, to)).await {
+                        Some(connection) => Some(connection),
+                        None => std::future::pending().await,
+                    }
+                }),
+                _ => Box::pin(std::future::pending()),
+            };
+        tokio::pin!(direct);
+        if plan != Plan::Relay {
+            tokio::select! {
+                Ok(connection) = &mut arrival => return Ok((connection, punched)),
+                Some(connection) = &mut direct => return Ok((connection, SourcePath::Punched)),
+                _ = tokio::time::sleep(RELAY_AFTER) => {}
             }
         }
-        let arrival = self.shared.context.await_push(leaf);
-        let endpoint = self.shared.endpoint.clone();
-        let punching = async move {
-            match punch_to {
-                Some(to) => paced(move || endpoint.punch(to), PUNCH_MAX_GAP).await,
-                None => std::future::pending().await,
-            }
-        };
         let (port, token) = match ask.send(&Request::Relay { leaf }).await {
             Ok((Response::RelayReady { port, token }, _)) => (port, token),
             Ok((other, _)) => return Err(refused("a relay", other)),
             Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
             Err(_) => {
                 // No relay here: the punch alone, for the rest of its time.
-                let late = match punch_to {
-                    Some(_) => until(arrival, PUSH_TIMEOUT - RELAY_AFTER, punching).await,
-                    None => None,
-                };
-                return match late {
-                    Some(connection) => Ok((connection, punched(no_router))),
-                    None => Err(SourceFailure::Unreachable(match punch_to {
-                        Some(to) => format!(
-                            "a hole punch towards {to} did not get through, and its supernode cannot relay \
-                             (an older version)"
-                        ),
-                        None => {
-                            "no way through our router, and its supernode cannot relay (an older version)"
-                                .into()
-                        }
-                    })),
-                };
+                if plan != Plan::Relay {
+                    tokio::select! {
+                        Ok(connection) = &mut arrival => return Ok((connection, punched)),
+                        Some(connection) = &mut direct => return Ok((connection, SourcePath::Punched)),
+                        _ = tokio::time::sleep(PUSH_TIMEOUT - RELAY_AFTER) => {}
+                    }
+                }
+                return Err(SourceFailure::Unreachable(match to {
+                    Some(to) if plan != Plan::Relay => format!(
+                        "a hole punch towards {to} did not get through, and its supernode cannot relay \
+                         (an older version)"
+                    ),
+                    _ => {
+                        "no way through our router, and its supernode cannot relay (an older version)".into()
+                    }
+                }));
             }
         };
         let relay = SocketAddr::new(via.addr.ip(), port);
         let packet = bind_packet(&token);
         let endpoint = self.shared.endpoint.clone();
         let binding = paced(move || endpoint.bind_relay(relay, &packet), RELAY_BIND_GAP);
-        let both = async {
-            let (never, _) = tokio::join!(binding, punching);
-            never
-        };
-        match until(arrival, PUSH_TIMEOUT, both).await {
-            Some(connection) if connection.remote_address() == relay => Ok((connection, SourcePath::Relayed)),
-            Some(connection) => Ok((connection, punched(no_router))),
-            None => Err(SourceFailure::Unreachable(format!(
+        tokio::select! {
+            Ok(connection) = &mut arrival => match connection.remote_address() == relay {
+                true => Ok((connection, SourcePath::Relayed)),
+                false => Ok((connection, punched)),
+            },
+            Some(connection) = &mut direct => Ok((connection, SourcePath::Punched)),
+            never = binding => match never {},
+            _ = tokio::time::sleep(PUSH_TIMEOUT) => Err(SourceFailure::Unreachable(format!(
                 "it came through neither a hole punch nor its supernode's relay at {relay}"
             ))),
         }
@@ -700,18 +732,6 @@ async fn paced(send: impl Fn() -> std::io::Result<()>, first: Duration) -> std::
             tracing::debug!(%error, "punching or bind packet not sent");
         }
         tokio::time::sleep(gaps.take()).await;
-    }
-}
-
-/// The connection `arrival` delivers within `limit`, while `sending` runs.
-async fn until(
-    arrival: tokio::sync::oneshot::Receiver<quinn::Connection>,
-    limit: Duration,
-    sending: impl std::future::Future<Output = std::convert::Infallible>,
-) -> Option<quinn::Connection> {
-    tokio::select! {
-        arrived = tokio::time::timeout(limit, arrival) => arrived.ok().and_then(Result::ok),
-        never = sending => match never {},
     }
 }
 

@@ -142,6 +142,14 @@ async fn serve_stream(
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::relay(peer, connection, leaf, &mut send, state).await
         }
+        Request::Traverse { leaf, downloader } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::traverse(peer, connection, leaf, downloader, &mut send, state).await
+        }
+        Request::Traits(traits) => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::traits(peer, traits, &mut send, state).await
+        }
         Request::Observe => {
             let _ = recv.stop(VarInt::from_u32(0));
             write_frame(&mut send, &Response::Observed { addr: peer.addr })

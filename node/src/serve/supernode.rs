@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use canopy_common::net::write_frame;
+use canopy_common::proto::birthday::{self, Downloader, LeafOrder, Traits};
 use canopy_common::proto::budget::PUNCHES_PER_SECOND;
 use canopy_common::proto::wire::LinkOffer;
-use canopy_common::proto::{Hello, PeerAddr, PeerId, Query, Response};
+use canopy_common::proto::{Hello, PeerAddr, PeerId, Query, Response, SessionNotice};
 use quinn::{RecvStream, SendStream};
 
 use super::AnswerError;
@@ -231,5 +232,82 @@ pub(super) async fn status(send: &mut SendStream, state: &NodeState) -> Result<(
         },
     };
     write_frame(send, &status).await?;
+    Ok(())
+}
+
+/// How long the hard side of a birthday punch gets to open its ports
+/// before the easy side's probes leave: the order's way to it, and 256
+/// sockets opened and sent from (a few milliseconds).
+const BIRTHDAY_HEAD_START: Duration = Duration::from_millis(100);
+
+/// Plans the way between the asker and our firewalled leaf `leaf` from
+/// both routers' kinds (`canopy_common::proto::birthday::plan`), answers
+/// the asker its part and orders the leaf its own: a plain punch, a
+/// birthday punch (the symmetric side opening ports first, the cone side
+/// spraying probes at it), or, when both are symmetric, nothing but the
+/// relay the asker will ask for. As for punches, we pair only addresses
+/// we observed ourselves, within the asker's budget.
+pub(super) async fn traverse(
+    peer: PeerAddr,
+    connection: &quinn::Connection,
+    leaf: PeerId,
+    downloader: Downloader,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let route = match route(state, peer, leaf) {
+        Ok(route) => route,
+        Err(refusal) => return Ok(write_frame(send, &refusal).await?),
+    };
+    let (plan, order) = birthday::plan(downloader, route.supernode.leaf_traits(leaf));
+    let answer = Response::TraversePlan {
+        leaf: route.leaf_addr,
+        you: peer.addr,
+        plan,
+    };
+    let half_rtt = connection.rtt().min(PUNCH_WAIT_CAP) / 2;
+    let birthday = |spray| SessionNotice::Birthday {
+        requester: peer,
+        spray,
+    };
+    if order == LeafOrder::Open {
+        // The leaf is the hard side: its ports open before the asker's
+        // probes leave.
+        route.supernode.order(leaf, birthday(false));
+        tokio::time::sleep(BIRTHDAY_HEAD_START.saturating_sub(half_rtt)).await;
+    }
+    write_frame(send, &answer).await?;
+    let _ = send.finish();
+    match order {
+        LeafOrder::Push => {
+            tokio::time::sleep(half_rtt + PUNCH_MARGIN).await;
+            route.supernode.push(leaf, peer);
+        }
+        LeafOrder::Spray => {
+            // The asker is the hard side: the leaf sprays once the asker's
+            // ports are open.
+            tokio::time::sleep(half_rtt + BIRTHDAY_HEAD_START).await;
+            route.supernode.order(leaf, birthday(true));
+        }
+        LeafOrder::Open | LeafOrder::Nothing => {}
+    }
+    Ok(())
+}
+
+/// A joined leaf tells us about its router and what it speaks.
+pub(super) async fn traits(
+    peer: PeerAddr,
+    traits: Traits,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        Some(supernode) if supernode.note_traits(peer.id, traits) => Response::TraitsNoted {
+            features: birthday::FEATURE_BIRTHDAY,
+        },
+        Some(_) => Response::UnknownLeaf,
+        None => not_supernode(),
+    };
+    write_frame(send, &response).await?;
     Ok(())
 }
