@@ -4,6 +4,7 @@
 //! different (see `netsim/scenarios/`). Unknown keys are errors: a typo must
 //! not silently fall back to a default.
 
+use canopy_common::proto::birthday::{success_chance, HARD_PORTS, PROBES};
 use canopy_common::proto::nat::RouterKind;
 use serde::{Deserialize, Serialize};
 
@@ -398,17 +399,28 @@ pub struct Nat {
     /// port mapping: reached by push or a punch.
     pub cone: f64,
     /// Share behind an endpoint-dependent ("symmetric") router: reached
-    /// by push, or through a relay.
+    /// by push, by a birthday punch from or to a cone, or through a relay.
     pub symmetric: f64,
     /// Share behind a router that forwards the node's port on request
     /// (PCP, NAT-PMP or UPnP-IGD): dialed like a public node.
     pub mapped: f64,
-    /// Chance that a punch both routers allow gets through (timing, lost
-    /// packets, routers that filter more than they should); a failed one
-    /// falls back to the relay, as the real downloader does after a
+    /// Chance that a plain punch (two cone routers) gets through (timing,
+    /// lost packets, routers that filter more than they should); a failed
+    /// one falls back to the relay, as the real downloader does after a
     /// second. Halkes & Pouwelse 2011: more than 80 % of attempts between
     /// peers whose routers allow it succeed.
     pub punch_success: f64,
+    /// Chance that a birthday punch (a cone router meeting a symmetric one,
+    /// `canopy_common::proto::birthday`) gets through; a failed one falls
+    /// back to the relay as a failed plain punch does. The default is the
+    /// probes' arithmetic alone ([`Nat::birthday_two_rounds`]): two rounds
+    /// of 1,024 probes at 256 open ports, 1 − (1 − 98.3 %)² = 99.97 %. It
+    /// assumes the symmetric router picks each new outside port uniformly
+    /// at random from 1024–65535 (Linux `masquerade random`, the test bed's
+    /// `sym`) and opens all 256 on one outside IP; and unlike
+    /// `punch_success` it counts no failure of timing, lost packets or
+    /// stricter filtering (docs/NAT.md, "In the simulator").
+    pub birthday_success: f64,
     /// Size of a downloaded file in bytes, for relayed bytes: an
     /// assumption, the size of the tagged music file the simulator's hits
     /// are encoded with (4.5 MiB).
@@ -426,6 +438,7 @@ impl Default for Nat {
             symmetric: 0.16,
             mapped: 0.10,
             punch_success: 0.8,
+            birthday_success: Nat::birthday_two_rounds(),
             file_bytes: 4_718_592.0,
             sources_at_once: 32,
         }
@@ -433,6 +446,16 @@ impl Default for Nat {
 }
 
 impl Nat {
+    /// The chance that at least one of the easy side's two rounds of
+    /// [`PROBES`] lands on one of the hard side's [`HARD_PORTS`], the
+    /// rounds independent: 1 − (1 − [`success_chance`])². The node sprays
+    /// two rounds (`node/src/birthday.rs`), the second in case the first
+    /// left before the hard side's ports were open.
+    pub fn birthday_two_rounds() -> f64 {
+        let miss = 1.0 - success_chance(HARD_PORTS, PROBES);
+        1.0 - miss * miss
+    }
+
     /// The share of `kind`, normalised so the four add up to one.
     pub fn share(&self, kind: RouterKind) -> f64 {
         let total = self.public + self.cone + self.symmetric + self.mapped;
@@ -511,6 +534,20 @@ mod tests {
         assert!([0.0, 0.5, 0.999_999]
             .iter()
             .all(|&u| only_cones.kind_at(u) == RouterKind::Cone));
+    }
+
+    #[test]
+    fn a_birthday_punch_gets_two_rounds_of_the_probes_chance() {
+        let once = success_chance(HARD_PORTS, PROBES);
+        let twice = Nat::default().birthday_success;
+        assert!((0.98..0.99).contains(&once), "{once}");
+        assert!((0.9996..0.9998).contains(&twice), "{twice}");
+        assert!((1.0 - twice - (1.0 - once).powi(2)).abs() < 1e-15);
+        let nat = Scenario::parse("[nat]\nbirthday_success = 0.5\n")
+            .unwrap()
+            .nat
+            .unwrap();
+        assert_eq!((nat.birthday_success, nat.punch_success), (0.5, 0.8));
     }
 
     #[test]

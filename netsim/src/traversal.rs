@@ -7,9 +7,12 @@
 //! that many at once), never the searcher itself. For each (downloader,
 //! source) pair the way through is the real rule,
 //! [`canopy_common::proto::nat::path`], of the two nodes' home routers. A
-//! punch the routers allow still fails with the scenario's
-//! `1 − punch_success` (a coin per pair); the downloader then takes the
-//! relay, as the real one does after a second.
+//! punch the routers allow may still fail (a coin per pair): a plain one
+//! (two cones) with the scenario's `1 − punch_success`, a birthday one (a
+//! cone and a symmetric router, planned by the source's supernode as
+//! [`canopy_common::proto::birthday::plan`] plans it) with
+//! `1 − birthday_success`; the downloader then takes the relay, as the real
+//! one does after a second.
 //!
 //! A push, a punch and a relay are all asked of the router whose hit
 //! listed the source (its supernode; a source that routes lists itself
@@ -20,13 +23,58 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path as FilePath;
 
-use canopy_common::proto::nat::{path, Path, RouterKind};
+use canopy_common::proto::birthday::{self, Downloader, Plan, Traits, FEATURE_BIRTHDAY};
+use canopy_common::proto::nat::{path, NatKind, Path, RouterKind};
 
 use crate::clock::as_seconds;
 use crate::metrics::quantile;
 use crate::rng::splitmix;
 use crate::scenario::Nat;
 use crate::sim::{Sim, NONE};
+
+/// The kind of punch a pair of routers calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Punch {
+    /// Both routers keep one port: each side aims at the port the
+    /// supernode saw of the other.
+    Plain,
+    /// One router keeps one port, the other is symmetric: the symmetric
+    /// side opens many ports, the cone side sprays probes at random ones.
+    Birthday,
+}
+
+impl Punch {
+    pub fn label(self) -> &'static str {
+        match self {
+            Punch::Plain => "plain",
+            Punch::Birthday => "birthday",
+        }
+    }
+}
+
+/// The punch a downloader behind `downloader` and a source behind `source`
+/// go through, `None` where [`path`] says they need none (direct, pushed)
+/// or none can work (relayed from the start). Plain or birthday as the
+/// source's supernode plans it ([`birthday::plan`], every leaf taken to
+/// speak birthday punching).
+pub fn punch(downloader: RouterKind, source: RouterKind) -> Option<Punch> {
+    if path(downloader, source) != Path::Punched {
+        return None;
+    }
+    let symmetric = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointDependent;
+    let asks = Downloader {
+        symmetric: symmetric(downloader),
+        accepts: downloader.accepts_connections(),
+    };
+    let leaf = Traits {
+        symmetric: symmetric(source),
+        features: FEATURE_BIRTHDAY,
+    };
+    match birthday::plan(asks, Some(leaf)).0 {
+        Plan::Spray | Plan::Open => Some(Punch::Birthday),
+        Plan::Punch | Plan::Relay => Some(Punch::Plain),
+    }
+}
 
 /// One source of one download, and the way it got through.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +89,8 @@ pub struct Transfer {
     pub downloader_router: RouterKind,
     pub source_router: RouterKind,
     pub path: Path,
+    /// The punch the routers called for (whether or not it got through).
+    pub punch: Option<Punch>,
     /// The routers allowed a punch but it failed: relayed instead.
     pub punch_failed: bool,
     /// Share of the file this source delivers (the download's sources
@@ -97,7 +147,9 @@ impl Sim {
         for (_, source, via) in sources {
             let source_router = kind(source);
             let mut way = path(downloader_router, source_router);
-            let punch_failed = way == Path::Punched && !punch_gets_through(&nat, self.seed, q, source);
+            let tried = punch(downloader_router, source_router);
+            let punch_failed =
+                tried.is_some_and(|kind| !punch_gets_through(&nat, kind, self.seed, q, source));
             if punch_failed {
                 way = Path::Relayed;
             }
@@ -109,6 +161,7 @@ impl Sim {
                 downloader_router,
                 source_router,
                 path: way,
+                punch: tried,
                 punch_failed,
                 share,
             });
@@ -122,11 +175,16 @@ impl Sim {
     }
 }
 
-/// The coin of one punch: the same pair in the same run always lands the
-/// same way, whatever order pairs are recorded in.
-fn punch_gets_through(nat: &Nat, seed: u64, query: u32, source: u32) -> bool {
+/// The coin of one punch, of the chance of its kind: the same pair in the
+/// same run always lands the same way, whatever order pairs are recorded
+/// in.
+fn punch_gets_through(nat: &Nat, kind: Punch, seed: u64, query: u32, source: u32) -> bool {
     let draw = splitmix(seed ^ 0x9c4e_d7a1 ^ splitmix((query as u64) << 32 | source as u64));
-    ((draw >> 11) as f64 / (1u64 << 53) as f64) < nat.punch_success
+    let chance = match kind {
+        Punch::Plain => nat.punch_success,
+        Punch::Birthday => nat.birthday_success,
+    };
+    ((draw >> 11) as f64 / (1u64 << 53) as f64) < chance
 }
 
 /// What one supernode relayed over the query phase.
@@ -205,8 +263,13 @@ pub struct TraversalSummary {
     pub pairs: u32,
     /// Share of pairs by the way they got through, in [`Path::ALL`] order.
     pub by_path: [f64; 4],
-    /// Share of pairs whose punch the routers allowed but which failed.
+    /// Share of pairs that got through by a birthday punch (counted in
+    /// `by_path`'s punched too).
+    pub birthday_punched: f64,
+    /// Share of pairs whose punch the routers allowed but which failed
+    /// (relayed), plain or birthday, and birthday alone.
     pub punch_failed: f64,
+    pub birthday_failed: f64,
     /// Share of pairs that transfer with push only (direct + pushed), with
     /// punching too, and with the relay too.
     pub push_only: f64,
@@ -232,6 +295,26 @@ pub struct TraversalSummary {
     pub relay_bytes_per_second: Spread,
     /// Share of supernodes that relayed at least one pair.
     pub relaying_share: f64,
+}
+
+/// "punched (birthday)" where the two routers call for a birthday punch,
+/// else the way's label.
+fn way_label(way: Path, downloader: RouterKind, source: RouterKind) -> String {
+    match (way, punch(downloader, source)) {
+        (Path::Punched, Some(Punch::Birthday)) => format!("{} (birthday)", way.label()),
+        _ => way.label().to_string(),
+    }
+}
+
+/// `n` of `pairs` as a percentage, in whole percent unless that would
+/// round a few pairs away to 0 % or make 100 % of a share that is not.
+fn cell_share(n: u32, pairs: u32) -> String {
+    let share = 100.0 * n as f64 / pairs.max(1) as f64;
+    let shown = |places: usize| format!("{share:.places$}");
+    let rounds_off =
+        |places: usize| n < pairs && matches!(shown(places).parse::<f64>(), Ok(v) if v == 0.0 || v == 100.0);
+    let places = (0..4).find(|&places| !rounds_off(places)).unwrap_or(4);
+    format!("{} %", shown(places))
 }
 
 fn index<T: PartialEq>(all: &[T], item: T) -> usize {
@@ -300,7 +383,9 @@ impl TraversalSummary {
             downloads,
             pairs,
             by_path,
+            birthday_punched: share_of(&|t| t.path == Path::Punched && t.punch == Some(Punch::Birthday)),
             punch_failed: share_of(&|t| t.punch_failed),
+            birthday_failed: share_of(&|t| t.punch_failed && t.punch == Some(Punch::Birthday)),
             push_only: share_of(&|t| t.path <= Path::Pushed),
             with_punching: share_of(&|t| t.path <= Path::Punched),
             with_relay: share_of(&|t| t.path <= Path::Relayed),
@@ -326,7 +411,11 @@ impl TraversalSummary {
             if v.is_nan() {
                 "n/a".to_string()
             } else {
-                format!("{:.1} %", v * 100.0)
+                // One place, more if that would show a few pairs as none.
+                let places = (1..4)
+                    .find(|&places| v == 0.0 || format!("{:.places$}", v * 100.0).parse() != Ok(0.0))
+                    .unwrap_or(4);
+                format!("{:.places$} %", v * 100.0)
             }
         };
         let spread = |s: Spread, places: usize, scale: f64| {
@@ -361,11 +450,21 @@ impl TraversalSummary {
         ];
         for (way, share) in Path::ALL.iter().zip(self.by_path) {
             rows.push((format!("pairs {}", way.label()), pct(share)));
+            if *way == Path::Punched {
+                rows.push((
+                    "  of them by a birthday punch".to_string(),
+                    pct(self.birthday_punched),
+                ));
+            }
         }
         rows.extend([
             (
                 "  of them relayed after a failed punch".to_string(),
                 pct(self.punch_failed),
+            ),
+            (
+                "  of them after a failed birthday punch".to_string(),
+                pct(self.birthday_failed),
             ),
             ("pairs that transfer, push only".to_string(), pct(self.push_only)),
             (
@@ -404,7 +503,8 @@ impl TraversalSummary {
     }
 
     /// The ways each pair of kinds took, as a table (downloader in rows,
-    /// source in columns, each cell the share of all pairs and the ways).
+    /// source in columns, each cell the share of all pairs and the ways;
+    /// a birthday punch is "punched (birthday)").
     pub fn matrix_table(&self) -> String {
         let total = self.pairs.max(1) as f64;
         let mut out = String::from("downloader \\ source");
@@ -414,13 +514,15 @@ impl TraversalSummary {
         out.push('\n');
         for (d, downloader) in RouterKind::ALL.iter().enumerate() {
             let _ = write!(out, "{}", downloader.label());
-            for cell in &self.matrix[d] {
+            for (cell, source) in self.matrix[d].iter().zip(RouterKind::ALL) {
                 let pairs: u32 = cell.iter().sum();
                 let ways: Vec<String> = Path::ALL
                     .iter()
                     .zip(cell)
                     .filter(|(_, &n)| n > 0)
-                    .map(|(way, &n)| format!("{} {:.0} %", way.label(), 100.0 * n as f64 / pairs as f64))
+                    .map(|(&way, &n)| {
+                        format!("{} {}", way_label(way, *downloader, source), cell_share(n, pairs))
+                    })
                     .collect();
                 let _ = write!(
                     out,
@@ -458,15 +560,18 @@ impl TraversalSummary {
             writeln!(out, "\"{}\",\"{}\"", key.trim(), value)?;
         }
         let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("traversal_pairs.csv"))?);
-        writeln!(out, "downloader,source,path,pairs")?;
+        // `punch`: the punch these routers call for (plain, birthday, or
+        // empty for none); their relayed pairs are its failures.
+        writeln!(out, "downloader,source,punch,path,pairs")?;
         for (d, downloader) in RouterKind::ALL.iter().enumerate() {
             for (s, source) in RouterKind::ALL.iter().enumerate() {
+                let kind = punch(*downloader, *source).map_or("", Punch::label);
                 for (w, way) in Path::ALL.iter().enumerate() {
                     let pairs = self.matrix[d][s][w];
                     if pairs > 0 {
                         writeln!(
                             out,
-                            "{},{},{},{pairs}",
+                            "{},{},{kind},{},{pairs}",
                             downloader.label(),
                             source.label(),
                             way.label()
@@ -581,20 +686,81 @@ mod tests {
     }
 
     #[test]
-    fn the_punch_coin_is_fixed_per_pair_and_follows_the_chance() {
-        let nat = Nat::default();
-        let through = (0..10_000)
-            .filter(|&i| punch_gets_through(&nat, 1, i / 100, i % 100))
-            .count();
-        assert!((7_700..8_300).contains(&through), "{through}");
-        assert_eq!(
-            punch_gets_through(&nat, 1, 5, 6),
-            punch_gets_through(&nat, 1, 5, 6)
-        );
+    fn the_punch_coin_is_fixed_per_pair_and_follows_the_chance_of_its_kind() {
+        let nat = Nat {
+            birthday_success: 0.3,
+            ..Nat::default()
+        };
+        let through = |kind| {
+            (0..10_000)
+                .filter(|&i| punch_gets_through(&nat, kind, 1, i / 100, i % 100))
+                .count()
+        };
+        let plain = through(Punch::Plain);
+        assert!((7_700..8_300).contains(&plain), "{plain}");
+        let birthday = through(Punch::Birthday);
+        assert!((2_700..3_300).contains(&birthday), "{birthday}");
+        for kind in [Punch::Plain, Punch::Birthday] {
+            assert_eq!(
+                punch_gets_through(&nat, kind, 1, 5, 6),
+                punch_gets_through(&nat, kind, 1, 5, 6)
+            );
+        }
         let never = Nat {
             punch_success: 0.0,
             ..Nat::default()
         };
-        assert!(!(0..1000).any(|i| punch_gets_through(&never, 1, i, i)));
+        assert!(!(0..1000).any(|i| punch_gets_through(&never, Punch::Plain, 1, i, i)));
+        // The default birthday chance: about 3 misses in 10,000.
+        let missed = (0..100_000)
+            .filter(|&i| !punch_gets_through(&Nat::default(), Punch::Birthday, 1, i / 100, i % 100))
+            .count();
+        assert!((10..60).contains(&missed), "{missed}");
+    }
+
+    /// Plain between two cones, birthday exactly between a cone and a
+    /// symmetric router (either downloading), none elsewhere.
+    #[test]
+    fn the_punch_a_pair_needs_is_the_one_its_supernode_plans() {
+        use RouterKind::{Cone, Symmetric};
+        for downloader in RouterKind::ALL {
+            for source in RouterKind::ALL {
+                let expected = match (downloader, source) {
+                    (Cone, Cone) => Some(Punch::Plain),
+                    (Cone, Symmetric) | (Symmetric, Cone) => Some(Punch::Birthday),
+                    _ => None,
+                };
+                assert_eq!(
+                    punch(downloader, source),
+                    expected,
+                    "{} downloading from {}",
+                    downloader.label(),
+                    source.label()
+                );
+                assert_eq!(expected.is_some(), path(downloader, source) == Path::Punched);
+            }
+        }
+    }
+
+    #[test]
+    fn a_few_pairs_in_a_cell_do_not_round_away() {
+        assert_eq!(cell_share(4, 5), "80 %");
+        assert_eq!(cell_share(5, 5), "100 %");
+        assert_eq!(cell_share(3, 10_000), "0.03 %");
+        assert_eq!(cell_share(9_997, 10_000), "99.97 %");
+        assert_eq!(cell_share(1, 3), "33 %");
+    }
+
+    #[test]
+    fn a_small_share_of_pairs_shows_in_the_figures() {
+        let mut sim = two_clusters();
+        sim.close_books();
+        let mut summary = TraversalSummary::of(&sim).unwrap();
+        summary.birthday_failed = 0.000_06;
+        summary.punch_failed = 0.0;
+        let rows = summary.rows();
+        let row = |key: &str| rows.iter().find(|(k, _)| k.trim() == key).unwrap().1.clone();
+        assert_eq!(row("of them after a failed birthday punch"), "0.01 %");
+        assert_eq!(row("of them relayed after a failed punch"), "0.0 %");
     }
 }

@@ -439,11 +439,12 @@ impl Joined<'_> {
         };
         let (endpoint, context) = (self.endpoint.clone(), self.context.clone());
         tokio::spawn(async move {
-            let _running = running;
             if spray {
                 crate::birthday::spray(&endpoint, requester.addr.ip()).await;
             } else if let Some(connection) = crate::birthday::open_and_dial(&endpoint, requester).await {
                 tracing::debug!(requester = ?requester, "birthday punch: dialed from the port a probe reached");
+                // The punch is over; serving the download is not one.
+                drop(running);
                 serve_dialed(&endpoint, context, requester, connection).await;
             }
         });

@@ -77,9 +77,11 @@ pub enum Reach {
     /// Its supernode arranges a hole punch: the downloader opens its own
     /// router towards this node while this node dials it.
     Punch,
-    /// Only peers that accept connections reach it (by push): its router
-    /// gives every peer another port, so punching misses, and no relay
-    /// carries its traffic yet.
+    /// Its router gives every peer another port, so a plain punch misses:
+    /// peers that accept connections reach it by push, peers behind
+    /// one-port routers by a birthday punch (`crate::proto::birthday`),
+    /// the rest through its supernode's relay. (The name and its metrics
+    /// label `push` are from before the last two.)
     PushOnly,
 }
 
@@ -485,31 +487,48 @@ impl Path {
 ///
 /// 1. A source that accepts connections is listed at its address, and
 ///    the downloader dials it: **direct**, whatever the downloader's router.
-/// 2. Any other source is listed through its supernode, which has it dial
-///    the downloader's address as the supernode saw it. A downloader that
-///    accepts connections takes that call unasked: **pushed**.
-/// 3. Otherwise the call gets in only through a punched hole, and only
-///    when **both** routers keep one outside port towards every peer: the
-///    downloader's packets leave from the port the supernode saw and open
-///    its router for the port the supernode saw of the source, and the
-///    source's call leaves from that port towards that one: **punched**. A
-///    symmetric router on either side breaks one of the two (the real
-///    downloader, knowing its own router is symmetric, does not even try).
-/// 4. Everything else: the source's supernode **relays**.
+/// 2. Any other source is listed through its supernode, which plans the
+///    way from both routers ([`birthday::plan`](super::birthday::plan)).
+///    A downloader that accepts connections is simply called: the source
+///    dials the downloader's address as the supernode saw it, and it gets
+///    in unasked: **pushed**.
+/// 3. Otherwise the call gets in only through a punched hole, which needs
+///    at least one of the two routers to keep one outside port towards
+///    every peer. **Both** do: a plain punch, the downloader's packets
+///    leaving from the port the supernode saw towards the port the
+///    supernode saw of the source, whose call leaves from that port
+///    towards that one. **Exactly one** does: a **birthday punch**
+///    ([`super::birthday`]): the symmetric (hard) side opens 256 ports
+///    towards the cone (easy) side's one outside address, the easy side
+///    sprays two rounds of 1,024 probes at random ports of the hard side's
+///    IP, and the hard side dials from the port a probe reached, whichever
+///    side downloads. Either way: **punched**.
+/// 4. Both routers symmetric: neither side knows a port to aim at, and the
+///    supernode plans the relay straight away: **relayed**.
+///
+/// This is the way the routers allow; a punch may still fail (a plain one
+/// by timing, lost packets or a router that filters more than it should,
+/// a birthday one when no probe lands), and the downloader then takes the
+/// relay, as it does after a second: the simulator rolls those dice. The
+/// leaf is taken to speak birthday punching (`Request::Traits` with
+/// `FEATURE_BIRTHDAY`); an older one takes part in plain punches only, so
+/// with it a cone and a symmetric router are relayed.
 ///
 /// Where it differs from the node: a downloader behind a mapped router
-/// asks for a punch (its router is a cone) and `get --json` says
-/// `"punched"` (it tells the two apart by whether the supernode sees its
-/// own address), but the source's call gets in through the forwarded port
-/// whether or not the punch packets went out; here that is **pushed**, the
-/// way that let it in.
+/// says it accepts connections, so it is pushed to (while it sends a
+/// plain punch's packets, whatever the source's router) and `get --json`
+/// says `"punched"` (it tells the two apart by whether the supernode sees
+/// its own address); the source's call gets in through the forwarded port
+/// whether or not the punch packets went out, so here that is **pushed**,
+/// the way that let it in.
 pub fn path(downloader: RouterKind, source: RouterKind) -> Path {
     let keeps_one_port = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointIndependent;
     if source.accepts_connections() {
         Path::Direct
     } else if downloader.accepts_connections() {
         Path::Pushed
-    } else if keeps_one_port(downloader) && keeps_one_port(source) {
+    } else if keeps_one_port(downloader) || keeps_one_port(source) {
+        // Both: a plain punch; one: a birthday punch.
         Path::Punched
     } else {
         Path::Relayed
@@ -522,15 +541,16 @@ mod path_tests {
     use RouterKind::{Cone, Mapped, Public, Symmetric};
 
     /// docs/NAT.md, "Which pairs transfer today" (measured in the test
-    /// bed), plus the row of a downloader behind a mapped router.
+    /// bed), plus the row of a downloader behind a mapped router. Cone ↔
+    /// symmetric is a birthday punch, either way round.
     #[test]
     fn every_pair_of_homes_takes_the_documented_way() {
         use Path::{Direct as D, Punched as X, Pushed as P, Relayed as R};
         //                      source: public cone symmetric mapped
         let table = [
             (Public, [D, P, P, D]),
-            (Cone, [D, X, R, D]),
-            (Symmetric, [D, R, R, D]),
+            (Cone, [D, X, X, D]),
+            (Symmetric, [D, X, R, D]),
             (Mapped, [D, P, P, D]),
         ];
         for (downloader, row) in table {
@@ -607,14 +627,77 @@ mod path_tests {
     }
 
     #[test]
-    fn the_relay_is_needed_exactly_when_a_symmetric_router_meets_a_filtering_one() {
+    fn the_relay_is_needed_exactly_when_two_symmetric_routers_meet() {
         for a in RouterKind::ALL {
             for b in RouterKind::ALL {
-                let neither_accepts = !a.accepts_connections() && !b.accepts_connections();
-                let either_symmetric = a == Symmetric || b == Symmetric;
-                assert_eq!(path(a, b) == Path::Relayed, neither_accepts && either_symmetric);
+                let both_symmetric = a == Symmetric && b == Symmetric;
+                assert_eq!(
+                    path(a, b) == Path::Relayed,
+                    both_symmetric,
+                    "{} and {}",
+                    a.label(),
+                    b.label()
+                );
             }
         }
+    }
+
+    /// What the source's supernode plans (`birthday::plan`, from what the
+    /// downloader and a current leaf say of their routers) and what `path`
+    /// says of the same two routers tell one story, pair by pair: a source
+    /// that accepts connections is dialed without asking its supernode; a
+    /// downloader that accepts them is pushed to; a plain punch between
+    /// two cones; a birthday punch, the symmetric side opening ports and
+    /// the cone side spraying, exactly between a cone and a symmetric
+    /// router; the relay from the start exactly when no punch can work.
+    #[test]
+    fn path_and_the_supernodes_plan_tell_the_same_story() {
+        use super::super::birthday::{plan, Downloader, LeafOrder, Plan, Traits, FEATURE_BIRTHDAY};
+        let symmetric = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointDependent;
+        let mut birthdays = 0;
+        for downloader in RouterKind::ALL {
+            for source in RouterKind::ALL {
+                let way = path(downloader, source);
+                let pair = format!("{} downloading from {}", downloader.label(), source.label());
+                if source.accepts_connections() {
+                    assert_eq!(way, Path::Direct, "{pair}");
+                    continue;
+                }
+                let asks = Downloader {
+                    symmetric: symmetric(downloader),
+                    accepts: downloader.accepts_connections(),
+                };
+                let leaf = Traits {
+                    symmetric: symmetric(source),
+                    features: FEATURE_BIRTHDAY,
+                };
+                let (ours, theirs) = plan(asks, Some(leaf));
+                let birthday = (downloader == Cone && source == Symmetric)
+                    || (downloader == Symmetric && source == Cone);
+                match (ours, theirs) {
+                    (Plan::Punch, LeafOrder::Push) if downloader.accepts_connections() => {
+                        assert_eq!(way, Path::Pushed, "{pair}")
+                    }
+                    (Plan::Punch, LeafOrder::Push) => {
+                        assert_eq!((downloader, source), (Cone, Cone), "{pair}: a plain punch");
+                        assert_eq!(way, Path::Punched, "{pair}");
+                    }
+                    // The symmetric side opens, the cone side sprays.
+                    (Plan::Open, LeafOrder::Spray) | (Plan::Spray, LeafOrder::Open) => {
+                        assert!(birthday, "{pair}: a birthday punch");
+                        assert_eq!(ours == Plan::Open, symmetric(downloader), "{pair}");
+                        assert_eq!(way, Path::Punched, "{pair}");
+                        birthdays += 1;
+                    }
+                    (Plan::Relay, LeafOrder::Nothing) => {
+                        assert_eq!(way, Path::Relayed, "{pair}")
+                    }
+                    other => panic!("{pair}: an unexpected plan {other:?}"),
+                }
+                assert_eq!(birthday, matches!(ours, Plan::Open | Plan::Spray), "{pair}");
+            }
+        }
+        assert_eq!(birthdays, 2, "cone → symmetric and symmetric → cone");
     }
 
     /// A better router on either side never makes the way worse: the
