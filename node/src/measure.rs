@@ -475,11 +475,10 @@ pub async fn elect(
 /// `connection` from `endpoint`.
 pub fn observation(connection: &quinn::Connection, endpoint: &Endpoint, seen: SocketAddr) -> Observation {
     let bound = endpoint.local_addr();
-    let remote = connection.remote_address();
+    let remote = canopy_common::net::remote_addr(connection);
     // quinn knows the local IP of accepted connections only; for ours, the
     // bound IP, or the one the kernel picks towards the peer.
-    let ip = connection
-        .local_ip()
+    let ip = canopy_common::net::local_ip(connection)
         .or_else(|| Some(bound.ip()).filter(|ip| !ip.is_unspecified()))
         .or_else(|| source_ip_towards(remote))
         .unwrap_or(bound.ip());

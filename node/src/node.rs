@@ -441,7 +441,7 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         }
-        let remote = incoming.remote_address();
+        let remote = canopy_common::net::canonical(incoming.remote_address());
         let Some(address_slot) = admission.address(remote.ip()) else {
             tracing::debug!(%remote, "refusing a connection: too many from this address");
             incoming.refuse();

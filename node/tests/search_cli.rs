@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use canopy_common::net::EndpointConfig;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
-use support::{run_node, CANOPY};
+use support::{run_node, run_node_on, CANOPY};
 
 mod support;
 
@@ -151,4 +151,78 @@ fn a_killed_leaf_vanishes_within_the_idle_timeout() {
         "still listed {gone_after:?} after the kill"
     );
     runtime.block_on(supernode.shutdown());
+}
+
+/// A supernode listening on `[::]` (the default) serves IPv4 and IPv6
+/// peers at once: a leaf that joined over IPv6 and one that joined over
+/// IPv4 are both found by one search, each listed at the address it came
+/// from — the IPv4 one as plain IPv4, not the IPv4-mapped IPv6 form a
+/// dual-stack socket shows it as — and `get` (also dual-stack) fetches
+/// from each over its own family.
+#[test]
+fn a_dual_stack_supernode_serves_ipv4_and_ipv6_peers_together() {
+    let root = tempfile::tempdir().unwrap();
+    let supernode = run_node_on("[::]:0", &["--role", "supernode"], &root.path().join("sn"));
+    let (id, port) = {
+        let (id, addr) = supernode.address.split_once('@').unwrap();
+        (id.to_string(), addr.rsplit(':').next().unwrap().to_string())
+    };
+    let over_v4 = format!("{id}@127.0.0.1:{port}");
+    let over_v6 = format!("{id}@[::1]:{port}");
+    let mut leaves = Vec::new();
+    let mut files = Vec::new();
+    for (family, listen, bootstrap, len) in [
+        ("four", "127.0.0.1:0", &over_v4, 300_001u32),
+        ("six", "[::1]:0", &over_v6, 300_002),
+    ] {
+        let share = root.path().join(format!("share-{family}"));
+        std::fs::create_dir_all(&share).unwrap();
+        let content: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ len as u8).collect();
+        std::fs::write(share.join(format!("family {family}.bin")), &content).unwrap();
+        leaves.push(run_node_on(
+            listen,
+            &["--share", share.to_str().unwrap(), "--bootstrap", bootstrap],
+            &root.path().join(format!("leaf-{family}")),
+        ));
+        files.push((family, content));
+    }
+    let client = root.path().join("client");
+    let hits = search_until("family", &over_v4, &client, |hits| hits.len() == 2);
+    for (family, content) in &files {
+        let hash = canopy_common::proto::ContentHash::of(content);
+        assert!(
+            hits.iter().any(|hit| hit["hash"] == hash.to_hex()),
+            "{family}: {hits:?}"
+        );
+        let output = root.path().join(format!("got-{family}"));
+        let got = canopy_in(
+            &[
+                "get",
+                &hash.to_hex(),
+                "--json",
+                "--bootstrap",
+                &over_v6,
+                "-o",
+                output.to_str().unwrap(),
+            ],
+            &root.path().join(format!("get-{family}")),
+        );
+        let stdout = String::from_utf8_lossy(&got.stdout);
+        assert!(
+            got.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(
+            std::fs::read(&output).unwrap() == *content,
+            "{family}: bytes differ"
+        );
+        let expected = match *family {
+            "four" => "@127.0.0.1:",
+            _ => "@[::1]:",
+        };
+        let done = stdout.lines().last().unwrap_or_default();
+        assert!(done.contains(expected), "{family}: {done}");
+        assert!(!done.contains("::ffff:"), "{family}: {done}");
+    }
 }

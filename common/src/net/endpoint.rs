@@ -142,6 +142,14 @@ impl Endpoint {
         let server = server_config(&key, &transport, &alpn)?;
 
         let socket = udp_socket(listen, config.udp_buffer_bytes)
+            .or_else(|error| match ipv4_instead(listen, &error) {
+                // A machine without IPv6: the same port on IPv4 alone.
+                Some(v4) => {
+                    tracing::info!(%error, "no IPv6 here; listening on IPv4 only");
+                    udp_socket(v4, config.udp_buffer_bytes)
+                }
+                None => Err(error),
+            })
             .map_err(|source| NetError::Bind { addr: listen, source })?;
         let punch_socket = Arc::new(
             socket
@@ -170,7 +178,20 @@ impl Endpoint {
     /// router that forwards only what its machine asked for then lets
     /// `to`'s packets to that port through: `to` can connect to us.
     pub fn punch(&self, to: SocketAddr) -> std::io::Result<()> {
-        self.punch_socket.send_to(PUNCH_PAYLOAD, to).map(drop)
+        self.punch_socket
+            .send_to(PUNCH_PAYLOAD, self.on_our_socket(to))
+            .map(drop)
+    }
+
+    /// `to` as our socket takes it: an IPv4 address becomes IPv4-mapped
+    /// IPv6 on a dual-stack socket (quinn does the same for connections).
+    fn on_our_socket(&self, to: SocketAddr) -> SocketAddr {
+        match (self.local_addr(), to) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => to,
+        }
     }
 
     /// Sends a relay's bind packet to `to` from the listening port: the
@@ -181,7 +202,9 @@ impl Endpoint {
         to: SocketAddr,
         packet: &[u8; crate::proto::relay::BIND_LEN],
     ) -> std::io::Result<()> {
-        self.punch_socket.send_to(packet, to).map(drop)
+        self.punch_socket
+            .send_to(packet, self.on_our_socket(to))
+            .map(drop)
     }
 
     /// The private network this endpoint is in (`None`: the public one).
@@ -424,6 +447,11 @@ pub fn remote_peer_id(connection: &quinn::Connection) -> Result<PeerId, NetError
 fn udp_socket(listen: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    if listen.is_ipv6() && listen.ip().is_unspecified() {
+        // `[::]` is both families: IPv4 peers arrive as IPv4-mapped IPv6
+        // addresses, which [`remote_addr`] turns back into IPv4.
+        socket.set_only_v6(false)?;
+    }
     // Best effort: a clamped buffer is slower, not broken.
     if let Err(error) = socket.set_recv_buffer_size(buffer) {
         tracing::debug!(%error, "could not raise UDP receive buffer");
@@ -438,4 +466,39 @@ fn udp_socket(listen: SocketAddr, buffer: usize) -> std::io::Result<std::net::Ud
         "UDP socket buffers"
     );
     Ok(socket.into())
+}
+
+/// The IPv4 listening address to fall back to when `listen`, the
+/// dual-stack `[::]`, cannot be bound for want of IPv6.
+fn ipv4_instead(listen: SocketAddr, error: &std::io::Error) -> Option<SocketAddr> {
+    let no_ipv6 = matches!(
+        error.raw_os_error(),
+        Some(libc_codes::EAFNOSUPPORT | libc_codes::EADDRNOTAVAIL | libc_codes::EPROTONOSUPPORT)
+    );
+    (no_ipv6 && listen.is_ipv6() && listen.ip().is_unspecified())
+        .then(|| SocketAddr::from(([0, 0, 0, 0], listen.port())))
+}
+
+/// The errno values that mean "no IPv6 on this machine" (Linux's).
+mod libc_codes {
+    pub const EAFNOSUPPORT: i32 = 97;
+    pub const EADDRNOTAVAIL: i32 = 99;
+    pub const EPROTONOSUPPORT: i32 = 93;
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (how a dual-stack socket shows
+/// an IPv4 peer) turned back into IPv4: one peer, one way to write it.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Where `connection`'s peer is, IPv4 peers as IPv4.
+pub fn remote_addr(connection: &quinn::Connection) -> SocketAddr {
+    canonical(connection.remote_address())
+}
+
+/// Our address that `connection` reached (for accepted connections),
+/// IPv4 as IPv4.
+pub fn local_ip(connection: &quinn::Connection) -> Option<std::net::IpAddr> {
+    connection.local_ip().map(|ip| ip.to_canonical())
 }

@@ -15,7 +15,9 @@ pub mod membership;
 pub mod stream;
 pub mod tls;
 
-pub use endpoint::{remote_peer_id, Endpoint, EndpointConfig, Nearest, PUNCH_PAYLOAD};
+pub use endpoint::{
+    canonical, local_ip, remote_addr, remote_peer_id, Endpoint, EndpointConfig, Nearest, PUNCH_PAYLOAD,
+};
 pub use identity::NodeKey;
 pub use membership::{Membership, Network, NOT_A_MEMBER};
 pub use stream::{read_frame, write_frame};

@@ -56,7 +56,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub share: Vec<PathBuf>,
-    /// UDP address to listen on [default: 0.0.0.0:4663].
+    /// UDP address to listen on [default: [::]:4663, IPv6 and IPv4 together; 0.0.0.0:4663 where
+    /// the machine has no IPv6].
     #[arg(long, env = "CANOPY_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
     /// auto: measure cores, memory, bandwidth (against known peers) and
@@ -487,7 +488,7 @@ impl RunSettings {
             listen: args
                 .listen
                 .or(file.listen)
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+                .unwrap_or(SocketAddr::from(([0u16; 8], DEFAULT_PORT))),
             role: args.role.or(file.role).unwrap_or(RoleChoice::Auto),
             bootstrap: non_empty_or(args.bootstrap, file.bootstrap),
             max_leaves: args.max_leaves.or(file.max_leaves),

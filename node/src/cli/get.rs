@@ -190,13 +190,8 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     let place = args.network.place(args.data.resolve()?)?;
     let mut link = args.target;
     link.sources.extend(args.sources);
-    let listen = args.listen.unwrap_or_else(|| {
-        let first = link.sources.first().or(place.supernodes.first());
-        match first.map(|peer| peer.addr) {
-            Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
-            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-        }
-    });
+    // Both families (IPv4 alone where the machine has no IPv6).
+    let listen = args.listen.unwrap_or(SocketAddr::from(([0u16; 8], 0)));
     // One node for the whole command: it asks the supernodes, fetches, and
     // serves its verified blocks to other downloaders meanwhile. It joins
     // no supernode: they need not log and count a leaf per command.

@@ -33,7 +33,7 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     );
     let data_dir = args.data.resolve()?;
     let peers = args.network.supernodes(&data_dir);
-    let listen = SocketAddr::from(([0, 0, 0, 0], 0));
+    let listen = SocketAddr::from(([0u16; 8], 0));
     let (profile, measured, decision, _) = crate::measure::elect(
         &data_dir,
         listen,

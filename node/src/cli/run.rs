@@ -237,7 +237,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         println!("listening on {} (peers reach this node as {me})", listening.addr);
     } else {
         let through = match node.context().reach.locked().reach() {
-            Reach::PushOnly => "which asks it to connect out to them",
+            Reach::PushOnly => "which has it connect out to them, meets them by a birthday punch, or relays",
             _ => "which arranges a hole punch: it connects out while they open their routers",
         };
         println!(

@@ -173,7 +173,7 @@ impl Source {
         supernode.close(0u32.into(), b"done");
         let (connection, path) = outcome?;
         tracing::debug!(source = ?leaf, ?path, "firewalled source connected");
-        self.peer = PeerAddr::new(leaf, connection.remote_address());
+        self.peer = PeerAddr::new(leaf, canopy_common::net::remote_addr(&connection));
         let peer = self.peer;
         self.shared.update_slot(self.id, |slot| {
             slot.peer = peer;
@@ -301,7 +301,7 @@ impl Source {
         let endpoint = self.shared.endpoint.clone();
         let binding = paced(move || endpoint.bind_relay(relay, &packet), RELAY_BIND_GAP);
         tokio::select! {
-            Ok(connection) = &mut arrival => match connection.remote_address() == relay {
+            Ok(connection) = &mut arrival => match canopy_common::net::remote_addr(&connection) == relay {
                 true => Ok((connection, SourcePath::Relayed)),
                 false => Ok((connection, punched)),
             },

@@ -41,7 +41,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves every stream a connected peer opens until the connection ends.
 pub async fn serve_connection(connection: quinn::Connection, state: Arc<NodeState>) {
     let peer = match remote_peer_id(&connection) {
-        Ok(id) => PeerAddr::new(id, connection.remote_address()),
+        Ok(id) => PeerAddr::new(id, canopy_common::net::remote_addr(&connection)),
         Err(error) => {
             tracing::warn!(%error, "closing connection without identity");
             return;
@@ -120,7 +120,15 @@ async fn serve_stream(
         // A leaf's session and a neighbour's link keep the stream open for
         // as long as they last.
         Request::Join(hello) => {
-            return supernode::join(peer, connection.local_ip(), hello, send, recv, state).await
+            return supernode::join(
+                peer,
+                canopy_common::net::local_ip(connection),
+                hello,
+                send,
+                recv,
+                state,
+            )
+            .await
         }
         Request::Link(_) => return supernode::link(peer, connection, None, send, recv, state).await,
         Request::LinkWith(offer) => {

@@ -163,7 +163,7 @@ pub(super) async fn relay(
     };
     // The leaf must dial an address of ours it can reach: the one its
     // session came to.
-    let Some(our_ip) = leaf_reached_us_at.or(connection.local_ip()) else {
+    let Some(our_ip) = leaf_reached_us_at.or(canopy_common::net::local_ip(connection)) else {
         write_frame(
             send,
             &Response::bad_request("cannot relay: our own address is unknown"),

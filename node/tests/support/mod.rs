@@ -48,13 +48,18 @@ impl Drop for RunningNode {
 /// Starts `canopy run --listen 127.0.0.1:0 ARGS --data-dir DATA` and waits
 /// until it prints its address.
 pub fn run_node(args: &[&str], data: &Path) -> RunningNode {
+    run_node_on("127.0.0.1:0", args, data)
+}
+
+/// [`run_node`] listening on `listen`.
+pub fn run_node_on(listen: &str, args: &[&str], data: &Path) -> RunningNode {
     // Beside the data folder, so a node that dies early can say why.
     let name = data
         .file_name()
         .map_or("node".into(), |name| name.to_string_lossy().into_owned());
     let stderr_path = data.with_file_name(format!("{name}.stderr"));
     let mut child = Command::new(CANOPY)
-        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(["run", "--listen", listen])
         .args(args)
         .arg("--data-dir")
         .arg(data)
