@@ -4,10 +4,12 @@
 # and must take the right role from its own measurements: the fast one qualifies, the slow one is a
 # leaf "because upload ... < 5.0 Mbit/s".
 #
-# Usage (root): bench/election.sh [CANOPY_BINARY]   exits 0 when both roles are right.
-# Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range), inside namespaces made here.
+# Usage (root): bench/election.sh [CANOPY_BINARY]   exits 0 when both roles are right, 77 when not
+# root (skipped: CI's smoke, bench/smoke.sh, counts that as a failure). The binary defaults to
+# $CANOPY, else the debug build. Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range),
+# inside namespaces made here (named cel<pid>-…).
 set -euo pipefail
-canopy=${1:-$(cd "$(dirname "$0")/.." && pwd)/target/debug/canopy}
+canopy=${1:-${CANOPY:-$(cd "$(dirname "$0")/.." && pwd)/target/debug/canopy}}
 [ "$(id -u)" = 0 ] || { echo "election.sh: needs root (network namespaces, tc)" >&2; exit 77; }
 [ -x "$canopy" ] || { echo "election.sh: no canopy binary at $canopy" >&2; exit 2; }
 

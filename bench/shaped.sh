@@ -29,7 +29,9 @@
 # Prints one Markdown table of medians per scenario for docs/BENCHMARKS.md.
 #
 # Usage: bench/shaped.sh [SIZE_MIB=64] [RUNS=3]   (KEEP=1 keeps the logs in /tmp/canopy-shaped.*;
-#        ONLY="even slow" runs just those scenarios, for quick iterations; honours CARGO_TARGET_DIR)
+#        ONLY="even slow" runs just those scenarios, for quick iterations; honours CARGO_TARGET_DIR;
+#        CANOPY=path runs that canopy binary instead of building the release one)
+#        CANOPY=target/debug/canopy ONLY=even bench/shaped.sh 2 1   (CI's smoke, bench/smoke.sh)
 set -euo pipefail
 
 size_mib=${1:-64}
@@ -110,9 +112,14 @@ for tool in ip tc ss awk timeout cmp; do command -v "$tool" >/dev/null || die "$
 [ "$saved_rmem" -ge 8388608 ] || sysctl -qw net.core.rmem_max=8388608
 [ "$saved_wmem" -ge 8388608 ] || sysctl -qw net.core.wmem_max=8388608
 
-say "building canopy (release)"
-(cd "$root" && cargo build --release --quiet --bin canopy)
-canopy="${CARGO_TARGET_DIR:-$root/target}/release/canopy"
+if [ -n "${CANOPY:-}" ]; then
+  canopy=$(cd "$(dirname "$CANOPY")" && pwd)/$(basename "$CANOPY")
+else
+  say "building canopy (release)"
+  (cd "$root" && cargo build --release --quiet --bin canopy)
+  canopy="${CARGO_TARGET_DIR:-$root/target}/release/canopy"
+fi
+[ -x "$canopy" ] || die "no canopy binary at $canopy"
 
 say "making a ${size_mib} MiB file"
 head -c "$size" /dev/urandom > "$work/share/file.bin"

@@ -3,6 +3,10 @@
 
     python3 bench/soak.py [--supernodes 10] [--leaves 100] [--minutes 10] [--binary target/release/canopy]
 
+CI's smoke (bench/smoke.sh), half a minute on the debug build:
+
+    python3 bench/soak.py --supernodes 2 --leaves 4 --minutes 0.5 --file-size 262144 --binary target/debug/canopy
+
 Starts SUPERNODES supernodes (each bootstrapping from the ones before) and
 LEAVES leaves sharing a few random files each, all real `canopy run`
 processes. Then, for MINUTES, it keeps downloads running (`canopy get HASH`
@@ -98,7 +102,8 @@ def main():
     parser.add_argument("--files-per-leaf", type=int, default=2)
     parser.add_argument("--file-size", type=int, default=2 << 20, help="bytes per shared file")
     parser.add_argument("--parallel-downloads", type=int, default=3)
-    parser.add_argument("--binary", default="target/release/canopy")
+    parser.add_argument("--binary", default=os.environ.get("CANOPY", "target/release/canopy"),
+                        help="the canopy binary (default: $CANOPY, else target/release/canopy)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     options = parser.parse_args()

@@ -6,6 +6,8 @@
 # Prints a Markdown table of medians for docs/BENCHMARKS.md.
 #
 # Usage: bench/transfer.sh [SIZE_MIB=1024] [RUNS=5]
+#        CANOPY=target/debug/canopy bench/transfer.sh 8 1   (CI's smoke, bench/smoke.sh: no release
+#        build; CANOPY=path runs that canopy and the bare_quinn in examples/ beside it, or BARE_QUINN=path)
 set -euo pipefail
 size_mib=${1:-1024}
 runs=${2:-5}
@@ -24,9 +26,12 @@ if [ "$(id -u)" = 0 ]; then
   sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 || true
 fi
 
-(cd "$root" && cargo build --release --quiet --bin canopy --example bare_quinn)
-canopy="$root/target/release/canopy"
-bare="$root/target/release/examples/bare_quinn"
+if [ -z "${CANOPY:-}" ]; then
+  (cd "$root" && cargo build --release --quiet --bin canopy --example bare_quinn)
+fi
+canopy=${CANOPY:-$root/target/release/canopy}
+bare=${BARE_QUINN:-$(dirname "$canopy")/examples/bare_quinn}
+[ -x "$canopy" ] && [ -x "$bare" ] || { echo "transfer.sh: no $canopy or $bare (build them first)" >&2; exit 1; }
 
 mkdir -p "$work/share" "$work/out"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/share/file.bin"

@@ -1,17 +1,44 @@
 #!/usr/bin/env bash
-# Re-runs every figure in docs/NETSIM.md and copies the charts into
-# docs/netsim/. Takes about 60 minutes on a 2-core machine; the largest runs
-# need up to 5 GiB of memory. Usage: netsim/reproduce.sh [OUT_DIR]
+# Re-runs every figure in docs/NETSIM.md and copies the charts and summaries
+# into docs/netsim/. Takes about 60 minutes on a 2-core machine; the largest
+# runs need up to 5 GiB of memory. Usage: netsim/reproduce.sh [--smoke] [OUT_DIR]
+#
+# --smoke (CI's, bench/smoke.sh): the same runs and charts on the debug build,
+# every network at 1,000 nodes and at most 100 queries, charts and summaries
+# into OUT_DIR/docs-netsim instead of docs/netsim: seconds, and the figures
+# mean nothing; it shows that every scenario and chart still runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-netsim-out}
-bin=${CARGO_TARGET_DIR:-target}/release/canopy-netsim
-cargo build --release -p canopy-netsim
-mkdir -p "$out" docs/netsim
-run() { # name, then arguments
-    local name=$1
+smoke=
+if [ "${1:-}" = --smoke ]; then
+    smoke=1
     shift
-    /usr/bin/time -f "$name: %e s wall, %M KiB peak" "$bin" --out "$out/$name" "$@" | tee "$out/$name.txt"
+fi
+out=${1:-netsim-out}
+if [ -n "$smoke" ]; then
+    profile=(--profile dev) dir=debug docs=$out/docs-netsim
+else
+    profile=(--release) dir=release docs=docs/netsim
+fi
+bin=${CARGO_TARGET_DIR:-target}/$dir/canopy-netsim
+examples=${CARGO_TARGET_DIR:-target}/$dir/examples
+cargo build "${profile[@]}" -p canopy-netsim --bins --examples
+mkdir -p "$out" "$docs"
+names=()
+run() { # name, then arguments
+    local name=$1 i
+    shift
+    local args=("$@")
+    if [ -n "$smoke" ]; then
+        for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+            case ${args[i]} in
+                --nodes) args[i + 1]=1000 ;;
+                --queries) [ "${args[i + 1]}" -le 100 ] || args[i + 1]=100 ;;
+            esac
+        done
+    fi
+    names+=("$name")
+    /usr/bin/time -f "$name: %e s wall, %M KiB peak" "$bin" --out "$out/$name" "${args[@]}" | tee "$out/$name.txt"
 }
 s=netsim/scenarios
 # Baselines and Canopy at 10^4 and 10^5 nodes, Weibull churn.
@@ -54,28 +81,26 @@ run fasttrack-rtt-1000000 --scenario $s/fasttrack-rtt.toml --nodes 1000000 --que
 # sources get through them; one download per search, one search per user
 # every ~11 min (docs/NAT.md, "In the simulator").
 run canopy-nat-100000-load --scenario $s/canopy-nat.toml --nodes 100000 --queries 30000 --rate 150
-for name in canopy-horizon-100000 canopy-horizon-100000-load canopy-horizon-small-tables-100000 \
-    canopy-horizon-rtt-100000 fasttrack-rtt-100000 canopy-tables-100000 canopy-qrp-100000 \
-    canopy-qrp-ttl5-100000 canopy-qrp-ttl4-100000 canopy-horizon-1000000 \
-    canopy-horizon-rtt-1000000 fasttrack-rtt-1000000; do
-    cp "$out/$name/summary.csv" "docs/netsim/$name-summary.csv"
+# Every run's summary (the figure below charts this run's, not older copies).
+for name in "${names[@]}"; do
+    [ ! -f "$out/$name/summary.csv" ] || cp "$out/$name/summary.csv" "$docs/$name-summary.csv"
 done
 # Charts into docs/netsim/.
 for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy-ttl7-1000000 \
     canopy-100000-load fasttrack-100000-load gnutella-100000-load; do
     for chart in reach load timeline; do
-        cp "$out/$name/$chart.svg" "docs/netsim/$name-$chart.svg"
+        cp "$out/$name/$chart.svg" "$docs/$name-$chart.svg"
     done
 done
-cp "$out"/clusters/*.svg docs/netsim/
-d=docs/netsim
-cargo run --release -p canopy-netsim --example figure_chart -- $d/query-messages-vs-size.svg \
+cp "$out"/clusters/*.svg "$docs"/
+d=$docs
+"$examples/figure_chart" "$d/query-messages-vs-size.svg" \
     "query messages / query" "Query messages per query (seed 1, 50-500 ms one-way links)" \
     "Gnutella (TTL 7)=$d/gnutella-100000-summary.csv,$d/gnutella-1000000-summary.csv" \
     "FastTrack (TTL 7)=$d/fasttrack-100000-summary.csv,$d/fasttrack-1000000-summary.csv" \
     "Canopy, TTL 4 flood=$d/canopy-100000-summary.csv,$d/canopy-1000000-summary.csv" \
     "Canopy, horizon tables + dynamic=$d/canopy-horizon-100000-summary.csv,$d/canopy-horizon-1000000-summary.csv"
-cargo run --release -p canopy-netsim --example reach_chart -- docs/netsim/calibration-reach.svg 8 \
+"$examples/reach_chart" "$docs/calibration-reach.svg" 8 \
     "10^5, 100 ms links=$out/calibration-fixed-100000" \
     "10^5, 50-500 ms=$out/calibration-100000" \
     "10^6, 50-500 ms=$out/calibration-1000000"

@@ -4,6 +4,10 @@
 //! cargo run --release --example supernode_capacity -- [LEAVES=3000] [FILES_PER_LEAF=1000] [CHURN_SECONDS=20]
 //! ```
 //!
+//! Every simulated leaf holds two file descriptors in this process: past
+//! a few thousand leaves, raise the open-files limit first (`ulimit -n
+//! 65536`); it says so.
+//!
 //! Part 1, the index alone, in this process: publish LEAVES × FILES
 //! synthetic files into the supernode's tantivy index and into a plain
 //! in-memory inverted index (the reference), then time the same queries on
@@ -22,6 +26,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context;
 
 use canopy_common::net::{read_frame, write_frame, Endpoint, EndpointConfig, NodeKey};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
@@ -286,6 +292,29 @@ async fn join(supernode: PeerAddr, files: &[FileEntry]) -> anyhow::Result<LeafCl
     })
 }
 
+/// Joins as a real leaf does: a join that fails (a handshake that timed
+/// out while the supernode was busy) is tried again after a pause, twice;
+/// every retry is counted and reported.
+async fn join_as_a_leaf_would(
+    supernode: PeerAddr,
+    files: &[FileEntry],
+    retried: &std::sync::atomic::AtomicUsize,
+) -> anyhow::Result<LeafClient> {
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..2 {
+        match join(supernode, files).await {
+            Ok(client) => return Ok(client),
+            Err(error) => {
+                retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("a join failed ({error:#}); trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    join(supernode, files).await
+}
+
 async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> anyhow::Result<()> {
     println!("## Part 2: over QUIC, a supernode process, {leaves} leaves x {files_per_leaf} files");
     let dir = tempfile::tempdir()?;
@@ -295,6 +324,14 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
         .parent()
         .unwrap()
         .join("canopy");
+    // Sized as a volunteer would size a machine for this load (the
+    // defaults suit a home machine, not a benchmark): room for every leaf
+    // and its connection from one address, an index budget with headroom
+    // over the ~512 bytes a file takes, and a search budget for our single
+    // asker, who searches back to back (a person: 5 a second).
+    let files = leaves * files_per_leaf;
+    let index_budget = ((files as u64) * 1024).max(1 << 30);
+    let log_path = dir.path().join("supernode.log");
     let mut supernode = Command::new(&binary)
         .args([
             "run",
@@ -302,21 +339,60 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
             "supernode",
             "--listen",
             "127.0.0.1:0",
+            "--no-ui",
             "--max-leaves",
             &(leaves + 100).to_string(),
             // Every simulated leaf comes from 127.0.0.1.
             "--max-connections-per-address",
             &(leaves + 100).to_string(),
+            "--index-budget",
+            &index_budget.to_string(),
+            "--max-searches-per-peer",
+            "100000",
         ])
         .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
+    println!(
+        "supernode: --max-leaves {} --max-connections-per-address {} --index-budget {} MiB --max-searches-per-peer 100000",
+        leaves + 100,
+        leaves + 100,
+        index_budget >> 20
+    );
+    let result = measure_supernode(&mut supernode, leaves, files_per_leaf, churn_seconds).await;
+    let _ = supernode.kill();
+    let _ = supernode.wait();
+    // A refusal is only in the supernode's log: say it, not just that
+    // something failed.
+    result.map_err(|error| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        error.context(format!("the supernode's last log lines:\n{}", tail.join("\n")))
+    })
+}
+
+async fn measure_supernode(
+    supernode: &mut std::process::Child,
+    leaves: usize,
+    files_per_leaf: usize,
+    churn_seconds: u64,
+) -> anyhow::Result<()> {
     let pid = supernode.id();
     let mut lines = BufReader::new(supernode.stdout.take().unwrap()).lines();
     let address: PeerAddr = loop {
-        let line = lines.next().expect("supernode output")?;
+        let Some(line) = lines.next() else {
+            anyhow::bail!("the supernode exited before saying where it listens");
+        };
+        let line = line?;
         if let Some(rest) = line.split("peers reach this node as ").nth(1) {
             break rest.trim_end_matches(')').parse()?;
         }
@@ -327,17 +403,25 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
     let started = Instant::now();
     let mut clients = Vec::with_capacity(leaves);
     let mut joining = tokio::task::JoinSet::new();
+    let retried = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for leaf in 0..leaves {
         let files = files_for(leaf, files_per_leaf);
-        joining.spawn(async move { (leaf, join(address, &files).await) });
+        let retried = retried.clone();
+        joining.spawn(async move { (leaf, join_as_a_leaf_would(address, &files, &retried).await) });
         if joining.len() >= 64 {
             let (leaf, client) = joining.join_next().await.unwrap()?;
-            clients.push((leaf, client?));
+            clients.push((
+                leaf,
+                client.with_context(|| format!("leaf {leaf} could not join"))?,
+            ));
         }
     }
     while let Some(joined) = joining.join_next().await {
         let (leaf, client) = joined?;
-        clients.push((leaf, client?));
+        clients.push((
+            leaf,
+            client.with_context(|| format!("leaf {leaf} could not join"))?,
+        ));
     }
     let asker = Endpoint::bind(
         NodeKey::generate()?,
@@ -346,21 +430,28 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
     )?;
     // Published means searchable: wait until the last leaf's files answer.
     let probe = files_for(leaves - 1, files_per_leaf)[0].name.clone();
+    let patience = Duration::from_secs(60) + Duration::from_micros(200 * (leaves * files_per_leaf) as u64);
     loop {
         let (hits, _) = ask(&asker, &[address], &query(&probe)).await?;
         if !hits.is_empty() {
             break;
         }
+        // A publish the supernode refused never becomes searchable.
+        anyhow::ensure!(
+            started.elapsed() < patience,
+            "the last leaf's files were not searchable {patience:?} after the joins began"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let publish_time = started.elapsed();
     println!(
-        "joined and published {} files in {:.1?}: {:.0} files/s; supernode RSS {:.0} MiB ({:.0} bytes/file)",
+        "joined and published {} files in {:.1?}: {:.0} files/s; supernode RSS {:.0} MiB ({:.0} bytes/file); {} joins tried again",
         leaves * files_per_leaf,
         publish_time,
         (leaves * files_per_leaf) as f64 / publish_time.as_secs_f64(),
         rss_mib(pid),
-        rss_mib(pid) * 1024.0 * 1024.0 / (leaves * files_per_leaf) as f64
+        rss_mib(pid) * 1024.0 * 1024.0 / (leaves * files_per_leaf) as f64,
+        retried.load(std::sync::atomic::Ordering::Relaxed)
     );
 
     // Churn: 10 leaves leave and rejoin per second; queries run meanwhile.
@@ -424,6 +515,10 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
                 if !hits.is_empty() {
                     break;
                 }
+                anyhow::ensure!(
+                    published.elapsed() < Duration::from_secs(30),
+                    "a newly published file was not searchable after 30 s"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             freshness.push(published.elapsed());
@@ -442,8 +537,6 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
         freshness.last().copied().unwrap_or_default(),
         rss_mib(pid)
     );
-    let _ = supernode.kill();
-    let _ = supernode.wait();
     Ok(())
 }
 
@@ -456,6 +549,17 @@ async fn main() -> anyhow::Result<()> {
     let leaves = args.first().copied().unwrap_or(3000);
     let files_per_leaf = args.get(1).copied().unwrap_or(1000);
     let churn_seconds = args.get(2).copied().unwrap_or(20) as u64;
+    // Every simulated leaf is an endpoint in this process: its UDP socket
+    // and the second handle on it that hole punching sends from.
+    let needed = 2 * leaves as u64 + 1024;
+    if let Some(limit) = open_files_limit() {
+        anyhow::ensure!(
+            limit >= needed,
+            "{leaves} leaves need about {needed} open files in this process, and the limit is {limit}: \
+             run `ulimit -n {}` first",
+            needed.next_power_of_two()
+        );
+    }
     part_one(leaves, files_per_leaf);
     part_two(leaves, files_per_leaf, churn_seconds).await
 }
@@ -470,4 +574,11 @@ async fn ask(
         .search(query, &mut |_| {})
         .await?;
     Ok((answer.hits, answer.answered))
+}
+
+/// This process's soft limit on open files (Linux), if known.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }

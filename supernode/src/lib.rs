@@ -61,6 +61,11 @@ pub struct SupernodeConfig {
     pub overlay: OverlayConfig,
     /// Forwarding for pairs of peers that cannot reach each other.
     pub relay: relay::RelayConfig,
+    /// Searches one peer may start per second (bursts of twice as many);
+    /// more are answered `Busy`. A person types a few a minute; a
+    /// benchmark's single asker, or a gateway searching for many users,
+    /// needs more.
+    pub searches_per_peer: f64,
 }
 
 impl SupernodeConfig {
@@ -85,6 +90,7 @@ impl SupernodeConfig {
             commit_interval: Duration::from_millis(250),
             overlay: OverlayConfig::default(),
             relay: relay::RelayConfig::default(),
+            searches_per_peer: SEARCHES_PER_SECOND,
         }
     }
 }
@@ -168,6 +174,11 @@ impl Supernode {
             None => FileIndex::in_memory(config.writer_memory)?,
         });
         let committer = tokio::spawn(commit_loop(index.clone(), config.commit_interval));
+        let search_budgets = Mutex::new(Budgets::new(
+            config.searches_per_peer,
+            config.searches_per_peer * SEARCH_BURST / SEARCHES_PER_SECOND,
+            MAX_SEARCHERS,
+        ));
         Ok(Arc::new(Supernode {
             relay: relay::Relay::new(config.relay.clone()),
             config,
@@ -176,7 +187,7 @@ impl Supernode {
             next_leaf: AtomicU32::new(1),
             referrals: RwLock::new(Vec::new()),
             overlay: OnceLock::new(),
-            search_budgets: Mutex::new(Budgets::new(SEARCHES_PER_SECOND, SEARCH_BURST, MAX_SEARCHERS)),
+            search_budgets,
             punch_budgets: Mutex::new(Budgets::new(PUNCHES_PER_SECOND, PUNCH_BURST, MAX_PUNCHERS)),
             started: Instant::now(),
             committer,
@@ -342,12 +353,24 @@ impl Supernode {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
             Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
         }
-        let mut sessions = self.sessions.locked();
-        if sessions.get(&peer.id).is_some_and(|session| session.leaf == leaf) {
-            sessions.remove(&peer.id);
+        {
+            let mut sessions = self.sessions.locked();
+            if sessions.get(&peer.id).is_some_and(|session| session.leaf == leaf) {
+                sessions.remove(&peer.id);
+            }
         }
-        drop(sessions);
-        self.index.remove_leaf(leaf);
+        self.off_the_runtime(move |index| index.remove_leaf(leaf)).await;
+    }
+
+    /// Runs index work (tantivy's writer may block while it flushes a
+    /// segment) on a blocking thread, so a supernode busy indexing
+    /// thousands of leaves' files still answers QUIC in time: on two cores,
+    /// two workers stuck in the writer would let every connection idle out.
+    async fn off_the_runtime(&self, work: impl FnOnce(&FileIndex) + Send + 'static) {
+        let index = self.index.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || work(&index)).await {
+            tracing::warn!(%error, "index update failed");
+        }
     }
 
     /// Asks our leaf `leaf` to connect out to `requester`, which cannot
@@ -480,9 +503,13 @@ impl Supernode {
                         let _ = send.finish();
                         return Err(SessionEnd::Refused(refusal));
                     }
-                    self.index.add_files(leaf, &files);
+                    self.off_the_runtime(move |index| index.add_files(leaf, &files))
+                        .await;
                 }
-                LeafUpdate::Remove { hashes } => self.index.remove_files(leaf, &hashes),
+                LeafUpdate::Remove { hashes } => {
+                    self.off_the_runtime(move |index| index.remove_files(leaf, &hashes))
+                        .await
+                }
             }
         }
     }
@@ -500,7 +527,7 @@ impl Supernode {
         }
         if !self.may_search(asker) {
             // Busy, not refused: the asker waits a budget's refill and asks again.
-            let retry_after_ms = (1000.0 / SEARCHES_PER_SECOND) as u32;
+            let retry_after_ms = (1000.0 / self.config.searches_per_peer).ceil() as u32;
             write_frame(send, &Response::Busy { retry_after_ms }).await?;
             return Ok(());
         }

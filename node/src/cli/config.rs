@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// more are answered from our index only [default: 200].
     #[arg(long, env = "CANOPY_MAX_QUERIES_FORWARDED", value_name = "N")]
     pub max_queries_forwarded: Option<u32>,
+    /// As a supernode: searches one peer may start per second (bursts of
+    /// twice as many); more are told to wait. Raise it for a benchmark's
+    /// single asker or a gateway searching for many people [default: 5].
+    #[arg(long, env = "CANOPY_MAX_SEARCHES_PER_PEER", value_name = "N", value_parser = positive_rate)]
+    pub max_searches_per_peer: Option<f64>,
     /// As a supernode: exchange keyword tables with neighbours, send each
     /// query only where its words may be, and widen leaves' searches only
     /// as far as results require; `--keyword-routing false` floods as
@@ -246,6 +251,7 @@ pub struct FileSettings {
     pub neighbours: Option<usize>,
     pub max_neighbours: Option<usize>,
     pub max_queries_forwarded: Option<u32>,
+    pub max_searches_per_peer: Option<f64>,
     pub keyword_routing: Option<bool>,
     pub search_target: Option<u32>,
     pub table_levels: Option<u8>,
@@ -300,6 +306,7 @@ impl FileSettings {
             neighbours: over.neighbours.or(self.neighbours),
             max_neighbours: over.max_neighbours.or(self.max_neighbours),
             max_queries_forwarded: over.max_queries_forwarded.or(self.max_queries_forwarded),
+            max_searches_per_peer: over.max_searches_per_peer.or(self.max_searches_per_peer),
             keyword_routing: over.keyword_routing.or(self.keyword_routing),
             search_target: over.search_target.or(self.search_target),
             table_levels: over.table_levels.or(self.table_levels),
@@ -397,6 +404,7 @@ pub struct RunSettings {
     pub neighbours: usize,
     pub max_neighbours: usize,
     pub max_queries_forwarded: u32,
+    pub max_searches_per_peer: f64,
     pub keyword_routing: bool,
     pub search_target: u32,
     pub table_levels: u8,
@@ -502,6 +510,10 @@ impl RunSettings {
                 .max_queries_forwarded
                 .or(file.max_queries_forwarded)
                 .unwrap_or(200),
+            max_searches_per_peer: args
+                .max_searches_per_peer
+                .or(file.max_searches_per_peer)
+                .unwrap_or(canopy_common::proto::budget::SEARCHES_PER_SECOND),
             keyword_routing: args.keyword_routing.or(file.keyword_routing).unwrap_or(true),
             search_target: args.search_target.or(file.search_target).unwrap_or(150).max(1),
             table_levels: args.table_levels.or(file.table_levels).unwrap_or(5).clamp(1, 8),
@@ -599,6 +611,14 @@ fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, 
     match Size::deserialize(deserializer)? {
         Size::Number(bytes) => Ok(Some(bytes)),
         Size::Text(text) => parse_bytes(&text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// A rate: a positive, finite number.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive number")),
     }
 }
 
@@ -744,5 +764,28 @@ mod tests {
         assert_eq!(settings.max_queries_forwarded, 200);
         assert!(settings.keyword_routing);
         assert_eq!((settings.search_target, settings.table_levels), (150, 5));
+        assert_eq!(settings.max_searches_per_peer, 5.0, "a person's pace");
+    }
+
+    #[test]
+    fn the_search_budget_per_peer_is_a_positive_rate() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let file = parse("max-searches-per-peer = 50\n").unwrap();
+        let settings = RunSettings::resolve(Cli::parse_from(["canopy"]).run, file, None).unwrap();
+        assert_eq!(settings.max_searches_per_peer, 50.0);
+        let cli = Cli::parse_from(["canopy", "--max-searches-per-peer", "1000"]);
+        let settings = RunSettings::resolve(cli.run, parse("").unwrap(), None).unwrap();
+        assert_eq!(settings.max_searches_per_peer, 1000.0);
+        for bad in ["0", "-3", "inf", "many"] {
+            assert!(
+                Cli::try_parse_from(["canopy", "--max-searches-per-peer", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -95,6 +95,7 @@ fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
     supernode.overlay.target_neighbours = settings.neighbours;
     supernode.overlay.max_neighbours = settings.max_neighbours.max(settings.neighbours);
     supernode.overlay.router.max_forwarded_per_second = Some(settings.max_queries_forwarded);
+    supernode.searches_per_peer = settings.max_searches_per_peer;
     supernode.overlay.keyword_routing = settings.keyword_routing;
     supernode.overlay.dynamic.target_results = settings.search_target;
     supernode.overlay.table_levels = settings.table_levels;
