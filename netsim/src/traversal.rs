@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path as FilePath;
 
-use canopy_common::proto::birthday::{self, Downloader, Plan, Traits, FEATURE_BIRTHDAY};
-use canopy_common::proto::nat::{path, NatKind, Path, RouterKind};
+use canopy_common::proto::birthday::{self, Plan};
+use canopy_common::proto::nat::{path, Path, RouterKind};
 
 use crate::clock::as_seconds;
 use crate::metrics::quantile;
@@ -61,16 +61,7 @@ pub fn punch(downloader: RouterKind, source: RouterKind) -> Option<Punch> {
     if path(downloader, source) != Path::Punched {
         return None;
     }
-    let symmetric = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointDependent;
-    let asks = Downloader {
-        symmetric: symmetric(downloader),
-        accepts: downloader.accepts_connections(),
-    };
-    let leaf = Traits {
-        symmetric: symmetric(source),
-        features: FEATURE_BIRTHDAY,
-    };
-    match birthday::plan(asks, Some(leaf)).0 {
+    match birthday::plan(downloader.as_downloader(), Some(source.as_leaf())).0 {
         Plan::Spray | Plan::Open => Some(Punch::Birthday),
         Plan::Punch | Plan::Relay => Some(Punch::Plain),
     }

@@ -122,7 +122,7 @@ static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 pub struct Running(());
 
 impl Running {
-    /// `None` if [`MAX_RUNNING`] are running already.
+    /// `None` if two are running already.
     pub fn start() -> Option<Running> {
         use std::sync::atomic::Ordering;
         RUNNING

@@ -450,6 +450,24 @@ impl RouterKind {
     pub fn reach(self) -> Reach {
         reach(Some(self.accepts_connections()), self.nat_kind())
     }
+
+    /// What a downloader behind this router says of itself when it asks
+    /// for a way to a leaf (`Request::Traverse`).
+    pub fn as_downloader(self) -> super::birthday::Downloader {
+        super::birthday::Downloader {
+            symmetric: self.nat_kind() == NatKind::EndpointDependent,
+            accepts: self.accepts_connections(),
+        }
+    }
+
+    /// What a current leaf behind this router tells its supernode
+    /// (`Request::Traits`).
+    pub fn as_leaf(self) -> super::birthday::Traits {
+        super::birthday::Traits {
+            symmetric: self.nat_kind() == NatKind::EndpointDependent,
+            features: super::birthday::FEATURE_BIRTHDAY,
+        }
+    }
 }
 
 /// The way a downloader's connection to a source got through (the
@@ -652,8 +670,7 @@ mod path_tests {
     /// router; the relay from the start exactly when no punch can work.
     #[test]
     fn path_and_the_supernodes_plan_tell_the_same_story() {
-        use super::super::birthday::{plan, Downloader, LeafOrder, Plan, Traits, FEATURE_BIRTHDAY};
-        let symmetric = |kind: RouterKind| kind.nat_kind() == NatKind::EndpointDependent;
+        use super::super::birthday::{plan, LeafOrder, Plan};
         let mut birthdays = 0;
         for downloader in RouterKind::ALL {
             for source in RouterKind::ALL {
@@ -663,15 +680,7 @@ mod path_tests {
                     assert_eq!(way, Path::Direct, "{pair}");
                     continue;
                 }
-                let asks = Downloader {
-                    symmetric: symmetric(downloader),
-                    accepts: downloader.accepts_connections(),
-                };
-                let leaf = Traits {
-                    symmetric: symmetric(source),
-                    features: FEATURE_BIRTHDAY,
-                };
-                let (ours, theirs) = plan(asks, Some(leaf));
+                let (ours, theirs) = plan(downloader.as_downloader(), Some(source.as_leaf()));
                 let birthday = (downloader == Cone && source == Symmetric)
                     || (downloader == Symmetric && source == Cone);
                 match (ours, theirs) {
@@ -685,7 +694,7 @@ mod path_tests {
                     // The symmetric side opens, the cone side sprays.
                     (Plan::Open, LeafOrder::Spray) | (Plan::Spray, LeafOrder::Open) => {
                         assert!(birthday, "{pair}: a birthday punch");
-                        assert_eq!(ours == Plan::Open, symmetric(downloader), "{pair}");
+                        assert_eq!(ours == Plan::Open, downloader == Symmetric, "{pair}");
                         assert_eq!(way, Path::Punched, "{pair}");
                         birthdays += 1;
                     }

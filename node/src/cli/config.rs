@@ -56,8 +56,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub share: Vec<PathBuf>,
-    /// UDP address to listen on [default: [::]:4663, IPv6 and IPv4 together; 0.0.0.0:4663 where
-    /// the machine has no IPv6].
+    /// UDP address to listen on [default: `[::]:4663`, IPv6 and IPv4 together; `0.0.0.0:4663`
+    /// where the machine has no IPv6].
     #[arg(long, env = "CANOPY_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
     /// auto: measure cores, memory, bandwidth (against known peers) and
