@@ -515,6 +515,57 @@ fn cone_and_symmetric_homes_fetch_from_each_other_by_birthday_punching() {
     }
 }
 
+/// A home whose router gets a new outside address while its node runs (a
+/// line reconnect): the leaf's session with its supernode migrates, and
+/// the supernode moves the address it aims punches at, so a home behind
+/// another cone router still punches through to it, at the new address.
+#[test]
+fn a_home_whose_router_changes_address_is_still_punched_to() {
+    let bed = Bed::up("cntg-", &["cone", "cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let content = patterned(600_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "moved house.bin", &content);
+    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
+    await_listed(
+        &bed,
+        "h2",
+        "moved house",
+        hash,
+        &supernode_addr,
+        &dir("h2-search"),
+    );
+
+    // The router's outside address changes; Linux forgets the NAT
+    // mappings of the old one, so the leaf's next packet leaves from the
+    // new address.
+    for args in [
+        ["addr", "del", "10.77.0.11/24", "dev", "wan0"],
+        ["addr", "add", "10.77.0.21/24", "dev", "wan0"],
+    ] {
+        let status = Command::new("ip")
+            .args(["-n", "cntg-r1"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?}");
+    }
+    // Keep-alives go every second; the supernode looks every two.
+    std::thread::sleep(Duration::from_secs(5));
+
+    let output_path = dir("fetched.bin");
+    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    let done = done_event(&fetched);
+    assert!(
+        done.contains("\"path\":\"punched\"") && done.contains("@10.77.0.21:4663"),
+        "not punched to the new address: {done}"
+    );
+}
+
 /// Two homes behind routers that give every peer a new port: a punched
 /// hole is aimed at the wrong port, so the source's supernode relays. The
 /// bytes arrive verified (the QUIC connection is the two homes' own, end

@@ -230,6 +230,13 @@ impl FileIndex {
         );
     }
 
+    /// `leaf` is now reached at `peer` (its router rebound).
+    pub fn move_leaf(&self, leaf: LeafId, peer: PeerAddr) {
+        if let Some(record) = self.catalog.write_locked().leaves.get_mut(&leaf) {
+            record.peer = peer;
+        }
+    }
+
     /// The address searchers should send push requests to (this supernode's).
     pub fn set_relay_address(&self, address: PeerAddr) {
         *self.relay.write_locked() = Some(address);

@@ -296,15 +296,17 @@ impl Supernode {
     /// goes silent (the connection's idle timeout). Its files are dropped
     /// from hits the moment the session ends.
     ///
-    /// `local_ip` is our address as the leaf reached it, if known.
+    /// `connection` is the leaf's: where it comes from may change while
+    /// it stays (its router rebinds, quinn migrates the connection).
     pub async fn serve_leaf(
         &self,
         peer: PeerAddr,
-        local_ip: Option<IpAddr>,
+        connection: &quinn::Connection,
         hello: Hello,
         mut send: SendStream,
         mut recv: RecvStream,
     ) {
+        let local_ip = canopy_common::net::local_ip(connection);
         let (orders, mut order_queue) = mpsc::channel::<SessionNotice>(16);
         let admitted = {
             let mut sessions = self.sessions.locked();
@@ -347,7 +349,7 @@ impl Supernode {
         self.index.add_leaf_with(leaf, peer, !hello.accepts_inbound);
         tracing::info!(leaf = ?peer, agent = %hello.agent, firewalled = !hello.accepts_inbound, "leaf joined");
         let outcome = self
-            .run_session(leaf, &mut send, &mut recv, &mut order_queue)
+            .run_session(leaf, peer, connection, &mut send, &mut recv, &mut order_queue)
             .await;
         match &outcome {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
@@ -360,6 +362,23 @@ impl Supernode {
             }
         }
         self.off_the_runtime(move |index| index.remove_leaf(leaf)).await;
+    }
+
+    /// Keeps up with a leaf whose router gave it a new outside address
+    /// mid-session (a line reconnect, a mapping that expired): quinn
+    /// migrates the connection, and we move the address that punches,
+    /// relays and hits aim at, which would otherwise point at the old one.
+    fn follow_rebinding(&self, leaf: LeafId, id: PeerId, connection: &quinn::Connection) {
+        let now = canopy_common::net::remote_addr(connection);
+        let mut sessions = self.sessions.locked();
+        let Some(session) = sessions.get_mut(&id).filter(|session| session.leaf == leaf) else {
+            return;
+        };
+        if session.addr != now {
+            tracing::info!(leaf = ?id, was = %session.addr, now = %now, "a leaf's router gave it a new address");
+            session.addr = now;
+            self.index.move_leaf(leaf, PeerAddr::new(id, now));
+        }
     }
 
     /// Runs index work (tantivy's writer may block while it flushes a
@@ -436,6 +455,8 @@ impl Supernode {
     async fn run_session(
         &self,
         leaf: LeafId,
+        peer: PeerAddr,
+        connection: &quinn::Connection,
         send: &mut SendStream,
         recv: &mut RecvStream,
         order_queue: &mut mpsc::Receiver<SessionNotice>,
@@ -460,6 +481,7 @@ impl Supernode {
                 tokio::select! {
                     update = &mut read => break update,
                     _ = tell_others.tick() => {
+                        self.follow_rebinding(leaf, peer.id, connection);
                         // Leaves keep a second supernode and a fallback list.
                         let others = self.referrals();
                         if !others.is_empty() && others != told {

@@ -119,17 +119,7 @@ async fn serve_stream(
         }
         // A leaf's session and a neighbour's link keep the stream open for
         // as long as they last.
-        Request::Join(hello) => {
-            return supernode::join(
-                peer,
-                canopy_common::net::local_ip(connection),
-                hello,
-                send,
-                recv,
-                state,
-            )
-            .await
-        }
+        Request::Join(hello) => return supernode::join(peer, connection, hello, send, recv, state).await,
         Request::Link(_) => return supernode::link(peer, connection, None, send, recv, state).await,
         Request::LinkWith(offer) => {
             return supernode::link(peer, connection, Some(offer), send, recv, state).await

@@ -21,14 +21,14 @@ fn not_supernode() -> Response {
 /// A leaf's session: the stream stays open for as long as the leaf stays.
 pub(super) async fn join(
     peer: PeerAddr,
-    local_ip: Option<std::net::IpAddr>,
+    connection: &quinn::Connection,
     hello: Hello,
     mut send: SendStream,
     recv: RecvStream,
     state: &NodeState,
 ) {
     match state.supernode() {
-        Some(supernode) => supernode.serve_leaf(peer, local_ip, hello, send, recv).await,
+        Some(supernode) => supernode.serve_leaf(peer, connection, hello, send, recv).await,
         None => {
             let _ = write_frame(&mut send, &not_supernode()).await;
             let _ = send.finish();
