@@ -349,14 +349,19 @@ impl Summary {
     }
 
     pub fn table(&self) -> String {
-        let rows = self.rows();
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (key, value) in rows {
-            let _ = writeln!(out, "{key:<width$}  {value}");
-        }
-        out
+        key_value_table(&self.rows())
     }
+}
+
+/// `rows` as two aligned columns, one row a line: how the simulator
+/// prints its summaries.
+pub fn key_value_table<K: AsRef<str>>(rows: &[(K, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.as_ref().len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in rows {
+        let _ = writeln!(out, "{:<width$}  {value}", key.as_ref());
+    }
+    out
 }
 
 /// Load of every node that routed for at least a minute of the query phase.

@@ -532,12 +532,7 @@ impl TraversalSummary {
     }
 
     pub fn table(&self) -> String {
-        let rows = self.rows();
-        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (key, value) in rows {
-            let _ = writeln!(out, "{key:<width$}  {value}");
-        }
+        let mut out = crate::metrics::key_value_table(&self.rows());
         out.push_str(&self.matrix_table());
         out
     }
