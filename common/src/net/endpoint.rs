@@ -156,10 +156,8 @@ impl Endpoint {
                 .try_clone()
                 .map_err(|source| NetError::Bind { addr: listen, source })?,
         );
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config.cid_generator(|| Box::new(ShortConnectionIds));
         let inner = quinn::Endpoint::new(
-            endpoint_config,
+            quinn_config(),
             Some(server),
             socket,
             Arc::new(quinn::TokioRuntime),
@@ -308,13 +306,8 @@ impl Endpoint {
         socket: std::net::UdpSocket,
         peer: &PeerAddr,
     ) -> Result<quinn::Connection, NetError> {
-        let addr = socket.local_addr().map_err(|source| NetError::Bind {
-            addr: peer.addr,
-            source,
-        })?;
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config.cid_generator(|| Box::new(ShortConnectionIds));
-        let inner = quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+        let addr = socket.local_addr().unwrap_or(peer.addr);
+        let inner = quinn::Endpoint::new(quinn_config(), None, socket, Arc::new(quinn::TokioRuntime))
             .map_err(|source| NetError::Bind { addr, source })?;
         self.connect_on(&inner, peer).await
     }
@@ -411,6 +404,14 @@ impl Endpoint {
         // rest to hear the close.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wait_idle()).await;
     }
+}
+
+/// quinn's endpoint settings for every endpoint of ours: short
+/// connection ids.
+fn quinn_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    config.cid_generator(|| Box::new(ShortConnectionIds));
+    config
 }
 
 /// Connection ids of 4 random bytes instead of quinn's 8. Every packet a

@@ -20,7 +20,7 @@ pub use endpoint::{
 };
 pub use identity::NodeKey;
 pub use membership::{Membership, Network, NOT_A_MEMBER};
-pub use stream::{read_frame, write_frame};
+pub use stream::{ask, read_frame, write_frame};
 
 use std::path::PathBuf;
 

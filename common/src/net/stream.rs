@@ -27,3 +27,17 @@ pub async fn read_frame<T: Serialize + DeserializeOwned>(
     recv.read_exact(&mut body).await?;
     Ok(frame::decode_body(&body)?)
 }
+
+/// One message and its one answer on a fresh stream of `connection`: the
+/// shape of every small exchange (a status, an observation, a leaf's
+/// traits). A peer that does not know the message resets the stream,
+/// which comes back as an error.
+pub async fn ask<Q: Serialize, A: Serialize + DeserializeOwned>(
+    connection: &quinn::Connection,
+    message: &Q,
+) -> Result<A, NetError> {
+    let (mut send, mut recv) = connection.open_bi().await?;
+    write_frame(&mut send, message).await?;
+    send.finish()?;
+    read_frame(&mut recv, MAX_CONTROL_FRAME).await
+}

@@ -87,11 +87,7 @@ impl Url {
     pub fn parse(text: &str) -> Result<Url, UpnpError> {
         let bad = || UpnpError::Url(text.chars().take(120).collect());
         let text = text.trim();
-        let rest = text
-            .get(..7)
-            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-            .map(|_| &text[7..])
-            .ok_or_else(bad)?;
+        let rest = without_scheme(text).ok_or_else(bad)?;
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
@@ -113,18 +109,23 @@ impl Url {
     /// this URL.
     pub fn join(&self, reference: &str) -> Result<Url, UpnpError> {
         let reference = reference.trim();
-        if reference.len() >= 7 && reference[..7].eq_ignore_ascii_case("http://") {
+        if without_scheme(reference).is_some() {
             return Url::parse(reference);
         }
-        let path = match reference.strip_prefix('/') {
-            Some(_) => reference.to_string(),
-            None => {
-                let folder = &self.path[..=self.path.rfind('/').unwrap_or(0)];
-                format!("{}{reference}", if folder.is_empty() { "/" } else { folder })
-            }
+        let path = match reference.starts_with('/') {
+            true => reference.to_string(),
+            // Relative to our folder; a parsed path always starts with '/'.
+            false => format!("{}{reference}", &self.path[..=self.path.rfind('/').unwrap_or(0)]),
         };
         Url::parse(&format!("http://{}{path}", self.host))
     }
+}
+
+/// `text` after its `http://` (any case), if it starts with one.
+fn without_scheme(text: &str) -> Option<&str> {
+    text.get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &text[7..])
 }
 
 impl std::fmt::Display for Url {
@@ -517,6 +518,7 @@ mod tests {
         assert!(Url::parse("https://10.0.0.1/").is_err());
         assert!(Url::parse("http://10.0.0.1/a b").is_err());
         assert!(Url::parse("http://[::1]/").is_err());
+        assert!(base.join("ééééx/ctl").is_ok(), "multibyte text where a scheme would be: relative, no panic");
     }
 
     #[test]
