@@ -23,6 +23,8 @@ fi
 bin=${CARGO_TARGET_DIR:-target}/$dir/canopy-netsim
 examples=${CARGO_TARGET_DIR:-target}/$dir/examples
 cargo build "${profile[@]}" -p canopy-netsim --bins --examples
+# GNU time reports each run's peak memory (Debian's package "time").
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 mkdir -p "$out" "$docs"
 names=()
 run() { # name, then arguments

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use canopy_common::net::{Endpoint, PUNCH_PAYLOAD};
+use canopy_common::net::{random_bytes, Endpoint, PUNCH_PAYLOAD};
 use canopy_common::proto::birthday::{probe_ports, HARD_PORTS};
 use canopy_common::proto::PeerAddr;
 use tokio::net::UdpSocket;
@@ -34,7 +34,7 @@ pub async fn spray(endpoint: &Endpoint, hard: IpAddr) {
         if round > 0 {
             tokio::time::sleep(ROUND_GAP).await;
         }
-        for burst in probe_ports(random_seed()).chunks(BURST) {
+        for burst in probe_ports(u64::from_le_bytes(random_bytes())).chunks(BURST) {
             for &port in burst {
                 if let Err(error) = endpoint.punch(SocketAddr::new(hard, port)) {
                     tracing::debug!(%error, "birthday probe not sent");
@@ -105,13 +105,6 @@ async fn open(easy: SocketAddr) -> std::io::Result<Option<(std::net::UdpSocket, 
         }
     }
     Ok(None)
-}
-
-fn random_seed() -> u64 {
-    let mut seed = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-        .expect("the system's random source works");
-    u64::from_le_bytes(seed)
 }
 
 /// Birthday punches a leaf takes part in at once, at most.

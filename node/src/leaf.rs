@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use canopy_common::net::{read_frame, write_frame, Endpoint};
+use canopy_common::net::{ask, read_frame, write_frame, Endpoint};
 use canopy_common::proto::birthday::{Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
-use canopy_common::proto::nat::{self, NatKind};
+use canopy_common::proto::nat;
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, PeerId, Request, Response, SessionNotice,
 };
@@ -380,7 +380,7 @@ impl Joined<'_> {
                 ended = &mut notices => return ended,
                 _ = timer.tick() => {}
             }
-            let symmetric = self.context.reach.locked().kind() == NatKind::EndpointDependent;
+            let symmetric = self.context.reach.locked().symmetric();
             if told_symmetric != Some(symmetric) {
                 told_symmetric = Some(symmetric);
                 tokio::spawn(tell_traits(self.connection.clone(), symmetric));
@@ -472,18 +472,12 @@ async fn serve_dialed(
 /// orders, so it can plan punches with us. An older supernode resets the
 /// stream; it then keeps sending only the orders it always did.
 async fn tell_traits(connection: quinn::Connection, symmetric: bool) {
-    let asked = async {
-        let (mut send, mut recv) = connection.open_bi().await.ok()?;
-        let traits = Traits {
-            symmetric,
-            features: FEATURE_BIRTHDAY,
-        };
-        write_frame(&mut send, &Request::Traits(traits)).await.ok()?;
-        send.finish().ok()?;
-        read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(5), asked).await {
-        Ok(Some(Response::TraitsNoted { .. })) => tracing::debug!(symmetric, "supernode noted our router"),
+    let traits = Request::Traits(Traits {
+        symmetric,
+        features: FEATURE_BIRTHDAY,
+    });
+    match tokio::time::timeout(Duration::from_secs(5), ask(&connection, &traits)).await {
+        Ok(Ok(Response::TraitsNoted { .. })) => tracing::debug!(symmetric, "supernode noted our router"),
         _ => tracing::debug!("supernode did not note our router (an older version?)"),
     }
 }

@@ -381,10 +381,7 @@ async fn probe_one(
 pub async fn status(endpoint: &Endpoint, peer: &PeerAddr) -> Option<(u32, u32)> {
     let ask = async {
         let connection = endpoint.connect(peer).await.ok()?;
-        let (mut send, mut recv) = connection.open_bi().await.ok()?;
-        write_frame(&mut send, &Request::Status).await.ok()?;
-        send.finish().ok()?;
-        let answer = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok();
+        let answer = canopy_common::net::ask(&connection, &Request::Status).await.ok();
         connection.close(0u32.into(), b"done");
         match answer? {
             Response::Status {

@@ -6,14 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use canopy_common::net::{read_frame, write_frame, Endpoint};
-use canopy_common::proto::{PeerAddr, Request, Response, MAX_CONTROL_FRAME};
+use canopy_common::net::{ask, Endpoint};
+use canopy_common::proto::birthday::Downloader;
+use canopy_common::proto::nat::{self, NatKind, Observation, Observations, Reach};
+use canopy_common::proto::portmap::Protocol;
+use canopy_common::proto::{PeerAddr, Request, Response};
 use canopy_common::sync::Lock;
 
 use crate::state::NodeState;
-
-use canopy_common::proto::nat::{self, NatKind, Observation, Observations, Reach};
-use canopy_common::proto::portmap::Protocol;
 
 /// What this node has learned about how it is reached.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +45,20 @@ impl Reachability {
 
     pub fn kind(&self) -> NatKind {
         self.observations.kind()
+    }
+
+    /// Whether our router gives every peer a new port, as far as we know.
+    pub fn symmetric(&self) -> bool {
+        self.kind() == NatKind::EndpointDependent
+    }
+
+    /// What we say of ourselves when we ask a supernode for a way to one
+    /// of its leaves (`Request::Traverse`).
+    pub fn as_downloader(&self) -> Downloader {
+        Downloader {
+            symmetric: self.symmetric(),
+            accepts: matches!(self.reach(), Reach::Direct | Reach::Mapped),
+        }
     }
 
     pub fn reach(&self) -> Reach {
@@ -129,16 +143,8 @@ fn plural(n: usize) -> &'static str {
 /// changed). A peer from before `Observe` resets the stream, which costs
 /// nothing.
 pub async fn observe_through(endpoint: &Endpoint, context: &NodeState, connection: &quinn::Connection) {
-    let asked = async {
-        let (mut send, mut recv) = connection.open_bi().await.ok()?;
-        write_frame(&mut send, &Request::Observe).await.ok()?;
-        send.finish().ok()?;
-        match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await.ok()? {
-            Response::Observed { addr } => Some(addr),
-            _ => None,
-        }
-    };
-    if let Ok(Some(seen)) = tokio::time::timeout(OBSERVE_WITHIN, asked).await {
+    let asked = tokio::time::timeout(OBSERVE_WITHIN, ask(connection, &Request::Observe)).await;
+    if let Ok(Ok(Response::Observed { addr: seen })) = asked {
         let observation = crate::measure::observation(connection, endpoint, seen);
         context.reach.locked().observe(observation);
     }

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
-use canopy_common::proto::birthday::{Downloader, Plan};
+use canopy_common::proto::birthday::Plan;
 use canopy_common::proto::content::BlockHashes;
-use canopy_common::proto::nat::{NatKind, Reach};
 use canopy_common::proto::relay::bind_packet;
 use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use tokio::task::JoinSet;
@@ -196,14 +195,8 @@ impl Source {
     ) -> Result<(quinn::Connection, SourcePath), SourceFailure> {
         let leaf = self.peer.id;
         let ask = Ask::new(supernode, CONNECT_TIMEOUT);
-        let (symmetric, accepts) = {
-            let reach = self.shared.context.reach.locked();
-            (
-                reach.kind() == NatKind::EndpointDependent,
-                matches!(reach.reach(), Reach::Direct | Reach::Mapped),
-            )
-        };
-        let downloader = Downloader { symmetric, accepts };
+        let downloader = self.shared.context.reach.locked().as_downloader();
+        let symmetric = downloader.symmetric;
         let mut arrival = self.shared.context.await_push(leaf);
         // Whether our own address is what the supernode sees: then the
         // source's call is an ordinary push, not a punched one.

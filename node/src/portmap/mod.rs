@@ -16,6 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use canopy_common::proto::portmap::{pcp, upnp::Service, Protocol, LIFETIME, PCP_PORT};
+use canopy_common::sync::Lock;
 
 mod igd;
 mod pmp;
@@ -212,7 +213,7 @@ impl Kept {
                                 tracing::warn!(was = %mapping.external, now = %renewed.external, "the router moved our forwarded port");
                             }
                             mapping = renewed;
-                            *current.lock().expect("not poisoned") = mapping.clone();
+                            *current.locked() = mapping.clone();
                         }
                         Err(error) => {
                             tracing::warn!(%error, "could not renew the forwarded port; trying again in a minute");
@@ -226,7 +227,7 @@ impl Kept {
     }
 
     pub fn mapping(&self) -> Mapping {
-        self.current.lock().expect("not poisoned").clone()
+        self.current.locked().clone()
     }
 
     /// Stops renewing and asks the router to delete the mapping.

@@ -54,7 +54,7 @@ pub async fn map(
     if !matches!(previous.map(|m| &m.via), Some(Via::NatPmp)) {
         let nonce = match previous.map(|m| &m.via) {
             Some(Via::Pcp { nonce }) => *nonce,
-            _ => random_nonce(),
+            _ => canopy_common::net::random_bytes(),
         };
         let suggested = previous.map(|m| m.external);
         let request = pcp::map_request(client, internal_port, suggested, lifetime, &nonce);
@@ -78,11 +78,12 @@ pub async fn map(
             Err(error) => return Err(PmpError::Pcp(error)),
         }
     }
-    // NAT-PMP: the outside address, then the port.
+    // NAT-PMP: two requests, for the outside address and for the port;
+    // done when both are answered.
     let asking = natpmp::map_request(internal_port, internal_port, lifetime);
     let requests: [&[u8]; 2] = [&natpmp::external_address_request(), &asking];
     let (mut address, mut mapped) = (None, None);
-    exchange(&socket, &requests, deadline, gateway.port(), |bytes| {
+    let (ip, (port, lifetime)) = exchange(&socket, &requests, deadline, gateway.port(), |bytes| {
         match natpmp::parse_answer(bytes) {
             Ok(natpmp::Answer::ExternalAddress(ip)) => address = Some(ip),
             Ok(natpmp::Answer::Mapped {
@@ -93,15 +94,10 @@ pub async fn map(
             Ok(natpmp::Answer::Mapped { .. }) => {}
             Err(error) => return Some(Err(error)),
         }
-        address
-            .is_some()
-            .then_some(mapped.is_some())
-            .filter(|&done| done)
-            .map(Ok)
+        address.zip(mapped).map(Ok)
     })
     .await?
     .map_err(PmpError::NatPmp)?;
-    let (ip, (port, lifetime)) = address.zip(mapped).expect("both answers came");
     Ok(mapping(SocketAddrV4::new(ip, port), lifetime, Via::NatPmp))
 }
 
@@ -140,11 +136,4 @@ async fn exchange<T>(
             }
         }
     }
-}
-
-fn random_nonce() -> pcp::Nonce {
-    let mut nonce = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .expect("the system's random source works");
-    nonce
 }

@@ -518,7 +518,10 @@ mod tests {
         assert!(Url::parse("https://10.0.0.1/").is_err());
         assert!(Url::parse("http://10.0.0.1/a b").is_err());
         assert!(Url::parse("http://[::1]/").is_err());
-        assert!(base.join("ééééx/ctl").is_ok(), "multibyte text where a scheme would be: relative, no panic");
+        assert!(
+            base.join("ééééx/ctl").is_ok(),
+            "multibyte text where a scheme would be: relative, no panic"
+        );
     }
 
     #[test]
