@@ -151,9 +151,16 @@ pub struct LeafSettings {
     pub sessions: usize,
     /// Where the supernode cache lives.
     pub data_dir: PathBuf,
-    /// Whether peers can connect to us; if not, they ask our supernode to
-    /// have us connect to them (a push).
+    /// Whether peers can connect to us, as the node started; if not, they
+    /// ask our supernode to have us connect to them (a push), punch or
+    /// relay. Re-checks may change it ([`crate::reach::recheck`]).
     pub reachable: bool,
+    /// Whether this node accepts connections at all (`--no-inbound` says
+    /// not): a re-check offers it as a direct source only if so.
+    pub may_accept: bool,
+    /// How often each session asks its supernode where it sees us; an
+    /// address that changed has the node test its reachability again.
+    pub reobserve_every: Duration,
     /// Where the live session connections are kept for searches.
     pub links: SessionLinks,
 }
@@ -278,7 +285,7 @@ async fn session(
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
 ) -> Result<Referral, String> {
-    crate::reach::observe_through(endpoint, context, &connection).await;
+    let seen = crate::reach::observe_through(endpoint, context, &connection).await;
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
     // A private or unspecified address means nothing to a supernode
     // outside our network: it indexes us where it sees us instead.
@@ -286,9 +293,10 @@ async fn session(
         .filter(|addr| nat::publishable(*addr, supernode.addr.ip()))
         .into_iter()
         .collect();
+    let accepts_inbound = context.reach.locked().offered_direct(settings.reachable);
     let hello = Hello {
         listen,
-        accepts_inbound: settings.reachable,
+        accepts_inbound,
         agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
     };
     write_frame(&mut send, &Request::Join(hello))
@@ -305,6 +313,7 @@ async fn session(
                 endpoint,
                 context,
                 supernode,
+                settings,
                 status,
                 pool,
             };
@@ -314,7 +323,7 @@ async fn session(
                 .guard(
                     &connection,
                     supernode.id,
-                    joined.publish(&mut send, &mut recv, max_files as usize),
+                    joined.publish(&mut send, &mut recv, max_files as usize, (seen, accepts_inbound)),
                 )
                 .await
         }
@@ -334,21 +343,31 @@ struct Joined<'a> {
     endpoint: &'a Endpoint,
     context: &'a Arc<NodeState>,
     supernode: PeerAddr,
+    settings: &'a LeafSettings,
     status: &'a watch::Sender<LeafStatus>,
     pool: &'a Mutex<Pool>,
 }
 
 impl Joined<'_> {
-    /// Keeps the supernode told what we share, and answers its notices,
-    /// until the session ends.
+    /// Keeps the supernode told what we share and how we are reached, and
+    /// answers its notices, until the session ends. `(seen, told_direct)`:
+    /// where the supernode saw us when we joined, and what we told it.
     async fn publish(
         &self,
         send: &mut quinn::SendStream,
         recv: &mut quinn::RecvStream,
         max_files: usize,
+        (seen, mut told_direct): (Option<std::net::SocketAddr>, bool),
     ) -> Result<Referral, String> {
         let mut published = Published::new(max_files);
         let mut timer = tokio::time::interval(SYNC_INTERVAL);
+        let every = self.settings.reobserve_every;
+        let mut reobserve = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let started = Instant::now();
+        // At most one look (and re-check) at a time: a slow dial-back must
+        // not pile up behind the next tick.
+        let mut looking: Option<tokio::task::JoinHandle<()>> = None;
+        let seen = Arc::new(Mutex::new(seen));
         // What we last told the supernode of our router: told at once, and
         // again whenever what peers see of us changes the verdict.
         let mut told_symmetric = None;
@@ -379,11 +398,24 @@ impl Joined<'_> {
             tokio::select! {
                 ended = &mut notices => return ended,
                 _ = timer.tick() => {}
+                _ = reobserve.tick() => {
+                    if looking.as_ref().is_none_or(|task| task.is_finished()) {
+                        looking = Some(self.look_again(seen.clone(), started));
+                    }
+                    continue;
+                }
             }
-            let symmetric = self.context.reach.locked().symmetric();
+            let (symmetric, direct) = {
+                let reach = self.context.reach.locked();
+                (reach.symmetric(), reach.offered_direct(self.settings.reachable))
+            };
             if told_symmetric != Some(symmetric) {
                 told_symmetric = Some(symmetric);
                 tokio::spawn(tell_traits(self.connection.clone(), symmetric));
+            }
+            if told_direct != direct {
+                tell_reach(self.connection, direct).await?;
+                told_direct = direct;
             }
             let (added, removed) = published.changes(&self.context.shares);
             if !removed.is_empty() {
@@ -408,6 +440,36 @@ impl Joined<'_> {
                 changed
             });
         }
+    }
+
+    /// Asks the supernode where it sees us now (`seen`: its answer last
+    /// time) and, if that changed or a periodic re-check is due, has it
+    /// dial us back: the next sync tick tells it the outcome. `seen` moves
+    /// to the new address once a re-check got its answer, so a re-check
+    /// the supernode could not run yet is asked for again next time.
+    fn look_again(
+        &self,
+        seen: Arc<Mutex<Option<std::net::SocketAddr>>>,
+        started: Instant,
+    ) -> tokio::task::JoinHandle<()> {
+        let (endpoint, context, connection) = (
+            self.endpoint.clone(),
+            self.context.clone(),
+            self.connection.clone(),
+        );
+        let may_accept = self.settings.may_accept;
+        tokio::spawn(async move {
+            let now = crate::reach::observe_through(&endpoint, &context, &connection).await;
+            let was = *seen.locked();
+            let cause = crate::reach::recheck_cause(&context.reach.locked(), started, was, now);
+            let settled = match cause {
+                Some(cause) => crate::reach::recheck(&connection, &context, may_accept, cause).await,
+                None => true,
+            };
+            if settled && now.is_some() {
+                *seen.locked() = now;
+            }
+        })
     }
 
     /// Someone who cannot reach us wants our files: we call them, then
@@ -479,6 +541,24 @@ async fn tell_traits(connection: quinn::Connection, symmetric: bool) {
     match tokio::time::timeout(Duration::from_secs(5), ask(&connection, &traits)).await {
         Ok(Ok(Response::TraitsNoted { .. })) => tracing::debug!(symmetric, "supernode noted our router"),
         _ => tracing::debug!("supernode did not note our router (an older version?)"),
+    }
+}
+
+/// Tells the supernode whether peers can connect to us now. A supernode
+/// from before `Reach` resets the stream: the session ends, and the leaf
+/// joins again with a `Hello` that says it.
+async fn tell_reach(connection: &quinn::Connection, accepts_inbound: bool) -> Result<(), String> {
+    let reach = Request::Reach { accepts_inbound };
+    match tokio::time::timeout(Duration::from_secs(5), ask(connection, &reach)).await {
+        Ok(Ok(Response::ReachNoted)) => {
+            tracing::info!(accepts_inbound, "told our supernode how peers reach us now");
+            Ok(())
+        }
+        Ok(Ok(other)) => Err(format!("supernode did not note our reachability: {other:?}")),
+        Ok(Err(error)) => Err(format!(
+            "supernode did not note our reachability ({error}); joining again"
+        )),
+        Err(_) => Err("supernode did not answer our reachability note; joining again".into()),
     }
 }
 

@@ -31,6 +31,12 @@ use crate::serve::serve_connection;
 use crate::share::{self, HashCache, ScanStats, ShareError, Shares};
 use crate::state::{NodeState, ServeStats, TransferLimits};
 
+/// A leaf session asks its supernode where it sees us this often: one
+/// stream round trip on a connection kept open anyway. iroh re-runs its
+/// net report about as often; a changed address is then noticed within
+/// half a minute.
+pub const REOBSERVE_EVERY: Duration = Duration::from_secs(30);
+
 pub use crate::role::ElectionSettings;
 
 /// Everything needed to start a node.
@@ -61,6 +67,10 @@ pub struct NodeConfig {
     /// supernode for a push (it connects out to them). It still accepts
     /// the connections that reach it.
     pub reachable: bool,
+    /// How often a leaf session asks its supernode where it sees this
+    /// node; a changed address has it test its reachability again
+    /// ([`crate::reach::recheck`]).
+    pub reobserve_every: Duration,
     /// What the election learned of how peers reach this node (dial-back,
     /// the addresses peers saw); the node adds what it learns later.
     pub reachability: crate::reach::Reachability,
@@ -94,6 +104,7 @@ impl NodeConfig {
             leaf_sessions: 2,
             accept_inbound: true,
             reachable: true,
+            reobserve_every: REOBSERVE_EVERY,
             reachability: Default::default(),
             election: None,
             connection_limits: Default::default(),
@@ -216,6 +227,8 @@ impl Node {
             sessions: config.leaf_sessions,
             data_dir: config.data_dir.clone(),
             reachable: config.reachable && config.accept_inbound,
+            may_accept: config.accept_inbound,
+            reobserve_every: config.reobserve_every,
             links: links.clone(),
         };
         let playing = match &supernode {

@@ -4,7 +4,7 @@
 //! banner, `canopy probe`, `canopy status` and the app.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use canopy_common::net::{ask, Endpoint};
 use canopy_common::proto::birthday::Downloader;
@@ -23,6 +23,18 @@ pub struct Reachability {
     pub observations: Observations,
     /// The port our router forwards to us, if we asked for one and got it.
     pub mapped: Option<Forwarded>,
+    /// What the latest re-check found ([`recheck`]): whether our leaf
+    /// sessions offer this node as a direct source. `None`: no re-check
+    /// yet, the node offers itself as it started.
+    pub rechecked: Option<Rechecked>,
+}
+
+/// The outcome of one [`recheck`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rechecked {
+    pub at: Instant,
+    /// Offered to downloaders as a direct source.
+    pub direct: bool,
 }
 
 /// A port the router forwards to this node.
@@ -66,6 +78,19 @@ impl Reachability {
             Reach::Direct if self.mapped.is_some() && self.dial_back == Some(true) => Reach::Mapped,
             reach => reach,
         }
+    }
+
+    /// Whether our leaf sessions offer this node as a direct source:
+    /// `at_start` (what the election found, or the settings) until a
+    /// re-check says otherwise.
+    pub fn offered_direct(&self, at_start: bool) -> bool {
+        self.rechecked.map_or(at_start, |rechecked| rechecked.direct)
+    }
+
+    /// Whether the periodic re-check is due: the last one (or the start)
+    /// is [`RECHECK_EVERY`] old.
+    fn recheck_due(&self, started: Instant) -> bool {
+        self.rechecked.map_or(started, |rechecked| rechecked.at).elapsed() >= RECHECK_EVERY
     }
 
     /// Our outside addresses as peers see them, newest first.
@@ -142,12 +167,20 @@ fn plural(n: usize) -> &'static str {
 /// records it; a new outside address is logged (our router or network
 /// changed). A peer from before `Observe` resets the stream, which costs
 /// nothing.
-pub async fn observe_through(endpoint: &Endpoint, context: &NodeState, connection: &quinn::Connection) {
+///
+/// Returns the address the peer sees, if it said.
+pub async fn observe_through(
+    endpoint: &Endpoint,
+    context: &NodeState,
+    connection: &quinn::Connection,
+) -> Option<SocketAddr> {
     let asked = tokio::time::timeout(OBSERVE_WITHIN, ask(connection, &Request::Observe)).await;
-    if let Ok(Ok(Response::Observed { addr: seen })) = asked {
-        let observation = crate::measure::observation(connection, endpoint, seen);
-        context.reach.locked().observe(observation);
-    }
+    let Ok(Ok(Response::Observed { addr: seen })) = asked else {
+        return None;
+    };
+    let observation = crate::measure::observation(connection, endpoint, seen);
+    context.reach.locked().observe(observation);
+    Some(seen)
 }
 
 /// How long one peer has to say where it sees us.
@@ -171,4 +204,132 @@ pub async fn learn(endpoint: &Endpoint, context: &std::sync::Arc<NodeState>, pee
         });
     }
     while asks.join_next().await.is_some() {}
+}
+
+/// The dial-back runs again this often even when no peer saw our address
+/// change: a port forwarded or closed by hand, a firewall rule, a router
+/// replaced by one with the same address. libp2p's AutoNAT re-checks every
+/// 15 minutes; ten keeps a stale verdict shorter for about one handshake
+/// per leaf per ten minutes at its supernode.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(600);
+/// How long a re-check's dial-back may take (the dialer gives up at 3 s).
+const RECHECK_WITHIN: Duration = Duration::from_secs(8);
+
+/// Why a leaf session tests its reachability again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecheckCause {
+    /// Our supernode sees us at another address than before: a new line,
+    /// a restarted router, a mapping that expired.
+    AddressChanged { was: SocketAddr, now: SocketAddr },
+    /// [`RECHECK_EVERY`] passed.
+    Due,
+}
+
+/// What a leaf session's periodic look at its outside address calls for,
+/// given what its supernode saw last (`was`) and sees now.
+pub fn recheck_cause(
+    reach: &Reachability,
+    started: Instant,
+    was: Option<SocketAddr>,
+    now: Option<SocketAddr>,
+) -> Option<RecheckCause> {
+    match (was, now) {
+        (Some(was), Some(now)) if was != now => Some(RecheckCause::AddressChanged { was, now }),
+        _ if reach.recheck_due(started) => Some(RecheckCause::Due),
+        _ => None,
+    }
+}
+
+/// Asks the peer at the other end of `connection` (our supernode) to dial
+/// us back from a fresh port, as a stranger would, and records what this
+/// node now offers: a direct source if the dial-back reached us and we
+/// accept connections at all (`may_accept`), else a source reached
+/// through the supernode. A peer that is busy (it dials each peer back at
+/// most once per [`crate::measure::PROBE_COOLDOWN`]: the election may have
+/// just asked) or silent changes nothing, and `false` says to ask again.
+pub async fn recheck(
+    connection: &quinn::Connection,
+    context: &NodeState,
+    may_accept: bool,
+    cause: RecheckCause,
+) -> bool {
+    let asked = tokio::time::timeout(RECHECK_WITHIN, ask(connection, &Request::DialBack)).await;
+    let reachable = match asked {
+        Ok(Ok(Response::DialBack { reachable })) => reachable,
+        Ok(Ok(Response::Busy { .. })) => {
+            tracing::debug!(
+                ?cause,
+                "reachability re-check: the supernode dialed us back moments ago; later"
+            );
+            return false;
+        }
+        _ => {
+            tracing::debug!(?cause, "reachability re-check: no answer");
+            return false;
+        }
+    };
+    let direct = may_accept && reachable;
+    let mut reach = context.reach.locked();
+    let was = reach.rechecked.map(|rechecked| rechecked.direct);
+    reach.dial_back = Some(reachable);
+    reach.rechecked = Some(Rechecked {
+        at: Instant::now(),
+        direct,
+    });
+    if was != Some(direct) {
+        tracing::info!(?cause, reachable, now = %reach.describe(), "reachability re-checked");
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([198, 51, 100, 7], port)))
+    }
+
+    #[test]
+    fn a_changed_address_calls_for_a_recheck_and_a_steady_one_waits_its_turn() {
+        let fresh = Reachability::default();
+        let now = Instant::now();
+        assert_eq!(
+            recheck_cause(&fresh, now, at(4663), at(4700)),
+            Some(RecheckCause::AddressChanged {
+                was: at(4663).unwrap(),
+                now: at(4700).unwrap()
+            })
+        );
+        assert_eq!(recheck_cause(&fresh, now, at(4663), at(4663)), None);
+        // A supernode that did not say, or a first look, is no change.
+        assert_eq!(recheck_cause(&fresh, now, at(4663), None), None);
+        assert_eq!(recheck_cause(&fresh, now, None, at(4663)), None);
+
+        let long_ago = now - RECHECK_EVERY - Duration::from_secs(1);
+        assert_eq!(
+            recheck_cause(&fresh, long_ago, at(4663), at(4663)),
+            Some(RecheckCause::Due)
+        );
+        let rechecked = Reachability {
+            rechecked: Some(Rechecked {
+                at: now,
+                direct: true,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(recheck_cause(&rechecked, long_ago, at(4663), at(4663)), None);
+    }
+
+    #[test]
+    fn what_is_offered_follows_the_latest_recheck() {
+        let mut reach = Reachability::default();
+        assert!(reach.offered_direct(true));
+        assert!(!reach.offered_direct(false));
+        reach.rechecked = Some(Rechecked {
+            at: Instant::now(),
+            direct: false,
+        });
+        assert!(!reach.offered_direct(true));
+    }
 }

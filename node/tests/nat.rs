@@ -538,20 +538,7 @@ fn a_home_whose_router_changes_address_is_still_punched_to() {
         &dir("h2-search"),
     );
 
-    // The router's outside address changes; Linux forgets the NAT
-    // mappings of the old one, so the leaf's next packet leaves from the
-    // new address.
-    for args in [
-        ["addr", "del", "10.77.0.11/24", "dev", "wan0"],
-        ["addr", "add", "10.77.0.21/24", "dev", "wan0"],
-    ] {
-        let status = Command::new("ip")
-            .args(["-n", "cntg-r1"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "ip {args:?}");
-    }
+    readdress_router(&bed, "r1", "10.77.0.11", "10.77.0.21");
     // Keep-alives go every second; the supernode looks every two.
     std::thread::sleep(Duration::from_secs(5));
 
@@ -564,6 +551,100 @@ fn a_home_whose_router_changes_address_is_still_punched_to() {
         done.contains("\"path\":\"punched\"") && done.contains("@10.77.0.21:4663"),
         "not punched to the new address: {done}"
     );
+}
+
+/// Router `router`'s outside address changes from `was` to `now`; Linux
+/// forgets the NAT mappings of the old one, so the next packet from a
+/// home leaves from the new address.
+fn readdress_router(bed: &Bed, router: &str, was: &str, now: &str) {
+    for args in [
+        ["addr", "del", &format!("{was}/24"), "dev", "wan0"],
+        ["addr", "add", &format!("{now}/24"), "dev", "wan0"],
+    ] {
+        let status = Command::new("ip")
+            .args(["-n", &format!("{}{router}", bed.prefix)])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?}");
+    }
+}
+
+/// A home behind a cone router starts firewalled (its supernode lists it
+/// as reached through the supernode). Then its owner forwards the port
+/// and the line gets a new address: the leaf's next look at where its
+/// supernode sees it finds the address changed, the dial-back runs again
+/// and now gets through, the leaf tells its supernode (`Request::Reach`),
+/// and a public peer dials it directly at the new address. Before the
+/// re-check existed it stayed listed as firewalled: the peer had it push.
+#[test]
+fn a_home_that_becomes_reachable_is_offered_directly() {
+    let bed = Bed::up("cnth-", &["cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let content = patterned(700_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "port opened.bin", &content);
+    let mut args = vec![
+        "--share",
+        &share_arg,
+        "--listen",
+        "0.0.0.0:4663",
+        "--reobserve-every",
+        "1",
+    ];
+    args.extend(bootstrap(&supernode_addr));
+    let home = run(&bed, "h1", &args, &dir("h1"));
+    let banner = home.banner.join("\n");
+    assert!(banner.contains("peers cannot connect to this node"), "{banner}");
+    await_listed(
+        &bed,
+        "pub",
+        "port opened",
+        hash,
+        &supernode_addr,
+        &dir("pub-search"),
+    );
+
+    // The port forward a user sets up in the router's web page, on the
+    // line's new address. (Not on every address: packets the supernode
+    // still sends to the old one, which the bed's ARP caches deliver and
+    // the internet would not, would be forwarded too and take over the
+    // leaf's own mapping.)
+    let nft = |rule: &str| {
+        let status = Command::new("ip")
+            .args(["netns", "exec", "cnth-r1", "nft"])
+            .arg(rule)
+            .status()
+            .unwrap();
+        assert!(status.success(), "nft {rule}");
+    };
+    nft("add chain ip nat prerouting { type nat hook prerouting priority dstnat; policy accept; }");
+    nft("add rule ip nat prerouting ip daddr 10.77.0.21 udp dport 4663 dnat to 192.168.1.2:4663");
+    nft("add rule inet filter forward iifname wan0 oifname lan0 ct status dnat accept");
+    readdress_router(&bed, "r1", "10.77.0.11", "10.77.0.21");
+
+    let mut last = String::new();
+    retry("the home was never offered directly", || {
+        let output_path = dir("fetched.bin");
+        let _ = std::fs::remove_file(&output_path);
+        let fetched = fetch(&bed, "pub", hash, &supernode_addr, &output_path, &dir("pub"));
+        last = done_event(&fetched);
+        if !fetched.status.success() || std::fs::read(&output_path).unwrap() != content {
+            let log = |name: &str| std::fs::read_to_string(dir(name)).unwrap_or_default();
+            let (home_log, supernode_log) = (log("h1.stderr"), log("sn.stderr"));
+            return Err(format!(
+                "fetch failed ({}): {}\nthe home's log:\n{home_log}\nthe supernode's log:\n{supernode_log}",
+                fetched.status,
+                text(&fetched.stderr)
+            ));
+        }
+        match last.contains("\"path\":\"direct\"") && last.contains("@10.77.0.21:4663") {
+            true => Ok(()),
+            false => Err(last.clone()),
+        }
+    });
 }
 
 /// Two homes behind routers that give every peer a new port: a punched

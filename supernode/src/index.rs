@@ -237,6 +237,14 @@ impl FileIndex {
         }
     }
 
+    /// `leaf` now says it does (not) accept inbound connections: hits list
+    /// it as a direct source or as one reached through this supernode.
+    pub fn set_firewalled(&self, leaf: LeafId, firewalled: bool) {
+        if let Some(record) = self.catalog.write_locked().leaves.get_mut(&leaf) {
+            record.firewalled = firewalled;
+        }
+    }
+
     /// The address searchers should send push requests to (this supernode's).
     pub fn set_relay_address(&self, address: PeerAddr) {
         *self.relay.write_locked() = Some(address);

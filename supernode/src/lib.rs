@@ -408,6 +408,18 @@ impl Supernode {
         }
     }
 
+    /// Records that joined leaf `leaf` does (not) accept inbound
+    /// connections now, as it tested again. `false` if it is not joined
+    /// here.
+    pub fn note_reach(&self, leaf: PeerId, accepts_inbound: bool) -> bool {
+        let Some(joined) = self.sessions.locked().get(&leaf).map(|session| session.leaf) else {
+            return false;
+        };
+        tracing::info!(leaf = ?leaf, firewalled = !accepts_inbound, "a leaf's reachability changed");
+        self.index.set_firewalled(joined, !accepts_inbound);
+        true
+    }
+
     /// Records what joined leaf `leaf` says of itself. `false` if it is not
     /// joined here.
     pub fn note_traits(&self, leaf: PeerId, traits: Traits) -> bool {

@@ -115,6 +115,15 @@ pub enum Request {
         leaf: super::id::PeerId,
         downloader: super::birthday::Downloader,
     },
+    /// A joined leaf says whether peers can connect to it now, after it
+    /// tested again (its outside address changed, or its router or
+    /// firewall did): the supernode lists it as a direct source, or as one
+    /// reached through the supernode (push, punch, relay), from then on.
+    /// [`Hello::accepts_inbound`] said it once, at join; this keeps it
+    /// true. Answered by [`Response::ReachNoted`]. Appended after version
+    /// 0; an older supernode resets the stream, and keeps listing the leaf
+    /// as it joined (the leaf may join again to correct it).
+    Reach { accepts_inbound: bool },
 }
 
 /// What a supernode says when it asks to link.
@@ -294,6 +303,8 @@ pub enum Response {
         you: std::net::SocketAddr,
         plan: super::birthday::Plan,
     },
+    /// The answer to [`Request::Reach`]: searchers are told so from now on.
+    ReachNoted,
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -360,6 +371,7 @@ mod tests {
                     downloader: crate::proto::birthday::Downloader { symmetric, accepts },
                 }
             }),
+            any::<bool>().prop_map(|accepts_inbound| Request::Reach { accepts_inbound }),
         ]
     }
 
@@ -385,6 +397,7 @@ mod tests {
                 you,
                 plan: [Plan::Punch, Plan::Spray, Plan::Open, Plan::Relay][plan as usize]
             }),
+            Just(Response::ReachNoted),
         ]
     }
 

@@ -135,6 +135,12 @@ pub struct RunArgs {
     /// cannot open): downloaders reach it by push through its supernode.
     #[arg(long, env = "CANOPY_NO_INBOUND")]
     pub no_inbound: bool,
+    /// Seconds between a leaf's looks at the address its supernode sees
+    /// it at (a changed one has the node test its reachability again).
+    /// For test beds that change a router's address; the default suits
+    /// every real network.
+    #[arg(long, env = "CANOPY_REOBSERVE_EVERY", value_name = "SECS", hide = true)]
+    pub reobserve_every: Option<u64>,
     /// Least measured upload for a supernode, in Mbit/s [default: 5].
     #[arg(long, env = "CANOPY_SUPERNODE_MIN_UPLOAD", value_name = "MBIT")]
     pub supernode_min_upload: Option<f64>,
@@ -415,6 +421,7 @@ pub struct RunSettings {
     pub supernodes: usize,
     pub never_supernode: bool,
     pub no_inbound: bool,
+    pub reobserve_every: Duration,
     pub thresholds: Thresholds,
     pub rescan_interval: Option<Duration>,
     pub max_upload_rate: Option<u64>,
@@ -524,6 +531,9 @@ impl RunSettings {
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),
             never_supernode: args.never_supernode || file.never_supernode.unwrap_or(false),
             no_inbound: args.no_inbound || file.no_inbound.unwrap_or(false),
+            reobserve_every: args.reobserve_every.map_or(crate::node::REOBSERVE_EVERY, |secs| {
+                Duration::from_secs(secs.max(1))
+            }),
             thresholds,
             rescan_interval: (rescan > 0).then(|| Duration::from_secs(rescan)),
             max_upload_rate: args.max_upload_rate.or(file.max_upload_rate),

@@ -8,7 +8,7 @@ use canopy_common::proto::election::{Decision, Profile};
 
 use super::args::{DataDir, ElectionArgs, NetworkArgs};
 use crate::measure::Measured;
-use crate::reach::Forwarded;
+use crate::reach::{Forwarded, Reachability};
 use crate::units::human_bytes;
 
 /// `canopy probe`'s arguments.
@@ -52,14 +52,20 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The forwarded address the election got, if any, and how.
-pub fn mapped(measured: &Measured) -> Option<Forwarded> {
-    match &measured.mapping {
+/// How peers reach this node, as the election's probes found.
+pub fn reachability(profile: &Profile, measured: &Measured) -> Reachability {
+    let mapped = match &measured.mapping {
         Some(Ok(mapping)) => Some(Forwarded {
             external: SocketAddr::V4(mapping.external),
             protocol: mapping.protocol(),
         }),
         _ => None,
+    };
+    Reachability {
+        dial_back: profile.reachable,
+        observations: measured.observations.clone(),
+        mapped,
+        rechecked: None,
     }
 }
 
@@ -113,11 +119,7 @@ pub fn print(profile: &Profile, measured: &Measured, decision: &Decision, verdic
         Some(Err(why)) => println!("port map  none: {why}"),
         None => {}
     }
-    let reachability = crate::reach::Reachability {
-        dial_back: profile.reachable,
-        observations: measured.observations.clone(),
-        mapped: mapped(measured),
-    };
+    let reachability = reachability(profile, measured);
     println!("reached   {}", reachability.describe());
     println!(
         "network   {} supernode(s) answered, {} of {} leaf slots free",

@@ -37,6 +37,7 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.bootstrap = settings.bootstrap.clone();
     config.accept_inbound = !settings.no_inbound;
     config.reachable = !settings.no_inbound;
+    config.reobserve_every = settings.reobserve_every;
     config.leaf_sessions = settings.supernodes;
     config.rescan_interval = settings.rescan_interval;
     config.connection_limits.per_address = settings.max_connections_per_address;
@@ -155,11 +156,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             )
             .await?;
             config.listen = bound;
-            config.reachability = crate::reach::Reachability {
-                dial_back: profile.reachable,
-                observations: measured.observations.clone(),
-                mapped: super::probe::mapped(&measured),
-            };
+            config.reachability = super::probe::reachability(&profile, &measured);
             if let Some(Ok(mapping)) = &measured.mapping {
                 forwarded = Some(crate::portmap::Kept::new(mapping.clone()));
             }

@@ -72,6 +72,11 @@ async fn serve_stream(
     mut recv: RecvStream,
     state: &NodeState,
 ) {
+    // Where the peer is now: its router may have given it a new address
+    // since it connected (quinn migrates the connection). What we tell it
+    // it is seen at (`Observe`), the address a dial-back tests and the one
+    // a punch or push aims at are all this one.
+    let peer = PeerAddr::new(peer.id, canopy_common::net::remote_addr(connection));
     let stats = &state.stats;
     let request = match tokio::time::timeout(
         REQUEST_TIMEOUT,
@@ -147,6 +152,10 @@ async fn serve_stream(
         Request::Traits(traits) => {
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::traits(peer, traits, &mut send, state).await
+        }
+        Request::Reach { accepts_inbound } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::reach(peer, accepts_inbound, &mut send, state).await
         }
         Request::Observe => {
             let _ = recv.stop(VarInt::from_u32(0));

@@ -311,3 +311,19 @@ pub(super) async fn traits(
     write_frame(send, &response).await?;
     Ok(())
 }
+
+/// A joined leaf tells us whether peers can connect to it now.
+pub(super) async fn reach(
+    peer: PeerAddr,
+    accepts_inbound: bool,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        Some(supernode) if supernode.note_reach(peer.id, accepts_inbound) => Response::ReachNoted,
+        Some(_) => Response::UnknownLeaf,
+        None => not_supernode(),
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
