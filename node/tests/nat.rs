@@ -686,6 +686,86 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
     );
 }
 
+/// Two cone homes whose routers first drop every packet between them (a
+/// punch cannot get through), so the download starts through the
+/// supernode's relay. Then the block lifts: the downloader's next try for
+/// a direct path punches through, the download moves to it mid-way, and
+/// the file arrives whole and verified, most of it not through the relay.
+#[test]
+fn a_relayed_download_moves_to_a_direct_path_when_a_punch_gets_through() {
+    let bed = Bed::up("cnti-", &["cone", "cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+    let content = patterned(12_000_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "the long way round.bin", &content);
+    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
+    await_listed(
+        &bed,
+        "h2",
+        "long way round",
+        hash,
+        &supernode_addr,
+        &dir("h2-search"),
+    );
+
+    let in_router = |router: &str, command: &[&str]| {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &format!("cnti-{router}")])
+            .args(command)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{command:?} on {router}");
+    };
+    // The source's uplink at 8 Mbit/s: the download lasts long enough to
+    // move (about 12 s in all).
+    in_router(
+        "r1",
+        &[
+            "tc", "qdisc", "add", "dev", "wan0", "root", "tbf", "rate", "8mbit", "burst", "32kb", "latency",
+            "50ms",
+        ],
+    );
+    for (router, other) in [("r1", "10.77.0.12"), ("r2", "10.77.0.11")] {
+        let block = format!(
+            "add table inet block {{ chain forward {{ type filter hook forward priority -10; ip daddr {other} drop; }}; }}"
+        );
+        in_router(router, &["nft", &block]);
+    }
+    let lift = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        for router in ["cnti-r1", "cnti-r2"] {
+            let status = Command::new("ip")
+                .args(["netns", "exec", router, "nft", "delete table inet block"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "lifting the block on {router}");
+        }
+    });
+    let output_path = dir("fetched.bin");
+    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    lift.join().unwrap();
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    let done = done_event(&fetched);
+    assert!(
+        done.contains("\"path\":\"punched\""),
+        "never moved off the relay: {done}"
+    );
+
+    let mut status = bed.canopy("sn");
+    status.args(["status", "--json", "--data-dir"]).arg(dir("sn"));
+    let status = wait_output(status, Duration::from_secs(20));
+    let metrics: serde_json::Value = serde_json::from_str(&text(&status.stdout)).expect("status --json");
+    let relayed = metrics["canopy_relay_bytes_total"].as_f64().unwrap_or(0.0);
+    assert!(
+        relayed > 0.0 && relayed < content.len() as f64 / 2.0,
+        "the relay forwarded {relayed} of {} bytes",
+        content.len()
+    );
+}
+
 /// Homes behind routers that forward ports on request (miniupnpd): one
 /// speaking PCP and NAT-PMP besides UPnP-IGD (PCP is chosen), one speaking
 /// UPnP-IGD only, as many home routers do. Each node asks for its port at

@@ -711,7 +711,8 @@ mod tests {
         let command = RunArgs::augment_args(clap::Command::new("run"));
         for argument in command.get_arguments() {
             let Some(key) = argument.get_long() else { continue };
-            if key == "config" {
+            // Hidden flags are for test beds, not for the config file.
+            if key == "config" || argument.is_hide_set() {
                 continue;
             }
             assert!(

@@ -24,6 +24,7 @@ mod model_tests;
 mod part;
 mod scheduler;
 mod source;
+mod traverse;
 mod watchdog;
 
 pub use part::{part_path, state_path, CHECKPOINT_BYTES, CHECKPOINT_INTERVAL};

@@ -3,38 +3,22 @@
 //! fails, or it has nothing more to give.
 
 use canopy_common::sync::Lock;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{read_frame, write_frame, NetError};
-use canopy_common::proto::birthday::Plan;
 use canopy_common::proto::content::BlockHashes;
-use canopy_common::proto::relay::bind_packet;
 use canopy_common::proto::{Bitfield, PeerAddr, Request, Response, MAX_CONTROL_FRAME};
 use tokio::task::JoinSet;
 
 use super::scheduler::{Assignment, Received, RequestId, SourceId};
-use super::{Event, Shared, SourceFailure, SourcePath, SourceSpec, SourceState};
-use crate::units::Backoff;
+use super::{traverse, Event, Shared, SourceFailure, SourcePath, SourceSpec, SourceState};
 
 /// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long fetching the block layer and last block may take.
 const LAYER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a firewalled source may take to call back after a push request.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Hole-punching packets go out at once, then after 10, 20, 40 … ms, then
-/// every 200 ms until the source's connection arrives: the first ones meet
-/// a quick peer, the later ones keep the router's door open (a UDP mapping
-/// lives for 30 s on Linux) for a slow one, at most ~55 packets.
-const PUNCH_FIRST_GAP: Duration = Duration::from_millis(10);
-const PUNCH_MAX_GAP: Duration = Duration::from_millis(200);
-/// How long a punched source has alone before we ask for a relay as well.
-const RELAY_AFTER: Duration = Duration::from_secs(1);
-/// Bind packets to a relay: at once, then 50 ms, 100 ms, then every 200 ms.
-const RELAY_BIND_GAP: Duration = Duration::from_millis(50);
 /// How often a partial source (a fellow downloader) is asked what it has now.
 const HAVE_REFRESH: Duration = Duration::from_secs(2);
 /// How often sources are asked for other sources.
@@ -54,6 +38,8 @@ pub(super) async fn run(shared: Arc<Shared>, id: SourceId, spec: SourceSpec) {
         via: spec.via,
         received: Arc::new(AtomicU64::new(0)),
         rate: 0.0,
+        relayed_via: None,
+        moved: None,
     };
     let failure = source.run().await.err();
     let released = shared.with_scheduler(|s| s.remove_source(id)).unwrap_or_default();
@@ -71,7 +57,7 @@ pub(super) async fn run(shared: Arc<Shared>, id: SourceId, spec: SourceSpec) {
 
 /// How one request ended badly.
 #[derive(Debug)]
-enum RequestError {
+pub(super) enum RequestError {
     /// The source asks us to come back later.
     Busy(Duration),
     /// The source no longer holds the blocks it advertised.
@@ -115,6 +101,10 @@ struct Source {
     received: Arc<AtomicU64>,
     /// Smoothed delivery rate in bytes per second.
     rate: f64,
+    /// Came through this supernode's relay: try for a direct path.
+    relayed_via: Option<PeerAddr>,
+    /// The direct connection a relayed source moved to, if it did.
+    moved: Option<quinn::Connection>,
 }
 
 impl Source {
@@ -151,159 +141,35 @@ impl Source {
             "source finished; QUIC counters"
         );
         connection.close(0u32.into(), b"done");
+        if let Some(moved) = self.moved.take() {
+            moved.close(0u32.into(), b"done");
+        }
         result
     }
 
     /// Gets a connection from our firewalled source through its supernode
-    /// `via`, trying the ways in order. A hole punch: the supernode tells
-    /// us where the source's packets come from, we send a few tiny packets
-    /// there from our listening port while the source dials us, so our
-    /// router takes its connection for an answer. If that does not get
-    /// through (or our router gives every peer a new port, so it cannot),
-    /// a relay: the supernode forwards between us. A supernode from before
-    /// punching gets a plain push request (the source dials us).
+    /// `via` ([`traverse::connect`]): a hole punch, or the supernode's
+    /// relay; a supernode from before punching gets a plain push request
+    /// (the source dials us). A relayed source keeps trying for a direct
+    /// path while it serves ([`Source::fetch`]).
     async fn pushed(&mut self, via: PeerAddr) -> Result<quinn::Connection, SourceFailure> {
-        let leaf = self.peer.id;
-        let supernode = tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&via))
-            .await
-            .map_err(|_| SourceFailure::Unreachable(format!("its supernode {via:?} did not answer")))?
-            .map_err(|error| SourceFailure::Unreachable(format!("its supernode {via:?}: {error}")))?;
-        let outcome = self.through(&supernode, via).await;
-        supernode.close(0u32.into(), b"done");
-        let (connection, path) = outcome?;
-        tracing::debug!(source = ?leaf, ?path, "firewalled source connected");
-        self.peer = PeerAddr::new(leaf, canopy_common::net::remote_addr(&connection));
+        let (connection, path) = traverse::connect(&self.shared, self.peer.id, via, true).await?;
+        tracing::debug!(source = ?self.peer.id, ?path, "firewalled source connected");
+        self.moved_to(&connection, path);
+        if path == SourcePath::Relayed {
+            self.relayed_via = Some(via);
+        }
+        Ok(connection)
+    }
+
+    /// Records that this source is now reached over `connection`, by `path`.
+    fn moved_to(&mut self, connection: &quinn::Connection, path: SourcePath) {
+        self.peer = PeerAddr::new(self.peer.id, canopy_common::net::remote_addr(connection));
         let peer = self.peer;
         self.shared.update_slot(self.id, |slot| {
             slot.peer = peer;
             slot.path = Some(path);
         });
-        Ok(connection)
-    }
-
-    /// The way the source's supernode plans (a punch, a birthday punch,
-    /// or the relay alone), then, if the source has not come through
-    /// within a second, the relay as well, the punch still going: the
-    /// first connection to arrive wins (RFC 8305's "happy eyeballs",
-    /// staggered by a second: a punch that works comes through in about a
-    /// round trip, and its first packet, if it met our router still closed,
-    /// is resent after QUIC's first timeout).
-    async fn through(
-        &self,
-        supernode: &quinn::Connection,
-        via: PeerAddr,
-    ) -> Result<(quinn::Connection, SourcePath), SourceFailure> {
-        let leaf = self.peer.id;
-        let ask = Ask::new(supernode, CONNECT_TIMEOUT);
-        let downloader = self.shared.context.reach.locked().as_downloader();
-        let symmetric = downloader.symmetric;
-        let mut arrival = self.shared.context.await_push(leaf);
-        // Whether our own address is what the supernode sees: then the
-        // source's call is an ordinary push, not a punched one.
-        let mut no_router = false;
-        let mut observe = |you| {
-            let seen = crate::measure::observation(supernode, &self.shared.endpoint, you);
-            no_router = seen.seen == seen.local;
-            self.shared.context.reach.locked().observe(seen);
-        };
-        // Older supernodes know Punch but not Traverse, older still only Push.
-        let (plan, to) =
-            match ask.send(&Request::Traverse { leaf, downloader }).await {
-                Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
-                Ok((Response::TraversePlan { leaf: to, you, plan }, _)) => {
-                    observe(you);
-                    (plan, Some(to))
-                }
-                Ok((other, _)) => return Err(refused("a punch", other)),
-                Err(_) if symmetric => (Plan::Relay, None),
-                Err(_) => match ask.send(&Request::Punch { leaf }).await {
-                    Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
-                    Ok((Response::PunchReady { leaf: to, you }, _)) => {
-                        observe(you);
-                        (Plan::Punch, Some(to))
-                    }
-                    Ok((other, _)) => return Err(refused("a punch", other)),
-                    Err(_) => return match ask.send(&Request::Push { leaf }).await.map_err(terminal)?.0 {
-                        Response::PushSent => match tokio::time::timeout(PUSH_TIMEOUT, arrival).await {
-                            Ok(Ok(connection)) => Ok((connection, SourcePath::Pushed)),
-                            _ => Err(SourceFailure::Unreachable(
-                                "it accepts no connections and did not call back (are we unreachable too?)"
-                                    .into(),
-                            )),
-                        },
-                        other => Err(refused("a push", other)),
-                    },
-                },
-            };
-        let punched = punched(no_router);
-        // Our part of the plan. Only a birthday punch's hard side dials
-        // (the source's probe shows the way); the other ways end in the
-        // source dialing us, an arrival.
-        let endpoint = self.shared.endpoint.clone();
-        let direct: std::pin::Pin<Box<dyn std::future::Future<Output = Option<quinn::Connection>> + Send>> =
-            match (plan, to) {
-                (Plan::Punch, Some(to)) => {
-                    Box::pin(async move { match paced(move || endpoint.punch(to), PUNCH_FIRST_GAP).await {} })
-                }
-                (Plan::Spray, Some(to)) => Box::pin(async move {
-                    crate::birthday::spray(&endpoint, to.ip()).await;
-                    std::future::pending().await
-                }),
-                (Plan::Open, Some(to)) => Box::pin(async move {
-                    match crate::birthday::open_and_dial(&endpoint, PeerAddr::new(leaf, to)).await {
-                        Some(connection) => Some(connection),
-                        None => std::future::pending().await,
-                    }
-                }),
-                _ => Box::pin(std::future::pending()),
-            };
-        tokio::pin!(direct);
-        if plan != Plan::Relay {
-            tokio::select! {
-                Ok(connection) = &mut arrival => return Ok((connection, punched)),
-                Some(connection) = &mut direct => return Ok((connection, SourcePath::Punched)),
-                _ = tokio::time::sleep(RELAY_AFTER) => {}
-            }
-        }
-        let (port, token) = match ask.send(&Request::Relay { leaf }).await {
-            Ok((Response::RelayReady { port, token }, _)) => (port, token),
-            Ok((other, _)) => return Err(refused("a relay", other)),
-            Err(RequestError::Stalled) => return Err(SourceFailure::Stalled),
-            Err(_) => {
-                // No relay here: the punch alone, for the rest of its time.
-                if plan != Plan::Relay {
-                    tokio::select! {
-                        Ok(connection) = &mut arrival => return Ok((connection, punched)),
-                        Some(connection) = &mut direct => return Ok((connection, SourcePath::Punched)),
-                        _ = tokio::time::sleep(PUSH_TIMEOUT - RELAY_AFTER) => {}
-                    }
-                }
-                return Err(SourceFailure::Unreachable(match to {
-                    Some(to) if plan != Plan::Relay => format!(
-                        "a hole punch towards {to} did not get through, and its supernode cannot relay \
-                         (an older version)"
-                    ),
-                    _ => {
-                        "no way through our router, and its supernode cannot relay (an older version)".into()
-                    }
-                }));
-            }
-        };
-        let relay = SocketAddr::new(via.addr.ip(), port);
-        let packet = bind_packet(&token);
-        let endpoint = self.shared.endpoint.clone();
-        let binding = paced(move || endpoint.bind_relay(relay, &packet), RELAY_BIND_GAP);
-        tokio::select! {
-            Ok(connection) = &mut arrival => match canopy_common::net::remote_addr(&connection) == relay {
-                true => Ok((connection, SourcePath::Relayed)),
-                false => Ok((connection, punched)),
-            },
-            Some(connection) = &mut direct => Ok((connection, SourcePath::Punched)),
-            never = binding => match never {},
-            _ = tokio::time::sleep(PUSH_TIMEOUT) => Err(SourceFailure::Unreachable(format!(
-                "it came through neither a hole punch nor its supernode's relay at {relay}"
-            ))),
-        }
     }
 
     /// A source's life once connected, as a sequence: the file's size
@@ -393,7 +259,13 @@ impl Source {
     /// Keeps requests in flight until the download ends or this source
     /// fails. Wakes on: a request ending, a change elsewhere that may give
     /// it work (blocks released, holdings learned), the end of a busy wait,
-    /// and its timers (holdings, source exchange, pace).
+    /// its timers (holdings, source exchange, pace), and, for a relayed
+    /// source, a direct path coming through.
+    ///
+    /// On a direct path, new requests go there, and the ones in flight
+    /// finish on the relay, which is closed after the last: every block is
+    /// verified on arrival whichever way it came, so nothing is lost, and
+    /// one that fails on the relay only goes back to the scheduler.
     async fn fetch(
         &mut self,
         connection: &quinn::Connection,
@@ -401,7 +273,16 @@ impl Source {
         partial: bool,
     ) -> Result<(), SourceFailure> {
         let shared = self.shared.clone();
-        let mut requests: JoinSet<(RequestId, Result<(), RequestError>)> = JoinSet::new();
+        let mut connection = connection.clone();
+        let mut upgrade: std::pin::Pin<Box<dyn std::future::Future<Output = quinn::Connection> + Send>> =
+            match self.relayed_via.take() {
+                Some(via) => Box::pin(traverse::direct_later(shared.clone(), self.peer.id, via)),
+                None => Box::pin(std::future::pending()),
+            };
+        // The relayed connection while requests still run on it.
+        let mut relay: Option<(quinn::Connection, usize)> = None;
+        let mut requests: JoinSet<(RequestId, Generation, Result<(), RequestError>)> = JoinSet::new();
+        let mut generation: Generation = 0;
         let mut strikes = 0;
         let mut last_strike: Option<Instant> = None;
         let mut busy_until: Option<Instant> = None;
@@ -425,7 +306,7 @@ impl Source {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if busy_until.is_none() {
-                self.fill(&mut requests, connection, &hashes);
+                self.fill(&mut requests, &connection, generation, &hashes);
             }
             self.shared.update_slot(self.id, |slot| {
                 slot.state = if busy_until.is_some() {
@@ -445,9 +326,22 @@ impl Source {
             tokio::select! {
                 Some(joined) = requests.join_next(), if !requests.is_empty() => {
                     // A cancelled request was already released by whoever cancelled it.
-                    let Ok((id, result)) = joined else { continue };
+                    let Ok((id, on, result)) = joined else { continue };
                     self.shared.requests.locked().remove(&id);
                     self.shared.with_scheduler(|s| s.release(id));
+                    if on != generation {
+                        // One that ran on the relay: whatever it brought is
+                        // written; what it did not goes back for the new path.
+                        if let Some((_, running)) = relay.as_mut() {
+                            *running -= 1;
+                            if *running == 0 {
+                                let (closing, _) = relay.take().expect("just seen");
+                                closing.close(0u32.into(), b"moved to a direct path");
+                            }
+                        }
+                        self.shared.changed.notify_waiters();
+                        continue;
+                    }
                     match result {
                         Ok(()) => strikes = 0,
                         Err(RequestError::Busy(wait)) => busy_until = Some(Instant::now() + wait),
@@ -472,13 +366,25 @@ impl Source {
                     }
                     self.shared.changed.notify_waiters();
                 }
+                direct = &mut upgrade => {
+                    upgrade = Box::pin(std::future::pending());
+                    tracing::info!(source = ?self.peer, "a relayed source came through directly; moving to that path");
+                    let relayed = std::mem::replace(&mut connection, direct.clone());
+                    self.moved_to(&direct, SourcePath::Punched);
+                    self.moved = Some(direct);
+                    generation += 1;
+                    match requests.len() {
+                        0 => relayed.close(0u32.into(), b"moved to a direct path"),
+                        running => relay = Some((relayed, running)),
+                    }
+                }
                 _ = changed => {}
                 _ = busy => {}
                 _ = stop.changed() => return Ok(()),
                 _ = have_refresh.tick(), if partial => {
-                    self.refresh_have(connection, &hashes).await?;
+                    self.refresh_have(&connection, &hashes).await?;
                 }
-                _ = exchange.tick() => self.exchange_sources(connection).await,
+                _ = exchange.tick() => self.exchange_sources(&connection).await,
                 _ = rate_sample.tick() => {
                     let now = Instant::now();
                     let total = self.received.load(Ordering::Relaxed);
@@ -500,8 +406,9 @@ impl Source {
     /// Starts requests until this source has its share in flight.
     fn fill(
         &self,
-        requests: &mut JoinSet<(RequestId, Result<(), RequestError>)>,
+        requests: &mut JoinSet<(RequestId, Generation, Result<(), RequestError>)>,
         connection: &quinn::Connection,
+        generation: Generation,
         hashes: &Arc<BlockHashes>,
     ) {
         let layout = hashes.layout();
@@ -542,7 +449,7 @@ impl Source {
                 received: self.received.clone(),
                 source: self.id,
             };
-            let handle = requests.spawn(async move { (assignment.id, fetch.run().await) });
+            let handle = requests.spawn(async move { (assignment.id, generation, fetch.run().await) });
             self.shared.requests.locked().insert(assignment.id, handle);
         }
     }
@@ -685,61 +592,31 @@ enum LayerOffer {
     NotYet(Duration),
 }
 
-fn terminal(error: RequestError) -> SourceFailure {
+pub(super) fn terminal(error: RequestError) -> SourceFailure {
     error
         .into_failure()
         .unwrap_or_else(|| SourceFailure::Protocol("unexpected answer".into()))
 }
 
-/// How a source that dialed us after a punch came: with no router on our
-/// side, as an ordinary push.
-fn punched(no_router: bool) -> SourcePath {
-    match no_router {
-        true => SourcePath::Pushed,
-        false => SourcePath::Punched,
-    }
-}
-
-/// Why a supernode did not arrange a punch or a relay, for the user.
-fn refused(what: &str, answer: Response) -> SourceFailure {
-    match answer {
-        Response::UnknownLeaf => SourceFailure::Unreachable("its supernode no longer has it".into()),
-        Response::Busy { .. } => {
-            SourceFailure::Unreachable("its supernode is busy with our earlier requests".into())
-        }
-        Response::BadRequest { reason } => {
-            SourceFailure::Unreachable(format!("its supernode refused {what}: {reason}"))
-        }
-        Response::NotSupernode { .. } => SourceFailure::Unreachable("its supernode is no longer one".into()),
-        other => SourceFailure::Protocol(format!("asked for {what}, got {other:?}")),
-    }
-}
-
-/// Sends with `send` at once, then after `first`, twice that, … up to
-/// every 200 ms, forever: for racing against an arrival. A send that fails
-/// is logged and the pace kept.
-async fn paced(send: impl Fn() -> std::io::Result<()>, first: Duration) -> std::convert::Infallible {
-    let mut gaps = Backoff::new(first, PUNCH_MAX_GAP);
-    loop {
-        if let Err(error) = send() {
-            tracing::debug!(%error, "punching or bind packet not sent");
-        }
-        tokio::time::sleep(gaps.take()).await;
-    }
-}
+/// Which of a source's connections a request ran on: 0 the first, 1 the
+/// direct one a relayed source moved to.
+type Generation = u32;
 
 /// One request/response exchange on a fresh stream.
-struct Ask<'a> {
+pub(super) struct Ask<'a> {
     connection: &'a quinn::Connection,
     timeout: Duration,
 }
 
 impl<'a> Ask<'a> {
-    fn new(connection: &'a quinn::Connection, timeout: Duration) -> Self {
+    pub(super) fn new(connection: &'a quinn::Connection, timeout: Duration) -> Self {
         Ask { connection, timeout }
     }
 
-    async fn send(&self, request: &Request) -> Result<(Response, quinn::RecvStream), RequestError> {
+    pub(super) async fn send(
+        &self,
+        request: &Request,
+    ) -> Result<(Response, quinn::RecvStream), RequestError> {
         let exchange = async {
             let (mut send, mut recv) = self
                 .connection
