@@ -68,13 +68,13 @@ pub struct NetworkArgs {
 
 /// Where a one-shot command talks: its data folder, its network and the
 /// supernodes to ask.
-pub struct Place {
+pub struct CommandNetwork {
     pub data_dir: PathBuf,
     pub network: Option<crate::network::NetworkSettings>,
     pub supernodes: Vec<PeerAddr>,
 }
 
-impl Place {
+impl CommandNetwork {
     /// The network as it is on disk now.
     pub fn membership(&self) -> anyhow::Result<Option<canopy_common::net::Network>> {
         Ok(self.network.as_ref().map(|n| n.load()).transpose()?)
@@ -84,9 +84,9 @@ impl Place {
 impl NetworkArgs {
     /// The data folder, network and supernodes for `data_dir`: the public
     /// network's, or with --network, the group's.
-    pub fn place(&self, data_dir: PathBuf) -> anyhow::Result<Place> {
+    pub fn resolve(&self, data_dir: PathBuf) -> anyhow::Result<CommandNetwork> {
         let Some(name) = &self.network else {
-            return Ok(Place {
+            return Ok(CommandNetwork {
                 supernodes: self.supernodes(&data_dir),
                 data_dir,
                 network: None,
@@ -99,7 +99,7 @@ impl NetworkArgs {
                 supernodes.push(member);
             }
         }
-        Ok(Place {
+        Ok(CommandNetwork {
             network: Some(group.network_settings()),
             data_dir: group.dir,
             supernodes,

@@ -187,7 +187,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let place = args.network.place(args.data.resolve()?)?;
+    let network = args.network.resolve(args.data.resolve()?)?;
     let mut link = args.target;
     link.sources.extend(args.sources);
     // Both families (IPv4 alone where the machine has no IPv6).
@@ -195,21 +195,21 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     // One node for the whole command: it asks the supernodes, fetches, and
     // serves its verified blocks to other downloaders meanwhile. It joins
     // no supernode: they need not log and count a leaf per command.
-    let mut config = NodeConfig::new(place.data_dir.clone(), listen);
+    let mut config = NodeConfig::new(network.data_dir.clone(), listen);
     config.leaf_sessions = 0;
     config.upload = args.upload.limits();
-    config.network = place.network.clone();
+    config.network = network.network.clone();
     let node = Node::start(config).await.context("cannot start the local node")?;
     // Where the supernodes see us, while the search runs: with two
     // answers, a download knows whether its router gives every peer a new
     // port, and plans its punches accordingly.
     tokio::spawn({
         let (endpoint, context) = (node.endpoint().clone(), node.context().clone());
-        let supernodes = place.supernodes.clone();
+        let supernodes = network.supernodes.clone();
         async move { crate::reach::learn(&endpoint, &context, &supernodes).await }
     });
-    let asker = (!place.supernodes.is_empty())
-        .then(|| Searcher::one_shot(node.endpoint().clone(), place.supernodes.clone()));
+    let asker = (!network.supernodes.is_empty())
+        .then(|| Searcher::one_shot(node.endpoint().clone(), network.supernodes.clone()));
     let options = DownloadOptions {
         max_sources: args.max_sources,
         // With --wait, a download whose sources all went also waits that
@@ -233,7 +233,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                     match asker.sources_of(link.hash).await {
                         Ok(found) => {
                             if let Some(answered) = found.answered {
-                                crate::hostcache::remember(&place.data_dir, answered);
+                                crate::hostcache::remember(&network.data_dir, answered);
                             }
                             sources.extend(found.sources);
                             if link.name.is_none() {
@@ -273,7 +273,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
             }
             if sources.is_empty() {
                 hang_up(node).await;
-                if place.supernodes.is_empty() {
+                if network.supernodes.is_empty() {
                     return Err(NothingToAsk(link.hash).into());
                 }
                 return Err(NoSources(link.hash).into());
@@ -298,7 +298,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     // Either way, the network is asked again while the download is short
     // of sources or stalled (at once if it was not asked yet).
     let finding = asker.map(|asker| {
-        let (hash, watch, data_dir) = (link.hash, download.watch(), place.data_dir.clone());
+        let (hash, watch, data_dir) = (link.hash, download.watch(), network.data_dir.clone());
         tokio::spawn(async move {
             asker
                 .keep_finding(hash, watch, !start_at_once, Some(data_dir))

@@ -50,7 +50,7 @@ Exit codes:
   4  no supernode could be asked";
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let place = args.network.place(args.data.resolve()?)?;
+    let network = args.network.resolve(args.data.resolve()?)?;
     let query = Query {
         text: args.words.join(" "),
         hash: None,
@@ -61,8 +61,8 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
         ttl: args.ttl,
     };
     query.check().map_err(|reason| anyhow::anyhow!("{reason}"))?;
-    let endpoint = searcher::endpoint(&place.data_dir, place.membership()?)?;
-    let asker = Searcher::one_shot(endpoint.clone(), place.supernodes.clone());
+    let endpoint = searcher::endpoint(&network.data_dir, network.membership()?)?;
+    let asker = Searcher::one_shot(endpoint.clone(), network.supernodes.clone());
     // Results are shown as they arrive from across the network.
     let json = args.json;
     let mut first = true;
@@ -77,7 +77,7 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     endpoint.shutdown().await;
     let answer = result?;
     if let Some(answered) = answer.answered {
-        crate::hostcache::remember(&place.data_dir, answered);
+        crate::hostcache::remember(&network.data_dir, answered);
     }
     if answer.hits.is_empty() {
         if !json {
