@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use canopy_common::net::identity::{peer_id_of_certificate, peer_id_of_spki, KEY_FILE};
+use canopy_common::net::NodeKey;
 use canopy_common::proto::birthday::{Downloader, Plan, Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
 use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
@@ -34,6 +36,7 @@ use canopy_common::proto::{
     Bitfield, BlockHashes, BlockLayout, ContentError, ContentHash, FileEntry, FileKind, Hello, Hit,
     LeafUpdate, Link, PeerAddr, PeerId, Query, Request, Response, SessionNotice,
 };
+use ring::signature::KeyPair;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -220,6 +223,8 @@ fn all_files() -> Vec<(&'static str, Vec<Vector>)> {
         ("content.json", content_vectors()),
         ("blocks.json", block_vectors()),
         ("network.json", network_vectors()),
+        ("identity.json", identity_vectors()),
+        ("chaining.json", chaining_vectors()),
     ]
 }
 
@@ -618,6 +623,11 @@ fn request_vectors() -> Vec<Vector> {
                 },
             },
         ),
+        r(
+            "reach",
+            "variant 18: a joined leaf says peers can connect to it now (it was dialed back at a new address; an older supernode resets the stream: join again)",
+            Request::Reach { accepts_inbound: true },
+        ),
     ]
 }
 
@@ -760,6 +770,11 @@ fn response_vectors() -> Vec<Vector> {
                 you: v6(),
                 plan: Plan::Spray,
             },
+        ),
+        r(
+            "reach_noted",
+            "variant 22: searchers are told so from now on",
+            Response::ReachNoted,
         ),
     ]
 }
@@ -1659,6 +1674,662 @@ fn block_vectors() -> Vec<Vector> {
 }
 
 // ---------------------------------------------------------------------------
+// TLS identity: the raw key and the X.509 certificate (section 3.2)
+
+/// RFC 8032 section 7.1, test 1: the secret key (seed) whose public key is `peer_a`.
+const SEED_A: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+/// The Ed25519 SubjectPublicKeyInfo prefix of section 3.2, item 3.
+const SPKI_PREFIX: &str = "302a300506032b6570032100";
+
+/// The node key of an Ed25519 seed, loaded the way a node loads its
+/// `node.key` (PKCS#8 v2, RFC 8410 / RFC 5958).
+fn node_key_from_seed(seed: &[u8; 32]) -> NodeKey {
+    let public = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+        .expect("a 32-byte seed")
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let pkcs8 = [
+        &unhex("3053020101300506032b657004220420").unwrap()[..],
+        seed,
+        &unhex("a123032100").unwrap(),
+        &public,
+    ]
+    .concat();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(dir.path().join(KEY_FILE), pkcs8).expect("write node.key");
+    NodeKey::load_or_create(dir.path()).expect("the PKCS#8 key loads")
+}
+
+fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match contents.len() {
+        len @ 0..=0x7f => out.push(len as u8),
+        len @ 0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
+        len => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+/// The elements of the DER SEQUENCE `element`, each with its header, and
+/// where each starts within `element`. Only short and long lengths of up to
+/// two bytes, which is all these certificates use.
+fn der_children(element: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let header = |at: &[u8]| -> (usize, usize) {
+        match at[1] {
+            len @ 0..=0x7f => (2, usize::from(len)),
+            0x81 => (3, usize::from(at[2])),
+            0x82 => (4, usize::from(at[2]) << 8 | usize::from(at[3])),
+            other => panic!("unexpected DER length byte {other:#x}"),
+        }
+    };
+    let (outer, len) = header(element);
+    let mut at = outer;
+    let mut out = Vec::new();
+    while at < outer + len {
+        let (head, len) = header(&element[at..]);
+        out.push((at, element[at..at + head + len].to_vec()));
+        at += head + len;
+    }
+    out
+}
+
+/// Section 3.2's certificate, built from the document's description alone
+/// (not from Canopy's code) and signed with `seed`.
+fn spec_certificate(seed: &[u8; 32]) -> Vec<u8> {
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed).expect("a 32-byte seed");
+    let id = PeerId(pair.public_key().as_ref().try_into().expect("32 bytes"));
+    let ed25519 = unhex("300506032b6570").unwrap();
+    let name = der(
+        0x30,
+        &der(
+            0x31,
+            &der(
+                0x30,
+                &[
+                    der(0x06, &[0x55, 0x04, 0x03]),
+                    der(0x0c, id.to_string().as_bytes()),
+                ]
+                .concat(),
+            ),
+        ),
+    );
+    let tbs = der(
+        0x30,
+        &[
+            der(0xa0, &der(0x02, &[2])),
+            der(0x02, &[1]),
+            ed25519.clone(),
+            name.clone(),
+            der(
+                0x30,
+                &[der(0x17, b"700101000000Z"), der(0x18, b"99991231235959Z")].concat(),
+            ),
+            name,
+            unhex(&format!("{SPKI_PREFIX}{}", hex(id.as_bytes()))).unwrap(),
+        ]
+        .concat(),
+    );
+    let signature = pair.sign(&tbs);
+    der(
+        0x30,
+        &[
+            tbs,
+            ed25519,
+            der(0x03, &[&[0u8][..], signature.as_ref()].concat()),
+        ]
+        .concat(),
+    )
+}
+
+/// Where the SubjectPublicKeyInfo starts in a certificate: the seventh
+/// element of tbsCertificate (the sixth without a version).
+fn spki_offset(certificate: &[u8]) -> usize {
+    let (tbs_at, tbs) = der_children(certificate).remove(0);
+    let fields = der_children(&tbs);
+    let index = if fields[0].1[0] == 0xa0 { 6 } else { 5 };
+    tbs_at + fields[index].0
+}
+
+/// What a receiver makes of `entry` presented in `form`: the peer id, or
+/// `None` if it must refuse the handshake.
+fn receive(form: &str, entry: &[u8]) -> Result<Option<PeerId>, String> {
+    match form {
+        "RawPublicKey" => Ok(peer_id_of_spki(entry)),
+        "X509" => Ok(peer_id_of_certificate(entry)),
+        other => Err(format!("unknown form {other:?}")),
+    }
+}
+
+fn entry_vector(
+    name: &str,
+    description: &str,
+    form: &'static str,
+    entry: Vec<u8>,
+    accept: Option<PeerId>,
+) -> Vector {
+    let result = accept.map_or_else(|| "refuse".to_string(), |id| id.to_string());
+    text_vector(
+        name,
+        description,
+        vec![
+            ("form", js(form)),
+            ("entry", js(&hex(&entry))),
+            ("result", js(&result)),
+        ],
+        Box::new(move |stored| {
+            let entry = unhex(field_str(stored, "entry")?)?;
+            let got = receive(field_str(stored, "form")?, &entry)?;
+            let want = match field_str(stored, "result")? {
+                "refuse" => None,
+                id => Some(id.parse::<PeerId>().map_err(|e| format!("{e}"))?),
+            };
+            if got != want {
+                return Err(format!("a receiver gets {got:?}, the vector says {want:?}"));
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn identity_vectors() -> Vec<Vector> {
+    let seed: [u8; 32] = key32(SEED_A).unwrap();
+    let key = node_key_from_seed(&seed);
+    assert_eq!(key.peer_id(), peer_a(), "RFC 8032 test 1");
+    let certificate = key.certificate().to_vec();
+    let spki = unhex(&format!("{SPKI_PREFIX}{}", hex(peer_a().as_bytes()))).unwrap();
+    let at = spki_offset(&certificate);
+
+    let mut vectors = vec![
+        text_vector(
+            "raw_public_key_a",
+            "The RFC 7250 raw public key of peer_a: its Ed25519 SubjectPublicKeyInfo, the one entry of the Certificate message.",
+            vec![
+                ("form", js("RawPublicKey")),
+                ("entry", js(&hex(&spki))),
+                ("result", js(&peer_a().to_string())),
+            ],
+            Box::new(|stored| {
+                let entry = unhex(field_str(stored, "entry")?)?;
+                if hex(&entry) != format!("{SPKI_PREFIX}{}", hex(peer_a().as_bytes())) {
+                    return Err("not the 12-byte prefix followed by the key".into());
+                }
+                if receive("RawPublicKey", &entry)? != Some(field_str(stored, "result")?.parse().map_err(|e| format!("{e}"))?) {
+                    return Err("the receiver reads another peer id".into());
+                }
+                Ok(())
+            }),
+        ),
+        text_vector(
+            "x509_certificate_a",
+            "The self-signed X.509 certificate of the RFC 8032 test 1 key (peer_a), as a node presents it to a peer that \
+             does not negotiate raw public keys. Ed25519 signatures are deterministic, so the bytes are exact. A receiver \
+             reads only the SubjectPublicKeyInfo, `spki_len` bytes at byte `spki_offset`.",
+            vec![
+                ("secret_key", js(SEED_A)),
+                ("form", js("X509")),
+                ("entry", js(&hex(&certificate))),
+                ("entry_len", certificate.len().to_string()),
+                ("spki_offset", at.to_string()),
+                ("spki_len", spki.len().to_string()),
+                ("spki", js(&hex(&spki))),
+                ("result", js(&peer_a().to_string())),
+            ],
+            Box::new(|stored| {
+                let seed = key32(field_str(stored, "secret_key")?)?;
+                let entry = unhex(field_str(stored, "entry")?)?;
+                if entry != spec_certificate(&seed) {
+                    return Err("not the certificate section 3.2 describes".into());
+                }
+                if entry != node_key_from_seed(&seed).certificate() {
+                    return Err("not the certificate the node presents".into());
+                }
+                let at = field_u64(stored, "spki_offset")? as usize;
+                let len = field_u64(stored, "spki_len")? as usize;
+                if entry.len() as u64 != field_u64(stored, "entry_len")?
+                    || at != spki_offset(&entry)
+                    || hex(&entry[at..at + len]) != field_str(stored, "spki")?
+                {
+                    return Err("the SPKI is not where the vector says".into());
+                }
+                let id: PeerId = field_str(stored, "result")?.parse().map_err(|e| format!("{e}"))?;
+                if receive("X509", &entry)? != Some(id) || peer_id_of_spki(&entry[at..at + len]) != Some(id) {
+                    return Err("the receiver reads another peer id".into());
+                }
+                // Self-signed: the signature over tbsCertificate verifies with the key.
+                let parts = der_children(&entry);
+                let bits = &parts[2].1[2..];
+                ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, id.as_bytes())
+                    .verify(&parts[0].1, &bits[1..])
+                    .map_err(|_| "the self-signature does not verify".to_string())?;
+                Ok(())
+            }),
+        ),
+    ];
+
+    // Variations a receiver must take the same way, or refuse.
+    let parts = der_children(&certificate);
+    let tbs: Vec<Vec<u8>> = der_children(&parts[0].1).into_iter().map(|(_, e)| e).collect();
+    let rebuild = |tbs: &[Vec<u8>], rest: &[Vec<u8>]| {
+        der(
+            0x30,
+            &[vec![der(0x30, &tbs.concat())], rest.to_vec()].concat().concat(),
+        )
+    };
+    let tail: Vec<Vec<u8>> = parts[1..].iter().map(|(_, e)| e.clone()).collect();
+    let zero_signature = vec![tail[0].clone(), der(0x03, &[0u8; 65])];
+    let mut p256 = tbs.clone();
+    p256[6] = unhex(
+        "3059301306072a8648ce3d020106082a8648ce3d03010703420004\
+         6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+         4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+    )
+    .unwrap();
+    let mut long_spki = tbs.clone();
+    long_spki[6] = der(
+        0x30,
+        &[
+            unhex("300506032b6570").unwrap(),
+            der(0x03, &[&[0u8][..], &[7u8; 33]].concat()),
+        ]
+        .concat(),
+    );
+    let mut trailing = certificate.clone();
+    trailing.push(0);
+    // (name, description, form, entry, the peer id a receiver reads or None to refuse)
+    type Variation = (&'static str, &'static str, &'static str, Vec<u8>, Option<PeerId>);
+    let variations: Vec<Variation> = vec![
+        (
+            "x509_without_version_accepted",
+            "x509_certificate_a without its version field (a v1 layout): the SPKI is then the sixth element of \
+             tbsCertificate. Accepted; the signature, now over other bytes, is not examined.",
+            "X509",
+            rebuild(&tbs[1..], &tail),
+            Some(peer_a()),
+        ),
+        (
+            "x509_zero_signature_accepted",
+            "x509_certificate_a with its signature replaced by zeros: receivers do not check it (the handshake's \
+             CertificateVerify proves the key). Accepted.",
+            "X509",
+            rebuild(&tbs, &zero_signature),
+            Some(peer_a()),
+        ),
+        (
+            "x509_p256_key_refused",
+            "x509_certificate_a with an ECDSA P-256 SubjectPublicKeyInfo (the curve's generator point) in place of the \
+             Ed25519 one. Refused: the key is not Ed25519.",
+            "X509",
+            rebuild(&p256, &tail),
+            None,
+        ),
+        (
+            "x509_33_byte_key_refused",
+            "x509_certificate_a whose SubjectPublicKeyInfo says Ed25519 but carries 33 key bytes. Refused: not the \
+             44-byte form.",
+            "X509",
+            rebuild(&long_spki, &tail),
+            None,
+        ),
+        (
+            "x509_trailing_byte_refused",
+            "x509_certificate_a followed by one zero byte inside the same certificate entry. Refused: the entry must be \
+             exactly one DER element.",
+            "X509",
+            trailing,
+            None,
+        ),
+        (
+            "raw_key_as_x509_refused",
+            "raw_public_key_a sent where X.509 was negotiated. Refused: it is not a certificate.",
+            "X509",
+            spki.clone(),
+            None,
+        ),
+        (
+            "x509_as_raw_key_refused",
+            "x509_certificate_a sent where RawPublicKey was negotiated. Refused: it is not the 44-byte SPKI.",
+            "RawPublicKey",
+            certificate.clone(),
+            None,
+        ),
+    ];
+    for (name, description, form, entry, accept) in variations {
+        vectors.push(entry_vector(name, description, form, entry, accept));
+    }
+    vectors
+}
+
+// ---------------------------------------------------------------------------
+// BLAKE3 chaining values inside a block (section 7.3)
+
+/// BLAKE3's compression function and its chunk and parent rules, written out
+/// from the BLAKE3 specification (sections 2.1-2.5) as section 7.3 describes
+/// them, so the vectors are checked against the document and not only
+/// against the `blake3` crate that produced them.
+mod spec_blake3 {
+    pub const IV: [u32; 8] = [
+        0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,
+    ];
+    const PERMUTATION: [usize; 16] = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
+    pub const CHUNK_START: u32 = 1;
+    pub const CHUNK_END: u32 = 2;
+    pub const PARENT: u32 = 4;
+    pub const CHUNK_LEN: usize = 1024;
+    const BLOCK_LEN: usize = 64;
+
+    fn g(s: &mut [u32; 16], a: usize, b: usize, c: usize, d: usize, x: u32, y: u32) {
+        s[a] = s[a].wrapping_add(s[b]).wrapping_add(x);
+        s[d] = (s[d] ^ s[a]).rotate_right(16);
+        s[c] = s[c].wrapping_add(s[d]);
+        s[b] = (s[b] ^ s[c]).rotate_right(12);
+        s[a] = s[a].wrapping_add(s[b]).wrapping_add(y);
+        s[d] = (s[d] ^ s[a]).rotate_right(8);
+        s[c] = s[c].wrapping_add(s[d]);
+        s[b] = (s[b] ^ s[c]).rotate_right(7);
+    }
+
+    /// The first 8 words of `compress(cv, block, counter, block_len, flags)`.
+    pub fn compress(cv: &[u32; 8], block: &[u8; 64], counter: u64, block_len: u32, flags: u32) -> [u32; 8] {
+        let mut m: [u32; 16] =
+            std::array::from_fn(|i| u32::from_le_bytes(block[4 * i..4 * i + 4].try_into().unwrap()));
+        let mut s = [
+            cv[0],
+            cv[1],
+            cv[2],
+            cv[3],
+            cv[4],
+            cv[5],
+            cv[6],
+            cv[7],
+            IV[0],
+            IV[1],
+            IV[2],
+            IV[3],
+            counter as u32,
+            (counter >> 32) as u32,
+            block_len,
+            flags,
+        ];
+        for round in 0..7 {
+            g(&mut s, 0, 4, 8, 12, m[0], m[1]);
+            g(&mut s, 1, 5, 9, 13, m[2], m[3]);
+            g(&mut s, 2, 6, 10, 14, m[4], m[5]);
+            g(&mut s, 3, 7, 11, 15, m[6], m[7]);
+            g(&mut s, 0, 5, 10, 15, m[8], m[9]);
+            g(&mut s, 1, 6, 11, 12, m[10], m[11]);
+            g(&mut s, 2, 7, 8, 13, m[12], m[13]);
+            g(&mut s, 3, 4, 9, 14, m[14], m[15]);
+            if round < 6 {
+                m = std::array::from_fn(|i| m[PERMUTATION[i]]);
+            }
+        }
+        std::array::from_fn(|i| s[i] ^ s[i + 8])
+    }
+
+    pub fn bytes(words: &[u32; 8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, word) in words.iter().enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn words(bytes: &[u8; 32]) -> [u32; 8] {
+        std::array::from_fn(|i| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()))
+    }
+
+    /// The chaining value after each 64-byte block of a chunk (at least one
+    /// block, zero-padded), with the flags that block was compressed with;
+    /// the last is the chunk's chaining value.
+    pub fn chunk_steps(counter: u64, chunk: &[u8]) -> Vec<(u32, [u8; 32])> {
+        assert!(chunk.len() <= CHUNK_LEN);
+        let blocks: Vec<&[u8]> = if chunk.is_empty() {
+            vec![&[]]
+        } else {
+            chunk.chunks(BLOCK_LEN).collect()
+        };
+        let mut cv = IV;
+        let mut steps = Vec::new();
+        for (j, block) in blocks.iter().enumerate() {
+            let mut padded = [0u8; 64];
+            padded[..block.len()].copy_from_slice(block);
+            let mut flags = 0;
+            if j == 0 {
+                flags |= CHUNK_START;
+            }
+            if j + 1 == blocks.len() {
+                flags |= CHUNK_END;
+            }
+            cv = compress(&cv, &padded, counter, block.len() as u32, flags);
+            steps.push((flags, bytes(&cv)));
+        }
+        steps
+    }
+
+    pub fn chunk_cv(counter: u64, chunk: &[u8]) -> [u8; 32] {
+        chunk_steps(counter, chunk).last().expect("at least one block").1
+    }
+
+    pub fn parent_cv(left: &[u8; 32], right: &[u8; 32], flags: u32) -> [u8; 32] {
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(left);
+        block[32..].copy_from_slice(right);
+        bytes(&compress(&IV, &block, 0, 64, PARENT | flags))
+    }
+}
+
+/// One node of a block's subtree: the chunks it covers (by chunk counter),
+/// its height (0 for a chunk) and its chaining value.
+struct Node {
+    first: u64,
+    last: u64,
+    height: u32,
+    cv: ChainingValue,
+}
+
+/// Every node of the subtree over `chunks` (the first at chunk counter
+/// `first`), computed with the `blake3` crate as Canopy's hashing does:
+/// chunks at their offset, finalized without ROOT, merged as non-root
+/// parents with the left-balanced split.
+fn subtree_nodes(first: u64, chunks: &[&[u8]], out: &mut Vec<Node>) -> (ChainingValue, u32) {
+    if chunks.len() == 1 {
+        let cv = spec_block_cv(first * 1024, chunks[0]);
+        out.push(Node {
+            first,
+            last: first,
+            height: 0,
+            cv,
+        });
+        return (cv, 0);
+    }
+    let left = left_blocks(chunks.len());
+    let (left_cv, left_height) = subtree_nodes(first, &chunks[..left], out);
+    let (right_cv, right_height) = subtree_nodes(first + left as u64, &chunks[left..], out);
+    let cv = merge_subtrees_non_root(&left_cv, &right_cv, Mode::Hash);
+    let height = left_height.max(right_height) + 1;
+    out.push(Node {
+        first,
+        last: first + chunks.len() as u64 - 1,
+        height,
+        cv,
+    });
+    (cv, height)
+}
+
+fn node_label(first: u64, last: u64) -> String {
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}-{last}")
+    }
+}
+
+/// Parses `"FIRST-LAST HEX"` (or `"FIRST HEX"`).
+fn parse_node(text: &str) -> Result<(u64, u64, Vec<u8>), String> {
+    let (span, cv) = text.split_once(' ').ok_or_else(|| format!("bad node {text:?}"))?;
+    let (first, last) = span.split_once('-').unwrap_or((span, span));
+    let number = |n: &str| n.parse::<u64>().map_err(|e| format!("bad node {text:?}: {e}"));
+    Ok((number(first)?, number(last)?, unhex(cv)?))
+}
+
+fn chaining_vectors() -> Vec<Vector> {
+    let picks: [(u64, u32); 3] = [(196_613, 1), (69_633, 1), (196_613, 3)];
+    let mut vectors: Vec<Vector> = picks
+        .into_iter()
+        .map(|(size, index)| {
+            let data = pattern(size);
+            let layout = BlockLayout::for_size(size);
+            let range = layout.block_range(index);
+            let block = &data[range.start as usize..range.end as usize];
+            let chunks: Vec<&[u8]> = block.chunks(1024).collect();
+            let mut nodes = Vec::new();
+            let (top, _) = subtree_nodes(range.start / 1024, &chunks, &mut nodes);
+            nodes.sort_by_key(|node| (node.height, node.first));
+            let listed: Vec<String> = nodes
+                .iter()
+                .map(|node| {
+                    js(&format!(
+                        "{} {}",
+                        node_label(node.first, node.last),
+                        hex(&node.cv)
+                    ))
+                })
+                .collect();
+            Vector {
+                name: format!("size_{size}_block_{index}"),
+                fields: vec![
+                    ("file_size", size.to_string()),
+                    ("index", index.to_string()),
+                    ("offset", range.start.to_string()),
+                    ("len", block.len().to_string()),
+                    ("tree", js(&tree_shape(range.start as usize / 1024, chunks.len()))),
+                    ("nodes", format!("[{}]", listed.join(", "))),
+                    ("block_cv", js(&hex(&top))),
+                ],
+                check: Box::new(|entry| {
+                    let size = field_u64(entry, "file_size")?;
+                    let index = field_u64(entry, "index")? as u32;
+                    let data = pattern(size);
+                    let range = BlockLayout::for_size(size).block_range(index);
+                    if field_u64(entry, "offset")? != range.start
+                        || field_u64(entry, "len")? != range.end - range.start
+                    {
+                        return Err("block position disagrees with the layout".into());
+                    }
+                    let block = &data[range.start as usize..range.end as usize];
+                    let nodes = field(entry, "nodes")?.as_array().ok_or("nodes is not a list")?;
+                    let mut by_span = std::collections::BTreeMap::new();
+                    for node in nodes {
+                        let (first, last, cv) = parse_node(node.as_str().ok_or("a node is not a string")?)?;
+                        let cv: [u8; 32] = cv.try_into().map_err(|_| "a CV is not 32 bytes")?;
+                        by_span.insert((first, last), cv);
+                    }
+                    if by_span.len() != nodes.len() {
+                        return Err("a span is listed twice".into());
+                    }
+                    // Each chunk from its bytes, each parent from its two
+                    // children, with the specification's compression function.
+                    for (&(first, last), cv) in &by_span {
+                        let own = if first == last {
+                            let start = (first * 1024 - range.start) as usize;
+                            let chunk = &block[start..(start + 1024).min(block.len())];
+                            spec_blake3::chunk_cv(first, chunk)
+                        } else {
+                            let count = (last - first + 1) as usize;
+                            let split = first + left_blocks(count) as u64;
+                            let left = by_span
+                                .get(&(first, split - 1))
+                                .ok_or("a left child is missing")?;
+                            let right = by_span.get(&(split, last)).ok_or("a right child is missing")?;
+                            spec_blake3::parent_cv(left, right, 0)
+                        };
+                        if &own != cv {
+                            return Err(format!(
+                                "node {} is not its chaining value",
+                                node_label(first, last)
+                            ));
+                        }
+                    }
+                    let first = range.start / 1024;
+                    let last = (range.end - 1).max(range.start) / 1024;
+                    let top = by_span
+                        .get(&(first, last))
+                        .ok_or("the whole block is not a node")?;
+                    let block_cv = unhex(field_str(entry, "block_cv")?)?;
+                    // The top node is the block's entry in Canopy's block layer.
+                    let layer = hash_bytes(&data).layer_bytes();
+                    if top[..] != block_cv[..] || layer[index as usize * 32..][..32] != block_cv[..] {
+                        return Err("block_cv is not the top node and the layer entry".into());
+                    }
+                    Ok(())
+                }),
+            }
+        })
+        .collect();
+
+    // One chunk step by step: the chaining value after each of its 16
+    // compressions. Chunk 64 of every file above is bytes 65,536..66,560.
+    let data = pattern(69_633);
+    let chunk = &data[65_536..66_560];
+    let steps: Vec<String> = spec_blake3::chunk_steps(64, chunk)
+        .iter()
+        .enumerate()
+        .map(|(j, (flags, cv))| js(&format!("{j} {flags} {}", hex(cv))))
+        .collect();
+    vectors.push(Vector {
+        name: "chunk_64_steps".into(),
+        fields: vec![
+            ("offset", "65536".into()),
+            ("len", "1024".into()),
+            ("counter", "64".into()),
+            ("first_block", js(&hex(&chunk[..64]))),
+            ("steps", format!("[{}]", steps.join(", "))),
+        ],
+        check: Box::new(|entry| {
+            let data = pattern(69_633);
+            let offset = field_u64(entry, "offset")? as usize;
+            let chunk = &data[offset..offset + field_u64(entry, "len")? as usize];
+            let counter = field_u64(entry, "counter")?;
+            if hex(&chunk[..64]) != field_str(entry, "first_block")? {
+                return Err("first_block is not the chunk's first 64 bytes".into());
+            }
+            let steps = field(entry, "steps")?.as_array().ok_or("steps is not a list")?;
+            let mut cv = spec_blake3::IV;
+            for (j, step) in steps.iter().enumerate() {
+                let text = step.as_str().ok_or("a step is not a string")?;
+                let parts: Vec<&str> = text.split(' ').collect();
+                let [number, flags, want] = parts[..] else {
+                    return Err(format!("bad step {text:?}"));
+                };
+                let flags: u32 = flags.parse().map_err(|e| format!("{e}"))?;
+                let want: [u8; 32] = unhex(want)?.try_into().map_err(|_| "a CV is not 32 bytes")?;
+                let expected_flags = u32::from(j == 0) * spec_blake3::CHUNK_START
+                    + u32::from(j + 1 == steps.len()) * spec_blake3::CHUNK_END;
+                if number != j.to_string() || flags != expected_flags {
+                    return Err(format!("step {j}: wrong number or flags"));
+                }
+                let block: [u8; 64] = chunk[64 * j..64 * j + 64].try_into().expect("64 bytes");
+                cv = spec_blake3::compress(&cv, &block, counter, 64, flags);
+                if spec_blake3::bytes(&cv) != want {
+                    return Err(format!("step {j} is not the compression's output"));
+                }
+                // Each step is also the next step's input.
+                assert_eq!(spec_blake3::words(&want), cv);
+            }
+            // The last step is the chunk's chaining value, as the blake3 crate computes it.
+            if spec_blake3::bytes(&cv) != spec_block_cv(counter * 1024, chunk) {
+                return Err("the last step is not the chunk's chaining value".into());
+            }
+            Ok(())
+        }),
+    });
+    vectors
+}
+
+// ---------------------------------------------------------------------------
 // The tests
 
 const ABOUT_POSTCARD: &str = "Bare postcard encodings (no frame) of the types Canopy messages are built from. \
@@ -1740,6 +2411,32 @@ fn block_proofs() {
          the block layer (or, for a single-block file, the root); `tampered` is what the block hashes to \
          after flipping the low bit of its byte at `flip_offset_in_block`. See docs/PROTOCOL.md, section 7.",
         block_vectors(),
+    );
+}
+
+#[test]
+fn tls_identities() {
+    check_file(
+        "identity.json",
+        "What a node presents in the TLS handshake and what a receiver makes of it. `form` is the negotiated \
+         certificate type (RawPublicKey or X509), `entry` the one entry of the Certificate message, and `result` \
+         the peer id a receiver reads from it, or `refuse` where it MUST fail the handshake (bad_certificate). \
+         See docs/PROTOCOL.md, section 3.2.",
+        identity_vectors(),
+    );
+}
+
+#[test]
+fn blake3_chaining_values() {
+    check_file(
+        "chaining.json",
+        "BLAKE3 chaining values inside blocks of the files in content.json (byte i is i mod 251). `nodes` lists \
+         every node of the block's subtree as `CHUNKS CV`: a chunk by its counter (its 1 KiB index in the file), a \
+         parent by the first and last chunk it covers; all are non-root chaining values, listed by height, then \
+         from the left. The node covering the whole block is `block_cv`, the block's entry in the block layer. \
+         `chunk_64_steps` gives, for one chunk, the chaining value after each of its 16 compressions as \
+         `BLOCK FLAGS CV`. See docs/PROTOCOL.md, section 7.3.",
+        chaining_vectors(),
     );
 }
 
@@ -1831,20 +2528,22 @@ fn protocol_md_names_exactly_the_vector_files() {
 }
 
 /// Blocks in PROTOCOL.md fenced as ```` ```vector FILE#NAME ```` hold the
-/// bytes of that vector, annotated: each line is `HEX BYTES | comment`.
+/// bytes of that vector (its `frame`, `hex` or `entry`), annotated: each
+/// line is `HEX BYTES | comment`.
 #[test]
 fn annotated_examples_in_protocol_md_match_the_vectors() {
     let doc = protocol_md();
     let mut lines = doc.lines();
     let mut checked = 0;
     while let Some(line) = lines.next() {
-        let Some(target) = line.strip_prefix("```vector ") else {
+        // Examples inside list items are indented; the fence is the same.
+        let Some(target) = line.trim_start().strip_prefix("```vector ") else {
             continue;
         };
         let (file, name) = target.trim().split_once('#').expect("```vector FILE#NAME");
         let mut bytes = String::new();
         for line in lines.by_ref() {
-            if line.starts_with("```") {
+            if line.trim_start().starts_with("```") {
                 break;
             }
             let data = line.split('|').next().unwrap_or_default();
@@ -1861,6 +2560,7 @@ fn annotated_examples_in_protocol_md_match_the_vectors() {
         let want = entry["frame"]
             .as_str()
             .or(entry["hex"].as_str())
+            .or(entry["entry"].as_str())
             .unwrap_or_else(|| panic!("{file}#{name} has no bytes"));
         assert_eq!(
             bytes.to_lowercase(),

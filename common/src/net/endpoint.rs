@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::pki_types::CertificateDer;
 
-use super::identity::{peer_id_of_spki, NodeKey};
+use super::identity::{peer_id_of_entry, NodeKey};
 use super::membership::{Membership, Network};
-use super::{tls, NetError};
+use super::tls::{self, CertType};
+use super::NetError;
 use crate::proto::{PeerAddr, PeerId, ALPN};
 
 /// TLS alert `no_application_protocol` (RFC 8446), as QUIC reports it: what
@@ -114,9 +115,7 @@ fn server_config(
     transport: &Arc<TransportConfig>,
     alpn: &[u8],
 ) -> Result<quinn::ServerConfig, NetError> {
-    let quic_server = QuicServerConfig::try_from(tls::server_config(key, alpn)?)
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+    let mut server = quinn::ServerConfig::with_crypto(tls::quic_server_config(key, alpn)?);
     server.transport_config(transport.clone());
     Ok(server)
 }
@@ -312,36 +311,51 @@ impl Endpoint {
         self.connect_on(&inner, peer).await
     }
 
+    fn client_config(&self, peer: &PeerAddr, form: CertType) -> Result<quinn::ClientConfig, NetError> {
+        let tls = tls::client_config_with(&self.key, Some(peer.id), &self.alpn(), form)?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(self.transport.clone());
+        // The server name is unused: identity is the pinned key, and SNI is off.
+        Ok(client)
+    }
+
     async fn connect_on(
         &self,
         inner: &quinn::Endpoint,
         peer: &PeerAddr,
     ) -> Result<quinn::Connection, NetError> {
-        let tls = tls::client_config(&self.key, Some(peer.id), &self.alpn())?;
-        let quic = QuicClientConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(self.transport.clone());
-        // The server name is unused: identity is the pinned key, and SNI is off.
-        let connection = inner
-            .connect_with(client, peer.addr, "canopy")?
-            .await
-            .map_err(|error| {
-                // Our verifier refuses any key but the expected one; say so
-                // plainly instead of quoting the TLS alert.
-                if error.to_string().contains("ApplicationVerificationFailure") {
-                    NetError::NotThatPeer {
-                        expected: peer.id,
-                        addr: peer.addr,
-                    }
-                } else if no_common_protocol(&error) {
-                    NetError::NoCommonNetwork {
-                        peer: peer.id,
-                        network: self.network_label(),
-                    }
-                } else {
-                    NetError::from(error)
+        // Raw keys first; a server that turns them down (a stack without
+        // RFC 7250) gets a second dial offering the X.509 form instead.
+        let mut attempt = inner
+            .connect_with(
+                self.client_config(peer, CertType::RawPublicKey)?,
+                peer.addr,
+                "canopy",
+            )?
+            .await;
+        if attempt.as_ref().is_err_and(tls::refused_raw_keys) {
+            attempt = inner
+                .connect_with(self.client_config(peer, CertType::X509)?, peer.addr, "canopy")?
+                .await;
+        }
+        let connection = attempt.map_err(|error| {
+            // Our verifier refuses any key but the expected one; say so
+            // plainly instead of quoting the TLS alert.
+            if error.to_string().contains("ApplicationVerificationFailure") {
+                NetError::NotThatPeer {
+                    expected: peer.id,
+                    addr: peer.addr,
                 }
-            })?;
+            } else if no_common_protocol(&error) {
+                NetError::NoCommonNetwork {
+                    peer: peer.id,
+                    network: self.network_label(),
+                }
+            } else {
+                NetError::from(error)
+            }
+        })?;
         let actual = remote_peer_id(&connection)?;
         if actual != peer.id {
             return Err(NetError::WrongPeer {
@@ -437,12 +451,13 @@ impl quinn::ConnectionIdGenerator for ShortConnectionIds {
 /// The id a connected peer proved in the handshake.
 pub fn remote_peer_id(connection: &quinn::Connection) -> Result<PeerId, NetError> {
     let identity = connection.peer_identity().ok_or(NetError::NoPeerIdentity)?;
-    // Under RFC 7250 quinn hands us the peer's SPKI as a one-entry "chain".
+    // quinn hands us the one entry the peer presented: its SPKI under RFC
+    // 7250, or its self-signed certificate.
     let chain = identity
         .downcast::<Vec<CertificateDer<'static>>>()
         .map_err(|_| NetError::NoPeerIdentity)?;
-    let spki = chain.first().ok_or(NetError::NoPeerIdentity)?;
-    peer_id_of_spki(spki.as_ref()).ok_or(NetError::NoPeerIdentity)
+    let entry = chain.first().ok_or(NetError::NoPeerIdentity)?;
+    peer_id_of_entry(entry.as_ref()).ok_or(NetError::NoPeerIdentity)
 }
 
 fn udp_socket(listen: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {

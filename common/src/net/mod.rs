@@ -2,8 +2,9 @@
 //!
 //! * [`identity`] — the node's long-term Ed25519 key on disk; its public half
 //!   is the node's [`PeerId`].
-//! * [`tls`] — rustls configs for mutual authentication with RFC 7250 raw
-//!   public keys: no certificates, no authorities, the key *is* the identity.
+//! * [`tls`] — rustls configs for mutual authentication with the node key,
+//!   as an RFC 7250 raw public key or in a self-signed X.509 certificate for
+//!   stacks without raw keys: no authorities, the key *is* the identity.
 //! * [`endpoint`] — one quinn endpoint per node, for dialing and accepting.
 //! * [`membership`] — private networks: who may connect, proven on every
 //!   connection, changeable while the node runs.
@@ -21,6 +22,7 @@ pub use endpoint::{
 pub use identity::NodeKey;
 pub use membership::{Membership, Network, NOT_A_MEMBER};
 pub use stream::{ask, read_frame, write_frame};
+pub use tls::CertType;
 
 use std::path::PathBuf;
 
