@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
-use canopy_common::net::{ask, read_frame, write_frame, Endpoint};
+use canopy_common::net::{ask, read_frame, write_frame, Endpoint, NetError};
 use canopy_common::proto::birthday::{Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::frame::{batches, MAX_CONTROL_FRAME};
 use canopy_common::proto::nat;
@@ -211,7 +211,7 @@ pub async fn run(
                     Ok(pick) => pick,
                     Err(error) => {
                         tracing::info!(%error, "no supernode answered");
-                        status.send_modify(|s| s.last_error = Some(error));
+                        status.send_modify(|s| s.last_error = Some(error.to_string()));
                         continue;
                     }
                 };
@@ -231,7 +231,7 @@ pub async fn run(
                     Ok(Referral(others)) => pool.add(others),
                     Err(error) => {
                         tracing::info!(supernode = ?supernode, %error, "supernode session ended");
-                        status.send_modify(|s| s.last_error = Some(error));
+                        status.send_modify(|s| s.last_error = Some(error.to_string()));
                     }
                 }
             }
@@ -243,13 +243,39 @@ pub async fn run(
 /// A supernode that was full, and whom it suggested instead.
 struct Referral(Vec<PeerAddr>);
 
+/// Why a leaf could not join a supernode, or why its session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Every candidate failed; each with its reason.
+    #[error("no supernode answered: {0}")]
+    NoAnswer(String),
+    #[error("cannot open the session stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    #[error("the session stream failed: {0}")]
+    Stream(#[from] NetError),
+    #[error("{supernode:?} did not accept us as a leaf ({source})")]
+    NotAccepted { supernode: PeerAddr, source: NetError },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the supernode spoke before welcoming us")]
+    SpokeFirst,
+    #[error("the supernode refused our files: {0}")]
+    FilesRefused(String),
+    #[error("unexpected notice {0:?}")]
+    Unexpected(Box<SessionNotice>),
+    /// A supernode from before `Request::Reach`, or one that did not
+    /// answer: the leaf joins again with a `Hello` that says it.
+    #[error("the supernode did not note our reachability ({0}); joining again")]
+    ReachNotNoted(String),
+}
+
 /// Joins the nearest candidate that answers; the others go back to the
 /// pool (marked failed if they did not answer).
 async fn nearest(
     endpoint: &Endpoint,
     candidates: &[PeerAddr],
     pool: &Mutex<Pool>,
-) -> Result<(PeerAddr, quinn::Connection), String> {
+) -> Result<(PeerAddr, quinn::Connection), SessionError> {
     let found = endpoint
         .connect_nearest(candidates, 1, Duration::from_secs(10))
         .await;
@@ -266,12 +292,14 @@ async fn nearest(
             tracing::debug!(supernode = ?supernode, rtt = ?connection.rtt(), sized_up = candidates.len(), "nearest supernode");
             Ok((supernode, connection))
         }
-        None => Err(found
-            .failed
-            .iter()
-            .map(|(candidate, reason)| format!("{}: {reason}", candidate.id.short()))
-            .collect::<Vec<_>>()
-            .join("; ")),
+        None => Err(SessionError::NoAnswer(
+            found
+                .failed
+                .iter()
+                .map(|(candidate, reason)| format!("{}: {reason}", candidate.id.short()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
     }
 }
 
@@ -284,9 +312,9 @@ async fn session(
     settings: &LeafSettings,
     status: &watch::Sender<LeafStatus>,
     pool: &Mutex<Pool>,
-) -> Result<Referral, String> {
+) -> Result<Referral, SessionError> {
     let seen = crate::reach::observe_through(endpoint, context, &connection).await;
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = connection.open_bi().await?;
     // A private or unspecified address means nothing to a supernode
     // outside our network: it indexes us where it sees us instead.
     let listen = Some(endpoint.local_addr())
@@ -299,9 +327,7 @@ async fn session(
         accepts_inbound,
         agent: format!("canopy/{}", env!("CARGO_PKG_VERSION")),
     };
-    write_frame(&mut send, &Request::Join(hello))
-        .await
-        .map_err(|e| e.to_string())?;
+    write_frame(&mut send, &Request::Join(hello)).await?;
     // A non-supernode answers with a Response; a supernode with a notice.
     let first: Result<SessionNotice, _> = read_frame(&mut recv, MAX_CONTROL_FRAME).await;
     match first {
@@ -328,12 +354,12 @@ async fn session(
                 .await
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
-        Ok(SessionNotice::Refused { reason }) => Err(format!("refused: {reason}")),
+        Ok(SessionNotice::Refused { reason }) => Err(SessionError::Refused(reason)),
         Ok(SessionNotice::Leaving { others }) => Ok(Referral(others)),
         Ok(
             SessionNotice::Supernodes { .. } | SessionNotice::Push { .. } | SessionNotice::Birthday { .. },
-        ) => Err("spoke before welcoming us".into()),
-        Err(error) => Err(format!("{supernode:?} did not accept us as a leaf ({error})")),
+        ) => Err(SessionError::SpokeFirst),
+        Err(source) => Err(SessionError::NotAccepted { supernode, source }),
     }
 }
 
@@ -358,7 +384,7 @@ impl Joined<'_> {
         recv: &mut quinn::RecvStream,
         max_files: usize,
         (seen, mut told_direct): (Option<std::net::SocketAddr>, bool),
-    ) -> Result<Referral, String> {
+    ) -> Result<Referral, SessionError> {
         let mut published = Published::new(max_files);
         let mut timer = tokio::time::interval(SYNC_INTERVAL);
         let every = self.settings.reobserve_every;
@@ -385,11 +411,9 @@ impl Joined<'_> {
                     }
                     Ok(SessionNotice::Push { requester }) => self.push_to(requester),
                     Ok(SessionNotice::Birthday { requester, spray }) => self.birthday(requester, spray),
-                    Ok(SessionNotice::Refused { reason }) => {
-                        return Err(format!("supernode refused our files: {reason}"))
-                    }
-                    Ok(other) => return Err(format!("unexpected notice {other:?}")),
-                    Err(error) => return Err(error.to_string()),
+                    Ok(SessionNotice::Refused { reason }) => return Err(SessionError::FilesRefused(reason)),
+                    Ok(other) => return Err(SessionError::Unexpected(Box::new(other))),
+                    Err(error) => return Err(error.into()),
                 }
             }
         };
@@ -419,16 +443,12 @@ impl Joined<'_> {
             }
             let (added, removed) = published.changes(&self.context.shares);
             if !removed.is_empty() {
-                write_frame(send, &LeafUpdate::Remove { hashes: removed })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                write_frame(send, &LeafUpdate::Remove { hashes: removed }).await?;
             }
             // As many entries per frame as fit: a name and tags can make
             // one entry kilobytes long.
             for files in batches(&added, MAX_CONTROL_FRAME) {
-                write_frame(send, &LeafUpdate::Add { files })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                write_frame(send, &LeafUpdate::Add { files }).await?;
             }
             let count = published.len();
             let supernode = self.supernode;
@@ -547,18 +567,16 @@ async fn tell_traits(connection: quinn::Connection, symmetric: bool) {
 /// Tells the supernode whether peers can connect to us now. A supernode
 /// from before `Reach` resets the stream: the session ends, and the leaf
 /// joins again with a `Hello` that says it.
-async fn tell_reach(connection: &quinn::Connection, accepts_inbound: bool) -> Result<(), String> {
+async fn tell_reach(connection: &quinn::Connection, accepts_inbound: bool) -> Result<(), SessionError> {
     let reach = Request::Reach { accepts_inbound };
     match tokio::time::timeout(Duration::from_secs(5), ask(connection, &reach)).await {
         Ok(Ok(Response::ReachNoted)) => {
             tracing::info!(accepts_inbound, "told our supernode how peers reach us now");
             Ok(())
         }
-        Ok(Ok(other)) => Err(format!("supernode did not note our reachability: {other:?}")),
-        Ok(Err(error)) => Err(format!(
-            "supernode did not note our reachability ({error}); joining again"
-        )),
-        Err(_) => Err("supernode did not answer our reachability note; joining again".into()),
+        Ok(Ok(other)) => Err(SessionError::ReachNotNoted(format!("it answered {other:?}"))),
+        Ok(Err(error)) => Err(SessionError::ReachNotNoted(error.to_string())),
+        Err(_) => Err(SessionError::ReachNotNoted("no answer".into())),
     }
 }
 

@@ -214,7 +214,7 @@ pub fn machine() -> Profile {
 }
 
 /// What the probes found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Measured {
     pub upload: Option<u64>,
     pub download: Option<u64>,
@@ -224,13 +224,36 @@ pub struct Measured {
     pub observations: canopy_common::proto::nat::Observations,
     /// The port our router forwards to us, or why there is none (`None`:
     /// not asked: we have a global address).
-    pub mapping: Option<Result<crate::portmap::Mapping, String>>,
+    pub mapping: Option<Result<crate::portmap::Mapping, crate::portmap::PortmapError>>,
     /// Per peer: who, and what it measured or what went wrong.
     pub peers: Vec<(PeerAddr, PeerProbe)>,
 }
 
 /// Upload and download rates measured with one peer, or why not.
-pub type PeerProbe = Result<(u64, u64), String>;
+pub type PeerProbe = Result<(u64, u64), ProbeError>;
+
+/// Why probing one peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] NetError),
+    #[error("cannot open a stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("the probe stream broke: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("cannot finish the request: {0}")]
+    Finish(#[from] quinn::ClosedStream),
+    #[error("busy with another probe")]
+    Busy,
+    #[error("no probe bytes arrived")]
+    NothingArrived,
+    #[error("unexpected answer {0:?}")]
+    Unexpected(Box<Response>),
+    #[error("timed out")]
+    TimedOut,
+}
 
 /// Probes up to three of `peers`: bandwidth both ways, reachability, and
 /// (from supernodes) how much room the network has. Our own upload goes
@@ -245,7 +268,7 @@ pub async fn measure(endpoint: &Endpoint, peers: &[PeerAddr], limiter: Option<&R
             probe_one(endpoint, peer, limiter, &mut measured),
         )
         .await;
-        let outcome = outcome.unwrap_or_else(|_| Err("timed out".into()));
+        let outcome = outcome.unwrap_or(Err(ProbeError::TimedOut));
         if outcome.is_err() && measured.peers.iter().all(|(known, _)| known.id != peer.id) {
             measured.hints.silent += 1;
         }
@@ -266,22 +289,20 @@ async fn probe_one(
     peer: &PeerAddr,
     limiter: Option<&RateLimiter>,
     measured: &mut Measured,
-) -> Result<(u64, u64), String> {
-    let connection = endpoint.connect(peer).await.map_err(|e| e.to_string())?;
+) -> Result<(u64, u64), ProbeError> {
+    let connection = endpoint.connect(peer).await.map_err(ProbeError::Connect)?;
     let ask = |request: Request| {
         let connection = connection.clone();
         async move {
-            let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, &request)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, recv))
+            let (mut send, recv) = connection.open_bi().await?;
+            write_frame(&mut send, &request).await?;
+            Ok::<_, ProbeError>((send, recv))
         }
     };
 
     // Status first: cheap, and tells us what the network needs.
     let (mut send, mut recv) = ask(Request::Status).await?;
-    send.finish().map_err(|e| e.to_string())?;
+    send.finish()?;
     if let Ok(Response::Status {
         supernode: true,
         leaves,
@@ -297,7 +318,7 @@ async fn probe_one(
     // Where this peer sees us: with two peers, what our router does. A
     // node from before `Observe` resets the stream; that costs nothing.
     let (mut send, mut recv) = ask(Request::Observe).await?;
-    send.finish().map_err(|e| e.to_string())?;
+    send.finish()?;
     if let Ok(Response::Observed { addr }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
         measured
             .observations
@@ -309,7 +330,7 @@ async fn probe_one(
     // port dials our address.
     if measured.reachable.is_none() {
         let (mut send, mut recv) = ask(Request::DialBack).await?;
-        send.finish().map_err(|e| e.to_string())?;
+        send.finish()?;
         if let Ok(Response::DialBack { reachable }) = read_frame(&mut recv, MAX_CONTROL_FRAME).await {
             measured.reachable = Some(reachable);
         }
@@ -318,22 +339,15 @@ async fn probe_one(
     // Download: the peer sends, we time it.
     let started = Instant::now();
     let (mut send, mut recv) = ask(Request::ProbeDown { bytes: PROBE_BYTES }).await?;
-    send.finish().map_err(|e| e.to_string())?;
-    match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    send.finish()?;
+    match read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME).await? {
         Response::ProbeData => {}
-        Response::Busy { .. } => return Err("busy with another probe".into()),
-        other => return Err(format!("unexpected answer {other:?}")),
+        Response::Busy { .. } => return Err(ProbeError::Busy),
+        other => return Err(ProbeError::Unexpected(Box::new(other))),
     }
     let mut received = 0usize;
     while started.elapsed() < PROBE_TIME {
-        match recv
-            .read_chunk(usize::MAX, true)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match recv.read_chunk(usize::MAX, true).await? {
             Some(chunk) => received += chunk.bytes.len(),
             None => break,
         }
@@ -361,16 +375,16 @@ async fn probe_one(
         std::future::pending::<()>().await;
     };
     let answer = tokio::select! {
-        answer = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME) => answer.map_err(|e| e.to_string())?,
+        answer = read_frame::<Response>(&mut recv, MAX_CONTROL_FRAME) => answer?,
         _ = sending => unreachable!("the sender waits for the answer"),
     };
     let upload = match answer {
         Response::ProbeReceived { bytes, micros } if micros > 0 => {
             (bytes as f64 * 1e6 / micros as f64) as u64
         }
-        Response::ProbeReceived { .. } => return Err("no probe bytes arrived".into()),
-        Response::Busy { .. } => return Err("busy with another probe".into()),
-        other => return Err(format!("unexpected answer {other:?}")),
+        Response::ProbeReceived { .. } => return Err(ProbeError::NothingArrived),
+        Response::Busy { .. } => return Err(ProbeError::Busy),
+        other => return Err(ProbeError::Unexpected(Box::new(other))),
     };
 
     connection.close(0u32.into(), b"probed");
@@ -445,9 +459,7 @@ pub async fn elect(
     let mapping = match canopy_common::proto::nat::is_global(bound.ip()) {
         true => None,
         false => Some(
-            crate::portmap::map(bound.port())
-                .await
-                .map_err(|error| error.to_string()),
+            crate::portmap::map(bound.port()).await,
         ),
     };
     if let Some(Ok(mapping)) = &mapping {
