@@ -8,14 +8,23 @@
 //! * [`scenario`]: what a run is, read from TOML;
 //! * [`population`]: capacities, sessions and files, drawn from the seed;
 //! * [`clock`]: virtual time and the event queue;
+//! * [`world`]: what the parts below share: the network, the events, the
+//!   counters;
 //! * [`sim`]: the overlay, churn and the election;
-//! * [`search`]: queries, floods and hits through the real routers;
-//! * [`qrp`]: keyword routing on the last hop and dynamic querying;
+//! * [`search`]: queries, floods, hits and dynamic querying through the
+//!   real routers;
+//! * [`qrp`]: what the keyword tables say of a query, and what they cost;
 //! * [`traversal`]: home routers, and which way each download gets to its
 //!   sources through them (the real `nat::path`);
 //! * [`metrics`], [`chart`]: figures, CSV and SVG;
 //! * [`probe`]: flood one query over a given graph (tests, agreement with
 //!   the real network).
+//!
+//! Dependencies run one way: `sim` → `search` → `qrp` and `traversal` →
+//! `world` → `metrics` → `population`, `scenario`, `clock`, `rng` (and
+//! `probe` → `sim`). `metrics` and `traversal` read a finished run through
+//! traits ([`metrics::Run`], [`traversal::Downloads`]) that [`Sim`]
+//! implements.
 //!
 //! Determinism: one seed gives one run. All randomness comes from
 //! [`rng::Rng`] streams; nothing iterates a hash map where order matters.
@@ -32,6 +41,7 @@ pub mod scenario;
 pub mod search;
 pub mod sim;
 pub mod traversal;
+pub mod world;
 
 pub use metrics::Summary;
 pub use scenario::Scenario;

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use canopy_netsim::chart::{Chart, Series};
-use canopy_netsim::metrics::{peak_rss, router_loads, write_csv};
+use canopy_netsim::metrics::{peak_rss, router_loads, write_csv, Run};
 use canopy_netsim::scenario::Selection;
 use canopy_netsim::{Scenario, Sim, Summary, TraversalSummary};
 
@@ -137,7 +137,7 @@ fn write_charts(sim: &Sim, summary: &Summary, out: &Path) -> Result<()> {
         measured.push((hop as f64, m_sum));
     }
     let reach = Chart {
-        title: format!("{}: routers reached within h hops", sim.scenario.name),
+        title: format!("{}: routers reached within h hops", sim.scenario().name),
         x_label: "hops (TTL)".into(),
         y_label: "routers reached (cumulative)".into(),
         log_y: true,
@@ -160,7 +160,7 @@ fn write_charts(sim: &Sim, summary: &Summary, out: &Path) -> Result<()> {
         .map(|(i, &u)| (u.max(1e-6), (i + 1) as f64 / n))
         .collect();
     let load = Chart {
-        title: format!("{}: router load / capacity (CDF)", sim.scenario.name),
+        title: format!("{}: router load / capacity (CDF)", sim.scenario().name),
         x_label: "query messages per second / capacity".into(),
         y_label: "share of routers".into(),
         log_x: true,
@@ -174,7 +174,7 @@ fn write_charts(sim: &Sim, summary: &Summary, out: &Path) -> Result<()> {
         timeline.iter().map(|p| (p.t as f64 / 6e7, f(p))).collect()
     };
     let chart = Chart {
-        title: format!("{}: population over time", sim.scenario.name),
+        title: format!("{}: population over time", sim.scenario().name),
         x_label: "simulated minutes".into(),
         y_label: "nodes".into(),
         log_y: true,

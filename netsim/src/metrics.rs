@@ -1,13 +1,25 @@
 //! What a run measured: raw tallies during the run, a [`Summary`] after it,
 //! and the CSV files a run leaves behind.
+//!
+//! The simulator fills a [`Tally`] as it runs and is read back through
+//! [`Run`]; nothing here knows how the simulator works.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
 use crate::clock::{as_seconds, Time};
-use crate::search::{Outcome, WireSizes};
-use crate::sim::Sim;
+use crate::population::Population;
+use crate::scenario::Scenario;
+
+/// A finished run, as its figures read it ([`crate::Sim`] is one).
+pub trait Run {
+    fn scenario(&self) -> &Scenario;
+    fn population(&self) -> &Population;
+    fn tally(&self) -> &Tally;
+    /// Keyword table bytes, when tables are modelled.
+    fn table_traffic(&self) -> Option<TableTraffic>;
+}
 
 /// One point of the timeline, sampled every simulated minute.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,9 +34,70 @@ pub struct Point {
     pub sessions_per_router: f64,
 }
 
+/// A query's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Outcome {
+    pub rare: bool,
+    /// Routers whose [`Router`](canopy_common::proto::routing::Router)
+    /// took the query in (answered it).
+    pub routers_reached: u32,
+    /// Nodes whose files were searched: reached routers plus their leaves.
+    pub nodes_covered: u64,
+    /// New routers reached at each hop count (index 0: the first router).
+    pub reached_at_hop: [u32; 8],
+    pub query_messages: u32,
+    /// Of them, copies sent because a neighbour's keyword tables may match.
+    pub routed_messages: u32,
+    pub duplicates: u32,
+    /// Query messages a router refused because its seen-cache was full.
+    pub refused: u32,
+    pub hit_messages: u32,
+    /// Leaf ↔ supernode messages (the query up, the hits down).
+    pub leaf_messages: u32,
+    pub bytes: u64,
+    /// Messages dropped by a full queue, or lost to a node that left.
+    pub dropped: u32,
+    pub lost: u32,
+    /// Holders of the file online when the query was issued.
+    pub live_holders: u32,
+    /// Of them, those whose router's answer reached the searcher.
+    pub found: u32,
+    /// Time to the first hit, if any came.
+    pub first_hit: Option<Time>,
+    /// Dynamic querying: time until the searcher's supernode had the
+    /// target number of sources, if it got them.
+    pub target_reached: Option<Time>,
+    /// The searcher had no supernode to ask.
+    pub stranded: bool,
+}
+
+impl Outcome {
+    pub fn recall(&self) -> Option<f64> {
+        (self.live_holders > 0).then(|| self.found as f64 / self.live_holders as f64)
+    }
+
+    pub fn messages(&self) -> u32 {
+        self.query_messages + self.hit_messages + self.leaf_messages
+    }
+}
+
+/// Keyword table bytes sent during the query phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TableTraffic {
+    /// Incremental updates after leaves joined or left.
+    pub update_bytes: f64,
+    /// Full tables sent on new links.
+    pub link_bytes: f64,
+    /// Leaf joins and departures followed.
+    pub changes: u64,
+}
+
 /// Counters filled while the simulation runs.
 #[derive(Debug, Default)]
 pub struct Tally {
+    /// The query phase, start and end: what per-node counts and the
+    /// figures cover.
+    pub phase: (Time, Time),
     pub outcomes: Vec<Outcome>,
     /// Spells leaves spent without a supernode during the query phase.
     pub orphan_spells: Vec<Time>,
@@ -33,9 +106,35 @@ pub struct Tally {
     pub promotions: u64,
     pub demotions: u64,
     pub timeline: Vec<Point>,
+    /// Query messages each node processed during the query phase.
+    pub processed: Vec<u32>,
+    /// Search bytes each node sent and received during the query phase.
+    pub traffic: Vec<u64>,
+    /// Time each node spent routing during the query phase.
+    pub routing_time: Vec<Time>,
     pub events: u64,
     pub peak_pending: usize,
-    pub sizes: Option<WireSizes>,
+}
+
+impl Tally {
+    /// Nothing counted yet for `nodes` nodes, over the query phase `phase`.
+    pub fn new(nodes: usize, phase: (Time, Time)) -> Self {
+        Tally {
+            phase,
+            processed: vec![0; nodes],
+            traffic: vec![0; nodes],
+            routing_time: vec![0; nodes],
+            ..Tally::default()
+        }
+    }
+
+    /// Counts search bytes a node sent or received during the query phase.
+    pub fn account(&mut self, node: u32, bytes: u64, now: Time) {
+        let (start, end) = self.phase;
+        if now >= start && now <= end {
+            self.traffic[node as usize] += bytes;
+        }
+    }
 }
 
 /// The `p`-quantile (0..=1) of sorted values, nearest rank.
@@ -151,18 +250,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(sim: &Sim) -> Self {
-        let tally = &sim.tally;
+    pub fn of(run: &impl Run) -> Self {
+        let tally = run.tally();
         let outcomes: Vec<&Outcome> = tally.outcomes.iter().filter(|o| !o.stranded).collect();
         let n = outcomes.len().max(1) as f64;
         let per_query = |f: &dyn Fn(&Outcome) -> f64| outcomes.iter().map(|o| f(o)).sum::<f64>() / n;
-        let (start, end) = sim.query_phase;
+        let (start, end) = tally.phase;
         let phase: Vec<&Point> = tally
             .timeline
             .iter()
             .filter(|p| p.t >= start && p.t <= end)
             .collect();
-        let traffic = sim.table_traffic();
+        let traffic = run.table_traffic();
         let mean_routers = mean(phase.iter().map(|p| p.routers as f64));
         let router_seconds = mean_routers * end.saturating_sub(start) as f64 / 1e6;
         let routers_reached = per_query(&|o| o.routers_reached as f64);
@@ -188,7 +287,7 @@ impl Summary {
         };
         let first_hits = sorted_ms(&|o| o.first_hit);
         let to_target = sorted_ms(&|o| o.target_reached);
-        let loads = router_loads(sim);
+        let loads = router_loads(run);
         let rates = sorted(loads.iter().map(|l| l.rate).collect());
         let utilisation = sorted(loads.iter().map(RouterLoad::utilisation).collect());
         let bandwidth = sorted(loads.iter().map(|l| l.bandwidth).collect());
@@ -199,9 +298,9 @@ impl Summary {
             *slot = per_query(&|o| o.reached_at_hop[hop] as f64);
         }
         Summary {
-            scenario: sim.scenario.name.clone(),
-            nodes: sim.scenario.nodes,
-            nodes_ever: sim.population.nodes.len() as u32,
+            scenario: run.scenario().name.clone(),
+            nodes: run.scenario().nodes,
+            nodes_ever: run.population().nodes.len() as u32,
             queries: tally.outcomes.len() as u32,
             stranded: tally.outcomes.iter().filter(|o| o.stranded).count() as u32,
             router_share: mean(phase.iter().map(|p| p.routers as f64 / p.online.max(1) as f64)),
@@ -365,19 +464,20 @@ pub fn key_value_table<K: AsRef<str>>(rows: &[(K, String)]) -> String {
 }
 
 /// Load of every node that routed for at least a minute of the query phase.
-pub fn router_loads(sim: &Sim) -> Vec<RouterLoad> {
-    (0..sim.routing_time.len() as u32)
-        .filter(|&n| sim.routing_time[n as usize] >= 60_000_000)
+pub fn router_loads(run: &impl Run) -> Vec<RouterLoad> {
+    let tally = run.tally();
+    (0..tally.routing_time.len() as u32)
+        .filter(|&n| tally.routing_time[n as usize] >= 60_000_000)
         .map(|node| {
-            let seconds = as_seconds(sim.routing_time[node as usize]);
-            let messages = sim.processed[node as usize];
+            let seconds = as_seconds(tally.routing_time[node as usize]);
+            let messages = tally.processed[node as usize];
             RouterLoad {
                 node,
-                capacity: sim.population.rate(node),
+                capacity: run.population().rate(node),
                 seconds,
                 messages,
                 rate: messages as f64 / seconds,
-                bandwidth: sim.traffic[node as usize] as f64 / seconds,
+                bandwidth: tally.traffic[node as usize] as f64 / seconds,
             }
         })
         .collect()
@@ -392,7 +492,7 @@ fn csv_value(text: &str) -> String {
 }
 
 /// Writes `summary.csv`, `queries.csv`, `routers.csv` and `timeline.csv`.
-pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()> {
+pub fn write_csv(run: &impl Run, summary: &Summary, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("summary.csv"))?);
     writeln!(out, "figure,value")?;
@@ -405,7 +505,7 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
         "query,rare,live_holders,found,routers_reached,nodes_covered,query_messages,duplicates,\
          hit_messages,leaf_messages,bytes,dropped,lost,first_hit_ms,stranded"
     )?;
-    for (i, o) in sim.tally.outcomes.iter().enumerate() {
+    for (i, o) in run.tally().outcomes.iter().enumerate() {
         let first = o
             .first_hit
             .map_or(String::new(), |t| format!("{:.1}", t as f64 / 1e3));
@@ -432,7 +532,7 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
         out,
         "node,capacity_msg_s,seconds_routing,messages,load_msg_s,utilisation"
     )?;
-    for l in router_loads(sim) {
+    for l in router_loads(run) {
         writeln!(
             out,
             "{},{},{:.0},{},{:.4},{:.5},{:.0}",
@@ -450,7 +550,7 @@ pub fn write_csv(sim: &Sim, summary: &Summary, dir: &Path) -> std::io::Result<()
         out,
         "t_s,online,routers,orphans,mean_degree,leaves_per_router,sessions_per_router"
     )?;
-    for p in &sim.tally.timeline {
+    for p in &run.tally().timeline {
         writeln!(
             out,
             "{:.0},{},{},{},{:.3},{:.2},{:.2}",

@@ -70,22 +70,23 @@ pub fn flood(nodes: u32, edges: &[(u32, u32)], origin: u32, ttl: u8) -> Probe {
     };
     let mut sim = Sim::with_population(scenario, population, 1);
     for node in 0..nodes {
-        sim.live.insert(node);
+        sim.world.live.insert(node);
         sim.become_router(node, 0);
     }
+    let neighbours = &mut sim.world.neighbours;
     for &(a, b) in edges {
-        if a != b && !sim.neighbours[a as usize].contains(&b) {
-            sim.neighbours[a as usize].push(b);
-            sim.neighbours[b as usize].push(a);
+        if a != b && !neighbours[a as usize].contains(&b) {
+            neighbours[a as usize].push(b);
+            neighbours[b as usize].push(a);
         }
     }
     let mut state = QueryState::new(0, QueryId([0x5e; 16]), 0);
     state.query.ttl = Some(ttl);
     state.trace = Some(Vec::new());
-    sim.queries.push(state);
-    sim.issue(0, origin, 0);
+    sim.search.queries.push(state);
+    sim.search.issue(&mut sim.world, 0, origin, 0);
     sim.run_until(Time::MAX);
-    let state = &sim.queries[0];
+    let state = &sim.search.queries[0];
     Probe {
         reached: state.trace.clone().unwrap_or_default(),
         messages: state.outcome.query_messages,

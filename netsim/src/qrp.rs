@@ -1,9 +1,12 @@
-//! Keyword routing and dynamic querying in the simulator.
+//! Keyword routing in the simulator: what each router's keyword tables say
+//! of a query, and what keeping them costs.
 //!
 //! The decisions are the real ones: every router forwards through
 //! [`Router::on_query_with`](canopy_common::proto::routing::Router::on_query_with),
 //! and the searcher's supernode runs a real
-//! [`DynamicQuery`].
+//! [`DynamicQuery`](canopy_common::proto::dynamic::DynamicQuery)
+//! ([`crate::search`] drives both); this module gives them the tables' say
+//! ([`TableModel::decisions`], [`TableModel::reach`]).
 //!
 //! The tables are **modelled**, not built (the catalogue has no words per
 //! node to hash, and rebuilding tables under churn at 10^6 nodes would
@@ -44,11 +47,14 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use canopy_common::proto::dynamic::{DynamicConfig, DynamicQuery, Finish, Neighbour, Reach, Step};
+use canopy_common::proto::dynamic::{DynamicConfig, Reach};
+use canopy_common::proto::id::PeerId;
 use canopy_common::proto::routing::Forward;
 
 use crate::clock::{as_duration, seconds, Time};
-use crate::sim::{node_of, peer, Event, Sim, State, NONE};
+use crate::metrics::TableTraffic;
+use crate::scenario::Scenario;
+use crate::world::{node_of, State, World, NONE};
 
 /// Distinct artists in the simulator's file names (`artist{file % 977}`).
 const ARTISTS: f64 = 977.0;
@@ -64,17 +70,6 @@ const CHANGED_WORD_BYTES: u64 = 12;
 const BITS_PER_WORD: u64 = 2;
 /// At 10^6 nodes and up, one leaf change in this many is followed.
 pub const TRAFFIC_SAMPLE_AT_1M: u64 = 10;
-
-/// Table bytes sent during the query phase.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TableTraffic {
-    /// Incremental updates after leaves joined or left.
-    pub update_bytes: f64,
-    /// Full tables sent on new links.
-    pub link_bytes: f64,
-    /// Leaf joins and departures followed.
-    pub changes: u64,
-}
 
 /// What the simulator knows to model the routers' keyword tables.
 #[derive(Debug)]
@@ -97,11 +92,34 @@ pub struct TableModel {
     catalogue_words: f64,
 }
 
+/// A deterministic coin for (query, neighbour), uniform in [0, 1).
+fn coin(query: u32, neighbour: u32, seed: u64) -> f64 {
+    let x = crate::rng::splitmix(seed ^ (u64::from(query) << 32 | u64::from(neighbour)));
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// How the searcher's supernode widens a dynamic query, from the scenario.
+pub fn dynamic_config(scenario: &Scenario) -> DynamicConfig {
+    let settings = &scenario.router;
+    DynamicConfig {
+        target_results: settings.target_results,
+        time_limit: as_duration(seconds(settings.dynamic_time_limit_s)),
+        max_ttl: match settings.dynamic_max_ttl {
+            0 => scenario.topology.max_ttl,
+            ttl => ttl.min(scenario.topology.max_ttl),
+        },
+        wait_per_hop: as_duration(seconds(settings.wait_per_hop_s)),
+        max_widening_ttl: settings.dynamic_max_widening_ttl,
+        broadcast_past_tables: settings.dynamic_broadcast_past_tables,
+        ..DynamicConfig::default()
+    }
+}
+
 impl TableModel {
-    pub fn new(sim: &Sim) -> Self {
-        let n = sim.population.nodes.len();
+    pub fn new(world: &World) -> Self {
+        let n = world.population.nodes.len();
         let mut files_held = vec![0u32; n];
-        let catalogue = &sim.population.catalogue;
+        let catalogue = &world.population.catalogue;
         for file in 0..catalogue.files() {
             for &holder in catalogue.holders(file) {
                 files_held[holder as usize] += 1;
@@ -128,70 +146,41 @@ impl TableModel {
             sample: if n >= 1_000_000 { TRAFFIC_SAMPLE_AT_1M } else { 1 },
             seen_changes: 0,
             fill: HashMap::new(),
-            log2_bits: sim.scenario.router.table_log2_bits,
-            levels: sim.scenario.router.table_levels.clamp(1, MAX_LEVELS),
+            log2_bits: world.scenario.router.table_log2_bits,
+            levels: world.scenario.router.table_levels.clamp(1, MAX_LEVELS),
             catalogue_words: f64::from(catalogue.files()) + ARTISTS,
         }
     }
 
+    /// Levels of table each router sends.
     pub fn levels(&self) -> u8 {
         self.levels
     }
-}
 
-/// A deterministic coin for (query, neighbour), uniform in [0, 1).
-fn coin(query: u32, neighbour: u32, seed: u64) -> f64 {
-    let x = crate::rng::splitmix(seed ^ (u64::from(query) << 32 | u64::from(neighbour)));
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-impl Sim {
-    /// Whether keyword routing is on.
-    pub(crate) fn keyword_tables(&self) -> bool {
-        self.tables.is_some()
-    }
-
-    /// Table bytes counted so far (`None` without keyword routing).
-    pub fn table_traffic(&self) -> Option<TableTraffic> {
-        self.tables.as_ref().map(|model| model.traffic)
-    }
-
-    /// Levels of table each router sends (0 without keyword routing).
-    pub(crate) fn table_levels(&self) -> u8 {
-        self.tables.as_ref().map_or(0, TableModel::levels)
-    }
-
-    /// Distance from each router near a holder of query `q`'s file to the
-    /// nearest router indexing one, as far as the tables can tell (levels −
-    /// 2 hops: level `k` looks `k − 1` past a neighbour).
-    pub(crate) fn holder_distances(&self, q: u32) -> Vec<(u32, u8)> {
-        let farthest = self.table_levels().saturating_sub(2);
-        let indexing: Vec<u32> = self.queries[q as usize]
-            .index
-            .iter()
-            .map(|&(router, _)| router)
-            .collect();
-        let distance = self.distances(&indexing, farthest);
+    /// Distance from each router near a holder of a query's file to the
+    /// nearest of `indexing` (the routers indexing one), as far as the
+    /// tables can tell (levels − 2 hops: level `k` looks `k − 1` past a
+    /// neighbour).
+    pub fn holder_distances(&self, world: &World, indexing: &[u32]) -> Vec<(u32, u8)> {
+        let farthest = self.levels.saturating_sub(2);
+        let distance = distances(world, indexing, farthest);
         let mut near: Vec<(u32, u8)> = distance.into_iter().collect();
         near.sort_unstable();
         near
     }
 
     /// Words under one router: its own files', its leaves', their artists.
-    fn files_under(&self, model: &TableModel, router: u32) -> f64 {
+    fn files_under(&self, world: &World, router: u32) -> f64 {
         std::iter::once(router)
-            .chain(self.leaves[router as usize].iter().copied())
-            .map(|node| f64::from(model.files_held[node as usize]))
+            .chain(world.leaves[router as usize].iter().copied())
+            .map(|node| f64::from(self.files_held[node as usize]))
             .sum()
     }
 
     /// The share of bits set in a table of everything within `level` hops
     /// of `router`, now.
-    fn table_fill(&mut self, router: u32, level: u8, now: Time) -> f64 {
-        let Some(model) = self.tables.as_ref() else {
-            return 1.0;
-        };
-        if let Some(levels) = model.fill.get(&router) {
+    fn table_fill(&mut self, world: &World, router: u32, level: u8, now: Time) -> f64 {
+        if let Some(levels) = self.fill.get(&router) {
             let (at, fill) = levels[level as usize];
             if at != Time::MAX && now.saturating_sub(at) < seconds(FILL_REFRESH_S) {
                 return f64::from(fill);
@@ -201,28 +190,27 @@ impl Sim {
         // once it holds more than the catalogue's words.
         let mut seen = vec![router];
         let mut frontier = vec![router];
-        let mut files = self.files_under(model, router);
+        let mut files = self.files_under(world, router);
         for _ in 0..level {
-            if files >= model.catalogue_words {
+            if files >= self.catalogue_words {
                 break;
             }
             let mut next = Vec::new();
             for &at in &frontier {
-                for &n in &self.neighbours[at as usize] {
-                    if self.state[n as usize] == State::Router && !seen.contains(&n) {
+                for &n in &world.neighbours[at as usize] {
+                    if world.state[n as usize] == State::Router && !seen.contains(&n) {
                         seen.push(n);
                         next.push(n);
-                        files += self.files_under(model, n);
+                        files += self.files_under(world, n);
                     }
                 }
             }
             frontier = next;
         }
-        let words = (files + files.min(ARTISTS)).min(model.catalogue_words);
-        let bits = (1u64 << model.log2_bits) as f64;
+        let words = (files + files.min(ARTISTS)).min(self.catalogue_words);
+        let bits = (1u64 << self.log2_bits) as f64;
         let fill = 1.0 - (-2.0 * words / bits).exp();
-        let model = self.tables.as_mut().expect("checked above");
-        let entry = model
+        let entry = self
             .fill
             .entry(router)
             .or_insert([(Time::MAX, 0.0); MAX_LEVELS as usize]);
@@ -233,8 +221,10 @@ impl Sim {
     /// Whether level `level` of `router`'s tables, as `holder_of_tables`
     /// (its neighbour) holds them, may match query `q`. `near` is
     /// [`Self::holder_distances`] for `q`.
+    #[allow(clippy::too_many_arguments)]
     fn level_matches(
         &mut self,
+        world: &World,
         q: u32,
         near: &[(u32, u8)],
         router: u32,
@@ -251,102 +241,92 @@ impl Sim {
             return true;
         }
         if level >= 1
-            && self.neighbours[router as usize]
+            && world.neighbours[router as usize]
                 .iter()
                 .any(|&n| n != holder_of_tables && distance(n).is_some_and(|d| d < level))
         {
             return true;
         }
-        let fill = self.table_fill(router, level, now);
-        coin(q, router, self.seed) < fill * fill
+        let fill = self.table_fill(world, router, level, now);
+        coin(q, router, world.seed) < fill * fill
     }
 
-    /// Fills `self.decisions` with the routing decision, at `router`, for
-    /// a copy of query `q` arriving at each neighbour in `self.scratch`
-    /// with `ttl`.
-    pub(crate) fn fill_decisions(&mut self, q: u32, router: u32, ttl: u8, now: Time) {
-        let levels = self.table_levels();
-        let neighbours: Vec<u32> = self.scratch.iter().map(node_of).collect();
-        if ttl >= levels {
-            self.decisions = vec![Forward::Broadcast; neighbours.len()];
+    /// Fills `decisions` with the routing decision, at `router`, for a copy
+    /// of query `q` (`near`: its [`Self::holder_distances`]) arriving at
+    /// each of `neighbours` with `ttl`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decisions(
+        &mut self,
+        world: &World,
+        q: u32,
+        near: &[(u32, u8)],
+        router: u32,
+        neighbours: &[PeerId],
+        ttl: u8,
+        now: Time,
+        decisions: &mut Vec<Forward>,
+    ) {
+        let neighbours: Vec<u32> = neighbours.iter().map(node_of).collect();
+        if ttl >= self.levels {
+            *decisions = vec![Forward::Broadcast; neighbours.len()];
             return;
         }
-        let near = self.queries[q as usize].near.take().unwrap_or_default();
-        self.decisions = neighbours
+        *decisions = neighbours
             .into_iter()
             .map(|n| {
-                if self.level_matches(q, &near, n, router, ttl, now) {
+                if self.level_matches(world, q, near, n, router, ttl, now) {
                     Forward::Routed
                 } else {
                     Forward::Pruned
                 }
             })
             .collect();
-        self.queries[q as usize].near = Some(near);
     }
 
     /// What `neighbour`'s tables, as `router` holds them, say about `q`.
-    fn reach(&mut self, q: u32, near: &[(u32, u8)], neighbour: u32, router: u32, now: Time) -> Reach {
-        let levels = self.table_levels();
+    pub fn reach(
+        &mut self,
+        world: &World,
+        q: u32,
+        near: &[(u32, u8)],
+        neighbour: u32,
+        router: u32,
+        now: Time,
+    ) -> Reach {
+        let levels = self.levels;
         (0..levels)
-            .find(|&level| self.level_matches(q, near, neighbour, router, level, now))
+            .find(|&level| self.level_matches(world, q, near, neighbour, router, level, now))
             .map_or(Reach::Beyond(levels), Reach::Within)
-    }
-
-    fn in_query_phase(&self, now: Time) -> bool {
-        now >= self.query_phase.0 && now < self.query_phase.1
-    }
-
-    /// Routers within `depth` hops of any of `from`, with their distance.
-    fn distances(&self, from: &[u32], depth: u8) -> HashMap<u32, u8> {
-        let mut distance: HashMap<u32, u8> = from.iter().map(|&r| (r, 0)).collect();
-        let mut frontier: VecDeque<u32> = from.iter().copied().collect();
-        while let Some(router) = frontier.pop_front() {
-            let d = distance[&router];
-            if d >= depth {
-                continue;
-            }
-            for &next in &self.neighbours[router as usize] {
-                if self.state[next as usize] == State::Router && !distance.contains_key(&next) {
-                    distance.insert(next, d + 1);
-                    frontier.push_back(next);
-                }
-            }
-        }
-        distance
     }
 
     /// Leaf `leaf` joined or left `router`: counts the table updates its
     /// files cause (see the module notes).
-    pub(crate) fn count_table_change(&mut self, leaf: u32, router: u32, now: Time) {
-        if !self.in_query_phase(now) || self.state[router as usize] != State::Router {
+    pub fn count_table_change(&mut self, world: &World, leaf: u32, router: u32, now: Time) {
+        if !in_query_phase(world, now) || world.state[router as usize] != State::Router {
             return;
         }
-        let Some(model) = self.tables.as_mut() else {
-            return;
-        };
-        model.seen_changes += 1;
-        if model.seen_changes % model.sample != 0 {
+        self.seen_changes += 1;
+        if !self.seen_changes.is_multiple_of(self.sample) {
             return;
         }
-        model.traffic.changes += model.sample;
-        let sample = model.sample as f64;
-        let top = model.levels - 1;
+        self.traffic.changes += self.sample;
+        let sample = self.sample as f64;
+        let top = self.levels - 1;
         let (start, end) = (
-            model.node_offsets[leaf as usize] as usize,
-            model.node_offsets[leaf as usize + 1] as usize,
+            self.node_offsets[leaf as usize] as usize,
+            self.node_offsets[leaf as usize + 1] as usize,
         );
-        let files: Vec<u32> = model.node_files[start..end].to_vec();
+        let files = &self.node_files[start..end];
         if files.is_empty() {
             return;
         }
-        let near = self.distances(&[router], top);
+        let near = distances(world, &[router], top);
         let mut updates = 0u64;
-        for file in files {
+        for &file in files {
             // Every other router indexing a live holder of the file.
             let mut others = Vec::new();
-            for &holder in self.population.catalogue.holders(file) {
-                let Some(indexed_by) = self.indexed_by(holder) else {
+            for &holder in world.population.catalogue.holders(file) {
+                let Some(indexed_by) = world.indexed_by(holder) else {
                     continue;
                 };
                 others.extend(
@@ -357,7 +337,7 @@ impl Sim {
             }
             others.sort_unstable();
             others.dedup();
-            let elsewhere = self.distances(&others, top);
+            let elsewhere = distances(world, &others, top);
             for (&at, &from_here) in &near {
                 let other = elsewhere.get(&at).copied().unwrap_or(u8::MAX);
                 // Levels from `from_here` up to below `other` change.
@@ -365,7 +345,7 @@ impl Sim {
                 if levels == 0 {
                     continue;
                 }
-                let degree = self.neighbours[at as usize].len() as u64;
+                let degree = world.neighbours[at as usize].len() as u64;
                 let told = if from_here == 0 {
                     degree
                 } else {
@@ -375,122 +355,50 @@ impl Sim {
             }
         }
         let bytes = updates as f64 * (BITS_PER_WORD * CHANGED_WORD_BYTES) as f64 * sample;
-        if let Some(model) = self.tables.as_mut() {
-            model.traffic.update_bytes += bytes;
-        }
+        self.traffic.update_bytes += bytes;
     }
 
     /// A link between routers `a` and `b` came up: each sends the other a
     /// full table per level.
-    pub(crate) fn count_new_link(&mut self, a: u32, b: u32, now: Time) {
-        if !self.in_query_phase(now) || self.tables.is_none() {
+    pub fn count_new_link(&mut self, world: &World, a: u32, b: u32, now: Time) {
+        if !in_query_phase(world, now) {
             return;
         }
-        let levels = self.table_levels();
-        let log2_bits = self.tables.as_ref().map_or(20, |m| m.log2_bits);
-        let words = (1u64 << log2_bits) as f64 / 64.0;
+        let words = (1u64 << self.log2_bits) as f64 / 64.0;
         let mut bytes = 0.0;
         for router in [a, b] {
-            for level in 0..levels {
-                let fill = self.table_fill(router, level, now);
+            for level in 0..self.levels {
+                let fill = self.table_fill(world, router, level, now);
                 let non_zero = 1.0 - (1.0 - fill).powi(64);
                 bytes += words * non_zero * 8.0 + 16.0;
             }
         }
-        if let Some(model) = self.tables.as_mut() {
-            model.traffic.link_bytes += bytes;
-        }
+        self.traffic.link_bytes += bytes;
     }
+}
 
-    /// Starts query `q`'s dynamic search at `router` (which has already
-    /// answered it from its own index).
-    pub(crate) fn start_dynamic(&mut self, q: u32, router: u32, now: Time) {
-        let settings = &self.scenario.router;
-        let config = DynamicConfig {
-            target_results: settings.target_results,
-            time_limit: as_duration(seconds(settings.dynamic_time_limit_s)),
-            max_ttl: match settings.dynamic_max_ttl {
-                0 => self.scenario.topology.max_ttl,
-                ttl => ttl.min(self.scenario.topology.max_ttl),
-            },
-            wait_per_hop: as_duration(seconds(settings.wait_per_hop_s)),
-            max_widening_ttl: settings.dynamic_max_widening_ttl,
-            broadcast_past_tables: settings.dynamic_broadcast_past_tables,
-            ..DynamicConfig::default()
-        };
-        let near = self.queries[q as usize].near.take().unwrap_or_default();
-        // Nearest round trip first: among neighbours whose tables put a
-        // match equally near, the dynamic query asks them in this order.
-        let mut order = self.neighbours[router as usize].clone();
-        order.sort_by_key(|&n| self.latency(router, n));
-        let mut neighbours = Vec::new();
-        for n in order {
-            let reach = if self.keyword_tables() {
-                self.reach(q, &near, n, router, now)
-            } else {
-                Reach::Unknown
-            };
-            neighbours.push(Neighbour {
-                peer: peer(n),
-                degree: self.neighbours[n as usize].len() as u32,
-                reach,
-            });
+fn in_query_phase(world: &World, now: Time) -> bool {
+    let (start, end) = world.tally.phase;
+    now >= start && now < end
+}
+
+/// Routers within `depth` hops of any of `from`, with their distance.
+fn distances(world: &World, from: &[u32], depth: u8) -> HashMap<u32, u8> {
+    let mut distance: HashMap<u32, u8> = from.iter().map(|&r| (r, 0)).collect();
+    let mut frontier: VecDeque<u32> = from.iter().copied().collect();
+    while let Some(router) = frontier.pop_front() {
+        let d = distance[&router];
+        if d >= depth {
+            continue;
         }
-        let (search, steps) = DynamicQuery::start(config, neighbours, as_duration(now));
-        let state = &mut self.queries[q as usize];
-        state.near = Some(near);
-        state.dynamic = Some(Box::new(search));
-        state.dynamic_router = router;
-        self.dynamic_steps(q, steps, now);
-    }
-
-    /// Sources found for query `q` reached its searcher's supernode.
-    pub(crate) fn dynamic_results(&mut self, q: u32, sources: u32, now: Time) {
-        let Some(search) = self.queries[q as usize].dynamic.as_mut() else {
-            return;
-        };
-        let steps = search.on_results(sources, as_duration(now));
-        if steps.contains(&Step::Finish(Finish::Enough)) {
-            let state = &mut self.queries[q as usize];
-            state.outcome.target_reached = Some(now.saturating_sub(state.issued));
-        }
-        self.dynamic_steps(q, steps, now);
-    }
-
-    pub(crate) fn dynamic_tick(&mut self, q: u32, now: Time) {
-        let Some(search) = self.queries[q as usize].dynamic.as_mut() else {
-            return;
-        };
-        if search.next_wakeup().is_none_or(|at| at > as_duration(now)) {
-            return;
-        }
-        let steps = search.on_tick(as_duration(now));
-        self.dynamic_steps(q, steps, now);
-    }
-
-    /// Sends the probes, and wakes the search when it asks.
-    fn dynamic_steps(&mut self, q: u32, steps: Vec<Step>, now: Time) {
-        let router = self.queries[q as usize].dynamic_router;
-        for step in steps {
-            let Step::Probe { to, ttl } = step else {
-                continue;
-            };
-            let to = node_of(&to);
-            if self.state[router as usize] != State::Router {
-                return;
+        for &next in &world.neighbours[router as usize] {
+            if world.state[next as usize] == State::Router && !distance.contains_key(&next) {
+                distance.insert(next, d + 1);
+                frontier.push_back(next);
             }
-            let routed = ttl < self.table_levels();
-            self.send_flood(q, router, to, ttl, 1, routed, now);
-        }
-        let wakeup = self.queries[q as usize]
-            .dynamic
-            .as_ref()
-            .and_then(|search| search.next_wakeup());
-        if let Some(at) = wakeup {
-            let at = (at.as_micros() as Time).max(now + 1);
-            self.queue.at(at, Event::DynamicTick(q));
         }
     }
+    distance
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The simulated network: who is online, who routes, who is linked to whom,
 //! and how that changes with churn and the supernode election.
 //!
-//! Every router is a real [`Router`] from `canopy_common::proto::routing`;
+//! Every router is a real
+//! [`Router`](canopy_common::proto::routing::Router) from
+//! `canopy_common::proto::routing`;
 //! every role decision in Canopy mode is the real
 //! [`decide`] at arrival and the
 //! real [`Election`] state machine afterwards. The simulator only supplies
@@ -9,158 +11,65 @@
 //! slots of a few supernodes, the time) and carries out the actions.
 //!
 //! Searching (queries, floods, hits) lives in [`crate::search`]; this file
-//! is the population and the overlay.
+//! is the population and the overlay. What both see and change, the
+//! network itself, the event queue and the counters, is the [`World`] they
+//! share; [`Sim`] owns it and hands it to [`Search`] with each query's event.
 
-use canopy_common::proto::budget::Budgets;
 use canopy_common::proto::election::{decide, disqualified, Change, Election, ElectionConfig};
 use canopy_common::proto::election::{NetworkHints, Observation, Role};
-use canopy_common::proto::id::PeerId;
 use canopy_common::proto::nearest::keep_nearest;
-use canopy_common::proto::routing::{Router, RouterConfig};
+use canopy_common::proto::routing::RouterConfig;
 
-use crate::clock::{as_duration, millis, seconds, EventQueue, Time, NEVER};
+use crate::clock::{as_duration, seconds, Time, NEVER};
 use crate::live::LiveSet;
-use crate::metrics::Tally;
+use crate::metrics::{Point, Run, TableTraffic, Tally};
 use crate::population::Population;
 use crate::rng::{splitmix, Rng};
 use crate::scenario::{Scenario, Selection};
-use crate::search::QueryState;
+use crate::search::Search;
+use crate::traversal::{Downloads, Transfer};
+use crate::world::{Event, State, World, MAX_SESSIONS, NONE};
 
-/// "No supernode" in a leaf's session list.
-pub const NONE: u32 = u32::MAX;
-/// Leaf sessions a node can hold (Canopy keeps two).
-pub const MAX_SESSIONS: usize = 2;
 /// Supernodes a node asks about free slots before deciding or promoting.
 const HINT_SAMPLE: usize = 8;
 /// Random supernodes a leaf tries before it gives up for a while.
 const ATTACH_TRIES: usize = 24;
 
-/// The node's current part in the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Offline,
-    Leaf,
-    /// Routes queries: a supernode, or any node in a flat network.
-    Router,
-}
-
-/// Something that happens at a point in simulated time. Kept to 20 bytes:
-/// there may be millions pending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Arrive(u32),
-    Depart(u32),
-    /// Query number `.0` is issued by its origin.
-    Query(u32),
-    /// A leaf's query reaches its supernode.
-    LeafQuery {
-        query: u32,
-        leaf: u32,
-        supernode: u32,
-    },
-    /// A flooded query reaches router `to` from router `from`.
-    Flood {
-        query: u32,
-        from: u32,
-        to: u32,
-        ttl: u8,
-        hops: u8,
-    },
-    /// Hits found by `responder` travel from `from` to `to` on the way back.
-    Hits {
-        query: u32,
-        responder: u32,
-        from: u32,
-        to: u32,
-    },
-    /// Hits found by `responder` reach the node that searched.
-    HitsHome {
-        query: u32,
-        responder: u32,
-    },
-    /// The query's figures are final.
-    Finish(u32),
-    /// Query `.0`'s dynamic search may take its next step.
-    DynamicTick(u32),
-    /// A leaf looks for supernodes to fill its sessions.
-    Reattach(u32),
-    /// A router looks for more overlay neighbours.
-    TopUp(u32),
-    /// Every node with an election state observes the network.
-    Observe,
-    /// A point of the timeline.
-    Sample,
-}
-
 /// The whole simulated network.
 pub struct Sim {
-    pub scenario: Scenario,
-    pub population: Population,
-    pub(crate) queue: EventQueue<Event>,
-    pub(crate) state: Vec<State>,
-    pub(crate) routers: Vec<Option<Box<Router>>>,
-    /// Each router's per-searcher search budgets, as a supernode keeps
-    /// them (made on a router's first search).
-    pub(crate) search_budgets: std::collections::HashMap<u32, Budgets<u32>>,
-    pub(crate) elections: Vec<Option<Box<Election>>>,
-    pub(crate) neighbours: Vec<Vec<u32>>,
-    /// A supernode's leaves.
-    pub(crate) leaves: Vec<Vec<u32>>,
-    /// A leaf's supernodes ([`NONE`] for an empty place).
-    pub(crate) sessions: Vec<[u32; MAX_SESSIONS]>,
+    /// What searching shares with the rest: the network, the queue, the counters.
+    pub(crate) world: World,
+    pub(crate) search: Search,
+    /// The nodes that route.
+    routing: LiveSet,
+    elections: Vec<Option<Box<Election>>>,
     /// Leaf slots of a supernode.
-    pub(crate) slots: Vec<u32>,
-    /// When the node's processing queue empties.
-    pub(crate) busy_until: Vec<Time>,
-    pub(crate) live: LiveSet,
-    pub(crate) routing: LiveSet,
+    slots: Vec<u32>,
     /// When each leaf lost its last supernode ([`NEVER`]: it has one).
-    pub(crate) orphan_since: Vec<Time>,
-    pub(crate) queries: Vec<QueryState>,
-    pub(crate) tally: Tally,
-    /// Query messages each node processed during the query phase.
-    pub(crate) processed: Vec<u32>,
-    /// Search bytes each node sent and received during the query phase.
-    pub(crate) traffic: Vec<u64>,
-    /// Time each node spent routing during the query phase.
-    pub(crate) routing_time: Vec<Time>,
-    pub(crate) routing_since: Vec<Time>,
-    pub(crate) churn_rng: Rng,
-    pub(crate) topology_rng: Rng,
-    pub(crate) router_config: RouterConfig,
-    pub(crate) election_config: ElectionConfig,
-    pub(crate) seed: u64,
-    pub(crate) latency_seed: u64,
-    pub(crate) query_phase: (Time, Time),
-    pub(crate) end: Time,
-    /// Scratch list of neighbour ids handed to the router.
-    pub(crate) scratch: Vec<PeerId>,
-    /// Routing decisions for `scratch`, when keyword routing is on.
-    pub(crate) decisions: Vec<canopy_common::proto::routing::Forward>,
-    /// Keyword tables, modelled (`None`: plain flooding).
-    pub(crate) tables: Option<crate::qrp::TableModel>,
-    /// With home routers modelled: every (downloader, source) pair of the
-    /// query phase and the way it got through.
-    pub(crate) transfers: Vec<crate::traversal::Transfer>,
-}
-
-/// The simulated node's id: its index in the first four bytes. The router
-/// only compares ids, so any injective mapping will do.
-pub fn peer(node: u32) -> PeerId {
-    let mut bytes = [0u8; 32];
-    bytes[..4].copy_from_slice(&node.to_le_bytes());
-    bytes[4] = 0xca;
-    PeerId(bytes)
-}
-
-pub fn node_of(peer: &PeerId) -> u32 {
-    u32::from_le_bytes([peer.0[0], peer.0[1], peer.0[2], peer.0[3]])
+    orphan_since: Vec<Time>,
+    /// Since when each node has routed in the query phase ([`NEVER`]: it
+    /// does not route).
+    routing_since: Vec<Time>,
+    topology_rng: Rng,
+    election_config: ElectionConfig,
+    end: Time,
 }
 
 impl Sim {
     /// What was counted during the run.
     pub fn tally(&self) -> &Tally {
-        &self.tally
+        &self.world.tally
+    }
+
+    /// Every (downloader, source) pair of the query phase (empty without
+    /// a `[nat]` section).
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.search.transfers
+    }
+
+    /// Routers a traced query reached, with their hop counts.
+    pub fn trace(&self, q: u32) -> Option<&[(u32, u8)]> {
+        self.search.trace(q)
     }
 
     pub fn new(scenario: Scenario, seed: u64) -> Self {
@@ -188,58 +97,33 @@ impl Sim {
         let warmup = seconds(scenario.queries.warmup_s);
         let end = seconds(crate::population::run_length(&scenario));
         let query_end = end - seconds(scenario.queries.window_s);
-        let mut sim = Sim {
-            population,
-            queue: EventQueue::default(),
-            state: vec![State::Offline; n],
-            routers: (0..n).map(|_| None).collect(),
-            search_budgets: std::collections::HashMap::new(),
-            elections: (0..n).map(|_| None).collect(),
-            neighbours: vec![Vec::new(); n],
-            leaves: vec![Vec::new(); n],
-            sessions: vec![[NONE; MAX_SESSIONS]; n],
-            slots: vec![0; n],
-            busy_until: vec![0; n],
-            live: LiveSet::with_capacity(n),
+        let tally = Tally::new(n, (warmup, query_end));
+        let world = World::new(scenario, population, seed, tally);
+        Sim {
+            search: Search::new(&world, router_config),
+            world,
             routing: LiveSet::with_capacity(n),
+            elections: (0..n).map(|_| None).collect(),
+            slots: vec![0; n],
             orphan_since: vec![NEVER; n],
-            queries: Vec::new(),
-            tally: Tally::default(),
-            processed: vec![0; n],
-            traffic: vec![0; n],
-            routing_time: vec![0; n],
             routing_since: vec![NEVER; n],
-            churn_rng: Rng::stream(seed, 3),
             topology_rng: Rng::stream(seed, 4),
-            router_config,
             election_config,
-            seed,
-            latency_seed: splitmix(seed ^ 0x1a7e),
-            query_phase: (warmup, query_end),
             end,
-            scratch: Vec::new(),
-            decisions: Vec::new(),
-            tables: None,
-            transfers: Vec::new(),
-            scenario,
-        };
-        if sim.scenario.router.keyword_tables {
-            sim.tables = Some(crate::qrp::TableModel::new(&sim));
         }
-        sim
     }
 
     /// Runs the scenario to its end.
     pub fn run(&mut self) {
-        if !self.population.nodes.is_empty() {
-            let first = self.population.nodes[0].arrive;
-            self.queue.at(first, Event::Arrive(0));
+        if !self.world.population.nodes.is_empty() {
+            let first = self.world.population.nodes[0].arrive;
+            self.world.queue.at(first, Event::Arrive(0));
         }
-        self.plan_queries();
-        self.queue.at(0, Event::Sample);
-        if self.scenario.supernodes.selection == Selection::Election && !self.scenario.is_flat() {
-            self.queue
-                .at(seconds(self.scenario.supernodes.observe_every_s), Event::Observe);
+        self.search.plan(&mut self.world);
+        self.world.queue.at(0, Event::Sample);
+        if self.world.scenario.supernodes.selection == Selection::Election && !self.is_flat() {
+            let every = seconds(self.world.scenario.supernodes.observe_every_s);
+            self.world.queue.at(every, Event::Observe);
         }
         self.run_until(self.end);
         self.close_books();
@@ -247,7 +131,7 @@ impl Sim {
 
     /// Handles events until the queue is empty or `until` is reached.
     pub fn run_until(&mut self, until: Time) {
-        while let Some((now, event)) = self.queue.pop() {
+        while let Some((now, event)) = self.world.queue.pop() {
             if now > until {
                 break;
             }
@@ -255,89 +139,80 @@ impl Sim {
         }
     }
 
+    /// Churn, the overlay and the election are handled here; a query's
+    /// events go to [`Search`].
     fn handle(&mut self, now: Time, event: Event) {
+        let (search, world) = (&mut self.search, &mut self.world);
         match event {
             Event::Arrive(node) => {
                 let next = node + 1;
-                if let Some(spec) = self.population.nodes.get(next as usize) {
-                    self.queue.at(spec.arrive, Event::Arrive(next));
+                if let Some(spec) = self.world.population.nodes.get(next as usize) {
+                    self.world.queue.at(spec.arrive, Event::Arrive(next));
                 }
                 self.arrive(node, now);
             }
             Event::Depart(node) => self.depart(node, now),
             Event::Reattach(node) => {
-                if self.state[node as usize] == State::Leaf {
+                if self.world.state[node as usize] == State::Leaf {
                     self.attach(node, now);
                 }
             }
             Event::TopUp(node) => {
-                if self.state[node as usize] == State::Router {
+                if self.world.state[node as usize] == State::Router {
                     self.link_up(node, now);
                 }
             }
             Event::Observe => {
                 self.observe_all(now);
-                let every = seconds(self.scenario.supernodes.observe_every_s);
-                self.queue.at(now + every, Event::Observe);
+                let every = seconds(self.world.scenario.supernodes.observe_every_s);
+                self.world.queue.at(now + every, Event::Observe);
             }
             Event::Sample => {
                 self.sample(now);
-                self.queue.at(now + seconds(60.0), Event::Sample);
+                self.world.queue.at(now + seconds(60.0), Event::Sample);
             }
-            Event::Query(q) => self.start_query(q, now),
+            Event::Query(q) => search.start_query(world, q, now),
             Event::LeafQuery {
                 query,
                 leaf,
                 supernode,
-            } => self.leaf_query(query, leaf, supernode, now),
+            } => search.leaf_query(world, query, leaf, supernode, now),
             Event::Flood {
                 query,
                 from,
                 to,
                 ttl,
                 hops,
-            } => self.flood(query, from, to, ttl, hops, now),
+            } => search.flood(world, query, from, to, ttl, hops, now),
             Event::Hits {
                 query,
                 responder,
                 from,
                 to,
-            } => self.hits(query, responder, from, to, now),
-            Event::HitsHome { query, responder } => self.hits_home(query, responder, now),
-            Event::Finish(q) => self.finish_query(q),
-            Event::DynamicTick(q) => self.dynamic_tick(q, now),
+            } => search.hits(world, query, responder, from, to, now),
+            Event::HitsHome { query, responder } => search.hits_home(world, query, responder, now),
+            Event::Finish(q) => search.finish_query(world, q),
+            Event::DynamicTick(q) => search.dynamic_tick(world, q, now),
         }
-    }
-
-    /// One-way latency between two nodes: drawn once per pair (by hashing
-    /// the pair with the run's seed), uniform in the scenario's range.
-    pub fn latency(&self, a: u32, b: u32) -> Time {
-        if a == b {
-            return 0;
-        }
-        let (low, high) = (a.min(b) as u64, a.max(b) as u64);
-        let min = millis(self.scenario.latency.min_ms);
-        let span = millis(self.scenario.latency.max_ms).saturating_sub(min);
-        min + splitmix(self.latency_seed ^ (low << 32 | high)) % (span + 1)
     }
 
     fn is_flat(&self) -> bool {
-        self.scenario.is_flat()
+        self.world.scenario.is_flat()
     }
 
     fn arrive(&mut self, node: u32, now: Time) {
-        let spec = self.population.nodes[node as usize];
-        self.live.insert(node);
+        let spec = self.world.population.nodes[node as usize];
+        self.world.live.insert(node);
         if spec.depart != NEVER {
-            self.queue.at(spec.depart, Event::Depart(node));
+            self.world.queue.at(spec.depart, Event::Depart(node));
         }
         if self.is_flat() {
             self.become_router(node, now);
             return;
         }
         let role = self.choose_role(node, now);
-        if self.scenario.supernodes.selection == Selection::Election {
-            let profile = self.population.profile(node, now);
+        if self.world.scenario.supernodes.selection == Selection::Election {
+            let profile = self.world.population.profile(node, now);
             // A node that can never qualify has nothing to observe.
             if disqualified(&profile, &self.election_config.thresholds).is_none() {
                 let election = Election::new(self.election_config.clone(), role, as_duration(now));
@@ -347,7 +222,7 @@ impl Sim {
         match role {
             Role::Supernode => self.become_router(node, now),
             Role::Leaf => {
-                self.state[node as usize] = State::Leaf;
+                self.world.state[node as usize] = State::Leaf;
                 self.attach(node, now);
             }
         }
@@ -355,9 +230,9 @@ impl Sim {
 
     fn choose_role(&mut self, node: u32, now: Time) -> Role {
         let hints = self.hints(node);
-        match self.scenario.supernodes.selection {
+        match self.world.scenario.supernodes.selection {
             Selection::Election => {
-                let profile = self.population.profile(node, now);
+                let profile = self.world.population.profile(node, now);
                 let decision = decide(&profile, &hints, &self.election_config.thresholds, false);
                 decision.role
             }
@@ -375,8 +250,8 @@ impl Sim {
 
     /// FastTrack's rule of thumb: enough capacity and reachable.
     fn capable(&self, node: u32) -> bool {
-        let spec = &self.population.nodes[node as usize];
-        !spec.firewalled && spec.level >= self.scenario.supernodes.min_level
+        let spec = &self.world.population.nodes[node as usize];
+        !spec.firewalled && spec.level >= self.world.scenario.supernodes.min_level
     }
 
     /// What a node hears about supernode slots: its own supernodes plus a
@@ -384,7 +259,7 @@ impl Sim {
     fn hints(&mut self, node: u32) -> NetworkHints {
         let mut asked: [u32; HINT_SAMPLE] = [NONE; HINT_SAMPLE];
         let mut count = 0;
-        for &sn in &self.sessions[node as usize] {
+        for &sn in &self.world.sessions[node as usize] {
             if sn != NONE {
                 asked[count] = sn;
                 count += 1;
@@ -406,7 +281,7 @@ impl Sim {
             let slots = self.slots[sn as usize] as u64;
             hints.supernodes += 1;
             hints.total_slots += slots;
-            hints.free_slots += slots.saturating_sub(self.leaves[sn as usize].len() as u64);
+            hints.free_slots += slots.saturating_sub(self.world.leaves[sn as usize].len() as u64);
         }
         hints
     }
@@ -415,31 +290,31 @@ impl Sim {
     /// `SupernodeConfig::for_this_machine` does (100 per GiB, 50 to 5,000);
     /// FastTrack mode draws them from the scenario's range.
     fn slots_for(&self, node: u32, now: Time) -> u32 {
-        match self.scenario.supernodes.selection {
+        match self.world.scenario.supernodes.selection {
             Selection::Election => {
-                let gib = self.population.profile(node, now).memory_total as f64 / (1u64 << 30) as f64;
+                let gib = self.world.population.profile(node, now).memory_total as f64 / (1u64 << 30) as f64;
                 ((gib * 100.0) as u32).clamp(50, 5000)
             }
             Selection::Capacity => {
-                let s = &self.scenario.supernodes;
+                let s = &self.world.scenario.supernodes;
                 let span = (s.leaves_max - s.leaves_min + 1) as u64;
-                s.leaves_min + (splitmix(self.latency_seed ^ !(node as u64)) % span) as u32
+                s.leaves_min + (splitmix(self.world.latency_seed() ^ !(node as u64)) % span) as u32
             }
         }
     }
 
     pub(crate) fn become_router(&mut self, node: u32, now: Time) {
         let i = node as usize;
-        if self.state[i] == State::Leaf {
+        if self.world.state[i] == State::Leaf {
             self.drop_sessions(node, now);
         }
-        self.state[i] = State::Router;
-        self.routers[i] = Some(Box::new(Router::new(self.router_config.clone())));
+        self.world.state[i] = State::Router;
+        self.search.router_up(node);
         if !self.is_flat() {
             self.slots[i] = self.slots_for(node, now);
         }
         self.routing.insert(node);
-        self.routing_since[i] = now.max(self.query_phase.0);
+        self.routing_since[i] = now.max(self.world.tally.phase.0);
         self.link_up(node, now);
     }
 
@@ -454,69 +329,69 @@ impl Sim {
     /// the overlay becomes a long band instead of a random graph; with it,
     /// a degree-d network grows as a uniform random d-regular graph does.
     fn link_up(&mut self, node: u32, now: Time) {
-        let min = self.scenario.topology.degree_min as usize;
-        let max = self.scenario.topology.degree_max as usize;
-        let missing = min.saturating_sub(self.neighbours[node as usize].len());
+        let min = self.world.scenario.topology.degree_min as usize;
+        let max = self.world.scenario.topology.degree_max as usize;
+        let missing = min.saturating_sub(self.world.neighbours[node as usize].len());
         let mut tries = 20 * missing;
-        while self.neighbours[node as usize].len() < min && tries > 0 {
+        while self.world.neighbours[node as usize].len() < min && tries > 0 {
             tries -= 1;
             let Some(mut other) = self.routing.pick(&mut self.topology_rng) else {
                 break;
             };
-            if other == node || self.neighbours[node as usize].contains(&other) {
+            if other == node || self.world.neighbours[node as usize].contains(&other) {
                 continue;
             }
             // Size up more candidates with room; keep the nearest.
-            let mut sized_up = vec![(other, self.latency(node, other))];
-            for _ in 1..self.scenario.topology.closest_of {
+            let mut sized_up = vec![(other, self.world.latency(node, other))];
+            for _ in 1..self.world.scenario.topology.closest_of {
                 let Some(candidate) = self.routing.pick(&mut self.topology_rng) else {
                     break;
                 };
                 let usable = candidate != node
-                    && !self.neighbours[node as usize].contains(&candidate)
-                    && self.neighbours[candidate as usize].len() < max;
+                    && !self.world.neighbours[node as usize].contains(&candidate)
+                    && self.world.neighbours[candidate as usize].len() < max;
                 if usable {
-                    sized_up.push((candidate, self.latency(node, candidate)));
+                    sized_up.push((candidate, self.world.latency(node, candidate)));
                 }
             }
             other = keep_nearest(sized_up, 1).0[0].0;
-            if self.neighbours[other as usize].len() < max {
+            if self.world.neighbours[other as usize].len() < max {
                 self.link(node, other, now);
                 continue;
             }
-            if min - self.neighbours[node as usize].len() < 2 {
+            if min - self.world.neighbours[node as usize].len() < 2 {
                 continue;
             }
-            let list = &self.neighbours[other as usize];
+            let list = &self.world.neighbours[other as usize];
             let handed = list[self.topology_rng.below(list.len() as u64) as usize];
-            if handed == node || self.neighbours[node as usize].contains(&handed) {
+            if handed == node || self.world.neighbours[node as usize].contains(&handed) {
                 continue;
             }
             self.unlink(other, handed);
             self.link(node, other, now);
             self.link(node, handed, now);
         }
-        if self.neighbours[node as usize].len() < min && self.routing.len() > min {
-            let retry = seconds(self.scenario.topology.maintain_s.max(5.0));
-            self.queue.at(now + retry, Event::TopUp(node));
+        if self.world.neighbours[node as usize].len() < min && self.routing.len() > min {
+            let retry = seconds(self.world.scenario.topology.maintain_s.max(5.0));
+            self.world.queue.at(now + retry, Event::TopUp(node));
         }
     }
 
     fn link(&mut self, a: u32, b: u32, now: Time) {
-        self.neighbours[a as usize].push(b);
-        self.neighbours[b as usize].push(a);
-        if self.keyword_tables() {
-            self.count_new_link(a, b, now);
+        self.world.neighbours[a as usize].push(b);
+        self.world.neighbours[b as usize].push(a);
+        if let Some(tables) = &mut self.search.tables {
+            tables.count_new_link(&self.world, a, b, now);
         }
     }
 
     fn unlink(&mut self, a: u32, b: u32) {
-        self.neighbours[a as usize].retain(|&n| n != b);
-        self.neighbours[b as usize].retain(|&n| n != a);
+        self.world.neighbours[a as usize].retain(|&n| n != b);
+        self.world.neighbours[b as usize].retain(|&n| n != a);
     }
 
     fn depart(&mut self, node: u32, now: Time) {
-        match self.state[node as usize] {
+        match self.world.state[node as usize] {
             State::Offline => return,
             State::Router => self.stop_routing(node, now, false),
             State::Leaf => {
@@ -524,9 +399,9 @@ impl Sim {
                 self.end_orphan(node, now, false);
             }
         }
-        self.state[node as usize] = State::Offline;
+        self.world.state[node as usize] = State::Offline;
         self.elections[node as usize] = None;
-        self.live.remove(node);
+        self.world.live.remove(node);
     }
 
     /// The router goes: its neighbours look for others, its leaves notice
@@ -537,18 +412,18 @@ impl Sim {
         // Out of the routing set first, so a handed-over leaf cannot pick it again.
         self.routing.remove(node);
         self.slots[i] = 0;
-        let maintain = seconds(self.scenario.topology.maintain_s);
-        for other in std::mem::take(&mut self.neighbours[i]) {
-            let list = &mut self.neighbours[other as usize];
+        let maintain = seconds(self.world.scenario.topology.maintain_s);
+        for other in std::mem::take(&mut self.world.neighbours[i]) {
+            let list = &mut self.world.neighbours[other as usize];
             list.retain(|&n| n != node);
-            if list.len() < self.scenario.topology.degree_min as usize {
-                self.queue.at(now + maintain, Event::TopUp(other));
+            if list.len() < self.world.scenario.topology.degree_min as usize {
+                self.world.queue.at(now + maintain, Event::TopUp(other));
             }
         }
-        let detect = seconds(self.scenario.supernodes.detect_s);
-        let graceful = self.scenario.supernodes.graceful_share;
-        for leaf in std::mem::take(&mut self.leaves[i]) {
-            let sessions = &mut self.sessions[leaf as usize];
+        let detect = seconds(self.world.scenario.supernodes.detect_s);
+        let graceful = self.world.scenario.supernodes.graceful_share;
+        for leaf in std::mem::take(&mut self.world.leaves[i]) {
+            let sessions = &mut self.world.sessions[leaf as usize];
             for place in sessions.iter_mut() {
                 if *place == node {
                     *place = NONE;
@@ -560,32 +435,33 @@ impl Sim {
             if handover {
                 self.attach(leaf, now);
             } else {
-                let delay = if self.churn_rng.chance(graceful) {
+                let delay = if self.world.churn_rng.chance(graceful) {
                     0
                 } else {
                     detect
                 };
-                self.queue.at(now + delay, Event::Reattach(leaf));
+                self.world.queue.at(now + delay, Event::Reattach(leaf));
             }
         }
         if self.routing_since[i] != NEVER {
-            let until = now.min(self.query_phase.1.max(self.query_phase.0));
-            self.routing_time[i] += until.saturating_sub(self.routing_since[i]);
+            let until = now.min(self.world.tally.phase.1.max(self.world.tally.phase.0));
+            self.world.tally.routing_time[i] += until.saturating_sub(self.routing_since[i]);
             self.routing_since[i] = NEVER;
         }
-        self.routers[i] = None;
-        self.search_budgets.remove(&node);
+        self.search.router_down(node);
     }
 
     fn drop_sessions(&mut self, node: u32, now: Time) {
-        for router in self.sessions[node as usize] {
-            if router != NONE && self.keyword_tables() {
-                self.count_table_change(node, router, now);
+        for router in self.world.sessions[node as usize] {
+            if let Some(tables) = &mut self.search.tables {
+                if router != NONE {
+                    tables.count_table_change(&self.world, node, router, now);
+                }
             }
         }
-        for place in self.sessions[node as usize].iter_mut() {
+        for place in self.world.sessions[node as usize].iter_mut() {
             if *place != NONE {
-                let list = &mut self.leaves[*place as usize];
+                let list = &mut self.world.leaves[*place as usize];
                 if let Some(at) = list.iter().position(|&l| l == node) {
                     list.swap_remove(at);
                 }
@@ -597,12 +473,12 @@ impl Sim {
     /// Fills the leaf's sessions with random supernodes that have room. A
     /// leaf left with none keeps trying (FastTrack mode: a capable one
     /// becomes a supernode itself).
-    pub(crate) fn attach(&mut self, node: u32, now: Time) {
-        let wanted = (self.scenario.supernodes.sessions as usize).clamp(1, MAX_SESSIONS);
+    fn attach(&mut self, node: u32, now: Time) {
+        let wanted = (self.world.scenario.supernodes.sessions as usize).clamp(1, MAX_SESSIONS);
         let mut tries = ATTACH_TRIES;
         let mut handshake = 0;
         while tries > 0 {
-            let have = self.sessions[node as usize]
+            let have = self.world.sessions[node as usize]
                 .iter()
                 .filter(|&&s| s != NONE)
                 .count();
@@ -612,13 +488,13 @@ impl Sim {
             tries -= 1;
             // Size up to `closest_of` supernodes with room; join the nearest.
             let mut sized_up: Vec<(u32, Time)> = Vec::new();
-            while sized_up.len() < self.scenario.supernodes.closest_of.max(1) as usize {
+            while sized_up.len() < self.world.scenario.supernodes.closest_of.max(1) as usize {
                 let Some(sn) = self.routing.pick(&mut self.topology_rng) else {
                     break;
                 };
-                let room = (self.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
-                if sn == node || !room || self.sessions[node as usize].contains(&sn) {
-                    if self.scenario.supernodes.closest_of <= 1 {
+                let room = (self.world.leaves[sn as usize].len() as u32) < self.slots[sn as usize];
+                if sn == node || !room || self.world.sessions[node as usize].contains(&sn) {
+                    if self.world.scenario.supernodes.closest_of <= 1 {
                         break;
                     }
                     tries = tries.saturating_sub(1);
@@ -627,23 +503,23 @@ impl Sim {
                     }
                     continue;
                 }
-                sized_up.push((sn, self.latency(node, sn)));
+                sized_up.push((sn, self.world.latency(node, sn)));
             }
             let Some(&(sn, _)) = keep_nearest(sized_up, 1).0.first() else {
                 continue;
             };
-            let place = self.sessions[node as usize].iter().position(|&s| s == NONE);
+            let place = self.world.sessions[node as usize].iter().position(|&s| s == NONE);
             if let Some(place) = place {
-                self.sessions[node as usize][place] = sn;
-                self.leaves[sn as usize].push(node);
-                if self.keyword_tables() {
-                    self.count_table_change(node, sn, now);
+                self.world.sessions[node as usize][place] = sn;
+                self.world.leaves[sn as usize].push(node);
+                if let Some(tables) = &mut self.search.tables {
+                    tables.count_table_change(&self.world, node, sn, now);
                 }
                 // A QUIC handshake and the publish: about three one-way trips.
-                handshake = handshake.max(3 * self.latency(node, sn));
+                handshake = handshake.max(3 * self.world.latency(node, sn));
             }
         }
-        let have = self.sessions[node as usize]
+        let have = self.world.sessions[node as usize]
             .iter()
             .filter(|&&s| s != NONE)
             .count();
@@ -651,18 +527,18 @@ impl Sim {
             if self.orphan_since[node as usize] == NEVER {
                 self.orphan_since[node as usize] = now;
             }
-            if self.scenario.supernodes.selection == Selection::Capacity && self.capable(node) {
+            if self.world.scenario.supernodes.selection == Selection::Capacity && self.capable(node) {
                 self.end_orphan(node, now, true);
                 self.become_router(node, now);
-                self.tally.promotions += 1;
+                self.world.tally.promotions += 1;
                 return;
             }
-            let retry = seconds(self.scenario.supernodes.detect_s.max(1.0));
-            self.queue.at(now + retry, Event::Reattach(node));
+            let retry = seconds(self.world.scenario.supernodes.detect_s.max(1.0));
+            self.world.queue.at(now + retry, Event::Reattach(node));
         } else {
             self.end_orphan(node, now + handshake, true);
             if have < wanted {
-                self.queue.at(now + seconds(30.0), Event::Reattach(node));
+                self.world.queue.at(now + seconds(30.0), Event::Reattach(node));
             }
         }
     }
@@ -673,10 +549,10 @@ impl Sim {
         let since = std::mem::replace(&mut self.orphan_since[node as usize], NEVER);
         if since != NEVER {
             let spell = now.saturating_sub(since);
-            if now >= self.query_phase.0 && since < self.query_phase.1 {
-                self.tally.orphan_spells.push(spell);
+            if now >= self.world.tally.phase.0 && since < self.world.tally.phase.1 {
+                self.world.tally.orphan_spells.push(spell);
                 if !resolved {
-                    self.tally.orphan_unresolved += 1;
+                    self.world.tally.orphan_unresolved += 1;
                 }
             }
         }
@@ -685,8 +561,8 @@ impl Sim {
     /// The run-time election: every node that could ever be a supernode
     /// feeds the real [`Election`] what it sees, and obeys its changes.
     fn observe_all(&mut self, now: Time) {
-        for at in 0..self.live.len() {
-            let Some(&node) = self.live.items().get(at) else {
+        for at in 0..self.world.live.len() {
+            let Some(&node) = self.world.live.items().get(at) else {
                 break;
             };
             let Some(mut election) = self.elections[node as usize].take() else {
@@ -695,23 +571,23 @@ impl Sim {
             let hints = self.hints(node);
             let seen = Observation {
                 hints,
-                leaves: self.leaves[node as usize].len() as u32,
-                neighbours: self.neighbours[node as usize].len() as u32,
+                leaves: self.world.leaves[node as usize].len() as u32,
+                neighbours: self.world.neighbours[node as usize].len() as u32,
             };
-            let profile = self.population.profile(node, now);
+            let profile = self.world.population.profile(node, now);
             let change = election.observe(&profile, &seen, as_duration(now));
             self.elections[node as usize] = Some(election);
             match change {
-                Some(Change::Promote { .. }) if self.state[node as usize] == State::Leaf => {
+                Some(Change::Promote { .. }) if self.world.state[node as usize] == State::Leaf => {
                     self.end_orphan(node, now, true);
                     self.become_router(node, now);
-                    self.tally.promotions += 1;
+                    self.world.tally.promotions += 1;
                 }
-                Some(Change::Demote { .. }) if self.state[node as usize] == State::Router => {
+                Some(Change::Demote { .. }) if self.world.state[node as usize] == State::Router => {
                     self.stop_routing(node, now, true);
-                    self.state[node as usize] = State::Leaf;
+                    self.world.state[node as usize] = State::Leaf;
                     self.attach(node, now);
-                    self.tally.demotions += 1;
+                    self.world.tally.demotions += 1;
                 }
                 _ => {}
             }
@@ -720,9 +596,10 @@ impl Sim {
 
     fn sample(&mut self, now: Time) {
         let routers = self.routing.len();
-        let online = self.live.len();
+        let online = self.world.live.len();
         let leaves = online - routers;
         let orphans = self
+            .world
             .live
             .items()
             .iter()
@@ -732,15 +609,15 @@ impl Sim {
             .routing
             .items()
             .iter()
-            .map(|&n| self.neighbours[n as usize].len())
+            .map(|&n| self.world.neighbours[n as usize].len())
             .sum();
         let sessions: usize = self
             .routing
             .items()
             .iter()
-            .map(|&n| self.leaves[n as usize].len())
+            .map(|&n| self.world.leaves[n as usize].len())
             .sum();
-        self.tally.timeline.push(crate::metrics::Point {
+        self.world.tally.timeline.push(Point {
             t: now,
             online: online as u32,
             routers: routers as u32,
@@ -753,15 +630,39 @@ impl Sim {
 
     /// Closes open routing spells at the end of the run.
     pub(crate) fn close_books(&mut self) {
-        let until = self.query_phase.1.max(self.query_phase.0);
+        let until = self.world.tally.phase.1.max(self.world.tally.phase.0);
         for i in 0..self.routing_since.len() {
             if self.routing_since[i] != NEVER {
-                self.routing_time[i] += until.saturating_sub(self.routing_since[i]);
+                self.world.tally.routing_time[i] += until.saturating_sub(self.routing_since[i]);
                 self.routing_since[i] = NEVER;
             }
         }
-        self.tally.events = self.queue.scheduled();
-        self.tally.peak_pending = self.queue.peak();
+        self.world.tally.events = self.world.queue.scheduled();
+        self.world.tally.peak_pending = self.world.queue.peak();
+    }
+}
+
+impl Run for Sim {
+    fn scenario(&self) -> &Scenario {
+        &self.world.scenario
+    }
+
+    fn population(&self) -> &Population {
+        &self.world.population
+    }
+
+    fn tally(&self) -> &Tally {
+        Sim::tally(self)
+    }
+
+    fn table_traffic(&self) -> Option<TableTraffic> {
+        self.search.tables.as_ref().map(|model| model.traffic)
+    }
+}
+
+impl Downloads for Sim {
+    fn transfers(&self) -> &[Transfer] {
+        Sim::transfers(self)
     }
 }
 
@@ -810,7 +711,7 @@ mod tests {
             catalogue: Catalogue::empty(),
         };
         let mut sim = Sim::with_population(scenario, population, 1);
-        sim.queue.at(0, Event::Arrive(0));
+        sim.world.queue.at(0, Event::Arrive(0));
         sim
     }
 
@@ -821,9 +722,9 @@ mod tests {
         // Node 0 finds no supernode and becomes one; 1–5 fill its slots; 6
         // finds it full and becomes the second; 7–9 join 6.
         assert_eq!(sim.routing.len(), 2);
-        assert_eq!(sim.leaves[0], vec![1, 2, 3, 4, 5]);
-        assert_eq!(sim.leaves[6], vec![7, 8, 9]);
-        assert!(sim.tally.orphan_spells.is_empty());
+        assert_eq!(sim.world.leaves[0], vec![1, 2, 3, 4, 5]);
+        assert_eq!(sim.world.leaves[6], vec![7, 8, 9]);
+        assert!(sim.world.tally.orphan_spells.is_empty());
     }
 
     #[test]
@@ -835,22 +736,25 @@ mod tests {
         // The five leaves notice after 10 s and look in turn. Two fit in
         // supernode 6's free slots; the third finds no room and, being
         // capable, becomes a supernode; the last two join it.
-        assert_eq!(sim.tally.promotions, 1);
+        assert_eq!(sim.world.tally.promotions, 1);
         assert_eq!(sim.routing.len(), 2, "supernode 6 and the promoted leaf");
-        assert_eq!(sim.leaves[6].len(), 5);
-        let promoted = (1..=5).find(|&n| sim.state[n as usize] == State::Router).unwrap();
-        assert_eq!(sim.leaves[promoted as usize].len(), 2);
-        let spells = &sim.tally.orphan_spells;
+        assert_eq!(sim.world.leaves[6].len(), 5);
+        let promoted = (1..=5)
+            .find(|&n| sim.world.state[n as usize] == State::Router)
+            .unwrap();
+        assert_eq!(sim.world.leaves[promoted as usize].len(), 2);
+        let spells = &sim.world.tally.orphan_spells;
         assert_eq!(spells.len(), 5);
         for &spell in spells {
             // 10 s to notice, plus at most three 500 ms trips to join.
             assert!((seconds(10.0)..=seconds(11.5)).contains(&spell), "{spell}");
         }
         assert!(sim
+            .world
             .live
             .items()
             .iter()
-            .all(|&n| n == 0 || sim.state[n as usize] != State::Offline));
-        assert_eq!(sim.state[0], State::Offline);
+            .all(|&n| n == 0 || sim.world.state[n as usize] != State::Offline));
+        assert_eq!(sim.world.state[0], State::Offline);
     }
 }

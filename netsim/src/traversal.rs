@@ -27,10 +27,17 @@ use canopy_common::proto::birthday::{self, Plan};
 use canopy_common::proto::nat::{path, Path, RouterKind};
 
 use crate::clock::as_seconds;
-use crate::metrics::quantile;
+use crate::metrics::{quantile, Run};
 use crate::rng::splitmix;
 use crate::scenario::Nat;
-use crate::sim::{Sim, NONE};
+use crate::world::{World, MAX_SESSIONS, NONE};
+
+/// A finished run with its downloads, as the figures below read it
+/// ([`crate::Sim`] is one).
+pub trait Downloads: Run {
+    /// Every (downloader, source) pair of the query phase.
+    fn transfers(&self) -> &[Transfer];
+}
 
 /// The kind of punch a pair of routers calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,80 +96,76 @@ pub struct Transfer {
     pub share: f64,
 }
 
-impl Sim {
-    /// Every (downloader, source) pair of the download that query `q`
-    /// leads to, while its hits and holders are still at hand.
-    pub(crate) fn record_transfers(&mut self, q: u32) {
-        let Some(nat) = self.scenario.nat.clone() else {
-            return;
-        };
-        let state = &self.queries[q as usize];
-        let downloader = state.origin;
-        // When each responding router's first hit came, by router.
-        let mut arrival: Vec<(u32, u32)> = state
-            .responders
-            .iter()
-            .enumerate()
-            .map(|(rank, &router)| (router, rank as u32))
-            .collect();
-        arrival.sort_unstable();
-        arrival.dedup_by_key(|&mut (router, _)| router);
-        let came = |router: u32| {
-            arrival
-                .binary_search_by_key(&router, |&(r, _)| r)
-                .ok()
-                .map(|at| arrival[at].1)
-        };
-        // Found holders, each with the router whose hit came first.
-        let mut sources: Vec<(u32, u32, u32)> = state
-            .holders
-            .iter()
-            .filter(|&&(holder, _)| holder != downloader)
-            .filter_map(|&(holder, routers)| {
-                routers
-                    .iter()
-                    .filter(|&&router| router != NONE)
-                    .filter_map(|&router| came(router).map(|rank| (rank, holder, router)))
-                    .min()
-            })
-            .collect();
-        sources.sort_unstable();
-        sources.truncate(nat.sources_at_once as usize);
-        let share = 1.0 / sources.len().max(1) as f64;
-        let kind = |node: u32| {
-            self.population.nodes[node as usize]
-                .router
-                .expect("a scenario with [nat] gives every node a router")
-        };
-        let downloader_router = kind(downloader);
-        for (_, source, via) in sources {
-            let source_router = kind(source);
-            let mut way = path(downloader_router, source_router);
-            let tried = punch(downloader_router, source_router);
-            let punch_failed =
-                tried.is_some_and(|kind| !punch_gets_through(&nat, kind, self.seed, q, source));
-            if punch_failed {
-                way = Path::Relayed;
-            }
-            self.transfers.push(Transfer {
-                query: q,
-                downloader,
-                source,
-                via,
-                downloader_router,
-                source_router,
-                path: way,
-                punch: tried,
-                punch_failed,
-                share,
-            });
+/// Adds every (downloader, source) pair of the download that query `q`
+/// leads to, from what its search found: `responders`, the routers whose
+/// hits reached `downloader`, in the order they came; `holders`, each live
+/// holder of the file with its indexing routers.
+pub fn record(
+    world: &World,
+    q: u32,
+    downloader: u32,
+    responders: &[u32],
+    holders: &[(u32, [u32; MAX_SESSIONS])],
+    transfers: &mut Vec<Transfer>,
+) {
+    let Some(nat) = &world.scenario.nat else {
+        return;
+    };
+    // When each responding router's first hit came, by router.
+    let mut arrival: Vec<(u32, u32)> = responders
+        .iter()
+        .enumerate()
+        .map(|(rank, &router)| (router, rank as u32))
+        .collect();
+    arrival.sort_unstable();
+    arrival.dedup_by_key(|&mut (router, _)| router);
+    let came = |router: u32| {
+        arrival
+            .binary_search_by_key(&router, |&(r, _)| r)
+            .ok()
+            .map(|at| arrival[at].1)
+    };
+    // Found holders, each with the router whose hit came first.
+    let mut sources: Vec<(u32, u32, u32)> = holders
+        .iter()
+        .filter(|&&(holder, _)| holder != downloader)
+        .filter_map(|&(holder, routers)| {
+            routers
+                .iter()
+                .filter(|&&router| router != NONE)
+                .filter_map(|&router| came(router).map(|rank| (rank, holder, router)))
+                .min()
+        })
+        .collect();
+    sources.sort_unstable();
+    sources.truncate(nat.sources_at_once as usize);
+    let share = 1.0 / sources.len().max(1) as f64;
+    let kind = |node: u32| {
+        world.population.nodes[node as usize]
+            .router
+            .expect("a scenario with [nat] gives every node a router")
+    };
+    let downloader_router = kind(downloader);
+    for (_, source, via) in sources {
+        let source_router = kind(source);
+        let mut way = path(downloader_router, source_router);
+        let tried = punch(downloader_router, source_router);
+        let punch_failed = tried.is_some_and(|kind| !punch_gets_through(nat, kind, world.seed, q, source));
+        if punch_failed {
+            way = Path::Relayed;
         }
-    }
-
-    /// Every (downloader, source) pair of the query phase (empty without
-    /// a `[nat]` section).
-    pub fn transfers(&self) -> &[Transfer] {
-        &self.transfers
+        transfers.push(Transfer {
+            query: q,
+            downloader,
+            source,
+            via,
+            downloader_router,
+            source_router,
+            path: way,
+            punch: tried,
+            punch_failed,
+            share,
+        });
     }
 }
 
@@ -202,18 +205,19 @@ impl RelayLoad {
 
 /// The relay load of every node that routed for at least a minute of the
 /// query phase (as [`crate::metrics::router_loads`] counts routers).
-pub fn relay_loads(sim: &Sim) -> Vec<RelayLoad> {
-    let file_bytes = sim.scenario.nat.as_ref().map_or(0.0, |nat| nat.file_bytes);
-    let mut loads: Vec<RelayLoad> = (0..sim.routing_time.len() as u32)
-        .filter(|&n| sim.routing_time[n as usize] >= 60_000_000)
+pub fn relay_loads(run: &impl Downloads) -> Vec<RelayLoad> {
+    let file_bytes = run.scenario().nat.as_ref().map_or(0.0, |nat| nat.file_bytes);
+    let routing_time = &run.tally().routing_time;
+    let mut loads: Vec<RelayLoad> = (0..routing_time.len() as u32)
+        .filter(|&n| routing_time[n as usize] >= 60_000_000)
         .map(|node| RelayLoad {
             node,
-            seconds: as_seconds(sim.routing_time[node as usize]),
+            seconds: as_seconds(routing_time[node as usize]),
             pairs: 0,
             bytes: 0.0,
         })
         .collect();
-    for transfer in sim.transfers.iter().filter(|t| t.path == Path::Relayed) {
+    for transfer in run.transfers().iter().filter(|t| t.path == Path::Relayed) {
         if let Ok(at) = loads.binary_search_by_key(&transfer.via, |load| load.node) {
             loads[at].pairs += 1;
             loads[at].bytes += transfer.share * file_bytes;
@@ -314,22 +318,23 @@ fn index<T: PartialEq>(all: &[T], item: T) -> usize {
 
 impl TraversalSummary {
     /// The figures, or `None` when the scenario does not model routers.
-    pub fn of(sim: &Sim) -> Option<Self> {
-        sim.scenario.nat.as_ref()?;
-        let transfers = &sim.transfers;
+    pub fn of(run: &impl Downloads) -> Option<Self> {
+        run.scenario().nat.as_ref()?;
+        let transfers = run.transfers();
+        let population = run.population();
         let kind_shares = |nodes: &mut dyn Iterator<Item = u32>| {
             let mut counts = [0u32; 4];
             let mut total = 0;
             for node in nodes {
-                if let Some(kind) = sim.population.nodes[node as usize].router {
+                if let Some(kind) = population.nodes[node as usize].router {
                     counts[index(&RouterKind::ALL, kind)] += 1;
                     total += 1;
                 }
             }
             counts.map(|c| c as f64 / total.max(1) as f64)
         };
-        let loads = relay_loads(sim);
-        let population = kind_shares(&mut (0..sim.population.nodes.len() as u32));
+        let loads = relay_loads(run);
+        let population = kind_shares(&mut (0..population.nodes.len() as u32));
         let supernodes = kind_shares(&mut loads.iter().map(|load| load.node));
 
         let pairs = transfers.len() as u32;
@@ -539,7 +544,7 @@ impl TraversalSummary {
 
     /// Writes `traversal.csv` (every figure), `traversal_pairs.csv` (pairs
     /// by kinds and way) and `relays.csv` (each supernode's relay load).
-    pub fn write_csv(&self, sim: &Sim, dir: &FilePath) -> std::io::Result<()> {
+    pub fn write_csv(&self, run: &impl Downloads, dir: &FilePath) -> std::io::Result<()> {
         let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("traversal.csv"))?);
         writeln!(out, "figure,value")?;
         for (key, value) in self.rows() {
@@ -568,7 +573,7 @@ impl TraversalSummary {
         }
         let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("relays.csv"))?);
         writeln!(out, "node,seconds_routing,relayed_pairs,relayed_bytes")?;
-        for load in relay_loads(sim) {
+        for load in relay_loads(run) {
             writeln!(
                 out,
                 "{},{:.0},{},{:.0}",
@@ -586,7 +591,8 @@ mod tests {
     use crate::population::{Catalogue, NodeSpec, Population};
     use crate::scenario::{Scenario, Selection, SessionModel};
     use crate::search::QueryState;
-    use crate::sim::{Event, State};
+    use crate::sim::Sim;
+    use crate::world::{Event, State};
     use canopy_common::proto::routing::QueryId;
 
     /// Two supernodes of two leaf slots each, FastTrack selection so who
@@ -635,7 +641,7 @@ mod tests {
             catalogue: Catalogue::with_holders(&[&[1, 2]]),
         };
         let mut sim = Sim::with_population(scenario, population, 1);
-        sim.queue.at(0, Event::Arrive(0));
+        sim.world.queue.at(0, Event::Arrive(0));
         sim.run_until(seconds(10.0));
         sim
     }
@@ -643,13 +649,13 @@ mod tests {
     #[test]
     fn a_relayed_pair_loads_the_sources_supernode_not_the_downloaders() {
         let mut sim = two_clusters();
-        assert_eq!(sim.state[0], State::Router);
-        assert_eq!(sim.state[3], State::Router);
-        assert_eq!(sim.sessions[4][0], 3, "leaf 4 joined the second supernode");
+        assert_eq!(sim.world.state[0], State::Router);
+        assert_eq!(sim.world.state[3], State::Router);
+        assert_eq!(sim.world.sessions[4][0], 3, "leaf 4 joined the second supernode");
         // Leaf 4 looks for file 0 and downloads it from leaves 1 and 2.
-        sim.queries
-            .push(QueryState::new(0, QueryId([1; 16]), seconds(20.0)));
-        sim.issue(0, 4, seconds(20.0));
+        let query = QueryState::new(0, QueryId([1; 16]), seconds(20.0));
+        sim.search.queries.push(query);
+        sim.search.issue(&mut sim.world, 0, 4, seconds(20.0));
         sim.run_until(seconds(1000.0));
         sim.close_books();
         let transfers = sim.transfers();

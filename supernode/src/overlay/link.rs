@@ -1,9 +1,70 @@
 //! Links to neighbour supernodes: asking for one and accepting one, carrying
-//! it (one stream each way of [`OverlayMessage`]s), and checking what a
-//! neighbour sends against the caps: a neighbour breaking them loses its link.
+//! it (one stream each way of [`OverlayMessage`]s), telling the horizon it
+//! came and went, and checking what a neighbour sends against the caps: a
+//! neighbour breaking them loses its link.
 
 use super::*;
 use canopy_common::proto::nat;
+use std::collections::VecDeque;
+
+/// Why a link we asked for did not come up. Only logged: the supernode is
+/// left alone for [`RETRY_AFTER`] either way.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("cannot open a stream: {0}")]
+    Stream(#[from] quinn::ConnectionError),
+    #[error("cannot ask for a link: {0}")]
+    Ask(#[source] NetError),
+    #[error("full")]
+    Full,
+    #[error("did not accept a link ({0})")]
+    Refused(#[source] NetError),
+}
+
+/// A link we asked for and got: its streams, and what both sides agreed.
+struct Granted {
+    send: SendStream,
+    recv: RecvStream,
+    features: u32,
+    degree: u16,
+}
+
+/// What the horizon must learn of one peer's links.
+enum LinkChange {
+    /// A link that speaks keyword tables came up: tables start afresh.
+    Tables(PeerAddr),
+    /// The peer's link went, or one without tables replaced it: its
+    /// tables are forgotten.
+    NoTables(PeerId),
+}
+
+/// Link changes on their way from the neighbours map to the horizon.
+///
+/// Links of one peer replace each other (both sides linking at once, a
+/// quick reconnect), and the horizon must end up agreeing with the map: a
+/// stale "down" applied after a fresh "up" would leave a linked neighbour
+/// without tables for good. Changes are queued under the state lock, in
+/// the map's order, and applied in that order by one task at a time: a
+/// task that finds nobody applying applies the whole queue, and the others
+/// wait for it (never holding a lock) until theirs is in.
+#[derive(Default)]
+pub(super) struct LinkChanges {
+    queued: VecDeque<LinkChange>,
+    /// Changes ever queued: a change's ticket is this count once it is in.
+    tickets: u64,
+    applied: u64,
+    /// A task is applying a change it took off the queue.
+    applying: bool,
+}
+
+impl LinkChanges {
+    /// Queues a change; its ticket, for [`Overlay::tell_horizon`].
+    fn push(&mut self, change: LinkChange) -> u64 {
+        self.queued.push_back(change);
+        self.tickets += 1;
+        self.tickets
+    }
+}
 
 impl Overlay {
     /// Answers another supernode's [`Request::Link`] (`offer` is `None`)
@@ -17,7 +78,7 @@ impl Overlay {
         recv: RecvStream,
     ) {
         let full = {
-            let neighbours = self.neighbours.locked();
+            let neighbours = &self.state().neighbours;
             neighbours.len() >= self.config.max_neighbours && !neighbours.contains_key(&peer.id)
         };
         if full || self.is_stopping() {
@@ -51,15 +112,16 @@ impl Overlay {
             .endpoint
             .connect_nearest(&candidates, wanted, Duration::from_secs(5))
             .await;
-        for (addr, reason) in &found.failed {
-            tracing::debug!(peer = ?addr, %reason, "no link");
-            self.failures.locked().insert(addr.id, Instant::now());
+        {
+            let mut state = self.state();
+            for (addr, reason) in &found.failed {
+                tracing::debug!(peer = ?addr, %reason, "no link");
+                state.failures.insert(addr.id, Instant::now());
+            }
+            for addr in found.failed.iter().map(|(addr, _)| addr).chain(&found.farther) {
+                state.connecting.remove(&addr.id);
+            }
         }
-        let mut connecting = self.connecting.locked();
-        for addr in found.failed.iter().map(|(addr, _)| addr).chain(&found.farther) {
-            connecting.remove(&addr.id);
-        }
-        drop(connecting);
         for (addr, connection) in found.kept {
             tracing::debug!(peer = ?addr, rtt = ?connection.rtt(), "linking to a near supernode");
             tokio::spawn(self.clone().link_over(addr, connection));
@@ -68,60 +130,77 @@ impl Overlay {
 
     /// Asks for a link over a connection already up, and carries it.
     pub(super) async fn link_over(self: Arc<Self>, addr: PeerAddr, connection: quinn::Connection) {
-        let outcome = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            let offer = LinkOffer {
-                listen: nat::shown_to(self.me().addr, addr.addr.ip()),
-                features: self.features(),
-                degree: self.degree(),
-            };
-            write_frame(&mut send, &Request::LinkWith(offer))
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
-            if answer.is_err() {
-                // A supernode from before `LinkWith` resets that stream as
-                // a bad request; ask again the old way on a new stream.
-                (send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-                let hello = LinkHello {
-                    listen: nat::shown_to(self.me().addr, addr.addr.ip()),
-                };
-                write_frame(&mut send, &Request::Link(hello))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
-            }
-            match answer {
-                Ok(LinkNotice::Accepted) => Ok((connection, send, recv, 0, 0)),
-                Ok(LinkNotice::AcceptedWith { features, degree }) => {
-                    Ok((connection, send, recv, features & self.features(), degree))
-                }
-                Ok(LinkNotice::Full { others }) => {
-                    let mut hosts = self.hosts.locked();
-                    for other in others.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
-                        if other.id != self.me().id {
-                            hosts.saw(other, 60);
-                        }
-                    }
-                    Err("full".to_string())
-                }
-                Err(error) => Err(format!("did not accept a link ({error})")),
-            }
-        }
-        .await;
-        self.connecting.locked().remove(&addr.id);
-        match outcome {
+        let asked = self.ask_for_link(addr, &connection).await;
+        self.state().connecting.remove(&addr.id);
+        match asked {
             // In a private network, a change of membership that drops
             // this neighbour closes the link's connection.
-            Ok((connection, send, recv, features, degree)) => {
+            Ok(Granted {
+                send,
+                recv,
+                features,
+                degree,
+            }) => {
                 let link = self.run_link(addr, &connection, self.me().id, (send, recv), features, degree);
                 self.endpoint.guard(&connection, addr.id, link).await
             }
             Err(reason) => {
                 tracing::debug!(peer = ?addr, %reason, "no link");
-                self.failures.locked().insert(addr.id, Instant::now());
+                self.state().failures.insert(addr.id, Instant::now());
             }
         }
+    }
+
+    /// Asks `addr` for a link with [`Request::LinkWith`], or the old way if
+    /// it does not know that. A full supernode's referrals go into the
+    /// host cache.
+    async fn ask_for_link(
+        &self,
+        addr: PeerAddr,
+        connection: &quinn::Connection,
+    ) -> Result<Granted, LinkError> {
+        let (mut send, mut recv) = connection.open_bi().await?;
+        let offer = LinkOffer {
+            listen: nat::shown_to(self.me().addr, addr.addr.ip()),
+            features: self.features(),
+            degree: self.degree(),
+        };
+        write_frame(&mut send, &Request::LinkWith(offer))
+            .await
+            .map_err(LinkError::Ask)?;
+        let mut answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
+        if answer.is_err() {
+            // A supernode from before `LinkWith` resets that stream as
+            // a bad request; ask again the old way on a new stream.
+            (send, recv) = connection.open_bi().await?;
+            let hello = LinkHello {
+                listen: nat::shown_to(self.me().addr, addr.addr.ip()),
+            };
+            write_frame(&mut send, &Request::Link(hello))
+                .await
+                .map_err(LinkError::Ask)?;
+            answer = read_frame::<LinkNotice>(&mut recv, MAX_CONTROL_FRAME).await;
+        }
+        let (features, degree) = match answer.map_err(LinkError::Refused)? {
+            LinkNotice::Accepted => (0, 0),
+            LinkNotice::AcceptedWith { features, degree } => (features & self.features(), degree),
+            LinkNotice::Full { others } => {
+                let me = self.me().id;
+                let hosts = &mut self.state().hosts;
+                for other in others.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
+                    if other.id != me {
+                        hosts.saw(other, 60);
+                    }
+                }
+                return Err(LinkError::Full);
+            }
+        };
+        Ok(Granted {
+            send,
+            recv,
+            features,
+            degree,
+        })
     }
 
     /// Carries one link, opened by `initiator`, until either side drops it.
@@ -137,9 +216,9 @@ impl Overlay {
         let (outbox, mut queued) = mpsc::channel::<OverlayMessage>(OUTBOX);
         let tables = features & FEATURE_KEYWORD_TABLES != 0;
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut neighbours = self.neighbours.locked();
-            if let Some(existing) = neighbours.get(&peer.id) {
+        let ticket = {
+            let mut state = self.state();
+            if let Some(existing) = state.neighbours.get(&peer.id) {
                 // Both sides linked at once. Each end keeps the link opened
                 // by the smaller peer id, so both keep the same one.
                 let preferred = self.me().id.min(peer.id);
@@ -147,7 +226,7 @@ impl Overlay {
                     return;
                 }
             }
-            neighbours.insert(
+            state.neighbours.insert(
                 peer.id,
                 Neighbour {
                     addr: peer,
@@ -161,18 +240,17 @@ impl Overlay {
                     table_budget: TokenBucket::full(TABLE_BYTES_PER_SECOND, TABLE_BURST, self.now()),
                 },
             );
-            // Under the neighbours lock, so link ups and downs of one peer
-            // reach the horizon in the order the links replace each other.
-            let mut horizon = self.index.horizon().locked();
-            if tables {
-                if let Err(error) = horizon.link_up(peer.id) {
-                    tracing::debug!(neighbour = ?peer, %error, "no keyword tables on this link");
-                }
+            state.hosts.saw(peer, 0);
+            let change = if tables {
+                LinkChange::Tables(peer)
             } else {
-                horizon.link_down(&peer.id);
-            }
-        }
-        self.hosts.locked().saw(peer, 0);
+                LinkChange::NoTables(peer.id)
+            };
+            state.link_changes.push(change)
+        };
+        // Before reading a message: the neighbour's first tables need the
+        // horizon to know its link.
+        self.tell_horizon(ticket).await;
         tracing::info!(neighbour = ?peer, "linked to supernode");
         let _ = outbox.try_send(OverlayMessage::Supernodes {
             entries: self.host_message(),
@@ -210,13 +288,17 @@ impl Overlay {
                 _ = crate::stepped_down(&mut stopping) => break true,
             }
         };
-        {
-            let mut neighbours = self.neighbours.locked();
-            if neighbours.get(&peer.id).is_some_and(|n| n.link == link) {
-                neighbours.remove(&peer.id);
-                self.index.horizon().locked().link_down(&peer.id);
-                tracing::info!(neighbour = ?peer, "unlinked from supernode");
+        let unlinked = {
+            let mut state = self.state();
+            let current = state.neighbours.get(&peer.id).is_some_and(|n| n.link == link);
+            if current {
+                state.neighbours.remove(&peer.id);
             }
+            current.then(|| state.link_changes.push(LinkChange::NoTables(peer.id)))
+        };
+        if let Some(ticket) = unlinked {
+            self.tell_horizon(ticket).await;
+            tracing::info!(neighbour = ?peer, "unlinked from supernode");
         }
         if stopped {
             // Let what is queued and the end of the stream reach the
@@ -233,9 +315,55 @@ impl Overlay {
         }
     }
 
+    /// Returns once link change `ticket` has reached the horizon, applying
+    /// what is queued if no other task is.
+    async fn tell_horizon(&self, ticket: u64) {
+        while !self.apply_link_changes(ticket) {
+            // Another task is applying a change (one map entry,
+            // microseconds), and then the rest of the queue, ours included.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Applies queued link changes in order, one at a time and never under
+    /// the state lock, until none is left (true); false if another task is
+    /// applying one and `ticket`'s is not in yet.
+    fn apply_link_changes(&self, ticket: u64) -> bool {
+        loop {
+            let change = {
+                let changes = &mut self.state().link_changes;
+                if changes.applying {
+                    return changes.applied >= ticket;
+                }
+                let Some(change) = changes.queued.pop_front() else {
+                    // Every change queued, ours too, is in.
+                    return true;
+                };
+                changes.applying = true;
+                change
+            };
+            // Inserting or removing one map entry: nothing here panics and
+            // leaves `applying` set.
+            {
+                let mut horizon = self.index.horizon().locked();
+                match change {
+                    LinkChange::Tables(peer) => {
+                        if let Err(error) = horizon.link_up(peer.id) {
+                            tracing::debug!(neighbour = ?peer, %error, "no keyword tables on this link");
+                        }
+                    }
+                    LinkChange::NoTables(peer) => horizon.link_down(&peer),
+                }
+            }
+            let changes = &mut self.state().link_changes;
+            changes.applying = false;
+            changes.applied += 1;
+        }
+    }
+
     pub(super) fn host_message(&self) -> Vec<canopy_common::proto::wire::HostEntry> {
         let me = self.me();
-        let mut entries = self.hosts.locked().message(me);
+        let mut entries = self.state().hosts.message(me);
         if me.addr.ip().is_unspecified() {
             // Neighbours know us by the address our link came from.
             entries.retain(|entry| entry.addr.id != me.id);
@@ -269,12 +397,12 @@ impl Overlay {
                 for hit in &hits {
                     hit.check()?;
                 }
-                let actions = self.router.locked().on_hits(from.id, id, hits, now);
+                let actions = self.state().router.on_hits(from.id, id, hits, now);
                 self.execute(actions);
             }
             OverlayMessage::Supernodes { entries } => {
                 let me = self.me().id;
-                let mut hosts = self.hosts.locked();
+                let hosts = &mut self.state().hosts;
                 for entry in entries.into_iter().take(MAX_HOSTS_PER_MESSAGE) {
                     if entry.addr.id != me && !entry.addr.addr.ip().is_unspecified() {
                         hosts.saw(entry.addr, u64::from(entry.age_secs));
@@ -295,18 +423,15 @@ impl Overlay {
                     self.stats.table_updates_refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            OverlayMessage::Degree { neighbours } => {
-                let mut all = self.neighbours.locked();
-                match all.get_mut(&from.id) {
-                    Some(neighbour) if neighbour.link == link && neighbour.tables => {
-                        neighbour.degree = neighbours.min(MAX_DEGREE);
-                    }
-                    Some(neighbour) if neighbour.link == link => {
-                        return Err(Misbehaviour::NoTablesAgreed("a degree"));
-                    }
-                    _ => {}
+            OverlayMessage::Degree { neighbours } => match self.state().neighbours.get_mut(&from.id) {
+                Some(neighbour) if neighbour.link == link && neighbour.tables => {
+                    neighbour.degree = neighbours.min(MAX_DEGREE);
                 }
-            }
+                Some(neighbour) if neighbour.link == link => {
+                    return Err(Misbehaviour::NoTablesAgreed("a degree"));
+                }
+                _ => {}
+            },
         }
         Ok(())
     }
@@ -321,8 +446,8 @@ impl Overlay {
         link: u64,
         cost: usize,
     ) -> Result<(), Misbehaviour> {
-        let mut all = self.neighbours.locked();
-        let Some(neighbour) = all.get_mut(&from).filter(|n| n.link == link) else {
+        let mut state = self.state();
+        let Some(neighbour) = state.neighbours.get_mut(&from).filter(|n| n.link == link) else {
             return Ok(());
         };
         if !neighbour.tables {
@@ -337,7 +462,7 @@ impl Overlay {
     /// Queues a message for a neighbour; false if it could not be (no
     /// such neighbour, or its outbox is full).
     pub(super) fn send_to(&self, peer: PeerId, message: OverlayMessage) -> bool {
-        let outbox = self.neighbours.locked().get(&peer).map(|n| n.outbox.clone());
+        let outbox = self.state().neighbours.get(&peer).map(|n| n.outbox.clone());
         // A neighbour that cannot keep up loses messages, not our memory.
         outbox.is_some_and(|outbox| outbox.try_send(message).is_ok())
     }

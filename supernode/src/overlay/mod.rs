@@ -22,7 +22,7 @@ use canopy_common::sync::Lock;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use canopy_common::net::{random_bytes, read_frame, write_frame, Endpoint, NetError};
@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::hosts::HostCache;
 use crate::index::FileIndex;
+use link::LinkChanges;
 
 /// How the overlay behaves.
 #[derive(Debug, Clone)]
@@ -195,26 +196,44 @@ pub enum Misbehaviour {
 
 /// A supernode's overlay: its links, its router and its host cache.
 ///
-/// Locks: each is taken alone, except one order kept everywhere:
-/// `neighbours`, then the index's horizon (a link's up and down must reach
-/// the horizon in the order links replace each other). Nothing takes
-/// `neighbours` while holding the horizon.
+/// Locks: everything that changes lives in [`State`], behind one lock that
+/// is taken alone and never held across an `.await`. The keyword horizon
+/// cannot join it: it is the index's, which changes it under its own
+/// catalogue lock as leaves publish. It is taken alone too, so a link's up
+/// and down reach it through [`LinkChanges`], in the order the neighbours
+/// map saw them.
 pub struct Overlay {
     config: OverlayConfig,
     endpoint: Endpoint,
     index: Arc<FileIndex>,
-    router: Mutex<Router>,
     started: Instant,
-    neighbours: Mutex<HashMap<PeerId, Neighbour>>,
-    connecting: Mutex<HashSet<PeerId>>,
-    failures: Mutex<HashMap<PeerId, Instant>>,
-    hosts: Mutex<HostCache>,
-    searches: Mutex<HashMap<u64, mpsc::Sender<Vec<Hit>>>>,
+    state: Mutex<State>,
     next_search: AtomicU64,
     next_link: AtomicU64,
     /// Set by [`Overlay::stop`]: links close, no new ones are made.
     stopping: watch::Sender<bool>,
     pub stats: OverlayStats,
+}
+
+/// What the overlay changes as it runs, behind its one lock.
+struct State {
+    router: Router,
+    neighbours: HashMap<PeerId, Neighbour>,
+    /// Supernodes being dialled or asked for a link.
+    connecting: HashSet<PeerId>,
+    /// Supernodes we failed to link to, and when.
+    failures: HashMap<PeerId, Instant>,
+    hosts: HostCache,
+    /// Our leaves' searches in progress, by handle: where their hits go.
+    searches: HashMap<u64, mpsc::Sender<Vec<Hit>>>,
+    link_changes: LinkChanges,
+}
+
+impl State {
+    /// Our number of supernode neighbours, as neighbours are told it.
+    fn degree(&self) -> u16 {
+        u16::try_from(self.neighbours.len()).unwrap_or(u16::MAX)
+    }
 }
 
 impl Overlay {
@@ -231,17 +250,21 @@ impl Overlay {
             hosts.saw(addr, 0);
         }
         index.horizon().locked().set_levels(config.table_levels);
+        let state = State {
+            router: Router::new(config.router.clone()),
+            neighbours: HashMap::new(),
+            connecting: HashSet::new(),
+            failures: HashMap::new(),
+            hosts,
+            searches: HashMap::new(),
+            link_changes: LinkChanges::default(),
+        };
         let overlay = Arc::new(Overlay {
-            router: Mutex::new(Router::new(config.router.clone())),
             config,
             endpoint,
             index,
             started: Instant::now(),
-            neighbours: Mutex::new(HashMap::new()),
-            connecting: Mutex::new(HashSet::new()),
-            failures: Mutex::new(HashMap::new()),
-            hosts: Mutex::new(hosts),
-            searches: Mutex::new(HashMap::new()),
+            state: Mutex::new(state),
             next_search: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
             stopping: watch::channel(false).0,
@@ -249,6 +272,11 @@ impl Overlay {
         });
         tokio::spawn(maintain(Arc::downgrade(&overlay)));
         overlay
+    }
+
+    /// The overlay's state, locked: take it alone, and drop it before an `.await`.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.locked()
     }
 
     fn me(&self) -> PeerAddr {
@@ -265,10 +293,10 @@ impl Overlay {
     pub async fn stop(&self) {
         self.stopping.send_replace(true);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.neighbours.locked().is_empty() && tokio::time::Instant::now() < deadline {
+        while !self.state().neighbours.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.hosts.locked().save();
+        self.state().hosts.save();
     }
 
     fn is_stopping(&self) -> bool {
@@ -277,21 +305,23 @@ impl Overlay {
 
     /// Current neighbours.
     pub fn neighbours(&self) -> Vec<PeerAddr> {
-        self.neighbours.locked().values().map(|n| n.addr).collect()
+        self.state().neighbours.values().map(|n| n.addr).collect()
     }
 
     fn neighbour_ids(&self) -> Vec<PeerId> {
-        self.neighbours.locked().keys().copied().collect()
+        self.state().neighbours.keys().copied().collect()
     }
 
     /// Other supernodes a leaf could fall back on: neighbours first.
     pub fn referrals(&self, count: usize) -> Vec<PeerAddr> {
-        let mut others = self.neighbours();
-        for addr in self.hosts.locked().freshest() {
+        let me = self.me().id;
+        let state = self.state();
+        let mut others: Vec<PeerAddr> = state.neighbours.values().map(|n| n.addr).collect();
+        for addr in state.hosts.freshest() {
             if others.len() >= count {
                 break;
             }
-            if addr.id != self.me().id && !others.iter().any(|o| o.id == addr.id) {
+            if addr.id != me && !others.iter().any(|o| o.id == addr.id) {
                 others.push(addr);
             }
         }
@@ -309,27 +339,23 @@ impl Overlay {
     }
 
     fn degree(&self) -> u16 {
-        let count = self.neighbours.locked().len();
-        u16::try_from(count).unwrap_or(u16::MAX)
+        self.state().degree()
     }
 
     fn candidates(&self, wanted: usize) -> Vec<PeerAddr> {
         let me = self.me().id;
-        let neighbours = self.neighbour_ids();
-        let connecting = self.connecting.locked().clone();
-        let failed: HashSet<PeerId> = {
-            let mut failures = self.failures.locked();
-            failures.retain(|_, when| when.elapsed() < RETRY_AFTER);
-            failures.keys().copied().collect()
-        };
-        let freshest = self.hosts.locked().freshest();
-        freshest
+        let mut state = self.state();
+        state.failures.retain(|_, when| when.elapsed() < RETRY_AFTER);
+        let state = &*state;
+        state
+            .hosts
+            .freshest()
             .into_iter()
             .filter(|addr| {
                 addr.id != me
-                    && !neighbours.contains(&addr.id)
-                    && !connecting.contains(&addr.id)
-                    && !failed.contains(&addr.id)
+                    && !state.neighbours.contains_key(&addr.id)
+                    && !state.connecting.contains(&addr.id)
+                    && !state.failures.contains_key(&addr.id)
             })
             .take(wanted)
             .collect()
@@ -353,8 +379,10 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
         if overlay.is_stopping() {
             return;
         }
-        let linked = overlay.neighbours.locked().len();
-        let have = linked + overlay.connecting.locked().len();
+        let have = {
+            let state = overlay.state();
+            state.neighbours.len() + state.connecting.len()
+        };
         if have < overlay.config.target_neighbours {
             // Size up several supernodes per link wanted and keep the
             // nearest: a query's first hit is a few supernode hops away,
@@ -362,9 +390,8 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             let (wanted, sized_up) = sizing_up(overlay.config.target_neighbours - have);
             let candidates = overlay.candidates(sized_up);
             if !candidates.is_empty() {
-                let mut connecting = overlay.connecting.locked();
-                connecting.extend(candidates.iter().map(|addr| addr.id));
-                drop(connecting);
+                let ids = candidates.iter().map(|addr| addr.id);
+                overlay.state().connecting.extend(ids);
                 tokio::spawn(overlay.clone().link_nearest(candidates, wanted));
             }
         }
@@ -380,7 +407,7 @@ async fn maintain(overlay: std::sync::Weak<Overlay>) {
             for id in overlay.neighbour_ids() {
                 overlay.send_to(id, message.clone());
             }
-            overlay.hosts.locked().save();
+            overlay.state().hosts.save();
         }
     }
 }

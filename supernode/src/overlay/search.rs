@@ -20,7 +20,8 @@ impl Overlay {
                 .map(|&to| (to, horizon.decide(to, &query.query, arriving_ttl)))
                 .collect()
         });
-        let mut router = self.router.locked();
+        let mut state = self.state();
+        let router = &mut state.router;
         let actions = match &decisions {
             Some(decisions) => {
                 let decide = |to: PeerId, _: &Query, ttl: u8| {
@@ -47,12 +48,12 @@ impl Overlay {
 
     /// Router counts of query copies by how they were chosen.
     pub fn forwarding(&self) -> Forwarding {
-        self.router.locked().forwarding()
+        self.state().router.forwarding()
     }
 
     /// Whether one more query may be passed on now (the router's cap).
     pub(super) fn may_forward(&self) -> bool {
-        let mut router = self.router.locked();
+        let router = &mut self.state().router;
         let may = router.may_forward(self.now());
         self.stats
             .queries_capped
@@ -82,7 +83,7 @@ impl Overlay {
                             .stats
                             .hits_found
                             .fetch_add(hits.len() as u64, Ordering::Relaxed);
-                        let actions = overlay.router.locked().on_local_hits(id, hits, overlay.now());
+                        let actions = overlay.state().router.on_local_hits(id, hits, overlay.now());
                         overlay.execute(actions);
                     });
                 }
@@ -103,7 +104,7 @@ impl Overlay {
                     hits,
                     ..
                 } => {
-                    let search = self.searches.locked().get(&handle).cloned();
+                    let search = self.state().searches.get(&handle).cloned();
                     if let Some(search) = search {
                         let _ = search.try_send(hits);
                     }
@@ -120,13 +121,13 @@ impl Overlay {
         self.stats.searches.fetch_add(1, Ordering::Relaxed);
         let handle = self.next_search.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
-        self.searches.locked().insert(handle, tx);
+        self.state().searches.insert(handle, tx);
         let result = if self.config.keyword_routing && query.ttl.is_none() {
             self.dynamic_search(handle, query, rx, send).await
         } else {
             self.flood_search(handle, query, rx, send).await
         };
-        self.searches.locked().remove(&handle);
+        self.state().searches.remove(&handle);
         result
     }
 
@@ -182,7 +183,7 @@ impl Overlay {
         let id = QueryId(random_bytes());
         let started = tokio::time::Instant::now();
         let now = self.now();
-        let actions = self.router.locked().on_local_query(
+        let actions = self.state().router.on_local_query(
             handle,
             id,
             Query {
@@ -243,8 +244,8 @@ impl Overlay {
     /// query asks them in this order.
     pub(super) fn dynamic_neighbours(&self, query: &Query) -> Vec<dynamic::Neighbour> {
         let mut linked: Vec<(PeerId, u16, Duration)> = self
+            .state()
             .neighbours
-            .locked()
             .iter()
             .map(|(id, n)| (*id, n.degree, n.connection.rtt()))
             .collect();

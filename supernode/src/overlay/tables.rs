@@ -30,9 +30,9 @@ impl Overlay {
                 horizon.resend(peer);
             }
         }
-        let degree = self.degree();
-        let mut neighbours = self.neighbours.locked();
-        for neighbour in neighbours.values_mut() {
+        let mut state = self.state();
+        let degree = state.degree();
+        for neighbour in state.neighbours.values_mut() {
             if neighbour.tables
                 && neighbour.degree_sent != degree
                 && neighbour
