@@ -18,8 +18,11 @@
 # peer while it is free, "endpoint-independent mapping") and sym
 # (masquerade random: a new port per peer, "symmetric"), upnp (cone,
 # with miniupnpd answering NAT-PMP, PCP and UPnP-IGD for its home: see
-# upnp_router below) and igd (the same, UPnP-IGD only). All filter by the exact peer address and port, like
-# most home routers.
+# upnp_router below) and igd (the same, UPnP-IGD only); cone6 and cone6fw
+# are cone routers of dual-stack homes (a global IPv6 prefix 2a0b:77:K::/64
+# routed to the home, without NAT), cone6 letting IPv6 in unasked, cone6fw
+# dropping it. All filter by the exact peer address and port, like
+# most home routers. Every wan machine also has 2a0b:77::N.
 #
 # Usage: bench/nat.sh up [KIND...]   homes 1, 2, … of these kinds (default: cone sym)
 #        bench/nat.sh down
@@ -57,6 +60,9 @@ wan_member() {
   ip -n "$(ns wan)" link add "w-$name" type veth peer name wan0 netns "$(ns "$name")"
   ip -n "$(ns wan)" link set "w-$name" master br0 up
   in_ns "$name" ip addr add "$address/24" dev wan0
+  # IPv6 beside it: 2a0b:77::N for 10.77.0.N (global-looking, as an ISP's
+  # would be; nodad: usable at once).
+  in_ns "$name" ip -6 addr add "2a0b:77::${address##*.}/64" dev wan0 nodad
   in_ns "$name" ip link set wan0 up
 }
 
@@ -67,8 +73,8 @@ home() {
   case $kind in
     cone) ;;
     sym) random=" random" ;;
-    upnp|igd) ;;
-    *) echo "unknown router kind $kind (cone, sym, upnp or igd)" >&2; exit 2 ;;
+    upnp|igd|cone6|cone6fw) ;;
+    *) echo "unknown router kind $kind (cone, sym, upnp, igd, cone6 or cone6fw)" >&2; exit 2 ;;
   esac
   wan_member "$router" "10.77.0.1$k"
   ip netns add "$(ns "$host")"
@@ -80,6 +86,24 @@ home() {
   in_ns "$host" ip link set eth0 up
   in_ns "$host" ip route add default via 192.168.1.1
   in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
+  local v6_inbound="" v6_input=""
+  if [ "$kind" = cone6 ] || [ "$kind" = cone6fw ]; then
+    # Dual stack: IPv4 behind the cone NAT, and a global IPv6 prefix
+    # 2a0b:77:K::/64 routed to the home, no NAT on it. cone6's router lets
+    # IPv6 in unasked (some ISPs' routers do, or a user opened it);
+    # cone6fw's drops it, as most home routers do by default.
+    in_ns "$router" sysctl -qw net.ipv6.conf.all.forwarding=1
+    in_ns "$router" ip -6 addr add "2a0b:77:$k::1/64" dev lan0 nodad
+    in_ns "$host" ip -6 addr add "2a0b:77:$k::2/64" dev eth0 nodad
+    in_ns "$host" ip -6 route add default via "2a0b:77:$k::1"
+    for member in sn pub sn2; do
+      in_ns "$member" ip -6 route add "2a0b:77:$k::/64" via "2a0b:77::1$k"
+    done
+    # Neighbour discovery (ICMPv6) reaches the router itself, or nothing
+    # on the wan can find it.
+    v6_input='meta l4proto ipv6-icmp accept'
+    [ "$kind" = cone6 ] && v6_inbound='iifname "wan0" oifname "lan0" meta nfproto ipv6 accept'
+  fi
   if [ "$kind" = upnp ] || [ "$kind" = igd ]; then
     upnp_router "$k" "$kind"
   else
@@ -96,11 +120,13 @@ table inet filter {
     iifname "lo" accept
     ct state established,related accept
     iifname "lan0" accept
+    $v6_input
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "lan0" oifname "wan0" accept
+    $v6_inbound
   }
 }
 NFT

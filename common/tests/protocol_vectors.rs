@@ -628,6 +628,14 @@ fn request_vectors() -> Vec<Vector> {
             "variant 18: a joined leaf says peers can connect to it now (it was dialed back at a new address; an older supernode resets the stream: join again)",
             Request::Reach { accepts_inbound: true },
         ),
+        r(
+            "addresses",
+            "variant 19: a joined leaf offers its IPv6 address [2001:db8::1]:4001 for a dial-back, with 4,096 bytes of padding (zeros here; any bytes)",
+            Request::Addresses {
+                addrs: vec![v6()],
+                padding: vec![0; canopy_common::proto::nat::PADDING_PER_ADDRESS],
+            },
+        ),
     ]
 }
 
@@ -775,6 +783,11 @@ fn response_vectors() -> Vec<Vector> {
             "reach_noted",
             "variant 22: searchers are told so from now on",
             Response::ReachNoted,
+        ),
+        r(
+            "addresses_tested",
+            "variant 23: a stranger's fresh port reached [2001:db8::1]:4001; it is listed from now on",
+            Response::AddressesTested { reachable: vec![v6()] },
         ),
     ]
 }

@@ -375,20 +375,9 @@ impl Downloads {
 
     /// Starts (or restarts) the download of `entry`.
     fn launch(&self, hash: ContentHash, entry: &mut Entry) {
-        let mut sources: Vec<SourceSpec> = entry
-            .saved
-            .sources
-            .iter()
-            .copied()
-            .map(SourceSpec::from)
-            .collect();
-        sources.extend(
-            entry
-                .saved
-                .relayed
-                .iter()
-                .map(|(leaf, via)| SourceSpec::relayed(*leaf, *via)),
-        );
+        let direct = entry.saved.sources.iter().copied().map(SourceSpec::from);
+        let relayed = (entry.saved.relayed.iter()).map(|(leaf, via)| SourceSpec::relayed(*leaf, *via));
+        let sources = SourceSpec::grouped(direct.chain(relayed));
         if let Some(folder) = entry.saved.path.parent() {
             // The download folder may not exist yet (a fresh ~/Downloads);
             // if it cannot be made, the download fails saying so.

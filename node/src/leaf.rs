@@ -387,13 +387,15 @@ impl Joined<'_> {
     ) -> Result<Referral, SessionError> {
         let mut published = Published::new(max_files);
         let mut timer = tokio::time::interval(SYNC_INTERVAL);
-        let every = self.settings.reobserve_every;
-        let mut reobserve = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // The first look at once: it offers our IPv6 address, if any.
+        let mut reobserve = tokio::time::interval(self.settings.reobserve_every);
         let started = Instant::now();
         // At most one look (and re-check) at a time: a slow dial-back must
         // not pile up behind the next tick.
         let mut looking: Option<tokio::task::JoinHandle<()>> = None;
         let seen = Arc::new(Mutex::new(seen));
+        // Our address of the other family the supernode last tested.
+        let offered: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
         // What we last told the supernode of our router: told at once, and
         // again whenever what peers see of us changes the verdict.
         let mut told_symmetric = None;
@@ -424,7 +426,7 @@ impl Joined<'_> {
                 _ = timer.tick() => {}
                 _ = reobserve.tick() => {
                     if looking.as_ref().is_none_or(|task| task.is_finished()) {
-                        looking = Some(self.look_again(seen.clone(), started));
+                        looking = Some(self.look_again(seen.clone(), offered.clone(), started));
                     }
                     continue;
                 }
@@ -466,10 +468,13 @@ impl Joined<'_> {
     /// time) and, if that changed or a periodic re-check is due, has it
     /// dial us back: the next sync tick tells it the outcome. `seen` moves
     /// to the new address once a re-check got its answer, so a re-check
-    /// the supernode could not run yet is asked for again next time.
+    /// the supernode could not run yet is asked for again next time. Our
+    /// IPv6 address, if the session runs over IPv4, is offered for testing
+    /// when it is new to this supernode (`offered`) or a re-check is due.
     fn look_again(
         &self,
         seen: Arc<Mutex<Option<std::net::SocketAddr>>>,
+        offered: Arc<Mutex<Option<std::net::SocketAddr>>>,
         started: Instant,
     ) -> tokio::task::JoinHandle<()> {
         let (endpoint, context, connection) = (
@@ -488,6 +493,15 @@ impl Joined<'_> {
             };
             if settled && now.is_some() {
                 *seen.locked() = now;
+            }
+            let session = canopy_common::net::remote_addr(&connection);
+            if let Some(other) = crate::reach::other_family_address(&endpoint, session) {
+                let due = cause == Some(crate::reach::RecheckCause::Due);
+                if (due || *offered.locked() != Some(other))
+                    && crate::reach::offer_other_address(&connection, other).await
+                {
+                    *offered.locked() = Some(other);
+                }
             }
         })
     }

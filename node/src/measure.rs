@@ -165,7 +165,7 @@ pub async fn serve(
 /// Tries to reach `peer` from a fresh port, as a stranger would (in a
 /// private network, a stranger that holds the key: a network run on an
 /// allow-list alone admits no fresh key, so its nodes read as unreachable).
-async fn dial_back(peer: PeerAddr, network: Option<canopy_common::net::Network>) -> bool {
+pub(crate) async fn dial_back(peer: PeerAddr, network: Option<canopy_common::net::Network>) -> bool {
     let bind: SocketAddr = match peer.addr {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
         SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
@@ -458,9 +458,7 @@ pub async fn elect(
     // tests the mapping.
     let mapping = match canopy_common::proto::nat::is_global(bound.ip()) {
         true => None,
-        false => Some(
-            crate::portmap::map(bound.port()).await,
-        ),
+        false => Some(crate::portmap::map(bound.port()).await),
     };
     if let Some(Ok(mapping)) = &mapping {
         tracing::info!(external = %mapping.external, "the router forwards our port");
@@ -500,7 +498,7 @@ pub fn observation(connection: &quinn::Connection, endpoint: &Endpoint, seen: So
 
 /// The source IP the kernel would use to send to `remote` (a connected
 /// UDP socket sends nothing until asked to).
-fn source_ip_towards(remote: SocketAddr) -> Option<std::net::IpAddr> {
+pub(crate) fn source_ip_towards(remote: SocketAddr) -> Option<std::net::IpAddr> {
     let any: SocketAddr = match remote {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),

@@ -206,6 +206,62 @@ pub async fn learn(endpoint: &Endpoint, context: &std::sync::Arc<NodeState>, pee
     while asks.join_next().await.is_some() {}
 }
 
+/// Any global IPv6 address: asking the kernel which source address it
+/// would use towards it (a UDP socket connected, nothing sent) gives this
+/// machine's preferred global IPv6 address, if it has a route to the IPv6
+/// internet.
+const SOME_GLOBAL_V6: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+        0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888,
+    )),
+    443,
+);
+
+/// Where peers of the other IP family could dial this node: its global
+/// IPv6 address at our port, when the session (at `session`) runs over
+/// IPv4 and our socket takes both families. Tested by the supernode
+/// before anyone is told (`Request::Addresses`).
+pub fn other_family_address(endpoint: &Endpoint, session: SocketAddr) -> Option<SocketAddr> {
+    let bound = endpoint.local_addr();
+    let dual_stack = bound.is_ipv6() && bound.ip().is_unspecified();
+    if !dual_stack || session.is_ipv6() {
+        return None;
+    }
+    let ip = crate::measure::source_ip_towards(SOME_GLOBAL_V6)?;
+    nat::is_global(ip).then(|| SocketAddr::new(ip, bound.port()))
+}
+
+/// Offers `addr` (our address of the other family) to the supernode at the
+/// other end of `connection`, which dials it back and lists it if that
+/// worked. Whether the supernode answered (it may have been busy).
+pub async fn offer_other_address(connection: &quinn::Connection, addr: SocketAddr) -> bool {
+    let offer = Request::Addresses {
+        addrs: vec![addr],
+        padding: vec![0; nat::PADDING_PER_ADDRESS],
+    };
+    match tokio::time::timeout(RECHECK_WITHIN, ask(connection, &offer)).await {
+        Ok(Ok(Response::AddressesTested { reachable })) => {
+            match reachable.contains(&addr) {
+                true => tracing::info!(%addr, "peers can dial this node at its IPv6 address; listed"),
+                false => tracing::info!(%addr, "a stranger could not dial this node at its IPv6 address"),
+            }
+            true
+        }
+        Ok(Ok(Response::Busy { .. })) => false,
+        Ok(Ok(other)) => {
+            tracing::debug!(%addr, answer = ?other, "supernode did not test our IPv6 address");
+            true
+        }
+        // An older supernode resets the stream: not asked again until
+        // the address changes.
+        Ok(Err(error)) => {
+            tracing::debug!(%addr, %error, "supernode did not test our IPv6 address");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// The dial-back runs again this often even when no peer saw our address
 /// change: a port forwarded or closed by hand, a firewall rule, a router
 /// replaced by one with the same address. libp2p's AutoNAT re-checks every

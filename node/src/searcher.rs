@@ -267,6 +267,9 @@ impl Searcher {
             );
             found.name.get_or_insert(hit.name);
         }
+        // A source listed at two addresses (IPv6 and IPv4), or dialable at
+        // one and firewalled at the other, is one source with ways to try.
+        found.sources = SourceSpec::grouped(found.sources);
         Ok(found)
     }
 
@@ -507,8 +510,10 @@ pub fn merge(hits: &mut Vec<Hit>, more: Vec<Hit>) {
     for hit in more {
         match hits.iter_mut().find(|known| known.hash == hit.hash) {
             Some(known) => {
+                // The same peer at another address (its IPv6 one) is kept:
+                // the download tries both.
                 for source in hit.sources {
-                    if !known.sources.iter().any(|s| s.id == source.id) {
+                    if !known.sources.contains(&source) {
                         known.sources.push(source);
                     }
                 }

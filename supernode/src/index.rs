@@ -14,6 +14,7 @@
 
 use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,6 +134,9 @@ struct LeafRecord {
     peer: PeerAddr,
     /// Accepts no inbound connections: listed as a relayed source.
     firewalled: bool,
+    /// Addresses of its other family that a stranger reached (its global
+    /// IPv6 ones): listed as direct sources, before `peer`.
+    also: Vec<SocketAddr>,
     files: HashMap<ContentHash, u64>,
     next_slot: u32,
 }
@@ -224,6 +228,7 @@ impl FileIndex {
             LeafRecord {
                 peer,
                 firewalled,
+                also: Vec::new(),
                 files: HashMap::new(),
                 next_slot: 0,
             },
@@ -242,6 +247,14 @@ impl FileIndex {
     pub fn set_firewalled(&self, leaf: LeafId, firewalled: bool) {
         if let Some(record) = self.catalog.write_locked().leaves.get_mut(&leaf) {
             record.firewalled = firewalled;
+        }
+    }
+
+    /// `leaf` is also reached directly at `also` (tested addresses of its
+    /// other family), replacing what was listed before.
+    pub fn set_also(&self, leaf: LeafId, also: Vec<SocketAddr>) {
+        if let Some(record) = self.catalog.write_locked().leaves.get_mut(&leaf) {
+            record.also = also;
         }
     }
 
@@ -432,12 +445,20 @@ impl FileIndex {
                 size: group.size,
                 name: group.name,
                 kind: group.kind,
+                // A leaf at its session's address (unless firewalled), then
+                // at its tested addresses of the other family: downloaders
+                // that know try IPv6 first; older ones keep to the first.
                 sources: group
                     .leaves
                     .iter()
                     .filter_map(|leaf| catalog.leaves.get(leaf))
-                    .filter(|record| !record.firewalled)
-                    .map(|record| record.peer)
+                    .flat_map(|record| {
+                        let id = record.peer.id;
+                        let session = (!record.firewalled).then_some(record.peer);
+                        session
+                            .into_iter()
+                            .chain(record.also.iter().map(move |&addr| PeerAddr::new(id, addr)))
+                    })
                     .take(MAX_SOURCES_PER_HIT)
                     .collect(),
                 relayed: match *self.relay.read_locked() {

@@ -149,7 +149,12 @@ struct Session {
     orders: mpsc::Sender<SessionNotice>,
     /// What the leaf said of its router and features, if it did.
     traits: Option<Traits>,
+    /// When we last dialed back the addresses it offered.
+    addresses_tested: Option<Instant>,
 }
+
+/// A leaf's offered addresses are dialed back at most this often.
+pub const ADDRESS_TESTS_EVERY: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Supernode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,6 +331,7 @@ impl Supernode {
                         local_ip,
                         orders,
                         traits: None,
+                        addresses_tested: None,
                     },
                 ) {
                     self.index.remove_leaf(old.leaf);
@@ -417,6 +423,33 @@ impl Supernode {
         };
         tracing::info!(leaf = ?leaf, firewalled = !accepts_inbound, "a leaf's reachability changed");
         self.index.set_firewalled(joined, !accepts_inbound);
+        true
+    }
+
+    /// Whether joined leaf `leaf` may have offered addresses tested now:
+    /// once per [`ADDRESS_TESTS_EVERY`], as each test dials out. `None` if
+    /// it is not joined here.
+    pub fn may_test_addresses(&self, leaf: PeerId) -> Option<bool> {
+        let mut sessions = self.sessions.locked();
+        let session = sessions.get_mut(&leaf)?;
+        let now = Instant::now();
+        let may = session
+            .addresses_tested
+            .is_none_or(|at| now.duration_since(at) >= ADDRESS_TESTS_EVERY);
+        if may {
+            session.addresses_tested = Some(now);
+        }
+        Some(may)
+    }
+
+    /// Lists joined leaf `leaf` at `also` too (addresses of its other
+    /// family a stranger reached). `false` if it is not joined here.
+    pub fn list_also(&self, leaf: PeerId, also: Vec<SocketAddr>) -> bool {
+        let Some(joined) = self.sessions.locked().get(&leaf).map(|session| session.leaf) else {
+            return false;
+        };
+        tracing::info!(leaf = ?leaf, ?also, "a leaf's other addresses were tested");
+        self.index.set_also(joined, also);
         true
     }
 

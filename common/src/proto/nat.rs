@@ -246,10 +246,100 @@ pub fn shown_to(addr: SocketAddr, to: IpAddr) -> SocketAddr {
     }
 }
 
+/// Most addresses of its other IP family a leaf may offer its supernode
+/// (`Request::Addresses`): a home has one global IPv6 address in use, and
+/// perhaps a temporary one beside it.
+pub const MAX_OTHER_ADDRESSES: usize = 2;
+/// Padding the offer must carry per address. The supernode dials each
+/// address back (a QUIC Initial of 1,200 bytes, resent for up to 3 s:
+/// about 4 KB): an asker cannot make it send more to an address than the
+/// asker sent it, as AutoNAT v2 asks a client for "dial data" before it
+/// dials an address other than the one it sees.
+pub const PADDING_PER_ADDRESS: usize = 4096;
+
+/// Why a supernode will not test a leaf's offered addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("{0} addresses offered, at most {MAX_OTHER_ADDRESSES}")]
+    TooMany(usize),
+    #[error("{got} bytes of padding, {wanted} needed")]
+    TooLittlePadding { got: usize, wanted: usize },
+    #[error("{0} is not a global address")]
+    NotGlobal(SocketAddr),
+    #[error("{0} is of the family the session already tests")]
+    SameFamily(SocketAddr),
+}
+
+/// Checks a leaf's offer of addresses of its other family (the session
+/// with its supernode comes from `session`): each global, of the other
+/// family (the session's own address is tested by the ordinary dial-back),
+/// few, and paid for with padding. The addresses to test, each once.
+pub fn check_offer(
+    addrs: &[SocketAddr],
+    padding: usize,
+    session: SocketAddr,
+) -> Result<Vec<SocketAddr>, OfferError> {
+    if addrs.len() > MAX_OTHER_ADDRESSES {
+        return Err(OfferError::TooMany(addrs.len()));
+    }
+    let wanted = addrs.len() * PADDING_PER_ADDRESS;
+    if padding < wanted {
+        return Err(OfferError::TooLittlePadding { got: padding, wanted });
+    }
+    let mut checked = Vec::new();
+    for &addr in addrs {
+        if !is_global(addr.ip()) || addr.port() == 0 {
+            return Err(OfferError::NotGlobal(addr));
+        }
+        if addr.is_ipv4() == session.is_ipv4() {
+            return Err(OfferError::SameFamily(addr));
+        }
+        if !checked.contains(&addr) {
+            checked.push(addr);
+        }
+    }
+    Ok(checked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_offer_of_other_addresses_is_bounded_paid_for_and_of_the_other_family() {
+        let session = at("198.51.100.7:4663");
+        let v6 = at("[2a0b:77:1::2]:4663");
+        assert_eq!(check_offer(&[v6], 4096, session), Ok(vec![v6]));
+        assert_eq!(check_offer(&[v6, v6], 8192, session), Ok(vec![v6]));
+        assert_eq!(check_offer(&[], 0, session), Ok(vec![]));
+        assert_eq!(
+            check_offer(&[v6], 4095, session),
+            Err(OfferError::TooLittlePadding {
+                got: 4095,
+                wanted: 4096
+            })
+        );
+        assert_eq!(
+            check_offer(&[v6; 3], 1 << 16, session),
+            Err(OfferError::TooMany(3))
+        );
+        let private = at("[fd00::2]:4663");
+        assert_eq!(
+            check_offer(&[private], 4096, session),
+            Err(OfferError::NotGlobal(private))
+        );
+        let same = at("203.0.113.9:4663");
+        assert_eq!(
+            check_offer(&[same], 4096, session),
+            Err(OfferError::NotGlobal(same))
+        );
+        let other_v4 = at("8.8.4.4:4663");
+        assert_eq!(
+            check_offer(&[other_v4], 4096, session),
+            Err(OfferError::SameFamily(other_v4))
+        );
+    }
 
     fn at(text: &str) -> SocketAddr {
         text.parse().unwrap()

@@ -124,6 +124,20 @@ pub enum Request {
     /// 0; an older supernode resets the stream, and keeps listing the leaf
     /// as it joined (the leaf may join again to correct it).
     Reach { accepts_inbound: bool },
+    /// A joined leaf offers addresses of its other IP family (its global
+    /// IPv6 addresses, when it joined over IPv4): the supernode dials each
+    /// back, as a stranger would, and lists those that answered beside the
+    /// session's address, first (a path with no NAT on it). At most
+    /// [`super::nat::MAX_OTHER_ADDRESSES`]; `padding` is at least
+    /// [`super::nat::PADDING_PER_ADDRESS`] bytes per address (any bytes),
+    /// so the dial-backs never send an address more than the leaf sent.
+    /// Answered by [`Response::AddressesTested`], or
+    /// [`Response::BadRequest`]. Appended after version 0; an older
+    /// supernode resets the stream, and lists only the session's address.
+    Addresses {
+        addrs: Vec<std::net::SocketAddr>,
+        padding: Vec<u8>,
+    },
 }
 
 /// What a supernode says when it asks to link.
@@ -305,6 +319,12 @@ pub enum Response {
     },
     /// The answer to [`Request::Reach`]: searchers are told so from now on.
     ReachNoted,
+    /// The answer to [`Request::Addresses`]: the offered addresses a
+    /// stranger's fresh port reached (and that are listed from now on,
+    /// replacing those listed before).
+    AddressesTested {
+        reachable: Vec<std::net::SocketAddr>,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -372,6 +392,11 @@ mod tests {
                 }
             }),
             any::<bool>().prop_map(|accepts_inbound| Request::Reach { accepts_inbound }),
+            (
+                proptest::collection::vec(any_addr(), 0..3),
+                proptest::collection::vec(any::<u8>(), 0..9000)
+            )
+                .prop_map(|(addrs, padding)| Request::Addresses { addrs, padding }),
         ]
     }
 
@@ -398,6 +423,8 @@ mod tests {
                 plan: [Plan::Punch, Plan::Spray, Plan::Open, Plan::Relay][plan as usize]
             }),
             Just(Response::ReachNoted),
+            proptest::collection::vec(any_addr(), 0..3)
+                .prop_map(|reachable| Response::AddressesTested { reachable }),
         ]
     }
 

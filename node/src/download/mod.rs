@@ -32,6 +32,7 @@ pub use scheduler::{Scheduler, SourceId};
 
 use canopy_common::sync::Lock;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -263,11 +264,19 @@ impl Progress {
     }
 }
 
-/// A source to try: reached directly, or (`via` its supernode) by push.
-#[derive(Debug, Clone, Copy)]
+/// A source to try: reached directly, or (`via` its supernode) by push,
+/// punch or relay; and perhaps at a second address, tried first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceSpec {
+    /// Its id, and where to dial it (for a source reached only through
+    /// `via`, the supernode's address stands in).
     pub peer: PeerAddr,
     pub via: Option<PeerAddr>,
+    /// Another address to dial it at, tried first: its IPv6 address, where
+    /// no NAT is on the way (RFC 8305: the other attempt starts 250 ms
+    /// later, or at once if this one fails). For a source with `via`, the
+    /// way through its supernode is taken only if this fails.
+    pub first: Option<SocketAddr>,
 }
 
 impl SourceSpec {
@@ -276,13 +285,67 @@ impl SourceSpec {
         SourceSpec {
             peer: PeerAddr::new(leaf, via.addr),
             via: Some(via),
+            first: None,
         }
+    }
+
+    /// The addresses it can be dialed at, `first` first.
+    fn direct(&self) -> impl Iterator<Item = SocketAddr> {
+        self.first
+            .into_iter()
+            .chain(self.via.is_none().then_some(self.peer.addr))
+    }
+
+    /// This source (the same peer) as learned two ways, for example at
+    /// its IPv4 address from one supernode and its IPv6 one from another,
+    /// or as firewalled on IPv4 and dialable on IPv6: one spec that tries
+    /// IPv6 first, then another direct address, then the supernode.
+    pub fn merged(self, other: SourceSpec) -> SourceSpec {
+        let id = self.peer.id;
+        let mut direct: Vec<SocketAddr> = Vec::new();
+        for addr in self.direct().chain(other.direct()) {
+            if !direct.contains(&addr) {
+                direct.push(addr);
+            }
+        }
+        // IPv6 first; the order learned otherwise.
+        direct.sort_by_key(|addr| addr.is_ipv4());
+        match (direct.as_slice(), self.via.or(other.via)) {
+            ([], Some(via)) => SourceSpec::relayed(id, via),
+            ([only], None) => SourceSpec::from(PeerAddr::new(id, *only)),
+            ([best, .., last], None) => SourceSpec {
+                peer: PeerAddr::new(id, *last),
+                via: None,
+                first: Some(*best),
+            },
+            ([best, ..], Some(via)) => SourceSpec {
+                first: Some(*best),
+                ..SourceSpec::relayed(id, via)
+            },
+            ([], None) => self,
+        }
+    }
+
+    /// `specs` with those of the same peer merged, in the order first seen.
+    pub fn grouped(specs: impl IntoIterator<Item = SourceSpec>) -> Vec<SourceSpec> {
+        let mut grouped: Vec<SourceSpec> = Vec::new();
+        for spec in specs {
+            match grouped.iter_mut().find(|known| known.peer.id == spec.peer.id) {
+                Some(known) => *known = known.merged(spec),
+                None => grouped.push(spec),
+            }
+        }
+        grouped
     }
 }
 
 impl From<PeerAddr> for SourceSpec {
     fn from(peer: PeerAddr) -> Self {
-        SourceSpec { peer, via: None }
+        SourceSpec {
+            peer,
+            via: None,
+            first: None,
+        }
     }
 }
 
@@ -714,7 +777,7 @@ impl Coordinator {
 
     /// Queues a source we have not seen yet and starts it if there is room.
     fn offer(&mut self, peer: PeerAddr) {
-        self.offer_spec(SourceSpec { peer, via: None });
+        self.offer_spec(SourceSpec::from(peer));
     }
 
     fn offer_spec(&mut self, spec: SourceSpec) {
@@ -1093,5 +1156,56 @@ impl Coordinator {
             received_bytes: progress.received,
             sources: progress.sources,
         })
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    fn at(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_learned_at_two_addresses_is_one_source_that_tries_ipv6_first() {
+        let id = PeerId([7; 32]);
+        let v4 = SourceSpec::from(PeerAddr::new(id, at("198.51.100.7:4663")));
+        let v6 = SourceSpec::from(PeerAddr::new(id, at("[2a0b:77:1::2]:4663")));
+        let both = SourceSpec {
+            peer: PeerAddr::new(id, at("198.51.100.7:4663")),
+            via: None,
+            first: Some(at("[2a0b:77:1::2]:4663")),
+        };
+        assert_eq!(v4.merged(v6), both);
+        assert_eq!(v6.merged(v4), both);
+        assert_eq!(v4.merged(v4), v4);
+
+        // Firewalled over IPv4, dialable over IPv6: IPv6 first, then the
+        // supernode's ways.
+        let supernode = PeerAddr::new(PeerId([9; 32]), at("203.0.113.1:4663"));
+        let relayed = SourceSpec::relayed(id, supernode);
+        let expected = SourceSpec {
+            first: Some(at("[2a0b:77:1::2]:4663")),
+            ..relayed
+        };
+        assert_eq!(relayed.merged(v6), expected);
+        assert_eq!(v6.merged(relayed), expected);
+        assert_eq!(relayed.merged(relayed), relayed);
+    }
+
+    #[test]
+    fn grouping_keeps_the_order_sources_were_learned_in() {
+        let (a, b) = (PeerId([1; 32]), PeerId([2; 32]));
+        let specs = [
+            SourceSpec::from(PeerAddr::new(a, at("198.51.100.1:1"))),
+            SourceSpec::from(PeerAddr::new(b, at("198.51.100.2:2"))),
+            SourceSpec::from(PeerAddr::new(a, at("[2a0b:77::1]:1"))),
+        ];
+        let grouped = SourceSpec::grouped(specs);
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].peer.id, a);
+        assert_eq!(grouped[0].first, Some(at("[2a0b:77::1]:1")));
+        assert_eq!(grouped[1], specs[1]);
     }
 }

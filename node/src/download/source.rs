@@ -3,6 +3,7 @@
 //! fails, or it has nothing more to give.
 
 use canopy_common::sync::Lock;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,13 @@ use super::{traverse, Event, Shared, SourceFailure, SourcePath, SourceSpec, Sour
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long fetching the block layer and last block may take.
 const LAYER_TIMEOUT: Duration = Duration::from_secs(30);
+/// RFC 8305's recommended Connection Attempt Delay: the second address of
+/// a source is dialed this long after the first, unless that failed.
+const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
+/// How long a firewalled source's other address (its IPv6 one) has before
+/// we go through its supernode instead: a handshake takes a round trip or
+/// two, and a firewall that drops the packets never answers.
+const FIRST_ALONE: Duration = Duration::from_secs(2);
 /// How often a partial source (a fellow downloader) is asked what it has now.
 const HAVE_REFRESH: Duration = Duration::from_secs(2);
 /// How often sources are asked for other sources.
@@ -36,6 +44,7 @@ pub(super) async fn run(shared: Arc<Shared>, id: SourceId, spec: SourceSpec) {
         id,
         peer: spec.peer,
         via: spec.via,
+        first: spec.first,
         received: Arc::new(AtomicU64::new(0)),
         rate: 0.0,
         relayed_via: None,
@@ -97,6 +106,8 @@ struct Source {
     peer: PeerAddr,
     /// For a firewalled source: the supernode that can ask it to call us.
     via: Option<PeerAddr>,
+    /// Another address to dial it at first ([`SourceSpec::first`]).
+    first: Option<SocketAddr>,
     /// Bytes received from this source, including rejected ones.
     received: Arc<AtomicU64>,
     /// Smoothed delivery rate in bytes per second.
@@ -109,20 +120,18 @@ struct Source {
 
 impl Source {
     async fn run(&mut self) -> Result<(), SourceFailure> {
-        let connection = match self.via {
-            None => {
-                let connection =
-                    tokio::time::timeout(CONNECT_TIMEOUT, self.shared.endpoint.connect(&self.peer))
-                        .await
-                        .map_err(|_| {
-                            SourceFailure::Unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))
-                        })?
-                        .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
-                self.shared
-                    .update_slot(self.id, |slot| slot.path = Some(SourcePath::Direct));
-                connection
-            }
-            Some(via) => self.pushed(via).await?,
+        let connection = match (self.via, self.first) {
+            (None, _) => self.dial().await?,
+            (Some(via), None) => self.pushed(via).await?,
+            // Dialable at another address (its IPv6 one): that first, its
+            // supernode's ways if it does not answer.
+            (Some(via), Some(first)) => match self.dial_at(first, FIRST_ALONE).await {
+                Ok(connection) => connection,
+                Err(why) => {
+                    tracing::debug!(source = ?self.peer.id, %first, %why, "not dialable there; through its supernode");
+                    self.pushed(via).await?
+                }
+            },
         };
         // In a private network, a change of membership that drops this
         // source closes the connection under the download.
@@ -145,6 +154,68 @@ impl Source {
             moved.close(0u32.into(), b"done");
         }
         result
+    }
+
+    /// Dials the source at its address, and at [`Source::first`] if it has
+    /// one: that one first and, 250 ms later or as soon as it fails, the
+    /// other too; the first connection wins (RFC 8305's happy eyeballs,
+    /// its recommended Connection Attempt Delay).
+    async fn dial(&mut self) -> Result<quinn::Connection, SourceFailure> {
+        let Some(first) = self.first else {
+            return self.dial_at(self.peer.addr, CONNECT_TIMEOUT).await;
+        };
+        let endpoint = self.shared.endpoint.clone();
+        let (id, other) = (self.peer.id, self.peer.addr);
+        let (at_first, at_other) = (PeerAddr::new(id, first), PeerAddr::new(id, other));
+        let preferred = endpoint.connect(&at_first);
+        let fallback = endpoint.connect(&at_other);
+        tokio::pin!(preferred, fallback);
+        let stagger = tokio::time::sleep(HAPPY_EYEBALLS_DELAY);
+        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(stagger, deadline);
+        let (mut started, mut preferred_failed) = (false, false);
+        let mut last_error = None;
+        let (connection, at) = loop {
+            tokio::select! {
+                dialed = &mut preferred, if !preferred_failed => match dialed {
+                    Ok(connection) => break (connection, first),
+                    Err(error) => {
+                        tracing::debug!(source = ?id, %first, %error, "not reached there");
+                        (preferred_failed, started) = (true, true);
+                        last_error = Some(error);
+                    }
+                },
+                dialed = &mut fallback, if started => match dialed {
+                    Ok(connection) => break (connection, other),
+                    Err(error) => return Err(SourceFailure::Unreachable(error.to_string())),
+                },
+                _ = &mut stagger, if !started => started = true,
+                _ = &mut deadline => {
+                    return Err(SourceFailure::Unreachable(match last_error {
+                        Some(error) => format!("{error}; and no answer at {other} within {CONNECT_TIMEOUT:?}"),
+                        None => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    }))
+                }
+            }
+        };
+        tracing::debug!(source = ?id, %at, "dialed");
+        self.moved_to(&connection, SourcePath::Direct);
+        Ok(connection)
+    }
+
+    /// Dials the source at `addr`, waiting at most `patience`.
+    async fn dial_at(
+        &mut self,
+        addr: SocketAddr,
+        patience: Duration,
+    ) -> Result<quinn::Connection, SourceFailure> {
+        let peer = PeerAddr::new(self.peer.id, addr);
+        let connection = tokio::time::timeout(patience, self.shared.endpoint.connect(&peer))
+            .await
+            .map_err(|_| SourceFailure::Unreachable(format!("no answer within {patience:?}")))?
+            .map_err(|error| SourceFailure::Unreachable(error.to_string()))?;
+        self.moved_to(&connection, SourcePath::Direct);
+        Ok(connection)
     }
 
     /// Gets a connection from our firewalled source through its supernode

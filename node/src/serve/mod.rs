@@ -157,6 +157,10 @@ async fn serve_stream(
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::reach(peer, accepts_inbound, &mut send, state).await
         }
+        Request::Addresses { addrs, padding } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::addresses(peer, &addrs, padding.len(), &mut send, state).await
+        }
         Request::Observe => {
             let _ = recv.stop(VarInt::from_u32(0));
             write_frame(&mut send, &Response::Observed { addr: peer.addr })

@@ -327,3 +327,44 @@ pub(super) async fn reach(
     write_frame(send, &response).await?;
     Ok(())
 }
+
+/// A joined leaf offers addresses of its other family: each is dialed
+/// back from a fresh port, as a stranger would, pinning the leaf's key, and
+/// those that answer are listed beside its session's address. Checked
+/// first (`nat::check_offer`): few, global, paid for with padding, and at
+/// most once a minute per leaf, so nobody makes us dial at a third party.
+pub(super) async fn addresses(
+    peer: PeerAddr,
+    addrs: &[std::net::SocketAddr],
+    padding: usize,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        None => not_supernode(),
+        Some(supernode) => match supernode.may_test_addresses(peer.id) {
+            None => Response::UnknownLeaf,
+            Some(false) => Response::Busy {
+                retry_after_ms: canopy_supernode::ADDRESS_TESTS_EVERY.as_millis() as u32,
+            },
+            Some(true) => match canopy_common::proto::nat::check_offer(addrs, padding, peer.addr) {
+                Err(why) => Response::bad_request(why.to_string()),
+                Ok(offered) => {
+                    let network = state.membership.get().map(|m| (*m.current()).clone());
+                    let mut reachable = Vec::new();
+                    for addr in offered {
+                        if crate::measure::dial_back(PeerAddr::new(peer.id, addr), network.clone()).await {
+                            reachable.push(addr);
+                        }
+                    }
+                    match supernode.list_also(peer.id, reachable.clone()) {
+                        true => Response::AddressesTested { reachable },
+                        false => Response::UnknownLeaf,
+                    }
+                }
+            },
+        },
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
