@@ -112,6 +112,31 @@ fn random_file(path: &Path, size: usize, seed: u8) -> String {
     blake3::hash(&content).to_hex().to_string()
 }
 
+/// Writes a WAV file of `seconds` of a 440 Hz tone (8 kHz, 8-bit mono);
+/// returns its content hash.
+fn wav_file(path: &Path, seconds: u32) -> String {
+    let rate = 8000u32;
+    let samples: Vec<u8> = (0..rate * seconds)
+        .map(|i| (128.0 + 60.0 * (i as f64 * 440.0 * std::f64::consts::TAU / rate as f64).sin()) as u8)
+        .collect();
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes()); // bytes per second
+    wav.extend_from_slice(&1u16.to_le_bytes()); // block align
+    wav.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&samples);
+    std::fs::write(path, &wav).unwrap();
+    blake3::hash(&wav).to_hex().to_string()
+}
+
 fn blake3_of(path: &Path) -> String {
     blake3::hash(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .to_hex()
@@ -163,7 +188,7 @@ fn search_download_pause_resume_and_share_in_a_browser() {
             "--share",
             shared.to_str().unwrap(),
             "--max-upload-rate",
-            "2M",
+            "1M",
         ],
         &dir("leaf"),
     );
@@ -229,6 +254,113 @@ fn search_download_pause_resume_and_share_in_a_browser() {
     drop((supernode, leaf, app));
 }
 
+/// Links in and out, clicks that land and a Cancel that asks, in a real
+/// browser (node/tests/web/app.spec.mjs): a pasted link and hash start
+/// downloads; ten human-speed clicks on Pause/Resume while the list is
+/// refreshed all land; Cancel keeps everything until confirmed, then
+/// deletes the part file; a copied link, pasted, downloads the right bytes.
+#[test]
+fn links_clicks_and_cancel_in_a_browser() {
+    require("node", "apt-get install nodejs npm");
+    require("npm", "apt-get install npm");
+    require(&chromium(), "apt-get install chromium");
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    npm_ci(&web);
+
+    let temp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let path = temp.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let (slow, fast, downloads) = (dir("slow"), dir("fast"), dir("downloads"));
+    // Two big files from a capped sharer keep running through the clicks.
+    let background_size = 30_000_000;
+    let background = random_file(&slow.join("background-source.bin"), background_size, 21);
+    let clicky = random_file(&slow.join("clicky.bin"), 30_000_000, 22);
+    let linked = random_file(&fast.join("linked-cedar.bin"), 2_500_000, 23);
+
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &dir("supernode"));
+    let bootstrap = supernode.peer_address();
+    let slow_leaf = sharing_leaf(&bootstrap, &slow, &["--max-upload-rate", "1M"], &dir("slow-leaf"));
+    let fast_leaf = sharing_leaf(&bootstrap, &fast, &[], &dir("fast-leaf"));
+    let mut app = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--bootstrap",
+            &bootstrap,
+            "--ui-listen",
+            "127.0.0.1:0",
+            "--download-dir",
+            downloads.to_str().unwrap(),
+        ],
+        &dir("app"),
+    );
+    let page = app.wait_for("desktop app: open ");
+    let url = page.split_whitespace().next().unwrap().to_string();
+
+    let output = Command::new("node")
+        .arg("app.spec.mjs")
+        .current_dir(&web)
+        .env("CANOPY_UI_URL", &url)
+        .env(
+            "CANOPY_BACKGROUND_LINK",
+            format!("canopy:{background}?size={background_size}&name=background.bin"),
+        )
+        .env("CANOPY_BACKGROUND_HASH", &background)
+        .env("CANOPY_CLICKY_HASH", &clicky)
+        .env("CANOPY_LINKED_HASH", &linked)
+        .env(
+            "CANOPY_SCREENSHOTS",
+            std::env::var("CANOPY_SCREENSHOTS").unwrap_or_default(),
+        )
+        .env("CHROMIUM", chromium())
+        .output()
+        .expect("node runs the browser script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    println!("{stdout}");
+    for step in [
+        "loaded",
+        "pasted",
+        "clicks",
+        "kept",
+        "cancelled",
+        "copied",
+        "linked",
+        "dropped",
+        "links-out",
+        "narrow",
+    ] {
+        assert!(
+            stdout.contains(&format!("{{\"step\":\"{step}\"")),
+            "step {step} missing:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("\"landed\":10"), "{stdout}");
+    // The pasted link downloaded the right bytes under its name.
+    assert_eq!(blake3_of(&downloads.join("linked-cedar.bin")), linked);
+    // The cancelled download left nothing behind; the other one is there.
+    let left: Vec<String> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.iter().any(|name| name.starts_with(&clicky)),
+        "the cancelled download left {left:?}"
+    );
+    assert!(
+        left.iter().any(|name| name.starts_with("background.bin")),
+        "{left:?}"
+    );
+    drop((supernode, slow_leaf, fast_leaf, app));
+}
+
 /// Sends `METHOD path` to the host of `url` by hand; returns all it answered.
 fn raw_request(url: &str, method: &str) -> Vec<u8> {
     use std::io::{Read, Write};
@@ -287,6 +419,12 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
     let size = 3_000_001;
     let hash = random_file(&shared.join("big file é.bin"), size, 7);
     let content = std::fs::read(shared.join("big file é.bin")).unwrap();
+    let tune = wav_file(&shared.join("tune.WAV"), 2);
+    let page_hash = {
+        let html = b"<script>alert(1)</script>";
+        std::fs::write(shared.join("page.html"), html).unwrap();
+        blake3::hash(html).to_hex().to_string()
+    };
 
     let mut node = Process::start(
         &[
@@ -351,6 +489,26 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
     let traversal = url.replace(&hash, "..%2F..%2Fetc%2Fpasswd");
     assert!(curl(&["--path-as-is", &traversal]).0.starts_with("HTTP/1.1 404"));
 
+    // Media are served inline with their type, so a browser plays them;
+    // nothing that could run script is.
+    let (head, body) = curl(&[&base.replace("HASH", &tune)]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(header(&head, "content-type"), Some("audio/wav"));
+    let disposition = header(&head, "content-disposition").unwrap();
+    assert!(
+        disposition.starts_with("inline; filename=\"tune.WAV\""),
+        "{disposition}"
+    );
+    assert_eq!(blake3::hash(&body).to_hex().as_str(), tune);
+    let (head, _) = curl(&["-H", "Range: bytes=0-99", &base.replace("HASH", &tune)]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(header(&head, "content-type"), Some("audio/wav"));
+    let (head, _) = curl(&[&base.replace("HASH", &page_hash)]);
+    assert_eq!(header(&head, "content-type"), Some("application/octet-stream"));
+    assert!(header(&head, "content-disposition")
+        .unwrap()
+        .starts_with("attachment;"));
+
     // aria2c with four connections (ranges under the hood): the right file.
     let fetched = temp.path().join("fetched");
     let status = Command::new("aria2c")
@@ -361,6 +519,57 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
         .expect("aria2c runs");
     assert!(status.success(), "aria2c failed");
     assert_eq!(blake3_of(&fetched.join("out.bin")), hash);
+    drop(node);
+}
+
+/// A song shared through the gateway plays in a real browser: opened by its
+/// address it shows a player instead of downloading, and an `<audio>`
+/// element pointed at it plays and seeks (node/tests/web/media.spec.mjs).
+#[test]
+fn the_gateway_plays_media_in_a_browser() {
+    require("node", "apt-get install nodejs npm");
+    require(&chromium(), "apt-get install chromium");
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    npm_ci(&web);
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let tune = wav_file(&shared.join("tune.wav"), 2);
+    let other = random_file(&shared.join("data.bin"), 10_000, 5);
+    let mut node = Process::start(
+        &[
+            "--role",
+            "leaf",
+            "--no-ui",
+            "--share",
+            shared.to_str().unwrap(),
+            "--gateway",
+            "127.0.0.1:0",
+        ],
+        &temp.path().join("data"),
+    );
+    let base = node.wait_for("HTTP gateway: shared files at ");
+    let output = Command::new("node")
+        .arg("media.spec.mjs")
+        .current_dir(&web)
+        .env("CANOPY_MEDIA_URL", base.replace("HASH", &tune))
+        .env("CANOPY_OTHER_URL", base.replace("HASH", &other))
+        .env("CHROMIUM", chromium())
+        .output()
+        .expect("node runs the browser script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    println!("{stdout}");
+    for step in ["opened", "other-downloads", "played"] {
+        assert!(
+            stdout.contains(&format!("{{\"step\":\"{step}\"")),
+            "step {step} missing:\n{stdout}"
+        );
+    }
     drop(node);
 }
 
@@ -488,6 +697,21 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
         body.contains("you already have this file") && body.contains("have.txt"),
         "{body}"
     );
+    // Links: bounded, and each bad item refused with why (the file we
+    // have is pointed at, not fetched).
+    assert_eq!(post("/api/links", "{\"text\": \" \\n \"}").0, 400);
+    let many = vec!["ab".repeat(32); 101].join(" ");
+    let (status, body) = post("/api/links", &format!("{{\"text\": \"{many}\"}}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 100"), "{body}");
+    let (status, body) = post(
+        "/api/links",
+        &format!("{{\"text\": \"canopy:zz\\ncanopy:{hash}?name=again.txt\"}}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"added\":[]"), "{body}");
+    assert!(body.contains("bad content hash in link"), "{body}");
+    assert!(body.contains("you already have this file"), "{body}");
     assert_eq!(post("/api/shares", "{\"path\": \"relative/dir\"}").0, 400);
     assert_eq!(
         post("/api/search", &format!("{{\"text\": \"{}\"}}", "x".repeat(5000))).0,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use canopy_common::proto::link::Link;
 use canopy_common::proto::search::FileKind;
 use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
 use serde::Deserialize;
@@ -23,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use super::auth::{basic_auth_matches, is_loopback_host, same_secret};
 use super::events::{Event, Events};
 use super::http::{Handler, Request, Response};
+use super::links::{link_for, parse_pasted};
 use super::settings::{self, Change, Shown};
 use crate::download_manager::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
@@ -36,6 +38,8 @@ const MAX_SEARCHES: usize = 4;
 const RECENT_HITS: usize = 2000;
 /// How often live events are sent.
 const TICK: Duration = Duration::from_millis(500);
+/// Shared files listed at most by `GET /api/shares/files`.
+const MAX_LISTED_FILES: usize = 5000;
 
 /// Everything the app reads and changes.
 pub struct App {
@@ -161,12 +165,11 @@ impl App {
         match (method, segments.as_slice()) {
             ("GET", ["status"]) => Ok(Response::json(&self.status())),
             ("POST", ["search"]) => self.search(request),
-            ("GET", ["downloads"]) => Ok(Response::json(&json!(self.downloads.list()))),
+            ("GET", ["downloads"]) => Ok(Response::json(&self.downloads_json())),
             ("POST", ["downloads"]) => self.start_download(request),
             ("GET", ["downloads", hash]) => {
                 let hash = parse_hash(hash)?;
-                self.downloads
-                    .get(&hash)
+                self.download_json(&hash)
                     .map(|d| Response::json(&d))
                     .ok_or_else(|| downloads_error(DownloadsError::Unknown(hash)))
             }
@@ -184,9 +187,11 @@ impl App {
                     _ => return Err(Response::error(404, "Not Found", "no such action")),
                 }
                 .map_err(downloads_error)?;
-                Ok(Response::json(&self.downloads.get(&hash).unwrap_or(Value::Null)))
+                Ok(Response::json(&self.download_json(&hash).unwrap_or(Value::Null)))
             }
+            ("POST", ["links"]) => self.add_links(request),
             ("GET", ["shares"]) => Ok(Response::json(&self.shares())),
+            ("GET", ["shares", "files"]) => Ok(Response::json(&self.shared_files())),
             ("POST", ["shares"]) => {
                 let body: FolderBody = parse_body(request)?;
                 self.folders.add(&body.path).map_err(folder_error)?;
@@ -199,7 +204,7 @@ impl App {
             }
             ("GET", ["settings"]) => Ok(Response::json(&self.settings())),
             ("PUT", ["settings"]) => self.change_settings(request),
-            (_, ["status" | "search" | "downloads" | "shares" | "settings" | "events", ..]) => Err(
+            (_, ["status" | "search" | "downloads" | "links" | "shares" | "settings" | "events", ..]) => Err(
                 Response::error(405, "Method Not Allowed", "method not allowed here"),
             ),
             _ => Err(Response::error(404, "Not Found", "no such endpoint")),
@@ -408,8 +413,72 @@ impl App {
         Ok(Response::json_status(
             201,
             "Created",
-            &self.downloads.get(&hash).unwrap_or(Value::Null),
+            &self.download_json(&hash).unwrap_or(Value::Null),
         ))
+    }
+
+    /// `POST /api/links`: starts a download for each link or hash pasted.
+    /// Items are handled one by one: the answer lists those started and
+    /// those refused, with why (already listed, already here, not a link).
+    fn add_links(&self, request: &Request) -> Result<Response, Response> {
+        let body: LinksBody = parse_body(request)?;
+        let (links, refused) =
+            parse_pasted(&body.text).map_err(|error| Response::error(400, "Bad Request", error))?;
+        let mut failed: Vec<Value> = refused
+            .into_iter()
+            .map(|item| json!({ "text": item.text, "error": item.error }))
+            .collect();
+        let mut added = Vec::new();
+        for link in links {
+            let name = link.file_name();
+            let hit = {
+                let recent = self.recent.locked();
+                recent.iter().find(|hit| hit.hash == link.hash).cloned()
+            }
+            .or_else(|| hit_of_link(&link));
+            match self.downloads.add(link.hash, name.as_deref(), hit.as_ref()) {
+                Ok(()) => added.extend(self.download_json(&link.hash)),
+                Err(error) => failed.push(json!({ "text": link.to_string(), "error": error.to_string() })),
+            }
+        }
+        Ok(Response::json(&json!({ "added": added, "failed": failed })))
+    }
+
+    /// Every download as the API shows it: with its link.
+    pub fn downloads_json(&self) -> Value {
+        Value::Array(self.downloads.list().into_iter().map(with_link).collect())
+    }
+
+    fn download_json(&self, hash: &ContentHash) -> Option<Value> {
+        self.downloads.get(hash).map(with_link)
+    }
+
+    /// `GET /api/shares/files`: the files this node shares, by path, each
+    /// with its link; at most [`MAX_LISTED_FILES`] (`truncated` says so).
+    fn shared_files(&self) -> Value {
+        let mut files = self.context.shares.list();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let total = files.len();
+        let listed: Vec<Value> = files
+            .iter()
+            .take(MAX_LISTED_FILES)
+            .map(|file| {
+                let hash = file.hash();
+                let name = file
+                    .path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                json!({
+                    "hash": hash.to_hex(),
+                    "name": name,
+                    "path": file.path,
+                    "size": file.size,
+                    "link": link_for(hash, Some(&name), Some(file.size)),
+                })
+            })
+            .collect();
+        json!({ "files": listed, "total": total, "truncated": total > MAX_LISTED_FILES })
     }
 
     /// The events a page gets first, so it starts with the whole picture.
@@ -421,7 +490,7 @@ impl App {
             },
             Event {
                 name: "downloads",
-                data: json!(self.downloads.list()).to_string(),
+                data: self.downloads_json().to_string(),
             },
             Event {
                 name: "shares",
@@ -479,7 +548,7 @@ pub async fn publish_loop(app: Arc<App>) {
         }
         count += 1;
         if changed || app.downloads.any_running() {
-            app.events.publish("downloads", &json!(app.downloads.list()));
+            app.events.publish("downloads", &app.downloads_json());
         }
         if count.is_multiple_of(2) || folders_changed {
             app.events.publish("status", &app.status());
@@ -497,6 +566,35 @@ pub fn hit_json(hit: &Hit) -> Value {
         "size": hit.size,
         "type": hit.kind.as_str(),
         "sources": hit.source_count.max((hit.sources.len() + hit.relayed.len()) as u32),
+        "link": link_for(hit.hash, Some(&hit.name), Some(hit.size)),
+    })
+}
+
+/// A download as the API shows it, with the link to copy for it.
+fn with_link(mut download: Value) -> Value {
+    let hash = download["hash"].as_str().and_then(|hex| hex.parse().ok());
+    if let Some(hash) = hash {
+        let link = link_for(hash, download["name"].as_str(), download["size"].as_u64());
+        download["link"] = json!(link);
+    }
+    download
+}
+
+/// Sources a link names, as a search hit the download can start from.
+/// `None` when it names none: a hash search finds them then.
+fn hit_of_link(link: &Link) -> Option<Hit> {
+    if link.sources.is_empty() {
+        return None;
+    }
+    let name = link.file_name().unwrap_or_default();
+    Some(Hit {
+        hash: link.hash,
+        size: link.size.unwrap_or(0),
+        kind: FileKind::from_name(&name),
+        name,
+        sources: link.sources.clone(),
+        source_count: link.sources.len() as u32,
+        relayed: Vec::new(),
     })
 }
 
@@ -514,6 +612,12 @@ struct DownloadBody {
     hash: String,
     #[serde(default)]
     name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinksBody {
+    text: String,
 }
 
 #[derive(Deserialize)]

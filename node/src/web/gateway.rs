@@ -9,6 +9,9 @@
 //! `Range: bytes=` range (206 with `Content-Range`; 416 when it lies past
 //! the end; a list of ranges is answered with the whole file), `ETag` (the
 //! hash) with `If-None-Match`, and `Content-Disposition` with the file name.
+//! Audio, video and raster images are served inline with their media type
+//! (by the name's extension), so a browser plays or shows them; anything
+//! else is `application/octet-stream` and an attachment.
 //! Uploads through the gateway share the node's upload rate cap.
 
 use std::io::SeekFrom;
@@ -112,12 +115,14 @@ impl Gateway {
             ),
             None => (status_line(200, "OK"), 0..size),
         };
+        let media = media_type(&name);
         head.push_str(&format!(
-            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\
+            "Content-Type: {}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\
              ETag: {etag}\r\nContent-Disposition: {}\r\nCache-Control: public, max-age=31536000, immutable\r\n\
              X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+            media.unwrap_or("application/octet-stream"),
             body.end - body.start,
-            content_disposition(&name)
+            content_disposition(&name, media.is_some())
         ));
         write(stream, head.as_bytes()).await?;
         if head_only {
@@ -197,8 +202,38 @@ pub fn parse_range(header: &str, size: u64) -> RangeRequest {
     }
 }
 
-/// `attachment` with an ASCII fallback name and the exact name in RFC 5987 form.
-fn content_disposition(name: &str) -> String {
+/// The media type of a file a browser can play or show by itself, by the
+/// extension of its name; `None` for anything else. Only audio, video and
+/// raster images: nothing that runs script (HTML, SVG, PDF) is served
+/// inline, even from the gateway's own origin.
+pub fn media_type(name: &str) -> Option<&'static str> {
+    let (_, extension) = name.rsplit_once('.')?;
+    Some(match extension.to_ascii_lowercase().as_str() {
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "weba" => "audio/webm",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "ogv" => "video/ogg",
+        "mkv" => "video/x-matroska",
+        "mov" => "video/quicktime",
+        "avi" => "video/x-msvideo",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        _ => return None,
+    })
+}
+
+/// `inline` (media a browser plays) or `attachment`, with an ASCII
+/// fallback name and the exact name in RFC 5987 form.
+fn content_disposition(name: &str, inline: bool) -> String {
     let ascii: String = name
         .chars()
         .map(|c| {
@@ -219,7 +254,8 @@ fn content_disposition(name: &str) -> String {
             }
         })
         .collect();
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+    let kind = if inline { "inline" } else { "attachment" };
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 #[cfg(test)]
@@ -248,9 +284,31 @@ mod tests {
     #[test]
     fn names_are_quoted_safely() {
         assert_eq!(
-            content_disposition("a \"b\".mp3"),
+            content_disposition("a \"b\".mp3", false),
             "attachment; filename=\"a _b_.mp3\"; filename*=UTF-8''a%20%22b%22.mp3"
         );
-        assert!(content_disposition("é\r\n").starts_with("attachment; filename=\"___"));
+        assert!(content_disposition("é\r\n", false).starts_with("attachment; filename=\"___"));
+        assert!(content_disposition("song.mp3", true).starts_with("inline; filename=\"song.mp3\""));
+    }
+
+    #[test]
+    fn media_is_typed_by_extension_and_nothing_scriptable_is() {
+        assert_eq!(media_type("Song.MP3"), Some("audio/mpeg"));
+        assert_eq!(media_type("a.b.ogg"), Some("audio/ogg"));
+        assert_eq!(media_type("film.mp4"), Some("video/mp4"));
+        assert_eq!(media_type("clip.webm"), Some("video/webm"));
+        assert_eq!(media_type("photo.JPEG"), Some("image/jpeg"));
+        for other in [
+            "page.html",
+            "page.htm",
+            "logo.svg",
+            "doc.pdf",
+            "x.js",
+            "README",
+            "mp3",
+            "a.bin",
+        ] {
+            assert_eq!(media_type(other), None, "{other}");
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod control;
 pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod links;
 pub mod open;
 pub mod services;
 pub mod settings;

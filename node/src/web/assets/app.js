@@ -80,6 +80,7 @@ function show(name) {
   for (const b of document.querySelectorAll('nav button')) b.classList.toggle('active', b.dataset.tab === name);
   for (const s of document.querySelectorAll('.tab')) s.classList.toggle('active', s.id === 'tab-' + name);
   if (name === 'settings') loadSettings();
+  if (name === 'shares') loadSharedFiles();
 }
 
 // Search: results stream in as search-hit events for our search id. Events
@@ -134,7 +135,10 @@ function addHit(hit) {
   row.dataset.hash = hit.hash;
   row.append(cell(hit.name, 'name'), cell(bytes(hit.size), 'num'), cell(hit.type), cell(hit.sources, 'num'));
   const actions = cell('', 'actions');
-  actions.append(button('Download', () => act(startDownload(hit)), 'primary download'));
+  actions.append(
+    button('Download', () => act(startDownload(hit)), 'primary download'),
+    button('Copy link', () => copyLink(hit.link), 'copy'),
+  );
   row.append(actions);
   $('#results tbody').append(row);
   $('#search-state').textContent = shownHits.size + ' found so far…';
@@ -144,77 +148,257 @@ async function startDownload(hit) {
   await api('POST', 'downloads', { hash: hit.hash, name: hit.name });
   toast('Downloading ' + hit.name);
   show('downloads');
-  renderDownloads(await api('GET', 'downloads'));
 }
 
-// Downloads.
+// Downloads. Each row is made once per download (keyed by its hash) and
+// then only its text, bar and buttons change: the list comes again every
+// 0.5 s while anything runs, and a row rebuilt under the pointer between
+// press and release would swallow the click.
+const downloadRows = new Map();
+
 function renderDownloads(list) {
   const body = $('#downloads tbody');
   $('#downloads-empty').hidden = list.length > 0;
   const running = list.filter((d) => d.state === 'running').length;
   $('#downloads-badge').textContent = running ? running : '';
-  const rows = list.map((d) => {
-    const row = document.createElement('tr');
-    row.dataset.hash = d.hash;
-    row.dataset.state = d.state;
-    row.className = 'download';
-    const percent = d.fraction == null ? 0 : Math.floor(d.fraction * 1000) / 10;
-    const name = cell(d.name, 'name');
-    if (d.error) {
-      const why = document.createElement('div');
-      why.className = 'error';
-      why.textContent = d.error;
-      name.append(why);
+  const listed = new Set();
+  let previous = null;
+  for (const d of list) {
+    listed.add(d.hash);
+    let entry = downloadRows.get(d.hash);
+    if (!entry) {
+      entry = makeDownloadRow(d.hash);
+      downloadRows.set(d.hash, entry);
     }
-    const waiting = d.state === 'running' && d.waiting;
-    if (waiting) {
-      const why = document.createElement('div');
-      why.className = 'stall';
-      const next = d.waiting.next_look_seconds;
-      why.textContent = 'No source has this file right now' +
-        (next == null ? '; looking…' : `; looking again in ${duration(next)}`);
-      name.append(why);
-      row.dataset.waiting = 'true';
-    }
-    const stalled = !waiting && d.state === 'running' && d.stalled;
-    if (stalled) {
-      const why = document.createElement('div');
-      why.className = 'stall';
-      why.textContent = `No data for ${duration(d.stalled.seconds)}: ${d.stalled.reason}`;
-      name.append(why);
-      row.dataset.stalled = 'true';
-    }
-    const progress = document.createElement('td');
-    const bar = document.createElement('div');
-    bar.className = 'bar';
-    const fill = document.createElement('span');
-    fill.style.width = percent + '%';
-    const label = document.createElement('em');
-    label.className = 'percent';
-    const shown = waiting ? 'waiting for sources' : stalled ? 'stalled' : d.state;
-    label.textContent = d.state === 'done' ? 'done · 100 %' : `${shown} · ${percent} % of ${bytes(d.size)}`;
-    bar.append(fill, label);
-    progress.append(bar);
-    const sources = d.state === 'running' ? `${d.active_sources} / ${d.sources.length}` : String(d.known_sources);
-    row.append(
-      name,
-      progress,
-      cell(d.state === 'running' ? bytes(d.rate) + '/s' : '', 'num'),
-      cell(d.state === 'running' ? duration(d.eta_seconds) : '', 'num'),
-      cell(sources, 'num'),
+    updateDownloadRow(entry, d);
+    // Moved only when out of place (never, while the order holds).
+    const wanted = previous ? previous.nextSibling : body.firstChild;
+    if (wanted !== entry.row) body.insertBefore(entry.row, wanted);
+    previous = entry.row;
+  }
+  for (const [hash, entry] of downloadRows) {
+    if (listed.has(hash)) continue;
+    entry.row.remove();
+    downloadRows.delete(hash);
+  }
+}
+
+function makeDownloadRow(hash) {
+  const row = document.createElement('tr');
+  row.className = 'download';
+  row.dataset.hash = hash;
+  const name = cell('', 'name');
+  const title = document.createElement('span');
+  title.className = 'title';
+  const error = document.createElement('div');
+  error.className = 'error';
+  const note = document.createElement('div');
+  note.className = 'stall';
+  name.append(title, error, note);
+  const progress = document.createElement('td');
+  progress.className = 'progress';
+  const bar = document.createElement('div');
+  bar.className = 'bar';
+  const fill = document.createElement('span');
+  const label = document.createElement('em');
+  label.className = 'percent';
+  bar.append(fill, label);
+  progress.append(bar);
+  const rate = cell('', 'num rate');
+  const eta = cell('', 'num eta');
+  const sources = cell('', 'num sources');
+  const actions = cell('', 'actions');
+  const entry = { row, title, error, note, fill, label, rate, eta, sources, current: null };
+  const path = 'downloads/' + hash;
+  // A button sends one request at a time. The row changes when the node
+  // says the state changed (a downloads event follows every change): an
+  // answer shown here could arrive after a newer event and undo it.
+  const send = (b, method, suffix, done) => {
+    b.disabled = true;
+    api(method, path + suffix)
+      .then(() => { if (done) toast(done()); })
+      .catch((e) => toast(e.message, true))
+      .finally(() => { b.disabled = false; });
+  };
+  entry.buttons = {
+    pause: button('Pause', () => send(entry.buttons.pause, 'POST', '/pause'), 'pause'),
+    resume: button('Resume', () => send(entry.buttons.resume, 'POST', '/resume'), 'resume'),
+    open: button('Open folder', () => send(entry.buttons.open, 'POST', '/open',
+      () => 'Opened the folder of ' + entry.current.name), 'open'),
+    copy: button('Copy link', () => copyLink(entry.current.link), 'copy'),
+    cancel: button('Cancel', () => cancelDownload(entry.current), 'cancel'),
+  };
+  actions.append(...Object.values(entry.buttons));
+  row.append(name, progress, rate, eta, sources, actions);
+  return entry;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function updateDownloadRow(entry, d) {
+  // Just after Resume the node reports 0 verified until it has read the
+  // part file again; what was verified before is still in it, so the row
+  // keeps showing that instead of dropping to 0 % for a moment.
+  // Likewise its size, which never changes once a source has proved it.
+  const held = {};
+  if (d.state === 'running' && !d.verified && entry.verified) held.verified = entry.verified;
+  if (d.size == null && entry.size != null) held.size = entry.size;
+  if (Object.keys(held).length) {
+    d = Object.assign({}, d, held);
+    if (d.size != null) d.fraction = d.size ? d.verified / d.size : 1;
+  }
+  entry.size = d.size;
+  entry.verified = d.verified || 0;
+  entry.current = d;
+  const { row } = entry;
+  row.dataset.state = d.state;
+  const percent = d.state === 'done' ? 100 : d.fraction == null ? 0 : Math.floor(d.fraction * 1000) / 10;
+  setText(entry.title, d.name);
+  setText(entry.error, d.error || '');
+  entry.error.hidden = !d.error;
+  const waiting = d.state === 'running' && d.waiting;
+  const stalled = !waiting && d.state === 'running' && d.stalled;
+  let note = '';
+  if (waiting) {
+    const next = d.waiting.next_look_seconds;
+    note = 'No source has this file right now' +
+      (next == null ? '; looking…' : `; looking again in ${duration(next)}`);
+  } else if (stalled) {
+    note = `No data for ${duration(d.stalled.seconds)}: ${d.stalled.reason}`;
+  }
+  setText(entry.note, note);
+  entry.note.hidden = !note;
+  if (waiting) row.dataset.waiting = 'true'; else delete row.dataset.waiting;
+  if (stalled) row.dataset.stalled = 'true'; else delete row.dataset.stalled;
+  const width = percent + '%';
+  if (entry.fill.style.width !== width) entry.fill.style.width = width;
+  const shown = waiting ? 'waiting for sources' : stalled ? 'stalled' : d.state;
+  setText(entry.label, d.state === 'done' ? 'done · 100 %' : `${shown} · ${percent} % of ${bytes(d.size)}`);
+  const isRunning = d.state === 'running';
+  setText(entry.rate, isRunning ? bytes(d.rate) + '/s' : '');
+  setText(entry.eta, isRunning ? duration(d.eta_seconds) : '');
+  setText(entry.sources, isRunning ? `${d.active_sources} / ${d.sources.length}` : String(d.known_sources));
+  const b = entry.buttons;
+  b.pause.hidden = !isRunning;
+  b.resume.hidden = !(d.state === 'paused' || d.state === 'failed');
+  b.open.hidden = d.state !== 'done';
+  b.copy.hidden = !d.link;
+  setText(b.cancel, d.state === 'done' ? 'Clear' : 'Cancel');
+  b.cancel.title = d.state === 'done'
+    ? 'Removes it from the list; the file stays where it is'
+    : 'Stops it and deletes what it downloaded (asks first)';
+}
+
+// Cancel asks first, saying what it deletes: the part file of an unfinished
+// download is gone for good. A finished one is only taken off the list (its
+// file stays), so Clear does not ask.
+async function cancelDownload(d) {
+  const path = 'downloads/' + d.hash;
+  if (d.state !== 'done') {
+    const have = d.size == null ? bytes(d.verified) : `${bytes(d.verified)} of ${bytes(d.size)}`;
+    const yes = await ask(
+      `Cancel “${d.name}”?`,
+      `This stops the download and deletes its part file, ${d.path}.part, with the ${have} downloaded so far. ` +
+        'Pause keeps it instead.',
+      'Delete part file',
+      'Keep downloading',
     );
-    const actions = cell('', 'actions');
-    const path = 'downloads/' + d.hash;
-    if (d.state === 'running') actions.append(button('Pause', () => act(api('POST', path + '/pause')), 'pause'));
-    if (d.state === 'paused' || d.state === 'failed') {
-      actions.append(button('Resume', () => act(api('POST', path + '/resume')), 'resume'));
-    }
-    if (d.state === 'done') actions.append(button('Open folder', () => act(api('POST', path + '/open')), 'open'));
-    actions.append(button(d.state === 'done' ? 'Clear' : 'Cancel', () => act(api('DELETE', path)), 'cancel'));
-    row.append(actions);
-    return row;
+    if (!yes) return;
+  }
+  try {
+    await api('DELETE', path);
+    toast(d.state === 'done' ? `Cleared ${d.name} from the list` : `Cancelled ${d.name}; its part file is deleted`);
+  } catch (error) {
+    toast(error.message, true);
+  }
+}
+
+/** An in-page confirmation (not window.confirm): resolves true for yes. */
+function ask(title, text, yesLabel, noLabel) {
+  const dialog = $('#confirm');
+  setText($('#confirm-title'), title);
+  setText($('#confirm-text'), text);
+  setText($('#confirm-yes'), yesLabel);
+  setText($('#confirm-no'), noLabel);
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    $('#confirm-no').focus();
   });
-  body.replaceChildren(...rows);
+}
+$('#confirm-yes').addEventListener('click', () => $('#confirm').close('yes'));
+$('#confirm-no').addEventListener('click', () => $('#confirm').close('no'));
+
+// Links in: a paste box (and a drop anywhere on the page) takes canopy:
+// links and content hashes, several at once, and starts their downloads.
+async function addLinks(text) {
+  const state = $('#link-state');
+  try {
+    const answer = await api('POST', 'links', { text });
+    const lines = [];
+    if (answer.added.length) lines.push(`Downloading ${answer.added.map((d) => d.name).join(', ')}.`);
+    for (const failed of answer.failed) lines.push(`${failed.text}: ${failed.error}`);
+    setText(state, lines.join('\n'));
+    state.className = answer.failed.length ? 'error' : 'muted';
+    if (!answer.failed.length) $('#link-text').value = '';
+    return answer;
+  } catch (error) {
+    setText(state, error.message);
+    state.className = 'error';
+    return null;
+  }
+}
+
+$('#link-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const text = $('#link-text').value.trim();
+  if (!text) {
+    setText($('#link-state'), 'Paste a canopy: link or a content hash first.');
+    $('#link-state').className = 'error';
+    return;
+  }
+  addLinks(text);
+});
+
+function droppedText(transfer) {
+  return transfer.getData('text/uri-list').split('\n').filter((l) => !l.startsWith('#')).join('\n') ||
+    transfer.getData('text/plain');
+}
+document.addEventListener('dragover', (event) => {
+  const types = event.dataTransfer ? [...event.dataTransfer.types] : [];
+  if (types.includes('text/uri-list') || types.includes('text/plain')) event.preventDefault();
+});
+document.addEventListener('drop', (event) => {
+  if (!event.dataTransfer || event.target.closest('input, textarea')) return;
+  const text = droppedText(event.dataTransfer).trim();
+  if (!text) return;
+  event.preventDefault();
+  show('downloads');
+  $('#link-text').value = text;
+  addLinks(text);
+});
+
+// Links out: a link copied to the clipboard (or, where the browser will
+// not, shown selected to copy by hand).
+async function copyLink(link) {
+  try {
+    await navigator.clipboard.writeText(link);
+    toast('Link copied');
+  } catch {
+    const box = document.createElement('textarea');
+    box.value = link;
+    box.setAttribute('readonly', '');
+    box.className = 'offscreen';
+    document.body.append(box);
+    box.select();
+    const copied = document.execCommand('copy');
+    box.remove();
+    if (copied) toast('Link copied');
+    else toast('Could not reach the clipboard; the link is: ' + link, true);
+  }
 }
 
 // Shares.
@@ -249,7 +433,47 @@ function renderShares(shares) {
     ? (h.files_to_hash ? `Hashing ${h.files_hashed} of ${h.files_to_hash} files (${bytes(h.bytes_hashed)} of ${bytes(h.bytes_to_hash)})…` : 'Scanning…')
     : '';
   $('#shares-total').textContent = `${count(shares.files, 'file')} shared, ${bytes(shares.bytes)} (downloads included).`;
+  if ($('#tab-shares').classList.contains('active') && shares.files !== filesListed) {
+    filesListed = shares.files;
+    loadSharedFiles();
+  }
 }
+
+// The files shared, each with a link to copy. Fetched when the tab opens
+// and when the number of files shared changes.
+let sharedFiles = [];
+let filesListed = null;
+
+async function loadSharedFiles() {
+  try {
+    const answer = await api('GET', 'shares/files');
+    sharedFiles = answer.files;
+    filesListed = answer.total;
+    renderSharedFiles();
+    setText($('#files-state'), answer.truncated ? `The first ${answer.files.length} of ${answer.total} files.` : '');
+    $('#files-state').className = 'muted';
+  } catch (error) {
+    setText($('#files-state'), error.message);
+    $('#files-state').className = 'error';
+  }
+}
+
+function renderSharedFiles() {
+  const filter = $('#files-filter').value.trim().toLowerCase();
+  const rows = sharedFiles.filter((f) => !filter || f.name.toLowerCase().includes(filter)).map((file) => {
+    const row = document.createElement('tr');
+    row.dataset.hash = file.hash;
+    const name = cell(file.name, 'name');
+    name.title = file.path;
+    row.append(name, cell(bytes(file.size), 'num'));
+    const actions = cell('', 'actions');
+    actions.append(button('Copy link', () => copyLink(file.link), 'copy'));
+    row.append(actions);
+    return row;
+  });
+  $('#shared-files tbody').replaceChildren(...rows);
+}
+$('#files-filter').addEventListener('input', renderSharedFiles);
 
 // Status.
 function renderStatus(s) {
