@@ -26,6 +26,7 @@ use canopy_common::proto::network::{
     alpn, client_proof, parse_allow_list, server_proof, Invite, NetworkKey, NetworkName, EXPORTER_LABEL,
     EXPORTER_LEN,
 };
+use canopy_common::proto::possession;
 use canopy_common::proto::qrp::{TableUpdate, WordRun};
 use canopy_common::proto::routing::{FloodQuery, QueryId};
 use canopy_common::proto::search::RelayedSource;
@@ -225,6 +226,7 @@ fn all_files() -> Vec<(&'static str, Vec<Vector>)> {
         ("network.json", network_vectors()),
         ("identity.json", identity_vectors()),
         ("chaining.json", chaining_vectors()),
+        ("possession.json", possession_vectors()),
     ]
 }
 
@@ -629,6 +631,14 @@ fn request_vectors() -> Vec<Vector> {
             Request::Reach { accepts_inbound: true },
         ),
         r(
+            "prove",
+            "variant 20: send chunk 100 of this file with its proof (a supernode checking what a leaf publishes)",
+            Request::Prove {
+                hash: hash_abc(),
+                chunk: 100,
+            },
+        ),
+        r(
             "addresses",
             "variant 19: a joined leaf offers its IPv6 address [2001:db8::1]:4001 for a dial-back, with 4,096 bytes of padding (zeros here; any bytes)",
             Request::Addresses {
@@ -783,6 +793,15 @@ fn response_vectors() -> Vec<Vector> {
             "reach_noted",
             "variant 22: searchers are told so from now on",
             Response::ReachNoted,
+        ),
+        r(
+            "proof",
+            "variant 24: a 5-byte file's only chunk (its proof is empty: the bytes hash to the root)",
+            Response::Proof {
+                size: 5,
+                data: vec![0, 1, 2, 3, 4],
+                proof: vec![],
+            },
         ),
         r(
             "addresses_tested",
@@ -1581,6 +1600,67 @@ fn content_vectors() -> Vec<Vector> {
                         }
                         if spec_root(&cvs) != root {
                             return Err("merging the layer does not give the root".into());
+                        }
+                    }
+                    Ok(())
+                }),
+            }
+        })
+        .collect()
+}
+
+fn possession_vectors() -> Vec<Vector> {
+    let picks: [(u64, u64); 6] = [
+        (5, 0),
+        (3_000, 2),
+        (65_537, 64),
+        (196_613, 0),
+        (196_613, 100),
+        (196_613, 192),
+    ];
+    picks
+        .into_iter()
+        .map(|(size, chunk)| {
+            let data = pattern(size);
+            let hashes = hash_bytes(&data);
+            let layout = hashes.layout();
+            let block = (chunk * 1024 / layout.block_size()) as u32;
+            let bytes = layout.block_range(block);
+            let proof = possession::prove(&hashes, chunk, &data[bytes.start as usize..bytes.end as usize])
+                .expect("the vector's chunk is in range");
+            let range = possession::chunk_range(size, chunk);
+            Vector {
+                name: format!("size_{size}_chunk_{chunk}"),
+                fields: vec![
+                    ("size", size.to_string()),
+                    ("chunk", chunk.to_string()),
+                    ("root", js(&hashes.root().to_hex())),
+                    ("offset", range.start.to_string()),
+                    ("len", (range.end - range.start).to_string()),
+                    ("proof", js(&hex(&proof.concat()))),
+                ],
+                check: Box::new(|entry| {
+                    let size = field_u64(entry, "size")?;
+                    let chunk = field_u64(entry, "chunk")?;
+                    let root: ContentHash = field_str(entry, "root")?.parse().map_err(|e| format!("{e}"))?;
+                    let proof: Vec<ChainingValue> = unhex(field_str(entry, "proof")?)?
+                        .chunks(32)
+                        .map(|cv| cv.try_into().map_err(|_| "a proof is whole CVs".to_string()))
+                        .collect::<Result<_, _>>()?;
+                    let data = pattern(size);
+                    let range = possession::chunk_range(size, chunk);
+                    if field_u64(entry, "offset")? != range.start
+                        || field_u64(entry, "len")? != range.end - range.start
+                    {
+                        return Err("offset or len disagree with the chunk".into());
+                    }
+                    let piece = &data[range.start as usize..range.end as usize];
+                    possession::verify(root, size, chunk, piece, &proof).map_err(|e| format!("{e}"))?;
+                    let mut tampered = piece.to_vec();
+                    if let Some(byte) = tampered.first_mut() {
+                        *byte ^= 1;
+                        if possession::verify(root, size, chunk, &tampered, &proof).is_ok() {
+                            return Err("a changed byte still verifies".into());
                         }
                     }
                     Ok(())
@@ -2424,6 +2504,18 @@ fn block_proofs() {
          the block layer (or, for a single-block file, the root); `tampered` is what the block hashes to \
          after flipping the low bit of its byte at `flip_offset_in_block`. See docs/PROTOCOL.md, section 7.",
         block_vectors(),
+    );
+}
+
+#[test]
+fn possession_proofs() {
+    check_file(
+        "possession.json",
+        "Proofs of possession (`Request::Prove`) for chunks of the files in content.json (byte i is i mod 251): \
+         the chunk is bytes `offset..offset + len`; `proof` is the chaining values of its ancestors' siblings in \
+         BLAKE3's tree of 1 KiB chunks, from the root down, 32 bytes each (empty for a one-chunk file). See \
+         docs/PROTOCOL.md, section 9.1.",
+        possession_vectors(),
     );
 }
 

@@ -349,6 +349,8 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
             &index_budget.to_string(),
             "--max-searches-per-peer",
             "100000",
+            // The simulated leaves publish files they do not hold.
+            "--no-possession-checks",
         ])
         .arg("--data-dir")
         .arg(dir.path())
@@ -356,7 +358,7 @@ async fn part_two(leaves: usize, files_per_leaf: usize, churn_seconds: u64) -> a
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
     println!(
-        "supernode: --max-leaves {} --max-connections-per-address {} --index-budget {} MiB --max-searches-per-peer 100000",
+        "supernode: --max-leaves {} --max-connections-per-address {} --index-budget {} MiB --max-searches-per-peer 100000 --no-possession-checks",
         leaves + 100,
         leaves + 100,
         index_budget >> 20

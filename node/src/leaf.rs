@@ -343,15 +343,20 @@ async fn session(
                 status,
                 pool,
             };
+            // The supernode checks on this connection that we hold what we
+            // publish (`Request::Prove`), as any peer may ask us anything.
+            let serving = tokio::spawn(serve_connection(connection.clone(), context.clone()));
             // A change of membership (a new key, a shorter allow-list)
             // ends the session if this supernode no longer qualifies.
-            endpoint
+            let ended = endpoint
                 .guard(
                     &connection,
                     supernode.id,
                     joined.publish(&mut send, &mut recv, max_files as usize, (seen, accepts_inbound)),
                 )
-                .await
+                .await;
+            serving.abort();
+            ended
         }
         Ok(SessionNotice::Full { others }) => Ok(Referral(others)),
         Ok(SessionNotice::Refused { reason }) => Err(SessionError::Refused(reason)),

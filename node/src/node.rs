@@ -507,6 +507,7 @@ async fn rescan_loop(
     loop {
         tokio::select! {
             _ = timer.tick(), if interval.is_some() => {}
+            _ = shares.rescan_soon.notified() => {}
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;

@@ -129,6 +129,9 @@ pub struct Shares {
     downloaded_list: std::sync::OnceLock<PathBuf>,
     /// How far the running scan has got.
     pub progress: ScanProgress,
+    /// Told when a shared file was found changed on disk: the rescan runs
+    /// now rather than at its next tick.
+    pub rescan_soon: tokio::sync::Notify,
 }
 
 /// How far the scan that runs now has got (all zero between scans), for
@@ -166,6 +169,21 @@ impl Shares {
     pub fn replace_scanned(&self, files: Vec<SharedFile>) {
         let files = files.into_iter().map(|file| (file.hash(), file)).collect();
         *self.files.write_locked() = files;
+    }
+
+    /// Stops sharing `hash` if its file changed on disk since it was
+    /// hashed (edited, retagged, replaced): the leaf session tells the
+    /// supernode at its next sync, and the rescan, asked to run now, shares
+    /// the file again under its new hash. Whether it had changed.
+    pub fn forget_if_changed(&self, hash: &ContentHash) -> bool {
+        let changed = self.get(hash).is_some_and(|file| !file.unchanged_on_disk());
+        if changed {
+            self.files.write_locked().remove(hash);
+            self.downloaded.write_locked().remove(hash);
+            tracing::info!(%hash, "a shared file changed on disk; unpublished until the rescan");
+            self.rescan_soon.notify_one();
+        }
+        changed
     }
 
     /// What we can serve for `hash`: the complete file if it is still as we

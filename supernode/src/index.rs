@@ -269,6 +269,18 @@ impl FileIndex {
         catalog.leaves.get(&leaf).map_or(0, |record| record.files.len())
     }
 
+    /// One of `leaf`'s files, `pick` choosing which (any number: it is
+    /// taken modulo the count), with its published size; `None` if it
+    /// publishes nothing.
+    pub fn some_file(&self, leaf: LeafId, pick: u64) -> Option<(ContentHash, u64)> {
+        let catalog = self.catalog.read_locked();
+        let record = catalog.leaves.get(&leaf)?;
+        let count = record.files.len() as u64;
+        let (hash, key) = record.files.iter().nth((pick % count.max(1)) as usize)?;
+        let size = catalog.docs.get(key)?.size;
+        Some((*hash, size))
+    }
+
     /// Adds files for `leaf`. Entries must already be checked.
     pub fn add_files(&self, leaf: LeafId, files: &[FileEntry]) {
         let mut catalog = self.catalog.write_locked();

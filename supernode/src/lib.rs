@@ -8,6 +8,7 @@
 pub mod hosts;
 pub mod index;
 pub mod overlay;
+pub mod possession;
 pub mod relay;
 
 use canopy_common::sync::{Lock, ReadWrite};
@@ -66,6 +67,8 @@ pub struct SupernodeConfig {
     /// benchmark's single asker, or a gateway searching for many users,
     /// needs more.
     pub searches_per_peer: f64,
+    /// Checks that leaves hold what they publish.
+    pub possession: possession::PossessionConfig,
 }
 
 impl SupernodeConfig {
@@ -91,6 +94,7 @@ impl SupernodeConfig {
             overlay: OverlayConfig::default(),
             relay: relay::RelayConfig::default(),
             searches_per_peer: SEARCHES_PER_SECOND,
+            possession: possession::PossessionConfig::default(),
         }
     }
 }
@@ -111,6 +115,8 @@ pub enum SessionEnd {
     SteppingDown,
     #[error("publish refused: {0}")]
     Refused(PublishError),
+    #[error("dropped: proof-of-possession checks failed in a row (the last: {last})")]
+    FailedChecks { last: possession::CheckError },
 }
 
 /// A running supernode.
@@ -133,6 +139,11 @@ pub struct Supernode {
     /// Set when the supernode steps down: sessions hand their leaves on
     /// and end, links close.
     stepping_down: watch::Sender<bool>,
+    /// Leaves dropped for failing proof-of-possession checks, until when.
+    banned: Mutex<HashMap<PeerId, Instant>>,
+    /// Checks running at once, over all leaves.
+    checking: tokio::sync::Semaphore,
+    possession_stats: possession::PossessionStats,
 }
 
 /// One joined leaf, and how to ask it to push.
@@ -152,6 +163,10 @@ struct Session {
     /// When we last dialed back the addresses it offered.
     addresses_tested: Option<Instant>,
 }
+
+/// Proof-of-possession checks running at once, over all leaves: each holds
+/// a stream and a little memory until its leaf answers or times out.
+const MAX_CHECKS_AT_ONCE: usize = 32;
 
 /// A leaf's offered addresses are dialed back at most this often.
 pub const ADDRESS_TESTS_EVERY: Duration = Duration::from_secs(60);
@@ -197,6 +212,9 @@ impl Supernode {
             started: Instant::now(),
             committer,
             stepping_down: watch::channel(false).0,
+            banned: Mutex::new(HashMap::new()),
+            checking: tokio::sync::Semaphore::new(MAX_CHECKS_AT_ONCE),
+            possession_stats: possession::PossessionStats::default(),
         }))
     }
 
@@ -312,6 +330,16 @@ impl Supernode {
         mut recv: RecvStream,
     ) {
         let local_ip = canopy_common::net::local_ip(connection);
+        if let Some(until) = self.banned_until(peer.id) {
+            let reason = format!(
+                "dropped for failing proof-of-possession checks; try again in {} s",
+                until.saturating_duration_since(Instant::now()).as_secs()
+            );
+            tracing::info!(leaf = ?peer, "turning away a leaf that failed its checks");
+            let _ = write_frame(&mut send, &SessionNotice::Refused { reason }).await;
+            let _ = send.finish();
+            return;
+        }
         let (orders, mut order_queue) = mpsc::channel::<SessionNotice>(16);
         let admitted = {
             let mut sessions = self.sessions.locked();
@@ -354,20 +382,91 @@ impl Supernode {
         };
         self.index.add_leaf_with(leaf, peer, !hello.accepts_inbound);
         tracing::info!(leaf = ?peer, agent = %hello.agent, firewalled = !hello.accepts_inbound, "leaf joined");
-        let outcome = self
-            .run_session(leaf, peer, connection, &mut send, &mut recv, &mut order_queue)
-            .await;
+        let outcome = tokio::select! {
+            outcome = self.run_session(leaf, peer, connection, &mut send, &mut recv, &mut order_queue) => outcome,
+            dropped = self.check_possession(leaf, peer, connection) => Err(dropped),
+        };
         match &outcome {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
+            Err(reason @ SessionEnd::FailedChecks { .. }) => {
+                tracing::info!(leaf = ?peer, %reason, "leaf dropped");
+                let reason = reason.to_string();
+                let _ = write_frame(&mut send, &SessionNotice::Refused { reason }).await;
+                let _ = send.finish();
+            }
             Err(reason) => tracing::info!(leaf = ?peer, %reason, "leaf session ended"),
         }
-        {
-            let mut sessions = self.sessions.locked();
-            if sessions.get(&peer.id).is_some_and(|session| session.leaf == leaf) {
-                sessions.remove(&peer.id);
+        self.remove_session(peer.id, leaf);
+        self.off_the_runtime(move |index| index.remove_leaf(leaf)).await;
+    }
+
+    /// Forgets session `leaf` of `id`, unless a newer one replaced it.
+    fn remove_session(&self, id: PeerId, leaf: LeafId) {
+        let mut sessions = self.sessions.locked();
+        if sessions.get(&id).is_some_and(|session| session.leaf == leaf) {
+            sessions.remove(&id);
+        }
+    }
+
+    /// Until when `id` is kept out for failing its checks, if it is.
+    fn banned_until(&self, id: PeerId) -> Option<Instant> {
+        let mut banned = self.banned.locked();
+        let now = Instant::now();
+        banned.retain(|_, until| *until > now);
+        banned.get(&id).copied()
+    }
+
+    /// Checks, now and then, that leaf `leaf` holds what it publishes
+    /// ([`possession`]); a failed check takes that file out of the index.
+    /// Returns only to drop the leaf, after failed checks in a row (it is
+    /// then kept out for a while); never if checks are off.
+    async fn check_possession(
+        &self,
+        leaf: LeafId,
+        peer: PeerAddr,
+        connection: &quinn::Connection,
+    ) -> SessionEnd {
+        let config = &self.config.possession;
+        if !config.enabled {
+            return std::future::pending().await;
+        }
+        let mut strikes = possession::Strikes::default();
+        let mut wait = config.first_after;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = config.every;
+            let pick = u64::from_le_bytes(canopy_common::net::random_bytes());
+            let Some((hash, size)) = self.index.some_file(leaf, pick) else {
+                continue;
+            };
+            let Ok(_turn) = self.checking.acquire().await else {
+                return std::future::pending().await;
+            };
+            let outcome = possession::check(connection, hash, size).await;
+            possession::count(&self.possession_stats, outcome.is_ok());
+            if let Err(why) = &outcome {
+                tracing::info!(leaf = ?peer, %hash, %why, "a leaf failed a proof-of-possession check; its entry is dropped");
+                self.possession_stats
+                    .entries_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                self.off_the_runtime(move |index| index.remove_files(leaf, &[hash]))
+                    .await;
+            }
+            let drop_it = strikes.record(&outcome, config);
+            wait = strikes.next_after(config);
+            if let (true, Err(last)) = (drop_it, outcome) {
+                self.possession_stats
+                    .leaves_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                self.banned.locked().insert(peer.id, Instant::now() + config.ban);
+                return SessionEnd::FailedChecks { last };
             }
         }
-        self.off_the_runtime(move |index| index.remove_leaf(leaf)).await;
+    }
+
+    /// What the proof-of-possession checks found so far.
+    pub fn possession_stats(&self) -> &possession::PossessionStats {
+        &self.possession_stats
     }
 
     /// Keeps up with a leaf whose router gave it a new outside address

@@ -15,6 +15,7 @@ pub mod nat;
 pub mod nearest;
 pub mod network;
 pub mod portmap;
+pub mod possession;
 pub mod qrp;
 pub mod relay;
 pub mod resume;

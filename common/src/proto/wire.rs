@@ -138,6 +138,12 @@ pub enum Request {
         addrs: Vec<std::net::SocketAddr>,
         padding: Vec<u8>,
     },
+    /// Proof of possession ([`crate::proto::possession`]): send chunk
+    /// `chunk` (1 KiB) of this file with the chaining values that link it
+    /// to the hash. A supernode asks its leaves this of what they publish.
+    /// Answered by [`Response::Proof`] or [`Response::NotFound`]. Appended
+    /// after version 0; an older node resets the stream.
+    Prove { hash: ContentHash, chunk: u64 },
 }
 
 /// What a supernode says when it asks to link.
@@ -325,6 +331,15 @@ pub enum Response {
     AddressesTested {
         reachable: Vec<std::net::SocketAddr>,
     },
+    /// The answer to [`Request::Prove`]: the file's size, the chunk's
+    /// bytes (at most [`crate::proto::possession::CHUNK_LEN`]) and its
+    /// siblings' chaining values from the root down (at most
+    /// [`crate::proto::possession::MAX_PROOF_LEN`]).
+    Proof {
+        size: u64,
+        data: Vec<u8>,
+        proof: Vec<[u8; 32]>,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -392,6 +407,7 @@ mod tests {
                 }
             }),
             any::<bool>().prop_map(|accepts_inbound| Request::Reach { accepts_inbound }),
+            (any_hash(), any::<u64>()).prop_map(|(hash, chunk)| Request::Prove { hash, chunk }),
             (
                 proptest::collection::vec(any_addr(), 0..3),
                 proptest::collection::vec(any::<u8>(), 0..9000)
@@ -423,6 +439,12 @@ mod tests {
                 plan: [Plan::Punch, Plan::Spray, Plan::Open, Plan::Relay][plan as usize]
             }),
             Just(Response::ReachNoted),
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..1025),
+                proptest::collection::vec(any::<[u8; 32]>(), 0..65)
+            )
+                .prop_map(|(size, data, proof)| Response::Proof { size, data, proof }),
             proptest::collection::vec(any_addr(), 0..3)
                 .prop_map(|reachable| Response::AddressesTested { reachable }),
         ]

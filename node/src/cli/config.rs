@@ -115,6 +115,12 @@ pub struct RunArgs {
     /// stays encrypted end to end.
     #[arg(long, env = "CANOPY_NO_RELAY")]
     pub no_relay: bool,
+    /// As a supernode: do not check that leaves hold what they publish (a
+    /// random 1 KiB chunk and its proof against the hash, one check per
+    /// leaf every ten minutes; a leaf failing several in a row is dropped).
+    /// For a private network of trusted machines, or a benchmark.
+    #[arg(long, env = "CANOPY_NO_POSSESSION_CHECKS")]
+    pub no_possession_checks: bool,
     /// As a supernode: pairs relayed at once; more are refused, with the
     /// reason [default: 64].
     #[arg(long, env = "CANOPY_MAX_RELAY_PAIRS", value_name = "N")]
@@ -264,6 +270,7 @@ pub struct FileSettings {
     #[serde(default, deserialize_with = "byte_size")]
     pub index_budget: Option<u64>,
     pub no_relay: Option<bool>,
+    pub no_possession_checks: Option<bool>,
     pub max_relay_pairs: Option<usize>,
     #[serde(default, deserialize_with = "byte_size")]
     pub max_relay_rate: Option<u64>,
@@ -318,6 +325,7 @@ impl FileSettings {
             table_levels: over.table_levels.or(self.table_levels),
             index_budget: over.index_budget.or(self.index_budget),
             no_relay: over.no_relay.or(self.no_relay),
+            no_possession_checks: over.no_possession_checks.or(self.no_possession_checks),
             max_relay_pairs: over.max_relay_pairs.or(self.max_relay_pairs),
             max_relay_rate: over.max_relay_rate.or(self.max_relay_rate),
             supernodes: over.supernodes.or(self.supernodes),
@@ -416,6 +424,7 @@ pub struct RunSettings {
     pub table_levels: u8,
     pub index_budget: u64,
     pub no_relay: bool,
+    pub no_possession_checks: bool,
     pub max_relay_pairs: usize,
     pub max_relay_rate: Option<u64>,
     pub supernodes: usize,
@@ -526,6 +535,7 @@ impl RunSettings {
             table_levels: args.table_levels.or(file.table_levels).unwrap_or(5).clamp(1, 8),
             index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
             no_relay: args.no_relay || file.no_relay.unwrap_or(false),
+            no_possession_checks: args.no_possession_checks || file.no_possession_checks.unwrap_or(false),
             max_relay_pairs: args.max_relay_pairs.or(file.max_relay_pairs).unwrap_or(64),
             max_relay_rate: args.max_relay_rate.or(file.max_relay_rate),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),

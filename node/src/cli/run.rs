@@ -103,6 +103,7 @@ fn supernode_config(settings: &RunSettings) -> SupernodeConfig {
     supernode.relay.enabled = !settings.no_relay;
     supernode.relay.max_pairs = settings.max_relay_pairs;
     supernode.relay.max_rate = settings.max_relay_rate;
+    supernode.possession.enabled = !settings.no_possession_checks;
     supernode
 }
 

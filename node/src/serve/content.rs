@@ -197,3 +197,55 @@ async fn send_file_range(
     let _ = reader.await;
     Ok(())
 }
+
+/// Proof of possession: chunk `chunk` of a file we hold whole, with the
+/// chaining values that link it to the hash (`proto::possession`). Read
+/// from disk as it is now: a file changed since it was hashed fails the
+/// check, as it should.
+pub(super) async fn prove(
+    hash: ContentHash,
+    chunk: u64,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    use canopy_common::proto::possession::{self, chunk_count, chunk_range, CHUNK_LEN};
+    // Asked for a file we published that changed on disk since: stop
+    // offering it (the supernode is told within a second), and say so.
+    state.shares.forget_if_changed(&hash);
+    let Some(content) = find(hash, send, state).await? else {
+        return Ok(());
+    };
+    let hashes = content.hashes().clone();
+    let layout = hashes.layout();
+    let count = chunk_count(layout.size());
+    let block = (chunk.saturating_mul(CHUNK_LEN) / layout.block_size()) as u32;
+    if chunk >= count || !content.has_blocks(block, 1) {
+        let reason = format!("chunk {chunk} not held (the file has {count} chunks)");
+        write_frame(send, &Response::bad_request(reason)).await?;
+        return Ok(());
+    }
+    let path = content.path().to_path_buf();
+    let range = layout.block_range(block);
+    let block_bytes = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let mut bytes = vec![0u8; (range.end - range.start) as usize];
+        read_exact_at(&file, &mut bytes, range.start)?;
+        Ok::<_, std::io::Error>(bytes)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let proof = possession::prove(&hashes, chunk, &block_bytes).map_err(std::io::Error::other)?;
+    let within = chunk_range(layout.size(), chunk);
+    let start = (within.start - range.start) as usize;
+    let data = block_bytes[start..start + (within.end - within.start) as usize].to_vec();
+    write_frame(
+        send,
+        &Response::Proof {
+            size: layout.size(),
+            data,
+            proof,
+        },
+    )
+    .await?;
+    Ok(())
+}
