@@ -56,6 +56,13 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             value("canopy_relay_refused_total")
         );
         println!(
+            "checks      {} passed, {} failed (leaves hold what they publish); {} entries and {} leaves dropped",
+            value("canopy_possession_checks_total{outcome=\"passed\"}"),
+            value("canopy_possession_checks_total{outcome=\"failed\"}"),
+            value("canopy_possession_entries_dropped_total"),
+            value("canopy_possession_leaves_dropped_total")
+        );
+        println!(
             "queries     {} from leaves, {} from neighbours, {} passed on ({} over the cap), {} hits",
             value("canopy_searches_total"),
             value("canopy_queries_received_total"),

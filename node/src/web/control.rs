@@ -267,6 +267,29 @@ pub fn metrics(view: &NodeView) -> String {
         "Datagrams the relay did not forward: strangers, over the rate cap, or early.",
         relayed(|r| r.dropped.load(Ordering::Relaxed)),
     );
+    let possession = supernode.as_ref().map(|s| s.possession_stats());
+    let checked = |pick: fn(&canopy_supernode::possession::PossessionStats) -> &AtomicU64| {
+        possession.map_or(0.0, |stats| pick(stats).load(Ordering::Relaxed) as f64)
+    };
+    out.family(
+        "canopy_possession_checks_total",
+        "Proof-of-possession checks of leaves (a random chunk of a published file with its proof), by outcome.",
+        "counter",
+        &[
+            ("outcome=\"passed\"", checked(|s| &s.passed)),
+            ("outcome=\"failed\"", checked(|s| &s.failed)),
+        ],
+    );
+    out.counter(
+        "canopy_possession_entries_dropped_total",
+        "Index entries taken out because their leaf failed a proof-of-possession check.",
+        checked(|s| &s.entries_dropped),
+    );
+    out.counter(
+        "canopy_possession_leaves_dropped_total",
+        "Leaves dropped (and kept out for a while) for failing proof-of-possession checks in a row.",
+        checked(|s| &s.leaves_dropped),
+    );
     let overlay = supernode.as_ref().and_then(|s| s.overlay().cloned());
     type Counter = fn(&canopy_supernode::overlay::OverlayStats) -> &AtomicU64;
     let overlay_counters: [(&str, &str, Counter); 14] = [
