@@ -250,6 +250,48 @@ fn patterned(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The set-up most scenarios share: two homes of `kinds` and a public
+/// supernode; home 1 shares `len` patterned bytes as `name`, and home 2
+/// has found them listed (searching `words`).
+struct HomeShares {
+    // Dropped in this order: the nodes, then the bed they run in.
+    _sharer: Running,
+    _supernode: Running,
+    supernode_addr: String,
+    content: Vec<u8>,
+    hash: ContentHash,
+    root: tempfile::TempDir,
+    bed: Bed,
+}
+
+impl HomeShares {
+    fn up(prefix: &'static str, kinds: &[&str], name: &str, words: &str, len: usize) -> HomeShares {
+        let bed = Bed::up(prefix, kinds);
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| -> PathBuf { root.path().join(name) };
+        let (supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
+        let content = patterned(len);
+        let hash = ContentHash::of(&content);
+        let share_arg = share(root.path(), name, &content);
+        let sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
+        await_listed(&bed, "h2", words, hash, &supernode_addr, &dir("h2-search"));
+        HomeShares {
+            _sharer: sharer,
+            _supernode: supernode,
+            supernode_addr,
+            content,
+            hash,
+            root,
+            bed,
+        }
+    }
+
+    /// A path in the scenario's folder.
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
 /// A home machine behind a router that drops unsolicited traffic: the
 /// election finds it unreachable, it says so to its supernode instead of
 /// offering a private address, and a public peer fetches its file through
@@ -343,32 +385,26 @@ fn a_public_peer_fetches_from_a_home_machine_behind_a_router() {
 /// there, which opens its own router; the source, told to push, dials in.
 #[test]
 fn home_machines_behind_cone_routers_fetch_from_each_other_by_hole_punching() {
-    let bed = Bed::up("cntb-", &["cone", "cone"]);
-    let root = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
-    let content = patterned(2_000_000);
-    let hash = ContentHash::of(&content);
-    let share_arg = share(root.path(), "across the street.bin", &content);
-    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
-    await_listed(
-        &bed,
-        "h2",
+    let shared = HomeShares::up(
+        "cntb-",
+        &["cone", "cone"],
+        "across the street.bin",
         "across street",
-        hash,
-        &supernode_addr,
-        &dir("h2-search"),
+        2_000_000,
     );
+    let (bed, supernode_addr, content, hash) =
+        (&shared.bed, &shared.supernode_addr, &shared.content, shared.hash);
+    let dir = |name: &str| shared.dir(name);
 
     let output_path = dir("fetched.bin");
-    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    let fetched = fetch(bed, "h2", hash, supernode_addr, &output_path, &dir("h2"));
     let log = text(&fetched.stderr);
     assert!(
         fetched.status.success(),
         "one home machine could not fetch from the other ({}): {log}",
         fetched.status
     );
-    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    assert!(std::fs::read(&output_path).unwrap() == *content, "bytes differ");
     // It came through the punched hole, from the sharer's router, never
     // from a private address.
     let done = done_event(&fetched);
@@ -554,31 +590,25 @@ fn cone_and_symmetric_homes_fetch_from_each_other_by_birthday_punching() {
 /// another cone router still punches through to it, at the new address.
 #[test]
 fn a_home_whose_router_changes_address_is_still_punched_to() {
-    let bed = Bed::up("cntg-", &["cone", "cone"]);
-    let root = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
-    let content = patterned(600_000);
-    let hash = ContentHash::of(&content);
-    let share_arg = share(root.path(), "moved house.bin", &content);
-    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
-    await_listed(
-        &bed,
-        "h2",
+    let shared = HomeShares::up(
+        "cntg-",
+        &["cone", "cone"],
+        "moved house.bin",
         "moved house",
-        hash,
-        &supernode_addr,
-        &dir("h2-search"),
+        600_000,
     );
+    let (bed, supernode_addr, content, hash) =
+        (&shared.bed, &shared.supernode_addr, &shared.content, shared.hash);
+    let dir = |name: &str| shared.dir(name);
 
-    readdress_router(&bed, "r1", "10.77.0.11", "10.77.0.21");
+    readdress_router(bed, "r1", "10.77.0.11", "10.77.0.21");
     // Keep-alives go every second; the supernode looks every two.
     std::thread::sleep(Duration::from_secs(5));
 
     let output_path = dir("fetched.bin");
-    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    let fetched = fetch(bed, "h2", hash, supernode_addr, &output_path, &dir("h2"));
     assert!(fetched.status.success(), "{}", text(&fetched.stderr));
-    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    assert!(std::fs::read(&output_path).unwrap() == *content, "bytes differ");
     let done = done_event(&fetched);
     assert!(
         done.contains("\"path\":\"punched\"") && done.contains("@10.77.0.21:4663"),
@@ -686,25 +716,20 @@ fn a_home_that_becomes_reachable_is_offered_directly() {
 /// to end), and the supernode counts what it forwarded.
 #[test]
 fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
-    let bed = Bed::up("cntd-", &["sym", "sym"]);
-    let root = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
-    let content = patterned(1_200_000);
-    let hash = ContentHash::of(&content);
-    let share_arg = share(root.path(), "far apart.bin", &content);
-    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
-    await_listed(&bed, "h2", "far apart", hash, &supernode_addr, &dir("h2-search"));
+    let shared = HomeShares::up("cntd-", &["sym", "sym"], "far apart.bin", "far apart", 1_200_000);
+    let (bed, supernode_addr, content, hash) =
+        (&shared.bed, &shared.supernode_addr, &shared.content, shared.hash);
+    let dir = |name: &str| shared.dir(name);
 
     let output_path = dir("fetched.bin");
-    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    let fetched = fetch(bed, "h2", hash, supernode_addr, &output_path, &dir("h2"));
     assert!(
         fetched.status.success(),
         "the homes could not connect even through the relay ({}): {}",
         fetched.status,
         text(&fetched.stderr)
     );
-    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    assert!(std::fs::read(&output_path).unwrap() == *content, "bytes differ");
     let done = done_event(&fetched);
     assert!(done.contains("\"path\":\"relayed\""), "{done}");
 
@@ -726,22 +751,16 @@ fn home_machines_behind_symmetric_routers_fetch_through_a_relay() {
 /// the file arrives whole and verified, the rest of it not through the relay.
 #[test]
 fn a_relayed_download_moves_to_a_direct_path_when_a_punch_gets_through() {
-    let bed = Bed::up("cnti-", &["cone", "cone"]);
-    let root = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> PathBuf { root.path().join(name) };
-    let (_supernode, supernode_addr) = public_supernode(&bed, &dir("sn"));
-    let content = patterned(16_000_000);
-    let hash = ContentHash::of(&content);
-    let share_arg = share(root.path(), "the long way round.bin", &content);
-    let _sharer = sharing_home(&bed, "h1", &share_arg, &supernode_addr, &dir("h1"));
-    await_listed(
-        &bed,
-        "h2",
+    let shared = HomeShares::up(
+        "cnti-",
+        &["cone", "cone"],
+        "the long way round.bin",
         "long way round",
-        hash,
-        &supernode_addr,
-        &dir("h2-search"),
+        16_000_000,
     );
+    let (bed, supernode_addr, content, hash) =
+        (&shared.bed, &shared.supernode_addr, &shared.content, shared.hash);
+    let dir = |name: &str| shared.dir(name);
 
     let in_router = |router: &str, command: &[&str]| {
         let status = Command::new("ip")
@@ -778,10 +797,10 @@ fn a_relayed_download_moves_to_a_direct_path_when_a_punch_gets_through() {
         }
     });
     let output_path = dir("fetched.bin");
-    let fetched = fetch(&bed, "h2", hash, &supernode_addr, &output_path, &dir("h2"));
+    let fetched = fetch(bed, "h2", hash, supernode_addr, &output_path, &dir("h2"));
     lift.join().unwrap();
     assert!(fetched.status.success(), "{}", text(&fetched.stderr));
-    assert!(std::fs::read(&output_path).unwrap() == content, "bytes differ");
+    assert!(std::fs::read(&output_path).unwrap() == *content, "bytes differ");
     let done = done_event(&fetched);
     assert!(
         done.contains("\"path\":\"punched\""),

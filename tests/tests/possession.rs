@@ -36,14 +36,17 @@ async fn checking_supernode() -> (Node, tempfile::TempDir) {
     (Node::start(config).await.unwrap(), dir)
 }
 
-/// Joins `supernode` by hand, as a poisoner would: publishes entries for
-/// files it does not have, and answers every check with made-up bytes and
-/// a made-up proof. Returns the session's first notice and the streams.
-async fn poisoner(
+/// Asks `supernode` by hand to take us as a leaf; the session's streams
+/// and its first notice.
+async fn join(
     endpoint: &canopy_common::net::Endpoint,
     supernode: PeerAddr,
-    entries: &[FileEntry],
-) -> (quinn::Connection, quinn::RecvStream, quinn::SendStream) {
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    SessionNotice,
+) {
     let connection = endpoint.connect(&supernode).await.unwrap();
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     let hello = Hello {
@@ -52,9 +55,21 @@ async fn poisoner(
         agent: "poisoner".into(),
     };
     write_frame(&mut send, &Request::Join(hello)).await.unwrap();
-    let welcome = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
+    let notice = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
         .await
         .unwrap();
+    (connection, send, recv, notice)
+}
+
+/// Joins `supernode` as a poisoner would: publishes entries for files it
+/// does not have, and answers every check with made-up bytes and a
+/// made-up proof. Returns the session's connection and streams.
+async fn poisoner(
+    endpoint: &canopy_common::net::Endpoint,
+    supernode: PeerAddr,
+    entries: &[FileEntry],
+) -> (quinn::Connection, quinn::RecvStream, quinn::SendStream) {
+    let (connection, mut send, recv, welcome) = join(endpoint, supernode).await;
     assert!(matches!(welcome, SessionNotice::Welcome { .. }), "{welcome:?}");
     write_frame(
         &mut send,
@@ -149,17 +164,7 @@ async fn a_poisoning_leaf_is_dropped_in_seconds_and_an_honest_one_never() {
 
     // It cannot come straight back (under the same key; a new key is a
     // new identity, found out the same way).
-    let connection = endpoint.connect(&address).await.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    let hello = Hello {
-        listen: vec![],
-        accepts_inbound: false,
-        agent: "poisoner again".into(),
-    };
-    write_frame(&mut send, &Request::Join(hello)).await.unwrap();
-    let again = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
-        .await
-        .unwrap();
+    let (_, _, _, again) = join(&endpoint, address).await;
     assert!(
         matches!(&again, SessionNotice::Refused { reason } if reason.contains("try again")),
         "{again:?}"
