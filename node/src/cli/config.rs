@@ -653,7 +653,7 @@ mod tests {
             r#"{"download-dir": "/tmp/dl \"x\"", "max-upload-rate": 1000, "role": "leaf", "gateway": "127.0.0.1:8080"}"#,
         )
         .unwrap();
-        let mut saved = crate::web::settings::Shown::default();
+        let mut saved = crate::web::settings::EditableSettings::default();
         change.apply(&mut saved);
         crate::web::settings::save(&path, &saved).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

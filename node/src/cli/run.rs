@@ -15,7 +15,7 @@ use crate::node::{ElectionSettings, NodeError};
 use crate::role::RoleChoice;
 use crate::state::TransferLimits;
 use crate::units::human_bytes;
-use crate::web::settings::Shown;
+use crate::web::settings::EditableSettings;
 use crate::web::{Services, ServicesConfig, UiConfig};
 use crate::{Node, NodeConfig};
 
@@ -74,7 +74,7 @@ fn ui_config(settings: &RunSettings, role_reason: String) -> Option<UiConfig> {
         password: settings.ui_password.clone(),
         role_reason,
         settings_file: settings.data_dir.join(crate::web::settings::SETTINGS_FILE),
-        settings: Shown {
+        settings: EditableSettings {
             download_dir: Some(settings.download_dir.clone()),
             max_upload_rate: settings.max_upload_rate,
             max_download_rate: settings.max_download_rate,

@@ -25,7 +25,7 @@ use super::auth::{basic_auth_matches, is_loopback_host, same_secret};
 use super::events::{Event, Events};
 use super::http::{Handler, Request, Response};
 use super::links::{link_for, parse_pasted};
-use super::settings::{self, Change, Shown};
+use super::settings::{self, Change, EditableSettings};
 use crate::download_manager::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
 use crate::leaf::LeafStatus;
@@ -56,7 +56,7 @@ pub struct App {
     pub searcher: Searcher,
     pub events: Events,
     /// The settings in force (the download folder is read live).
-    pub settings: Shown,
+    pub settings: EditableSettings,
     pub settings_file: PathBuf,
     /// The gateway's address, once it listens.
     pub gateway: OnceLock<SocketAddr>,
@@ -86,7 +86,7 @@ pub struct AppParts {
     pub downloads: Downloads,
     pub folders: Arc<Folders>,
     pub searcher: Searcher,
-    pub settings: Shown,
+    pub settings: EditableSettings,
     pub settings_file: PathBuf,
 }
 

@@ -44,7 +44,7 @@ pub struct UiConfig {
     /// Where the app saves the settings it changes.
     pub settings_file: PathBuf,
     /// The settings in force, shown on the settings page.
-    pub settings: settings::Shown,
+    pub settings: settings::EditableSettings,
 }
 
 /// Where the app's address is written, inside the data folder.

@@ -20,7 +20,7 @@ pub const SETTINGS_FILE: &str = "ui-settings.toml";
 /// The settings the page shows and can change, in `canopy.toml`'s terms.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Shown {
+pub struct EditableSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +133,7 @@ impl Change {
     }
 
     /// Applies the change to what was saved before.
-    pub fn apply(self, saved: &mut Shown) {
+    pub fn apply(self, saved: &mut EditableSettings) {
         fn set<T>(slot: &mut Option<T>, change: Option<Option<T>>) {
             if let Some(value) = change {
                 *slot = value;
@@ -150,7 +150,7 @@ impl Change {
 }
 
 /// What the app saved before (nothing if the file is missing or damaged).
-pub fn load(path: &Path) -> Shown {
+pub fn load(path: &Path) -> EditableSettings {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| toml::from_str(&text).ok())
@@ -158,7 +158,7 @@ pub fn load(path: &Path) -> Shown {
 }
 
 /// Saves `saved` as TOML with `canopy.toml`'s keys.
-pub fn save(path: &Path, saved: &Shown) -> Result<(), SettingsError> {
+pub fn save(path: &Path, saved: &EditableSettings) -> Result<(), SettingsError> {
     let mut text =
         String::from("# Settings changed in the desktop app; flags and CANOPY_* variables win over them.\n");
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
@@ -202,7 +202,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(change.validate().unwrap(), vec!["role", "gateway"]);
-        let mut saved = Shown::default();
+        let mut saved = EditableSettings::default();
         change.apply(&mut saved);
         save(&path, &saved).unwrap();
         assert_eq!(load(&path), saved);
