@@ -44,17 +44,14 @@ enum LinkChange {
 /// quick reconnect), and the horizon must end up agreeing with the map: a
 /// stale "down" applied after a fresh "up" would leave a linked neighbour
 /// without tables for good. Changes are queued under the state lock, in
-/// the map's order, and applied in that order by one task at a time: a
-/// task that finds nobody applying applies the whole queue, and the others
-/// wait for it (never holding a lock) until theirs is in.
+/// the map's order, and applied in that order by whoever holds the
+/// horizon's turn ([`Overlay::tell_horizon`]).
 #[derive(Default)]
 pub(super) struct LinkChanges {
     queued: VecDeque<LinkChange>,
     /// Changes ever queued: a change's ticket is this count once it is in.
     tickets: u64,
     applied: u64,
-    /// A task is applying a change it took off the queue.
-    applying: bool,
 }
 
 impl LinkChanges {
@@ -315,35 +312,23 @@ impl Overlay {
         }
     }
 
-    /// Returns once link change `ticket` has reached the horizon, applying
-    /// what is queued if no other task is.
+    /// Returns once link change `ticket` has reached the horizon. Whoever
+    /// holds the horizon's turn applies the queue in order, one change at
+    /// a time, taking the state lock and the horizon's each alone; the
+    /// others wait for the turn asleep, and may find theirs already in.
     async fn tell_horizon(&self, ticket: u64) {
-        while !self.apply_link_changes(ticket) {
-            // Another task is applying a change (one map entry,
-            // microseconds), and then the rest of the queue, ours included.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Applies queued link changes in order, one at a time and never under
-    /// the state lock, until none is left (true); false if another task is
-    /// applying one and `ticket`'s is not in yet.
-    fn apply_link_changes(&self, ticket: u64) -> bool {
+        let _turn = self.horizon_turn.lock().await;
         loop {
             let change = {
                 let changes = &mut self.state().link_changes;
-                if changes.applying {
-                    return changes.applied >= ticket;
+                if changes.applied >= ticket {
+                    return;
                 }
-                let Some(change) = changes.queued.pop_front() else {
-                    // Every change queued, ours too, is in.
-                    return true;
-                };
-                changes.applying = true;
-                change
+                match changes.queued.pop_front() {
+                    Some(change) => change,
+                    None => return,
+                }
             };
-            // Inserting or removing one map entry: nothing here panics and
-            // leaves `applying` set.
             {
                 let mut horizon = self.index.horizon().locked();
                 match change {
@@ -355,9 +340,7 @@ impl Overlay {
                     LinkChange::NoTables(peer) => horizon.link_down(&peer),
                 }
             }
-            let changes = &mut self.state().link_changes;
-            changes.applying = false;
-            changes.applied += 1;
+            self.state().link_changes.applied += 1;
         }
     }
 

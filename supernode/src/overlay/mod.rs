@@ -201,13 +201,16 @@ pub enum Misbehaviour {
 /// cannot join it: it is the index's, which changes it under its own
 /// catalogue lock as leaves publish. It is taken alone too, so a link's up
 /// and down reach it through [`LinkChanges`], in the order the neighbours
-/// map saw them.
+/// map saw them, applied by one task at a time (`horizon_turn`, an async
+/// lock held while the state's and the horizon's are each taken alone).
 pub struct Overlay {
     config: OverlayConfig,
     endpoint: Endpoint,
     index: Arc<FileIndex>,
     started: Instant,
     state: Mutex<State>,
+    /// Whose turn it is to apply queued link changes to the horizon.
+    horizon_turn: tokio::sync::Mutex<()>,
     next_search: AtomicU64,
     next_link: AtomicU64,
     /// Set by [`Overlay::stop`]: links close, no new ones are made.
@@ -265,6 +268,7 @@ impl Overlay {
             index,
             started: Instant::now(),
             state: Mutex::new(state),
+            horizon_turn: tokio::sync::Mutex::new(()),
             next_search: AtomicU64::new(1),
             next_link: AtomicU64::new(1),
             stopping: watch::channel(false).0,
