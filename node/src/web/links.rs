@@ -11,7 +11,7 @@ use canopy_common::proto::ContentHash;
 /// Most items one paste may hold.
 pub const MAX_PASTED: usize = 100;
 /// How much of a refused item is echoed back in the answer.
-const ECHO: usize = 80;
+pub const ECHO: usize = 80;
 
 /// One item of a paste that is not a link or a hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

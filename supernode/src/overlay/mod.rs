@@ -196,11 +196,11 @@ pub enum Misbehaviour {
 
 /// A supernode's overlay: its links, its router and its host cache.
 ///
-/// Locks: everything that changes lives in [`State`], behind one lock that
+/// Locks: everything that changes lives in `State`, behind one lock that
 /// is taken alone and never held across an `.await`. The keyword horizon
 /// cannot join it: it is the index's, which changes it under its own
 /// catalogue lock as leaves publish. It is taken alone too, so a link's up
-/// and down reach it through [`LinkChanges`], in the order the neighbours
+/// and down reach it through `LinkChanges`, in the order the neighbours
 /// map saw them, applied by one task at a time (`horizon_turn`, an async
 /// lock held while the state's and the horizon's are each taken alone).
 pub struct Overlay {
