@@ -639,6 +639,14 @@ fn request_vectors() -> Vec<Vector> {
             },
         ),
         r(
+            "report",
+            "variant 21: a downloader reports that a source listed for this file did not serve it",
+            Request::Report {
+                hash: hash_abc(),
+                source: peer_a(),
+            },
+        ),
+        r(
             "addresses",
             "variant 19: a joined leaf offers its IPv6 address [2001:db8::1]:4001 for a dial-back, with 4,096 bytes of padding (zeros here; any bytes)",
             Request::Addresses {
@@ -802,6 +810,11 @@ fn response_vectors() -> Vec<Vector> {
                 data: vec![0, 1, 2, 3, 4],
                 proof: vec![],
             },
+        ),
+        r(
+            "report_noted",
+            "variant 25: the source is a leaf here publishing that file; its check is due now",
+            Response::ReportNoted { checking: true },
         ),
         r(
             "addresses_tested",

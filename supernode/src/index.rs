@@ -269,6 +269,13 @@ impl FileIndex {
         catalog.leaves.get(&leaf).map_or(0, |record| record.files.len())
     }
 
+    /// The published size of `leaf`'s file `hash`, if it publishes it.
+    pub fn leaf_file(&self, leaf: LeafId, hash: &ContentHash) -> Option<u64> {
+        let catalog = self.catalog.read_locked();
+        let key = catalog.leaves.get(&leaf)?.files.get(hash)?;
+        Some(catalog.docs.get(key)?.size)
+    }
+
     /// One of `leaf`'s files, `pick` choosing which (any number: it is
     /// taken modulo the count), with its published size; `None` if it
     /// publishes nothing.

@@ -28,7 +28,7 @@ use canopy_common::proto::frame::batches;
 use canopy_common::proto::search::{PublishError, MAX_HITS};
 use canopy_common::proto::wire::{LinkNotice, LinkOffer};
 use canopy_common::proto::{
-    Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
+    ContentHash, Hello, Hit, LeafUpdate, PeerAddr, PeerId, Query, Response, SessionNotice, MAX_CONTROL_FRAME,
 };
 use quinn::{RecvStream, SendStream};
 use tokio::sync::{mpsc, watch};
@@ -132,6 +132,8 @@ pub struct Supernode {
     search_budgets: Mutex<Budgets<PeerId>>,
     /// Pushes and punches per asker: each one makes a leaf dial out.
     punch_budgets: Mutex<Budgets<PeerId>>,
+    /// Reports per downloader: each one may cost a leaf a check.
+    report_budgets: Mutex<Budgets<PeerId>>,
     /// The clock the budgets run on.
     started: Instant,
     relay: relay::Relay,
@@ -162,7 +164,13 @@ struct Session {
     traits: Option<Traits>,
     /// When we last dialed back the addresses it offered.
     addresses_tested: Option<Instant>,
+    /// Files downloaders reported it did not serve: checked next.
+    reported: mpsc::Sender<ContentHash>,
 }
+
+/// Reported files waiting for their check, per leaf; more are dropped
+/// (the leaf is being checked anyway).
+const REPORTS_QUEUED: usize = 4;
 
 /// Proof-of-possession checks running at once, over all leaves: each holds
 /// a stream and a little memory until its leaf answers or times out.
@@ -209,6 +217,7 @@ impl Supernode {
             overlay: OnceLock::new(),
             search_budgets,
             punch_budgets: Mutex::new(Budgets::new(PUNCHES_PER_SECOND, PUNCH_BURST, MAX_PUNCHERS)),
+            report_budgets: Mutex::new(Budgets::new(2.0, 10.0, MAX_PUNCHERS)),
             started: Instant::now(),
             committer,
             stepping_down: watch::channel(false).0,
@@ -341,6 +350,7 @@ impl Supernode {
             return;
         }
         let (orders, mut order_queue) = mpsc::channel::<SessionNotice>(16);
+        let (reported, mut reports) = mpsc::channel::<ContentHash>(REPORTS_QUEUED);
         let admitted = {
             let mut sessions = self.sessions.locked();
             let full = (sessions.len() >= self.config.max_leaves
@@ -360,6 +370,7 @@ impl Supernode {
                         orders,
                         traits: None,
                         addresses_tested: None,
+                        reported,
                     },
                 ) {
                     self.index.remove_leaf(old.leaf);
@@ -384,7 +395,7 @@ impl Supernode {
         tracing::info!(leaf = ?peer, agent = %hello.agent, firewalled = !hello.accepts_inbound, "leaf joined");
         let outcome = tokio::select! {
             outcome = self.run_session(leaf, peer, connection, &mut send, &mut recv, &mut order_queue) => outcome,
-            dropped = self.check_possession(leaf, peer, connection) => Err(dropped),
+            dropped = self.check_possession(leaf, peer, connection, &mut reports) => Err(dropped),
         };
         match &outcome {
             Ok(()) => tracing::info!(leaf = ?peer, "leaf left"),
@@ -417,7 +428,8 @@ impl Supernode {
     }
 
     /// Checks, now and then, that leaf `leaf` holds what it publishes
-    /// ([`possession`]); a failed check takes that file out of the index.
+    /// ([`possession`]), and at once a file downloaders `reports` it did
+    /// not serve; a failed check takes that file out of the index.
     /// Returns only to drop the leaf, after failed checks in a row (it is
     /// then kept out for a while); never if checks are off.
     async fn check_possession(
@@ -425,6 +437,7 @@ impl Supernode {
         leaf: LeafId,
         peer: PeerAddr,
         connection: &quinn::Connection,
+        reports: &mut mpsc::Receiver<ContentHash>,
     ) -> SessionEnd {
         let config = &self.config.possession;
         if !config.enabled {
@@ -433,10 +446,18 @@ impl Supernode {
         let mut strikes = possession::Strikes::default();
         let mut wait = config.first_after;
         loop {
-            tokio::time::sleep(wait).await;
+            let reported = tokio::select! {
+                _ = tokio::time::sleep(wait) => None,
+                Some(hash) = reports.recv() => Some(hash),
+            };
             wait = config.every;
-            let pick = u64::from_le_bytes(canopy_common::net::random_bytes());
-            let Some((hash, size)) = self.index.some_file(leaf, pick) else {
+            let file = match reported {
+                Some(hash) => self.index.leaf_file(leaf, &hash).map(|size| (hash, size)),
+                None => self
+                    .index
+                    .some_file(leaf, u64::from_le_bytes(canopy_common::net::random_bytes())),
+            };
+            let Some((hash, size)) = file else {
                 continue;
             };
             let Ok(_turn) = self.checking.acquire().await else {
@@ -462,6 +483,29 @@ impl Supernode {
                 return SessionEnd::FailedChecks { last };
             }
         }
+    }
+
+    /// A downloader (`reporter`) says our leaf `source` did not serve
+    /// `hash`. Nobody is believed: the file is checked next, if `source` is
+    /// joined here and publishes it (`Some(true)`). `None`: the reporter is
+    /// over its budget (2 a second, bursts of 10).
+    pub fn report(&self, reporter: PeerId, hash: ContentHash, source: PeerId) -> Option<bool> {
+        if !self
+            .report_budgets
+            .locked()
+            .take(reporter, 1.0, self.started.elapsed())
+        {
+            return None;
+        }
+        let sessions = self.sessions.locked();
+        let Some(session) = sessions.get(&source) else {
+            return Some(false);
+        };
+        if self.index.leaf_file(session.leaf, &hash).is_none() {
+            return Some(false);
+        }
+        tracing::info!(leaf = ?source, %hash, by = ?reporter, "a downloader reports a leaf did not serve a file; checking it");
+        Some(session.reported.try_send(hash).is_ok())
     }
 
     /// What the proof-of-possession checks found so far.

@@ -20,10 +20,7 @@ use canopy_tests::{client, search_until, start_leaf, until, LOOPBACK};
 /// A supernode that checks every leaf about three times a second, from
 /// two seconds after it joined.
 async fn checking_supernode() -> (Node, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
-    let mut settings = SupernodeConfig::for_this_machine(None);
-    settings.possession = PossessionConfig {
+    supernode_checking(PossessionConfig {
         // Time for the test to see the decoys indexed first.
         first_after: Duration::from_secs(2),
         every: Duration::from_millis(300),
@@ -31,7 +28,15 @@ async fn checking_supernode() -> (Node, tempfile::TempDir) {
         // leaf has told its supernode of a changed file before the next.
         after_failure: Duration::from_millis(1100),
         ..PossessionConfig::default()
-    };
+    })
+    .await
+}
+
+async fn supernode_checking(possession: PossessionConfig) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
+    let mut settings = SupernodeConfig::for_this_machine(None);
+    settings.possession = possession;
     config.supernode = Some(settings);
     (Node::start(config).await.unwrap(), dir)
 }
@@ -216,4 +221,46 @@ async fn a_poisoning_leaf_is_dropped_in_seconds_and_an_honest_one_never() {
     .await;
     assert_eq!(hits.len(), 3);
     drop(honest);
+}
+
+/// A downloader whose source says it does not hold a file its supernode
+/// lists tells that supernode, which checks the leaf at once (no check
+/// was due for an hour): the leaf admits it no longer holds the file (it
+/// changed on disk) and the entry goes. A report alone condemns nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaders_report_has_the_supernode_check_that_file_now() {
+    let (node, _dir) = supernode_checking(PossessionConfig {
+        first_after: Duration::from_secs(3600),
+        every: Duration::from_secs(3600),
+        ..PossessionConfig::default()
+    })
+    .await;
+    let address = node.peer_addr();
+    let supernode = node.supernode().unwrap();
+    let song = canopy_tests::patterned(200_000);
+    let hash = ContentHash::of(&song);
+    let leaf = start_leaf(address, 1, &[("reported song.mp3", &song)]).await;
+    let hits = search_until(address, &Query::words("reported song"), |hits| !hits.is_empty()).await;
+    let listed = hits[0].sources.clone();
+
+    // The file changes on disk before the leaf's next rescan.
+    let path = leaf.node.shares().list()[0].path.clone();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, b"something else now").unwrap();
+
+    let downloader = canopy_tests::start_downloader().await;
+    let options = canopy_node::download::DownloadOptions {
+        report_to: Some(address),
+        ..Default::default()
+    };
+    let fetched = downloader.fetch(hash, listed, "song.mp3", options).await;
+    assert!(fetched.is_err(), "the source no longer holds the file");
+    let stats = supernode.possession_stats();
+    until("the reported file was checked and its entry dropped", || {
+        stats.entries_dropped.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.leaves_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(supernode.leaf_count(), 1, "one admission does not drop a leaf");
 }

@@ -144,6 +144,18 @@ pub enum Request {
     /// Answered by [`Response::Proof`] or [`Response::NotFound`]. Appended
     /// after version 0; an older node resets the stream.
     Prove { hash: ContentHash, chunk: u64 },
+    /// A downloader tells a supernode that `source` did not serve `hash`
+    /// as listed: it sent a block that failed verification, or said it
+    /// does not hold the file. The supernode believes no one: if `source`
+    /// is its leaf and publishes `hash`, it checks that file next
+    /// ([`Request::Prove`]), so a false report costs an honest leaf one
+    /// passed check. Answered by [`Response::ReportNoted`] (also when the
+    /// source is not its leaf) or [`Response::Busy`]. Appended after
+    /// version 0; an older node resets the stream.
+    Report {
+        hash: ContentHash,
+        source: super::id::PeerId,
+    },
 }
 
 /// What a supernode says when it asks to link.
@@ -340,6 +352,11 @@ pub enum Response {
         data: Vec<u8>,
         proof: Vec<[u8; 32]>,
     },
+    /// The answer to [`Request::Report`]: `checking` if the source is a
+    /// leaf here publishing that file, and its check is now due.
+    ReportNoted {
+        checking: bool,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -408,6 +425,10 @@ mod tests {
             }),
             any::<bool>().prop_map(|accepts_inbound| Request::Reach { accepts_inbound }),
             (any_hash(), any::<u64>()).prop_map(|(hash, chunk)| Request::Prove { hash, chunk }),
+            (any_hash(), any::<[u8; 32]>()).prop_map(|(hash, id)| Request::Report {
+                hash,
+                source: crate::proto::PeerId(id)
+            }),
             (
                 proptest::collection::vec(any_addr(), 0..3),
                 proptest::collection::vec(any::<u8>(), 0..9000)
@@ -445,6 +466,7 @@ mod tests {
                 proptest::collection::vec(any::<[u8; 32]>(), 0..65)
             )
                 .prop_map(|(size, data, proof)| Response::Proof { size, data, proof }),
+            any::<bool>().prop_map(|checking| Response::ReportNoted { checking }),
             proptest::collection::vec(any_addr(), 0..3)
                 .prop_map(|reachable| Response::AddressesTested { reachable }),
         ]

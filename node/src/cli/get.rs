@@ -210,7 +210,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
     });
     let asker = (!network.supernodes.is_empty())
         .then(|| Searcher::one_shot(node.endpoint().clone(), network.supernodes.clone()));
-    let options = DownloadOptions {
+    let mut options = DownloadOptions {
         max_sources: args.max_sources,
         // With --wait, a download whose sources all went also waits that
         // long for new ones (found by the search below).
@@ -234,6 +234,7 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                         Ok(found) => {
                             if let Some(answered) = found.answered {
                                 crate::hostcache::remember(&network.data_dir, answered);
+                                options.report_to = options.report_to.or(Some(answered));
                             }
                             sources.extend(found.sources);
                             if link.name.is_none() {

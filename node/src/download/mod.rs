@@ -75,6 +75,11 @@ pub struct DownloadOptions {
     /// reachable yet, or still hashing the file): a desktop app waits for
     /// them; a command fails fast.
     pub retry_unproven_sources: bool,
+    /// The supernode that listed the sources, told of one that sends a
+    /// block that fails verification or says it does not hold the file
+    /// (`Request::Report`: it checks its leaf itself). A source reached
+    /// through its supernode is reported to that one.
+    pub report_to: Option<PeerAddr>,
 }
 
 /// The wait before a failed source is tried again the first time.
@@ -92,6 +97,7 @@ impl Default for DownloadOptions {
             // As aria2c's --max-tries.
             source_tries: 5,
             retry_unproven_sources: false,
+            report_to: None,
         }
     }
 }
@@ -1001,6 +1007,14 @@ impl Coordinator {
                         && (served || self.shared.options.retry_unproven_sources)
                         && tries < self.shared.options.source_tries
                         && !self.is_complete();
+                    if let (SourceFailure::Banned(_) | SourceFailure::NotFound, Some(peer)) = (&failure, peer)
+                    {
+                        let listed_by = self.specs.get(&id).and_then(|(spec, _)| spec.via);
+                        if let Some(supernode) = listed_by.or(self.shared.options.report_to) {
+                            let endpoint = self.shared.endpoint.clone();
+                            tokio::spawn(report(endpoint, supernode, self.shared.hash, peer.id));
+                        }
+                    }
                     match &failure {
                         SourceFailure::Banned(reason) => {
                             tracing::info!(source = ?peer, %reason, "banned source for this download")
@@ -1156,6 +1170,26 @@ impl Coordinator {
             received_bytes: progress.received,
             sources: progress.sources,
         })
+    }
+}
+
+/// Tells `supernode` that `source` did not serve `hash` as listed: it
+/// checks its leaf itself (a report alone condemns nobody). Best effort.
+async fn report(endpoint: Endpoint, supernode: PeerAddr, hash: ContentHash, source: PeerId) {
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        let connection = endpoint.connect(&supernode).await.ok()?;
+        let report = canopy_common::proto::Request::Report { hash, source };
+        let answer: Option<canopy_common::proto::Response> =
+            canopy_common::net::ask(&connection, &report).await.ok();
+        connection.close(0u32.into(), b"reported");
+        answer
+    })
+    .await;
+    match told {
+        Ok(Some(canopy_common::proto::Response::ReportNoted { checking })) => {
+            tracing::info!(source = ?source, %hash, checking, "told the supernode a source did not serve what it listed")
+        }
+        _ => tracing::debug!(source = ?source, %hash, "could not report a source to its supernode"),
     }
 }
 

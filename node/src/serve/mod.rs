@@ -118,6 +118,10 @@ async fn serve_stream(
             let _ = recv.stop(VarInt::from_u32(0));
             content::have(peer, hash, &mut send, state).await
         }
+        Request::Report { hash, source } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::report(peer, hash, source, &mut send, state).await
+        }
         Request::Prove { hash, chunk } => {
             let _ = recv.stop(VarInt::from_u32(0));
             content::prove(hash, chunk, &mut send, state).await

@@ -368,3 +368,23 @@ pub(super) async fn addresses(
     write_frame(send, &response).await?;
     Ok(())
 }
+
+/// A downloader says our leaf `source` did not serve `hash`: checked next
+/// if it is ours and publishes it (the supernode believes no one).
+pub(super) async fn report(
+    peer: PeerAddr,
+    hash: canopy_common::proto::ContentHash,
+    source: PeerId,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        None => not_supernode(),
+        Some(supernode) => match supernode.report(peer.id, hash, source) {
+            Some(checking) => Response::ReportNoted { checking },
+            None => busy(),
+        },
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
