@@ -27,6 +27,7 @@ pub mod fileio;
 pub mod folders;
 pub mod groups;
 pub mod hostcache;
+pub mod lan;
 pub mod leaf;
 pub mod measure;
 pub mod network;

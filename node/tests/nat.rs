@@ -883,6 +883,70 @@ fn a_home_reachable_over_ipv6_is_dialed_there_first() {
     );
 }
 
+/// Two machines on one network, started with no bootstrap address: the
+/// first finds nobody on the LAN and becomes a supernode, alone; the
+/// second finds it by local discovery (multicast), becomes its leaf, and
+/// searches find the first's file.
+#[test]
+fn two_machines_on_one_lan_find_each_other_with_no_address_given() {
+    let bed = Bed::up("cntk-", &["cone"]);
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> PathBuf { root.path().join(name) };
+    // The bed's wan machines have no default route; a home LAN's would
+    // carry multicast.
+    for machine in ["sn", "pub"] {
+        let status = Command::new("ip")
+            .args([
+                "-n",
+                &format!("cntk-{machine}"),
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "wan0",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let content = patterned(100_000);
+    let hash = ContentHash::of(&content);
+    let share_arg = share(root.path(), "living room.bin", &content);
+    let first = run(
+        &bed,
+        "sn",
+        &["--share", &share_arg, "--listen", "0.0.0.0:4663"],
+        &dir("first"),
+    );
+    let banner = first.banner.join("\n");
+    assert!(
+        banner.contains("local network: no other Canopy node answered"),
+        "{banner}"
+    );
+    assert!(banner.contains("role: supernode, alone so far"), "{banner}");
+
+    let second = run(&bed, "pub", &["--listen", "0.0.0.0:4663"], &dir("second"));
+    let banner = second.banner.join("\n");
+    assert!(
+        banner.contains("local network: 1 other Canopy node found (1 supernode)"),
+        "{banner}"
+    );
+    assert!(banner.contains("role: leaf (joining a supernode)"), "{banner}");
+    // The second's data folder now knows the first: a search from it finds
+    // the first's file with no --bootstrap.
+    retry("the second machine never found the first's file", || {
+        let mut search = bed.canopy("pub");
+        search
+            .args(["search", "living room", "--json", "--data-dir"])
+            .arg(dir("second"));
+        let output = wait_output(search, Duration::from_secs(20));
+        match text(&output.stdout).contains(&hash.to_hex()) {
+            true => Ok(()),
+            false => Err(text(&output.stderr)),
+        }
+    });
+}
+
 /// Homes behind routers that forward ports on request (miniupnpd): one
 /// speaking PCP and NAT-PMP besides UPnP-IGD (PCP is chosen), one speaking
 /// UPnP-IGD only, as many home routers do. Each node asks for its port at

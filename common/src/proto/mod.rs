@@ -10,6 +10,7 @@ pub mod election;
 pub mod frame;
 pub mod id;
 pub mod keywords;
+pub mod lan;
 pub mod link;
 pub mod nat;
 pub mod nearest;

@@ -141,6 +141,11 @@ pub struct RunArgs {
     /// cannot open): downloaders reach it by push through its supernode.
     #[arg(long, env = "CANOPY_NO_INBOUND")]
     pub no_inbound: bool,
+    /// Do not look for other Canopy nodes on the local network at start,
+    /// nor answer theirs (UDP multicast on 239.255.77.77:4664; only on the
+    /// public network, and only when listening on every interface).
+    #[arg(long, env = "CANOPY_NO_LAN_DISCOVERY")]
+    pub no_lan_discovery: bool,
     /// Seconds between a leaf's looks at the address its supernode sees
     /// it at (a changed one has the node test its reachability again).
     /// For test beds that change a router's address; the default suits
@@ -271,6 +276,7 @@ pub struct FileSettings {
     pub index_budget: Option<u64>,
     pub no_relay: Option<bool>,
     pub no_possession_checks: Option<bool>,
+    pub no_lan_discovery: Option<bool>,
     pub max_relay_pairs: Option<usize>,
     #[serde(default, deserialize_with = "byte_size")]
     pub max_relay_rate: Option<u64>,
@@ -326,6 +332,7 @@ impl FileSettings {
             index_budget: over.index_budget.or(self.index_budget),
             no_relay: over.no_relay.or(self.no_relay),
             no_possession_checks: over.no_possession_checks.or(self.no_possession_checks),
+            no_lan_discovery: over.no_lan_discovery.or(self.no_lan_discovery),
             max_relay_pairs: over.max_relay_pairs.or(self.max_relay_pairs),
             max_relay_rate: over.max_relay_rate.or(self.max_relay_rate),
             supernodes: over.supernodes.or(self.supernodes),
@@ -425,6 +432,7 @@ pub struct RunSettings {
     pub index_budget: u64,
     pub no_relay: bool,
     pub no_possession_checks: bool,
+    pub no_lan_discovery: bool,
     pub max_relay_pairs: usize,
     pub max_relay_rate: Option<u64>,
     pub supernodes: usize,
@@ -536,6 +544,7 @@ impl RunSettings {
             index_budget: args.index_budget.or(file.index_budget).unwrap_or(1 << 30),
             no_relay: args.no_relay || file.no_relay.unwrap_or(false),
             no_possession_checks: args.no_possession_checks || file.no_possession_checks.unwrap_or(false),
+            no_lan_discovery: args.no_lan_discovery || file.no_lan_discovery.unwrap_or(false),
             max_relay_pairs: args.max_relay_pairs.or(file.max_relay_pairs).unwrap_or(64),
             max_relay_rate: args.max_relay_rate.or(file.max_relay_rate),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),

@@ -22,6 +22,10 @@ use crate::{Node, NodeConfig};
 /// Files one indexed entry costs, in memory and on disk together (measured
 /// at 3 M documents: ~400 bytes of memory and ~194 bytes of index on disk).
 const BYTES_PER_INDEXED_FILE: u64 = 512;
+/// How long a starting node listens for other nodes on its LAN: they
+/// answer within a round trip, plus a little for a busy machine.
+const LAN_DISCOVERY_WAIT: Duration = Duration::from_millis(1500);
+
 /// How often an elected node re-decides its role.
 const OBSERVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -129,6 +133,26 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
             "cannot share {}: it is not a folder",
             folder.display()
         );
+    }
+    // Nodes on this LAN, found with no address given: the election probes
+    // them, and a supernode among them is joined. Only for a node on every
+    // interface: one bound to an address (loopback, say) was placed there
+    // on purpose, and the LAN could not reach it at the address it hears.
+    let lan_discovery =
+        !settings.no_lan_discovery && settings.network.is_none() && settings.listen.ip().is_unspecified();
+    let on_the_lan = match lan_discovery {
+        true => {
+            let me = canopy_common::net::NodeKey::load_or_create(&settings.data_dir)
+                .context("cannot load this node's key")?
+                .peer_id();
+            crate::lan::discover(me, LAN_DISCOVERY_WAIT).await
+        }
+        false => Vec::new(),
+    };
+    for found in on_the_lan.iter().filter(|found| found.supernode) {
+        if !settings.bootstrap.iter().any(|known| known.id == found.peer.id) {
+            settings.bootstrap.push(found.peer);
+        }
     }
     let mut config = node_config(&settings);
     let mut services = services_config(&settings);
@@ -253,7 +277,30 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         scan.hashed,
         scan.cached
     );
+    if lan_discovery {
+        match on_the_lan.len() {
+            0 => println!("local network: no other Canopy node answered"),
+            n => println!(
+                "local network: {n} other Canopy node{} found ({} supernode{})",
+                if n == 1 { "" } else { "s" },
+                on_the_lan.iter().filter(|found| found.supernode).count(),
+                if on_the_lan.iter().filter(|found| found.supernode).count() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+        }
+    }
+    // Answer the next node that starts on this LAN.
+    let answering = lan_discovery
+        .then(|| crate::lan::answer(node.peer_addr().id, listening.addr.port(), node.context().clone()))
+        .flatten();
     match node.supernode() {
+        Some(_) if !node.knows_supernodes() => println!(
+            "role: supernode, alone so far: no other node is known (leaves join it with --bootstrap {me}; \
+             others on this LAN find it)"
+        ),
         Some(_) => println!("role: supernode (leaves join it with --bootstrap {me})"),
         None if node.knows_supernodes() => println!("role: leaf (joining a supernode)"),
         None => println!("role: leaf (no supernode known: pass --bootstrap to publish and search)"),
@@ -332,6 +379,9 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         }
     }
     super::shutdown_signal().await;
+    if let Some(answering) = answering {
+        answering.abort();
+    }
     if node
         .supernode()
         .is_some_and(|supernode| supernode.leaf_count() > 0)
