@@ -7,8 +7,8 @@
 //! - a **query**, `CNPY 1 0`, sent by a node that is starting: "who is
 //!   here?";
 //! - an **announce**, `CNPY 1 1` + peer id (32 bytes) + port (u16, big
-//!   endian) + flags (bit 0: it is a supernode), sent in answer to a query
-//!   and now and then.
+//!   endian) + flags (bit 0: it is a supernode; other bits are ignored,
+//!   for later versions), sent in answer to a query and at start.
 //!
 //! An announce only says where to try: the QUIC handshake proves the id, as
 //! for any address. Only public-network nodes take part (a private group's

@@ -52,7 +52,7 @@ pub fn chunk_count(size: u64) -> u64 {
 /// Byte range of chunk `index` in a file of `size` bytes.
 pub fn chunk_range(size: u64, index: u64) -> Range<u64> {
     let start = (index * CHUNK_LEN).min(size);
-    start..(start + CHUNK_LEN).min(size)
+    start..start.saturating_add(CHUNK_LEN).min(size)
 }
 
 /// One step on the way from the root down to a chunk: the sibling subtree
