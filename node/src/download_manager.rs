@@ -552,10 +552,41 @@ pub fn sanitise_name(name: &str, hash: &ContentHash) -> String {
     while clean.len() > MAX_NAME {
         clean.pop();
     }
+    // Windows drops trailing dots and spaces, and opens a device for a
+    // reserved name whatever its extension (`COM1.mkv` is the serial
+    // port): a peer's name must not send a download there. Checked on
+    // every system, as files travel.
+    clean = clean.trim_end_matches(['.', ' ']).to_string();
+    if is_windows_device(&clean) {
+        clean.insert(0, '_');
+    }
     if clean.is_empty() || clean.ends_with(crate::share::PART_SUFFIX) {
         clean = hash.to_hex();
     }
     clean
+}
+
+/// Whether Windows takes `name` for a device: CON, PRN, AUX, NUL, COM1–9
+/// and LPT1–9 (also with ¹²³), in any case, with or without an extension.
+fn is_windows_device(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
+    match stem.as_str() {
+        "CON" | "PRN" | "AUX" | "NUL" => true,
+        _ => {
+            let digit = |rest: &str| {
+                matches!(
+                    rest,
+                    "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³"
+                )
+            };
+            stem.strip_prefix("COM").is_some_and(digit) || stem.strip_prefix("LPT").is_some_and(digit)
+        }
+    }
 }
 
 /// `folder/name`, or `folder/stem (N).ext` if that is taken.
@@ -596,6 +627,13 @@ mod tests {
         assert_eq!(sanitise_name("..", &hash), hash.to_hex());
         assert_eq!(sanitise_name("a\u{0}b\nc.mp3", &hash), "abc.mp3");
         assert_eq!(sanitise_name("x.part", &hash), hash.to_hex());
+        assert_eq!(sanitise_name("COM1.mkv", &hash), "_COM1.mkv");
+        assert_eq!(sanitise_name("nul", &hash), "_nul");
+        assert_eq!(sanitise_name("Con .txt", &hash), "_Con .txt");
+        assert_eq!(sanitise_name("lpt9", &hash), "_lpt9");
+        assert_eq!(sanitise_name("COM10.txt", &hash), "COM10.txt");
+        assert_eq!(sanitise_name("console.log", &hash), "console.log");
+        assert_eq!(sanitise_name("song.mp3. . ", &hash), "song.mp3");
         assert!(sanitise_name(&"é".repeat(300), &hash).len() <= MAX_NAME);
     }
 

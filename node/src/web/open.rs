@@ -1,5 +1,7 @@
 //! Opening a page or a folder on the desktop: `xdg-open` on Linux and the
-//! BSDs, `open` on macOS, `start` on Windows.
+//! BSDs, `open` on macOS, on Windows `explorer.exe` for a folder and
+//! url.dll for a URL (never `cmd /C start`: cmd would read `&` or `^` in a
+//! folder's name as its own syntax and run the rest as a command).
 
 use std::process::{Command, Stdio};
 
@@ -9,7 +11,12 @@ pub fn open(target: &str) -> Result<(), String> {
     let (program, args): (&str, Vec<&str>) = if cfg!(target_os = "macos") {
         ("open", vec![target])
     } else if cfg!(windows) {
-        ("cmd", vec!["/C", "start", "", target])
+        // Neither parses its argument as a shell would: url.dll hands a
+        // URL to the default browser, explorer.exe opens a folder.
+        match target.starts_with("http://") || target.starts_with("https://") {
+            true => ("rundll32", vec!["url.dll,FileProtocolHandler", target]),
+            false => ("explorer.exe", vec![target]),
+        }
     } else {
         ("xdg-open", vec![target])
     };
