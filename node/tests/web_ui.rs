@@ -644,6 +644,11 @@ fn the_api_needs_the_key_and_refuses_other_sites() {
     let (status, body) = get("/api/status", &format!("Host: localhost\r\nX-API-Key: {key}\r\n"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"role\":\"leaf\""), "{body}");
+    // A leaf with no supernode is not connected, and the page says so.
+    assert!(
+        body.contains("\"alone\":true") && body.contains("Not connected"),
+        "{body}"
+    );
     // The key in the query is accepted on the event stream only.
     assert_eq!(
         get(&format!("/api/status?key={key}"), "Host: localhost\r\n").0,

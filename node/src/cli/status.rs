@@ -70,8 +70,16 @@ async fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             value("canopy_queries_not_forwarded_total"),
             value("canopy_hits_total")
         );
+        if value("canopy_leaves") == 0.0 && value("canopy_neighbours") == 0.0 {
+            println!("network     alone so far: no leaf and no other supernode has found this node");
+        }
     } else {
         println!("supernodes  {} joined", value("canopy_supernodes_joined"));
+        if value("canopy_supernodes_joined") == 0.0 {
+            println!(
+                "network     not connected: nothing is published or searched until a supernode is joined"
+            );
+        }
     }
     if let Some(how) = labelled(&metrics, "canopy_reach", "how") {
         let nat = labelled(&metrics, "canopy_nat", "kind").unwrap_or_else(|| "unknown".into());

@@ -254,8 +254,26 @@ impl App {
                 self.role_reason
             )
         };
+        // Nobody to publish to or search with: the app says so, not "live".
+        let alone = match &supernode {
+            Some(_) => leaves == 0 && neighbours.is_empty(),
+            None => leaf.joined.is_empty(),
+        };
+        let alone_text = match (&supernode, alone) {
+            (_, false) => String::new(),
+            (Some(_), true) => format!(
+                "Alone so far: no leaf and no other supernode has found this node. Other machines on this \
+                 network find it by themselves; elsewhere, start them with --bootstrap {}.",
+                self.peer
+            ),
+            (None, true) => "Not connected: no supernode joined, so nothing is published or searched. Start \
+                 another node on this network, or this one with --bootstrap PEERID@HOST:PORT."
+                .to_string(),
+        };
         let reachability = self.context.reach.locked().clone();
         json!({
+            "alone": alone,
+            "alone_text": alone_text,
             "peer_id": self.peer.id.to_string(),
             "reach": {
                 "how": reachability.reach().label(),

@@ -1,5 +1,6 @@
 // Drives the desktop app in headless Chromium, as a user would:
-//   0. the Status tab says how peers reach this node;
+//   0. the Status tab says how peers reach this node, and no banner says
+//      it is not connected;
 //   1. search → click Download → the row reaches 100 % and "done";
 //   2. a second (rate-capped) download is paused mid-way, stays put while
 //      paused, is resumed and finishes;
@@ -48,6 +49,10 @@ try {
   const reached = page.locator('#status dt', { hasText: 'Reached' }).locator('xpath=following-sibling::dd[1]');
   await reached.filter({ hasText: 'directly' }).waitFor();
   step('reached', { text: await reached.textContent() });
+  // Joined to a supernode: no "not connected" banner.
+  if (await page.locator('#network-banner').isVisible()) {
+    throw new Error('the not-connected banner shows on a connected node: ' + await page.locator('#network-banner').textContent());
+  }
 
   const search = async (text) => {
     await page.click('nav button[data-tab=search]');

@@ -501,6 +501,9 @@ function renderStatus(s) {
     dd.textContent = value;
     list.append(dt, dd);
   }
+  const banner = $('#network-banner');
+  banner.hidden = !s.alone;
+  banner.textContent = s.alone_text || '';
   const peers = s.role === 'supernode'
     ? s.neighbours.map((n) => 'neighbour supernode ' + n)
     : s.supernodes.map((n) => `supernode ${n.address} (${count(n.published, 'file')} published)`);
