@@ -72,6 +72,10 @@ enum Command {
     /// once, verifying every block. Interrupted downloads resume.
     #[command(after_help = cli::get::HELP)]
     Get(cli::get::GetArgs),
+    /// Hand canopy: links (or hashes) to the desktop app of the node
+    /// running with this data folder, which downloads them. The canopy:
+    /// URL handler runs this (deploy/canopy-link.desktop).
+    Open(cli::open::OpenArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +134,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Probe(args) => cli::probe::run(args).await,
         Command::Search(args) => cli::search::run(args).await,
         Command::Get(args) => cli::get::run(args).await,
+        Command::Open(args) => cli::open::run(args).await,
     }
 }
 

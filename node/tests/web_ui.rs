@@ -1049,3 +1049,65 @@ fn an_app_download_survives_its_only_source_freezing() {
     assert_eq!(blake3_of(&downloads.join("frozen.bin")), hash);
     drop((supernode, sharer));
 }
+
+/// A `canopy:` link clicked in a browser runs `canopy open LINK` (the URL
+/// handler, deploy/canopy-link.desktop): the running app gets the link and
+/// downloads the file. A bad link is named, and nothing running is an
+/// error that says what to start.
+#[test]
+fn canopy_open_hands_a_link_to_the_running_app() {
+    let temp = tempfile::tempdir().unwrap();
+    let shared = temp.path().join("shared");
+    let downloads = temp.path().join("downloads");
+    std::fs::create_dir_all(&shared).unwrap();
+    let hash = random_file(&shared.join("clicked.bin"), 300_000, 11);
+    let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
+    let bootstrap = supernode.peer_address();
+    let sharer = sharing_leaf(&bootstrap, &shared, &[], &temp.path().join("sharer"));
+    let data = temp.path().join("app");
+    let app = start_app(&bootstrap, &downloads, &data);
+
+    let link = format!("canopy:{hash}?size=300000&name=clicked.bin");
+    let open = |args: &[&str]| {
+        Command::new(CANOPY)
+            .arg("open")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let opened = open(&[&link]);
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&opened.stdout).contains("downloading clicked.bin"),
+        "{}",
+        String::from_utf8_lossy(&opened.stdout)
+    );
+    app.wait_done(Duration::from_secs(60));
+    assert_eq!(blake3_of(&downloads.join("clicked.bin")), hash);
+
+    let refused = open(&["canopy:not-a-hash"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not opened: canopy:not-a-hash"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let nobody = Command::new(CANOPY)
+        .args(["open", &link, "--data-dir"])
+        .arg(temp.path().join("nothing here"))
+        .output()
+        .unwrap();
+    assert!(!nobody.status.success());
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("start `canopy run`"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    drop((supernode, sharer));
+}

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod exit;
 pub mod get;
 pub mod group;
+pub mod open;
 pub mod probe;
 pub mod run;
 pub mod search;
