@@ -156,13 +156,20 @@ fn npm_ci(dir: &Path) {
     assert!(status.success(), "npm ci failed in {}", dir.display());
 }
 
-#[test]
-fn search_download_pause_resume_and_share_in_a_browser() {
+/// Checks that node, npm and Chromium are here (`.ci/test` installs
+/// them) and installs the scripts' packages; their folder.
+fn browser_tests() -> PathBuf {
     require("node", "apt-get install nodejs npm");
     require("npm", "apt-get install npm");
     require(&chromium(), "apt-get install chromium");
     let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
     npm_ci(&web);
+    web
+}
+
+#[test]
+fn search_download_pause_resume_and_share_in_a_browser() {
+    let web = browser_tests();
 
     let temp = tempfile::tempdir().unwrap();
     let dir = |name: &str| {
@@ -261,11 +268,7 @@ fn search_download_pause_resume_and_share_in_a_browser() {
 /// deletes the part file; a copied link, pasted, downloads the right bytes.
 #[test]
 fn links_clicks_and_cancel_in_a_browser() {
-    require("node", "apt-get install nodejs npm");
-    require("npm", "apt-get install npm");
-    require(&chromium(), "apt-get install chromium");
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    npm_ci(&web);
+    let web = browser_tests();
 
     let temp = tempfile::tempdir().unwrap();
     let dir = |name: &str| {
@@ -527,10 +530,7 @@ fn the_gateway_serves_ranges_to_curl_and_whole_files_to_aria2c() {
 /// element pointed at it plays and seeks (node/tests/web/media.spec.mjs).
 #[test]
 fn the_gateway_plays_media_in_a_browser() {
-    require("node", "apt-get install nodejs npm");
-    require(&chromium(), "apt-get install chromium");
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    npm_ci(&web);
+    let web = browser_tests();
     let temp = tempfile::tempdir().unwrap();
     let shared = temp.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();

@@ -4,8 +4,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use canopy_common::net::{read_frame, write_frame};
 use canopy_common::net::{Endpoint, EndpointConfig, NodeKey};
-use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
+use canopy_common::proto::{
+    ContentHash, Hello, Hit, PeerAddr, Query, Request, SessionNotice, MAX_CONTROL_FRAME,
+};
 use canopy_node::download::{DownloadError, DownloadOptions, DownloadReport};
 use canopy_node::leaf::LeafStatus;
 use canopy_node::searcher::{SearchError, Searcher};
@@ -361,4 +364,29 @@ async fn relay(
         }
     });
     address
+}
+
+/// Asks `supernode` by hand, from `endpoint`, to take us as a leaf: the
+/// session's connection, its streams and the supernode's first notice.
+pub async fn join_by_hand(
+    endpoint: &Endpoint,
+    supernode: PeerAddr,
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    SessionNotice,
+) {
+    let connection = endpoint.connect(&supernode).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let hello = Hello {
+        listen: vec![],
+        accepts_inbound: false,
+        agent: "test".into(),
+    };
+    write_frame(&mut send, &Request::Join(hello)).await.unwrap();
+    let notice = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
+        .await
+        .unwrap();
+    (connection, send, recv, notice)
 }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use canopy_common::net::{read_frame, write_frame};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
-    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Query, Request, Response, SessionNotice,
+    ContentHash, FileEntry, FileKind, LeafUpdate, PeerAddr, Query, Request, Response, SessionNotice,
 };
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::possession::PossessionConfig;
 use canopy_supernode::SupernodeConfig;
-use canopy_tests::{client, search_until, start_leaf, until, LOOPBACK};
+use canopy_tests::{client, join_by_hand, search_until, start_leaf, until, LOOPBACK};
 
 /// A supernode that checks every leaf about three times a second, from
 /// two seconds after it joined.
@@ -41,31 +41,6 @@ async fn supernode_checking(possession: PossessionConfig) -> (Node, tempfile::Te
     (Node::start(config).await.unwrap(), dir)
 }
 
-/// Asks `supernode` by hand to take us as a leaf; the session's streams
-/// and its first notice.
-async fn join(
-    endpoint: &canopy_common::net::Endpoint,
-    supernode: PeerAddr,
-) -> (
-    quinn::Connection,
-    quinn::SendStream,
-    quinn::RecvStream,
-    SessionNotice,
-) {
-    let connection = endpoint.connect(&supernode).await.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    let hello = Hello {
-        listen: vec![],
-        accepts_inbound: false,
-        agent: "poisoner".into(),
-    };
-    write_frame(&mut send, &Request::Join(hello)).await.unwrap();
-    let notice = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
-        .await
-        .unwrap();
-    (connection, send, recv, notice)
-}
-
 /// Joins `supernode` as a poisoner would: publishes entries for files it
 /// does not have, and answers every check with made-up bytes and a
 /// made-up proof. Returns the session's connection and streams.
@@ -74,7 +49,7 @@ async fn poisoner(
     supernode: PeerAddr,
     entries: &[FileEntry],
 ) -> (quinn::Connection, quinn::RecvStream, quinn::SendStream) {
-    let (connection, mut send, recv, welcome) = join(endpoint, supernode).await;
+    let (connection, mut send, recv, welcome) = join_by_hand(endpoint, supernode).await;
     assert!(matches!(welcome, SessionNotice::Welcome { .. }), "{welcome:?}");
     write_frame(
         &mut send,
@@ -169,7 +144,7 @@ async fn a_poisoning_leaf_is_dropped_in_seconds_and_an_honest_one_never() {
 
     // It cannot come straight back (under the same key; a new key is a
     // new identity, found out the same way).
-    let (_, _, _, again) = join(&endpoint, address).await;
+    let (_, _, _, again) = join_by_hand(&endpoint, address).await;
     assert!(
         matches!(&again, SessionNotice::Refused { reason } if reason.contains("try again")),
         "{again:?}"

@@ -4,14 +4,12 @@
 
 use canopy_common::net::{read_frame, write_frame};
 use canopy_common::proto::frame::MAX_CONTROL_FRAME;
-use canopy_common::proto::{
-    ContentHash, FileEntry, FileKind, Hello, LeafUpdate, PeerAddr, Query, Request, SessionNotice,
-};
+use canopy_common::proto::{ContentHash, FileEntry, FileKind, LeafUpdate, PeerAddr, Query, SessionNotice};
 use canopy_node::download::DownloadOptions;
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::SupernodeConfig;
 use canopy_tests::ask;
-use canopy_tests::{client, search_until, start_downloader, start_leaf, LOOPBACK};
+use canopy_tests::{client, join_by_hand, search_until, start_downloader, start_leaf, LOOPBACK};
 
 async fn start_supernode(max_leaves: usize, max_files: usize) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -108,30 +106,6 @@ async fn twenty_leaves_publish_and_searches_find_them() {
     assert_eq!(std::fs::read(downloader.path("halo.mp3")).unwrap(), halo);
 }
 
-/// Joins by hand and returns the session streams after the welcome.
-async fn join_raw(
-    supernode: PeerAddr,
-) -> (
-    quinn::Connection,
-    quinn::SendStream,
-    quinn::RecvStream,
-    SessionNotice,
-) {
-    let endpoint = client();
-    let connection = endpoint.connect(&supernode).await.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    let hello = Hello {
-        listen: vec![],
-        accepts_inbound: false,
-        agent: "test".into(),
-    };
-    write_frame(&mut send, &Request::Join(hello)).await.unwrap();
-    let notice = read_frame::<SessionNotice>(&mut recv, MAX_CONTROL_FRAME)
-        .await
-        .unwrap();
-    (connection, send, recv, notice)
-}
-
 fn entry(name: &str, seed: u8) -> FileEntry {
     FileEntry {
         hash: ContentHash([seed; 32]),
@@ -147,7 +121,7 @@ async fn oversize_publishes_are_refused_and_the_supernode_keeps_serving() {
     let (supernode, _dir) = start_supernode(100, 50).await;
     let address = supernode.peer_addr();
 
-    let (_c, mut send, mut recv, welcome) = join_raw(address).await;
+    let (_c, mut send, mut recv, welcome) = join_by_hand(&client(), address).await;
     assert_eq!(welcome, SessionNotice::Welcome { max_files: 50 });
     let long_name = entry(&"x".repeat(300), 1);
     write_frame(
@@ -166,7 +140,7 @@ async fn oversize_publishes_are_refused_and_the_supernode_keeps_serving() {
         "{refusal:?}"
     );
 
-    let (_c, mut send, mut recv, _) = join_raw(address).await;
+    let (_c, mut send, mut recv, _) = join_by_hand(&client(), address).await;
     let too_many: Vec<FileEntry> = (0..51).map(|i| entry(&format!("file {i}"), i as u8)).collect();
     write_frame(&mut send, &LeafUpdate::Add { files: too_many })
         .await
@@ -195,9 +169,9 @@ async fn a_full_supernode_turns_leaves_away_with_referrals() {
         "127.0.0.1:9".parse().unwrap(),
     );
     supernode.supernode().unwrap().set_referrals(vec![other]);
-    let (_first, _s, _r, welcome) = join_raw(address).await;
+    let (_first, _s, _r, welcome) = join_by_hand(&client(), address).await;
     assert!(matches!(welcome, SessionNotice::Welcome { .. }));
-    let (_second, _s, _r, full) = join_raw(address).await;
+    let (_second, _s, _r, full) = join_by_hand(&client(), address).await;
     assert_eq!(full, SessionNotice::Full { others: vec![other] });
 }
 

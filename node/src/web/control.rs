@@ -436,19 +436,28 @@ fn resident_memory() -> Option<u64> {
 
 /// Fetches `/metrics` from the node whose data folder is `data_dir`.
 pub async fn fetch_metrics(data_dir: &Path) -> anyhow::Result<String> {
+    let request = "GET /metrics HTTP/1.1\r\nHost: canopy\r\nConnection: close\r\n\r\n";
+    let (status, body) = ask_running_node(&data_dir.join(ADDR_FILE), request, 16 << 20).await?;
+    anyhow::ensure!(status == 200, "the node answered {status}");
+    Ok(body)
+}
+
+/// Sends `request` to the HTTP service of a running node whose address is
+/// recorded in `record` (in its data folder; one on every interface is
+/// asked on loopback), reading at most `limit` bytes of answer: its
+/// status code and body. Errors say what to start if nothing runs.
+pub async fn ask_running_node(record: &Path, request: &str, limit: u64) -> anyhow::Result<(u16, String)> {
     use anyhow::Context;
-    let record = data_dir.join(ADDR_FILE);
-    let addr: SocketAddr = std::fs::read_to_string(&record)
+    let addr: SocketAddr = std::fs::read_to_string(record)
         .with_context(|| {
             format!(
-                "no running node found: {} is missing (is `canopy run` running with this --data-dir?)",
+                "no running node found: {} is missing (start `canopy run` with this --data-dir)",
                 record.display()
             )
         })?
         .trim()
         .parse()
         .with_context(|| format!("{} does not hold an address", record.display()))?;
-    // A node listening on every interface is asked on loopback.
     let addr = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port())),
         ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
@@ -456,11 +465,9 @@ pub async fn fetch_metrics(data_dir: &Path) -> anyhow::Result<String> {
     };
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: canopy\r\nConnection: close\r\n\r\n")
-            .await?;
+        stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
-        stream.take(16 << 20).read_to_end(&mut response).await?;
+        stream.take(limit).read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(response)
     };
     let response = tokio::time::timeout(REQUEST_DEADLINE, exchange)
@@ -470,13 +477,13 @@ pub async fn fetch_metrics(data_dir: &Path) -> anyhow::Result<String> {
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .context("the node's answer was not HTTP")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "the node answered {}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(body.to_string())
+        .with_context(|| format!("the node at {addr} sent no HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("the node at {addr} sent no HTTP status"))?;
+    Ok((status, body.to_string()))
 }
 
 /// Parses Prometheus text into (series with labels, value) pairs.
