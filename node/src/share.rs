@@ -16,13 +16,14 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use canopy_common::proto::content::{BlockHashes, FileHasher};
 use canopy_common::proto::{Bitfield, BlockLayout, ContentHash};
 use serde::{Deserialize, Serialize};
 
+use crate::download::focus::Focus;
 use crate::fileio::write_atomically;
 
 /// File name of the hash cache inside the data directory.
@@ -132,6 +133,9 @@ pub struct Shares {
     /// Told when a shared file was found changed on disk: the rescan runs
     /// now rather than at its next tick.
     pub rescan_soon: tokio::sync::Notify,
+    /// Where players read files still downloading, by hash; an entry lives
+    /// while a reader or a download holds it.
+    focus: Mutex<HashMap<ContentHash, Weak<Focus>>>,
 }
 
 /// How far the scan that runs now has got (all zero between scans), for
@@ -194,6 +198,21 @@ impl Shares {
         }
         let partial = self.partial.read_locked();
         partial.get(hash).cloned().map(Content::Partial)
+    }
+
+    /// Where players read `hash` while it downloads: shared by every
+    /// reader and every run of its download (see [`Focus`]).
+    pub fn focus(&self, hash: &ContentHash) -> Arc<Focus> {
+        let mut all = self.focus.locked();
+        if let Some(focus) = all.get(hash).and_then(Weak::upgrade) {
+            return focus;
+        }
+        // Entries nobody holds any more go whenever a new one comes, so
+        // the table is never larger than what is read or downloaded now.
+        all.retain(|_, focus| focus.strong_count() > 0);
+        let focus = Arc::new(Focus::default());
+        all.insert(*hash, Arc::downgrade(&focus));
+        focus
     }
 
     pub fn insert_partial(&self, file: PartialFile) {

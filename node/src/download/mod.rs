@@ -18,6 +18,7 @@
 //! block, which together prove the file's size; until then nothing is
 //! written.
 
+pub mod focus;
 mod ledger;
 #[cfg(test)]
 mod model_tests;
@@ -436,6 +437,8 @@ struct Shared {
     /// When whoever looks for sources ([`SourceWatch`]) asks the network
     /// next.
     next_look: Mutex<Option<Instant>>,
+    /// Where a player reads the file, if one does: fetched first.
+    focus: Arc<focus::Focus>,
 }
 
 impl Shared {
@@ -486,6 +489,7 @@ impl Download {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let (stop_tx, stop) = watch::channel(false);
+        let focus = context.shares.focus(&hash);
         let shared = Arc::new(Shared {
             hash,
             endpoint,
@@ -502,6 +506,7 @@ impl Download {
             received: AtomicU64::new(0),
             stalled_since: Mutex::new(None),
             next_look: Mutex::new(None),
+            focus,
         });
         let coordinator = Coordinator {
             shared: shared.clone(),

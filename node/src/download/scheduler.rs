@@ -73,6 +73,8 @@ pub struct Scheduler {
     next_id: RequestId,
     /// Missing blocks no request holds, kept in step by [`Scheduler::update`].
     unclaimed: u32,
+    /// Where a player reads (see [`Scheduler::set_focus`]).
+    focus: Option<u32>,
 }
 
 impl Scheduler {
@@ -88,7 +90,15 @@ impl Scheduler {
             haves: HashMap::new(),
             paces: HashMap::new(),
             next_id: 0,
+            focus: None,
         }
+    }
+
+    /// Hands out blocks from `block` on (wrapping round to the start)
+    /// rather than from the first: someone plays the file from there and
+    /// waits for it. `None` goes back to first-missing-first.
+    pub fn set_focus(&mut self, block: Option<u32>) {
+        self.focus = block.filter(|&b| b < self.block_count());
     }
 
     fn is_unclaimed(&self, block: u32) -> bool {
@@ -188,7 +198,8 @@ impl Scheduler {
         let blocks = self.block_count();
         let wanted =
             |s: &Self, b: u32| !s.done.get(b) && s.owners[b as usize] == 0 && s.source_has(source, b);
-        if let Some(first) = (0..blocks).find(|&b| wanted(self, b)) {
+        let start = self.focus.unwrap_or(0);
+        if let Some(first) = (start..blocks).chain(0..start).find(|&b| wanted(self, b)) {
             let mut count = 1;
             while count < max_blocks && first + count < blocks && wanted(self, first + count) {
                 count += 1;
@@ -407,6 +418,24 @@ mod tests {
             }
         }
         cancels
+    }
+
+    #[test]
+    fn a_focus_is_served_first_then_the_rest_wrapping_round() {
+        let mut s = fresh(10);
+        s.set_have(1, None);
+        s.set_focus(Some(7));
+        let a = s.next_request(1, 2).unwrap();
+        assert_eq!((a.first, a.count), (7, 2));
+        // The rest of the file after the focus comes before its start...
+        let b = s.next_request(1, 4).unwrap();
+        assert_eq!((b.first, b.count), (9, 1), "a range stops at the end of the file");
+        // ... and then the blocks before the focus, lowest first.
+        let c = s.next_request(1, 4).unwrap();
+        assert_eq!((c.first, c.count), (0, 4));
+        // A focus past the end is ignored.
+        s.set_focus(Some(10));
+        assert_eq!(s.next_request(1, 1).unwrap().first, 4);
     }
 
     #[test]

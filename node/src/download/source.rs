@@ -493,9 +493,10 @@ impl Source {
                 1
             };
             let in_flight = requests.len();
-            let assignment = self
-                .shared
-                .with_scheduler(|s| s.plan(self.id, in_flight, max_blocks));
+            let assignment = self.shared.with_scheduler(|s| {
+                s.set_focus(self.shared.focus.current());
+                s.plan(self.id, in_flight, max_blocks)
+            });
             let Some(Some(assignment)) = assignment else {
                 break;
             };

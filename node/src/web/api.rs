@@ -141,7 +141,8 @@ impl App {
     /// Whether an `/api` request carries the key.
     fn has_key(&self, request: &Request) -> bool {
         let given = request.header("x-api-key").map(str::to_string).or_else(|| {
-            (request.path == "/api/events")
+            // Event sources and media elements cannot send headers.
+            (request.path == "/api/events" || request.path.starts_with("/api/play/"))
                 .then(|| request.param("key"))
                 .flatten()
         });
@@ -526,6 +527,14 @@ impl Handler for Arc<App> {
         }
         if request.method == "GET" && request.path == "/api/events" && self.has_key(&request) {
             self.events.stream(stream, self.snapshot()).await;
+            return;
+        }
+        let playing = (request.path.strip_prefix("/api/play/"))
+            .filter(|_| matches!(request.method.as_str(), "GET" | "HEAD") && self.has_key(&request))
+            .and_then(|hex| hex.parse::<ContentHash>().ok());
+        if let Some(hash) = playing {
+            let (context, downloads) = (self.context.clone(), self.downloads.clone());
+            super::play::serve(context, downloads, request, hash, stream).await;
             return;
         }
         let response = match self.route(&request).await {

@@ -12,7 +12,8 @@ const ICON: &str = include_str!("assets/icon.svg");
 const KEY_MARK: &str = "__CANOPY_API_KEY__";
 
 /// No scripts or styles but ours, no framing, no referrer.
-const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const PAGE_POLICY: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; \
                            connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Answers `GET` (or `HEAD`) for the page and its files.

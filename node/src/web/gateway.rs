@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::http::{status_line, Handler, Request, Response};
+use crate::share::SharedFile;
 use crate::state::NodeState;
 
 /// Bytes read from disk per write.
@@ -57,98 +58,135 @@ impl Handler for Gateway {
                 .await;
             return;
         };
-        if let Err(error) = self.serve(&request, hash, &mut stream, head_only).await {
+        let Some(shared) = self.context.shares.get(&hash).filter(|f| f.unchanged_on_disk()) else {
+            let _ = Response::text(404, "Not Found", "this node does not share that content\n")
+                .send(&mut stream, head_only)
+                .await;
+            return;
+        };
+        if let Err(error) = serve_file(&self.context, &request, &shared, &mut stream, Uploads::Capped).await {
             tracing::debug!(peer = %request.peer, %error, "gateway transfer ended");
         }
     }
 }
 
-impl Gateway {
-    async fn serve(
-        &self,
-        request: &Request,
-        hash: ContentHash,
-        stream: &mut TcpStream,
-        head_only: bool,
-    ) -> std::io::Result<()> {
-        let Some(shared) = self.context.shares.get(&hash).filter(|f| f.unchanged_on_disk()) else {
-            return Response::text(404, "Not Found", "this node does not share that content\n")
-                .send(stream, head_only)
-                .await;
-        };
-        let etag = format!("\"{}\"", hash.to_hex());
-        if request
-            .header("if-none-match")
-            .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
-        {
-            let mut not_modified = Response::new(304, "Not Modified", "application/octet-stream", "");
-            not_modified.headers.push(("ETag", etag));
-            return not_modified.send(stream, true).await;
-        }
-        let size = shared.size;
-        let range = match request.header("range").map(|text| parse_range(text, size)) {
-            None | Some(RangeRequest::Ignored) => None,
-            Some(RangeRequest::Unsatisfiable) => {
-                return Response::text(416, "Range Not Satisfiable", "the range lies past the end\n")
-                    .with_header("Content-Range", format!("bytes */{size}"))
-                    .with_header("Accept-Ranges", "bytes")
-                    .send(stream, head_only)
-                    .await;
-            }
-            Some(RangeRequest::Satisfiable(range)) => Some(range),
-        };
-        let mut file = tokio::fs::File::open(&shared.path).await?;
-        let name = shared
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| hash.to_hex());
-        let (mut head, body) = match &range {
-            Some(range) => (
-                status_line(206, "Partial Content")
-                    + &format!(
-                        "Content-Range: bytes {}-{}/{size}\r\n",
-                        range.start,
-                        range.end - 1
-                    ),
-                range.clone(),
-            ),
-            None => (status_line(200, "OK"), 0..size),
-        };
-        let media = media_type(&name);
-        head.push_str(&format!(
-            "Content-Type: {}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\
-             ETag: {etag}\r\nContent-Disposition: {}\r\nCache-Control: public, max-age=31536000, immutable\r\n\
-             X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-            media.unwrap_or("application/octet-stream"),
-            body.end - body.start,
-            content_disposition(&name, media.is_some())
-        ));
-        write(stream, head.as_bytes()).await?;
-        if head_only {
-            return stream.shutdown().await;
-        }
-        file.seek(SeekFrom::Start(body.start)).await?;
-        let mut left = body.end - body.start;
-        let mut buffer = vec![0u8; CHUNK];
-        while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            if let Some(limiter) = self.context.limiter.active() {
-                limiter.acquire(want).await;
-            }
-            file.read_exact(&mut buffer[..want]).await?;
-            write(stream, &buffer[..want]).await?;
-            self.context
-                .stats
-                .bytes_sent
-                .fetch_add(want as u64, Ordering::Relaxed);
-            left -= want as u64;
-        }
-        stream.shutdown().await
-    }
+/// Whether bytes served count against the node's upload cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploads {
+    /// Sent to someone else: within the cap, counted as uploaded.
+    Capped,
+    /// Played on this machine by its own user ([`super::play`]).
+    Local,
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+/// Answers `request` (`GET` or `HEAD`, perhaps a `Range`) with `shared`,
+/// a complete file this node holds.
+pub async fn serve_file(
+    context: &NodeState,
+    request: &Request,
+    shared: &SharedFile,
+    stream: &mut TcpStream,
+    uploads: Uploads,
+) -> std::io::Result<()> {
+    let hash = shared.hash();
+    let name = shared
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| hash.to_hex());
+    let Some(head) = answer_head(request, hash, &name, shared.size, stream).await? else {
+        return Ok(());
+    };
+    let mut file = tokio::fs::File::open(&shared.path).await?;
+    write(stream, head.text.as_bytes()).await?;
+    if head.only {
+        return stream.shutdown().await;
+    }
+    file.seek(SeekFrom::Start(head.body.start)).await?;
+    let mut left = head.body.end - head.body.start;
+    let mut buffer = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = (left as usize).min(CHUNK);
+        if let (Uploads::Capped, Some(limiter)) = (uploads, context.limiter.active()) {
+            limiter.acquire(want).await;
+        }
+        file.read_exact(&mut buffer[..want]).await?;
+        write(stream, &buffer[..want]).await?;
+        if uploads == Uploads::Capped {
+            context.stats.bytes_sent.fetch_add(want as u64, Ordering::Relaxed);
+        }
+        left -= want as u64;
+    }
+    stream.shutdown().await
+}
+
+/// The head of a successful answer, and which bytes its body holds.
+pub struct Head {
+    pub text: String,
+    pub body: Range<u64>,
+    /// `HEAD`: no body follows.
+    pub only: bool,
+}
+
+/// Works out the answer to `request` for `size` bytes of `hash`, named
+/// `name`. Answers it at once when no body follows from the content (304
+/// for a matching `If-None-Match`, 416 for a range past the end) and
+/// returns `None`; otherwise the head to send before the body.
+pub async fn answer_head(
+    request: &Request,
+    hash: ContentHash,
+    name: &str,
+    size: u64,
+    stream: &mut TcpStream,
+) -> std::io::Result<Option<Head>> {
+    let only = request.method == "HEAD";
+    let etag = format!("\"{}\"", hash.to_hex());
+    if request
+        .header("if-none-match")
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+    {
+        let mut not_modified = Response::new(304, "Not Modified", "application/octet-stream", "");
+        not_modified.headers.push(("ETag", etag));
+        not_modified.send(stream, true).await?;
+        return Ok(None);
+    }
+    let range = match request.header("range").map(|text| parse_range(text, size)) {
+        None | Some(RangeRequest::Ignored) => None,
+        Some(RangeRequest::Unsatisfiable) => {
+            Response::text(416, "Range Not Satisfiable", "the range lies past the end\n")
+                .with_header("Content-Range", format!("bytes */{size}"))
+                .with_header("Accept-Ranges", "bytes")
+                .send(stream, only)
+                .await?;
+            return Ok(None);
+        }
+        Some(RangeRequest::Satisfiable(range)) => Some(range),
+    };
+    let (mut text, body) = match &range {
+        Some(range) => (
+            status_line(206, "Partial Content")
+                + &format!(
+                    "Content-Range: bytes {}-{}/{size}\r\n",
+                    range.start,
+                    range.end - 1
+                ),
+            range.clone(),
+        ),
+        None => (status_line(200, "OK"), 0..size),
+    };
+    let media = media_type(name);
+    text.push_str(&format!(
+        "Content-Type: {}\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n\
+         ETag: {etag}\r\nContent-Disposition: {}\r\nCache-Control: public, max-age=31536000, immutable\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        media.unwrap_or("application/octet-stream"),
+        body.end - body.start,
+        content_disposition(name, media.is_some())
+    ));
+    Ok(Some(Head { text, body, only }))
+}
+
+pub async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?

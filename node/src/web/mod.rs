@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod http;
 pub mod links;
 pub mod open;
+pub mod play;
 pub mod services;
 pub mod settings;
 

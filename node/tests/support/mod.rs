@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod app;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
