@@ -602,7 +602,7 @@ fn walk(dir: &Path, found: &mut Vec<(PathBuf, u64, SystemTime)>) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name.ends_with(PART_SUFFIX) {
+        if name.starts_with('.') || name.ends_with(PART_SUFFIX) || hidden_by_windows(&entry) {
             continue;
         }
         let Ok(kind) = entry.file_type() else {
@@ -618,6 +618,24 @@ fn walk(dir: &Path, found: &mut Vec<(PathBuf, u64, SystemTime)>) {
             }
         }
     }
+}
+
+/// Whether Windows hides this entry from its user (the hidden or system
+/// attribute: `desktop.ini`, `Thumbs.db`, `$RECYCLE.BIN`), as a leading
+/// dot does elsewhere.
+#[cfg(windows)]
+fn hidden_by_windows(entry: &fs::DirEntry) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    const HIDDEN: u32 = 0x2;
+    const SYSTEM: u32 = 0x4;
+    entry
+        .metadata()
+        .is_ok_and(|meta| meta.file_attributes() & (HIDDEN | SYSTEM) != 0)
+}
+
+#[cfg(not(windows))]
+fn hidden_by_windows(_: &fs::DirEntry) -> bool {
+    false
 }
 
 fn nanos(time: SystemTime) -> u128 {

@@ -18,7 +18,9 @@ pub mod status;
 
 pub use args::parse_peer_addr;
 
-/// Waits for Ctrl-C or SIGTERM.
+/// Waits for Ctrl-C or SIGTERM; on Windows for Ctrl-C, Ctrl-Break, the
+/// console window closing, logoff or shutdown (Windows allows a few
+/// seconds after those: enough for a supernode to hand its leaves on).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -35,7 +37,24 @@ pub async fn shutdown_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_logoff, ctrl_shutdown};
+        let (Ok(mut brk), Ok(mut close), Ok(mut logoff), Ok(mut shutdown)) =
+            (ctrl_break(), ctrl_close(), ctrl_logoff(), ctrl_shutdown())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = brk.recv() => {}
+            _ = close.recv() => {}
+            _ = logoff.recv() => {}
+            _ = shutdown.recv() => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }

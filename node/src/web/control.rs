@@ -427,11 +427,23 @@ impl Metrics {
 }
 
 /// Resident set size of this process, where the platform tells it cheaply.
+#[cfg(target_os = "linux")]
 fn resident_memory() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Elsewhere (Windows, macOS) the system's own count, through sysinfo.
+#[cfg(not(target_os = "linux"))]
+fn resident_memory() -> Option<u64> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut system = System::new().ok()?;
+    let memory = ProcessRefreshKind::nothing().with_memory();
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, memory);
+    system.process(pid).map(|process| process.memory())
 }
 
 /// Fetches `/metrics` from the node whose data folder is `data_dir`.
