@@ -16,6 +16,31 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// `1.5 MiB/s`-style rates.
+pub fn human_rate(bytes_per_second: u64) -> String {
+    format!("{}/s", human_bytes(bytes_per_second))
+}
+
+/// Parses a rate as people write it in a form: a byte count as
+/// [`parse_bytes`] reads it, with or without a space before the unit and
+/// with or without `/s`: `12 MiB/s`, `500 KiB/s`, `2M`, `1048576`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let without_per_second = trimmed
+        .strip_suffix("/s")
+        .or_else(|| trimmed.strip_suffix("/S"))
+        .unwrap_or(trimmed);
+    let mut compact: String = without_per_second
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    // A bare "B" after the number ("4096 B/s") is bytes: no multiplier.
+    if compact.ends_with(['B', 'b']) && compact[..compact.len() - 1].ends_with(|c: char| c.is_ascii_digit()) {
+        compact.pop();
+    }
+    parse_bytes(&compact).map_err(|_| format!("{text:?} is not a rate like 500 KiB/s, 12 MiB/s or 2M"))
+}
+
 /// A wait that doubles each time it is taken, up to a cap: how often to
 /// look again for something that is not there yet.
 #[derive(Debug, Clone, Copy)]
@@ -132,5 +157,19 @@ mod tests {
         assert!(parse_bytes("2X").is_err() && parse_bytes("-1").is_err() && parse_bytes("").is_err());
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn rates_read_as_typed_in_a_form() {
+        assert_eq!(parse_rate("2 MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("12 MiB/s"), Ok(12_582_912));
+        assert_eq!(parse_rate(" 500 KiB/s "), Ok(512_000));
+        assert_eq!(parse_rate("2M"), Ok(2 << 20));
+        assert_eq!(parse_rate("1.5 MB/s"), Ok(1_572_864));
+        assert_eq!(parse_rate("4096"), Ok(4096));
+        assert_eq!(parse_rate("4096 B/s"), Ok(4096));
+        assert!(parse_rate("fast").unwrap_err().contains("KiB/s"));
+        assert!(parse_rate("2 X/s").is_err());
+        assert_eq!(human_rate(12_582_912), "12.0 MiB/s");
     }
 }

@@ -195,6 +195,11 @@ pub struct RunArgs {
     /// download folder, e.g. ~/Downloads].
     #[arg(long, env = "CANOPY_DOWNLOAD_DIR", value_name = "DIR")]
     pub download_dir: Option<PathBuf>,
+    /// Downloads the desktop app runs at once, 1 to 50; more wait in its
+    /// queue, in the list's order, and start as running ones finish.
+    /// Changeable in the app while it runs [default: 3].
+    #[arg(long, env = "CANOPY_MAX_ACTIVE_DOWNLOADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub max_active_downloads: Option<u16>,
     /// Serve the desktop app (the web page in your browser) on this TCP
     /// address. On the default, a taken port falls back to a free one; any
     /// address other than loopback needs --ui-password [default: 127.0.0.1:4664].
@@ -298,6 +303,8 @@ pub struct FileSettings {
     pub metrics: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
     pub download_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "active_limit")]
+    pub max_active_downloads: Option<u16>,
     pub ui_listen: Option<SocketAddr>,
     pub ui_password: Option<String>,
     pub no_ui: Option<bool>,
@@ -352,6 +359,7 @@ impl FileSettings {
             metrics: over.metrics.or(self.metrics),
             log_format: over.log_format.or(self.log_format),
             download_dir: over.download_dir.or(self.download_dir),
+            max_active_downloads: over.max_active_downloads.or(self.max_active_downloads),
             ui_listen: over.ui_listen.or(self.ui_listen),
             ui_password: over.ui_password.or(self.ui_password),
             no_ui: over.no_ui.or(self.no_ui),
@@ -448,6 +456,8 @@ pub struct RunSettings {
     pub metrics: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub download_dir: PathBuf,
+    /// Downloads the desktop app runs at once (1 to 50).
+    pub max_active_downloads: usize,
     pub ui_listen: SocketAddr,
     /// Whether `ui_listen` was chosen (a taken port is then an error).
     pub ui_listen_chosen: bool,
@@ -570,6 +580,12 @@ impl RunSettings {
             metrics: args.metrics.or(file.metrics),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             download_dir,
+            max_active_downloads: usize::from(
+                args.max_active_downloads
+                    .or(file.max_active_downloads)
+                    .unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE as u16),
+            )
+            .clamp(1, crate::download_manager::MAX_ACTIVE_LIMIT),
             ui_listen: ui_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_UI_PORT))),
             ui_listen_chosen: ui_listen.is_some(),
             ui_password: args.ui_password.or(file.ui_password).filter(|p| !p.is_empty()),
@@ -630,6 +646,16 @@ fn peer_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Pee
 }
 
 /// A byte count or rate: a number, or a string with a K, M or G suffix.
+/// `max-active-downloads`: 1 to 50, as the flag takes it.
+fn active_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let limit = u16::deserialize(deserializer)?;
+    if (1..=50).contains(&limit) {
+        Ok(Some(limit))
+    } else {
+        Err(serde::de::Error::custom(format!("{limit} is not from 1 to 50")))
+    }
+}
+
 fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -702,6 +728,12 @@ mod tests {
         assert!(
             bad_rate.contains("line 1") && bad_rate.contains("max-upload-rate"),
             "{bad_rate}"
+        );
+        let too_many = parse("max-active-downloads = 500\n").unwrap_err().to_string();
+        assert!(too_many.contains("max-active-downloads"), "{too_many}");
+        assert_eq!(
+            parse("max-active-downloads = 5\n").unwrap().max_active_downloads,
+            Some(5)
         );
         let bad_peer = parse("bootstrap = [\"nobody@1.2.3.4:5\"]\n")
             .unwrap_err()

@@ -17,7 +17,7 @@ use super::args::{parse_peer_addr, DataDir, NetworkArgs, TransferArgs};
 use super::exit::{self, NoSources, NothingToAsk};
 use crate::download::{DownloadOptions, DownloadReport, Progress, SourceSpec, SourceState};
 use crate::searcher::Searcher;
-use crate::units::{human_bytes, Backoff};
+use crate::units::{human_bytes, human_rate, Backoff};
 use crate::{Node, NodeConfig};
 
 /// With --wait, the first pause before asking again for sources; it
@@ -471,7 +471,7 @@ impl Reporter {
             bar.set_position(verified);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix} {msg}",
+                    "{bar:30.cyan/blue} {percent:>3}% {bytes}/{total_bytes} {prefix} {msg}",
                 )
                 .expect("valid template")
                 .progress_chars("█▌ "),
@@ -522,7 +522,15 @@ impl Reporter {
                     (true, Some(size)) => {
                         let bar = self.bar(size, progress.verified);
                         bar.set_position(progress.verified);
-                        bar.set_prefix(eta(size.saturating_sub(progress.verified), progress.rate()));
+                        // The rate and the ETA from one figure, the sources'
+                        // (the bar's own estimate could say 0 B/s beside
+                        // an ETA computed from theirs).
+                        let rate = progress.rate();
+                        bar.set_prefix(format!(
+                            "{} {}",
+                            human_rate(rate as u64),
+                            eta(size.saturating_sub(progress.verified), rate)
+                        ));
                         bar.set_message(message);
                     }
                     // No bar to show it on (piped, or the size is not known
@@ -591,18 +599,24 @@ impl Reporter {
 
     /// The bar stops where it is; the error itself is reported by the
     /// caller (as a JSON line with `--json`), with the process's exit code.
+    /// It goes on a line of its own: the bar leaves the cursor at its end
+    /// (and Ctrl-C's echoed `^C` may sit there too), where the message
+    /// would otherwise be glued on.
     fn failed(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.abandon();
+            if self.terminal && !bar.is_hidden() {
+                eprintln!();
+            }
         }
     }
 }
 
-/// "ETA 1m05s" at the sources' current rate; a dash while nothing flows
-/// (a bar's own estimate would say "0s" before the first byte).
+/// "ETA 1m05s" at the sources' current rate; "ETA --" while nothing flows
+/// (a bar's own estimate would say "0s" at 0 B/s).
 fn eta(left: u64, rate: f64) -> String {
     if rate < 1.0 {
-        return "ETA -".into();
+        return "ETA --".into();
     }
     let seconds = (left as f64 / rate).ceil() as u64;
     match seconds {
@@ -643,7 +657,8 @@ mod tests {
 
     #[test]
     fn the_eta_is_a_dash_until_bytes_flow() {
-        assert_eq!(eta(1 << 20, 0.0), "ETA -");
+        assert_eq!(eta(1 << 20, 0.0), "ETA --");
+        assert_eq!(eta(1 << 20, 0.4), "ETA --");
         assert_eq!(eta(1000, 100.0), "ETA 10s");
         assert_eq!(eta(65_000, 1000.0), "ETA 1m05s");
         assert_eq!(eta(7_200_000, 1000.0), "ETA 2h00m");

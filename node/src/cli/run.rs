@@ -57,6 +57,7 @@ fn services_config(settings: &RunSettings) -> ServicesConfig {
         control: Some(settings.metrics.unwrap_or(crate::web::control::DEFAULT_ADDR)),
         profile: None,
         downloads: Some(settings.download_dir.clone()),
+        max_active_downloads: Some(settings.max_active_downloads),
         ui: None,
         gateway: settings.gateway,
     }
@@ -82,6 +83,7 @@ fn ui_config(settings: &RunSettings, role_reason: String) -> Option<UiConfig> {
             download_dir: Some(settings.download_dir.clone()),
             max_upload_rate: settings.max_upload_rate,
             max_download_rate: settings.max_download_rate,
+            max_active_downloads: Some(settings.max_active_downloads),
             role: Some(role.into()),
             listen: Some(settings.listen),
             ui_listen: Some(settings.ui_listen),

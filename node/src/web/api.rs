@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::proto::link::Link;
+use canopy_common::proto::network::{Invite, NetworkError, NetworkName};
 use canopy_common::proto::search::FileKind;
 use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
 use serde::Deserialize;
@@ -28,6 +29,7 @@ use super::links::{link_for, parse_pasted};
 use super::settings::{self, Change, EditableSettings};
 use crate::download_manager::{Downloads, DownloadsError};
 use crate::folders::{FolderError, Folders};
+use crate::groups;
 use crate::leaf::LeafStatus;
 use crate::searcher::Searcher;
 use crate::state::NodeState;
@@ -60,6 +62,9 @@ pub struct App {
     pub settings_file: PathBuf,
     /// The gateway's address, once it listens.
     pub gateway: OnceLock<SocketAddr>,
+    /// The groups `canopy run` found at start and runs beside the public
+    /// node; one made or joined later runs from the next start.
+    groups_at_start: Vec<String>,
     recent: Mutex<VecDeque<Hit>>,
     searches: Arc<Semaphore>,
     next_search: AtomicU64,
@@ -92,6 +97,22 @@ pub struct AppParts {
 
 impl App {
     pub fn new(parts: AppParts) -> App {
+        // The queue's limit is a setting like the others (flag, config
+        // file, or a change saved in the app).
+        parts.downloads.set_max_active(
+            parts
+                .settings
+                .max_active_downloads
+                .unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE),
+        );
+        let groups_at_start = match parts.settings_file.parent() {
+            // A node in one private network (--network) runs no group.
+            Some(data_dir) if parts.context.membership.get().is_none() => groups::list(data_dir)
+                .into_iter()
+                .map(|group| group.name.as_str().to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
         App {
             key: parts.key,
             password: parts.password,
@@ -107,6 +128,7 @@ impl App {
             settings: parts.settings,
             settings_file: parts.settings_file,
             gateway: OnceLock::new(),
+            groups_at_start,
             recent: Mutex::default(),
             searches: Arc::new(Semaphore::new(MAX_SEARCHES)),
             next_search: AtomicU64::new(1),
@@ -174,6 +196,13 @@ impl App {
                     .map(|d| Response::json(&d))
                     .ok_or_else(|| downloads_error(DownloadsError::Unknown(hash)))
             }
+            ("GET", ["downloads", hash, "details"]) => {
+                let hash = parse_hash(hash)?;
+                self.downloads
+                    .details(&hash)
+                    .map(|d| Response::json(&with_link(d)))
+                    .ok_or_else(|| downloads_error(DownloadsError::Unknown(hash)))
+            }
             ("DELETE", ["downloads", hash]) => {
                 let hash = parse_hash(hash)?;
                 self.downloads.cancel(&hash).map_err(downloads_error)?;
@@ -181,14 +210,26 @@ impl App {
             }
             ("POST", ["downloads", hash, action]) => {
                 let hash = parse_hash(hash)?;
+                let mut opened = None;
                 match *action {
                     "pause" => self.downloads.pause(&hash),
                     "resume" => self.downloads.resume(&hash),
-                    "open" => self.downloads.open_folder(&hash),
+                    "open" => self
+                        .downloads
+                        .open_folder(&hash)
+                        .map(|folder| opened = Some(folder)),
+                    "up" | "down" | "top" | "bottom" => {
+                        let to = action.parse().expect("one of the four moves");
+                        self.downloads.move_in_queue(&hash, to)
+                    }
                     _ => return Err(Response::error(404, "Not Found", "no such action")),
                 }
                 .map_err(downloads_error)?;
-                Ok(Response::json(&self.download_json(&hash).unwrap_or(Value::Null)))
+                let mut answer = self.download_json(&hash).unwrap_or(Value::Null);
+                if let Some(folder) = opened {
+                    answer["opened"] = json!(folder);
+                }
+                Ok(Response::json(&answer))
             }
             ("POST", ["links"]) => self.add_links(request),
             ("GET", ["shares"]) => Ok(Response::json(&self.shares())),
@@ -203,11 +244,20 @@ impl App {
                 self.folders.remove(&body.path).map_err(folder_error)?;
                 Ok(Response::json(&self.shares()))
             }
+            ("GET", ["groups"]) => Ok(Response::json(&self.groups()?)),
+            ("POST", ["groups"]) => self.new_group(request),
+            ("POST", ["groups", "join"]) => self.join_group(request),
+            ("GET", ["groups", name, "invite"]) => self.group_invite(name),
             ("GET", ["settings"]) => Ok(Response::json(&self.settings())),
             ("PUT", ["settings"]) => self.change_settings(request),
-            (_, ["status" | "search" | "downloads" | "links" | "shares" | "settings" | "events", ..]) => Err(
-                Response::error(405, "Method Not Allowed", "method not allowed here"),
-            ),
+            (
+                _,
+                ["status" | "search" | "downloads" | "links" | "shares" | "settings" | "events" | "groups", ..],
+            ) => Err(Response::error(
+                405,
+                "Method Not Allowed",
+                "method not allowed here",
+            )),
             _ => Err(Response::error(404, "Not Found", "no such endpoint")),
         }
     }
@@ -337,6 +387,7 @@ impl App {
         let mut shown = self.settings.clone();
         shown.download_dir = Some(self.downloads.folder());
         (shown.max_upload_rate, shown.max_download_rate) = self.context.rates();
+        shown.max_active_downloads = Some(self.downloads.max_active());
         json!({
             "in_force": shown,
             "saved": settings::load(&self.settings_file),
@@ -358,6 +409,10 @@ impl App {
                 change.max_download_rate.unwrap_or(down),
             );
         }
+        if let Some(limit) = change.max_active_downloads {
+            self.downloads
+                .set_max_active(limit.unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE));
+        }
         let mut saved = settings::load(&self.settings_file);
         change.apply(&mut saved);
         settings::save(&self.settings_file, &saved)
@@ -365,6 +420,110 @@ impl App {
         let mut answer = self.settings();
         answer["restart_needed"] = json!(restart);
         Ok(Response::json(&answer))
+    }
+
+    /// The data folder the groups live in (`DATA_DIR/networks/NAME`), or
+    /// why there is none: a node run with `--network` is in that one
+    /// network only, and its data folder is the network's.
+    fn groups_home(&self) -> Result<PathBuf, Response> {
+        if self.context.membership.get().is_some() {
+            return Err(Response::error(
+                409,
+                "Conflict",
+                "this node runs in one private network only (--network); manage groups from the node \
+                 that runs the public network",
+            ));
+        }
+        self.settings_file
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| Response::error(500, "Internal Server Error", "no data folder"))
+    }
+
+    /// `GET /api/groups`: the groups this node is in, each with its port,
+    /// role, shared folders and whether it runs now (a group made or
+    /// joined since `canopy run` started runs from its next start).
+    fn groups(&self) -> Result<Value, Response> {
+        let home = self.groups_home()?;
+        let listed: Vec<Value> = groups::list(&home)
+            .iter()
+            .map(|group| self.group_json(group))
+            .collect();
+        Ok(json!({ "groups": listed }))
+    }
+
+    fn group_json(&self, group: &groups::Group) -> Value {
+        let running = self
+            .groups_at_start
+            .iter()
+            .any(|name| name == group.name.as_str());
+        json!({
+            "name": group.name.as_str(),
+            "port": group.settings.listen.port(),
+            "role": format!("{:?}", group.settings.role).to_lowercase(),
+            "shared": group.settings.share,
+            "members": group.settings.bootstrap.len(),
+            "running": running,
+            "restart_needed": !running,
+        })
+    }
+
+    /// `POST /api/groups` `{"name": NAME}`: a new group with a fresh key and
+    /// this node as its first supernode; answers with its invite.
+    fn new_group(&self, request: &Request) -> Result<Response, Response> {
+        let body: GroupBody = parse_body(request)?;
+        let name: NetworkName =
+            body.name.trim().parse().map_err(|error: NetworkError| {
+                Response::error(400, "Bad Request", format!("name: {error}"))
+            })?;
+        let home = self.groups_home()?;
+        let group = groups::create(&home, &name, &groups::GroupOptions::default())
+            .map_err(|error| Response::error(409, "Conflict", format!("{error:#}")))?;
+        let mut answer = self.group_json(&group);
+        answer["invite"] = self.invite_json(&group)?;
+        Ok(Response::json_status(201, "Created", &answer))
+    }
+
+    /// `POST /api/groups/join` `{"invite": "canopy-group:…"}`: joins (or,
+    /// with a newer invite, re-keys) a group. A group that runs already
+    /// takes the new key within seconds; a new one runs from the next start.
+    fn join_group(&self, request: &Request) -> Result<Response, Response> {
+        let body: InviteBody = parse_body(request)?;
+        let invite: Invite =
+            body.invite.trim().parse().map_err(|error: NetworkError| {
+                Response::error(400, "Bad Request", format!("invite: {error}"))
+            })?;
+        let home = self.groups_home()?;
+        let group = groups::join(&home, &invite, &groups::GroupOptions::default())
+            .map_err(|error| Response::error(500, "Internal Server Error", format!("{error:#}")))?;
+        Ok(Response::json(&self.group_json(&group)))
+    }
+
+    /// `GET /api/groups/NAME/invite`: the invite to send to a new member.
+    fn group_invite(&self, name: &str) -> Result<Response, Response> {
+        let name: NetworkName = name
+            .parse()
+            .map_err(|error: NetworkError| Response::error(400, "Bad Request", error))?;
+        let home = self.groups_home()?;
+        let group = groups::open(&home, &name)
+            .map_err(|error| Response::error(404, "Not Found", format!("{error:#}")))?;
+        Ok(Response::json(&self.invite_json(&group)?))
+    }
+
+    /// An invite naming this machine at the address others most likely
+    /// reach it at, and a note when that is only loopback.
+    fn invite_json(&self, group: &groups::Group) -> Result<Value, Response> {
+        let host = groups::likely_host();
+        let invite = group
+            .invite(host)
+            .map_err(|error| Response::error(500, "Internal Server Error", format!("{error:#}")))?;
+        let note = host.is_loopback().then(|| {
+            format!(
+                "{host} reaches this machine only from itself: others need `canopy group invite {} --host YOUR_IP`",
+                group.name
+            )
+        });
+        Ok(json!({ "text": invite.to_string(), "host": host.to_string(), "note": note }))
     }
 
     /// `POST /api/search`: answers at once with an id; hits follow as events.
@@ -645,6 +804,18 @@ struct DownloadBody {
 #[serde(deny_unknown_fields)]
 struct LinksBody {
     text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    invite: String,
 }
 
 #[derive(Deserialize)]

@@ -121,33 +121,22 @@ async fn answer(
     stream.shutdown().await
 }
 
-/// Makes sure `hash` is being fetched (added if new, resumed if paused or
-/// failed); its name, to type the media by.
+/// Makes sure `hash` is being fetched now: added if new, and started at
+/// once whatever the queue holds (someone is waiting to watch it: the
+/// lowest running download goes back to the queue to make room). Its name,
+/// to type the media by.
 fn fetch(downloads: &Downloads, hash: ContentHash, name: Option<&str>) -> Result<String, Response> {
-    let name_of = |downloads: &Downloads| {
-        let entry = downloads.get(&hash)?;
-        Some((
-            entry["name"].as_str()?.to_string(),
-            entry["state"].as_str()?.to_string(),
-        ))
-    };
-    match name_of(downloads) {
-        Some((name, state)) => {
-            if matches!(state.as_str(), "paused" | "failed") {
-                // Already running or queued again meanwhile: fine either way.
-                let _ = downloads.resume(&hash);
-            }
-            Ok(name)
-        }
-        None => match downloads.add(hash, name, None) {
-            Ok(()) | Err(DownloadsError::Exists(_)) | Err(DownloadsError::AlreadyHave(_)) => {
-                Ok(name_of(downloads)
-                    .map(|(name, _)| name)
-                    .unwrap_or_else(|| hash.to_hex()))
-            }
-            Err(error) => Err(Response::error(507, "Insufficient Storage", error)),
-        },
+    let name_of = |downloads: &Downloads| Some(downloads.get(&hash)?["name"].as_str()?.to_string());
+    match downloads.add(hash, name, None) {
+        Ok(()) | Err(DownloadsError::Exists(_)) => {}
+        // Finished meanwhile: served from the shares.
+        Err(DownloadsError::AlreadyHave(_)) => return Ok(name_of(downloads).unwrap_or_else(|| hash.to_hex())),
+        Err(error) => return Err(Response::error(507, "Insufficient Storage", error)),
     }
+    if let Err(error) = downloads.start_now(&hash) {
+        tracing::debug!(%hash, %error, "the player's download did not start at once");
+    }
+    Ok(name_of(downloads).unwrap_or_else(|| hash.to_hex()))
 }
 
 /// Waits until block `block` of `hash` is verified on disk; the file to

@@ -24,6 +24,9 @@ pub struct ServicesConfig {
     pub profile: Option<Profile>,
     /// Run a download manager saving into this folder (the desktop app's).
     pub downloads: Option<PathBuf>,
+    /// Downloads that run at once, more waiting in the queue (`None`:
+    /// [`crate::download_manager::DEFAULT_MAX_ACTIVE`]).
+    pub max_active_downloads: Option<usize>,
     /// Serve the desktop app (needs `downloads`).
     pub ui: Option<UiConfig>,
     /// Serve shared content over HTTP here.
@@ -73,13 +76,19 @@ impl Services {
             None => None,
         };
         let downloads = config.downloads.clone().map(|folder| {
-            Downloads::start(
+            let downloads = Downloads::start(
                 node.endpoint().clone(),
                 node.context().clone(),
                 node.searcher().clone(),
                 data_dir,
                 folder,
-            )
+            );
+            // Before the saved queue starts moving (it waits a moment), so
+            // a node without the app keeps the limit too.
+            if let Some(limit) = config.max_active_downloads {
+                downloads.set_max_active(limit);
+            }
+            downloads
         });
         let gateway = match config.gateway {
             Some(addr) => Some(

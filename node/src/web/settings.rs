@@ -3,9 +3,13 @@
 //! Changes are saved in the data folder as `ui-settings.toml`, with the same
 //! keys as `canopy.toml`. At start they are read as a layer between the
 //! config file and the flags: flags and `CANOPY_*` variables still win,
-//! the app's choices win over the config file. The download folder and the
-//! bandwidth caps take effect at once; the others at the next start, which
-//! the answer says.
+//! the app's choices win over the config file. The download folder, the
+//! bandwidth caps and the number of downloads run at once take effect at
+//! once; the others at the next start, which the answer says.
+//!
+//! Caps are stored in bytes per second, as in `canopy.toml`, but the page
+//! sends what the user typed: a number of bytes, or a rate with its unit
+//! (`12 MiB/s`, `500 KiB/s`, `2M`), read by [`crate::units::parse_rate`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,8 @@ pub struct EditableSettings {
     pub max_upload_rate: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_download_rate: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_active_downloads: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,10 +62,12 @@ pub enum SettingsError {
 pub struct Change {
     #[serde(default, deserialize_with = "present")]
     pub download_dir: Option<Option<PathBuf>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_rate")]
     pub max_upload_rate: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_rate")]
     pub max_download_rate: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub max_active_downloads: Option<Option<usize>>,
     #[serde(default, deserialize_with = "present")]
     pub role: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -79,6 +87,29 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A rate as the page sends it: a number of bytes per second, or text
+/// with a unit (`"2 MiB/s"`); an empty text is `null`, no cap.
+fn present_rate<'de, D>(deserializer: D) -> Result<Option<Option<u64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Bytes(u64),
+        Text(String),
+    }
+    let given = Option::<Given>::deserialize(deserializer)?;
+    match given {
+        None => Ok(Some(None)),
+        Some(Given::Bytes(bytes)) => Ok(Some(Some(bytes))),
+        Some(Given::Text(text)) if text.trim().is_empty() => Ok(Some(None)),
+        Some(Given::Text(text)) => crate::units::parse_rate(&text)
+            .map(|bytes| Some(Some(bytes)))
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 impl Change {
     /// Checks the values; returns the keys that need a restart.
     pub fn validate(&self) -> Result<Vec<&'static str>, SettingsError> {
@@ -90,6 +121,15 @@ impl Change {
                 return Err(SettingsError::Invalid {
                     key,
                     reason: "must be at least 1 byte/s (null, or an empty field, for no cap)".into(),
+                });
+            }
+        }
+        if let Some(Some(limit)) = self.max_active_downloads {
+            let most = crate::download_manager::MAX_ACTIVE_LIMIT;
+            if !(1..=most).contains(&limit) {
+                return Err(SettingsError::Invalid {
+                    key: "max-active-downloads",
+                    reason: format!("must be from 1 to {most}"),
                 });
             }
         }
@@ -142,6 +182,7 @@ impl Change {
         set(&mut saved.download_dir, self.download_dir);
         set(&mut saved.max_upload_rate, self.max_upload_rate);
         set(&mut saved.max_download_rate, self.max_download_rate);
+        set(&mut saved.max_active_downloads, self.max_active_downloads);
         set(&mut saved.role, self.role);
         set(&mut saved.listen, self.listen);
         set(&mut saved.ui_listen, self.ui_listen);
@@ -170,6 +211,9 @@ pub fn save(path: &Path, saved: &EditableSettings) -> Result<(), SettingsError> 
     }
     if let Some(rate) = saved.max_download_rate {
         text += &format!("max-download-rate = {rate}\n");
+    }
+    if let Some(limit) = saved.max_active_downloads {
+        text += &format!("max-active-downloads = {limit}\n");
     }
     if let Some(role) = &saved.role {
         text += &format!("role = {}\n", quote(role));
@@ -213,6 +257,23 @@ mod tests {
         assert_eq!(saved.role.as_deref(), Some("leaf"));
         let bad: Change = serde_json::from_str(r#"{"role": "king"}"#).unwrap();
         assert!(bad.validate().is_err());
+
+        // Caps as typed, with their units; the queue's limit, bounded.
+        let typed: Change = serde_json::from_str(
+            r#"{"max-upload-rate": "2 MiB/s", "max-download-rate": "500 KiB/s", "max-active-downloads": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(typed.validate().unwrap(), Vec::<&str>::new());
+        typed.apply(&mut saved);
+        assert_eq!(saved.max_upload_rate, Some(2 << 20));
+        assert_eq!(saved.max_download_rate, Some(500 << 10));
+        save(&path, &saved).unwrap();
+        assert_eq!(load(&path), saved);
+        let cleared: Change = serde_json::from_str(r#"{"max-upload-rate": ""}"#).unwrap();
+        assert_eq!(cleared.max_upload_rate, Some(None));
+        assert!(serde_json::from_str::<Change>(r#"{"max-upload-rate": "fast"}"#).is_err());
+        let many: Change = serde_json::from_str(r#"{"max-active-downloads": 0}"#).unwrap();
+        assert!(many.validate().is_err());
         assert!(serde_json::from_str::<Change>(r#"{"data-dir": "/x"}"#).is_err());
     }
 }

@@ -35,9 +35,31 @@ function act(promise) {
   promise.catch((error) => toast(error.message, true));
 }
 
-// "1 file", "2 files".
-function count(n, noun) {
-  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+// "1 file", "2 files"; "1 leaf", "2 leaves".
+function count(n, noun, plural) {
+  return `${n} ${n === 1 ? noun : plural || noun + 's'}`;
+}
+
+/** Shows a line of state under a form: an error in the error style, else muted. */
+function say(node, text, isError) {
+  setText(node, text || '');
+  node.className = isError ? 'error' : 'muted';
+}
+
+/**
+ * A cap as people read it: "12 MiB/s", "500 KiB/s" (exact when it is a whole
+ * number of those, else to two decimals); '' for none.
+ */
+function rateText(n) {
+  if (n == null || n === '') return '';
+  const units = [['GiB/s', 1 << 30], ['MiB/s', 1 << 20], ['KiB/s', 1 << 10]];
+  for (const [unit, size] of units) {
+    if (n >= size) {
+      const value = n / size;
+      return (Number.isInteger(value) ? value : Number(value.toFixed(2))) + ' ' + unit;
+    }
+  }
+  return n + ' B/s';
 }
 
 function bytes(n) {
@@ -81,6 +103,7 @@ function show(name) {
   for (const s of document.querySelectorAll('.tab')) s.classList.toggle('active', s.id === 'tab-' + name);
   if (name === 'settings') loadSettings();
   if (name === 'shares') loadSharedFiles();
+  if (name === 'groups') loadGroups();
 }
 
 // Search: results stream in as search-hit events for our search id. Events
@@ -105,18 +128,21 @@ function searchEvent(kind, e) {
 }
 
 function searchDone(e) {
-  $('#search-state').textContent = e.error && !e.hits ? e.error : `${e.hits} found.`;
+  const failed = e.error && !e.hits;
+  say($('#search-state'), failed ? 'The search failed: ' + e.error : `${e.hits} found.`, failed);
 }
 $('#search-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const text = $('#search-text').value.trim();
   if (!text) {
-    $('#search-state').textContent = 'Type a few words of a file name to search for.';
+    say($('#search-state'), 'Type a few words of a file name to search for.', true);
     return;
   }
   $('#results tbody').replaceChildren();
   shownHits.clear();
-  $('#search-state').textContent = 'Searching…';
+  hitRows.length = 0;
+  $('#results-tools').hidden = true;
+  say($('#search-state'), 'Searching…');
   try {
     currentSearch = null;
     const answer = await api('POST', 'search', { text, kind: $('#search-kind').value || null });
@@ -124,24 +150,106 @@ $('#search-form').addEventListener('submit', async (event) => {
     for (const [kind, e] of early.get(currentSearch) || []) searchEvent(kind, e);
     early.clear();
   } catch (error) {
-    $('#search-state').textContent = error.message;
+    say($('#search-state'), error.message, true);
   }
 });
+
+// Results in the order they came, each {row, hit, index}; the table shows
+// them sorted and filtered as the user asks.
+const hitRows = [];
 
 function addHit(hit) {
   if (shownHits.has(hit.hash)) return;
   shownHits.add(hit.hash);
   const row = document.createElement('tr');
   row.dataset.hash = hit.hash;
-  row.append(cell(hit.name, 'name'), cell(bytes(hit.size), 'num'), cell(hit.type), cell(hit.sources, 'num'));
+  row.dataset.size = hit.size;
+  row.append(cell(hit.name, 'name'), cell(bytes(hit.size), 'num size'), cell(hit.type, 'type'), cell(hit.sources, 'num sources'));
   const actions = cell('', 'actions');
   actions.append(
     button('Download', () => act(startDownload(hit)), 'primary download'),
     button('Copy link', () => copyLink(hit.link), 'copy'),
   );
   row.append(actions);
-  $('#results tbody').append(row);
-  $('#search-state').textContent = shownHits.size + ' found so far…';
+  hitRows.push({ row, hit, index: hitRows.length });
+  $('#results-tools').hidden = false;
+  placeHits();
+  say($('#search-state'), shownHits.size + ' found so far…');
+}
+
+// Sorting: a table's sort key and direction, set by its header buttons
+// or its select (the select works on narrow screens too, where the
+// downloads' header is hidden). '' is the natural order (as found, or the
+// queue); clicking the same header again reverses.
+const sorting = { results: { key: '', descending: false }, downloads: { key: '', descending: false } };
+
+function compareBy(key, descending, value) {
+  return (a, b) => {
+    const x = value(a, key);
+    const y = value(b, key);
+    const order = typeof x === 'string' ? x.localeCompare(y, undefined, { sensitivity: 'base', numeric: true }) : x - y;
+    return descending ? -order : order;
+  };
+}
+
+/** Puts `rows` in `body` in this order, moving only those out of place. */
+function placeRows(body, rows) {
+  let previous = null;
+  for (const row of rows) {
+    const wanted = previous ? previous.nextSibling : body.firstChild;
+    if (wanted !== row) body.insertBefore(row, wanted);
+    previous = row;
+  }
+}
+
+function hitValue(entry, key) {
+  const hit = entry.hit;
+  if (key === 'name') return hit.name;
+  if (key === 'type') return hit.type;
+  if (key === 'size') return hit.size;
+  if (key === 'sources') return hit.sources;
+  return entry.index;
+}
+
+function placeHits() {
+  const { key, descending } = sorting.results;
+  const filter = $('#results-filter').value.trim().toLowerCase();
+  const sorted = key ? [...hitRows].sort(compareBy(key, descending, hitValue)) : hitRows;
+  for (const { row, hit } of hitRows) {
+    row.hidden = Boolean(filter) && !(hit.name + ' ' + hit.type).toLowerCase().includes(filter);
+  }
+  placeRows($('#results tbody'), sorted.map((entry) => entry.row));
+  showSortState('results');
+}
+$('#results-filter').addEventListener('input', placeHits);
+
+function showSortState(table) {
+  const { key, descending } = sorting[table];
+  const select = $('#' + table + '-sort');
+  if (select.value !== key) select.value = key;
+  for (const b of document.querySelectorAll(`#${table} thead button.sort`)) {
+    const th = b.closest('th');
+    if (b.dataset.key === key && key) th.setAttribute('aria-sort', descending ? 'descending' : 'ascending');
+    else th.removeAttribute('aria-sort');
+  }
+}
+
+function sortBy(table, key) {
+  const now = sorting[table];
+  // Sizes, sources and progress read best largest first.
+  const firstDescending = ['size', 'sources', 'progress'].includes(key);
+  sorting[table] = now.key === key && key ? { key, descending: !now.descending } : { key, descending: firstDescending };
+  if (table === 'results') placeHits(); else placeDownloads();
+}
+for (const table of ['results', 'downloads']) {
+  for (const b of document.querySelectorAll(`#${table} thead button.sort`)) {
+    b.addEventListener('click', () => sortBy(table, b.dataset.key));
+  }
+  $('#' + table + '-sort').addEventListener('change', (event) => {
+    const key = event.target.value;
+    sorting[table] = { key, descending: ['size', 'sources', 'progress'].includes(key) };
+    if (table === 'results') placeHits(); else placeDownloads();
+  });
 }
 
 async function startDownload(hit) {
@@ -155,38 +263,72 @@ async function startDownload(hit) {
 // 0.5 s while anything runs, and a row rebuilt under the pointer between
 // press and release would swallow the click.
 const downloadRows = new Map();
+// The hashes in the node's (queue) order, from the last list.
+let queueOrder = [];
 
 function renderDownloads(list) {
-  const body = $('#downloads tbody');
   $('#downloads-empty').hidden = list.length > 0;
+  $('#downloads-tools').hidden = list.length === 0;
   const running = list.filter((d) => d.state === 'running').length;
+  const queued = list.filter((d) => d.state === 'queued').length;
   $('#downloads-badge').textContent = running ? running : '';
+  setText($('#queue-state'), queued ? `${count(queued, 'download')} queued; ${running} running at once` : '');
   const listed = new Set();
-  let previous = null;
+  queueOrder = [];
   for (const d of list) {
     listed.add(d.hash);
+    queueOrder.push(d.hash);
     let entry = downloadRows.get(d.hash);
     if (!entry) {
       entry = makeDownloadRow(d.hash);
       downloadRows.set(d.hash, entry);
     }
+    entry.place = queueOrder.length;
     updateDownloadRow(entry, d);
-    // Moved only when out of place (never, while the order holds).
-    const wanted = previous ? previous.nextSibling : body.firstChild;
-    if (wanted !== entry.row) body.insertBefore(entry.row, wanted);
-    previous = entry.row;
   }
   for (const [hash, entry] of downloadRows) {
     if (listed.has(hash)) continue;
     entry.row.remove();
     downloadRows.delete(hash);
   }
+  placeDownloads();
+  if (detailsOpen && listed.has(detailsOpen)) refreshDetails();
 }
+
+function downloadValue(entry, key) {
+  const d = entry.current;
+  if (key === 'name') return d.name;
+  if (key === 'size') return d.size == null ? -1 : d.size;
+  if (key === 'progress') return d.state === 'done' ? 2 : d.fraction || 0;
+  if (key === 'sources') return d.state === 'running' ? d.active_sources : d.known_sources;
+  if (key === 'state') return ['running', 'queued', 'paused', 'failed', 'done'].indexOf(d.state);
+  return entry.place;
+}
+
+/**
+ * Orders and filters the rows. Rows are moved only when out of place
+ * (never, in queue order, while the queue holds) and hidden rather than
+ * removed by the filter: a row rebuilt or moved under the pointer between
+ * press and release would swallow the click.
+ */
+function placeDownloads() {
+  const { key, descending } = sorting.downloads;
+  const filter = $('#downloads-filter').value.trim().toLowerCase();
+  const entries = queueOrder.map((hash) => downloadRows.get(hash));
+  if (key) entries.sort(compareBy(key, descending, downloadValue));
+  for (const entry of entries) {
+    entry.row.hidden = Boolean(filter) && !entry.current.name.toLowerCase().includes(filter);
+  }
+  placeRows($('#downloads tbody'), entries.map((entry) => entry.row));
+  showSortState('downloads');
+}
+$('#downloads-filter').addEventListener('input', placeDownloads);
 
 function makeDownloadRow(hash) {
   const row = document.createElement('tr');
   row.className = 'download';
   row.dataset.hash = hash;
+  const position = cell('', 'num position');
   const name = cell('', 'name');
   const title = document.createElement('span');
   title.className = 'title';
@@ -204,32 +346,49 @@ function makeDownloadRow(hash) {
   label.className = 'percent';
   bar.append(fill, label);
   progress.append(bar);
+  const sizeCell = cell('', 'num size');
   const rate = cell('', 'num rate');
   const eta = cell('', 'num eta');
   const sources = cell('', 'num sources');
   const actions = cell('', 'actions');
-  const entry = { row, title, error, note, fill, label, rate, eta, sources, current: null };
+  const entry = { row, position, title, error, note, fill, label, sizeCell, rate, eta, sources, current: null };
   const path = 'downloads/' + hash;
   // A button sends one request at a time. The row changes when the node
   // says the state changed (a downloads event follows every change): an
   // answer shown here could arrive after a newer event and undo it.
-  const send = (b, method, suffix, done) => {
+  const send = (b, method, suffix, done, failed) => {
     b.disabled = true;
     api(method, path + suffix)
-      .then(() => { if (done) toast(done()); })
-      .catch((e) => toast(e.message, true))
+      .then((answer) => { if (done) toast(done(answer)); })
+      .catch((e) => toast(failed ? failed(e) : e.message, true))
       .finally(() => { b.disabled = false; });
+  };
+  const move = (to, label, symbol) => {
+    const b = button(symbol, () => send(b, 'POST', '/' + to), 'move ' + to);
+    b.title = label;
+    b.setAttribute('aria-label', label);
+    return b;
   };
   entry.buttons = {
     pause: button('Pause', () => send(entry.buttons.pause, 'POST', '/pause'), 'pause'),
     resume: button('Resume', () => send(entry.buttons.resume, 'POST', '/resume'), 'resume'),
     open: button('Open folder', () => send(entry.buttons.open, 'POST', '/open',
-      () => 'Opened the folder of ' + entry.current.name), 'open'),
+      (answer) => 'Opened ' + ((answer && answer.opened) || 'the folder of ' + entry.current.name),
+      (e) => 'Could not open the folder: ' + e.message), 'open'),
+    details: button('Details', () => openDetails(hash), 'details'),
     copy: button('Copy link', () => copyLink(entry.current.link), 'copy'),
+    top: move('top', 'Move to the top of the queue', '⤒'),
+    up: move('up', 'Move up in the queue', '↑'),
+    down: move('down', 'Move down in the queue', '↓'),
+    bottom: move('bottom', 'Move to the bottom of the queue', '⤓'),
     cancel: button('Cancel', () => cancelDownload(entry.current), 'cancel'),
   };
   actions.append(...Object.values(entry.buttons));
-  row.append(name, progress, rate, eta, sources, actions);
+  row.append(position, name, sizeCell, progress, rate, eta, sources, actions);
+  // A click on the row itself (not on one of its buttons) opens its details.
+  row.addEventListener('click', (event) => {
+    if (!event.target.closest('button, a, input')) openDetails(hash);
+  });
   return entry;
 }
 
@@ -274,16 +433,21 @@ function updateDownloadRow(entry, d) {
   if (stalled) row.dataset.stalled = 'true'; else delete row.dataset.stalled;
   const width = percent + '%';
   if (entry.fill.style.width !== width) entry.fill.style.width = width;
-  const shown = waiting ? 'waiting for sources' : stalled ? 'stalled' : d.state;
+  const stopping = d.stopping_to === 'paused' ? 'pausing' : d.stopping_to === 'queued' ? 'back to the queue' : null;
+  const shown = stopping || (waiting ? 'waiting for sources' : stalled ? 'stalled' : d.state);
   setText(entry.label, d.state === 'done' ? 'done · 100 %' : `${shown} · ${percent} % of ${bytes(d.size)}`);
+  setText(entry.position, String(entry.place));
+  setText(entry.sizeCell, bytes(d.size));
   const isRunning = d.state === 'running';
   setText(entry.rate, isRunning ? bytes(d.rate) + '/s' : '');
-  setText(entry.eta, isRunning ? duration(d.eta_seconds) : '');
+  setText(entry.eta, isRunning && d.rate >= 1 ? duration(d.eta_seconds) : '');
   setText(entry.sources, isRunning ? `${d.active_sources} / ${d.sources.length}` : String(d.known_sources));
   const b = entry.buttons;
-  b.pause.hidden = !isRunning;
+  b.pause.hidden = !(isRunning || d.state === 'queued') || Boolean(stopping);
+  b.pause.title = d.state === 'queued' ? 'Takes it out of the queue until you resume it' : 'Stops it, keeping what it downloaded';
   b.resume.hidden = !(d.state === 'paused' || d.state === 'failed');
   b.open.hidden = d.state !== 'done';
+  for (const name of ['top', 'up', 'down', 'bottom']) b[name].hidden = d.state === 'done';
   b.copy.hidden = !d.link;
   setText(b.cancel, d.state === 'done' ? 'Clear' : 'Cancel');
   b.cancel.title = d.state === 'done'
@@ -314,6 +478,105 @@ async function cancelDownload(d) {
     toast(error.message, true);
   }
 }
+
+// Details of one download: its hash, path, sources and a map of the
+// blocks verified so far, kept current while the dialog is open (from
+// /api/downloads/HASH/details, which the list does not carry: the map
+// is up to 2.7 KB a download).
+let detailsOpen = null;
+let detailsAsked = false;
+
+function openDetails(hash) {
+  detailsOpen = hash;
+  const dialog = $('#details');
+  dialog.dataset.hash = hash;
+  delete dialog.dataset.loaded;
+  refreshDetails();
+  if (!dialog.open) dialog.showModal();
+}
+
+async function refreshDetails() {
+  if (!detailsOpen || detailsAsked) return;
+  const hash = detailsOpen;
+  detailsAsked = true;
+  try {
+    const d = await api('GET', 'downloads/' + hash + '/details');
+    if (detailsOpen === hash) showDetails(d);
+  } catch (error) {
+    if (detailsOpen === hash) say($('#block-legend'), error.message, true);
+  } finally {
+    detailsAsked = false;
+  }
+}
+
+function showDetails(d) {
+  const dialog = $('#details');
+  setText($('#details-title'), d.name);
+  setText($('#details-hash'), d.hash);
+  setText($('#details-path'), d.path);
+  setText($('#details-size'), d.size == null ? 'not known yet' : `${bytes(d.size)} (${d.size.toLocaleString('en')} bytes)`);
+  const stopping = d.stopping_to ? ` (stopping: ${d.stopping_to === 'paused' ? 'pausing' : 'back to the queue'})` : '';
+  setText($('#details-state'), d.state + stopping + (d.error ? ': ' + d.error : ''));
+  setText($('#details-verified'), d.size == null ? bytes(d.verified) : `${bytes(d.verified)} of ${bytes(d.size)}`);
+  setText($('#details-rate'), d.state === 'running' ? bytes(d.rate) + '/s' : '');
+  drawBlocks(d.blocks);
+  const rows = (d.sources || []).map((source) => {
+    const row = document.createElement('tr');
+    row.className = 'source';
+    row.dataset.state = source.state;
+    const peer = cell(source.peer, 'name peer');
+    if (source.failure) peer.title = source.failure;
+    row.append(peer, cell(source.state + (source.failure ? ' (' + source.failure + ')' : ''), 'state'),
+      cell(source.path || '', 'path'), cell(bytes(source.rate) + '/s', 'num'), cell(bytes(source.bytes), 'num'));
+    return row;
+  });
+  $('#details-sources tbody').replaceChildren(...rows);
+  $('#details-sources').hidden = rows.length === 0;
+  $('#details-no-sources').hidden = rows.length > 0;
+  dialog.dataset.loaded = 'true';
+}
+
+/** Draws the verified-block map: one bar, green where verified. */
+function drawBlocks(blocks) {
+  const canvas = $('#block-map');
+  const legend = $('#block-legend');
+  if (!blocks) {
+    canvas.hidden = true;
+    say(legend, 'No block map yet: the size is not known until a source has proved it.');
+    return;
+  }
+  canvas.hidden = false;
+  const bits = atob(blocks.have);
+  const have = (i) => (bits.charCodeAt(i >> 3) >> (i & 7)) & 1;
+  let verified = 0;
+  for (let i = 0; i < blocks.count; i++) verified += have(i);
+  canvas.dataset.count = blocks.count;
+  canvas.dataset.verifiedBlocks = verified;
+  const width = Math.max(1, Math.floor(canvas.clientWidth * (window.devicePixelRatio || 1)));
+  if (canvas.width !== width) canvas.width = width;
+  const height = canvas.height;
+  const g = canvas.getContext('2d');
+  g.fillStyle = '#e3e8e5';
+  g.fillRect(0, 0, width, height);
+  // Each pixel column shows its blocks' share verified, so a map of 16 384
+  // blocks still reads at 300 px.
+  g.fillStyle = '#2f8f4e';
+  for (let x = 0; x < width; x++) {
+    const first = Math.floor((x * blocks.count) / width);
+    const last = Math.max(first + 1, Math.floor(((x + 1) * blocks.count) / width));
+    let done = 0;
+    for (let i = first; i < last; i++) done += have(i);
+    if (!done) continue;
+    g.globalAlpha = 0.35 + 0.65 * (done / (last - first));
+    g.fillRect(x, 0, 1, height);
+  }
+  g.globalAlpha = 1;
+  say(legend, `${count(verified, 'block')} of ${blocks.count} verified (${bytes(blocks.verified_bytes)}; blocks of ${bytes(blocks.block_size)})`);
+}
+
+$('#details-close').addEventListener('click', () => $('#details').close());
+$('#details').addEventListener('close', () => { detailsOpen = null; });
+$('#details-copy-hash').addEventListener('click', () => copyText($('#details-hash').textContent, 'Hash copied'));
 
 /** An in-page confirmation (not window.confirm): resolves true for yes. */
 function ask(title, text, yesLabel, noLabel) {
@@ -383,21 +646,25 @@ document.addEventListener('drop', (event) => {
 
 // Links out: a link copied to the clipboard (or, where the browser will
 // not, shown selected to copy by hand).
-async function copyLink(link) {
+function copyLink(link) {
+  return copyText(link, 'Link copied');
+}
+
+async function copyText(text, done) {
   try {
-    await navigator.clipboard.writeText(link);
-    toast('Link copied');
+    await navigator.clipboard.writeText(text);
+    toast(done);
   } catch {
     const box = document.createElement('textarea');
-    box.value = link;
+    box.value = text;
     box.setAttribute('readonly', '');
     box.className = 'offscreen';
     document.body.append(box);
     box.select();
     const copied = document.execCommand('copy');
     box.remove();
-    if (copied) toast('Link copied');
-    else toast('Could not reach the clipboard; the link is: ' + link, true);
+    if (copied) toast(done);
+    else toast('Could not reach the clipboard; copy it by hand: ' + text, true);
   }
 }
 
@@ -430,7 +697,7 @@ function renderShares(shares) {
   $('#folders tbody').replaceChildren(...rows);
   const h = shares.hashing;
   $('#hashing').textContent = shares.scanning
-    ? (h.files_to_hash ? `Hashing ${h.files_hashed} of ${h.files_to_hash} files (${bytes(h.bytes_hashed)} of ${bytes(h.bytes_to_hash)})…` : 'Scanning…')
+    ? (h.files_to_hash ? `Hashing ${h.files_hashed} of ${count(h.files_to_hash, 'file')} (${bytes(h.bytes_hashed)} of ${bytes(h.bytes_to_hash)})…` : 'Scanning…')
     : '';
   $('#shares-total').textContent = `${count(shares.files, 'file')} shared, ${bytes(shares.bytes)} (downloads included).`;
   if ($('#tab-shares').classList.contains('active') && shares.files !== filesListed) {
@@ -450,11 +717,9 @@ async function loadSharedFiles() {
     sharedFiles = answer.files;
     filesListed = answer.total;
     renderSharedFiles();
-    setText($('#files-state'), answer.truncated ? `The first ${answer.files.length} of ${answer.total} files.` : '');
-    $('#files-state').className = 'muted';
+    say($('#files-state'), answer.truncated ? `The first ${answer.files.length} of ${count(answer.total, 'file')}.` : '');
   } catch (error) {
-    setText($('#files-state'), error.message);
-    $('#files-state').className = 'error';
+    say($('#files-state'), error.message, true);
   }
 }
 
@@ -475,6 +740,89 @@ function renderSharedFiles() {
 }
 $('#files-filter').addEventListener('input', renderSharedFiles);
 
+// Groups: made and joined here, run by `canopy run` beside the public
+// network. A group runs from the node's start, so a new one says that a
+// restart is needed (the node's groups are started with it).
+const RESTART = 'restart needed: stop canopy run (Ctrl-C) and start it again';
+
+async function loadGroups() {
+  try {
+    renderGroups(await api('GET', 'groups'));
+  } catch (error) {
+    say($('#groups-state'), error.message, true);
+  }
+}
+
+function renderGroups(answer) {
+  const rows = answer.groups.map((group) => {
+    const row = document.createElement('tr');
+    row.dataset.group = group.name;
+    row.dataset.running = group.running;
+    const state = cell(group.running ? 'running' : RESTART, group.running ? '' : 'restart');
+    row.append(cell(group.name, 'name'), cell(group.port, 'num'), cell(group.role),
+      cell(group.shared.join(', '), 'name shared'), state);
+    const actions = cell('', 'actions');
+    actions.append(button('Invite', () => showInvite(group.name), 'invite'));
+    row.append(actions);
+    return row;
+  });
+  $('#groups tbody').replaceChildren(...rows);
+  $('#groups').hidden = rows.length === 0;
+  $('#groups-empty').hidden = rows.length > 0;
+}
+
+async function showInvite(name, invite) {
+  try {
+    const shown = invite || await api('GET', `groups/${encodeURIComponent(name)}/invite`);
+    setText($('#invite-group'), name);
+    $('#invite-text').value = shown.text;
+    $('#invite-note').hidden = !shown.note;
+    say($('#invite-note'), shown.note || '');
+    $('#invite-box').hidden = false;
+  } catch (error) {
+    say($('#groups-state'), error.message, true);
+  }
+}
+$('#invite-copy').addEventListener('click', () => copyText($('#invite-text').value, 'Invite copied'));
+
+$('#group-new-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const name = $('#group-name').value.trim();
+  if (!name) {
+    say($('#groups-state'), 'Give the new group a name first.', true);
+    return;
+  }
+  try {
+    const group = await api('POST', 'groups', { name });
+    $('#group-name').value = '';
+    say($('#groups-state'), `Created group ${group.name}; it runs from the next start of canopy run (${RESTART}). ` +
+      'Send the invite below to its members.');
+    await loadGroups();
+    showInvite(group.name, group.invite);
+  } catch (error) {
+    say($('#groups-state'), error.message, true);
+  }
+});
+
+$('#group-join-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const invite = $('#group-invite').value.trim();
+  if (!invite) {
+    say($('#groups-state'), 'Paste the invite (canopy-group:…) first.', true);
+    return;
+  }
+  try {
+    const group = await api('POST', 'groups/join', { invite });
+    $('#group-invite').value = '';
+    say($('#groups-state'), group.running
+      ? `Joined group ${group.name} again: the running group takes its new key within seconds.`
+      : `Joined group ${group.name}; it runs from the next start of canopy run (${RESTART}).`);
+    await loadGroups();
+  } catch (error) {
+    say($('#groups-state'), error.message, true);
+  }
+});
+
 // Status.
 function renderStatus(s) {
   const facts = [
@@ -483,7 +831,7 @@ function renderStatus(s) {
     ['Peer address', s.address],
     ['Reached', s.reach.text],
     ['Uptime', duration(s.uptime_seconds)],
-    ['Sharing', `${s.shared.files} files, ${bytes(s.shared.bytes)}`],
+    ['Sharing', `${count(s.shared.files, 'file')}, ${bytes(s.shared.bytes)}`],
     ['Upload', `${bytes(s.traffic.upload_rate)}/s (${bytes(s.traffic.uploaded)} in all)`],
     ['Download', `${bytes(s.traffic.download_rate)}/s (${bytes(s.traffic.downloaded)} in all)`],
   ];
@@ -504,8 +852,12 @@ function renderStatus(s) {
   const banner = $('#network-banner');
   banner.hidden = !s.alone;
   banner.textContent = s.alone_text || '';
+  // A supernode's connections are its leaves as well as its neighbours.
   const peers = s.role === 'supernode'
-    ? s.neighbours.map((n) => 'neighbour supernode ' + n)
+    ? [
+      ...(s.leaves ? [`${count(s.leaves, 'leaf', 'leaves')} joined (of ${s.max_leaves} at most)`] : []),
+      ...s.neighbours.map((n) => 'neighbour supernode ' + n),
+    ]
     : s.supernodes.map((n) => `supernode ${n.address} (${count(n.published, 'file')} published)`);
   $('#peers').replaceChildren(...(peers.length ? peers : ['none yet']).map((text) => {
     const li = document.createElement('li');
@@ -520,14 +872,18 @@ function renderStatus(s) {
 let shownSettings = {};
 
 function showSettingsState(text, isError) {
-  $('#settings-state').textContent = text;
-  $('#settings-state').className = isError ? 'error' : '';
+  say($('#settings-state'), text, isError);
 }
 
 async function loadSettings() {
   try {
     const settings = await api('GET', 'settings');
     const values = Object.assign({}, settings.in_force, settings.saved);
+    // Caps are stored in bytes per second and shown in KiB/s or MiB/s; the
+    // node reads back what is typed ("12 MiB/s", "500 KiB/s", "2M").
+    for (const key of ['max-upload-rate', 'max-download-rate']) values[key] = rateText(values[key]);
+    // The queue's limit applies at once: what is in force is what shows.
+    values['max-active-downloads'] = settings.in_force['max-active-downloads'];
     shownSettings = {};
     for (const input of $('#settings-form').elements) {
       if (!input.name) continue;
@@ -563,6 +919,14 @@ $('#settings-form').addEventListener('submit', async (event) => {
     showSettingsState(answer.restart_needed.length
       ? 'Saved. Takes effect at the next start: ' + answer.restart_needed.join(', ') + '.'
       : 'Saved.', false);
+    // Shows caps as the node read them ("2M" becomes "2 MiB/s").
+    for (const key of ['max-upload-rate', 'max-download-rate']) {
+      const input = event.target.elements[key];
+      if (key in change) {
+        input.value = rateText(answer.in_force[key]);
+        shownSettings[key] = input.value;
+      }
+    }
   } catch (error) {
     showSettingsState(error.message, true);
   }
