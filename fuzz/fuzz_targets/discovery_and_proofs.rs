@@ -1,9 +1,10 @@
-//! Two inputs from anyone: a datagram on the local-discovery group, and a
-//! leaf's answer to a proof-of-possession check. Either is judged without
-//! panicking, whatever its bytes, and a message that parses survives a
-//! round trip.
+//! Three inputs from anyone: a datagram on the local-discovery group, a
+//! leaf's answer to a proof-of-possession check, and a list of signed
+//! votes. Each is judged without panicking, whatever its bytes, and what
+//! parses survives a round trip.
 #![no_main]
 
+use canopy_common::proto::credence::{decode_votes, encode_votes, MAX_VOTES_PER_HIT};
 use canopy_common::proto::lan::Message;
 use canopy_common::proto::possession::{chunk_count, verify};
 use canopy_common::proto::ContentHash;
@@ -13,7 +14,18 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    if pick % 2 == 0 {
+    if pick % 3 == 2 {
+        // Votes: bounded, canonical, and checked without a panic.
+        if let Ok(votes) = decode_votes(rest) {
+            assert!(votes.len() <= MAX_VOTES_PER_HIT);
+            assert_eq!(encode_votes(&votes), rest);
+            for vote in &votes {
+                let _ = vote.verify(1_800_000_000);
+            }
+        }
+        return;
+    }
+    if pick % 3 == 0 {
         // Unknown flag bits are ignored (later versions may set them), so
         // what parses must survive a round trip, not keep every bit.
         if let Ok(message) = Message::parse(rest) {

@@ -1,5 +1,5 @@
 //! What a neighbour supernode sends on an overlay link: queries, hits, host
-//! lists, keyword tables and its degree. Decoding, the caps checks, the
+//! lists, keyword tables, its degree and votes with hits. Decoding, the caps checks, the
 //! flooding router and the keyword horizon must take any bytes without a
 //! panic, and the router must stay within its bounds.
 #![no_main]
@@ -69,6 +69,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = horizon.updates_to_send();
         }
         OverlayMessage::Degree { .. } => {}
+        OverlayMessage::HitNotes { id, votes } => {
+            // Checking any bytes as a vote never panics; votes for a
+            // query never seen have nowhere to go.
+            for vote in &votes {
+                let _ = vote.verify(1_800_000_000);
+            }
+            assert_eq!(router.origin_of(id, now), None);
+        }
     }
     assert!(router.len() <= 4);
 });

@@ -43,6 +43,7 @@ pub mod state;
 pub mod swarm;
 pub mod tags;
 pub mod units;
+pub mod votes;
 pub mod web;
 
 pub use node::{Node, NodeConfig};

@@ -76,6 +76,13 @@ enum Command {
     /// running with this data folder, which downloads them. The canopy:
     /// URL handler runs this (deploy/canopy-link.desktop).
     Open(cli::open::OpenArgs),
+    /// Say whether a file you downloaded was what its name said: `up` or
+    /// `down` (a fake). Signed with this node's key; search results are
+    /// ranked by the votes of people whose votes agreed with yours.
+    Vote(cli::vote::VoteArgs),
+    /// Trust publishers (peer ids): files they vouched for are marked and
+    /// ranked first in your searches. --remove to stop; no id: the list.
+    Trust(cli::trust::TrustArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +142,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Search(args) => cli::search::run(args).await,
         Command::Get(args) => cli::get::run(args).await,
         Command::Open(args) => cli::open::run(args).await,
+        Command::Vote(args) => cli::vote::run(args).await,
+        Command::Trust(args) => cli::trust::run(args).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! ([`crate::web::Services`], from `canopy run`), through the accessors
 //! here.
 
+use crate::votes::Votes;
 use canopy_common::sync::Lock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,10 @@ pub struct NodeConfig {
     /// Be a member of this private network instead of the public one
     /// (`None`: the public network). See [`crate::network`].
     pub network: Option<crate::network::NetworkSettings>,
+    /// Vouch, as their publisher, for every file this node shares (a
+    /// signed "authentic" vote each; see [`crate::votes`]), so people who
+    /// trust this node find its files first.
+    pub sign_shares: bool,
 }
 
 impl NodeConfig {
@@ -110,6 +115,7 @@ impl NodeConfig {
             connection_limits: Default::default(),
             editable_folders: false,
             network: None,
+            sign_shares: false,
         }
     }
 
@@ -149,6 +155,8 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
     /// Work started later (on promotion), also stopped on shutdown.
     later_tasks: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
+    /// The user's votes on files and what others' say.
+    votes: Arc<Votes>,
 }
 
 impl Node {
@@ -181,6 +189,7 @@ impl Node {
             .await
             .expect("scan task panicked")?
         };
+        let votes = Votes::open(&config.data_dir, key.clone());
         let endpoint = Endpoint::bind_in(key, config.listen, &config.endpoint, network)?;
         let supernode = match config.supernode.clone() {
             Some(settings) => Some(Supernode::start(settings)?),
@@ -283,6 +292,10 @@ impl Node {
             };
             tasks.push(tokio::spawn(keeper.keep(election, playing)));
         }
+        tasks.push(tokio::spawn(votes.clone().keep_handing_in(links.clone())));
+        if config.sign_shares {
+            tasks.push(tokio::spawn(vouch_for_shares(votes.clone(), shares.clone())));
+        }
         let searcher = Searcher::of_node(
             endpoint.clone(),
             NodeSide {
@@ -313,7 +326,13 @@ impl Node {
             admission,
             tasks,
             later_tasks,
+            votes,
         })
+    }
+
+    /// The user's votes on files, and others' as far as this node knows.
+    pub fn votes(&self) -> &Arc<Votes> {
+        &self.votes
     }
 
     /// The shared folders.
@@ -529,5 +548,21 @@ async fn rescan_loop(
             Ok(Err(error)) => tracing::warn!(%error, "rescan failed"),
             Err(error) => tracing::warn!(%error, "rescan task failed"),
         }
+    }
+}
+
+/// How often a publishing node looks for shared files it has not vouched
+/// for yet (the folders are rescanned every minute by default).
+const VOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Vouches for every file this node shares, as it appears ([`NodeConfig::sign_shares`]).
+async fn vouch_for_shares(votes: Arc<Votes>, shares: Arc<Shares>) {
+    loop {
+        let files: Vec<_> = shares.list().iter().map(crate::share::SharedFile::hash).collect();
+        let new = votes.vouch_for(&files);
+        if new > 0 {
+            tracing::info!(files = new, "vouched for shared files as their publisher");
+        }
+        tokio::time::sleep(VOUCH_EVERY).await;
     }
 }

@@ -8,6 +8,7 @@
 //! the first supernode that answers runs the search; the rest are only
 //! tried if it fails.
 
+use crate::votes::{Notes, Votes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,6 +272,44 @@ impl Searcher {
         // one and firewalled at the other, is one source with ways to try.
         found.sources = SourceSpec::grouped(found.sources);
         Ok(found)
+    }
+
+    /// Learns into `votes` what the supernodes this node searches through
+    /// know of `files` (a search's results) besides their hits: votes on
+    /// them, and their tags. Its own caches when it is a supernode, else
+    /// those of the supernodes it is joined to (two at most), or the first
+    /// of `known` that answers.
+    pub async fn gather_notes(&self, votes: &Votes, files: &[ContentHash]) -> Notes {
+        if let Some(supernode) = self.node.as_ref().and_then(|node| node.context.supernode()) {
+            return Notes {
+                learned: votes.learn(&supernode.votes_for(files)),
+                tags: supernode.tags_for(files),
+            };
+        }
+        let mut notes = Notes::default();
+        let mut asked = 0;
+        for way in self.leaf_ways() {
+            let connection = match &way {
+                Way::Over(_, connection) => connection.clone(),
+                Way::Dial(supernode) => match self.endpoint.connect(supernode).await {
+                    Ok(connection) => connection,
+                    Err(_) => continue,
+                },
+            };
+            let more = votes.gather(&connection, files).await;
+            notes.learned += more.learned;
+            for file in more.tags {
+                if !notes.tags.iter().any(|known| known.hash == file.hash) {
+                    notes.tags.push(file);
+                }
+            }
+            asked += 1;
+            // Two supernodes' notes are plenty; a leaf joins two.
+            if asked == 2 {
+                break;
+            }
+        }
+        notes
     }
 
     /// A leaf (or a one-shot command) asks over its live sessions first,

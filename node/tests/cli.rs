@@ -637,3 +637,39 @@ fn an_interrupted_get_exits_130_and_resumes() {
     assert!(last["resumed"].as_u64().unwrap_or(0) > 0, "it resumed: {last}");
     assert_eq!(std::fs::read(&output).unwrap(), content);
 }
+
+/// `canopy vote` and `canopy trust` with no node running: the vote is
+/// signed and kept in the data folder, a publisher trusted is listed, and
+/// a bad hash or verdict is a clear error.
+#[test]
+fn votes_and_trusted_publishers_are_kept_in_the_data_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let hash = "ab".repeat(32);
+    let voted = canopy(&["vote", &hash, "down", "--data-dir", dir]);
+    assert!(voted.status.success(), "{}", text(&voted.stderr));
+    assert!(text(&voted.stdout).contains("voted down (a fake)"), "{}", text(&voted.stdout));
+    assert!(data.path().join("votes.bin").exists());
+    // As a link too, and the later vote replaces the earlier.
+    let link = format!("canopy:{hash}?name=song.mp3");
+    let again = canopy(&["vote", &link, "up", "--data-dir", dir]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+
+    let bad = canopy(&["vote", "not-a-hash", "up", "--data-dir", dir]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("neither a content hash"), "{}", text(&bad.stderr));
+    let bad = canopy(&["vote", &hash, "maybe", "--data-dir", dir]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("is no verdict"), "{}", text(&bad.stderr));
+
+    let other = tempfile::tempdir().unwrap();
+    let publisher = text(&canopy(&["id", "--data-dir", other.path().to_str().unwrap()]).stdout)
+        .trim()
+        .to_string();
+    assert!(canopy(&["trust", &publisher, "--data-dir", dir]).status.success());
+    let listed = canopy(&["trust", "--data-dir", dir]);
+    assert!(text(&listed.stdout).contains(&publisher), "{}", text(&listed.stdout));
+    assert!(canopy(&["trust", "--remove", &publisher, "--data-dir", dir]).status.success());
+    let listed = canopy(&["trust", "--data-dir", dir]);
+    assert!(text(&listed.stdout).contains("no publisher is trusted"), "{}", text(&listed.stdout));
+}

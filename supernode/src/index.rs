@@ -22,7 +22,7 @@ use std::sync::{Mutex, RwLock};
 
 use canopy_common::proto::keywords;
 use canopy_common::proto::qrp::{Horizon, HorizonConfig, WordKey};
-use canopy_common::proto::search::{RelayedSource, MAX_SOURCES_PER_HIT};
+use canopy_common::proto::search::{FileTags, RelayedSource, MAX_SOURCES_PER_HIT};
 use canopy_common::proto::{ContentHash, FileEntry, FileKind, Hit, PeerAddr, Query};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
@@ -70,6 +70,8 @@ struct DocRecord {
     name: String,
     /// Its routing words, to take back out of the keyword table.
     words: Vec<WordKey>,
+    /// It brought tags to show with results (counted in `Catalog::tags`).
+    tagged: bool,
 }
 
 /// The index's tokenizer: exactly [`keywords::words`] (split on
@@ -125,6 +127,10 @@ impl TokenStream for WordTokens {
 #[derive(Debug, Default)]
 struct Catalog {
     docs: HashMap<u64, DocRecord>,
+    /// The tags results show for a file ([`FileTags::shown`]), by hash,
+    /// with how many documents brought them: the first publisher's stay
+    /// while any document of that file is indexed.
+    tags: HashMap<ContentHash, (u32, Vec<(String, String)>)>,
     /// Per leaf: its address and its documents by hash.
     leaves: HashMap<LeafId, LeafRecord>,
 }
@@ -290,7 +296,9 @@ impl FileIndex {
 
     /// Adds files for `leaf`. Entries must already be checked.
     pub fn add_files(&self, leaf: LeafId, files: &[FileEntry]) {
-        let mut catalog = self.catalog.write_locked();
+        let mut guard = self.catalog.write_locked();
+        // Its fields borrowed apart: the leaf's record and the tags at once.
+        let catalog = &mut *guard;
         let writer = self.writer.locked();
         let Some(record) = catalog.leaves.get_mut(&leaf) else {
             return;
@@ -321,6 +329,11 @@ impl FileIndex {
             }
             let words = WordKey::of_file(file);
             horizon.add_file(&words);
+            let shown = FileTags::shown(&file.meta);
+            let tagged = !shown.is_empty();
+            if tagged {
+                catalog.tags.entry(file.hash).or_insert((0, shown)).0 += 1;
+            }
             new_docs.push((
                 key,
                 DocRecord {
@@ -330,6 +343,7 @@ impl FileIndex {
                     kind: file.kind,
                     name: file.name.clone(),
                     words,
+                    tagged,
                 },
             ));
         }
@@ -356,12 +370,27 @@ impl FileIndex {
             writer.delete_term(Term::from_field_u64(self.fields.key, key));
             if let Some(doc) = catalog.docs.remove(&key) {
                 horizon.remove_file(&doc.words);
+                untag(&mut catalog.tags, &doc);
             }
         }
         self.stats
             .documents
             .fetch_sub(keys.len() as u64, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The tags results show for those of `files` indexed here with tags.
+    pub fn tags_for(&self, files: &[ContentHash]) -> Vec<FileTags> {
+        let catalog = self.catalog.read_locked();
+        (files.iter())
+            .filter_map(|hash| {
+                let (_, tags) = catalog.tags.get(hash)?;
+                Some(FileTags {
+                    hash: *hash,
+                    tags: tags.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Forgets a leaf and everything it published; it is gone from hits at once.
@@ -374,6 +403,7 @@ impl FileIndex {
         for key in record.files.values() {
             if let Some(doc) = catalog.docs.remove(key) {
                 horizon.remove_file(&doc.words);
+                untag(&mut catalog.tags, &doc);
             }
         }
         drop(horizon);
@@ -596,6 +626,19 @@ fn schema() -> (Schema, Fields) {
             text,
         },
     )
+}
+
+/// Takes `doc`'s count off its file's tags, dropping them with the last.
+fn untag(tags: &mut HashMap<ContentHash, (u32, Vec<(String, String)>)>, doc: &DocRecord) {
+    if !doc.tagged {
+        return;
+    }
+    if let Some((count, _)) = tags.get_mut(&doc.hash) {
+        *count -= 1;
+        if *count == 0 {
+            tags.remove(&doc.hash);
+        }
+    }
 }
 
 #[cfg(test)]

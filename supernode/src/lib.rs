@@ -10,6 +10,8 @@ pub mod index;
 pub mod overlay;
 pub mod possession;
 pub mod relay;
+pub mod tags;
+pub mod votes;
 
 use canopy_common::sync::{Lock, ReadWrite};
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ use canopy_common::proto::birthday::Traits;
 use canopy_common::proto::budget::{
     Budgets, MAX_PUNCHERS, MAX_SEARCHERS, PUNCHES_PER_SECOND, PUNCH_BURST, SEARCHES_PER_SECOND, SEARCH_BURST,
 };
+use canopy_common::proto::credence::SignedVote;
 use canopy_common::proto::frame::batches;
+use canopy_common::proto::search::FileTags;
 use canopy_common::proto::search::{PublishError, MAX_HITS};
 use canopy_common::proto::wire::{LinkNotice, LinkOffer};
 use canopy_common::proto::{
@@ -146,6 +150,12 @@ pub struct Supernode {
     /// Checks running at once, over all leaves.
     checking: tokio::sync::Semaphore,
     possession_stats: possession::PossessionStats,
+    /// Leaves' votes on files, for searchers.
+    votes: Arc<Mutex<votes::VoteCache>>,
+    /// Tags of files from afar, for searchers.
+    tags: Arc<Mutex<tags::TagCache>>,
+    /// Vote hand-ins per leaf: each costs signature checks.
+    vote_budgets: Mutex<Budgets<PeerId>>,
 }
 
 /// One joined leaf, and how to ask it to push.
@@ -218,6 +228,11 @@ impl Supernode {
             search_budgets,
             punch_budgets: Mutex::new(Budgets::new(PUNCHES_PER_SECOND, PUNCH_BURST, MAX_PUNCHERS)),
             report_budgets: Mutex::new(Budgets::new(2.0, 10.0, MAX_PUNCHERS)),
+            votes: Arc::default(),
+            tags: Arc::default(),
+            // One hand-in a second, bursts of five: a leaf hands in what it
+            // voted since the last, a few votes a day for a person.
+            vote_budgets: Mutex::new(Budgets::new(1.0, 5.0, MAX_PUNCHERS)),
             started: Instant::now(),
             committer,
             stepping_down: watch::channel(false).0,
@@ -267,7 +282,10 @@ impl Supernode {
         bootstrap: &[PeerAddr],
     ) -> Arc<Overlay> {
         self.overlay
-            .get_or_init(|| Overlay::start(config, endpoint, self.index.clone(), bootstrap))
+            .get_or_init(|| {
+                let notes = (self.votes.clone(), self.tags.clone());
+                Overlay::start(config, endpoint, self.index.clone(), notes, bootstrap)
+            })
             .clone()
     }
 
@@ -506,6 +524,37 @@ impl Supernode {
         }
         tracing::info!(leaf = ?source, %hash, by = ?reporter, "a downloader reports a leaf did not serve a file; checking it");
         Some(session.reported.try_send(hash).is_ok())
+    }
+
+    /// Keeps the votes joined leaf `leaf` hands in on files (its own, well
+    /// signed: see [`votes::VoteCache::hand_in`]): how many were kept, or
+    /// `Some(None)` when it is over its budget. `None` if it is not joined
+    /// here.
+    pub fn hand_in_votes(&self, leaf: PeerId, votes: &[SignedVote], now_unix: u64) -> Option<Option<u32>> {
+        if !self.sessions.locked().contains_key(&leaf) {
+            return None;
+        }
+        if !self.vote_budgets.locked().take(leaf, 1.0, self.started.elapsed()) {
+            return Some(None);
+        }
+        Some(Some(self.votes.locked().hand_in(leaf, votes, now_unix)))
+    }
+
+    /// Votes kept on `files`, at most a few per file, for a searcher.
+    pub fn votes_for(&self, files: &[ContentHash]) -> Vec<SignedVote> {
+        self.votes.locked().votes_for(files)
+    }
+
+    /// The tags of those of `files` that have some: from the index for
+    /// files indexed here, else as they came with hits from afar.
+    pub fn tags_for(&self, files: &[ContentHash]) -> Vec<FileTags> {
+        let mut tags = self.index.tags_for(files);
+        let missing: Vec<ContentHash> = (files.iter())
+            .filter(|hash| !tags.iter().any(|known| known.hash == **hash))
+            .copied()
+            .collect();
+        tags.extend(self.tags.locked().tags_for(&missing));
+        tags
     }
 
     /// What the proof-of-possession checks found so far.

@@ -124,6 +124,17 @@ pub struct Peer {
     _data: tempfile::TempDir,
 }
 
+/// A minimal MP3 with an ID3v1 tag naming the artist (title "Track 1").
+pub fn tagged_mp3(artist: &str) -> Vec<u8> {
+    let mut bytes = vec![0xffu8; 2000];
+    let mut tag = vec![0u8; 128];
+    tag[..3].copy_from_slice(b"TAG");
+    tag[3..10].copy_from_slice(b"Track 1");
+    tag[33..33 + artist.len()].copy_from_slice(artist.as_bytes());
+    bytes.extend(tag);
+    bytes
+}
+
 /// Starts `count` nodes that all share `library`, each with `upload` limits.
 pub async fn start_peers(library: &Library, count: usize, upload: TransferLimits) -> Vec<Peer> {
     let mut peers = Vec::with_capacity(count);

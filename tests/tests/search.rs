@@ -25,17 +25,6 @@ fn query(text: &str) -> Query {
     Query::words(text)
 }
 
-/// A minimal MP3 with an ID3v1 tag naming the artist.
-fn tagged_mp3(artist: &str) -> Vec<u8> {
-    let mut bytes = vec![0xffu8; 2000];
-    let mut tag = vec![0u8; 128];
-    tag[..3].copy_from_slice(b"TAG");
-    tag[3..10].copy_from_slice(b"Track 1");
-    tag[33..33 + artist.len()].copy_from_slice(artist.as_bytes());
-    bytes.extend(tag);
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_leaves_publish_and_searches_find_them() {
     let (supernode, _dir) = start_supernode(100, 1000).await;
@@ -49,7 +38,7 @@ async fn twenty_leaves_publish_and_searches_find_them() {
             files.push(("Beyoncé - Halo.mp3".into(), halo.clone()));
         }
         if i == 7 {
-            files.push(("track01.mp3".into(), tagged_mp3("Nina Simone")));
+            files.push(("track01.mp3".into(), canopy_tests::tagged_mp3("Nina Simone")));
         }
         let named: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
         leaves.push(start_leaf(address, 2, &named).await);

@@ -275,6 +275,11 @@ impl Endpoint {
         }
     }
 
+    /// The node's key, for what it signs outside TLS.
+    pub fn key(&self) -> &NodeKey {
+        &self.key
+    }
+
     pub fn peer_id(&self) -> PeerId {
         self.key.peer_id()
     }

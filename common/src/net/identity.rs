@@ -53,6 +53,8 @@ pub struct NodeKey {
     certified: Arc<CertifiedKey>,
     /// The same key inside its self-signed X.509 certificate.
     certified_x509: Arc<CertifiedKey>,
+    /// The key itself, for what the node signs outside TLS (its votes).
+    pair: Arc<Ed25519KeyPair>,
 }
 
 impl std::fmt::Debug for NodeKey {
@@ -115,11 +117,22 @@ impl NodeKey {
             peer_id,
             certified: Arc::new(CertifiedKey::new(chain, signing.clone())),
             certified_x509: Arc::new(CertifiedKey::new(certificate, signing)),
+            pair: Arc::new(pair),
         })
     }
 
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Signs `message` with this key (Ed25519, deterministic). Only
+    /// messages that carry their own domain tag are signed this way, so a
+    /// signature made for one purpose cannot pass for another (see
+    /// [`crate::proto::credence::VOTE_DOMAIN`]).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(self.pair.sign(message).as_ref());
+        signature
     }
 
     /// The DER of this key's self-signed X.509 certificate, the identity it

@@ -5,6 +5,7 @@ pub mod birthday;
 pub mod bitfield;
 pub mod budget;
 pub mod content;
+pub mod credence;
 pub mod dynamic;
 pub mod election;
 pub mod frame;

@@ -346,6 +346,13 @@ impl Router {
         }
     }
 
+    /// Where what answers query `id` goes (its hits, and the votes on
+    /// them), while the query's route is remembered.
+    pub fn origin_of(&mut self, id: QueryId, now: Duration) -> Option<Origin> {
+        self.expire(now);
+        self.entries.get(&id).map(|entry| entry.origin)
+    }
+
     /// Forgets entries whose time is up.
     pub fn expire(&mut self, now: Duration) {
         while let Some(&(expires, id)) = self.order.front() {

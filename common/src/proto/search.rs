@@ -293,6 +293,59 @@ impl Hit {
     }
 }
 
+/// Most tags shown with a search result ([`FileTags`]).
+pub const MAX_SHOWN_TAGS: usize = 4;
+/// Longest tag key shown with a result, in bytes.
+pub const MAX_SHOWN_TAG_KEY_LEN: usize = 16;
+/// Longest tag value shown with a result, in bytes (longer ones are cut
+/// at a character boundary).
+pub const MAX_SHOWN_TAG_VALUE_LEN: usize = 96;
+/// The tags shown with a result, in this order, when a file has them.
+pub const SHOWN_TAG_KEYS: [&str; 6] = ["artist", "title", "album", "year", "genre", "duration"];
+
+/// What a search result shows of a file's tags (artist, title, …): at
+/// most [`MAX_SHOWN_TAGS`] short pairs, picked by [`FileTags::shown`] from
+/// what its publisher sent. Supernodes give them with the votes on a
+/// search's files ([`crate::proto::Response::Notes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileTags {
+    pub hash: ContentHash,
+    pub tags: Vec<(String, String)>,
+}
+
+impl FileTags {
+    /// The pairs of `meta` a result shows: those of [`SHOWN_TAG_KEYS`], in
+    /// that order, values cut to [`MAX_SHOWN_TAG_VALUE_LEN`] bytes, empty
+    /// ones left out.
+    pub fn shown(meta: &[(String, String)]) -> Vec<(String, String)> {
+        let mut shown = Vec::new();
+        for key in SHOWN_TAG_KEYS {
+            let Some((_, value)) = meta
+                .iter()
+                .find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty())
+            else {
+                continue;
+            };
+            let mut end = value.trim().len().min(MAX_SHOWN_TAG_VALUE_LEN);
+            while !value.trim().is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.push((key.to_string(), value.trim()[..end].to_string()));
+            if shown.len() == MAX_SHOWN_TAGS {
+                break;
+            }
+        }
+        shown
+    }
+
+    /// Whether tags from a stranger keep the bounds above.
+    pub fn check(&self) -> bool {
+        self.tags.len() <= MAX_SHOWN_TAGS
+            && (self.tags.iter())
+                .all(|(k, v)| k.len() <= MAX_SHOWN_TAG_KEY_LEN && v.len() <= MAX_SHOWN_TAG_VALUE_LEN)
+    }
+}
+
 /// A firewalled source and the supernode that can ask it to call out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayedSource {
@@ -311,6 +364,39 @@ mod tests {
         assert_eq!(FileKind::from_name("README"), FileKind::Other);
         assert_eq!("Audio".parse::<FileKind>().unwrap(), FileKind::Audio);
         assert!("sound".parse::<FileKind>().is_err());
+    }
+
+    #[test]
+    fn results_show_a_few_short_tags_in_a_fixed_order() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let long = "é".repeat(100); // 200 bytes
+        let meta = [
+            pair("comment", "ripped by me"),
+            pair("Title", "Feeling Good"),
+            pair("artist", " Nina Simone "),
+            pair("album", &long),
+            pair("year", ""),
+            pair("genre", "Jazz"),
+            pair("duration", "2:57"),
+        ];
+        let shown = FileTags::shown(&meta);
+        assert_eq!(shown.len(), MAX_SHOWN_TAGS);
+        assert_eq!(shown[0], pair("artist", "Nina Simone"));
+        assert_eq!(shown[1], pair("title", "Feeling Good"));
+        assert_eq!(
+            shown[2].1.len(),
+            MAX_SHOWN_TAG_VALUE_LEN,
+            "cut on a character boundary"
+        );
+        assert_eq!(shown[3], pair("genre", "Jazz"), "an empty year is left out");
+        let tags = FileTags {
+            hash: ContentHash([1; 32]),
+            tags: shown,
+        };
+        assert!(tags.check());
+        let mut over = tags.clone();
+        over.tags.push(pair("duration", "2:57"));
+        assert!(!over.check());
     }
 
     #[test]

@@ -156,7 +156,30 @@ pub enum Request {
         hash: ContentHash,
         source: super::id::PeerId,
     },
+    /// A leaf hands its supernode its own votes on files (at most
+    /// [`MAX_VOTES_PER_MESSAGE`], each signed by the leaf's key: votes by
+    /// anyone else are refused), for the supernode to give searchers
+    /// ([`Request::NotesFor`]). Answered by [`Response::VotesNoted`],
+    /// [`Response::Busy`] (over budget), [`Response::UnknownLeaf`] (not
+    /// joined there) or [`Response::NotSupernode`]. Appended after
+    /// version 0; an older node resets the stream.
+    Votes { votes: Vec<super::credence::SignedVote> },
+    /// Asks a supernode what it knows of these files (at most
+    /// [`MAX_HASHES_PER_NOTES_ASK`]) besides their hits: votes on them and
+    /// their tags, as a searcher does for its results. Answered by
+    /// [`Response::Notes`] or [`Response::NotSupernode`]. Appended after
+    /// version 0; an older node resets the stream.
+    NotesFor { hashes: Vec<ContentHash> },
 }
+
+/// Most votes one [`Request::Votes`] may carry.
+pub const MAX_VOTES_PER_MESSAGE: usize = 64;
+/// Most files one [`Request::NotesFor`] may ask about. The answer then
+/// holds at most this many times
+/// [`MAX_VOTES_PER_HIT`](super::credence::MAX_VOTES_PER_HIT) votes of about
+/// 134 bytes (34 KiB) and this many files' tags of at most about 500 bytes
+/// (16 KiB): within one control frame.
+pub const MAX_HASHES_PER_NOTES_ASK: usize = 32;
 
 /// What a supernode says when it asks to link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +191,8 @@ pub struct LinkHello {
 /// Overlay feature: the peer sends and reads
 /// [`OverlayMessage::KeywordTable`] and [`OverlayMessage::Degree`].
 pub const FEATURE_KEYWORD_TABLES: u32 = 1;
+/// Overlay feature: the peer sends and reads [`OverlayMessage::HitNotes`].
+pub const FEATURE_NOTES: u32 = 2;
 
 /// What a supernode says when it asks to link, with what it can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +264,24 @@ pub enum OverlayMessage {
     Degree {
         neighbours: u16,
     },
+    /// What the sender knows of the files of the hits it gave for query
+    /// `id` besides the hits: signed votes on them (at most
+    /// [`MAX_VOTES_PER_HIT_NOTES`]) and their tags (at most
+    /// [`MAX_HASHES_PER_NOTES_ASK`] files). Sent back along the query's
+    /// path like its hits, only on links where both sides have
+    /// [`FEATURE_NOTES`]. The searcher's supernode keeps them for its leaf
+    /// ([`Request::NotesFor`]); every node on the way may drop them.
+    HitNotes {
+        id: QueryId,
+        votes: Vec<super::credence::SignedVote>,
+        tags: Vec<super::search::FileTags>,
+    },
 }
+
+/// Most votes one [`OverlayMessage::HitNotes`] carries: at most
+/// [`MAX_VOTES_PER_HIT`](super::credence::MAX_VOTES_PER_HIT) on each of
+/// [`MAX_HASHES_PER_NOTES_ASK`] files, about 34 KiB, one frame.
+pub const MAX_VOTES_PER_HIT_NOTES: usize = MAX_HASHES_PER_NOTES_ASK * super::credence::MAX_VOTES_PER_HIT;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -357,6 +399,22 @@ pub enum Response {
     ReportNoted {
         checking: bool,
     },
+    /// The answer to [`Request::Votes`]: how many of the votes were kept
+    /// (the rest were not the leaf's own, failed their signature or date,
+    /// or were already known).
+    VotesNoted {
+        accepted: u32,
+    },
+    /// The answer to [`Request::NotesFor`]: signed votes on the files asked
+    /// about, at most [`MAX_VOTES_PER_HIT`](super::credence::MAX_VOTES_PER_HIT)
+    /// per file (the receiver verifies each: see
+    /// [`SignedVote::verify`](super::credence::SignedVote::verify)), and the
+    /// tags of those it knows (at most one [`FileTags`](super::search::FileTags)
+    /// per file asked about).
+    Notes {
+        votes: Vec<super::credence::SignedVote>,
+        tags: Vec<super::search::FileTags>,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -397,6 +455,37 @@ mod tests {
         (any::<[u8; 32]>(), any_addr()).prop_map(|(id, addr)| PeerAddr::new(crate::proto::PeerId(id), addr))
     }
 
+    fn any_vote() -> impl Strategy<Value = crate::proto::credence::SignedVote> {
+        (
+            any::<[u8; 32]>(),
+            any_hash(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(
+                |(voter, content, up, issued, half)| crate::proto::credence::SignedVote {
+                    voter: crate::proto::PeerId(voter),
+                    content,
+                    verdict: if up {
+                        crate::proto::credence::Verdict::Authentic
+                    } else {
+                        crate::proto::credence::Verdict::Fake
+                    },
+                    issued,
+                    signature: [half, half].concat().try_into().unwrap(),
+                },
+            )
+    }
+
+    fn any_tags() -> impl Strategy<Value = crate::proto::search::FileTags> {
+        (
+            any_hash(),
+            proptest::collection::vec(("[a-z]{1,16}", "\\PC{0,32}"), 0..=4),
+        )
+            .prop_map(|(hash, tags)| crate::proto::search::FileTags { hash, tags })
+    }
+
     fn any_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             any_hash().prop_map(|hash| Request::BlockLayer { hash }),
@@ -434,6 +523,10 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), 0..9000)
             )
                 .prop_map(|(addrs, padding)| Request::Addresses { addrs, padding }),
+            proptest::collection::vec(any_vote(), 0..MAX_VOTES_PER_MESSAGE)
+                .prop_map(|votes| Request::Votes { votes }),
+            proptest::collection::vec(any_hash(), 0..MAX_HASHES_PER_NOTES_ASK)
+                .prop_map(|hashes| Request::NotesFor { hashes }),
         ]
     }
 
@@ -469,6 +562,12 @@ mod tests {
             any::<bool>().prop_map(|checking| Response::ReportNoted { checking }),
             proptest::collection::vec(any_addr(), 0..3)
                 .prop_map(|reachable| Response::AddressesTested { reachable }),
+            any::<u32>().prop_map(|accepted| Response::VotesNoted { accepted }),
+            (
+                proptest::collection::vec(any_vote(), 0..256),
+                proptest::collection::vec(any_tags(), 0..MAX_HASHES_PER_NOTES_ASK)
+            )
+                .prop_map(|(votes, tags)| Response::Notes { votes, tags }),
         ]
     }
 

@@ -146,6 +146,12 @@ pub struct RunArgs {
     /// public network, and only when listening on every interface).
     #[arg(long, env = "CANOPY_NO_LAN_DISCOVERY")]
     pub no_lan_discovery: bool,
+    /// Vouch, as their publisher, for every file you share: each gets a
+    /// vote signed with this node's key, so people who trust you (canopy
+    /// trust YOUR-ID) find your files marked and first. For artists,
+    /// labels and archives sharing what they made; never needed to share.
+    #[arg(long, env = "CANOPY_SIGN_SHARES")]
+    pub sign_shares: bool,
     /// Seconds between a leaf's looks at the address its supernode sees
     /// it at (a changed one has the node test its reachability again).
     /// For test beds that change a router's address; the default suits
@@ -282,6 +288,7 @@ pub struct FileSettings {
     pub no_relay: Option<bool>,
     pub no_possession_checks: Option<bool>,
     pub no_lan_discovery: Option<bool>,
+    pub sign_shares: Option<bool>,
     pub max_relay_pairs: Option<usize>,
     #[serde(default, deserialize_with = "byte_size")]
     pub max_relay_rate: Option<u64>,
@@ -340,6 +347,7 @@ impl FileSettings {
             no_relay: over.no_relay.or(self.no_relay),
             no_possession_checks: over.no_possession_checks.or(self.no_possession_checks),
             no_lan_discovery: over.no_lan_discovery.or(self.no_lan_discovery),
+            sign_shares: over.sign_shares.or(self.sign_shares),
             max_relay_pairs: over.max_relay_pairs.or(self.max_relay_pairs),
             max_relay_rate: over.max_relay_rate.or(self.max_relay_rate),
             supernodes: over.supernodes.or(self.supernodes),
@@ -441,6 +449,7 @@ pub struct RunSettings {
     pub no_relay: bool,
     pub no_possession_checks: bool,
     pub no_lan_discovery: bool,
+    pub sign_shares: bool,
     pub max_relay_pairs: usize,
     pub max_relay_rate: Option<u64>,
     pub supernodes: usize,
@@ -555,6 +564,7 @@ impl RunSettings {
             no_relay: args.no_relay || file.no_relay.unwrap_or(false),
             no_possession_checks: args.no_possession_checks || file.no_possession_checks.unwrap_or(false),
             no_lan_discovery: args.no_lan_discovery || file.no_lan_discovery.unwrap_or(false),
+            sign_shares: args.sign_shares || file.sign_shares.unwrap_or(false),
             max_relay_pairs: args.max_relay_pairs.or(file.max_relay_pairs).unwrap_or(64),
             max_relay_rate: args.max_relay_rate.or(file.max_relay_rate),
             supernodes: args.supernodes.or(file.supernodes).unwrap_or(2).max(1),

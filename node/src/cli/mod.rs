@@ -15,6 +15,8 @@ pub mod probe;
 pub mod run;
 pub mod search;
 pub mod status;
+pub mod trust;
+pub mod vote;
 
 pub use args::parse_peer_addr;
 

@@ -45,6 +45,17 @@ pub async fn run(args: OpenArgs) -> anyhow::Result<()> {
 
 /// `POST /api/links` to the app of the node running with `data_dir`.
 async fn post_links(data_dir: &Path, text: &str) -> anyhow::Result<Value> {
+    post_to_app(data_dir, "/api/links", &json!({ "text": text }), "the links").await
+}
+
+/// `POST path` with `body` to the app of the node running with
+/// `data_dir`; its JSON answer. `what` names the thing sent, for errors.
+pub(super) async fn post_to_app(
+    data_dir: &Path,
+    path: &str,
+    body: &Value,
+    what: &str,
+) -> anyhow::Result<Value> {
     let key_file = data_dir.join(auth::KEY_FILE);
     let key = std::fs::read_to_string(&key_file).with_context(|| {
         format!(
@@ -52,9 +63,9 @@ async fn post_links(data_dir: &Path, text: &str) -> anyhow::Result<Value> {
             key_file.display()
         )
     })?;
-    let body = json!({ "text": text }).to_string();
+    let body = body.to_string();
     let request = format!(
-        "POST /api/links HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         key.trim(),
         body.len()
@@ -62,9 +73,9 @@ async fn post_links(data_dir: &Path, text: &str) -> anyhow::Result<Value> {
     let (status, body) = ask_running_node(&data_dir.join(UI_ADDR_FILE), &request, 1 << 20).await?;
     let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     match status {
-        200 => Ok(answer),
+        200 | 201 => Ok(answer),
         _ => anyhow::bail!(
-            "the app refused the links ({status}): {}",
+            "the app refused {what} ({status}): {}",
             answer["error"].as_str().unwrap_or(body.trim())
         ),
     }

@@ -47,6 +47,7 @@ fn node_config(settings: &RunSettings) -> NodeConfig {
     config.connection_limits.per_address = settings.max_connections_per_address;
     // The desktop app may change the shared folders.
     config.editable_folders = true;
+    config.sign_shares = settings.sign_shares;
     config.network = settings.network_settings.clone();
     config
 }

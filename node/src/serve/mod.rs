@@ -122,6 +122,14 @@ async fn serve_stream(
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::report(peer, hash, source, &mut send, state).await
         }
+        Request::Votes { votes } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::votes(peer, votes, &mut send, state).await
+        }
+        Request::NotesFor { hashes } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            supernode::notes_for(hashes, &mut send, state).await
+        }
         Request::Prove { hash, chunk } => {
             let _ = recv.stop(VarInt::from_u32(0));
             content::prove(hash, chunk, &mut send, state).await

@@ -7,7 +7,8 @@ use std::time::Duration;
 use canopy_common::net::write_frame;
 use canopy_common::proto::birthday::{self, Downloader, LeafOrder, Traits};
 use canopy_common::proto::budget::PUNCHES_PER_SECOND;
-use canopy_common::proto::wire::LinkOffer;
+use canopy_common::proto::credence::SignedVote;
+use canopy_common::proto::wire::{LinkOffer, MAX_HASHES_PER_NOTES_ASK, MAX_VOTES_PER_MESSAGE};
 use canopy_common::proto::{Hello, PeerAddr, PeerId, Query, Response, SessionNotice};
 use quinn::{RecvStream, SendStream};
 
@@ -383,6 +384,51 @@ pub(super) async fn report(
         Some(supernode) => match supernode.report(peer.id, hash, source) {
             Some(checking) => Response::ReportNoted { checking },
             None => busy(),
+        },
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
+
+/// A leaf hands in its own votes on files, kept for searchers.
+pub(super) async fn votes(
+    peer: PeerAddr,
+    votes: Vec<SignedVote>,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        None => not_supernode(),
+        Some(_) if votes.len() > MAX_VOTES_PER_MESSAGE => Response::bad_request(format!(
+            "{} votes in one message, over {MAX_VOTES_PER_MESSAGE}",
+            votes.len()
+        )),
+        Some(supernode) => match supernode.hand_in_votes(peer.id, &votes, crate::votes::unix_now()) {
+            Some(Some(accepted)) => Response::VotesNoted { accepted },
+            Some(None) => busy(),
+            None => Response::UnknownLeaf,
+        },
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
+
+/// A searcher asks what is known of the files it found: votes on them
+/// and their tags.
+pub(super) async fn notes_for(
+    hashes: Vec<canopy_common::proto::ContentHash>,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.supernode() {
+        None => not_supernode(),
+        Some(_) if hashes.len() > MAX_HASHES_PER_NOTES_ASK => Response::bad_request(format!(
+            "notes on {} files asked at once, over {MAX_HASHES_PER_NOTES_ASK}",
+            hashes.len()
+        )),
+        Some(supernode) => Response::Notes {
+            votes: supernode.votes_for(&hashes),
+            tags: supernode.tags_for(&hashes),
         },
     };
     write_frame(send, &response).await?;

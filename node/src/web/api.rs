@@ -4,6 +4,10 @@
 //! when remote access is configured; then every `/api` request must carry
 //! the API key.
 
+use super::play::playable;
+use crate::votes::{VerdictArg, Votes};
+use canopy_common::proto::credence::Verdict;
+use canopy_common::proto::wire::MAX_HASHES_PER_NOTES_ASK;
 use canopy_common::sync::Lock;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 use canopy_common::proto::link::Link;
 use canopy_common::proto::network::{Invite, NetworkError, NetworkName};
 use canopy_common::proto::search::FileKind;
-use canopy_common::proto::{ContentHash, Hit, PeerAddr, Query};
+use canopy_common::proto::{ContentHash, Hit, PeerAddr, PeerId, Query};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -56,6 +60,8 @@ pub struct App {
     pub downloads: Downloads,
     pub folders: Arc<Folders>,
     pub searcher: Searcher,
+    /// The user's votes on files, and the publishers it trusts.
+    pub votes: Arc<Votes>,
     pub events: Events,
     /// The settings in force (the download folder is read live).
     pub settings: EditableSettings,
@@ -93,6 +99,7 @@ pub struct AppParts {
     pub searcher: Searcher,
     pub settings: EditableSettings,
     pub settings_file: PathBuf,
+    pub votes: Arc<Votes>,
 }
 
 impl App {
@@ -124,6 +131,7 @@ impl App {
             downloads: parts.downloads,
             folders: parts.folders,
             searcher: parts.searcher,
+            votes: parts.votes,
             events: Events::default(),
             settings: parts.settings,
             settings_file: parts.settings_file,
@@ -232,6 +240,9 @@ impl App {
                 Ok(Response::json(&answer))
             }
             ("POST", ["links"]) => self.add_links(request),
+            ("POST", ["votes"]) => self.vote(request),
+            ("GET", ["trust"]) => Ok(Response::json(&self.trusted())),
+            ("POST", ["trust"]) => self.trust(request),
             ("GET", ["shares"]) => Ok(Response::json(&self.shares())),
             ("GET", ["shares", "files"]) => Ok(Response::json(&self.shared_files())),
             ("POST", ["shares"]) => {
@@ -252,7 +263,8 @@ impl App {
             ("PUT", ["settings"]) => self.change_settings(request),
             (
                 _,
-                ["status" | "search" | "downloads" | "links" | "shares" | "settings" | "events" | "groups", ..],
+                ["status" | "search" | "downloads" | "links" | "shares" | "settings" | "events" | "groups"
+                | "votes" | "trust", ..],
             ) => Err(Response::error(
                 405,
                 "Method Not Allowed",
@@ -559,7 +571,10 @@ impl App {
                         .publish("search-hit", &json!({ "search": id, "hit": hit_json(hit) }));
                 })
                 .await;
-            let error = result.err().map(|e| e.to_string());
+            let error = result.as_ref().err().map(|e| e.to_string());
+            if let Ok(answer) = result {
+                app.publish_ranking(id, answer.hits).await;
+            }
             app.events.publish(
                 "search-done",
                 &json!({ "search": id, "hits": found, "error": error }),
@@ -567,6 +582,77 @@ impl App {
             drop(permit);
         });
         Ok(Response::json_status(202, "Accepted", &json!({ "search": id })))
+    }
+
+    /// After a search: learns what its supernodes know of the files found
+    /// (votes, tags), ranks them for this user ([`Votes::rank`]) and tells
+    /// the page (`search-ranked`: the order, each file's score, who
+    /// vouched for it, whether the user trusts one of them, its tags).
+    async fn publish_ranking(&self, id: u64, mut hits: Vec<Hit>) {
+        let files: Vec<ContentHash> = hits.iter().map(|hit| hit.hash).collect();
+        let mut tags = std::collections::HashMap::new();
+        // The best-placed first, as many as four asks carry.
+        for chunk in files.chunks(MAX_HASHES_PER_NOTES_ASK / 2).take(4) {
+            let notes = self.searcher.gather_notes(&self.votes, chunk).await;
+            tags.extend(notes.tags.into_iter().map(|file| (file.hash, file.tags)));
+        }
+        let scores = self.votes.rank(&mut hits);
+        let ranked: Vec<Value> = hits
+            .iter()
+            .zip(scores)
+            .map(|(hit, score)| {
+                let (publishers, trusted) = self.votes.publishers(hit);
+                json!({
+                    "hash": hit.hash.to_hex(),
+                    "score": score.value,
+                    "voters": score.voters,
+                    "own": score.own.map(verdict_word),
+                    "publishers": publishers.iter().map(PeerId::to_string).collect::<Vec<_>>(),
+                    "trusted": trusted,
+                    "tags": tags.get(&hit.hash).map(|pairs| {
+                        pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()
+                    }),
+                })
+            })
+            .collect();
+        self.events
+            .publish("search-ranked", &json!({ "search": id, "ranked": ranked }));
+    }
+
+    /// `POST /api/votes {"hash", "verdict": "up" | "down"}`: the user says
+    /// whether a file was what its name said.
+    fn vote(&self, request: &Request) -> Result<Response, Response> {
+        let body: VoteBody = parse_body(request)?;
+        let hash = parse_hash(&body.hash)?;
+        let verdict = body
+            .verdict
+            .parse::<VerdictArg>()
+            .map_err(|error| Response::error(400, "Bad Request", error))?
+            .0;
+        self.votes.cast(hash, verdict);
+        // Pages show the vote on the download's row.
+        self.events.publish("downloads", &self.downloads_json());
+        Ok(Response::json(
+            &json!({ "hash": hash.to_hex(), "vote": verdict_word(verdict) }),
+        ))
+    }
+
+    fn trusted(&self) -> Value {
+        let ids: Vec<String> = self.votes.trusted().iter().map(PeerId::to_string).collect();
+        json!({ "trusted": ids })
+    }
+
+    /// `POST /api/trust {"publisher": PEERID, "trusted": bool}`.
+    fn trust(&self, request: &Request) -> Result<Response, Response> {
+        let body: TrustBody = parse_body(request)?;
+        let publisher: PeerId = body
+            .publisher
+            .parse()
+            .map_err(|_| Response::error(400, "Bad Request", "publisher: not a peer id"))?;
+        self.votes
+            .trust(publisher, body.trusted)
+            .map_err(|error| Response::error(500, "Internal Server Error", error))?;
+        Ok(Response::json(&self.trusted()))
     }
 
     fn remember(&self, hit: &Hit) {
@@ -624,11 +710,26 @@ impl App {
 
     /// Every download as the API shows it: with its link.
     pub fn downloads_json(&self) -> Value {
-        Value::Array(self.downloads.list().into_iter().map(with_link).collect())
+        let list = self.downloads.list().into_iter();
+        Value::Array(list.map(|download| self.with_notes(download)).collect())
     }
 
     fn download_json(&self, hash: &ContentHash) -> Option<Value> {
-        self.downloads.get(hash).map(with_link)
+        self.downloads.get(hash).map(|download| self.with_notes(download))
+    }
+
+    /// A download as the page shows it: with its link, the user's vote
+    /// on it, and whether it can be played while it downloads.
+    fn with_notes(&self, download: Value) -> Value {
+        let mut download = with_link(download);
+        let hash = download["hash"]
+            .as_str()
+            .and_then(|hex| hex.parse::<ContentHash>().ok());
+        if let Some(hash) = hash {
+            download["vote"] = json!(self.votes.own(&hash).map(verdict_word));
+        }
+        download["playable"] = json!(download["name"].as_str().is_some_and(playable));
+        download
     }
 
     /// `GET /api/shares/files`: the files this node shares, by path, each
@@ -753,7 +854,16 @@ pub fn hit_json(hit: &Hit) -> Value {
         "type": hit.kind.as_str(),
         "sources": hit.source_count.max((hit.sources.len() + hit.relayed.len()) as u32),
         "link": link_for(hit.hash, Some(&hit.name), Some(hit.size)),
+        "playable": playable(&hit.name),
     })
+}
+
+/// A verdict as the API says it.
+fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Authentic => "up",
+        Verdict::Fake => "down",
+    }
 }
 
 /// A download as the API shows it, with the link to copy for it.
@@ -804,6 +914,20 @@ struct DownloadBody {
 #[serde(deny_unknown_fields)]
 struct LinksBody {
     text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    hash: String,
+    verdict: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustBody {
+    publisher: String,
+    trusted: bool,
 }
 
 #[derive(Deserialize)]

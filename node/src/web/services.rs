@@ -120,6 +120,7 @@ impl Services {
                     searcher: node.searcher().clone(),
                     settings: ui.settings.clone(),
                     settings_file: ui.settings_file.clone(),
+                    votes: node.votes().clone(),
                 }));
                 if let Some(gateway) = &gateway {
                     let _ = app.gateway.set(gateway.addr);

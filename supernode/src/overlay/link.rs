@@ -212,6 +212,7 @@ impl Overlay {
     ) {
         let (outbox, mut queued) = mpsc::channel::<OverlayMessage>(OUTBOX);
         let tables = features & FEATURE_KEYWORD_TABLES != 0;
+        let notes = features & FEATURE_NOTES != 0;
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         let ticket = {
             let mut state = self.state();
@@ -232,6 +233,7 @@ impl Overlay {
                     link,
                     initiator,
                     tables,
+                    notes,
                     degree: degree.min(MAX_DEGREE),
                     degree_sent: 0,
                     table_budget: TokenBucket::full(TABLE_BYTES_PER_SECOND, TABLE_BURST, self.now()),
@@ -405,6 +407,15 @@ impl Overlay {
                     tracing::debug!(neighbour = ?from, %error, "refused a keyword table update");
                     self.stats.table_updates_refused.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            OverlayMessage::HitNotes { id, votes, tags } => {
+                if votes.len() > MAX_VOTES_PER_HIT_NOTES {
+                    return Err(Misbehaviour::TooManyVotes(votes.len()));
+                }
+                if tags.len() > MAX_HASHES_PER_NOTES_ASK {
+                    return Err(Misbehaviour::TooManyTags(tags.len()));
+                }
+                self.pass_notes_on(id, votes, tags, now);
             }
             OverlayMessage::Degree { neighbours } => match self.state().neighbours.get_mut(&from.id) {
                 Some(neighbour) if neighbour.link == link && neighbour.tables => {

@@ -37,7 +37,8 @@ use canopy_common::proto::routing::{
 };
 use canopy_common::proto::search::{HitError, QueryError, MAX_HITS};
 use canopy_common::proto::wire::{
-    LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, MAX_HOSTS_PER_MESSAGE,
+    LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, FEATURE_NOTES,
+    MAX_HASHES_PER_NOTES_ASK, MAX_HOSTS_PER_MESSAGE, MAX_VOTES_PER_HIT_NOTES,
 };
 use canopy_common::proto::{Hit, PeerAddr, PeerId, Query, Request, Response};
 use quinn::{RecvStream, SendStream};
@@ -45,6 +46,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::hosts::HostCache;
 use crate::index::FileIndex;
+use crate::tags::TagCache;
+use crate::votes::VoteCache;
 use link::LinkChanges;
 
 /// How the overlay behaves.
@@ -137,6 +140,8 @@ struct Neighbour {
     initiator: PeerId,
     /// Both sides speak keyword tables on this link.
     tables: bool,
+    /// Both sides send notes (votes, tags) with hits on this link.
+    notes: bool,
     /// Its number of supernode neighbours, as it last told us (0: unknown).
     degree: u16,
     /// Our degree as we last told it.
@@ -162,6 +167,8 @@ pub struct OverlayStats {
     pub duplicates_dropped: AtomicU64,
     /// Hits our index produced.
     pub hits_found: AtomicU64,
+    /// Votes that came with hits for our leaves' searches and were kept.
+    pub votes_relayed_in: AtomicU64,
     /// Messages from neighbours that broke the caps (each closed its link).
     pub bad_messages: AtomicU64,
     /// Query copies sent to neighbours without a table check.
@@ -192,6 +199,10 @@ pub enum Misbehaviour {
     NoTablesAgreed(&'static str),
     #[error("keyword tables over {TABLE_BYTES_PER_SECOND} bytes a second")]
     TablesTooFast,
+    #[error("{0} votes in one message, over {MAX_VOTES_PER_HIT_NOTES}")]
+    TooManyVotes(usize),
+    #[error("{0} files' tags in one message, over {MAX_HASHES_PER_NOTES_ASK}")]
+    TooManyTags(usize),
 }
 
 /// A supernode's overlay: its links, its router and its host cache.
@@ -207,6 +218,11 @@ pub struct Overlay {
     config: OverlayConfig,
     endpoint: Endpoint,
     index: Arc<FileIndex>,
+    /// Votes on files, the supernode's: sent with our hits, kept when they
+    /// come with hits for our leaves.
+    votes: Arc<Mutex<VoteCache>>,
+    /// Tags of files from afar, kept when they come with hits for our leaves.
+    tags: Arc<Mutex<TagCache>>,
     started: Instant,
     state: Mutex<State>,
     /// Whose turn it is to apply queued link changes to the horizon.
@@ -246,6 +262,7 @@ impl Overlay {
         config: OverlayConfig,
         endpoint: Endpoint,
         index: Arc<FileIndex>,
+        (votes, tags): (Arc<Mutex<VoteCache>>, Arc<Mutex<TagCache>>),
         bootstrap: &[PeerAddr],
     ) -> Arc<Overlay> {
         let mut hosts = HostCache::open(config.hosts_path.clone());
@@ -266,6 +283,8 @@ impl Overlay {
             config,
             endpoint,
             index,
+            votes,
+            tags,
             started: Instant::now(),
             state: Mutex::new(state),
             horizon_turn: tokio::sync::Mutex::new(()),
@@ -335,11 +354,12 @@ impl Overlay {
 
     /// The overlay features we speak.
     fn features(&self) -> u32 {
-        if self.config.keyword_routing {
+        let tables = if self.config.keyword_routing {
             FEATURE_KEYWORD_TABLES
         } else {
             0
-        }
+        };
+        tables | FEATURE_NOTES
     }
 
     fn degree(&self) -> u16 {

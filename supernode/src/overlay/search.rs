@@ -3,6 +3,9 @@
 //! or a [`DynamicQuery`], and hits back to the searcher.
 
 use super::*;
+use crate::votes::unix_now;
+use canopy_common::proto::credence::SignedVote;
+use canopy_common::proto::search::FileTags;
 
 impl Overlay {
     /// Hands a query to the router, with the keyword tables' say on each
@@ -83,8 +86,18 @@ impl Overlay {
                             .stats
                             .hits_found
                             .fetch_add(hits.len() as u64, Ordering::Relaxed);
+                        let files: Vec<_> = (hits.iter().map(|hit| hit.hash))
+                            .take(MAX_HASHES_PER_NOTES_ASK)
+                            .collect();
                         let actions = overlay.state().router.on_local_hits(id, hits, overlay.now());
                         overlay.execute(actions);
+                        // After the hits, what we know of their files (votes
+                        // on them, their tags), by the same way.
+                        let votes = overlay.votes.locked().votes_for(&files);
+                        let tags = overlay.index.tags_for(&files);
+                        if !votes.is_empty() || !tags.is_empty() {
+                            overlay.pass_notes_on(id, votes, tags, overlay.now());
+                        }
                     });
                 }
                 Action::Forward { to, query } => {
@@ -110,6 +123,39 @@ impl Overlay {
                     }
                 }
             }
+        }
+    }
+
+    /// Sends what we know of the files of hits for query `id` (`votes`
+    /// and `tags`) where the query's hits go: on to the neighbour it came
+    /// from (if that link carries notes), or, for our own leaf's search,
+    /// into our caches, each vote verified and each file's tags checked,
+    /// for the leaf to ask for
+    /// ([`Request::NotesFor`](canopy_common::proto::Request::NotesFor)).
+    /// Notes for a query whose route is forgotten are dropped.
+    pub(super) fn pass_notes_on(
+        &self,
+        id: QueryId,
+        votes: Vec<SignedVote>,
+        tags: Vec<FileTags>,
+        now: Duration,
+    ) {
+        let origin = self.state().router.origin_of(id, now);
+        match origin {
+            Some(Origin::Local(_)) => {
+                let kept = self.votes.locked().relay_in(&votes, unix_now());
+                self.stats
+                    .votes_relayed_in
+                    .fetch_add(u64::from(kept), Ordering::Relaxed);
+                self.tags.locked().relay_in(&tags);
+            }
+            Some(Origin::Neighbour(peer)) => {
+                let carries = self.state().neighbours.get(&peer).is_some_and(|n| n.notes);
+                if carries {
+                    self.send_to(peer, OverlayMessage::HitNotes { id, votes, tags });
+                }
+            }
+            None => {}
         }
     }
 

@@ -116,6 +116,7 @@ const early = new Map();
 function searchEvent(kind, e) {
   if (e.search === currentSearch) {
     if (kind === 'hit') addHit(e.hit);
+    else if (kind === 'ranked') applyRanking(e.ranked);
     else searchDone(e);
     return;
   }
@@ -164,14 +165,25 @@ function addHit(hit) {
   const row = document.createElement('tr');
   row.dataset.hash = hit.hash;
   row.dataset.size = hit.size;
-  row.append(cell(hit.name, 'name'), cell(bytes(hit.size), 'num size'), cell(hit.type, 'type'), cell(hit.sources, 'num sources'));
+  const rating = cell('', 'rating');
+  const name = cell(hit.name, 'name');
+  const tags = document.createElement('div');
+  tags.className = 'tags';
+  tags.hidden = true;
+  name.append(tags);
+  row.append(name, cell(bytes(hit.size), 'num size'), cell(hit.type, 'type'), cell(hit.sources, 'num sources'), rating);
   const actions = cell('', 'actions');
   actions.append(
     button('Download', () => act(startDownload(hit)), 'primary download'),
     button('Copy link', () => copyLink(hit.link), 'copy'),
   );
+  if (hit.playable) actions.append(button('Play', () => play(hit.hash, hit.name), 'play'));
+  const trust = button('Trust publisher', () => act(trustPublisher(entry)), 'trust');
+  trust.hidden = true;
+  actions.append(trust);
   row.append(actions);
-  hitRows.push({ row, hit, index: hitRows.length });
+  const entry = { row, hit, index: hitRows.length, rank: hitRows.length, rating, trust, tags, ranked: null };
+  hitRows.push(entry);
   $('#results-tools').hidden = false;
   placeHits();
   say($('#search-state'), shownHits.size + ' found so far…');
@@ -208,15 +220,78 @@ function hitValue(entry, key) {
   if (key === 'type') return hit.type;
   if (key === 'size') return hit.size;
   if (key === 'sources') return hit.sources;
-  return entry.index;
+  return entry.rank;
+}
+
+// When a search ends the node ranks its results for this user: files the
+// user called fake last, trusted publishers' first, then by the votes of
+// people whose votes agreed with the user's, then by sources. The natural
+// order becomes that ranking; each row says why.
+function applyRanking(ranked) {
+  const byHash = new Map(hitRows.map((entry) => [entry.hit.hash, entry]));
+  ranked.forEach((r, place) => {
+    const entry = byHash.get(r.hash);
+    if (!entry) return;
+    entry.rank = place;
+    entry.ranked = r;
+    showRating(entry);
+  });
+  placeHits();
+}
+
+function showRating(entry) {
+  const r = entry.ranked;
+  let text = '';
+  let mood = '';
+  if (r.own === 'down') { text = 'you said: fake'; mood = 'bad'; }
+  else if (r.own === 'up') { text = 'you said: good'; mood = 'good'; }
+  else if (r.trusted) { text = '★ trusted publisher'; mood = 'good'; }
+  else if (r.voters && r.score <= -0.3) { text = `likely fake · ${count(r.voters, 'vote')}`; mood = 'bad'; }
+  else if (r.voters && r.score >= 0.3) { text = `good · ${count(r.voters, 'vote')}`; mood = 'good'; }
+  else if (r.voters) text = `unsure · ${count(r.voters, 'vote')}`;
+  setText(entry.rating, text);
+  entry.rating.dataset.mood = mood;
+  entry.rating.title = r.publishers.length
+    ? 'Vouched for by ' + r.publishers.join(', ') + (r.trusted ? ' (trusted by you)' : '')
+    : r.voters ? 'Weighed by how well each voter agreed with your own votes before' : 'Nobody voted on this file';
+  entry.trust.hidden = r.trusted || !r.publishers.length;
+  // Its tags (artist, title, album, …), as its publisher's files carry them.
+  const shown = r.tags ? Object.values(r.tags).join(' · ') : '';
+  setText(entry.tags, shown);
+  entry.tags.hidden = !shown;
+  entry.tags.title = r.tags ? Object.entries(r.tags).map(([k, v]) => `${k}: ${v}`).join('\n') : '';
+}
+
+async function trustPublisher(entry) {
+  const publisher = entry.ranked.publishers[0];
+  await api('POST', 'trust', { publisher, trusted: true });
+  toast('You trust ' + publisher.slice(0, 12) + '…: its files come first from now on');
+  for (const other of hitRows) {
+    if (other.ranked && other.ranked.publishers.includes(publisher)) {
+      other.ranked.trusted = true;
+      showRating(other);
+    }
+  }
+}
+
+/** Plays a file in a new tab, fetching it first where the player reads. */
+function play(hash, name) {
+  const url = `/api/play/${hash}?key=${encodeURIComponent(KEY)}&name=${encodeURIComponent(name)}`;
+  window.open(url, '_blank', 'noopener');
+}
+
+async function vote(d, verdict) {
+  await api('POST', 'votes', { hash: d.hash, verdict });
+  toast(verdict === 'up' ? `You said ${d.name} is what it says` : `You said ${d.name} is a fake`);
 }
 
 function placeHits() {
   const { key, descending } = sorting.results;
   const filter = $('#results-filter').value.trim().toLowerCase();
-  const sorted = key ? [...hitRows].sort(compareBy(key, descending, hitValue)) : hitRows;
-  for (const { row, hit } of hitRows) {
-    row.hidden = Boolean(filter) && !(hit.name + ' ' + hit.type).toLowerCase().includes(filter);
+  // With no column chosen: the ranking (the order found until it comes).
+  const sorted = [...hitRows].sort(compareBy(key, key ? descending : false, hitValue));
+  for (const { row, hit, tags } of hitRows) {
+    row.hidden = Boolean(filter) && !(hit.name + ' ' + hit.type + ' ' + tags.textContent).toLowerCase().includes(filter);
   }
   placeRows($('#results tbody'), sorted.map((entry) => entry.row));
   showSortState('results');
@@ -376,6 +451,9 @@ function makeDownloadRow(hash) {
       (answer) => 'Opened ' + ((answer && answer.opened) || 'the folder of ' + entry.current.name),
       (e) => 'Could not open the folder: ' + e.message), 'open'),
     details: button('Details', () => openDetails(hash), 'details'),
+    play: button('Play', () => play(hash, entry.current.name), 'play'),
+    good: button('Good', () => act(vote(entry.current, 'up')), 'vote good'),
+    fake: button('Fake', () => act(vote(entry.current, 'down')), 'vote fake'),
     copy: button('Copy link', () => copyLink(entry.current.link), 'copy'),
     top: move('top', 'Move to the top of the queue', '⤒'),
     up: move('up', 'Move up in the queue', '↑'),
@@ -447,6 +525,13 @@ function updateDownloadRow(entry, d) {
   b.pause.title = d.state === 'queued' ? 'Takes it out of the queue until you resume it' : 'Stops it, keeping what it downloaded';
   b.resume.hidden = !(d.state === 'paused' || d.state === 'failed');
   b.open.hidden = d.state !== 'done';
+  b.play.hidden = !d.playable || d.state === 'failed';
+  // Votes are for what the user has seen: a finished file.
+  b.good.hidden = b.fake.hidden = d.state !== 'done';
+  b.good.setAttribute('aria-pressed', String(d.vote === 'up'));
+  b.fake.setAttribute('aria-pressed', String(d.vote === 'down'));
+  b.good.title = 'It is what its name says (your vote helps people who agree with you)';
+  b.fake.title = 'It is not what its name says: noise, another file, a trap';
   for (const name of ['top', 'up', 'down', 'bottom']) b[name].hidden = d.state === 'done';
   b.copy.hidden = !d.link;
   setText(b.cancel, d.state === 'done' ? 'Clear' : 'Cancel');
@@ -943,6 +1028,7 @@ function connect() {
   on('shares', renderShares);
   on('search-hit', (e) => searchEvent('hit', e));
   on('search-done', (e) => searchEvent('done', e));
+  on('search-ranked', (e) => searchEvent('ranked', e));
   on('resync', () => {
     act(api('GET', 'downloads').then(renderDownloads));
     act(api('GET', 'shares').then(renderShares));

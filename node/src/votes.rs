@@ -1,0 +1,452 @@
+//! This node's votes on files, and what it knows of other people's
+//! (issue 22: Credence's signed votes, `common::proto::credence`).
+//!
+//! A user who downloaded a file says whether it was what its name said
+//! (`canopy vote HASH up|down`, or the app's buttons). The vote is signed
+//! with the node's key, kept in the data folder ([`VOTES_FILE`]) and handed
+//! to the supernodes this leaf is joined to, which give it to searchers
+//! ([`Request::NotesFor`]) and send it along with their hits to searches
+//! from afar. A search's results are then ranked by what the votes say
+//! *for this user*: each voter weighs as much as its past votes agreed
+//! with this user's own (the [`VoteBook`]), so a crowd of fresh identities
+//! voting for a decoy counts next to nothing.
+//!
+//! **Publishers.** A node that shares what it made (a band, a label, an
+//! archive) can vouch for every file it shares ([`Votes::vouch_for`], the
+//! `sign-shares` setting): an "authentic" vote from a source of the file.
+//! A user who trusts that publisher ([`TRUSTED_FILE`], `canopy trust`) sees
+//! its files marked and ranked first. Optional on both sides: nobody has
+//! to sign to share, or trust anyone to search.
+//!
+//! What is kept is bounded: this node's own votes (the newest
+//! [`MAX_OWN_VOTES`]), others' as the [`VoteBook`] bounds them, and
+//! [`MAX_TRUSTED`] publishers; votes learned from supernodes are verified
+//! one by one before they count.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canopy_common::net::{ask, NodeKey};
+use canopy_common::proto::credence::{
+    rank, Candidate, Score, SignedVote, Verdict, VoteBook, MAX_OWN_VOTES, MAX_TOTAL_VOTES,
+};
+use canopy_common::proto::search::FileTags;
+use canopy_common::proto::wire::{MAX_HASHES_PER_NOTES_ASK, MAX_VOTES_PER_MESSAGE};
+use canopy_common::proto::{ContentHash, Hit, PeerId, Request, Response};
+use canopy_common::sync::Lock;
+use serde::{Deserialize, Serialize};
+
+pub use canopy_supernode::votes::unix_now;
+
+use crate::fileio::write_atomically;
+use crate::leaf::SessionLinks;
+
+/// The file the votes are kept in, inside the data folder.
+pub const VOTES_FILE: &str = "votes.bin";
+/// The publishers the user trusts, one peer id a line, inside the data
+/// folder (a text file people may edit; `#` starts a comment).
+pub const TRUSTED_FILE: &str = "trusted-publishers.txt";
+/// Most publishers trusted at once.
+pub const MAX_TRUSTED: usize = 1024;
+/// How often a leaf looks whether a supernode it is joined to lacks some
+/// of its votes (one joined since; a new vote is handed in at once). The
+/// look is local: nothing is sent when every supernode has them all.
+const HAND_IN_CHECK: Duration = Duration::from_secs(10);
+/// When a supernode did not take our votes (busy, or gone), how soon
+/// they are offered again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long one exchange about votes with a supernode may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`VOTES_FILE`] holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    /// This node's own votes, oldest first.
+    own: Vec<SignedVote>,
+    /// Others' votes, verified when they came, oldest first.
+    others: Vec<SignedVote>,
+}
+
+struct Book {
+    book: VoteBook,
+    saved: Saved,
+    /// Which of our votes each supernode has (file, date), so each is
+    /// handed in once per supernode.
+    handed: HashMap<PeerId, HashSet<(ContentHash, u64)>>,
+    /// Publishers the user trusts.
+    trusted: HashSet<PeerId>,
+}
+
+impl Book {
+    /// Whether a publisher the user trusts vouched for `file`.
+    fn trusted_vouched(&self, file: &ContentHash) -> bool {
+        (self.book.opinions_about(file, usize::MAX).iter())
+            .any(|(voter, verdict, _)| *verdict == Verdict::Authentic && self.trusted.contains(voter))
+    }
+
+    fn keep_own(&mut self, vote: SignedVote) {
+        self.book.cast(vote.content, vote.verdict, vote.issued);
+        self.saved.own.retain(|old| old.content != vote.content);
+        self.saved.own.push(vote);
+        let excess = self.saved.own.len().saturating_sub(MAX_OWN_VOTES);
+        self.saved.own.drain(..excess);
+    }
+}
+
+/// This node's votes. Shared as an `Arc`.
+pub struct Votes {
+    inner: Mutex<Book>,
+    file: PathBuf,
+    trusted_file: PathBuf,
+    key: NodeKey,
+    cast: tokio::sync::Notify,
+}
+
+impl Votes {
+    /// Loads the votes kept in `data_dir` (none if there are none; a
+    /// damaged file is logged and started afresh: votes are opinions, not
+    /// data a user would lose sleep over) and the trusted publishers.
+    pub fn open(data_dir: &Path, key: NodeKey) -> Arc<Votes> {
+        let file = data_dir.join(VOTES_FILE);
+        let saved: Saved = match std::fs::read(&file) {
+            Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(file = %file.display(), %error, "ignoring the damaged vote file");
+                Saved::default()
+            }),
+            Err(_) => Saved::default(),
+        };
+        let mut book = VoteBook::new(key.peer_id());
+        for vote in &saved.own {
+            book.cast(vote.content, vote.verdict, vote.issued);
+        }
+        for vote in &saved.others {
+            book.observe_signed(vote);
+        }
+        let trusted_file = data_dir.join(TRUSTED_FILE);
+        let trusted = read_trusted(&trusted_file);
+        Arc::new(Votes {
+            inner: Mutex::new(Book {
+                book,
+                saved,
+                handed: HashMap::new(),
+                trusted,
+            }),
+            file,
+            trusted_file,
+            key,
+            cast: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Votes `verdict` on `content` (replacing an earlier vote on it),
+    /// signed now; saved and handed to the supernodes at once.
+    pub fn cast(&self, content: ContentHash, verdict: Verdict) -> SignedVote {
+        let vote = self.sign(content, verdict, unix_now());
+        {
+            let mut inner = self.inner.locked();
+            inner.keep_own(vote.clone());
+            self.save(&inner.saved);
+        }
+        self.cast.notify_one();
+        vote
+    }
+
+    /// Vouches for each of `files` this node has not voted on yet, as its
+    /// publisher: an "authentic" vote from a source of the file. A file
+    /// already voted on keeps that vote. How many were new.
+    pub fn vouch_for(&self, files: &[ContentHash]) -> usize {
+        let now = unix_now();
+        let mut inner = self.inner.locked();
+        let new: Vec<ContentHash> = (files.iter())
+            .filter(|file| inner.book.own(file).is_none())
+            .copied()
+            .collect();
+        for &file in &new {
+            inner.keep_own(self.sign(file, Verdict::Authentic, now));
+        }
+        if !new.is_empty() {
+            self.save(&inner.saved);
+            self.cast.notify_one();
+        }
+        new.len()
+    }
+
+    fn sign(&self, content: ContentHash, verdict: Verdict, now: u64) -> SignedVote {
+        SignedVote::sign(self.key.peer_id(), content, verdict, now, |message| {
+            self.key.sign(message)
+        })
+    }
+
+    /// Takes in votes a supernode gave: each is verified (signature, date)
+    /// and counted if it says something new. How many were.
+    pub fn learn(&self, votes: &[SignedVote]) -> usize {
+        let now = unix_now();
+        let mut inner = self.inner.locked();
+        let mut learned = 0;
+        for vote in votes {
+            if vote.verify(now).is_err() || !inner.book.observe_signed(vote) {
+                continue;
+            }
+            (inner.saved.others).retain(|old| (old.voter, old.content) != (vote.voter, vote.content));
+            inner.saved.others.push(vote.clone());
+            learned += 1;
+        }
+        if learned > 0 {
+            let excess = inner.saved.others.len().saturating_sub(MAX_TOTAL_VOTES);
+            inner.saved.others.drain(..excess);
+            self.save(&inner.saved);
+        }
+        learned
+    }
+
+    /// What the votes say about `content`, for this node's user.
+    pub fn score(&self, content: &ContentHash) -> Score {
+        self.inner.locked().book.score(content)
+    }
+
+    /// This node's own vote on `content`, if any.
+    pub fn own(&self, content: &ContentHash) -> Option<Verdict> {
+        self.inner.locked().book.own(content)
+    }
+
+    /// Trusts publisher `id` (or stops, with `trust` false): files it
+    /// vouched for are marked and ranked first. Saved in [`TRUSTED_FILE`].
+    pub fn trust(&self, id: PeerId, trust: bool) -> std::io::Result<()> {
+        let mut inner = self.inner.locked();
+        let changed = match trust {
+            true if inner.trusted.len() >= MAX_TRUSTED && !inner.trusted.contains(&id) => {
+                return Err(std::io::Error::other(format!(
+                    "at most {MAX_TRUSTED} publishers can be trusted"
+                )))
+            }
+            true => inner.trusted.insert(id),
+            false => inner.trusted.remove(&id),
+        };
+        if changed {
+            let mut ids: Vec<String> = inner.trusted.iter().map(PeerId::to_string).collect();
+            ids.sort();
+            let text = format!(
+                "# Publishers this node's user trusts: files they vouched for are marked and ranked first.\n{}\n",
+                ids.join("\n")
+            );
+            write_atomically(&self.trusted_file, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The publishers the user trusts.
+    pub fn trusted(&self) -> Vec<PeerId> {
+        let mut ids: Vec<PeerId> = self.inner.locked().trusted.iter().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Who vouched for `hit`'s file among its sources (its publishers),
+    /// and whether a publisher the user trusts vouched for it.
+    pub fn publishers(&self, hit: &Hit) -> (Vec<PeerId>, bool) {
+        let inner = self.inner.locked();
+        let sources: HashSet<PeerId> = (hit.sources.iter().map(|source| source.id))
+            .chain(hit.relayed.iter().map(|relayed| relayed.leaf))
+            .collect();
+        let vouched = (inner.book.opinions_about(&hit.hash, usize::MAX).into_iter())
+            .filter(|(voter, verdict, _)| *verdict == Verdict::Authentic && sources.contains(voter))
+            .map(|(voter, _, _)| voter)
+            .collect();
+        (vouched, inner.trusted_vouched(&hit.hash))
+    }
+
+    /// Orders `hits` best first for this user ([`rank`]: a file the user
+    /// called fake last, then trusted publishers' files, then by what the
+    /// voters the user agrees with say, then sources); each hit's score,
+    /// in the new order.
+    pub fn rank(&self, hits: &mut Vec<Hit>) -> Vec<Score> {
+        let mut candidates: Vec<(Candidate, Hit)> = {
+            let inner = self.inner.locked();
+            (hits.drain(..))
+                .map(|hit| {
+                    let listed = (hit.sources.len() + hit.relayed.len()) as u32;
+                    let candidate = Candidate {
+                        content: hit.hash,
+                        sources: hit.source_count.max(listed),
+                        score: inner.book.score(&hit.hash),
+                        trusted_publisher: inner.trusted_vouched(&hit.hash),
+                    };
+                    (candidate, hit)
+                })
+                .collect()
+        };
+        // `rank` sorts candidates alone; each hit follows its candidate.
+        let mut order: Vec<Candidate> = candidates.iter().map(|(candidate, _)| *candidate).collect();
+        rank(&mut order);
+        let mut scores = Vec::with_capacity(order.len());
+        for candidate in order {
+            if let Some(at) = candidates
+                .iter()
+                .position(|(c, _)| c.content == candidate.content)
+            {
+                let (candidate, hit) = candidates.swap_remove(at);
+                scores.push(candidate.score);
+                hits.push(hit);
+            }
+        }
+        scores
+    }
+
+    /// Asks the supernode at the end of `connection` what it knows of
+    /// `files` (the first half of [`MAX_HASHES_PER_NOTES_ASK`]) and of the
+    /// files this user voted on last: learns the votes, and returns the
+    /// files' tags. Others' votes on the user's own files are what tells
+    /// whom to trust: the voters who agreed with the user before. An older
+    /// supernode that does not know the request resets it: no notes, no
+    /// error.
+    pub async fn gather(&self, connection: &quinn::Connection, files: &[ContentHash]) -> Notes {
+        let mut hashes: Vec<ContentHash> = files.iter().take(MAX_HASHES_PER_NOTES_ASK / 2).copied().collect();
+        let own = self.inner.locked().book.own_votes(MAX_HASHES_PER_NOTES_ASK);
+        for (file, _, _) in own {
+            if hashes.len() == MAX_HASHES_PER_NOTES_ASK {
+                break;
+            }
+            if !hashes.contains(&file) {
+                hashes.push(file);
+            }
+        }
+        if hashes.is_empty() {
+            return Notes::default();
+        }
+        let asked = tokio::time::timeout(ASK_TIMEOUT, ask(connection, &Request::NotesFor { hashes })).await;
+        match asked {
+            Ok(Ok(Response::Notes { votes, mut tags })) => {
+                // Tags within the bounds, one per file asked about.
+                tags.retain(|file| file.check() && files.contains(&file.hash));
+                tags.truncate(MAX_HASHES_PER_NOTES_ASK);
+                Notes {
+                    learned: self.learn(&votes),
+                    tags,
+                }
+            }
+            Ok(Ok(other)) => {
+                tracing::debug!(answer = ?other, "the supernode gave no notes");
+                Notes::default()
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "the supernode gave no notes");
+                Notes::default()
+            }
+            Err(_) => Notes::default(),
+        }
+    }
+
+    /// Hands the supernode `supernode`, at the end of `connection`, every
+    /// vote of ours it does not have yet, [`MAX_VOTES_PER_MESSAGE`] at a
+    /// time, newest first; whether it took them all.
+    async fn hand_in(&self, supernode: PeerId, connection: &quinn::Connection) -> bool {
+        loop {
+            let votes: Vec<SignedVote> = {
+                let inner = self.inner.locked();
+                let handed = inner.handed.get(&supernode);
+                (inner.saved.own.iter().rev())
+                    .filter(|vote| !handed.is_some_and(|h| h.contains(&(vote.content, vote.issued))))
+                    .take(MAX_VOTES_PER_MESSAGE)
+                    .cloned()
+                    .collect()
+            };
+            if votes.is_empty() {
+                return true;
+            }
+            let request = Request::Votes { votes: votes.clone() };
+            let asked = tokio::time::timeout(ASK_TIMEOUT, ask(connection, &request)).await;
+            if !matches!(asked, Ok(Ok(Response::VotesNoted { .. }))) {
+                return false;
+            }
+            let mut inner = self.inner.locked();
+            let own = inner.saved.own.len();
+            let handed = inner.handed.entry(supernode).or_default();
+            // Entries of votes since replaced go when the set outgrows the
+            // votes (the supernode ignores what it has already).
+            if handed.len() > 2 * own.max(MAX_VOTES_PER_MESSAGE) {
+                handed.clear();
+            }
+            handed.extend(votes.iter().map(|vote| (vote.content, vote.issued)));
+        }
+    }
+
+    /// Keeps every supernode this leaf is joined to (`links`) supplied
+    /// with its votes: at once after a vote, and within seconds for a
+    /// supernode joined since. Runs until aborted.
+    pub async fn keep_handing_in(self: Arc<Self>, links: SessionLinks) {
+        loop {
+            let mut refused = false;
+            for (supernode, connection) in links.nearest_first() {
+                if !self.hand_in(supernode.id, &connection).await {
+                    refused = true;
+                }
+            }
+            // A supernode that was busy (many votes at once are over its
+            // budget for one leaf) is asked again soon.
+            let wait = if refused { RETRY_AFTER } else { HAND_IN_CHECK };
+            let _ = tokio::time::timeout(wait, self.cast.notified()).await;
+        }
+    }
+
+    fn save(&self, saved: &Saved) {
+        let bytes = match postcard::to_allocvec(saved) {
+            Ok(bytes) => bytes,
+            Err(error) => return tracing::warn!(%error, "cannot encode the votes"),
+        };
+        if let Err(error) = write_atomically(&self.file, &bytes) {
+            tracing::warn!(file = %self.file.display(), %error, "cannot save the votes");
+        }
+    }
+}
+
+/// Reads the trusted publishers' file: one peer id a line; blank lines,
+/// `#` comments and lines that are no peer id (logged) are skipped.
+fn read_trusted(path: &Path) -> HashSet<PeerId> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashSet::new();
+    };
+    let mut trusted = HashSet::new();
+    for line in text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+    {
+        if line.is_empty() || trusted.len() >= MAX_TRUSTED {
+            continue;
+        }
+        match line.parse() {
+            Ok(id) => {
+                trusted.insert(id);
+            }
+            Err(_) => tracing::warn!(file = %path.display(), line, "not a peer id; ignored"),
+        }
+    }
+    trusted
+}
+
+/// What supernodes said of a search's files besides their hits.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// Votes that were new to this node (now in its book).
+    pub learned: usize,
+    /// The files' tags, those that have some.
+    pub tags: Vec<FileTags>,
+}
+
+/// A verdict as a user types it: `up` or `down`.
+#[derive(Debug, Clone, Copy)]
+pub struct VerdictArg(pub Verdict);
+
+impl std::str::FromStr for VerdictArg {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "up" | "authentic" | "good" => Ok(VerdictArg(Verdict::Authentic)),
+            "down" | "fake" | "bad" => Ok(VerdictArg(Verdict::Fake)),
+            other => Err(format!(
+                "{other:?} is no verdict: say up (it is what it says) or down (a fake)"
+            )),
+        }
+    }
+}
