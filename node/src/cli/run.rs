@@ -238,7 +238,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
     }
     let base = config;
     let node = started.context("cannot start the node")?;
-    let services = Services::attach(&node, services).await?;
+    let mut services = Services::attach(&node, services).await?;
     match &settings.network {
         Some(choice) => println!("private network {}: members only", choice.name),
         None => println!("public network"),
@@ -376,6 +376,7 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
                     },
                     group.shared_folders()
                 );
+                services.attach_group(group.name.as_str(), &group_node);
                 group_nodes.push(group_node);
             }
             Err(error) => eprintln!("warning: cannot run group {}: {error}", group.name),

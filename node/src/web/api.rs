@@ -8,13 +8,13 @@ use super::play::playable;
 use crate::votes::{VerdictArg, Votes};
 use canopy_common::proto::credence::Verdict;
 use canopy_common::proto::wire::MAX_HASHES_PER_NOTES_ASK;
-use canopy_common::sync::Lock;
-use std::collections::VecDeque;
+use canopy_common::sync::{Lock, ReadWrite};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use canopy_common::proto::link::Link;
@@ -62,15 +62,15 @@ pub struct App {
     pub searcher: Searcher,
     /// The user's votes on files, and the publishers it trusts.
     pub votes: Arc<Votes>,
+    /// The private groups this node runs, by name: their searches and
+    /// downloads ([`App::add_group`]).
+    group_sides: RwLock<BTreeMap<String, GroupSide>>,
     pub events: Events,
     /// The settings in force (the download folder is read live).
     pub settings: EditableSettings,
     pub settings_file: PathBuf,
     /// The gateway's address, once it listens.
     pub gateway: OnceLock<SocketAddr>,
-    /// The groups `canopy run` found at start and runs beside the public
-    /// node; one made or joined later runs from the next start.
-    groups_at_start: Vec<String>,
     recent: Mutex<VecDeque<Hit>>,
     searches: Arc<Semaphore>,
     next_search: AtomicU64,
@@ -87,6 +87,13 @@ struct Traffic {
 }
 
 /// The parts of a running node the app is built from.
+/// A private group this node runs, as the app uses it.
+#[derive(Clone)]
+pub struct GroupSide {
+    pub searcher: Searcher,
+    pub downloads: Downloads,
+}
+
 pub struct AppParts {
     pub key: String,
     pub password: Option<String>,
@@ -112,14 +119,6 @@ impl App {
                 .max_active_downloads
                 .unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE),
         );
-        let groups_at_start = match parts.settings_file.parent() {
-            // A node in one private network (--network) runs no group.
-            Some(data_dir) if parts.context.membership.get().is_none() => groups::list(data_dir)
-                .into_iter()
-                .map(|group| group.name.as_str().to_string())
-                .collect(),
-            _ => Vec::new(),
-        };
         App {
             key: parts.key,
             password: parts.password,
@@ -132,11 +131,11 @@ impl App {
             folders: parts.folders,
             searcher: parts.searcher,
             votes: parts.votes,
+            group_sides: RwLock::default(),
             events: Events::default(),
             settings: parts.settings,
             settings_file: parts.settings_file,
             gateway: OnceLock::new(),
-            groups_at_start,
             recent: Mutex::default(),
             searches: Arc::new(Semaphore::new(MAX_SEARCHES)),
             next_search: AtomicU64::new(1),
@@ -206,29 +205,27 @@ impl App {
             }
             ("GET", ["downloads", hash, "details"]) => {
                 let hash = parse_hash(hash)?;
-                self.downloads
+                self.manager_of(&hash)
                     .details(&hash)
                     .map(|d| Response::json(&with_link(d)))
                     .ok_or_else(|| downloads_error(DownloadsError::Unknown(hash)))
             }
             ("DELETE", ["downloads", hash]) => {
                 let hash = parse_hash(hash)?;
-                self.downloads.cancel(&hash).map_err(downloads_error)?;
+                self.manager_of(&hash).cancel(&hash).map_err(downloads_error)?;
                 Ok(Response::json(&json!({ "cancelled": hash.to_hex() })))
             }
             ("POST", ["downloads", hash, action]) => {
                 let hash = parse_hash(hash)?;
+                let downloads = self.manager_of(&hash);
                 let mut opened = None;
                 match *action {
-                    "pause" => self.downloads.pause(&hash),
-                    "resume" => self.downloads.resume(&hash),
-                    "open" => self
-                        .downloads
-                        .open_folder(&hash)
-                        .map(|folder| opened = Some(folder)),
+                    "pause" => downloads.pause(&hash),
+                    "resume" => downloads.resume(&hash),
+                    "open" => downloads.open_folder(&hash).map(|folder| opened = Some(folder)),
                     "up" | "down" | "top" | "bottom" => {
                         let to = action.parse().expect("one of the four moves");
-                        self.downloads.move_in_queue(&hash, to)
+                        downloads.move_in_queue(&hash, to)
                     }
                     _ => return Err(Response::error(404, "Not Found", "no such action")),
                 }
@@ -413,6 +410,9 @@ impl App {
             .map_err(|e| Response::error(400, "Bad Request", e))?;
         if let Some(Some(dir)) = &change.download_dir {
             self.downloads.set_folder(dir.clone()).map_err(downloads_error)?;
+            for side in self.group_sides.read_locked().values() {
+                let _ = side.downloads.set_folder(dir.clone());
+            }
         }
         if change.max_upload_rate.is_some() || change.max_download_rate.is_some() {
             let (up, down) = self.context.rates();
@@ -422,8 +422,11 @@ impl App {
             );
         }
         if let Some(limit) = change.max_active_downloads {
-            self.downloads
-                .set_max_active(limit.unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE));
+            let limit = limit.unwrap_or(crate::download_manager::DEFAULT_MAX_ACTIVE);
+            self.downloads.set_max_active(limit);
+            for side in self.group_sides.read_locked().values() {
+                side.downloads.set_max_active(limit);
+            }
         }
         let mut saved = settings::load(&self.settings_file);
         change.apply(&mut saved);
@@ -465,10 +468,8 @@ impl App {
     }
 
     fn group_json(&self, group: &groups::Group) -> Value {
-        let running = self
-            .groups_at_start
-            .iter()
-            .any(|name| name == group.name.as_str());
+        // Running now: `canopy run` started it and attached it here.
+        let running = (self.group_sides.read_locked()).contains_key(group.name.as_str());
         json!({
             "name": group.name.as_str(),
             "port": group.settings.listen.port(),
@@ -558,21 +559,28 @@ impl App {
                 "too many searches at once; wait a moment",
             )
         })?;
+        // Within a private group, or the public network.
+        let group = body.group.filter(|name| !name.is_empty());
+        let searcher = match &group {
+            Some(name) => self.group_side(name)?.searcher,
+            None => self.searcher.clone(),
+        };
         let id = self.next_search.fetch_add(1, Ordering::Relaxed);
         let app = self.clone();
         tokio::spawn(async move {
             let mut found = 0usize;
-            let result = app
-                .searcher
+            let result = searcher
                 .search(&query, &mut |hit| {
                     found += 1;
                     app.remember(hit);
-                    app.events
-                        .publish("search-hit", &json!({ "search": id, "hit": hit_json(hit) }));
+                    let mut shown = hit_json(hit);
+                    shown["group"] = json!(group);
+                    app.events.publish("search-hit", &json!({ "search": id, "hit": shown }));
                 })
                 .await;
             let error = result.as_ref().err().map(|e| e.to_string());
-            if let Ok(answer) = result {
+            // Votes and publishers are the public network's.
+            if let (Ok(answer), None) = (result, &group) {
                 app.publish_ranking(id, answer.hits).await;
             }
             app.events.publish(
@@ -671,7 +679,11 @@ impl App {
             let recent = self.recent.locked();
             recent.iter().find(|hit| hit.hash == hash).cloned()
         };
-        self.downloads
+        let downloads = match body.group.as_deref().filter(|name| !name.is_empty()) {
+            Some(name) => self.group_side(name)?.downloads,
+            None => self.downloads.clone(),
+        };
+        downloads
             .add(hash, body.name.as_deref(), hit.as_ref())
             .map_err(downloads_error)?;
         Ok(Response::json_status(
@@ -710,25 +722,74 @@ impl App {
 
     /// Every download as the API shows it: with its link.
     pub fn downloads_json(&self) -> Value {
-        let list = self.downloads.list().into_iter();
-        Value::Array(list.map(|download| self.with_notes(download)).collect())
+        let public = self.downloads.list().into_iter();
+        let mut list: Vec<Value> = public.map(|d| self.with_notes(d, None)).collect();
+        for (name, side) in self.group_sides.read_locked().iter() {
+            let group = side.downloads.list().into_iter();
+            list.extend(group.map(|d| self.with_notes(d, Some(name))));
+        }
+        Value::Array(list)
     }
 
     fn download_json(&self, hash: &ContentHash) -> Option<Value> {
-        self.downloads.get(hash).map(|download| self.with_notes(download))
+        if let Some(download) = self.downloads.get(hash) {
+            return Some(self.with_notes(download, None));
+        }
+        let sides = self.group_sides.read_locked();
+        let (name, side) = sides.iter().find(|(_, side)| side.downloads.get(hash).is_some())?;
+        Some(self.with_notes(side.downloads.get(hash)?, Some(name)))
     }
 
-    /// A download as the page shows it: with its link, the user's vote
-    /// on it, and whether it can be played while it downloads.
-    fn with_notes(&self, download: Value) -> Value {
+    /// The download manager that holds `hash`: a group's if one of them
+    /// does, else the public network's (which answers "unknown").
+    fn manager_of(&self, hash: &ContentHash) -> Downloads {
+        if self.downloads.get(hash).is_none() {
+            let sides = self.group_sides.read_locked();
+            if let Some(side) = sides.values().find(|side| side.downloads.get(hash).is_some()) {
+                return side.downloads.clone();
+            }
+        }
+        self.downloads.clone()
+    }
+
+    /// Whether a group's downloads run, or changed since `seen` (which is
+    /// brought up to date).
+    fn group_downloads_moved(&self, seen: &mut u64) -> bool {
+        let sides = self.group_sides.read_locked();
+        let version: u64 = sides.values().map(|side| *side.downloads.subscribe().borrow()).sum();
+        let running = sides.values().any(|side| side.downloads.any_running());
+        let moved = version != *seen;
+        *seen = version;
+        moved || running
+    }
+
+    /// Lets the app search and download within private group `name`
+    /// ([`super::Services::attach_group`]).
+    pub fn add_group(&self, name: &str, side: GroupSide) {
+        self.group_sides.write_locked().insert(name.to_string(), side);
+    }
+
+    /// The running group called `name`.
+    fn group_side(&self, name: &str) -> Result<GroupSide, Response> {
+        let sides = self.group_sides.read_locked();
+        sides.get(name).cloned().ok_or_else(|| {
+            let reason = format!("group {name:?} does not run in this node (restart canopy run after joining it)");
+            Response::error(404, "Not Found", reason)
+        })
+    }
+
+    /// A download as the page shows it: with its link, the group it is
+    /// fetched in (`None`: the public network), the user's vote on it, and
+    /// whether it can be played while it downloads (from the public
+    /// network: the player reads the public node's files).
+    fn with_notes(&self, download: Value, group: Option<&str>) -> Value {
         let mut download = with_link(download);
-        let hash = download["hash"]
-            .as_str()
-            .and_then(|hex| hex.parse::<ContentHash>().ok());
-        if let Some(hash) = hash {
+        let hash = download["hash"].as_str().and_then(|hex| hex.parse::<ContentHash>().ok());
+        if let (Some(hash), None) = (hash, group) {
             download["vote"] = json!(self.votes.own(&hash).map(verdict_word));
         }
-        download["playable"] = json!(download["name"].as_str().is_some_and(playable));
+        download["group"] = json!(group);
+        download["playable"] = json!(group.is_none() && download["name"].as_str().is_some_and(playable));
         download
     }
 
@@ -812,6 +873,7 @@ pub async fn publish_loop(app: Arc<App>) {
     let mut changes = app.downloads.subscribe();
     let mut folders = app.folders.subscribe();
     let mut folders_changed = false;
+    let mut groups_seen = 0;
     let mut count: u64 = 0;
     loop {
         let mut changed = false;
@@ -834,7 +896,10 @@ pub async fn publish_loop(app: Arc<App>) {
             continue;
         }
         count += 1;
-        if changed || app.downloads.any_running() {
+        // Groups' downloads are looked at every tick (a change shows within
+        // half a second); the public ones' changes wake the loop at once.
+        let groups_moved = app.group_downloads_moved(&mut groups_seen);
+        if changed || groups_moved || app.downloads.any_running() {
             app.events.publish("downloads", &app.downloads_json());
         }
         if count.is_multiple_of(2) || folders_changed {
@@ -900,6 +965,9 @@ struct SearchBody {
     text: String,
     #[serde(default)]
     kind: Option<String>,
+    /// A private group to search in (`None`: the public network).
+    #[serde(default)]
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -908,6 +976,9 @@ struct DownloadBody {
     hash: String,
     #[serde(default)]
     name: Option<String>,
+    /// The private group the search found it in (`None`: the public network).
+    #[serde(default)]
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -50,6 +50,9 @@ pub enum ServicesError {
 pub struct Services {
     control: Option<(SocketAddr, control::ServeTask)>,
     downloads: Option<Downloads>,
+    /// The private groups' download managers ([`Services::attach_group`]).
+    group_downloads: Vec<Downloads>,
+    app: Option<Arc<api::App>>,
     ui: Option<Served>,
     gateway: Option<Served>,
 }
@@ -125,16 +128,45 @@ impl Services {
                 if let Some(gateway) = &gateway {
                     let _ = app.gateway.set(gateway.addr);
                 }
-                Some(serve_app(ui, app, data_dir).await?)
+                Some((serve_app(ui, app.clone(), data_dir).await?, app))
             }
             _ => None,
         };
+        let (ui, app) = ui.unzip();
         Ok(Services {
             control,
             downloads,
+            group_downloads: Vec::new(),
+            app,
             ui,
             gateway,
         })
+    }
+
+    /// Lets the desktop app search and download within the private group
+    /// `name` run by `node`: a download manager of its own (its list in the
+    /// group's data folder, files saved in the app's download folder), and
+    /// its searches. Nothing without the app.
+    pub fn attach_group(&mut self, name: &str, node: &Node) {
+        let (Some(app), Some(public)) = (&self.app, &self.downloads) else {
+            return;
+        };
+        let downloads = Downloads::start(
+            node.endpoint().clone(),
+            node.context().clone(),
+            node.searcher().clone(),
+            node.data_dir(),
+            public.folder(),
+        );
+        downloads.set_max_active(public.max_active());
+        app.add_group(
+            name,
+            api::GroupSide {
+                searcher: node.searcher().clone(),
+                downloads: downloads.clone(),
+            },
+        );
+        self.group_downloads.push(downloads);
     }
 
     /// Where metrics are served, if they are.
@@ -161,6 +193,9 @@ impl Services {
     /// up to date, so the next start resumes with nothing lost.
     pub async fn shut_down(mut self) {
         if let Some(downloads) = self.downloads.take() {
+            downloads.shut_down().await;
+        }
+        for downloads in self.group_downloads.drain(..) {
             downloads.shut_down().await;
         }
         drop(self.ui.take());

@@ -146,7 +146,8 @@ $('#search-form').addEventListener('submit', async (event) => {
   say($('#search-state'), 'Searching…');
   try {
     currentSearch = null;
-    const answer = await api('POST', 'search', { text, kind: $('#search-kind').value || null });
+    const group = $('#search-where').value || null;
+    const answer = await api('POST', 'search', { text, kind: $('#search-kind').value || null, group });
     currentSearch = answer.search;
     for (const [kind, e] of early.get(currentSearch) || []) searchEvent(kind, e);
     early.clear();
@@ -165,7 +166,7 @@ function addHit(hit) {
   const row = document.createElement('tr');
   row.dataset.hash = hit.hash;
   row.dataset.size = hit.size;
-  const rating = cell('', 'rating');
+  const rating = cell(hit.group ? 'in group ' + hit.group : '', 'rating');
   const name = cell(hit.name, 'name');
   const tags = document.createElement('div');
   tags.className = 'tags';
@@ -328,8 +329,8 @@ for (const table of ['results', 'downloads']) {
 }
 
 async function startDownload(hit) {
-  await api('POST', 'downloads', { hash: hit.hash, name: hit.name });
-  toast('Downloading ' + hit.name);
+  await api('POST', 'downloads', { hash: hit.hash, name: hit.name, group: hit.group || null });
+  toast('Downloading ' + hit.name + (hit.group ? ' in group ' + hit.group : ''));
   show('downloads');
 }
 
@@ -492,7 +493,7 @@ function updateDownloadRow(entry, d) {
   const { row } = entry;
   row.dataset.state = d.state;
   const percent = d.state === 'done' ? 100 : d.fraction == null ? 0 : Math.floor(d.fraction * 1000) / 10;
-  setText(entry.title, d.name);
+  setText(entry.title, d.group ? `${d.name} (group ${d.group})` : d.name);
   setText(entry.error, d.error || '');
   entry.error.hidden = !d.error;
   const waiting = d.state === 'running' && d.waiting;
@@ -838,7 +839,28 @@ async function loadGroups() {
   }
 }
 
+// Where searches go: the public network, or a private group this node
+// runs (the select is shown once there is one).
+function offerGroups(groups) {
+  const select = $('#search-where');
+  const running = groups.filter((group) => group.running).map((group) => group.name);
+  const wanted = ['', ...running];
+  const now = [...select.options].map((option) => option.value);
+  if (JSON.stringify(now) !== JSON.stringify(wanted)) {
+    const chosen = select.value;
+    select.replaceChildren(...wanted.map((name) => {
+      const option = document.createElement('option');
+      option.value = name;
+      option.textContent = name ? 'group ' + name : 'public network';
+      return option;
+    }));
+    if (wanted.includes(chosen)) select.value = chosen;
+  }
+  select.hidden = running.length === 0;
+}
+
 function renderGroups(answer) {
+  offerGroups(answer.groups);
   const rows = answer.groups.map((group) => {
     const row = document.createElement('tr');
     row.dataset.group = group.name;
@@ -1035,3 +1057,5 @@ function connect() {
   });
 }
 connect();
+// The groups this node runs, for the search's "where".
+api('GET', 'groups').then((answer) => offerGroups(answer.groups)).catch(() => {});
