@@ -20,7 +20,11 @@ fn a_trusted_publisher_and_votes_in_the_app() {
     let (published, decoys, downloads) = (folder("published"), folder("decoys"), folder("downloads"));
     let real = wav_tone(&published.join("Feeling Good.wav"), 4, 8000);
     let decoy = wav_tone(&decoys.join("Feeling Good.wav"), 4, 8100);
-    std::fs::write(published.join("Sinnerman.mp3"), tagged_mp3("Nina Simone", "Sinnerman")).unwrap();
+    std::fs::write(
+        published.join("Sinnerman.mp3"),
+        tagged_mp3("Nina Simone", "Sinnerman"),
+    )
+    .unwrap();
 
     let mut supernode = Process::start(&["--role", "supernode", "--no-ui"], &temp.path().join("sn"));
     let bootstrap = supernode.peer_address();

@@ -648,7 +648,11 @@ fn votes_and_trusted_publishers_are_kept_in_the_data_folder() {
     let hash = "ab".repeat(32);
     let voted = canopy(&["vote", &hash, "down", "--data-dir", dir]);
     assert!(voted.status.success(), "{}", text(&voted.stderr));
-    assert!(text(&voted.stdout).contains("voted down (a fake)"), "{}", text(&voted.stdout));
+    assert!(
+        text(&voted.stdout).contains("voted down (a fake)"),
+        "{}",
+        text(&voted.stdout)
+    );
     assert!(data.path().join("votes.bin").exists());
     // As a link too, and the later vote replaces the earlier.
     let link = format!("canopy:{hash}?name=song.mp3");
@@ -657,10 +661,18 @@ fn votes_and_trusted_publishers_are_kept_in_the_data_folder() {
 
     let bad = canopy(&["vote", "not-a-hash", "up", "--data-dir", dir]);
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("neither a content hash"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("neither a content hash"),
+        "{}",
+        text(&bad.stderr)
+    );
     let bad = canopy(&["vote", &hash, "maybe", "--data-dir", dir]);
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("is no verdict"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("is no verdict"),
+        "{}",
+        text(&bad.stderr)
+    );
 
     let other = tempfile::tempdir().unwrap();
     let publisher = text(&canopy(&["id", "--data-dir", other.path().to_str().unwrap()]).stdout)
@@ -668,8 +680,18 @@ fn votes_and_trusted_publishers_are_kept_in_the_data_folder() {
         .to_string();
     assert!(canopy(&["trust", &publisher, "--data-dir", dir]).status.success());
     let listed = canopy(&["trust", "--data-dir", dir]);
-    assert!(text(&listed.stdout).contains(&publisher), "{}", text(&listed.stdout));
-    assert!(canopy(&["trust", "--remove", &publisher, "--data-dir", dir]).status.success());
+    assert!(
+        text(&listed.stdout).contains(&publisher),
+        "{}",
+        text(&listed.stdout)
+    );
+    assert!(canopy(&["trust", "--remove", &publisher, "--data-dir", dir])
+        .status
+        .success());
     let listed = canopy(&["trust", "--data-dir", dir]);
-    assert!(text(&listed.stdout).contains("no publisher is trusted"), "{}", text(&listed.stdout));
+    assert!(
+        text(&listed.stdout).contains("no publisher is trusted"),
+        "{}",
+        text(&listed.stdout)
+    );
 }

@@ -124,13 +124,16 @@ impl TokenStream for WordTokens {
     }
 }
 
+/// A file's shown tags, with how many indexed documents brought them.
+type CountedTags = (u32, Vec<(String, String)>);
+
 #[derive(Debug, Default)]
 struct Catalog {
     docs: HashMap<u64, DocRecord>,
     /// The tags results show for a file ([`FileTags::shown`]), by hash,
     /// with how many documents brought them: the first publisher's stay
     /// while any document of that file is indexed.
-    tags: HashMap<ContentHash, (u32, Vec<(String, String)>)>,
+    tags: HashMap<ContentHash, CountedTags>,
     /// Per leaf: its address and its documents by hash.
     leaves: HashMap<LeafId, LeafRecord>,
 }
@@ -629,7 +632,7 @@ fn schema() -> (Schema, Fields) {
 }
 
 /// Takes `doc`'s count off its file's tags, dropping them with the last.
-fn untag(tags: &mut HashMap<ContentHash, (u32, Vec<(String, String)>)>, doc: &DocRecord) {
+fn untag(tags: &mut HashMap<ContentHash, CountedTags>, doc: &DocRecord) {
     if !doc.tagged {
         return;
     }

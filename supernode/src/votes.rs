@@ -215,7 +215,7 @@ mod tests {
         forged.content = ContentHash([8; 32]);
         assert_eq!(cache.relay_in(&[forged], NOW), 0);
         assert_eq!(cache.relay_in(&relayed, NOW), relayed.len() as u32);
-        assert!(cache.is_empty() == false && cache.len() == relayed.len());
+        assert_eq!(cache.len(), relayed.len());
     }
 
     #[test]

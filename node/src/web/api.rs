@@ -575,7 +575,8 @@ impl App {
                     app.remember(hit);
                     let mut shown = hit_json(hit);
                     shown["group"] = json!(group);
-                    app.events.publish("search-hit", &json!({ "search": id, "hit": shown }));
+                    app.events
+                        .publish("search-hit", &json!({ "search": id, "hit": shown }));
                 })
                 .await;
             let error = result.as_ref().err().map(|e| e.to_string());
@@ -736,7 +737,9 @@ impl App {
             return Some(self.with_notes(download, None));
         }
         let sides = self.group_sides.read_locked();
-        let (name, side) = sides.iter().find(|(_, side)| side.downloads.get(hash).is_some())?;
+        let (name, side) = sides
+            .iter()
+            .find(|(_, side)| side.downloads.get(hash).is_some())?;
         Some(self.with_notes(side.downloads.get(hash)?, Some(name)))
     }
 
@@ -756,7 +759,10 @@ impl App {
     /// brought up to date).
     fn group_downloads_moved(&self, seen: &mut u64) -> bool {
         let sides = self.group_sides.read_locked();
-        let version: u64 = sides.values().map(|side| *side.downloads.subscribe().borrow()).sum();
+        let version: u64 = sides
+            .values()
+            .map(|side| *side.downloads.subscribe().borrow())
+            .sum();
         let running = sides.values().any(|side| side.downloads.any_running());
         let moved = version != *seen;
         *seen = version;
@@ -773,7 +779,8 @@ impl App {
     fn group_side(&self, name: &str) -> Result<GroupSide, Response> {
         let sides = self.group_sides.read_locked();
         sides.get(name).cloned().ok_or_else(|| {
-            let reason = format!("group {name:?} does not run in this node (restart canopy run after joining it)");
+            let reason =
+                format!("group {name:?} does not run in this node (restart canopy run after joining it)");
             Response::error(404, "Not Found", reason)
         })
     }
@@ -784,7 +791,9 @@ impl App {
     /// network: the player reads the public node's files).
     fn with_notes(&self, download: Value, group: Option<&str>) -> Value {
         let mut download = with_link(download);
-        let hash = download["hash"].as_str().and_then(|hex| hex.parse::<ContentHash>().ok());
+        let hash = download["hash"]
+            .as_str()
+            .and_then(|hex| hex.parse::<ContentHash>().ok());
         if let (Some(hash), None) = (hash, group) {
             download["vote"] = json!(self.votes.own(&hash).map(verdict_word));
         }
