@@ -695,3 +695,44 @@ fn votes_and_trusted_publishers_are_kept_in_the_data_folder() {
         text(&listed.stdout)
     );
 }
+
+/// `canopy run --open` on a data folder a node already runs with (a menu
+/// entry clicked again) opens that node's page and exits 0.
+#[test]
+fn run_open_again_opens_the_running_apps_page() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("node");
+    let _first = run_node(&["--ui-listen", "127.0.0.1:0"], &folder);
+    let served = std::fs::read_to_string(folder.join("ui.addr")).unwrap();
+    // A stand-in for the desktop's opener, writing down what it was given.
+    let bin = data.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = data.path().join("opened.txt");
+    let opener = bin.join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\necho \"$1\" > '{}'\n", opened.display()),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let again = std::process::Command::new(support::CANOPY)
+        .args(["run", "--open", "--data-dir", folder.to_str().unwrap()])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let url = format!("http://{}/", served.trim());
+    assert!(text(&again.stdout).contains(&url), "{}", text(&again.stdout));
+    for _ in 0..50 {
+        if opened.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&opened).unwrap().trim(), url);
+}

@@ -37,7 +37,7 @@ pub struct DataDir {
     /// Folder for this node's key and caches (default: the platform data
     /// folder, e.g. ~/.local/share/canopy). Use one per node to run several
     /// side by side.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "CANOPY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 

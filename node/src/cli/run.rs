@@ -119,7 +119,15 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         tracing::info!(file = %file.display(), "settings read");
     }
     // Before anything in the folder is touched: one node per data folder.
-    let _held = crate::datalock::lock(&settings.data_dir)?;
+    let _held = match crate::datalock::lock(&settings.data_dir) {
+        Ok(held) => held,
+        // Clicked again in a menu: the node runs already, so its page opens.
+        Err(held @ crate::datalock::DataLockError::Held { .. }) if settings.open => {
+            return open_running_app(&settings.data_dir)
+                .map_err(|error| anyhow::anyhow!("{held}; {error:#}"));
+        }
+        Err(error) => return Err(error.into()),
+    };
     // Groups joined with `canopy group join`, run beside the public node;
     // with --network, only that network runs, from its own data folder.
     let groups = match settings.network.clone() {
@@ -226,14 +234,24 @@ pub async fn run(mut settings: RunSettings) -> anyhow::Result<()> {
         config.supernode = Some(supernode);
     }
     let mut started = Node::start(config.clone()).await;
-    if let Err(NodeError::Net(NetError::Bind { source, .. })) = &started {
-        // The election probed on a free port and closed it; another program
-        // may have taken it before the node opened it again. Asked for any
-        // port, the node takes another one.
-        if source.kind() == std::io::ErrorKind::AddrInUse && settings.listen.port() == 0 {
+    let in_use = |started: &Result<Node, NodeError>| matches!(started, Err(NodeError::Net(NetError::Bind { source, .. })) if source.kind() == std::io::ErrorKind::AddrInUse);
+    // The election probed on this port and closed its endpoint, which
+    // quinn lets go of a moment later: on a fixed port, wait for it (up
+    // to 2 s); asked for any port, take another (another program may
+    // have taken the probed one meanwhile).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while in_use(&started) {
+        if settings.listen.port() == 0 {
             tracing::info!(probed = %config.listen, "the probed port was taken meanwhile; using another");
             config.listen = settings.listen;
-            started = Node::start(config.clone()).await;
+        } else if std::time::Instant::now() > deadline {
+            break;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started = Node::start(config.clone()).await;
+        if settings.listen.port() == 0 {
+            break;
         }
     }
     let base = config;
@@ -454,6 +472,20 @@ fn role_name(role: Role) -> &'static str {
 }
 
 /// The address a browser on this machine uses: loopback for an unspecified host.
+/// Opens the page of the desktop app that runs with `data_dir` (from the
+/// address it recorded there).
+fn open_running_app(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let record = data_dir.join(crate::web::UI_ADDR_FILE);
+    let addr: std::net::SocketAddr = std::fs::read_to_string(&record)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .with_context(|| format!("it serves no desktop app ({} is missing)", record.display()))?;
+    let url = format!("http://{}/", loopback_view(addr));
+    println!("canopy already runs with this data folder; its desktop app: {url}");
+    crate::web::open::open(&url)
+        .map_err(|error| anyhow::anyhow!("could not open the browser ({error}); open {url} yourself"))
+}
+
 fn loopback_view(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
