@@ -83,6 +83,12 @@ run fasttrack-rtt-1000000 --scenario $s/fasttrack-rtt.toml --nodes 1000000 --que
 # sources get through them; one download per search, one search per user
 # every ~11 min (docs/NAT.md, "In the simulator").
 run canopy-nat-100000-load --scenario $s/canopy-nat.toml --nodes 100000 --queries 30000 --rate 150
+# Pollution (issue 22): decoys, Sybils, index poisoning and liars against each
+# defence (docs/NETSIM.md, "Pollution"); 266,910 searches are the files' 30 per
+# user at 10^4 nodes (a pollution study reads --queries as its searches).
+run pollution-10000 --scenario $s/pollution.toml --nodes 10000 --queries 266910
+run pollution-camouflage-10000 --scenario $s/pollution-camouflage.toml --nodes 10000 --queries 266910
+run pollution-store-10000 --scenario $s/pollution-store.toml --nodes 10000 --queries 266910
 # Every run's summary (the figure below charts this run's, not older copies).
 for name in "${names[@]}"; do
     [ ! -f "$out/$name/summary.csv" ] || cp "$out/$name/summary.csv" "$docs/$name-summary.csv"
@@ -95,6 +101,10 @@ for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy
     done
 done
 cp "$out"/clusters/*.svg "$docs"/
+for name in pollution-10000 pollution-camouflage-10000 pollution-store-10000; do
+    cp "$out/$name/pollution.svg" "$docs/$name.svg"
+    cp "$out/$name/pollution.csv" "$docs/$name.csv"
+done
 d=$docs
 "$examples/figure_chart" "$d/query-messages-vs-size.svg" \
     "query messages / query" "Query messages per query (seed 1, 50-500 ms one-way links)" \

@@ -21,6 +21,10 @@ use canopy_common::net::identity::{peer_id_of_certificate, peer_id_of_spki, KEY_
 use canopy_common::net::NodeKey;
 use canopy_common::proto::birthday::{Downloader, Plan, Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
+use canopy_common::proto::credence::{
+    decode_votes, encode_votes, SignedVote, Verdict, VoteError, MAX_CLOCK_SKEW, MAX_VOTES_PER_HIT,
+    MAX_VOTE_AGE,
+};
 use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
 use canopy_common::proto::network::{
     alpn, client_proof, parse_allow_list, server_proof, Invite, NetworkKey, NetworkName, EXPORTER_LABEL,
@@ -227,6 +231,7 @@ fn all_files() -> Vec<(&'static str, Vec<Vector>)> {
         ("identity.json", identity_vectors()),
         ("chaining.json", chaining_vectors()),
         ("possession.json", possession_vectors()),
+        ("votes.json", vote_vectors()),
     ]
 }
 
@@ -1683,6 +1688,203 @@ fn possession_vectors() -> Vec<Vector> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------
+// Signed votes (common::proto::credence, docs/TRUST.md)
+
+/// When the vote vectors are cast and checked (2023-11-14T22:13:20Z).
+const VOTE_TIME: u64 = 1_700_000_000;
+
+/// A vote by peer_a (RFC 8032 test 1 key); Ed25519 is deterministic, so the
+/// signature is exact.
+fn vote_a(content: ContentHash, verdict: Verdict, issued: u64) -> SignedVote {
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&key32(SEED_A).unwrap()).expect("seed");
+    SignedVote::sign(peer_a(), content, verdict, issued, |message| {
+        pair.sign(message).as_ref().try_into().expect("64-byte signature")
+    })
+}
+
+/// The signed message as TRUST.md spells it, built by hand.
+fn spec_vote_message(content: &ContentHash, verdict: Verdict, issued: u64) -> Vec<u8> {
+    let verdict_byte = match verdict {
+        Verdict::Authentic => 0u8,
+        Verdict::Fake => 1u8,
+    };
+    [
+        &b"canopy-vote-v1\0"[..],
+        &content.0,
+        &[verdict_byte],
+        &issued.to_be_bytes(),
+    ]
+    .concat()
+}
+
+fn vote_error_kind(error: &VoteError) -> &'static str {
+    match error {
+        VoteError::BadSignature => "BadSignature",
+        VoteError::FromTheFuture { .. } => "FromTheFuture",
+        VoteError::TooOld { .. } => "TooOld",
+        VoteError::TooMany { .. } => "TooMany",
+        VoteError::Malformed(_) => "Malformed",
+        VoteError::TrailingBytes(_) => "TrailingBytes",
+        VoteError::NotCanonical => "NotCanonical",
+    }
+}
+
+/// One vote: its signed message, its postcard bytes, and what a receiver
+/// checking it at `now` concludes (`ok` or the error's kind).
+fn vote_vector(name: &str, description: &str, vote: SignedVote, now: u64) -> Vector {
+    let result = match vote.verify(now) {
+        Ok(()) => "ok",
+        Err(error) => vote_error_kind(&error),
+    };
+    let bytes = postcard::to_allocvec(&vote).expect("serializes");
+    let message = SignedVote::message(&vote.content, vote.verdict, vote.issued);
+    text_vector(
+        name,
+        description,
+        vec![
+            ("value", readable(&vote)),
+            ("message", js(&hex(&message))),
+            ("hex", js(&hex(&bytes))),
+            ("now", now.to_string()),
+            ("result", js(result)),
+        ],
+        Box::new(|stored| {
+            let bytes = unhex(field_str(stored, "hex")?)?;
+            let vote: SignedVote =
+                postcard::from_bytes(&bytes).map_err(|e| format!("does not decode: {e}"))?;
+            if postcard::to_allocvec(&vote).map_err(|e| e.to_string())? != bytes {
+                return Err("not the canonical encoding".into());
+            }
+            let message = unhex(field_str(stored, "message")?)?;
+            if message != spec_vote_message(&vote.content, vote.verdict, vote.issued) {
+                return Err("the message is not tag, hash, verdict byte and big-endian date".into());
+            }
+            if message != SignedVote::message(&vote.content, vote.verdict, vote.issued) {
+                return Err("SignedVote::message disagrees with the stored message".into());
+            }
+            // The signature checked with ring directly, not through the code under test.
+            let key =
+                ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, vote.voter.as_bytes());
+            let signature_ok = key.verify(&message, &vote.signature).is_ok();
+            let now = field_u64(stored, "now")?;
+            let expected = field_str(stored, "result")?;
+            let got = match vote.verify(now) {
+                Ok(()) => "ok",
+                Err(error) => vote_error_kind(&error),
+            };
+            if got != expected {
+                return Err(format!("a receiver at {now} concludes {got}, not {expected}"));
+            }
+            if expected == "ok" && !signature_ok {
+                return Err("ring refuses the signature".into());
+            }
+            Ok(())
+        }),
+    )
+}
+
+/// A vote list as gossiped with a hit, and what [`decode_votes`] makes of it.
+fn vote_list_vector(name: &str, description: &str, bytes: Vec<u8>) -> Vector {
+    let result = match decode_votes(&bytes) {
+        Ok(votes) => format!("{} votes", votes.len()),
+        Err(error) => vote_error_kind(&error).to_string(),
+    };
+    text_vector(
+        name,
+        description,
+        vec![("hex", js(&hex(&bytes))), ("result", js(&result))],
+        Box::new(|stored| {
+            let bytes = unhex(field_str(stored, "hex")?)?;
+            let got = match decode_votes(&bytes) {
+                Ok(votes) => {
+                    if encode_votes(&votes) != bytes {
+                        return Err("decoded list re-encodes differently".into());
+                    }
+                    format!("{} votes", votes.len())
+                }
+                Err(error) => vote_error_kind(&error).to_string(),
+            };
+            if got != field_str(stored, "result")? {
+                return Err(format!("decode_votes gives {got}"));
+            }
+            Ok(())
+        }),
+    )
+}
+
+fn vote_vectors() -> Vec<Vector> {
+    let authentic = vote_a(hash_abc(), Verdict::Authentic, VOTE_TIME);
+    let fake = vote_a(hash_abc(), Verdict::Fake, VOTE_TIME);
+    let mut moved = authentic.clone();
+    moved.content = hash_empty();
+    let mut flipped = authentic.clone();
+    flipped.verdict = Verdict::Fake;
+    let mut over_long = vec![0x82, 0x00];
+    over_long.extend_from_slice(&encode_votes(&[authentic.clone(), fake.clone()])[1..]);
+    let mut trailing = encode_votes(std::slice::from_ref(&authentic));
+    trailing.push(0);
+    vec![
+        vote_vector(
+            "authentic_abc",
+            "peer_a (RFC 8032 test 1 key) votes that the file `abc` (hash_abc) is authentic, at VOTE_TIME.",
+            authentic.clone(),
+            VOTE_TIME,
+        ),
+        vote_vector(
+            "fake_abc",
+            "The same voter, content and time with the verdict fake: the message differs in one byte, the signature entirely.",
+            fake.clone(),
+            VOTE_TIME,
+        ),
+        vote_vector(
+            "signature_moved_to_other_content",
+            "authentic_abc's signature on a vote about the empty file: refused.",
+            moved,
+            VOTE_TIME,
+        ),
+        vote_vector(
+            "signature_kept_verdict_flipped",
+            "authentic_abc with its verdict changed to fake and its signature kept: refused.",
+            flipped,
+            VOTE_TIME,
+        ),
+        vote_vector(
+            "from_the_future",
+            "A correctly signed vote dated one second past the allowed clock skew (MAX_CLOCK_SKEW, 600 s) of the receiver's time: refused.",
+            vote_a(hash_abc(), Verdict::Authentic, VOTE_TIME + MAX_CLOCK_SKEW + 1),
+            VOTE_TIME,
+        ),
+        vote_vector(
+            "too_old",
+            "A correctly signed vote dated one second more than MAX_VOTE_AGE (365 days) before the receiver's time: refused.",
+            vote_a(hash_abc(), Verdict::Authentic, VOTE_TIME - MAX_VOTE_AGE - 1),
+            VOTE_TIME,
+        ),
+        vote_list_vector(
+            "list_of_two",
+            "authentic_abc and fake_abc as gossiped with a hit: a varint count, then each vote.",
+            encode_votes(&[authentic.clone(), fake]),
+        ),
+        vote_list_vector("empty_list", "No votes: the count 0 alone.", encode_votes(&[])),
+        vote_list_vector(
+            "too_many",
+            "A list claiming MAX_VOTES_PER_HIT + 1 (9) votes: refused from its count, before any vote is read.",
+            vec![(MAX_VOTES_PER_HIT + 1) as u8],
+        ),
+        vote_list_vector(
+            "over_long_count",
+            "list_of_two with its count written in two bytes (0x82 0x00): not canonical, refused.",
+            over_long,
+        ),
+        vote_list_vector(
+            "trailing_byte",
+            "A one-vote list followed by a stray byte: refused.",
+            trailing,
+        ),
+    ]
+}
+
 fn block_vectors() -> Vec<Vector> {
     let picks: [(u64, u32); 8] = [
         (1, 0),
@@ -2533,6 +2735,20 @@ fn possession_proofs() {
 }
 
 #[test]
+fn signed_votes() {
+    check_file(
+        "votes.json",
+        "Signed votes on content (common::proto::credence). A vote is signed with Ed25519 over `message`: the 15-byte \
+         tag `canopy-vote-v1\\0`, the 32-byte content hash, the verdict byte (0 authentic, 1 fake) and `issued` as a \
+         big-endian u64 (Unix seconds). `hex` is the vote's postcard encoding (voter, content, verdict, issued as a \
+         varint, 64 signature bytes); `result` is what a receiver checking it at `now` concludes: `ok`, or the refusal. \
+         List vectors are votes gossiped with a hit (a varint count of at most 8, then the votes) and what a decoder \
+         makes of them. See docs/TRUST.md.",
+        vote_vectors(),
+    );
+}
+
+#[test]
 fn tls_identities() {
     check_file(
         "identity.json",
@@ -2611,7 +2827,10 @@ fn protocol_md() -> String {
 
 #[test]
 fn protocol_md_names_exactly_the_vector_files() {
-    let doc = protocol_md();
+    // Signed votes are specified in TRUST.md (votes.json), the rest in
+    // PROTOCOL.md: each vector file must be named in one of the two.
+    let trust = std::fs::read_to_string(docs_dir().join("TRUST.md")).expect("docs/TRUST.md");
+    let doc = protocol_md() + &trust;
     let mut named = BTreeSet::new();
     for (at, _) in doc.match_indices("vectors/") {
         let rest = &doc[at + "vectors/".len()..];
@@ -2626,7 +2845,7 @@ fn protocol_md_names_exactly_the_vector_files() {
     let generated: BTreeSet<String> = all_files().iter().map(|(file, _)| file.to_string()).collect();
     assert_eq!(
         named, generated,
-        "PROTOCOL.md must name every vector file, and only those"
+        "PROTOCOL.md and TRUST.md must name every vector file, and only those"
     );
     let on_disk: BTreeSet<String> = std::fs::read_dir(vectors_dir())
         .expect("docs/vectors")

@@ -16,15 +16,19 @@
 //! * [`qrp`]: what the keyword tables say of a query, and what they cost;
 //! * [`traversal`]: home routers, and which way each download gets to its
 //!   sources through them (the real `nat::path`);
+//! * [`pollution`]: decoys, Sybils and index poisoning against possession
+//!   checks, signed votes (the real `credence` ranking) and trusted
+//!   publishers — a study of its own, with its own figures;
 //! * [`metrics`], [`chart`]: figures, CSV and SVG;
 //! * [`probe`]: flood one query over a given graph (tests, agreement with
 //!   the real network).
 //!
 //! Dependencies run one way: `sim` → `search` → `qrp` and `traversal` →
 //! `world` → `metrics` → `population`, `scenario`, `clock`, `rng` (and
-//! `probe` → `sim`). `metrics` and `traversal` read a finished run through
-//! traits ([`metrics::Run`], [`traversal::Downloads`]) that [`Sim`]
-//! implements.
+//! `probe` → `sim`); `pollution` stands apart (→ `chart`, `rng`; the
+//! scenario holds its `[pollution]` section). `metrics` and `traversal`
+//! read a finished run through traits ([`metrics::Run`],
+//! [`traversal::Downloads`]) that [`Sim`] implements.
 //!
 //! Determinism: one seed gives one run. All randomness comes from
 //! [`rng::Rng`] streams; nothing iterates a hash map where order matters.
@@ -33,6 +37,7 @@ pub mod chart;
 pub mod clock;
 pub mod live;
 pub mod metrics;
+pub mod pollution;
 pub mod population;
 pub mod probe;
 pub mod qrp;

@@ -8,6 +8,9 @@
 //! `routers.csv`, `timeline.csv` and three SVG charts into `--out`; a
 //! scenario with home routers (`[nat]`) adds the NAT traversal figures
 //! (`traversal.csv`, `traversal_pairs.csv`, `relays.csv`).
+//! A scenario with a `[pollution]` section runs the pollution study instead
+//! (every defence combination) and writes `pollution.csv`,
+//! `pollution_timeline.csv`, `pollution.svg` and `run.txt`.
 //! `--cluster-sizes 10,20,50` instead runs the scenario once per fixed
 //! cluster size (FastTrack-style selection) and charts load against it.
 
@@ -19,6 +22,7 @@ use clap::Parser;
 
 use canopy_netsim::chart::{Chart, Series};
 use canopy_netsim::metrics::{peak_rss, router_loads, write_csv, Run};
+use canopy_netsim::pollution::Pollution;
 use canopy_netsim::scenario::Selection;
 use canopy_netsim::{Scenario, Sim, Summary, TraversalSummary};
 
@@ -37,7 +41,8 @@ struct Args {
     /// Random seed (overrides the file).
     #[arg(long)]
     seed: Option<u64>,
-    /// Queries to issue (overrides the file).
+    /// Queries to issue (overrides the file; a pollution study's searches
+    /// in all).
     #[arg(long)]
     queries: Option<u32>,
     /// Queries per second across the network (overrides the file).
@@ -65,6 +70,11 @@ fn main() -> Result<()> {
     }
     if let Some(queries) = args.queries {
         scenario.queries.count = queries;
+        // A pollution study's queries are its users' searches.
+        let nodes = scenario.nodes;
+        if let Some(pollution) = scenario.pollution.as_mut() {
+            pollution.searches_per_user = f64::from(queries) / f64::from(pollution.users(nodes).max(1));
+        }
     }
     if let Some(rate) = args.rate {
         scenario.queries.rate_per_s = rate;
@@ -73,7 +83,9 @@ fn main() -> Result<()> {
         bail!("a network needs at least one node");
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    if args.cluster_sizes.is_empty() {
+    if let Some(pollution) = scenario.pollution.clone() {
+        run_pollution(&scenario, &pollution, &args.out)
+    } else if args.cluster_sizes.is_empty() {
         run_one(scenario, &args.out)
     } else {
         sweep_clusters(scenario, &args.cluster_sizes, &args.out)
@@ -117,6 +129,45 @@ fn run_one(scenario: Scenario, out: &Path) -> Result<()> {
     }
     std::fs::write(out.join("run.txt"), format!("{table}{footer}\n"))?;
     write_charts(&sim, &summary, out)?;
+    println!("figures in {}", out.display());
+    Ok(())
+}
+
+/// The pollution study: every defence combination over one population.
+fn run_pollution(scenario: &Scenario, pollution: &Pollution, out: &Path) -> Result<()> {
+    println!(
+        "scenario {} — pollution study, {} nodes, seed {}",
+        scenario.name, scenario.nodes, scenario.seed
+    );
+    let started = Instant::now();
+    let outcomes = canopy_netsim::pollution::study(pollution, scenario.nodes, scenario.seed);
+    let wall = started.elapsed();
+    let table = canopy_netsim::pollution::table(&outcomes);
+    print!("{table}");
+    let footer = format!(
+        "figures after the first {:.0} % of {} h; wall time {:.1} s, peak memory {}",
+        pollution.warmup_share * 100.0,
+        pollution.duration_h,
+        wall.as_secs_f64(),
+        peak_rss().map_or("unknown".into(), |b| format!(
+            "{:.0} MiB",
+            b as f64 / (1 << 20) as f64
+        ))
+    );
+    println!("{footer}");
+    std::fs::write(
+        out.join("pollution.csv"),
+        canopy_netsim::pollution::csv(&outcomes),
+    )?;
+    std::fs::write(
+        out.join("pollution_timeline.csv"),
+        canopy_netsim::pollution::timeline_csv(&outcomes),
+    )?;
+    std::fs::write(
+        out.join("pollution.svg"),
+        canopy_netsim::pollution::chart(&outcomes, &scenario.name),
+    )?;
+    std::fs::write(out.join("run.txt"), format!("{table}{footer}\n"))?;
     println!("figures in {}", out.display());
     Ok(())
 }

@@ -28,6 +28,10 @@ pub struct Scenario {
     /// `None`: not modelled, and `population.firewalled` says who fails
     /// the election's dial-back.
     pub nat: Option<Nat>,
+    /// Decoys, Sybils, poisoning and the defences against them
+    /// (`[pollution]`, [`crate::pollution`]); `None`: not modelled. A
+    /// scenario with it runs the pollution study instead of the overlay.
+    pub pollution: Option<crate::pollution::Pollution>,
 }
 
 impl Default for Scenario {
@@ -46,6 +50,7 @@ impl Default for Scenario {
             latency: Latency::default(),
             router: RouterSettings::default(),
             nat: None,
+            pollution: None,
         }
     }
 }
