@@ -390,7 +390,9 @@ async fn an_older_supernode_still_links_and_never_hears_of_tables() {
 async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
     use canopy_common::net::{read_frame, write_frame};
     use canopy_common::proto::qrp::{KeywordTable, TableUpdate, WordRun};
-    use canopy_common::proto::wire::{LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES};
+    use canopy_common::proto::wire::{
+        LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES, FEATURE_NOTES,
+    };
     use canopy_common::proto::{Request, MAX_CONTROL_FRAME};
 
     let victim = supernode(Vec::new(), true).await;
@@ -404,13 +406,13 @@ async fn a_neighbour_sending_bad_or_too_many_tables_is_refused_then_cut_off() {
     };
     write_frame(&mut send, &Request::LinkWith(offer)).await.unwrap();
     let notice: LinkNotice = read_frame(&mut recv, MAX_CONTROL_FRAME).await.unwrap();
+    // The answerer states its own features (the rogue's unknown bits are
+    // not echoed back).
     assert!(
         matches!(
             notice,
-            LinkNotice::AcceptedWith {
-                features: FEATURE_KEYWORD_TABLES,
-                ..
-            }
+            LinkNotice::AcceptedWith { features, .. }
+                if features == FEATURE_KEYWORD_TABLES | FEATURE_NOTES
         ),
         "{notice:?}"
     );
