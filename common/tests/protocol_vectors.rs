@@ -22,7 +22,7 @@ use canopy_common::net::NodeKey;
 use canopy_common::proto::birthday::{Downloader, Plan, Traits, FEATURE_BIRTHDAY};
 use canopy_common::proto::content::{hash_bytes, MIN_BLOCK_SIZE};
 use canopy_common::proto::credence::{
-    decode_votes, encode_votes, SignedVote, Verdict, VoteError, MAX_CLOCK_SKEW, MAX_VOTES_PER_HIT,
+    decode_votes, encode_votes, Opinion, SignedVote, Verdict, VoteError, MAX_CLOCK_SKEW, MAX_VOTES_PER_HIT,
     MAX_VOTE_AGE,
 };
 use canopy_common::proto::frame::{self, FrameError, MAX_CONTROL_FRAME};
@@ -33,7 +33,7 @@ use canopy_common::proto::network::{
 use canopy_common::proto::possession;
 use canopy_common::proto::qrp::{TableUpdate, WordRun};
 use canopy_common::proto::routing::{FloodQuery, QueryId};
-use canopy_common::proto::search::RelayedSource;
+use canopy_common::proto::search::{FileTags, RelayedSource};
 use canopy_common::proto::wire::{
     HostEntry, LinkHello, LinkNotice, LinkOffer, OverlayMessage, FEATURE_KEYWORD_TABLES,
 };
@@ -659,6 +659,34 @@ fn request_vectors() -> Vec<Vector> {
                 padding: vec![0; canopy_common::proto::nat::PADDING_PER_ADDRESS],
             },
         ),
+        r(
+            "votes",
+            "variant 22: a joined leaf hands in its own vote (fake_abc in votes.json) to its supernode",
+            Request::Votes {
+                votes: vec![vote_a(hash_abc(), Verdict::Fake, VOTE_TIME)],
+            },
+        ),
+        r(
+            "notes_for",
+            "variant 23: what do you know of these files (votes, tags)? Asked about the empty file and `abc`",
+            Request::NotesFor {
+                hashes: vec![hash_empty(), hash_abc()],
+            },
+        ),
+        r(
+            "swap_votes",
+            "variant 24: a downloader offers a source of its file its own newest votes (here authentic_abc) for the source's",
+            Request::SwapVotes {
+                votes: vec![vote_a(hash_abc(), Verdict::Authentic, VOTE_TIME)],
+            },
+        ),
+        r(
+            "ask_opinions",
+            "variant 25: what do you think of `abc` and the empty file? (asked of a voter the asker agrees with)",
+            Request::AskOpinions {
+                hashes: vec![hash_abc(), hash_empty()],
+            },
+        ),
     ]
 }
 
@@ -825,6 +853,41 @@ fn response_vectors() -> Vec<Vector> {
             "addresses_tested",
             "variant 23: a stranger's fresh port reached [2001:db8::1]:4001; it is listed from now on",
             Response::AddressesTested { reachable: vec![v6()] },
+        ),
+        r(
+            "votes_noted",
+            "variant 26: the supernode kept 1 of the votes handed in",
+            Response::VotesNoted { accepted: 1 },
+        ),
+        r(
+            "notes",
+            "variant 27: one vote on `abc` (fake_abc in votes.json) and its tags, artist then title",
+            Response::Notes {
+                votes: vec![vote_a(hash_abc(), Verdict::Fake, VOTE_TIME)],
+                tags: vec![FileTags {
+                    hash: hash_abc(),
+                    tags: vec![
+                        ("artist".into(), "Nina Simone".into()),
+                        ("title".into(), "Feeling Good".into()),
+                    ],
+                }],
+            },
+        ),
+        r(
+            "swapped_votes",
+            "variant 28: the source's own votes in a swap (none here: it has voted on nothing)",
+            Response::SwappedVotes { votes: vec![] },
+        ),
+        r(
+            "opinions",
+            "variant 29: the answerer's own vote on `abc` (fake_abc in votes.json) and its opinion of the empty file, -37 % (leaning fake; one signed byte)",
+            Response::Opinions {
+                votes: vec![vote_a(hash_abc(), Verdict::Fake, VOTE_TIME)],
+                opinions: vec![Opinion {
+                    content: hash_empty(),
+                    percent: -37,
+                }],
+            },
         ),
     ]
 }
@@ -1005,6 +1068,15 @@ fn overlay_vectors() -> Vec<Vector> {
             "degree",
             "OverlayMessage 4: the sender now has 6 supernode neighbours",
             OverlayMessage::Degree { neighbours: 6 },
+        ),
+        o(
+            "hit_notes",
+            "OverlayMessage 5: the votes and tags the sender knows on its hits' files for query 00..0f (one vote, fake_abc in votes.json; no tags)",
+            OverlayMessage::HitNotes {
+                id: QueryId(std::array::from_fn(|i| i as u8)),
+                votes: vec![vote_a(hash_abc(), Verdict::Fake, VOTE_TIME)],
+                tags: vec![],
+            },
         ),
     ]
 }

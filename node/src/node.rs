@@ -199,6 +199,7 @@ impl Node {
         if let Some(membership) = endpoint.membership() {
             let _ = context.membership.set(membership.clone());
         }
+        let _ = context.votes.set(votes.clone());
         *context.reach.locked() = config.reachability.clone();
         let admission = Arc::new(Admission::new(config.connection_limits));
         let mut tasks = vec![tokio::spawn(accept_loop(

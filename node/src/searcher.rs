@@ -312,6 +312,12 @@ impl Searcher {
         notes
     }
 
+    /// Asks the voters this user agrees with most, among the peers it met,
+    /// what they think of `files` ([`Votes::ask_met`]).
+    pub async fn ask_met_voters(&self, votes: &Votes, files: &[ContentHash]) -> usize {
+        votes.ask_met(&self.endpoint, files).await
+    }
+
     /// A leaf (or a one-shot command) asks over its live sessions first,
     /// nearest first, then dials the supernodes it is joined to (or, with
     /// none, those it knew at start).

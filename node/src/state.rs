@@ -74,6 +74,9 @@ pub struct NodeState {
     peer_slots: Arc<Mutex<HashMap<PeerId, usize>>>,
     /// The private network this node is in (unset: the public network).
     pub membership: std::sync::OnceLock<Arc<canopy_common::net::Membership>>,
+    /// The user's votes, for swapping with peers met over a download (set
+    /// by [`crate::Node::start`]; unset, swaps are refused and not asked).
+    pub votes: std::sync::OnceLock<Arc<crate::votes::Votes>>,
     /// How peers reach this node, as far as it knows.
     pub reach: Mutex<crate::reach::Reachability>,
 }
@@ -92,6 +95,7 @@ impl NodeState {
             slots: Semaphore::new(limits.upload_slots.max(1)),
             peer_slots: Arc::default(),
             membership: Default::default(),
+            votes: Default::default(),
             reach: Mutex::default(),
         }
     }

@@ -392,3 +392,217 @@ async fn forged_replayed_oversize_and_flooded_votes_are_refused() {
     assert_eq!(kept, vec![good]);
     assert_eq!(kept[0].voter, me);
 }
+
+/// A download is a meeting: the downloader and its source swap their own
+/// votes (`Request::SwapVotes`), so each learns at once how far the other
+/// agrees with it — here completely, over eight files — and the other's
+/// word on a file it has not voted on itself counts for it. Then the
+/// source's side under hostile swaps: votes by someone else, too many at
+/// once, and a flood are refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_swaps_votes_with_its_source() {
+    use canopy_common::net::{ask, NodeKey};
+    use canopy_common::proto::credence::{SignedVote, MAX_VOTES_PER_EXCHANGE};
+    use canopy_common::proto::{Request, Response};
+    use canopy_node::download::DownloadOptions;
+
+    let song = patterned(200_000);
+    let hash = ContentHash::of(&song);
+    let source = canopy_tests::start_sharer(&[("song.mp3", song.clone())]).await;
+    let downloader = canopy_tests::start_downloader().await;
+    for (file, verdict) in history() {
+        source.node.votes().cast(file, verdict);
+        downloader.node.votes().cast(file, verdict);
+    }
+    // Each knows a decoy the other has not met.
+    let (seen_by_source, seen_by_downloader) = (ContentHash([201; 32]), ContentHash([202; 32]));
+    source.node.votes().cast(seen_by_source, Verdict::Fake);
+    downloader.node.votes().cast(seen_by_downloader, Verdict::Fake);
+    assert_eq!(downloader.node.votes().score(&seen_by_source).weight, 0.0);
+
+    let report = downloader
+        .fetch(
+            hash,
+            vec![source.node.peer_addr()],
+            "song.mp3",
+            DownloadOptions::default(),
+        )
+        .await
+        .expect("the download finishes");
+    assert_eq!(std::fs::read(&report.path).unwrap(), song);
+    until("both sides learned from the swap", || {
+        downloader.node.votes().score(&seen_by_source).weight > 0.0
+            && source.node.votes().score(&seen_by_downloader).weight > 0.0
+    })
+    .await;
+    let (told_downloader, told_source) = (
+        downloader.node.votes().score(&seen_by_source),
+        source.node.votes().score(&seen_by_downloader),
+    );
+    assert!(told_downloader.value < -0.5, "{told_downloader:?}");
+    assert!(told_source.value < -0.5, "{told_source:?}");
+
+    // The source's side, spoken to by hand.
+    let endpoint = canopy_tests::client();
+    let key = endpoint.key().clone();
+    let connection = endpoint.connect(&source.node.peer_addr()).await.unwrap();
+    let now = canopy_node::votes::unix_now();
+    let vote = |key: &NodeKey, file: u8| {
+        SignedVote::sign(key.peer_id(), ContentHash([file; 32]), Verdict::Fake, now, |m| {
+            key.sign(m)
+        })
+    };
+    let swap = |votes: Vec<SignedVote>| {
+        let connection = connection.clone();
+        async move {
+            ask::<_, Response>(&connection, &Request::SwapVotes { votes })
+                .await
+                .unwrap()
+        }
+    };
+    let stranger = NodeKey::generate().unwrap();
+    match swap(vec![vote(&key, 1), vote(&stranger, 2)]).await {
+        Response::BadRequest { reason } => assert!(reason.contains("own votes"), "{reason}"),
+        other => panic!("someone else's vote in a swap was answered {other:?}"),
+    }
+    let many: Vec<SignedVote> = (0..=MAX_VOTES_PER_EXCHANGE as u8)
+        .map(|i| vote(&key, i))
+        .collect();
+    match swap(many).await {
+        Response::BadRequest { reason } => assert!(reason.contains("votes in one swap"), "{reason}"),
+        other => panic!("an oversize swap was answered {other:?}"),
+    }
+    // A good swap is answered with the source's own votes, those on the
+    // files asked about first.
+    match swap(vec![vote(&key, 201)]).await {
+        Response::SwappedVotes { votes } => {
+            assert_eq!(votes[0].content, seen_by_source, "{votes:?}");
+            assert!(votes.iter().all(|v| v.voter == source.node.peer_addr().id));
+            assert!(votes.len() <= MAX_VOTES_PER_EXCHANGE);
+        }
+        other => panic!("a good swap was answered {other:?}"),
+    }
+    // A flood: bursts of 4 a peer, then one every 10 s.
+    let mut busy = 0;
+    for i in 0..8u8 {
+        if matches!(swap(vec![vote(&key, 50 + i)]).await, Response::Busy { .. }) {
+            busy += 1;
+        }
+    }
+    assert!(busy >= 4, "a flood of swaps was told to wait {busy} times of 8");
+}
+
+/// Credence's step past the peers one meets: a search asks the voters its
+/// user agrees with most, among the peers met over downloads, what they
+/// think of the results (`Request::AskOpinions`). A friend answers with
+/// its own vote on one file and, on another it never voted on, its
+/// opinion — formed from a voter the user never met. Both count for the
+/// user. Then the asked side under a flood and an oversize ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_asks_the_voters_met_and_agreed_with() {
+    use canopy_common::net::ask;
+    use canopy_common::proto::wire::MAX_HASHES_PER_NOTES_ASK;
+    use canopy_common::proto::{Request, Response};
+    use canopy_node::download::DownloadOptions;
+
+    let (g_file, f_file) = (patterned(100_000), patterned(150_000));
+    let far = canopy_tests::start_sharer(&[("far.bin", g_file.clone())]).await;
+    let friend = canopy_tests::start_sharer(&[("friend.bin", f_file.clone())]).await;
+    let user = canopy_tests::start_downloader().await;
+    for (file, verdict) in history() {
+        far.node.votes().cast(file, verdict);
+        friend.node.votes().cast(file, verdict);
+        user.node.votes().cast(file, verdict);
+    }
+    let (heard_of, voted_on) = (ContentHash([211; 32]), ContentHash([212; 32]));
+    far.node.votes().cast(heard_of, Verdict::Fake);
+
+    // The friend meets the far voter over a download, and learns its vote.
+    let output = friend.share_dir.join("far.bin");
+    friend
+        .node
+        .download(
+            ContentHash::of(&g_file),
+            &output,
+            vec![far.node.peer_addr()],
+            DownloadOptions::default(),
+        )
+        .wait()
+        .await
+        .expect("the friend's download finishes");
+    until("the friend learned the far voter's vote", || {
+        friend.node.votes().score(&heard_of).weight > 0.0
+    })
+    .await;
+    // The user meets the friend; the friend votes on another file later.
+    let report = user
+        .fetch(
+            ContentHash::of(&f_file),
+            vec![friend.node.peer_addr()],
+            "friend.bin",
+            DownloadOptions::default(),
+        )
+        .await
+        .expect("the user's download finishes");
+    assert_eq!(std::fs::read(&report.path).unwrap(), f_file);
+    until("the user and the friend swapped", || {
+        user.node.votes().score(&ContentHash([100; 32])).voters > 1
+    })
+    .await;
+    friend.node.votes().cast(voted_on, Verdict::Fake);
+    for file in [heard_of, voted_on] {
+        assert_eq!(
+            user.node.votes().score(&file).weight,
+            0.0,
+            "the user knows nothing of it yet"
+        );
+    }
+
+    let counted = user
+        .node
+        .searcher()
+        .ask_met_voters(user.node.votes(), &[heard_of, voted_on])
+        .await;
+    assert_eq!(counted, 2, "the friend's vote and its opinion");
+    for file in [heard_of, voted_on] {
+        let score = user.node.votes().score(&file);
+        assert!(score.weight > 0.0 && score.value < -0.5, "{file}: {score:?}");
+    }
+
+    // The asked side, spoken to by hand.
+    let endpoint = canopy_tests::client();
+    let connection = endpoint.connect(&friend.node.peer_addr()).await.unwrap();
+    let asking = |hashes: Vec<ContentHash>| {
+        let connection = connection.clone();
+        async move {
+            ask::<_, Response>(&connection, &Request::AskOpinions { hashes })
+                .await
+                .unwrap()
+        }
+    };
+    let too_many: Vec<ContentHash> = (0..=MAX_HASHES_PER_NOTES_ASK as u8)
+        .map(|i| ContentHash([i; 32]))
+        .collect();
+    match asking(too_many).await {
+        Response::BadRequest { reason } => assert!(reason.contains("files asked at once"), "{reason}"),
+        other => panic!("an oversize ask was answered {other:?}"),
+    }
+    // A stranger may ask (votes are public), within a budget.
+    match asking(vec![voted_on, heard_of]).await {
+        Response::Opinions { votes, opinions } => {
+            assert_eq!(votes.len(), 1);
+            assert_eq!((votes[0].content, votes[0].verdict), (voted_on, Verdict::Fake));
+            assert_eq!(opinions.len(), 1);
+            assert_eq!(opinions[0].content, heard_of);
+            assert!(opinions[0].percent < 0, "{opinions:?}");
+        }
+        other => panic!("an ask was answered {other:?}"),
+    }
+    let mut busy = 0;
+    for _ in 0..16 {
+        if matches!(asking(vec![voted_on]).await, Response::Busy { .. }) {
+            busy += 1;
+        }
+    }
+    assert!(busy >= 6, "a flood of asks was told to wait {busy} times of 16");
+}

@@ -188,6 +188,34 @@ pub enum VoteError {
     NotCanonical,
 }
 
+/// What a voter thinks of a file it has not voted on, as it answers when
+/// asked ([`crate::proto::Request::AskOpinions`]): its
+/// [`VoteBook::opinion`] in percent, −100 (surely a fake) to 100 (surely
+/// authentic). Unsigned hearsay: it counts only for a receiver with a
+/// direct weight for the one who said it ([`VoteBook::hear`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opinion {
+    pub content: ContentHash,
+    pub percent: i8,
+}
+
+impl Opinion {
+    /// The opinion of `content` worth `value` (−1 … 1, clamped).
+    pub fn new(content: ContentHash, value: f64) -> Opinion {
+        Opinion {
+            content,
+            percent: (value.clamp(-1.0, 1.0) * 100.0).round() as i8,
+        }
+    }
+
+    /// Its value, −1 … 1; `None` for a percent outside −100 … 100.
+    pub fn value(&self) -> Option<f64> {
+        (-100..=100)
+            .contains(&self.percent)
+            .then(|| f64::from(self.percent) / 100.0)
+    }
+}
+
 /// One voter's verdict on one file, signed with the voter's peer key.
 ///
 /// On the wire (postcard): the voter's 32 key bytes, the 32 hash bytes, the

@@ -170,6 +170,24 @@ pub enum Request {
     /// [`Response::Notes`] or [`Response::NotSupernode`]. Appended after
     /// version 0; an older node resets the stream.
     NotesFor { hashes: Vec<ContentHash> },
+    /// A downloader and a source of its file swap votes: the downloader
+    /// sends its own newest votes (at most
+    /// [`MAX_VOTES_PER_EXCHANGE`](super::credence::MAX_VOTES_PER_EXCHANGE),
+    /// each signed by its own key: anyone else's are refused), the source
+    /// answers with its own votes on those files first, then its newest.
+    /// Two peers who met over a file learn at once how far they agree,
+    /// which is what gives a vote weight (docs/TRUST.md). Answered by
+    /// [`Response::SwappedVotes`], [`Response::Busy`] or
+    /// [`Response::BadRequest`]. Appended after version 0; an older node
+    /// resets the stream.
+    SwapVotes { votes: Vec<super::credence::SignedVote> },
+    /// Asks a peer the asker agrees with (met over a download, docs/TRUST.md)
+    /// what it thinks of these files (at most [`MAX_HASHES_PER_NOTES_ASK`]):
+    /// its own votes on them, else its weighted opinion. Answered by
+    /// [`Response::Opinions`], [`Response::Busy`] or
+    /// [`Response::BadRequest`]. Appended after version 0; an older node
+    /// resets the stream.
+    AskOpinions { hashes: Vec<ContentHash> },
 }
 
 /// Most votes one [`Request::Votes`] may carry.
@@ -415,6 +433,20 @@ pub enum Response {
         votes: Vec<super::credence::SignedVote>,
         tags: Vec<super::search::FileTags>,
     },
+    /// The answer to [`Request::SwapVotes`]: the source's own votes, at
+    /// most [`MAX_VOTES_PER_EXCHANGE`](super::credence::MAX_VOTES_PER_EXCHANGE)
+    /// (the receiver verifies each, and that each is the source's own).
+    SwappedVotes {
+        votes: Vec<super::credence::SignedVote>,
+    },
+    /// The answer to [`Request::AskOpinions`]: the answerer's own signed
+    /// votes on the files asked about (at most one a file), and its
+    /// opinion of those it did not vote on but has a view of (at most one
+    /// a file).
+    Opinions {
+        votes: Vec<super::credence::SignedVote>,
+        opinions: Vec<super::credence::Opinion>,
+    },
 }
 
 /// Largest bandwidth probe, in bytes.
@@ -439,6 +471,7 @@ impl Response {
 mod tests {
     use super::*;
     use crate::proto::birthday::Plan;
+    use crate::proto::credence::{Opinion, MAX_VOTES_PER_EXCHANGE};
     use crate::proto::frame::{decode, encode, MAX_CONTROL_FRAME};
     use proptest::prelude::*;
 
@@ -527,6 +560,10 @@ mod tests {
                 .prop_map(|votes| Request::Votes { votes }),
             proptest::collection::vec(any_hash(), 0..MAX_HASHES_PER_NOTES_ASK)
                 .prop_map(|hashes| Request::NotesFor { hashes }),
+            proptest::collection::vec(any_vote(), 0..MAX_VOTES_PER_EXCHANGE)
+                .prop_map(|votes| Request::SwapVotes { votes }),
+            proptest::collection::vec(any_hash(), 0..MAX_HASHES_PER_NOTES_ASK)
+                .prop_map(|hashes| Request::AskOpinions { hashes }),
         ]
     }
 
@@ -568,6 +605,16 @@ mod tests {
                 proptest::collection::vec(any_tags(), 0..MAX_HASHES_PER_NOTES_ASK)
             )
                 .prop_map(|(votes, tags)| Response::Notes { votes, tags }),
+            proptest::collection::vec(any_vote(), 0..MAX_VOTES_PER_EXCHANGE)
+                .prop_map(|votes| Response::SwappedVotes { votes }),
+            (
+                proptest::collection::vec(any_vote(), 0..MAX_HASHES_PER_NOTES_ASK),
+                proptest::collection::vec(
+                    (any_hash(), any::<i8>()).prop_map(|(content, percent)| Opinion { content, percent }),
+                    0..MAX_HASHES_PER_NOTES_ASK
+                )
+            )
+                .prop_map(|(votes, opinions)| Response::Opinions { votes, opinions }),
         ]
     }
 

@@ -202,6 +202,57 @@ async fn send_file_range(
 /// chaining values that link it to the hash (`proto::possession`). Read
 /// from disk as it is now: a file changed since it was hashed fails the
 /// check, as it should.
+/// A downloader swaps votes with us, a source of its file
+/// ([`crate::votes::Votes::swap_answer`]).
+pub(super) async fn swap_votes(
+    peer: PeerAddr,
+    votes: Vec<canopy_common::proto::credence::SignedVote>,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state.votes.get().map(|book| book.swap_answer(peer, &votes)) {
+        Some(Ok(votes)) => Response::SwappedVotes { votes },
+        refused => refusal(peer, refused.map(|answer| answer.map(|_| ())), 10_000),
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
+
+/// A peer that agrees with us asks what we think of some files
+/// ([`crate::votes::Votes::opinions_answer`]).
+pub(super) async fn opinions(
+    peer: PeerAddr,
+    hashes: Vec<ContentHash>,
+    send: &mut SendStream,
+    state: &NodeState,
+) -> Result<(), AnswerError> {
+    let response = match state
+        .votes
+        .get()
+        .map(|book| book.opinions_answer(peer.id, &hashes))
+    {
+        Some(Ok((votes, opinions))) => Response::Opinions { votes, opinions },
+        refused => refusal(peer, refused.map(|answer| answer.map(|_| ())), 1_000),
+    };
+    write_frame(send, &response).await?;
+    Ok(())
+}
+
+/// `Busy` (over budget, or no votes kept here) or `BadRequest` with the reason.
+fn refusal(
+    peer: PeerAddr,
+    refused: Option<Result<(), crate::votes::Refused>>,
+    retry_after_ms: u32,
+) -> Response {
+    match refused {
+        None | Some(Ok(())) | Some(Err(crate::votes::Refused::Busy)) => Response::Busy { retry_after_ms },
+        Some(Err(refused)) => {
+            tracing::debug!(peer = ?peer, %refused, "refused a peer's votes request");
+            Response::bad_request(refused.to_string())
+        }
+    }
+}
+
 pub(super) async fn prove(
     hash: ContentHash,
     chunk: u64,

@@ -130,6 +130,14 @@ async fn serve_stream(
             let _ = recv.stop(VarInt::from_u32(0));
             supernode::notes_for(hashes, &mut send, state).await
         }
+        Request::SwapVotes { votes } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            content::swap_votes(peer, votes, &mut send, state).await
+        }
+        Request::AskOpinions { hashes } => {
+            let _ = recv.stop(VarInt::from_u32(0));
+            content::opinions(peer, hashes, &mut send, state).await
+        }
         Request::Prove { hash, chunk } => {
             let _ = recv.stop(VarInt::from_u32(0));
             content::prove(hash, chunk, &mut send, state).await

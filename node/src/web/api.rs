@@ -605,6 +605,8 @@ impl App {
             let notes = self.searcher.gather_notes(&self.votes, chunk).await;
             tags.extend(notes.tags.into_iter().map(|file| (file.hash, file.tags)));
         }
+        let best_placed = &files[..files.len().min(MAX_HASHES_PER_NOTES_ASK)];
+        self.searcher.ask_met_voters(&self.votes, best_placed).await;
         let scores = self.votes.rank(&mut hits);
         let ranked: Vec<Value> = hits
             .iter()
