@@ -88,7 +88,7 @@ run canopy-nat-100000-load --scenario $s/canopy-nat.toml --nodes 100000 --querie
 # user at 10^4 nodes (a pollution study reads --queries as its searches).
 run pollution-10000 --scenario $s/pollution.toml --nodes 10000 --queries 266910
 run pollution-camouflage-10000 --scenario $s/pollution-camouflage.toml --nodes 10000 --queries 266910
-run pollution-store-10000 --scenario $s/pollution-store.toml --nodes 10000 --queries 266910
+run pollution-no-asking-10000 --scenario $s/pollution-no-asking.toml --nodes 10000 --queries 266910
 # Every run's summary (the figure below charts this run's, not older copies).
 for name in "${names[@]}"; do
     [ ! -f "$out/$name/summary.csv" ] || cp "$out/$name/summary.csv" "$docs/$name-summary.csv"
@@ -101,7 +101,7 @@ for name in canopy-100000 fasttrack-100000 gnutella-100000 canopy-1000000 canopy
     done
 done
 cp "$out"/clusters/*.svg "$docs"/
-for name in pollution-10000 pollution-camouflage-10000 pollution-store-10000; do
+for name in pollution-10000 pollution-camouflage-10000 pollution-no-asking-10000; do
     cp "$out/$name/pollution.svg" "$docs/$name.svg"
     cp "$out/$name/pollution.csv" "$docs/$name.csv"
 done

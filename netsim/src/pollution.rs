@@ -58,6 +58,7 @@ use canopy_common::proto::credence::{
     self, Candidate, Limits, Score, SignedVote, Verdict, VoteBook, MAX_OWN_VOTES, MAX_VOTES_PER_EXCHANGE,
     MAX_VOTES_PER_HIT, MAX_VOTES_PER_VOTER,
 };
+use canopy_common::proto::wire::MAX_HASHES_PER_NOTES_ASK;
 use canopy_common::proto::{ContentHash, PeerId};
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,10 @@ pub struct Pollution {
     /// and one answer each, the answer being the asker-chosen hashes'
     /// votes it holds (at most [`MAX_VOTES_PER_HIT`]). 0: not asked.
     pub ask_trusted: u32,
+    /// Ask only voters the user has met: peers it swapped votes with over a
+    /// download, either side (a node knows where those are; a voter known
+    /// only from a supernode's store has no address to ask).
+    pub ask_met_only: bool,
     /// How Sybils vote when they talk to users (exchanges, answers).
     /// false: their stance — own decoys authentic, real versions fake (a
     /// record of disagreement that Credence reads inverted). true:
@@ -136,6 +141,12 @@ pub struct Pollution {
     /// them on each result — this many (0: channel off). Modelled as one
     /// store for the whole network (a search that reaches every supernode).
     pub store_votes: u32,
+    /// The node's search also asks its supernodes about the files the user
+    /// voted on last (`node::votes::Votes::gather`: the results' first
+    /// half, then the newest own votes, [`MAX_HASHES_PER_NOTES_ASK`] files
+    /// in all): the stored votes of others on *those* files are what tell
+    /// whom to trust. Only with `store_votes`.
+    pub gather_own: bool,
     /// Sybils re-sign their votes as they go, so theirs are always the
     /// newest a supernode holds (otherwise dated when the title came out).
     pub sybils_refresh: bool,
@@ -171,8 +182,10 @@ impl Default for Pollution {
             vote_sources_per_hit: 3,
             exchange_votes: MAX_VOTES_PER_EXCHANGE as u32,
             ask_trusted: 8,
+            ask_met_only: false,
             camouflage: false,
             store_votes: 0,
+            gather_own: false,
             sybils_refresh: false,
             book_votes: 1024,
         }
@@ -339,8 +352,12 @@ struct World<'a> {
     /// User × title: holds an authentic copy.
     has: Vec<bool>,
     books: Vec<Option<VoteBook>>,
+    /// Per node: the peers it swapped votes with (only with `ask_met_only`).
+    met: Vec<BTreeSet<PeerId>>,
     /// What each content hash is.
     kinds: BTreeMap<ContentHash, Kind>,
+    /// Where each content hash is: (title, version).
+    places: BTreeMap<ContentHash, (usize, usize)>,
     /// Honest users' votes handed to supernodes, per file: (issued, voter,
     /// verdict as told), the newest [`STORE_VOTES_PER_FILE`].
     store: BTreeMap<ContentHash, Vec<(u64, PeerId, Verdict)>>,
@@ -469,9 +486,15 @@ impl<'a> World<'a> {
         };
         let vote_bytes = postcard::to_stdvec(&sample).expect("a vote encodes").len() as u64;
         let kinds = versions.iter().flatten().map(|v| (v.hash, v.kind)).collect();
+        let places = (versions.iter().enumerate())
+            .flat_map(|(title, list)| {
+                (list.iter().enumerate()).map(move |(v, version)| (version.hash, (title, v)))
+            })
+            .collect();
         World {
             config,
             kinds,
+            places,
             store: BTreeMap::new(),
             defence,
             sybils,
@@ -482,6 +505,7 @@ impl<'a> World<'a> {
             versions,
             has,
             books,
+            met: vec![BTreeSet::new(); nodes as usize],
             releases,
             phases,
             vote_bytes,
@@ -928,6 +952,22 @@ fn search(
             hit_bytes += 1 + votes.len() as u64 * world.vote_bytes;
             read.push((version.hash, votes));
         }
+        if world.config.gather_own {
+            let asked_results = found.len().min(MAX_HASHES_PER_NOTES_ASK / 2);
+            let own = world.books[user as usize]
+                .as_ref()
+                .map(|book| book.own_votes(MAX_HASHES_PER_NOTES_ASK - asked_results))
+                .unwrap_or_default();
+            for (hash, _, _) in own {
+                let Some(&(own_title, v)) = world.places.get(&hash) else {
+                    continue;
+                };
+                let votes = world.stored(own_title, &world.versions[own_title][v], t);
+                hit_votes += votes.len() as u64;
+                hit_bytes += 32 + votes.len() as u64 * world.vote_bytes;
+                read.push((hash, votes));
+            }
+        }
         let book = world.books[user as usize].as_mut().expect("users have books");
         for (hash, votes) in read {
             for (issued, voter, verdict) in votes {
@@ -943,10 +983,18 @@ fn search(
             .iter()
             .map(|&(i, _)| world.versions[title][i].hash)
             .collect();
-        let asked = world.books[user as usize]
-            .as_ref()
-            .map(|book| book.trusted(world.config.ask_trusted as usize))
-            .unwrap_or_default();
+        let want = world.config.ask_trusted as usize;
+        let asked: Vec<(PeerId, f64)> = match world.books[user as usize].as_ref() {
+            None => Vec::new(),
+            Some(book) if world.config.ask_met_only => {
+                let met = &world.met[user as usize];
+                (book.trusted(usize::MAX).into_iter())
+                    .filter(|(voter, _)| met.contains(voter))
+                    .take(want)
+                    .collect()
+            }
+            Some(book) => book.trusted(want),
+        };
         let mut answers = Vec::new();
         for (voter, _) in asked {
             let Some(node) = node_of(voter) else {
@@ -1053,6 +1101,10 @@ fn search(
                 for (voter, hash, verdict, issued) in given {
                     book.observe(voter, hash, verdict, issued);
                 }
+            }
+            if world.config.ask_met_only {
+                world.met[user as usize].insert(peer(source));
+                world.met[source as usize].insert(peer(user));
             }
         }
         if kind == Kind::Authentic {

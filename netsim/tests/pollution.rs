@@ -64,3 +64,40 @@ fn one_seed_one_result() {
     let c = run(&config, 600, 6, Defence::ALL[4]);
     assert_ne!(format!("{a:?}"), format!("{c:?}"));
 }
+
+/// The node's channels (pollution.toml): supernode stores asked about the
+/// results and the user's own files, swaps on download, and asking the
+/// voters met. Asking must add a clear margin over the rest, and the met
+/// voters must be asked (messages counted).
+#[test]
+fn asking_the_voters_met_adds_to_the_nodes_other_channels() {
+    let node = Pollution {
+        vote_sources_per_hit: 0,
+        store_votes: 8,
+        gather_own: true,
+        exchange_votes: 32,
+        ask_trusted: 8,
+        ask_met_only: true,
+        searches_per_user: 8.0,
+        ..small()
+    };
+    let without = Pollution {
+        ask_trusted: 0,
+        ..node.clone()
+    };
+    let votes = Defence::ALL[2];
+    let asked = run(&node, 2_000, 1, votes);
+    let not_asked = run(&without, 2_000, 1, votes);
+    eprintln!(
+        "top authentic: asking {:.3}, not asking {:.3}",
+        asked.top_authentic, not_asked.top_authentic
+    );
+    assert!(asked.ask_messages_per_search > 0.0, "{asked:?}");
+    assert_eq!(not_asked.ask_messages_per_search, 0.0);
+    assert!(
+        asked.top_authentic > not_asked.top_authentic + 0.03,
+        "asking {:.3} vs not {:.3}",
+        asked.top_authentic,
+        not_asked.top_authentic
+    );
+}
