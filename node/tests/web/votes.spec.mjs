@@ -82,7 +82,6 @@ try {
   await page.fill('#search-text', 'feeling good');
   await page.click('#search-form button[type=submit]');
   await page.waitForFunction(() => document.querySelectorAll('#results tbody tr').length === 2 && /found\./.test(document.querySelector('#search-state').textContent));
-  await shot('votes-results-1280');
 
   // 2. Trust the publisher: marked, first, kept.
   await row(REAL).locator('button.trust').click();
@@ -97,6 +96,7 @@ try {
   const trusted = await api('GET', 'trust');
   if (!trusted.trusted.includes(PUBLISHER)) throw new Error(`the node does not keep the trust: ${JSON.stringify(trusted)}`);
   step('trusted', { order: await order() });
+  await shot('votes-results-1280');
 
   // 3. Play is offered; download the real one, then vote on it.
   if (!(await row(REAL).locator('button.play').isVisible())) throw new Error('no Play button on a song');
