@@ -125,9 +125,11 @@ pub struct Pollution {
     /// and one answer each, the answer being the asker-chosen hashes'
     /// votes it holds (at most [`MAX_VOTES_PER_HIT`]). 0: not asked.
     pub ask_trusted: u32,
-    /// Ask only voters the user has met: peers it swapped votes with over a
-    /// download, either side (a node knows where those are; a voter known
-    /// only from a supernode's store has no address to ask).
+    /// Ask only voters the user has met: sources it downloaded from (and
+    /// swapped votes with). A node knows where those are (a voter known only
+    /// from a supernode's store has no address to ask), and a peer cannot
+    /// make itself one at will: the user chose to download from it. Peers
+    /// that downloaded from the user are not asked (anyone can be one).
     pub ask_met_only: bool,
     /// How Sybils vote when they talk to users (exchanges, answers).
     /// false: their stance — own decoys authentic, real versions fake (a
@@ -352,7 +354,7 @@ struct World<'a> {
     /// User × title: holds an authentic copy.
     has: Vec<bool>,
     books: Vec<Option<VoteBook>>,
-    /// Per node: the peers it swapped votes with (only with `ask_met_only`).
+    /// Per node: the sources it downloaded from (only with `ask_met_only`).
     met: Vec<BTreeSet<PeerId>>,
     /// What each content hash is.
     kinds: BTreeMap<ContentHash, Kind>,
@@ -1104,7 +1106,6 @@ fn search(
             }
             if world.config.ask_met_only {
                 world.met[user as usize].insert(peer(source));
-                world.met[source as usize].insert(peer(user));
             }
         }
         if kind == Kind::Authentic {

@@ -312,8 +312,8 @@ impl Searcher {
         notes
     }
 
-    /// Asks the voters this user agrees with most, among the peers it met,
-    /// what they think of `files` ([`Votes::ask_met`]).
+    /// Asks the voters this user agrees with most, among the sources it
+    /// downloaded from, what they think of `files` ([`Votes::ask_met`]).
     pub async fn ask_met_voters(&self, votes: &Votes, files: &[ContentHash]) -> usize {
         votes.ask_met(&self.endpoint, files).await
     }

@@ -138,12 +138,13 @@ impl std::fmt::Debug for Votes {
     }
 }
 
-/// The peers this node met over downloads (swapped votes with, either
-/// side), and the budgets of what it answers.
+/// The sources this node downloaded from and swapped votes with (the
+/// voters a search may ask), and the budgets of what it answers. Peers
+/// that downloaded from this node are not kept: anyone can be one at will,
+/// while a source is one the user chose to download from.
 struct Swaps {
     started: Instant,
-    /// Where each peer met was, when it was last met, and when this node,
-    /// downloading, last swapped with it.
+    /// Where each source met was, and when this node last swapped with it.
     met: HashMap<PeerId, Met>,
     swaps_per_peer: Budgets<PeerId>,
     swaps_in_all: TokenBucket,
@@ -153,8 +154,7 @@ struct Swaps {
 
 struct Met {
     at: PeerAddr,
-    seen: Instant,
-    swapped: Option<Instant>,
+    swapped: Instant,
 }
 
 impl Swaps {
@@ -169,28 +169,19 @@ impl Swaps {
         }
     }
 
-    /// Remembers meeting `peer` now, at its address; the longest unseen
-    /// goes when the list is full.
-    fn meet(&mut self, peer: PeerAddr, swapped: bool) {
-        let now = Instant::now();
+    /// Remembers swapping with source `peer` now, at its address; the
+    /// longest unmet goes when the list is full.
+    fn meet(&mut self, peer: PeerAddr) {
         if self.met.len() >= MAX_MET && !self.met.contains_key(&peer.id) {
-            if let Some(oldest) = (self.met.iter())
-                .min_by_key(|(_, met)| met.seen)
-                .map(|(id, _)| *id)
-            {
+            let oldest = (self.met.iter())
+                .min_by_key(|(_, met)| met.swapped)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
                 self.met.remove(&oldest);
             }
         }
-        let met = self.met.entry(peer.id).or_insert(Met {
-            at: peer,
-            seen: now,
-            swapped: None,
-        });
-        met.at = peer;
-        met.seen = now;
-        if swapped {
-            met.swapped = Some(now);
-        }
+        let swapped = Instant::now();
+        self.met.insert(peer.id, Met { at: peer, swapped });
     }
 
     /// Takes one answer from `peer`'s budget and the node's.
@@ -320,13 +311,11 @@ impl Votes {
     /// there.
     pub fn swap_due(&self, source: PeerAddr) -> bool {
         let mut swaps = self.swaps.locked();
-        let recent = (swaps.met.get(&source.id))
-            .and_then(|met| met.swapped)
-            .is_some_and(|at| at.elapsed() < SWAP_AGAIN_AFTER);
+        let recent = (swaps.met.get(&source.id)).is_some_and(|met| met.swapped.elapsed() < SWAP_AGAIN_AFTER);
         if recent {
             return false;
         }
-        swaps.meet(source, true);
+        swaps.meet(source);
         true
     }
 
@@ -342,7 +331,6 @@ impl Votes {
     /// A source's side of a swap with `peer`: takes in its votes (its own
     /// only, each verified) and answers with this node's own votes on the
     /// same files first, then its newest, [`MAX_VOTES_PER_EXCHANGE`] in all.
-    /// The peer is remembered as met, at the address it came from.
     pub fn swap_answer(&self, peer: PeerAddr, given: &[SignedVote]) -> Result<Vec<SignedVote>, Refused> {
         if given.len() > MAX_VOTES_PER_EXCHANGE {
             return Err(Refused::TooManyVotes(given.len()));
@@ -355,7 +343,6 @@ impl Votes {
             if !swaps.answer(peer.id, false) {
                 return Err(Refused::Busy);
             }
-            swaps.meet(peer, false);
         }
         self.learn(given);
         let inner = self.inner.locked();
@@ -414,8 +401,8 @@ impl Votes {
         Ok((votes, opinions))
     }
 
-    /// Asks the voters this user agrees with most, among the peers it met
-    /// ([`ASK_MET`] of them, all at once, within [`ASK_MET_TIMEOUT`]), what
+    /// Asks the voters this user agrees with most, among the sources it
+    /// downloaded from ([`ASK_MET`] of them, all at once, within [`ASK_MET_TIMEOUT`]), what
     /// they think of `files` (a search's best-placed results): their votes
     /// are learned, their opinions heard ([`VoteBook::hear`]). Credence's
     /// step that makes votes reach a user who never met the voters: the

@@ -401,3 +401,16 @@ pub async fn join_by_hand(
         .unwrap();
     (connection, send, recv, notice)
 }
+
+/// Starts a supernode on loopback whose proof-of-possession checks run as
+/// `possession` says.
+pub async fn supernode_checking(
+    possession: canopy_supernode::possession::PossessionConfig,
+) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
+    let mut settings = canopy_supernode::SupernodeConfig::for_this_machine(None);
+    settings.possession = possession;
+    config.supernode = Some(settings);
+    (Node::start(config).await.unwrap(), dir)
+}

@@ -12,10 +12,9 @@ use canopy_common::proto::frame::MAX_CONTROL_FRAME;
 use canopy_common::proto::{
     ContentHash, FileEntry, FileKind, LeafUpdate, PeerAddr, Query, Request, Response, SessionNotice,
 };
-use canopy_node::{Node, NodeConfig};
+use canopy_node::Node;
 use canopy_supernode::possession::PossessionConfig;
-use canopy_supernode::SupernodeConfig;
-use canopy_tests::{client, join_by_hand, search_until, start_leaf, until, LOOPBACK};
+use canopy_tests::{client, join_by_hand, search_until, start_leaf, supernode_checking, until};
 
 /// A supernode that checks every leaf about three times a second, from
 /// two seconds after it joined.
@@ -30,15 +29,6 @@ async fn checking_supernode() -> (Node, tempfile::TempDir) {
         ..PossessionConfig::default()
     })
     .await
-}
-
-async fn supernode_checking(possession: PossessionConfig) -> (Node, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
-    let mut settings = SupernodeConfig::for_this_machine(None);
-    settings.possession = possession;
-    config.supernode = Some(settings);
-    (Node::start(config).await.unwrap(), dir)
 }
 
 /// Joins `supernode` as a poisoner would: publishes entries for files it

@@ -28,8 +28,7 @@ use canopy_common::proto::possession::{chunk_count, chunk_range, verify};
 use canopy_common::proto::{ContentHash, PeerId, Query, Request, Response};
 use canopy_node::{Node, NodeConfig};
 use canopy_supernode::possession::PossessionConfig;
-use canopy_supernode::SupernodeConfig;
-use canopy_tests::{client, search_until, wait_published, LOOPBACK};
+use canopy_tests::{client, search_until, supernode_checking, wait_published, LOOPBACK};
 
 /// Honest leaves joined to the supernode.
 const LEAVES: usize = 8;
@@ -127,15 +126,6 @@ struct Churn {
     /// goes with the failure). A rewrite (truncate, then write) counts
     /// twice: a rescan may catch it half written.
     stale_hashes: u64,
-}
-
-async fn supernode_checking(possession: PossessionConfig) -> (Node, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = NodeConfig::new(dir.path().join("data"), LOOPBACK);
-    let mut settings = SupernodeConfig::for_this_machine(None);
-    settings.possession = possession;
-    config.supernode = Some(settings);
-    (Node::start(config).await.unwrap(), dir)
 }
 
 /// Starts leaf `index`, joined to `supernode`, rescanning every second,

@@ -251,8 +251,9 @@ impl Source {
             return Ok(());
         };
         let partial = self.refresh_have(connection, &hashes).await?;
-        self.exchange_sources(connection).await;
-        self.swap_votes(connection);
+        // Both answered in one round trip, before the transfer: a swap
+        // beside it would be cut off when a small file is done first.
+        tokio::join!(self.exchange_sources(connection), self.swap_votes(connection));
         self.shared
             .update_slot(self.id, |slot| slot.state = SourceState::Active);
         self.fetch(connection, hashes, partial).await
@@ -660,31 +661,27 @@ impl Source {
 impl Source {
     /// Swaps votes with the source, once per source per few minutes
     /// ([`crate::votes::Votes::swap_due`]): meeting over a file is how two
-    /// users learn whether they agree (docs/TRUST.md). Beside the
-    /// download, not before it (no round trip added to the first block);
-    /// best effort: an older or busy source simply swaps nothing.
-    fn swap_votes(&self, connection: &quinn::Connection) {
-        let Some(votes) = self.shared.context.votes.get().cloned() else {
+    /// users learn whether they agree (docs/TRUST.md). Best effort: an
+    /// older or busy source simply swaps nothing.
+    async fn swap_votes(&self, connection: &quinn::Connection) {
+        let Some(votes) = self.shared.context.votes.get() else {
             return;
         };
         let source = self.peer.id;
         if !votes.swap_due(self.peer) {
             return;
         }
-        let connection = connection.clone();
-        tokio::spawn(async move {
-            let offer = Request::SwapVotes {
-                votes: votes.swap_offer(),
-            };
-            match Ask::new(&connection, Duration::from_secs(5)).send(&offer).await {
-                Ok((Response::SwappedVotes { votes: theirs }, _)) => {
-                    let learned = votes.take_swapped(source, &theirs);
-                    tracing::debug!(source = ?source, given = theirs.len(), learned, "swapped votes");
-                }
-                Ok((other, _)) => tracing::debug!(source = ?source, answer = ?other, "no vote swap"),
-                Err(error) => tracing::debug!(source = ?source, ?error, "no vote swap"),
+        let offer = Request::SwapVotes {
+            votes: votes.swap_offer(),
+        };
+        match Ask::new(connection, Duration::from_secs(5)).send(&offer).await {
+            Ok((Response::SwappedVotes { votes: theirs }, _)) => {
+                let learned = votes.take_swapped(source, &theirs);
+                tracing::debug!(source = ?source, given = theirs.len(), learned, "swapped votes");
             }
-        });
+            Ok((other, _)) => tracing::debug!(source = ?source, answer = ?other, "no vote swap"),
+            Err(error) => tracing::debug!(source = ?source, ?error, "no vote swap"),
+        }
     }
 }
 
