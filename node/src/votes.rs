@@ -306,8 +306,8 @@ impl Votes {
         learned
     }
 
-    /// Whether to swap votes with `source` now (once per source per
-    /// [`SWAP_AGAIN_AFTER`]); if so, it counts as done, and `source` as met
+    /// Whether to swap votes with `source` now (once per source per 10
+    /// minutes); if so, it counts as done, and `source` as met
     /// there.
     pub fn swap_due(&self, source: PeerAddr) -> bool {
         let mut swaps = self.swaps.locked();
@@ -402,7 +402,7 @@ impl Votes {
     }
 
     /// Asks the voters this user agrees with most, among the sources it
-    /// downloaded from ([`ASK_MET`] of them, all at once, within [`ASK_MET_TIMEOUT`]), what
+    /// downloaded from (8 of them, all at once, within 3 s), what
     /// they think of `files` (a search's best-placed results): their votes
     /// are learned, their opinions heard ([`VoteBook::hear`]). Credence's
     /// step that makes votes reach a user who never met the voters: the
