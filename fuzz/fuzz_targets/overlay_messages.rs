@@ -69,11 +69,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = horizon.updates_to_send();
         }
         OverlayMessage::Degree { .. } => {}
-        OverlayMessage::HitNotes { id, votes } => {
-            // Checking any bytes as a vote never panics; votes for a
-            // query never seen have nowhere to go.
+        OverlayMessage::HitNotes { id, votes, tags } => {
+            // Checking any bytes as a vote or as tags never panics; notes
+            // for a query never seen have nowhere to go.
             for vote in &votes {
                 let _ = vote.verify(1_800_000_000);
+            }
+            for file in &tags {
+                let _ = file.check();
             }
             assert_eq!(router.origin_of(id, now), None);
         }
