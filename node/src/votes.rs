@@ -47,6 +47,10 @@ use crate::leaf::SessionLinks;
 
 /// The file the votes are kept in, inside the data folder.
 pub const VOTES_FILE: &str = "votes.bin";
+/// The sources this node swapped votes with (the voters a search may ask),
+/// inside the data folder, so a restart does not leave it with no one to
+/// ask until it has downloaded again.
+pub const MET_FILE: &str = "vote-sources.bin";
 /// The publishers the user trusts, one peer id a line, inside the data
 /// folder (a text file people may edit; `#` starts a comment).
 pub const TRUSTED_FILE: &str = "trusted-publishers.txt";
@@ -128,6 +132,7 @@ pub struct Votes {
     key: NodeKey,
     cast: tokio::sync::Notify,
     swaps: Mutex<Swaps>,
+    met_file: PathBuf,
 }
 
 impl std::fmt::Debug for Votes {
@@ -158,6 +163,36 @@ struct Met {
 }
 
 impl Swaps {
+    /// With the sources kept in `file` (none if there is none or it is
+    /// damaged: they come back with the next downloads), each due for a
+    /// swap again.
+    fn load(file: &Path) -> Self {
+        let mut swaps = Swaps::new();
+        let kept: Vec<PeerAddr> = (std::fs::read(file).ok())
+            .and_then(|bytes| postcard::from_bytes(&bytes).ok())
+            .unwrap_or_default();
+        let due = Instant::now()
+            .checked_sub(SWAP_AGAIN_AFTER)
+            .unwrap_or_else(Instant::now);
+        for at in kept.into_iter().take(MAX_MET) {
+            swaps.met.insert(at.id, Met { at, swapped: due });
+        }
+        swaps
+    }
+
+    /// Keeps the sources in `file`, the longest unmet first.
+    fn save(&self, file: &Path) {
+        let mut met: Vec<&Met> = self.met.values().collect();
+        met.sort_by_key(|met| met.swapped);
+        let kept: Vec<PeerAddr> = met.into_iter().map(|met| met.at).collect();
+        let written = postcard::to_allocvec(&kept)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_atomically(file, &bytes));
+        if let Err(error) = written {
+            tracing::debug!(file = %file.display(), %error, "cannot keep the sources met");
+        }
+    }
+
     fn new() -> Self {
         Swaps {
             started: Instant::now(),
@@ -241,7 +276,8 @@ impl Votes {
             trusted_file,
             key,
             cast: tokio::sync::Notify::new(),
-            swaps: Mutex::new(Swaps::new()),
+            swaps: Mutex::new(Swaps::load(&data_dir.join(MET_FILE))),
+            met_file: data_dir.join(MET_FILE),
         })
     }
 
@@ -316,7 +352,17 @@ impl Votes {
             return false;
         }
         swaps.meet(source);
+        swaps.save(&self.met_file);
         true
+    }
+
+    /// The sources this node swapped votes with and may ask, the most
+    /// recently met first.
+    pub fn sources_met(&self) -> Vec<PeerAddr> {
+        let swaps = self.swaps.locked();
+        let mut met: Vec<&Met> = swaps.met.values().collect();
+        met.sort_by_key(|met| std::cmp::Reverse(met.swapped));
+        met.into_iter().map(|met| met.at).collect()
     }
 
     /// What a downloader offers a source: its newest own votes.
@@ -732,5 +778,30 @@ impl std::str::FromStr for VerdictArg {
                 "{other:?} is no verdict: say up (it is what it says) or down (a fake)"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sources met survive a restart, due for a swap again, and a
+    /// damaged file only forgets them.
+    #[test]
+    fn the_sources_met_are_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = NodeKey::generate().unwrap();
+        let source = |n: u8| PeerAddr::new(PeerId([n; 32]), "127.0.0.1:4001".parse().unwrap());
+        let votes = Votes::open(dir.path(), key.clone());
+        assert!(votes.swap_due(source(1)));
+        assert!(votes.swap_due(source(2)));
+        assert!(!votes.swap_due(source(1)), "swapped a moment ago");
+        drop(votes);
+        let reopened = Votes::open(dir.path(), key.clone());
+        assert_eq!(reopened.sources_met().len(), 2);
+        assert!(reopened.sources_met().contains(&source(1)));
+        assert!(reopened.swap_due(source(1)), "due again after a restart");
+        std::fs::write(dir.path().join(MET_FILE), b"\xff\xff\xff").unwrap();
+        assert!(Votes::open(dir.path(), key).sources_met().is_empty());
     }
 }
