@@ -133,6 +133,9 @@ pub struct Votes {
     cast: tokio::sync::Notify,
     swaps: Mutex<Swaps>,
     met_file: PathBuf,
+    /// Opened by a one-shot command beside a running node: nothing is
+    /// written, so the node's own saves are never overwritten.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Votes {
@@ -248,6 +251,16 @@ impl Votes {
     /// damaged file is logged and started afresh: votes are opinions, not
     /// data a user would lose sleep over) and the trusted publishers.
     pub fn open(data_dir: &Path, key: NodeKey) -> Arc<Votes> {
+        Arc::new(Votes::load(data_dir, key, false))
+    }
+
+    /// Like [`Votes::open`], for a one-shot command that only ranks
+    /// (`canopy search --ranked`): what it learns is used, never saved.
+    pub fn open_read_only(data_dir: &Path, key: NodeKey) -> Votes {
+        Votes::load(data_dir, key, true)
+    }
+
+    fn load(data_dir: &Path, key: NodeKey, read_only: bool) -> Votes {
         let file = data_dir.join(VOTES_FILE);
         let saved: Saved = match std::fs::read(&file) {
             Ok(bytes) => postcard::from_bytes(&bytes).unwrap_or_else(|error| {
@@ -265,7 +278,7 @@ impl Votes {
         }
         let trusted_file = data_dir.join(TRUSTED_FILE);
         let trusted = read_trusted(&trusted_file);
-        Arc::new(Votes {
+        Votes {
             inner: Mutex::new(Book {
                 book,
                 saved,
@@ -278,7 +291,8 @@ impl Votes {
             cast: tokio::sync::Notify::new(),
             swaps: Mutex::new(Swaps::load(&data_dir.join(MET_FILE))),
             met_file: data_dir.join(MET_FILE),
-        })
+            read_only,
+        }
     }
 
     /// Votes `verdict` on `content` (replacing an earlier vote on it),
@@ -352,7 +366,9 @@ impl Votes {
             return false;
         }
         swaps.meet(source);
-        swaps.save(&self.met_file);
+        if !self.read_only {
+            swaps.save(&self.met_file);
+        }
         true
     }
 
@@ -721,6 +737,9 @@ impl Votes {
     }
 
     fn save(&self, saved: &Saved) {
+        if self.read_only {
+            return;
+        }
         let bytes = match postcard::to_allocvec(saved) {
             Ok(bytes) => bytes,
             Err(error) => return tracing::warn!(%error, "cannot encode the votes"),

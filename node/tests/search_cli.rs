@@ -226,3 +226,81 @@ fn a_dual_stack_supernode_serves_ipv4_and_ipv6_peers_together() {
         assert!(!done.contains("::ffff:"), "{family}: {done}");
     }
 }
+
+/// `canopy search --ranked` waits for the search and ranks for the user:
+/// a file the user voted down (`canopy vote HASH down`) comes last and
+/// says so, in the table and in JSON.
+#[test]
+fn a_ranked_search_puts_what_you_called_fake_last() {
+    let root = tempfile::tempdir().unwrap();
+    let share = root.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("Storm Sounds one.flac"), vec![1u8; 300_000]).unwrap();
+    std::fs::write(share.join("Storm Sounds two.flac"), vec![2u8; 300_000]).unwrap();
+    let supernode = run_node(&["--role", "supernode"], &root.path().join("sn"));
+    let _leaf = run_node(
+        &[
+            "--share",
+            share.to_str().unwrap(),
+            "--bootstrap",
+            &supernode.address,
+        ],
+        &root.path().join("leaf"),
+    );
+    let client = root.path().join("client");
+    let hits = search_until("storm sounds", &supernode.address, &client, |hits| {
+        hits.len() == 2
+    });
+    // Vote down whichever came first, so the ranking must move it.
+    let fake = hits[0]["hash"].as_str().unwrap().to_string();
+    let voted = canopy_in(&["vote", &fake, "down"], &client);
+    assert!(
+        voted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&voted.stderr)
+    );
+
+    let output = canopy_in(
+        &[
+            "search",
+            "storm sounds",
+            "--ranked",
+            "--json",
+            "--bootstrap",
+            &supernode.address,
+        ],
+        &client,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ranked: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(ranked.len(), 2, "{ranked:?}");
+    assert_eq!(ranked[1]["hash"], fake.as_str(), "{ranked:?}");
+    assert_eq!(ranked[1]["own"], "down");
+    assert_eq!(ranked[1]["score"], -1.0);
+    assert_eq!(ranked[0]["own"], serde_json::Value::Null);
+
+    let table = canopy_in(
+        &[
+            "search",
+            "storm sounds",
+            "--ranked",
+            "--bootstrap",
+            &supernode.address,
+        ],
+        &client,
+    );
+    let text = String::from_utf8_lossy(&table.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("RATING"), "{text}");
+    assert!(
+        lines[2].contains("you: fake") && !lines[1].contains("you: fake"),
+        "{text}"
+    );
+}

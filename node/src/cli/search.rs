@@ -8,6 +8,9 @@ use super::args::{DataDir, NetworkArgs};
 use super::exit::NothingFound;
 use crate::searcher::{self, Searcher};
 use crate::units::{human_bytes, parse_bytes};
+use crate::votes::Votes;
+use canopy_common::proto::credence::{Score, Verdict};
+use canopy_common::proto::wire::MAX_HASHES_PER_NOTES_ASK;
 
 /// `canopy search`'s arguments.
 #[derive(Args)]
@@ -36,6 +39,14 @@ pub struct SearchArgs {
     /// One JSON object per result on stdout.
     #[arg(long)]
     json: bool,
+    /// Wait for the search to end, then list the results ranked for you:
+    /// files you called fake last, then files a publisher you trust
+    /// vouched for, then by the votes of people whose votes agreed with
+    /// yours (asking the supernodes and the sources you downloaded from),
+    /// then by sources. Adds a RATING column (JSON: score, voters, own,
+    /// trusted). Without it, results are listed as they arrive.
+    #[arg(long)]
+    ranked: bool,
     #[command(flatten)]
     network: NetworkArgs,
     #[command(flatten)]
@@ -64,16 +75,23 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let endpoint = searcher::endpoint(&network.data_dir, network.membership()?)?;
     let asker = Searcher::one_shot(endpoint.clone(), network.supernodes.clone());
     // Results are shown as they arrive from across the network.
-    let json = args.json;
+    let (json, ranked) = (args.json, args.ranked);
     let mut first = true;
     let mut show = |hit: &Hit| {
+        if ranked {
+            return;
+        }
         if first && !json {
-            print_header();
+            print_header(false);
         }
         first = false;
-        print_hit(hit, json);
+        print_hit(hit, None, json);
     };
     let result = asker.search(&query, &mut show).await;
+    if let (true, Ok(answer)) = (ranked, &result) {
+        let votes = Votes::open_read_only(&network.data_dir, endpoint.key().clone());
+        print_ranked(&asker, &votes, answer.hits.clone(), json).await;
+    }
     endpoint.shutdown().await;
     let answer = result?;
     if let Some(answered) = answer.answered {
@@ -101,38 +119,88 @@ pub fn link_of(hit: &Hit) -> Link {
 /// Width of the name column in tables (longer names are cut with "…").
 const NAME_WIDTH: usize = 40;
 
+/// `hits` ranked for this user (`--ranked`): what the supernodes know of
+/// them and what the sources met think, then [`Votes::rank`].
+async fn print_ranked(asker: &Searcher, votes: &Votes, mut hits: Vec<Hit>, json: bool) {
+    let files: Vec<_> = hits.iter().map(|hit| hit.hash).collect();
+    for chunk in files.chunks(MAX_HASHES_PER_NOTES_ASK / 2).take(4) {
+        asker.gather_notes(votes, chunk).await;
+    }
+    asker
+        .ask_met_voters(votes, &files[..files.len().min(MAX_HASHES_PER_NOTES_ASK)])
+        .await;
+    let scores = votes.rank(&mut hits);
+    if !json && !hits.is_empty() {
+        print_header(true);
+    }
+    for (hit, score) in hits.iter().zip(scores) {
+        let (_, trusted) = votes.publishers(hit);
+        print_hit(hit, Some((score, trusted)), json);
+    }
+}
+
+/// What the RATING column says: the user's own vote, a trusted
+/// publisher, the votes' score (−1 fake … +1 good) and how many voters
+/// with a weight for the user are behind it, or "-".
+fn rating(score: &Score, trusted: bool) -> String {
+    match (score.own, trusted) {
+        (Some(Verdict::Fake), _) => "you: fake".into(),
+        (Some(Verdict::Authentic), _) => "you: good".into(),
+        (None, true) => "trusted".into(),
+        (None, false) if score.weight > 0.0 => format!("{:+.2} ({})", score.value, score.voters),
+        (None, false) => "-".into(),
+    }
+}
+
 /// The table header, printed before the first row.
-fn print_header() {
+fn print_header(ranked: bool) {
+    let rating = if ranked {
+        format!("  {:<11}", "RATING")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}  LINK",
+        "{:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}{rating}  LINK",
         "NAME", "SIZE", "TYPE", "SOURCES"
     );
 }
 
-/// One result, as a table row or a JSON line.
-fn print_hit(hit: &Hit, json: bool) {
+/// One result, as a table row or a JSON line; ranked, with its score and
+/// whether a trusted publisher vouched for it.
+fn print_hit(hit: &Hit, ranked: Option<(Score, bool)>, json: bool) {
     if json {
-        println!(
-            "{}",
-            json!({
-                "hash": hit.hash.to_hex(),
-                "name": hit.name,
-                "size": hit.size,
-                "type": hit.kind.as_str(),
-                "sources": hit.source_count,
-                "peers": hit.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "link": link_of(hit).to_string(),
-            })
-        );
+        let mut line = json!({
+            "hash": hit.hash.to_hex(),
+            "name": hit.name,
+            "size": hit.size,
+            "type": hit.kind.as_str(),
+            "sources": hit.source_count,
+            "peers": hit.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "link": link_of(hit).to_string(),
+        });
+        if let Some((score, trusted)) = ranked {
+            line["score"] = json!(score.value);
+            line["voters"] = json!(score.voters);
+            line["own"] = json!(score.own.map(|own| match own {
+                Verdict::Authentic => "up",
+                Verdict::Fake => "down",
+            }));
+            line["trusted"] = json!(trusted);
+        }
+        println!("{line}");
         return;
     }
+    let rating = match &ranked {
+        Some((score, trusted)) => format!("  {:<11}", rating(score, *trusted)),
+        None => String::new(),
+    };
     let mut name: String = hit.name.chars().take(NAME_WIDTH).collect();
     if hit.name.chars().count() > NAME_WIDTH {
         name.pop();
         name.push('…');
     }
     println!(
-        "{name:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}  {}",
+        "{name:<NAME_WIDTH$}  {:>10}  {:<8}  {:>7}{rating}  {}",
         human_bytes(hit.size),
         hit.kind.as_str(),
         hit.source_count,
