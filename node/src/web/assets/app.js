@@ -982,9 +982,18 @@ function showSettingsState(text, isError) {
   say($('#settings-state'), text, isError);
 }
 
+// Which load of the settings is the newest: an older one that answers
+// late must not write over a newer one.
+let settingsLoad = 0;
+
 async function loadSettings() {
+  const serial = ++settingsLoad;
+  // What the user types while the settings load is kept, not overwritten
+  // when they arrive.
+  for (const input of $('#settings-form').elements) delete input.dataset.edited;
   try {
     const settings = await api('GET', 'settings');
+    if (serial !== settingsLoad) return;
     const values = Object.assign({}, settings.in_force, settings.saved);
     // Caps are stored in bytes per second and shown in KiB/s or MiB/s; the
     // node reads back what is typed ("12 MiB/s", "500 KiB/s", "2M").
@@ -995,13 +1004,18 @@ async function loadSettings() {
     for (const input of $('#settings-form').elements) {
       if (!input.name) continue;
       const value = values[input.name];
-      input.value = value == null ? '' : value;
-      shownSettings[input.name] = input.value.trim();
+      const shown = value == null ? '' : String(value);
+      if (!input.dataset.edited) input.value = shown;
+      shownSettings[input.name] = shown.trim();
     }
   } catch (error) {
     showSettingsState(error.message, true);
   }
 }
+
+$('#settings-form').addEventListener('input', (event) => {
+  if (event.target.name) event.target.dataset.edited = 'yes';
+});
 
 $('#settings-form').addEventListener('submit', async (event) => {
   event.preventDefault();
