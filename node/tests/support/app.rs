@@ -28,7 +28,7 @@ pub fn chromium() -> String {
 
 /// A `canopy run` process, killed when dropped, with the lines it printed.
 pub struct Process {
-    child: Child,
+    pub child: Child,
     lines: mpsc::Receiver<String>,
     printed: Vec<String>,
 }
