@@ -19,6 +19,7 @@ use crate::fileio::read_exact_at;
 use crate::ratelimit::RateLimiter;
 use crate::share::Content;
 use crate::state::NodeState;
+use crate::votes::Refused;
 
 /// How long one chunk of an answer may wait for the peer to read. A peer
 /// that asks and never reads would otherwise hold an upload slot forever.
@@ -212,7 +213,8 @@ pub(super) async fn swap_votes(
 ) -> Result<(), AnswerError> {
     let response = match state.votes.get().map(|book| book.swap_answer(peer, &votes)) {
         Some(Ok(votes)) => Response::SwappedVotes { votes },
-        refused => refusal(peer, refused.map(|answer| answer.map(|_| ())), 10_000),
+        Some(Err(refused)) => refusal(peer, refused, 10_000),
+        None => refusal(peer, Refused::Busy, 10_000),
     };
     write_frame(send, &response).await?;
     Ok(())
@@ -232,21 +234,18 @@ pub(super) async fn opinions(
         .map(|book| book.opinions_answer(peer.id, &hashes))
     {
         Some(Ok((votes, opinions))) => Response::Opinions { votes, opinions },
-        refused => refusal(peer, refused.map(|answer| answer.map(|_| ())), 1_000),
+        Some(Err(refused)) => refusal(peer, refused, 1_000),
+        None => refusal(peer, Refused::Busy, 1_000),
     };
     write_frame(send, &response).await?;
     Ok(())
 }
 
 /// `Busy` (over budget, or no votes kept here) or `BadRequest` with the reason.
-fn refusal(
-    peer: PeerAddr,
-    refused: Option<Result<(), crate::votes::Refused>>,
-    retry_after_ms: u32,
-) -> Response {
+fn refusal(peer: PeerAddr, refused: Refused, retry_after_ms: u32) -> Response {
     match refused {
-        None | Some(Ok(())) | Some(Err(crate::votes::Refused::Busy)) => Response::Busy { retry_after_ms },
-        Some(Err(refused)) => {
+        Refused::Busy => Response::Busy { retry_after_ms },
+        refused => {
             tracing::debug!(peer = ?peer, %refused, "refused a peer's votes request");
             Response::bad_request(refused.to_string())
         }
